@@ -1,0 +1,233 @@
+"""The engine interface: the seed's VmEngine, Network and Storage traits.
+
+Drivers implement the small primitives; the composite flows (create, destroy,
+snapshot, apply) live once here so every engine gets the same ordering,
+error codes and roll-back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+
+from engines.specs import Feature, PowerState, SnapshotResult, SnapshotSpec, VmSpec
+from ttportal.errors import EngineError, ErrorCode, TTError
+
+log = logging.getLogger(__name__)
+
+# Progress callback: (percent, message). Services record it on the Operation.
+Progress = Callable[[int, str], None]
+
+
+def _no_progress(percent: int, message: str) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def step(code: str) -> Iterator[None]:
+    """Turn any failure inside into an EngineError carrying `code` (the seed's `.c(e!(..))`)."""
+    try:
+        yield
+    except TTError:
+        raise
+    except Exception as exc:
+        raise EngineError(f"{exc.__class__.__name__}: {exc}", code=code) from exc
+
+
+class Network(ABC):
+    """How a VM is wired: DHCP entry, port forwarding, egress policy."""
+
+    @abstractmethod
+    def set_net(self, vm: VmSpec) -> None: ...
+
+    @abstractmethod
+    def unset_net(self, vm: VmSpec) -> None: ...
+
+    @abstractmethod
+    def deny_outgoing(self, vm: VmSpec) -> None: ...
+
+    @abstractmethod
+    def allow_outgoing(self, vm: VmSpec) -> None: ...
+
+    @abstractmethod
+    def set_blacklist(self, vm: VmSpec) -> None:
+        """Make the VM's blocked addresses exactly `vm.blacklist` (an empty one clears it)."""
+
+
+class Storage(ABC):
+    """The runtime image and its snapshots."""
+
+    @abstractmethod
+    def create_image(self, vm: VmSpec) -> str:
+        """Create the runtime image from the template; return its reference."""
+
+    @abstractmethod
+    def destroy_image(self, vm: VmSpec) -> None: ...
+
+    @abstractmethod
+    def storage_create_snapshot(self, vm: VmSpec, name: str) -> str:
+        """Snapshot the (stopped) VM's storage; return the snapshot's reference."""
+
+    @abstractmethod
+    def storage_destroy_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None: ...
+
+    @abstractmethod
+    def storage_apply_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None: ...
+
+
+class VmEngine(Network, Storage, ABC):
+    """A host engine (QEMU through libvirt, Docker, Firecracker) bound to one node."""
+
+    kind: str = ""
+    features: frozenset[Feature] = frozenset()
+
+    def __init__(self, *, uri: str, options: dict | None = None):
+        self.uri = uri
+        self.options = dict(options or {})
+
+    # --- lifecycle primitives a driver provides -------------------------
+    @abstractmethod
+    def init(self) -> None:
+        """Called once when a process first uses this node: connect, ensure pool/network."""
+
+    @abstractmethod
+    def define_vm(self, vm: VmSpec) -> None:
+        """Register the VM with the engine (domain definition, container create)."""
+
+    @abstractmethod
+    def undefine_vm(self, vm: VmSpec) -> None:
+        """Remove the definition; a missing one is not an error."""
+
+    @abstractmethod
+    def start_vm(self, vm: VmSpec) -> None:
+        """Boot a stopped VM; a running one is left alone."""
+
+    @abstractmethod
+    def stop_vm(self, vm: VmSpec, *, force: bool = False) -> None:
+        """Shut the VM down (gracefully unless forced); a stopped one is left alone."""
+
+    @abstractmethod
+    def update_vm(self, vm: VmSpec) -> None:
+        """Apply a new config (CPU, memory, ...) to the defined VM."""
+
+    @abstractmethod
+    def power_state(self, vm: VmSpec) -> PowerState: ...
+
+    # --- meta (the seed's cache_meta / gen_vm_from_meta) ---------------
+    def cache_meta(self, vm: VmSpec) -> dict:
+        return vm.to_meta()
+
+    def gen_vm_from_meta(self, meta: dict) -> VmSpec:
+        return VmSpec.from_meta(meta)
+
+    def check_feat(self, wanted: set[Feature] | frozenset[Feature]) -> set[Feature]:
+        """Return the wanted features this engine lacks (empty set: all supported)."""
+        return set(wanted) - set(self.features)
+
+    # --- composite flows, written once ---------------------------------
+    def create_vm(self, vm: VmSpec, progress: Progress = _no_progress) -> str:
+        """Image, definition, network; on failure undo whatever was done, then re-raise."""
+        undo: list[Callable[[], None]] = []
+        try:
+            progress(10, "creating runtime image")
+            with step(ErrorCode.STORAGE_CREATE_IMAGE):
+                image = self.create_image(vm)
+            undo.append(lambda: self.destroy_image(vm.replace(runtime_image=image, keep_image=False)))
+            vm = vm.replace(runtime_image=image)
+            progress(40, "defining VM")
+            with step(ErrorCode.DEFINE_VM):
+                self.define_vm(vm)
+            undo.append(lambda: self.undefine_vm(vm))
+            progress(70, "wiring network")
+            with step(ErrorCode.FIREWALL_SET_NET):
+                self.set_net(vm)
+                if vm.deny_outgoing:
+                    self.deny_outgoing(vm)
+                if vm.blacklist:
+                    self.set_blacklist(vm)
+            return image
+        except Exception:
+            self._undo(undo, vm)
+            raise
+
+    def _undo(self, undo: list[Callable[[], None]], vm: VmSpec) -> None:
+        for action in reversed(undo):
+            try:
+                action()
+            except Exception:  # keep undoing: one leftover is better than several
+                log.exception("roll-back step failed for %s", vm.name)
+
+    def destroy_vm(self, vm: VmSpec, progress: Progress = _no_progress) -> None:
+        """Power off, remove definition, image (unless keep_image) and network. Idempotent."""
+        progress(10, "powering off")
+        with step(ErrorCode.STOP_VM):
+            if self.power_state(vm) == PowerState.RUNNING:
+                self.stop_vm(vm, force=True)
+        progress(40, "removing definition")
+        with step(ErrorCode.UNDEFINE_VM):
+            self.undefine_vm(vm)
+        progress(60, "removing runtime image")
+        with step(ErrorCode.STORAGE_DESTROY_IMAGE):
+            if not vm.keep_image:
+                self.destroy_image(vm)
+        progress(80, "removing network")
+        with step(ErrorCode.FIREWALL_UNSET_NET):
+            self.unset_net(vm)
+
+    def create_snapshot(
+        self, vm: VmSpec, name: str, progress: Progress = _no_progress
+    ) -> SnapshotResult:
+        """Stop, cache meta, snapshot storage, then restore the power state it had."""
+        was_running = self.power_state(vm) == PowerState.RUNNING
+        if was_running:
+            progress(10, "stopping VM for a consistent snapshot")
+            with step(ErrorCode.STOP_VM):
+                self.stop_vm(vm)
+        try:
+            progress(40, "caching config")
+            with step(ErrorCode.META_CREATE_CACHE):
+                meta = self.cache_meta(vm)
+            progress(60, "snapshotting storage")
+            with step(ErrorCode.SNAPSHOT_CREATE):
+                path = self.storage_create_snapshot(vm, name)
+        finally:
+            if was_running:
+                progress(90, "restarting VM")
+                with step(ErrorCode.START_VM):
+                    self.start_vm(vm)
+        return SnapshotResult(path=path, meta=meta)
+
+    def destroy_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
+        with step(ErrorCode.SNAPSHOT_DESTROY):
+            self.storage_destroy_snapshot(vm, snapshot)
+
+    def apply_snapshot(
+        self, vm: VmSpec, snapshot: SnapshotSpec, progress: Progress = _no_progress
+    ) -> VmSpec:
+        """Stop, restore meta, revert storage, update, restore power state. Returns the restored VM."""
+        was_running = self.power_state(vm) == PowerState.RUNNING
+        if was_running:
+            progress(10, "stopping VM")
+            with step(ErrorCode.STOP_VM):
+                self.stop_vm(vm)
+        progress(30, "restoring config")
+        with step(ErrorCode.META_RESTORE_CACHE):
+            cached = self.gen_vm_from_meta(snapshot.meta)
+            # What the snapshot cannot change: identity and the current wiring
+            # (addresses, ports and egress policy belong to the Env as it is now).
+            restored = vm.replace(
+                cpu_num=cached.cpu_num, mem_mb=cached.mem_mb, disk_mb=cached.disk_mb
+            )
+        progress(50, "reverting storage")
+        with step(ErrorCode.SNAPSHOT_APPLY):
+            self.storage_apply_snapshot(restored, snapshot)
+        progress(70, "updating VM")
+        with step(ErrorCode.UPDATE_VM):
+            self.update_vm(restored)
+        if was_running:
+            progress(90, "restarting VM")
+            with step(ErrorCode.START_VM):
+                self.start_vm(restored)
+        return restored

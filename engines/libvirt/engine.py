@@ -1,0 +1,313 @@
+"""QEMU/KVM through libvirt-python: domains, pool volumes with a backing store, snapshots.
+
+Also drives libvirt's in-process `test:///default` driver, which the unit tests
+and control-plane benchmarks use (it keeps domains, volumes and snapshots in
+memory and boots nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import libvirt
+
+from engines.base import VmEngine
+from engines.libvirt import xml
+from engines.libvirt.connection import get_connection, is_missing
+from engines.network.firewall import Firewall, MemoryFirewall
+from engines.specs import Feature, PowerState, SnapshotSpec, VmSpec
+from ttportal.errors import EngineError, ErrorCode
+
+log = logging.getLogger(__name__)
+MIB = 1024 * 1024
+
+
+def host_has_working_kvm() -> bool:
+    """KVM only where the CPU offers it and /dev/kvm is usable; never by trying and waiting."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " vmx" in flags or " svm" in flags
+
+
+class LibvirtEngine(VmEngine):
+    kind = "libvirt"
+    features = frozenset(
+        {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT,
+         Feature.RAND_UUID, Feature.KEEP_IMAGE}
+    )
+
+    def __init__(self, *, uri: str, options: dict | None = None):
+        super().__init__(uri=uri, options=options)
+        self.pool_name = self.options.get("pool_name", "tt-pool")
+        self.network_name = self.options.get("network_name", "tt-net")
+        self.vm_network = self.options.get("vm_network", "10.100.0.0/16")
+        self.pool_path = self.options.get("pool_path", "/var/lib/ttportal/pool")
+        self.bridge = self.options.get("bridge", "ttbr0")
+        self.console_dir = self.options.get("console_dir", "")
+        self.stop_timeout = float(self.options.get("stop_timeout", 30))
+        self.firewall: Firewall = self.options.get("firewall") or MemoryFirewall()
+
+    # --- plumbing ---------------------------------------------------------
+    @property
+    def conn(self) -> libvirt.virConnect:
+        return get_connection(self.uri)
+
+    @property
+    def is_test_driver(self) -> bool:
+        return self.uri.startswith("test://")
+
+    def domain_type(self) -> str:
+        if self.is_test_driver:
+            return "test"
+        return "kvm" if host_has_working_kvm() else "qemu"
+
+    def _pool(self) -> libvirt.virStoragePool:
+        return self.conn.storagePoolLookupByName(self.pool_name)
+
+    def _domain(self, vm: VmSpec) -> libvirt.virDomain | None:
+        try:
+            return self.conn.lookupByName(vm.name)
+        except libvirt.libvirtError as exc:
+            if is_missing(exc):
+                return None
+            raise
+
+    def _volume(self, name: str) -> libvirt.virStorageVol | None:
+        try:
+            return self._pool().storageVolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if is_missing(exc):
+                return None
+            raise
+
+    def _network(self) -> libvirt.virNetwork:
+        return self.conn.networkLookupByName(self.network_name)
+
+    @staticmethod
+    def image_name(vm: VmSpec) -> str:
+        return f"{vm.name}.qcow2"
+
+    # --- init ---------------------------------------------------------------
+    def init(self) -> None:
+        """Ensure the node's storage pool and VM network exist and are active (idempotent)."""
+        try:
+            self._ensure_pool()
+            self._ensure_network()
+            self.firewall.ensure()
+        except libvirt.libvirtError as exc:
+            raise EngineError(f"{self.uri}: {exc}", code=ErrorCode.ENGINE_INIT) from exc
+
+    def _ensure_pool(self) -> None:
+        conn = self.conn
+        try:
+            pool = conn.storagePoolLookupByName(self.pool_name)
+        except libvirt.libvirtError as exc:
+            if not is_missing(exc):
+                raise
+            if not self.is_test_driver:
+                os.makedirs(self.pool_path, exist_ok=True)
+            pool = conn.storagePoolDefineXML(xml.dir_pool_xml(self.pool_name, self.pool_path), 0)
+        if not pool.isActive():
+            pool.create(0)
+        if not pool.autostart():
+            pool.setAutostart(1)
+
+    def _ensure_network(self) -> None:
+        conn = self.conn
+        try:
+            net = conn.networkLookupByName(self.network_name)
+        except libvirt.libvirtError as exc:
+            if not is_missing(exc):
+                raise
+            # `open` forward mode: libvirt adds no firewall rules; ours are the only ones.
+            mode = "nat" if self.is_test_driver else "open"
+            net = conn.networkDefineXML(
+                xml.network_xml(self.network_name, self.bridge, self.vm_network, mode)
+            )
+        if not net.isActive():
+            net.create()
+        if not net.autostart():
+            net.setAutostart(1)
+
+    # --- storage ------------------------------------------------------------
+    def _template_volume(self, vm: VmSpec) -> libvirt.virStorageVol:
+        path = vm.template.path
+        if path.startswith("/"):
+            return self.conn.storageVolLookupByPath(path)
+        return self._pool().storageVolLookupByName(path)
+
+    def create_image(self, vm: VmSpec) -> str:
+        """A qcow2 overlay on the template: constant time whatever the template's size."""
+        existing = self._volume(self.image_name(vm))
+        if existing is not None:  # a retried task: the image is already there
+            return existing.path()
+        template = self._template_volume(vm)
+        _type, template_capacity, _alloc = template.info()
+        wanted = vm.disk_mb * MIB
+        if wanted < template_capacity:
+            raise EngineError(
+                f"disk_size {vm.disk_mb} MiB is smaller than template {vm.template.name!r} "
+                f"({template_capacity // MIB} MiB)",
+                code=ErrorCode.STORAGE_CREATE_IMAGE,
+            )
+        fmt = _volume_format(template.XMLDesc(0))
+        volume = self._pool().createXML(
+            xml.overlay_volume_xml(self.image_name(vm), wanted, template.path(), fmt), 0
+        )
+        return volume.path()
+
+    def destroy_image(self, vm: VmSpec) -> None:
+        volume = self._volume(self.image_name(vm))
+        if volume is not None:
+            volume.delete(0)
+
+    def storage_create_snapshot(self, vm: VmSpec, name: str) -> str:
+        dom = self._require_domain(vm)
+        try:
+            dom.snapshotLookupByName(name)
+            return name  # a retried task already made it
+        except libvirt.libvirtError as exc:
+            if not is_missing(exc):
+                raise
+        dom.snapshotCreateXML(xml.snapshot_xml(name), 0)
+        return name
+
+    def storage_destroy_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
+        dom = self._domain(vm)
+        if dom is None:
+            return
+        try:
+            dom.snapshotLookupByName(snapshot.path or snapshot.name).delete(0)
+        except libvirt.libvirtError as exc:
+            if not is_missing(exc):
+                raise
+
+    def storage_apply_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
+        dom = self._require_domain(vm)
+        snap = dom.snapshotLookupByName(snapshot.path or snapshot.name)
+        dom.revertToSnapshot(snap, 0)
+        # A snapshot taken of a running guest reverts to running; the flow
+        # decides the power state afterwards, so leave it stopped here.
+        if dom.isActive():
+            dom.destroy()
+
+    # --- lifecycle ------------------------------------------------------------
+    def _require_domain(self, vm: VmSpec) -> libvirt.virDomain:
+        dom = self._domain(vm)
+        if dom is None:
+            raise EngineError(f"VM {vm.name} is not defined on {self.uri}", code=ErrorCode.START_VM)
+        return dom
+
+    def _domain_xml(self, vm: VmSpec) -> str:
+        console_log = os.path.join(self.console_dir, f"{vm.name}.log") if self.console_dir else ""
+        return xml.domain_xml(
+            vm,
+            domain_type=self.domain_type(),
+            disk_path=vm.runtime_image or self._pool_path_of(self.image_name(vm)),
+            network_name=self.network_name,
+            console_log=console_log,
+            arch="" if self.is_test_driver else "x86_64",
+        )
+
+    def _pool_path_of(self, volume_name: str) -> str:
+        volume = self._volume(volume_name)
+        return volume.path() if volume is not None else ""
+
+    def define_vm(self, vm: VmSpec) -> None:
+        self.conn.defineXML(self._domain_xml(vm))
+
+    def update_vm(self, vm: VmSpec) -> None:
+        # Redefining a persistent domain replaces its config; it takes effect at next boot.
+        self.conn.defineXML(self._domain_xml(vm))
+
+    def undefine_vm(self, vm: VmSpec) -> None:
+        dom = self._domain(vm)
+        if dom is None:
+            return
+        if dom.isActive():
+            dom.destroy()
+        # Snapshot metadata goes with the domain; the snapshot data lives in the
+        # overlay image, which destroy_image removes.
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+
+    def start_vm(self, vm: VmSpec) -> None:
+        dom = self._require_domain(vm)
+        if not dom.isActive():
+            dom.create()
+
+    def stop_vm(self, vm: VmSpec, *, force: bool = False) -> None:
+        """ACPI shutdown, forced off after `stop_timeout` so a stopped VM uses nothing."""
+        dom = self._domain(vm)
+        if dom is None or not dom.isActive():
+            return
+        if not force:
+            try:
+                dom.shutdown()
+            except libvirt.libvirtError:
+                log.warning("ACPI shutdown of %s refused; forcing it off", vm.name)
+            deadline = time.monotonic() + self.stop_timeout
+            while dom.isActive() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        if dom.isActive():
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as exc:
+                if dom.isActive():  # it may have shut down between the check and the call
+                    raise exc
+
+    def power_state(self, vm: VmSpec) -> PowerState:
+        dom = self._domain(vm)
+        if dom is None:
+            return PowerState.MISSING
+        return PowerState.RUNNING if dom.isActive() else PowerState.STOPPED
+
+    # --- network ----------------------------------------------------------------
+    def _update_dhcp_host(self, command: int, vm: VmSpec) -> None:
+        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        net = self._network()
+        if net.isActive():
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        net.update(
+            command,
+            libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+            -1,
+            xml.dhcp_host_xml(vm.mac, vm.ip, vm.name),
+            flags,
+        )
+
+    def _has_dhcp_host(self, vm: VmSpec) -> bool:
+        root = ET.fromstring(self._network().XMLDesc(0))
+        return any(h.get("mac") == vm.mac for h in root.iter("host"))
+
+    def set_net(self, vm: VmSpec) -> None:
+        # DHCP gives the guest the address its MAC implies, whatever the template.
+        if not self._has_dhcp_host(vm):
+            self._update_dhcp_host(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, vm)
+        self.firewall.add_vm(vm)
+
+    def unset_net(self, vm: VmSpec) -> None:
+        self.firewall.remove_vm(vm)
+        if self._has_dhcp_host(vm):
+            self._update_dhcp_host(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, vm)
+
+    def deny_outgoing(self, vm: VmSpec) -> None:
+        self.firewall.add_vm(vm.replace(deny_outgoing=True))
+
+    def allow_outgoing(self, vm: VmSpec) -> None:
+        self.firewall.add_vm(vm.replace(deny_outgoing=False))
+
+    def set_blacklist(self, vm: VmSpec) -> None:
+        self.firewall.add_vm(vm)
+
+
+def _volume_format(volume_xml: str) -> str:
+    fmt = ET.fromstring(volume_xml).find("./target/format")
+    return fmt.get("type", "raw") if fmt is not None else "raw"

@@ -1,0 +1,127 @@
+"""libvirt XML documents built from plain data (ElementTree does the escaping)."""
+
+from __future__ import annotations
+
+import ipaddress
+import xml.etree.ElementTree as ET
+
+from engines.specs import VmSpec
+
+TT_XMLNS = "https://tt-portal.invalid/xmlns/vm/1"
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _tostring(root: ET.Element) -> str:
+    return ET.tostring(root, encoding="unicode")
+
+
+def domain_xml(
+    vm: VmSpec,
+    *,
+    domain_type: str,
+    disk_path: str,
+    network_name: str,
+    console_log: str = "",
+    arch: str = "",
+) -> str:
+    root = ET.Element("domain", {"type": domain_type})
+    _sub(root, "name", vm.name)
+    if vm.uuid:
+        _sub(root, "uuid", vm.uuid)
+    meta = _sub(root, "metadata")
+    tt = ET.SubElement(meta, "tt:vm", {"xmlns:tt": TT_XMLNS})
+    ET.SubElement(tt, "tt:id").text = str(vm.id)
+    ET.SubElement(tt, "tt:template").text = vm.template.name
+    _sub(root, "memory", str(vm.mem_mb), unit="MiB")
+    _sub(root, "vcpu", str(vm.cpu_num))
+    os_el = _sub(root, "os")
+    type_attrs = {"arch": arch} if arch else {}
+    _sub(os_el, "type", "hvm", **type_attrs)
+    if vm.template.kernel:
+        _sub(os_el, "kernel", vm.template.kernel)
+        if vm.template.initrd:
+            _sub(os_el, "initrd", vm.template.initrd)
+        if vm.template.cmdline:
+            _sub(os_el, "cmdline", vm.template.cmdline)
+    else:
+        _sub(os_el, "boot", dev="hd")
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    _sub(root, "on_poweroff", "destroy")
+    _sub(root, "on_reboot", "restart")
+    _sub(root, "on_crash", "destroy")
+    devices = _sub(root, "devices")
+    disk = _sub(devices, "disk", type="file", device="disk")
+    _sub(disk, "driver", name="qemu", type="qcow2")
+    _sub(disk, "source", file=disk_path)
+    _sub(disk, "target", dev="vda", bus="virtio")
+    nic = _sub(devices, "interface", type="network")
+    _sub(nic, "mac", address=vm.mac)
+    _sub(nic, "source", network=network_name)
+    _sub(nic, "model", type="virtio")
+    serial = _sub(devices, "serial", type="pty")
+    if console_log:
+        _sub(serial, "log", file=console_log, append="on")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+    return _tostring(root)
+
+
+def overlay_volume_xml(name: str, capacity_bytes: int, backing_path: str, backing_format: str) -> str:
+    root = ET.Element("volume")
+    _sub(root, "name", name)
+    _sub(root, "capacity", str(capacity_bytes), unit="bytes")
+    target = _sub(root, "target")
+    _sub(target, "format", type="qcow2")
+    backing = _sub(root, "backingStore")
+    _sub(backing, "path", backing_path)
+    _sub(backing, "format", type=backing_format)
+    return _tostring(root)
+
+
+def dir_pool_xml(name: str, path: str) -> str:
+    root = ET.Element("pool", {"type": "dir"})
+    _sub(root, "name", name)
+    target = _sub(root, "target")
+    _sub(target, "path", path)
+    return _tostring(root)
+
+
+def network_xml(name: str, bridge: str, vm_network: str, forward_mode: str) -> str:
+    """A bridge with the gateway address; DHCP hands out only per-MAC host entries.
+
+    `open` forward mode adds no firewall rules of libvirt's own: our nftables
+    table is the single owner of NAT and egress policy.
+    """
+    net = ipaddress.IPv4Network(vm_network)
+    root = ET.Element("network")
+    _sub(root, "name", name)
+    _sub(root, "forward", mode=forward_mode)
+    _sub(root, "bridge", name=bridge, stp="off", delay="0")
+    ip = _sub(root, "ip", address=str(net.network_address + 1), netmask=str(net.netmask))
+    dhcp = _sub(ip, "dhcp")
+    # A one-address range is required for dnsmasq to serve DHCP at all; real
+    # leases come from the host entries that set_net adds per VM.
+    last = str(net.broadcast_address - 1)
+    _sub(dhcp, "range", start=last, end=last)
+    return _tostring(root)
+
+
+def dhcp_host_xml(mac: str, ip: str, name: str) -> str:
+    return _tostring(ET.Element("host", {"mac": mac, "ip": ip, "name": name}))
+
+
+def snapshot_xml(name: str, description: str = "") -> str:
+    root = ET.Element("domainsnapshot")
+    _sub(root, "name", name)
+    if description:
+        _sub(root, "description", description)
+    return _tostring(root)

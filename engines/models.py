@@ -1,0 +1,114 @@
+"""Node: one host running one engine, with the address space and ports it owns."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+MAC_PREFIX_RE = r"^[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}$"
+
+
+class EngineKind(models.TextChoices):
+    LIBVIRT = "libvirt", "QEMU/KVM (libvirt)"
+    DOCKER = "docker", "Docker"
+    FIRECRACKER = "firecracker", "Firecracker"
+
+
+def validate_vm_network(value: str) -> None:
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise ValidationError(f"must be an IPv4 network like 10.100.0.0/16 ({exc})") from None
+    # The host part comes from the MAC's last three bytes: at most 24 bits of it.
+    if not 8 <= net.prefixlen <= 24:
+        raise ValidationError("prefix length must be between /8 and /24")
+
+
+class Node(models.Model):
+    name = models.SlugField(max_length=63, unique=True)
+    kind = models.CharField(max_length=16, choices=EngineKind.choices, default=EngineKind.LIBVIRT)
+    uri = models.CharField(
+        max_length=255,
+        help_text="Where the engine listens: qemu:///system, qemu+ssh://host/system, "
+        "unix:///run/docker.sock. test:///default is libvirt's in-process test driver: "
+        "it boots nothing and is for tests only.",
+    )
+    public_host = models.CharField(
+        max_length=255, help_text="Address clients dial to reach forwarded ports."
+    )
+    vm_network = models.CharField(
+        max_length=18,
+        default="10.100.0.0/16",
+        validators=[validate_vm_network],
+        help_text="The VMs' network; a VM's address is this network plus its MAC's low bits.",
+    )
+    mac_prefix = models.CharField(
+        max_length=8, default="52:54:00", validators=[RegexValidator(MAC_PREFIX_RE)]
+    )
+    port_min = models.PositiveIntegerField(
+        default=20000, validators=[MinValueValidator(1024), MaxValueValidator(65535)]
+    )
+    port_max = models.PositiveIntegerField(
+        default=29999, validators=[MinValueValidator(1024), MaxValueValidator(65535)]
+    )
+    pool_name = models.CharField(max_length=64, default="tt-pool")
+    network_name = models.CharField(max_length=64, default="tt-net")
+    cpu_capacity = models.PositiveIntegerField(default=0, help_text="vCPUs offered; 0 = unlimited")
+    mem_capacity_mb = models.PositiveIntegerField(default=0, help_text="MiB offered; 0 = unlimited")
+    enabled = models.BooleanField(default=True)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(port_min__lte=models.F("port_max")),
+                name="node_port_range_ordered",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.port_min > self.port_max:
+            raise ValidationError({"port_max": "must not be below port_min"})
+
+    # --- address arithmetic: MAC <-> IP, both derived from one host index ----
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.vm_network)
+
+    @property
+    def gateway_ip(self) -> str:
+        return str(self.network.network_address + 1)
+
+    def host_index_bounds(self) -> tuple[int, int]:
+        """Usable host indexes: skip the network address, the gateway (.1), the one
+        address DHCP needs as its range (broadcast - 1) and broadcast."""
+        return 2, self.network.num_addresses - 3
+
+    def ip_for_index(self, index: int) -> str:
+        return str(self.network.network_address + index)
+
+    def mac_for_index(self, index: int) -> str:
+        """The MAC whose last three bytes carry the host index (the seed's rule)."""
+        low = index.to_bytes(3, "big")
+        return self.mac_prefix + ":" + ":".join(f"{b:02x}" for b in low)
+
+    @staticmethod
+    def index_for_mac(mac: str) -> int:
+        return int("".join(mac.split(":")[3:]), 16)
+
+    def ip_for_mac(self, mac: str) -> str:
+        """The seed: the IP is the MAC's last three bytes, inside this node's network."""
+        hostmask = int(self.network.hostmask)
+        return self.ip_for_index(self.index_for_mac(mac) & hostmask)
+
+    @property
+    def is_test_driver(self) -> bool:
+        return self.uri.startswith("test://")

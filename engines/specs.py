@@ -1,0 +1,94 @@
+"""Plain data handed to engine drivers.
+
+Drivers never see Django models: they get these small dataclasses, so a driver
+can be tested and run on its own and the control plane stays in the services.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+
+
+class Feature(enum.StrEnum):
+    """What an engine can do; checked before an operation is accepted (seed: check_feat)."""
+
+    SNAPSHOT = "snapshot"
+    START_STOP = "start_stop"
+    NAT = "nat"
+    FLAT = "flat"
+    RAND_UUID = "rand_uuid"
+    KEEP_IMAGE = "keep_image"
+
+
+class PowerState(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    MISSING = "missing"  # the engine has no such VM
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    name: str
+    path: str  # volume name in the node's pool, image reference, etc.
+    size_mb: int = 0
+    kernel: str = ""
+    initrd: str = ""
+    cmdline: str = ""
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    protocol: str  # "tcp" | "udp"
+    inner_port: int
+    public_port: int
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """Everything a driver needs to build, run and wire one VM."""
+
+    id: int
+    name: str  # engine-side name, unique per node (e.g. "tt-vm-42")
+    template: TemplateSpec
+    cpu_num: int
+    mem_mb: int
+    disk_mb: int
+    mac: str
+    ip: str
+    runtime_image: str = ""
+    net_kind: str = "nat"
+    uuid: str = ""
+    ports: tuple[PortSpec, ...] = ()
+    deny_outgoing: bool = False
+    blacklist: tuple[str, ...] = ()
+    keep_image: bool = False
+
+    def replace(self, **changes) -> VmSpec:
+        return dataclasses.replace(self, **changes)
+
+    def to_meta(self) -> dict:
+        """The VM's config as JSON-able data (the seed's cached meta file)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> VmSpec:
+        data = dict(meta)
+        data["template"] = TemplateSpec(**data["template"])
+        data["ports"] = tuple(PortSpec(**p) for p in data.get("ports", ()))
+        data["blacklist"] = tuple(data.get("blacklist", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SnapshotSpec:
+    name: str
+    path: str = ""  # engine reference to the snapshot data
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    path: str
+    meta: dict

@@ -1,0 +1,156 @@
+"""Env (the seed's Env + EnvState) and Operation (the async-op and audit record)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from ttportal.errors import ErrorCode
+from ttportal.validators import validate_dns_label
+
+
+class EnvQuerySet(models.QuerySet):
+    def visible_to(self, user) -> EnvQuerySet:
+        """The one scoping rule: staff see every Env, everyone else only their own."""
+        if user.is_staff:
+            return self
+        return self.filter(owner=user)
+
+    def live(self) -> EnvQuerySet:
+        return self.exclude(status=Env.Status.DESTROYED)
+
+
+class Env(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        DESTROYING = "destroying"
+        DESTROYED = "destroyed"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="envs")
+    name = models.CharField(max_length=63, validators=[validate_dns_label])
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    start_at = models.DateTimeField(editable=False, help_text="Fixed when created; never changes.")
+    end_at = models.DateTimeField(help_text="The owner may move it; the Env is cleaned up after it.")
+    # The seed's EnvState.
+    is_stopped = models.BooleanField(default=False)
+    deny_outgoing = models.BooleanField(default=False)
+    last_mgmt_at = models.DateTimeField(null=True, blank=True, editable=False)
+    destroyed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = EnvQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-start_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "name"],
+                condition=~Q(status="destroyed"),
+                name="env_name_unique_per_owner_live",
+                violation_error_message="You already have a live Env with this name.",
+            ),
+            models.CheckConstraint(
+                condition=Q(end_at__gte=models.F("start_at")), name="env_end_after_start"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "end_at"], name="env_expiry_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.owner})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status != self.Status.DESTROYED
+
+    def seconds_left(self, now=None) -> int:
+        now = now or timezone.now()
+        return max(0, int((self.end_at - now).total_seconds()))
+
+
+class OperationQuerySet(models.QuerySet):
+    def visible_to(self, user) -> OperationQuerySet:
+        if user.is_staff:
+            return self
+        return self.filter(env__owner=user)
+
+
+class Operation(models.Model):
+    """One long or audited action: its progress while it runs, the record afterwards."""
+
+    class Kind(models.TextChoices):
+        ENV_CREATE = "env_create"
+        ENV_EXTEND = "env_extend"
+        ENV_START = "env_start"
+        ENV_STOP = "env_stop"
+        ENV_DENY_OUTGOING = "env_set_deny_outgoing"
+        ENV_DESTROY = "env_destroy"
+        ENV_EXPIRE = "env_expire"
+        VM_ADD = "vm_add"
+        VM_START = "vm_start"
+        VM_STOP = "vm_stop"
+        VM_DESTROY = "vm_destroy"
+        VM_SET_BLACKLIST = "vm_set_blacklist"
+        VM_SET_PORTS = "vm_set_ports"
+        SNAPSHOT_CREATE = "snapshot_create"
+        SNAPSHOT_APPLY = "snapshot_apply"
+        SNAPSHOT_DESTROY = "snapshot_destroy"
+        SNAPSHOT_EXPIRE = "snapshot_expire"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    DONE = (Status.SUCCEEDED, Status.FAILED)
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    env = models.ForeignKey(Env, on_delete=models.CASCADE, related_name="operations")
+    vm = models.ForeignKey(
+        "vms.Vm", null=True, blank=True, on_delete=models.SET_NULL, related_name="operations"
+    )
+    snapshot = models.ForeignKey(
+        "vms.Snapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="operations"
+    )
+    target = models.CharField(max_length=200, blank=True, help_text="What it acted on, kept after deletion.")
+    params = models.JSONField(default=dict, blank=True)
+    progress = models.PositiveSmallIntegerField(default=0)
+    error_code = models.CharField(max_length=32, blank=True, choices=ErrorCode.choices)
+    error_message = models.TextField(blank=True)
+    log = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="operations", help_text="Who asked (an operator acting for an owner shows here).",
+    )
+    idempotency_key = models.CharField(max_length=128, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OperationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["requested_by", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="operation_idempotency_key_unique_per_user",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="operation_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.target} [{self.status}]"
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in self.DONE
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None

@@ -1,0 +1,261 @@
+"""Env actions. Every interface (portal, API, admin, tasks) calls these.
+
+See vms/services.py for the pattern: validate and claim at request time,
+engine work in registered steps, no transaction held across engine calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from engines.registry import get_engine
+from envs import policy
+from envs.models import Env, Operation
+from envs.operations import idempotent, record, step_for
+from ttportal.errors import EngineError, IllegalState, InvalidInput, TTError
+from vms import state
+from vms.models import Vm
+from vms.services import _power, build_vms, create_vms_step, destroy_one
+from vms.specs import NewVm, check_name
+
+K = Operation.Kind
+log = logging.getLogger(__name__)
+
+
+def _end_from(now: datetime, *, lifetime=None, end_at=None, start_at: datetime) -> datetime:
+    """Validate a requested end: after now, at most start + TT_MAX_ENV_LIFETIME."""
+    if end_at is None:
+        if lifetime in (None, ""):
+            lifetime = settings.TT_DEFAULT_ENV_LIFETIME
+        if isinstance(lifetime, timedelta):
+            lifetime = int(lifetime.total_seconds())
+        try:
+            seconds = int(lifetime)
+        except (TypeError, ValueError):
+            raise InvalidInput("lifetime", "must be a number of seconds") from None
+        if seconds <= 0:
+            raise InvalidInput("lifetime", "must be a positive number of seconds")
+        end_at = now + timedelta(seconds=seconds)
+    if not isinstance(end_at, datetime) or timezone.is_naive(end_at):
+        raise InvalidInput("end_at", "must be a timezone-aware date and time")
+    field = "end_at" if lifetime is None else "lifetime"
+    if end_at <= now:
+        raise InvalidInput(field, "must be in the future")
+    limit = start_at + timedelta(seconds=settings.TT_MAX_ENV_LIFETIME)
+    if end_at > limit:
+        raise InvalidInput(
+            field, f"must not be past start + {settings.TT_MAX_ENV_LIFETIME} s ({limit.isoformat()})"
+        )
+    return end_at
+
+
+@idempotent
+def env_create(
+    *, owner, name: str, vms: list[NewVm], by, lifetime=None, end_at=None,
+    deny_outgoing: bool = False, idempotency_key: str = "",
+) -> Operation:
+    """A new Env with its VMs; a task creates and boots them. Returns the operation (op.env)."""
+    if by is not None and by.pk != owner.pk and not by.is_staff:
+        raise policy.Forbidden("only staff may create an Env for another user")
+    check_name(name, "name")
+    if Env.objects.live().filter(owner=owner, name=name).exists():
+        raise InvalidInput("name", f"you already have a live Env named {name}")
+    if not isinstance(vms, list | tuple) or not vms:
+        raise InvalidInput("vms", "must list at least one VM")
+    now = timezone.now()
+    env = Env.objects.create(
+        owner=owner, name=name, start_at=now,
+        end_at=_end_from(now, lifetime=lifetime, end_at=end_at, start_at=now),
+        deny_outgoing=bool(deny_outgoing), last_mgmt_at=now,
+    )
+    created = build_vms(env, list(vms))
+    return record(K.ENV_CREATE, env=env, by=by, idempotency_key=idempotency_key,
+                  params={"vm_ids": [vm.pk for vm in created], "start": True})
+
+
+step_for(K.ENV_CREATE)(create_vms_step)
+
+
+@idempotent
+def env_extend(*, env: Env, by, end_at=None, lifetime=None, idempotency_key: str = "") -> Operation:
+    """Move the end of the Env: never before now, never past start + max lifetime.
+
+    `lifetime` here counts from now ("give me 2 more hours from now").
+    """
+    policy.check_can_manage(by, env)
+    env = Env.objects.select_for_update().get(pk=env.pk)
+    policy.check_live(env)
+    now = timezone.now()
+    if end_at is None and lifetime in (None, ""):
+        raise InvalidInput("end_at", "give end_at or lifetime")
+    new_end = _end_from(now, lifetime=lifetime, end_at=end_at, start_at=env.start_at)
+    old_end = env.end_at
+    Env.objects.filter(pk=env.pk).update(end_at=new_end)
+    env.end_at = new_end
+    return record(K.ENV_EXTEND, env=env, by=by, idempotency_key=idempotency_key, run=False,
+                  status=Operation.Status.SUCCEEDED,
+                  params={"from": old_end.isoformat(), "to": new_end.isoformat()})
+
+
+def _claim_all(env: Env, action: str) -> list[int]:
+    """Claim every VM of the Env that can take `action`; the rest are left as they are."""
+    claimed = []
+    for vm in env.vms.live().order_by("pk"):
+        if state.can(vm, action):
+            try:
+                state.claim(vm, action)
+            except IllegalState:
+                continue
+            claimed.append(vm.pk)
+    return claimed
+
+
+def _env_power(env: Env, action: str, kind: str, by, idempotency_key: str) -> Operation:
+    policy.check_can_manage(by, env)
+    env = Env.objects.select_for_update().get(pk=env.pk)
+    policy.check_live(env)
+    policy.claim_mgmt_slot(env, timezone.now(), by=by)
+    vm_ids = _claim_all(env, action)
+    Env.objects.filter(pk=env.pk).update(is_stopped=action == "stop")
+    return record(kind, env=env, by=by, idempotency_key=idempotency_key, params={"vm_ids": vm_ids})
+
+
+@idempotent
+def env_stop(*, env: Env, by, idempotency_key: str = "") -> Operation:
+    """Stop every running VM of the Env (the seed's is_stopped)."""
+    return _env_power(env, "stop", K.ENV_STOP, by, idempotency_key)
+
+
+@idempotent
+def env_start(*, env: Env, by, idempotency_key: str = "") -> Operation:
+    return _env_power(env, "start", K.ENV_START, by, idempotency_key)
+
+
+def _for_each_vm(op: Operation, progress, work) -> None:
+    """Run `work(vm, progress)` on each VM of the operation; keep going past failures."""
+    vm_ids = op.params.get("vm_ids", [])
+    failures: list[tuple[str, TTError]] = []
+    vms = Vm.objects.filter(pk__in=vm_ids).select_related("node", "template", "env")
+    for n, vm in enumerate(vms):
+        def share(pct, msg, n=n, vm=vm):
+            progress(int((n + pct / 100) * 100 / max(1, len(vm_ids))), f"{vm.name}: {msg}")
+        try:
+            work(vm, share)
+        except TTError as exc:
+            failures.append((vm.name, exc))
+            share(100, f"failed: {exc}")
+    if failures:
+        name, first = failures[0]
+        raise EngineError(f"{len(failures)} of {len(vm_ids)} VMs failed; {name}: {first}", code=first.code)
+
+
+@step_for(K.ENV_START, K.ENV_STOP)
+def _env_power_step(op: Operation, progress) -> None:
+    action = "start" if op.kind == K.ENV_START else "stop"
+    transient = state.TRANSITIONS[action][1]
+
+    def work(vm: Vm, share) -> None:
+        if vm.status == transient:  # else: done already by an earlier run of this task
+            _power(vm, get_engine(vm.node), action, share)
+
+    _for_each_vm(op, progress, work)
+
+
+@idempotent
+def env_set_deny_outgoing(*, env: Env, deny: bool, by, idempotency_key: str = "") -> Operation:
+    """Cut every VM of the Env off from everything beyond the node network (or allow it again)."""
+    policy.check_can_manage(by, env)
+    if not isinstance(deny, bool):
+        raise InvalidInput("deny_outgoing", "must be true or false")
+    env = Env.objects.select_for_update().get(pk=env.pk)
+    policy.check_live(env)
+    previous = env.deny_outgoing
+    Env.objects.filter(pk=env.pk).update(deny_outgoing=deny)
+    vm_ids = list(env.vms.live().exclude(status=Vm.Status.CREATING).values_list("pk", flat=True))
+    return record(K.ENV_DENY_OUTGOING, env=env, by=by, idempotency_key=idempotency_key,
+                  params={"deny": deny, "previous": previous, "vm_ids": vm_ids})
+
+
+@step_for(K.ENV_DENY_OUTGOING)
+def _env_deny_step(op: Operation, progress) -> None:
+    deny = op.params["deny"]
+
+    def work(vm: Vm, share) -> None:
+        engine = get_engine(vm.node)
+        share(50, "denying egress" if deny else "allowing egress")
+        try:
+            (engine.deny_outgoing if deny else engine.allow_outgoing)(vm.to_spec())
+        except TTError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"{exc.__class__.__name__}: {exc}", code="net_outgoing") from exc
+
+    try:
+        _for_each_vm(op, progress, work)
+    except TTError:
+        # Record the truth: the Env flag goes back, and so do the VMs that changed.
+        Env.objects.filter(pk=op.env_id).update(deny_outgoing=op.params["previous"])
+        for vm in Vm.objects.filter(pk__in=op.params["vm_ids"]).select_related("node", "template", "env"):
+            try:
+                get_engine(vm.node).set_blacklist(vm.to_spec())
+            except Exception:
+                log.exception("could not restore egress policy of %s", vm)
+        raise
+
+
+@idempotent
+def env_destroy(*, env: Env, by, idempotency_key: str = "", kind: str = K.ENV_DESTROY) -> Operation:
+    """Destroy every VM and release their ports; the Env row and its operations stay on record."""
+    policy.check_can_manage(by, env)
+    env = Env.objects.select_for_update().get(pk=env.pk)
+    policy.check_live(env)
+    busy = [vm.name for vm in env.vms.live() if not state.can(vm, "destroy")]
+    if busy:
+        raise IllegalState(f"VMs still busy: {', '.join(busy)}; retry when their operations finish")
+    policy.claim_mgmt_slot(env, timezone.now(), by=by)
+    vm_ids = _claim_all(env, "destroy")
+    Env.objects.filter(pk=env.pk).update(status=Env.Status.DESTROYING)
+    return record(kind, env=env, by=by, idempotency_key=idempotency_key, params={"vm_ids": vm_ids})
+
+
+@step_for(K.ENV_DESTROY, K.ENV_EXPIRE)
+def _env_destroy_step(op: Operation, progress) -> None:
+    try:
+        _for_each_vm(op, progress, destroy_one)
+    except TTError:
+        # Back to active so the owner, an operator or the next sweep can retry.
+        Env.objects.filter(pk=op.env_id).update(status=Env.Status.ACTIVE)
+        raise
+    with transaction.atomic():
+        Env.objects.filter(pk=op.env_id).update(
+            status=Env.Status.DESTROYED, destroyed_at=timezone.now(), is_stopped=True
+        )
+
+
+def env_expire_due(now=None, limit: int = 100) -> list[Operation]:
+    """Queue the destruction of Envs whose end has passed, one at a time."""
+    now = now or timezone.now()
+    due = Env.objects.filter(status=Env.Status.ACTIVE, end_at__lte=now).order_by("end_at")
+    ops = []
+    for env_id in list(due.values_list("pk", flat=True)[:limit]):
+        op = env_expire_one(env_id, now=now)
+        if op is not None:
+            ops.append(op)
+    return ops
+
+
+def env_expire_one(env_id: int, *, now=None) -> Operation | None:
+    """One step of the sweep: expire this Env if it is still live and past its end."""
+    now = now or timezone.now()
+    env = Env.objects.filter(pk=env_id, status=Env.Status.ACTIVE, end_at__lte=now).first()
+    if env is None:
+        return None
+    try:
+        return env_destroy(env=env, by=None, kind=K.ENV_EXPIRE)
+    except IllegalState:
+        return None  # a VM is mid-operation; the next sweep tries again

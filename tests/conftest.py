@@ -1,0 +1,122 @@
+"""Shared fixtures: named users (alice owns, bob is an outsider, olga operates),
+a node on libvirt's in-process test driver, a template, and a way to run the
+tasks that services enqueue on commit."""
+
+from __future__ import annotations
+
+import contextlib
+
+import libvirt
+import pytest
+from django.contrib.auth import get_user_model
+
+from engines.libvirt.connection import get_connection
+from engines.models import Node
+from engines.registry import forget_engines
+from vms.models import VmTemplate
+
+TEST_URI = "test:///default"
+TEMPLATE_VOLUME = "tt-test-template.qcow2"
+
+
+@pytest.fixture(autouse=True)
+def _sync_tasks(settings):
+    # Tasks run inline in the test process; the real cluster is exercised in
+    # tests/integration.
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
+    settings.TT_MGMT_COOLDOWN = 0
+
+
+@pytest.fixture(autouse=True)
+def _clean_test_driver():
+    """libvirt's test driver keeps state per process: start every test from a clean node."""
+    forget_engines()
+    yield
+    conn = get_connection(TEST_URI)
+    for dom in conn.listAllDomains():
+        if dom.name().startswith("tt-"):
+            if dom.isActive():
+                dom.destroy()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+    for pool in conn.listAllStoragePools():
+        if pool.name().startswith("tt-"):
+            for vol in pool.listAllVolumes():
+                vol.delete(0)
+            if pool.isActive():
+                pool.destroy()
+            pool.undefine()
+    for net in conn.listAllNetworks():
+        if net.name().startswith("tt-"):
+            if net.isActive():
+                net.destroy()
+            net.undefine()
+    forget_engines()
+
+
+def make_user(username: str, **extra):
+    return get_user_model().objects.create_user(username=username, password="pw-" + username, **extra)
+
+
+@pytest.fixture
+def alice(db):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(db):
+    return make_user("bob")
+
+
+@pytest.fixture
+def olga(db):
+    return make_user("olga", is_staff=True)
+
+
+@pytest.fixture
+def node(db):
+    return Node.objects.create(
+        name="local-test", kind="libvirt", uri=TEST_URI, public_host="203.0.113.10",
+        vm_network="10.100.0.0/16", port_min=20000, port_max=20999,
+        notes="libvirt test driver: boots nothing",
+    )
+
+
+def create_template_volume(size_mb: int = 20) -> str:
+    conn = get_connection(TEST_URI)
+    from engines.registry import get_engine
+
+    pool = conn.storagePoolLookupByName("tt-pool")
+    try:
+        return pool.storageVolLookupByName(TEMPLATE_VOLUME).path()
+    except libvirt.libvirtError:
+        pass
+    xml = (
+        f"<volume><name>{TEMPLATE_VOLUME}</name><capacity unit='M'>{size_mb}</capacity>"
+        "<target><format type='qcow2'/></target></volume>"
+    )
+    _ = get_engine  # the pool exists once the node's engine has been initialised
+    return pool.createXML(xml, 0).path()
+
+
+@pytest.fixture
+def template(node):
+    from engines.registry import get_engine
+
+    get_engine(node)  # creates the pool and network on the test driver
+    create_template_volume(20)
+    return VmTemplate.objects.create(
+        name="tt/busybox", path=TEMPLATE_VOLUME, compatible_engines=["libvirt"],
+        size_mb=20, min_mem_mb=64, memo="test-driver template",
+    )
+
+
+@pytest.fixture
+def run_tasks(django_capture_on_commit_callbacks):
+    """Run the tasks enqueued by services inside the block, as a worker would."""
+
+    @contextlib.contextmanager
+    def runner():
+        with django_capture_on_commit_callbacks(execute=True):
+            yield
+
+    return runner

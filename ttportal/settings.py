@@ -1,0 +1,146 @@
+"""TT Portal settings: one file, every deployment choice read from TT_* variables.
+
+Local defaults need nothing installed beyond the Python environment: SQLite and
+django-q2's ORM broker. Production sets TT_DATABASE_URL, TT_SECRET_KEY,
+TT_DEBUG=0 and TT_ALLOWED_HOSTS.
+"""
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from ttportal.config import env_bool, env_database, env_int, env_list, env_redis, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("TT_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("TT_DEBUG", True)
+SECRET_KEY = env_str("TT_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("TT_SECRET_KEY must be set when TT_DEBUG is off")
+    SECRET_KEY = "insecure-local-development-key-not-for-production"
+ALLOWED_HOSTS = env_list("TT_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "engines",
+    "envs",
+    "vms",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ttportal.urls"
+WSGI_APPLICATION = "ttportal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_SQLITE = {
+    "ENGINE": "django.db.backends.sqlite3",
+    "NAME": VAR_DIR / "db.sqlite3",
+    # Web server and task workers write from several processes: wait for the
+    # lock instead of failing, take the write lock up front (no upgrade
+    # deadlocks), and let readers proceed while a writer works (WAL).
+    "OPTIONS": {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    },
+}
+DATABASES = {"default": env_database("TT_DATABASE_URL", _SQLITE)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+
+LOGIN_URL = "admin:login"
+
+# --- TT policy -----------------------------------------------------------
+# Long operations (create, start, stop, snapshot, apply, destroy) on one Env may
+# not run more often than this (the seed's last_mgmt_timestamp rule).
+TT_MGMT_COOLDOWN = env_int("TT_MGMT_COOLDOWN", 10, minimum=0)
+TT_DEFAULT_ENV_LIFETIME = env_int("TT_DEFAULT_ENV_LIFETIME", 4 * 3600, minimum=60)
+TT_MAX_ENV_LIFETIME = env_int("TT_MAX_ENV_LIFETIME", 7 * 24 * 3600, minimum=60)
+if TT_DEFAULT_ENV_LIFETIME > TT_MAX_ENV_LIFETIME:
+    raise ImproperlyConfigured(
+        f"TT_DEFAULT_ENV_LIFETIME ({TT_DEFAULT_ENV_LIFETIME}) must not exceed "
+        f"TT_MAX_ENV_LIFETIME ({TT_MAX_ENV_LIFETIME})"
+    )
+TT_MAX_VMS_PER_ENV = env_int("TT_MAX_VMS_PER_ENV", 32, minimum=1)
+# How long a guest gets for an ACPI shutdown before it is forced off.
+TT_STOP_TIMEOUT = env_int("TT_STOP_TIMEOUT", 30, minimum=0)
+# Allocation retries when two requests race for the same MAC or port.
+TT_ALLOCATION_RETRIES = env_int("TT_ALLOCATION_RETRIES", 50, minimum=1)
+
+# --- Task queue (django-q2) ------------------------------------------------
+# `retry` must exceed `timeout`, or a slow task is handed to a second worker
+# while the first still runs it. Tasks are idempotent all the same.
+_TASK_TIMEOUT = env_int("TT_TASK_TIMEOUT", 900, minimum=10)
+Q_CLUSTER = {
+    "name": "ttportal",
+    "workers": env_int("TT_Q_WORKERS", 2, minimum=1),
+    "recycle": 500,
+    "timeout": _TASK_TIMEOUT,
+    "retry": _TASK_TIMEOUT + 120,
+    "max_attempts": 3,
+    "catch_up": False,
+    "save_limit": 1000,
+    "poll": 0.5,
+    "ack_failures": True,
+    "label": "Task queue",
+    "sync": env_bool("TT_Q_SYNC", False),
+}
+_redis = env_redis("TT_REDIS_URL")
+if _redis:
+    Q_CLUSTER["redis"] = _redis["url"]
+else:
+    Q_CLUSTER["orm"] = "default"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("TT_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,214 @@
+"""VmTemplate, Vm (the seed's Vm + VmState + VmResource), PortMapping, Snapshot."""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from engines.models import Node
+from engines.specs import PortSpec, TemplateSpec, VmSpec
+from envs.models import Env
+from ttportal.validators import validate_dns_label
+
+
+class VmTemplate(models.Model):
+    name = models.CharField(max_length=200, unique=True, help_text='Globally unique, e.g. "tt/busybox".')
+    path = models.CharField(
+        max_length=500, help_text="Volume name in the node's pool, or an absolute image path."
+    )
+    memo = models.TextField(blank=True)
+    compatible_engines = models.JSONField(default=list, help_text='Engine kinds, e.g. ["libvirt"].')
+    features = models.JSONField(default=list, blank=True)
+    # What an engine needs to boot it: direct kernel boot when `kernel` is set,
+    # else the image's own bootloader.
+    kernel = models.CharField(max_length=500, blank=True)
+    initrd = models.CharField(max_length=500, blank=True)
+    cmdline = models.CharField(max_length=1000, blank=True)
+    size_mb = models.PositiveIntegerField(default=0, help_text="Virtual size of the image, MiB.")
+    min_cpu = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
+    min_mem_mb = models.PositiveIntegerField(default=64, validators=[MinValueValidator(16)])
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def min_disk_mb(self) -> int:
+        return max(self.size_mb, 1)
+
+    def supports(self, engine_kind: str) -> bool:
+        return engine_kind in (self.compatible_engines or [])
+
+    def to_spec(self) -> TemplateSpec:
+        return TemplateSpec(
+            name=self.name, path=self.path, size_mb=self.size_mb,
+            kernel=self.kernel, initrd=self.initrd, cmdline=self.cmdline,
+        )
+
+
+class VmQuerySet(models.QuerySet):
+    def visible_to(self, user) -> VmQuerySet:
+        if user.is_staff:
+            return self
+        return self.filter(env__owner=user)
+
+    def live(self) -> VmQuerySet:
+        return self.exclude(status=Vm.Status.DESTROYED)
+
+
+class Vm(models.Model):
+    class Status(models.TextChoices):
+        CREATING = "creating"
+        STOPPED = "stopped"
+        STARTING = "starting"
+        RUNNING = "running"
+        STOPPING = "stopping"
+        SNAPSHOTTING = "snapshotting"
+        RESTORING = "restoring"
+        DESTROYING = "destroying"
+        DESTROYED = "destroyed"
+        ERROR = "error"
+
+    class NetKind(models.TextChoices):
+        NAT = "nat", "NAT (ports forwarded through the node)"
+        FLAT = "flat", "Flat (the VM's own address is routable)"
+
+    env = models.ForeignKey(Env, on_delete=models.CASCADE, related_name="vms")
+    node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="vms")
+    template = models.ForeignKey(VmTemplate, on_delete=models.PROTECT, related_name="vms")
+    name = models.CharField(max_length=63, validators=[validate_dns_label])
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATING)
+    runtime_image = models.CharField(max_length=500, blank=True, help_text="Not always a file path.")
+    net_kind = models.CharField(max_length=8, choices=NetKind.choices, default=NetKind.NAT)
+    addr = models.CharField(max_length=255, blank=True, help_text="What a client dials.")
+    features = models.JSONField(default=list, blank=True)
+    latest_meta = models.JSONField(null=True, blank=True, help_text="The config as last applied.")
+    # The seed's VmState.
+    keep_image = models.BooleanField(default=False)
+    rand_uuid = models.BooleanField(default=True)
+    uuid = models.CharField(max_length=36, blank=True)
+    net_blacklist = models.JSONField(default=list, blank=True)
+    # The seed's VmResource. mac/ip are released (NULL) when the VM is destroyed.
+    cpu_num = models.PositiveSmallIntegerField(validators=[MinValueValidator(1), MaxValueValidator(64)])
+    mem_mb = models.PositiveIntegerField(validators=[MinValueValidator(16), MaxValueValidator(262144)])
+    disk_mb = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(4194304)])
+    # NULL, not "", once released: NULLs never collide in the unique constraint.
+    mac = models.CharField(max_length=17, null=True, blank=True)  # noqa: DJ001
+    ip = models.GenericIPAddressField(protocol="IPv4", null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    destroyed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = VmQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["env_id", "name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["node", "mac"], name="vm_mac_unique_per_node"),
+            models.UniqueConstraint(fields=["node", "ip"], name="vm_ip_unique_per_node"),
+            models.UniqueConstraint(
+                fields=["env", "name"], condition=~Q(status="destroyed"), name="vm_name_unique_per_env_live",
+                violation_error_message="This Env already has a VM with this name.",
+            ),
+        ]
+        indexes = [models.Index(fields=["node", "status"], name="vm_node_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.env.name}/{self.name}"
+
+    @property
+    def engine_name(self) -> str:
+        return f"tt-vm-{self.pk}"
+
+    def to_spec(self, *, ports=None) -> VmSpec:
+        """The plain description a driver works from (no models cross that line)."""
+        if ports is None:
+            ports = self.port_mappings.all()
+        return VmSpec(
+            id=self.pk,
+            name=self.engine_name,
+            template=self.template.to_spec(),
+            cpu_num=self.cpu_num,
+            mem_mb=self.mem_mb,
+            disk_mb=self.disk_mb,
+            mac=self.mac or "",
+            ip=self.ip or "",
+            runtime_image=self.runtime_image,
+            net_kind=self.net_kind,
+            uuid=self.uuid,
+            ports=tuple(PortSpec(p.protocol, p.inner_port, p.public_port) for p in ports),
+            deny_outgoing=self.env.deny_outgoing,
+            blacklist=tuple(self.net_blacklist or ()),
+            keep_image=self.keep_image,
+        )
+
+
+class PortMapping(models.Model):
+    """One forwarded port: node public port -> VM inner port (NAT VMs only)."""
+
+    class Protocol(models.TextChoices):
+        TCP = "tcp"
+        UDP = "udp"
+
+    vm = models.ForeignKey(Vm, on_delete=models.CASCADE, related_name="port_mappings")
+    node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="port_mappings")
+    protocol = models.CharField(max_length=3, choices=Protocol.choices, default=Protocol.TCP)
+    inner_port = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    public_port = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(65535)])
+
+    class Meta:
+        ordering = ["vm_id", "protocol", "inner_port"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["node", "protocol", "public_port"], name="port_public_unique_per_node"
+            ),
+            models.UniqueConstraint(fields=["vm", "protocol", "inner_port"], name="port_inner_unique_per_vm"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node.public_host}:{self.public_port} -> {self.inner_port}/{self.protocol}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.node.public_host}:{self.public_port}"
+
+
+class SnapshotQuerySet(models.QuerySet):
+    def visible_to(self, user) -> SnapshotQuerySet:
+        if user.is_staff:
+            return self
+        return self.filter(vm__env__owner=user)
+
+
+class Snapshot(models.Model):
+    class Status(models.TextChoices):
+        CREATING = "creating"
+        READY = "ready"
+        APPLYING = "applying"
+        DESTROYING = "destroying"
+
+    vm = models.ForeignKey(Vm, on_delete=models.CASCADE, related_name="snapshots")
+    name = models.CharField(max_length=63, validators=[validate_dns_label])
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATING)
+    path = models.CharField(max_length=500, blank=True, help_text="Engine reference to the data.")
+    meta = models.JSONField(default=dict, blank=True, help_text="The VM's config when taken.")
+    life_time = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds; empty = kept.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SnapshotQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["vm_id", "created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["vm", "name"], name="snapshot_name_unique_per_vm"),
+        ]
+        indexes = [models.Index(fields=["status", "expires_at"], name="snapshot_expiry_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.vm}@{self.name}"

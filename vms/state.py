@@ -1,0 +1,54 @@
+"""The VM status machine: which actions are legal from which status.
+
+A VM is claimed for an action by a conditional UPDATE (status IN allowed ->
+transient status), so two concurrent requests can never both win, and no lock
+is held while the engine works.
+"""
+
+from __future__ import annotations
+
+from ttportal.errors import IllegalState
+from vms.models import Vm
+
+S = Vm.Status
+
+# action -> (statuses it may start from, status while it runs)
+TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "start": (frozenset({S.STOPPED, S.ERROR}), S.STARTING),
+    "stop": (frozenset({S.RUNNING, S.ERROR}), S.STOPPING),
+    "snapshot": (frozenset({S.STOPPED, S.RUNNING}), S.SNAPSHOTTING),
+    "apply": (frozenset({S.STOPPED, S.RUNNING}), S.RESTORING),
+    "destroy": (frozenset({S.STOPPED, S.RUNNING, S.ERROR}), S.DESTROYING),
+    # Network changes run beside the VM's power state, so they keep it.
+    "network": (frozenset({S.STOPPED, S.RUNNING, S.STARTING, S.STOPPING}), ""),
+}
+
+STABLE = frozenset({S.STOPPED, S.RUNNING})
+
+
+def claim(vm: Vm, action: str) -> str:
+    """Move `vm` into the action's transient status or raise IllegalState. Returns the old status."""
+    allowed, transient = TRANSITIONS[action]
+    old = vm.status
+    if transient:
+        won = Vm.objects.filter(pk=vm.pk, status__in=allowed).update(status=transient)
+        if not won:
+            vm.refresh_from_db(fields=["status"])
+            raise _illegal(vm, action, allowed)
+        vm.status = transient
+        return old
+    vm.refresh_from_db(fields=["status"])
+    if vm.status not in allowed:
+        raise _illegal(vm, action, allowed)
+    return vm.status
+
+
+def _illegal(vm: Vm, action: str, allowed: frozenset[str]) -> IllegalState:
+    return IllegalState(
+        f"cannot {action} VM {vm.name} while it is {vm.status} "
+        f"(allowed from: {', '.join(sorted(allowed))})"
+    )
+
+
+def can(vm: Vm, action: str) -> bool:
+    return vm.status in TRANSITIONS[action][0]
