@@ -140,6 +140,9 @@ class VmEngine(Network, Storage, ABC):
             with step(ErrorCode.DEFINE_VM):
                 self.define_vm(vm)
             undo.append(lambda: self.undefine_vm(vm))
+            # Before, not after: a set_net that fails half-way (DHCP entry added,
+            # firewall refused) must be undone too; unset_net is idempotent.
+            undo.append(lambda: self.unset_net(vm))
             progress(70, "wiring network")
             with step(ErrorCode.FIREWALL_SET_NET):
                 self.set_net(vm)

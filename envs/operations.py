@@ -162,13 +162,24 @@ def execute(operation_id: int) -> Operation | None:
         step(op, progress)
     except TTError as exc:
         finish(op, error=exc)
+        _settle_failed(op)
     except Exception as exc:
         log.exception("operation %s (%s) crashed", op.pk, op.kind)
         finish(op, error=TTError(f"{exc.__class__.__name__}: {exc}", code=ErrorCode.INTERNAL))
+        _settle_failed(op)
     else:
         finish(op)
     op.refresh_from_db()
     return op
+
+
+def _settle_failed(op: Operation) -> None:
+    from vms.services import settle_failed
+
+    try:
+        settle_failed(op)
+    except Exception:
+        log.exception("could not settle what operation %s (%s) claimed", op.pk, op.kind)
 
 
 def finish(op: Operation, *, error: TTError | None = None) -> None:

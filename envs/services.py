@@ -119,8 +119,13 @@ def _env_power(env: Env, action: str, kind: str, by, idempotency_key: str) -> Op
     policy.check_can_manage(by, env)
     env = Env.objects.select_for_update().get(pk=env.pk)
     policy.check_live(env)
-    policy.claim_mgmt_slot(env, timezone.now(), by=by)
     vm_ids = _claim_all(env, action)
+    if not vm_ids:
+        busy = [vm.name for vm in env.vms.live() if vm.status not in state.STABLE | {Vm.Status.ERROR}]
+        if busy:
+            raise IllegalState(f"VMs still busy: {', '.join(busy)}; retry when their operations finish")
+    else:  # a no-op (every VM already there) costs no cooldown
+        policy.claim_mgmt_slot(env, timezone.now(), by=by)
     Env.objects.filter(pk=env.pk).update(is_stopped=action == "stop")
     return record(kind, env=env, by=by, idempotency_key=idempotency_key, params={"vm_ids": vm_ids})
 

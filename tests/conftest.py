@@ -120,3 +120,54 @@ def run_tasks(django_capture_on_commit_callbacks):
             yield
 
     return runner
+
+
+@pytest.fixture
+def make_env(template, run_tasks):
+    """Make an Env whose VMs are created and running: `make_env(alice, vms=2)`.
+
+    `vms` is a number of default VMs (vm0, vm1, ...) or a list of NewVm.
+    """
+    from envs.models import Env
+    from envs.services import env_create
+    from vms.specs import NewVm
+
+    def make(owner, *, name: str = "demo", vms=1, **kwargs) -> Env:
+        if isinstance(vms, int):
+            vms = [NewVm(name=f"vm{i}", template=template.name) for i in range(vms)]
+        with run_tasks():
+            op = env_create(owner=owner, by=owner, name=name, vms=vms, **kwargs)
+        op.refresh_from_db()
+        assert op.status == "succeeded", op.error_message
+        return Env.objects.get(pk=op.env_id)
+
+    return make
+
+
+@pytest.fixture
+def firewall(node):
+    """What the node's nftables table would hold (the test driver's in-memory firewall)."""
+    from engines.registry import get_engine
+
+    return get_engine(node).firewall.state
+
+
+@pytest.fixture
+def db_state(db):
+    """A callable that captures every row the services write, to prove a refusal changed nothing."""
+    from envs.models import Env, Operation
+    from vms.models import PortMapping, Snapshot, Vm
+
+    def take() -> dict:
+        return {
+            model.__name__: list(model.objects.order_by("pk").values())
+            for model in (Env, Vm, PortMapping, Snapshot, Operation)
+        }
+
+    return take
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    # The default PBKDF2 costs ~0.5 s per named user; tests only need logins to work.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -5,6 +5,7 @@ django-q2's ORM broker. Production sets TT_DATABASE_URL, TT_SECRET_KEY,
 TT_DEBUG=0 and TT_ALLOWED_HOSTS.
 """
 
+import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -13,6 +14,7 @@ from ttportal.config import env_bool, env_database, env_int, env_list, env_redis
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("TT_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("TT_DEBUG", True)
 SECRET_KEY = env_str("TT_SECRET_KEY", "")
@@ -74,6 +76,9 @@ _SQLITE = {
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     },
+    # A file, not memory, so tests with threads exercise real locking; one per
+    # process so concurrent test runs never share it.
+    "TEST": {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")},
 }
 DATABASES = {"default": env_database("TT_DATABASE_URL", _SQLITE)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

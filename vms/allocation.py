@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 
 from engines.models import Node
 from ttportal.errors import Exhausted
@@ -34,14 +34,26 @@ def _pick_free(lo: int, hi: int, used: set[int]) -> int | None:
     return _rng.choice(free) if free else None
 
 
+def _lost_race(exc: Exception) -> bool:
+    """True when our candidate lost to a concurrent request and picking again may succeed."""
+    if isinstance(exc, IntegrityError):
+        return True  # somebody took it between our read and our insert
+    # PostgreSQL: two requests each allocating several things in one transaction
+    # (build_vms) can each hold an uncommitted candidate the other then picks;
+    # both wait on the unique index and one is chosen as the deadlock victim.
+    # Its savepoint rolls back and it picks again, the other one proceeds.
+    return getattr(exc.__cause__, "sqlstate", None) == "40P01"  # deadlock_detected
+
+
 def _with_retries(attempt: Callable[[], bool], what: str) -> None:
     for _ in range(settings.TT_ALLOCATION_RETRIES):
         try:
             with transaction.atomic():
                 if attempt():
                     return
-        except IntegrityError:
-            continue  # somebody took it between our read and our insert: pick again
+        except (IntegrityError, OperationalError) as exc:
+            if not _lost_race(exc):
+                raise
     raise Exhausted(f"could not allocate {what} after {settings.TT_ALLOCATION_RETRIES} attempts")
 
 

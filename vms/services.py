@@ -57,6 +57,9 @@ def build_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Vm]:
         raise InvalidInput(field, f"an Env holds at most {settings.TT_MAX_VMS_PER_ENV} VMs")
     checked = []
     names = set(env.vms.live().values_list("name", flat=True))
+    # Nodes are picked before any VM is saved: count what this request already
+    # placed, or a many-VM request would overcommit one node's capacity.
+    pending: dict[int, tuple[int, int, int]] = {}
     for i, spec in enumerate(specs):
         prefix = f"{field}[{i}]" if field == "vms" else ""
         clean, template, ports = validate_new_vm(spec, prefix)
@@ -65,7 +68,9 @@ def build_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Vm]:
             raise InvalidInput(name_field, f"this Env already has a VM named {clean.name}")
         names.add(clean.name)
         wanted = wanted_features(clean.net_kind, rand_uuid=clean.rand_uuid, keep_image=clean.keep_image)
-        node = pick_node(template, clean.cpu_num, clean.mem_mb, wanted, prefix or "template")
+        node = pick_node(template, clean.cpu_num, clean.mem_mb, wanted, prefix or "template", pending)
+        placed, cpu, mem = pending.get(node.pk, (0, 0, 0))
+        pending[node.pk] = (placed + 1, cpu + clean.cpu_num, mem + clean.mem_mb)
         checked.append((clean, template, ports, node))
     vms = []
     for clean, template, ports, node in checked:
@@ -250,8 +255,9 @@ def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Ope
     policy.check_can_manage(by, vm.env)
     blacklist = parse_blacklist(addresses)
     policy.check_live(vm.env)
-    previous = list(vm.net_blacklist or [])
     state.claim(vm, "network")
+    vm.refresh_from_db(fields=["net_blacklist"])  # the caller's copy may predate the last change
+    previous = list(vm.net_blacklist or [])
     Vm.objects.filter(pk=vm.pk).update(net_blacklist=blacklist)
     return record(K.VM_SET_BLACKLIST, env=vm.env, vm=vm, by=by, idempotency_key=idempotency_key,
                   params={"previous": previous, "blacklist": blacklist})
@@ -476,3 +482,45 @@ def snapshot_expire_one(snapshot_id: int, *, now=None) -> Operation | None:
         return snapshot_destroy(snapshot=snapshot, by=None, kind=K.SNAPSHOT_EXPIRE)
     except IllegalState:
         return None
+
+
+# --- after a failure ------------------------------------------------------------
+
+S = Vm.Status
+# The transient statuses each kind of operation claims VMs into. A step's own
+# error handling puts them back; this is for failures it never saw (a crash, or
+# an engine that could not even be reached), which would otherwise leave the
+# VM in a status no action is allowed from.
+_CLAIMS: dict[str, set[str]] = {
+    K.ENV_CREATE: {S.CREATING, S.STARTING},
+    K.VM_ADD: {S.CREATING, S.STARTING},
+    K.ENV_START: {S.STARTING},
+    K.VM_START: {S.STARTING},
+    K.ENV_STOP: {S.STOPPING},
+    K.VM_STOP: {S.STOPPING},
+    K.ENV_DESTROY: {S.DESTROYING},
+    K.ENV_EXPIRE: {S.DESTROYING},
+    K.VM_DESTROY: {S.DESTROYING},
+    K.SNAPSHOT_CREATE: {S.SNAPSHOTTING},
+    K.SNAPSHOT_APPLY: {S.RESTORING},
+}
+
+
+def settle_failed(op: Operation) -> None:
+    """Leave nothing a failed operation claimed in a transient status (called after it failed)."""
+    stuck = _CLAIMS.get(op.kind)
+    if stuck:
+        vm_ids = set(op.params.get("vm_ids", [])) | ({op.vm_id} if op.vm_id else set())
+        stuck_vms = Vm.objects.filter(pk__in=vm_ids, status__in=stuck)
+        for vm in stuck_vms.select_related("node", "template", "env"):
+            _settle(vm)  # what the engine reports, else error
+    if op.snapshot_id:
+        if op.kind == K.SNAPSHOT_CREATE:
+            Snapshot.objects.filter(pk=op.snapshot_id, status=Snapshot.Status.CREATING).delete()
+        else:
+            Snapshot.objects.filter(
+                pk=op.snapshot_id, status__in=[Snapshot.Status.APPLYING, Snapshot.Status.DESTROYING]
+            ).update(status=Snapshot.Status.READY)
+    if op.kind in (K.ENV_DESTROY, K.ENV_EXPIRE):
+        # Back to active so the owner, an operator or the next sweep can retry.
+        Env.objects.filter(pk=op.env_id, status=Env.Status.DESTROYING).update(status=Env.Status.ACTIVE)

@@ -121,8 +121,15 @@ def wanted_features(net_kind: str, *, rand_uuid: bool, keep_image: bool) -> set[
     return wanted
 
 
-def pick_node(template: VmTemplate, cpu: int, mem_mb: int, wanted: set[Feature], field_name: str) -> Node:
-    """The enabled, compatible node with room and the least live VMs."""
+def pick_node(
+    template: VmTemplate, cpu: int, mem_mb: int, wanted: set[Feature], field_name: str,
+    pending: dict[int, tuple[int, int, int]] | None = None,
+) -> Node:
+    """The enabled, compatible node with room and the least live VMs.
+
+    `pending` maps node id -> (VMs, vCPUs, MiB) that earlier VMs of the same
+    request will take there: they are not in the database yet, but count.
+    """
     from django.db.models import Count, Q, Sum
 
     live = ~Q(vms__status=Vm.Status.DESTROYED)
@@ -144,10 +151,17 @@ def pick_node(template: VmTemplate, cpu: int, mem_mb: int, wanted: set[Feature],
     capable = [n for n in candidates if not (wanted - set(driver_class(n.kind).features))]
     if not capable:
         raise Unsupported(f"no node offers the features {sorted(wanted)}", field=field_name)
-    for node in capable:
-        if node.cpu_capacity and node.cpu_used + cpu > node.cpu_capacity:
+    pending = pending or {}
+
+    def load(node: Node) -> tuple[int, int, int]:
+        vms, cpu_more, mem_more = pending.get(node.pk, (0, 0, 0))
+        return node.live_vms + vms, node.cpu_used + cpu_more, node.mem_used + mem_more
+
+    for node in sorted(capable, key=lambda n: (load(n)[0], n.name)):
+        _, cpu_used, mem_used = load(node)
+        if node.cpu_capacity and cpu_used + cpu > node.cpu_capacity:
             continue
-        if node.mem_capacity_mb and node.mem_used + mem_mb > node.mem_capacity_mb:
+        if node.mem_capacity_mb and mem_used + mem_mb > node.mem_capacity_mb:
             continue
         return node
     raise Exhausted("no node has enough free CPU and memory for this VM", field=field_name)

@@ -207,6 +207,13 @@ class LibvirtEngine(VmEngine):
         return dom
 
     def _domain_xml(self, vm: VmSpec) -> str:
+        # libvirt refuses to redefine a domain under the same name with another UUID
+        # (update_vm, or define_vm in a retried create), and a VM without rand_uuid
+        # has none of its own: keep the one libvirt gave it.
+        if not vm.uuid:
+            dom = self._domain(vm)
+            if dom is not None:
+                vm = vm.replace(uuid=dom.UUIDString())
         console_log = os.path.join(self.console_dir, f"{vm.name}.log") if self.console_dir else ""
         return xml.domain_xml(
             vm,

@@ -1,0 +1,105 @@
+"""The node admin: configuration, capacity in use, and a loud test-driver warning."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from engines.admin import TEST_DRIVER_WARNING
+from engines.models import Node
+from envs.services import env_destroy
+from tests.admin_support import count_queries, make_env, make_operator, messages_of
+from vms.models import Vm
+
+NODES = reverse("admin:engines_node_changelist")
+
+NODE_FORM = {
+    "name": "kvm-1", "kind": "libvirt", "uri": "qemu+ssh://kvm-1/system", "enabled": "on", "notes": "",
+    "public_host": "198.51.100.7", "vm_network": "10.101.0.0/16", "mac_prefix": "52:54:01",
+    "network_name": "tt-net", "port_min": "30000", "port_max": "30999", "pool_name": "tt-pool",
+    "cpu_capacity": "32", "mem_capacity_mb": "65536",
+}
+
+
+@pytest.fixture
+def root(client, db):
+    return make_operator(client)
+
+
+def test_it_shows_the_node_list_and_page_with_the_test_driver_warning(client, root, node):
+    response = client.get(NODES)
+    assert response.status_code == 200
+    assert TEST_DRIVER_WARNING in response.content.decode()
+    assert ("warning", f"local-test: {TEST_DRIVER_WARNING}") in messages_of(response)
+    response = client.get(reverse("admin:engines_node_change", args=[node.pk]))
+    assert response.status_code == 200
+    assert ("warning", f"local-test: {TEST_DRIVER_WARNING}") in messages_of(response)
+    assert client.get(reverse("admin:engines_node_add")).status_code == 200
+
+
+def test_it_adds_a_real_node_without_the_warning(client, root):
+    response = client.post(reverse("admin:engines_node_add"), NODE_FORM)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    kvm = Node.objects.get(name="kvm-1")
+    assert (kvm.port_min, kvm.port_max, kvm.cpu_capacity) == (30000, 30999, 32)
+    response = client.get(reverse("admin:engines_node_change", args=[kvm.pk]))
+    assert TEST_DRIVER_WARNING not in response.content.decode()
+    assert [level for level, _ in messages_of(response)] == ["success"]  # "was added", no warning
+
+
+def test_it_refuses_a_bad_port_range(client, root):
+    response = client.post(reverse("admin:engines_node_add"), {**NODE_FORM, "port_min": "31000"})
+    assert response.status_code == 200
+    assert "port_max" in response.context["adminform"].form.errors
+    assert not Node.objects.exists()
+
+
+def test_it_shows_the_capacity_in_use(client, root, node, alice, bob, template, run_tasks):
+    Node.objects.filter(pk=node.pk).update(cpu_capacity=8, mem_capacity_mb=4096)
+    make_env(alice, name="a", vms=2, ports=(22, "53/udp"))
+    gone = make_env(bob, name="gone", run=run_tasks, ports=(80,))
+    with run_tasks():
+        env_destroy(env=gone, by=bob)  # destroyed VMs hold nothing
+    assert Vm.objects.filter(status=Vm.Status.DESTROYED).count() == 1
+    response = client.get(NODES)
+    row = response.context["cl"].result_list[0]
+    assert (row.live_vms, row.cpu_used, row.mem_used, row.tcp_used, row.udp_used) == (2, 2, 512, 2, 2)
+    text = response.content.decode()
+    for shown in ("2 / 8", "512 / 4096 MiB", "tcp 2 / 1000, udp 2 / 1000", "20000-20999"):
+        assert shown in text, shown
+
+
+def test_it_shows_unlimited_capacity_and_an_empty_node(client, root, node):
+    text = client.get(NODES).content.decode()
+    assert "0 / ∞ MiB" in text
+    assert "tcp 0 / 1000, udp 0 / 1000" in text
+
+
+def test_it_locks_where_vms_live_while_the_node_has_any(client, root, node, alice, template):
+    make_env(alice)
+    form = {**NODE_FORM, "name": "local-test", "vm_network": "10.200.0.0/16", "enabled": ""}
+    response = client.post(reverse("admin:engines_node_change", args=[node.pk]), form)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    node.refresh_from_db()
+    assert (node.vm_network, node.uri, node.mac_prefix) == ("10.100.0.0/16", "test:///default", "52:54:00")
+    assert not node.enabled  # the rest is still configurable
+
+
+def test_it_sends_non_staff_to_the_login_page(client, alice):
+    client.force_login(alice)
+    response = client.get(NODES)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_it_lists_nodes_in_a_constant_number_of_queries(client, root, node, alice, template):
+    make_env(alice, name="first", vms=1, ports=(22, "53/udp"))
+    one = count_queries(client, NODES)
+    # More VMs, spread over more nodes (placement picks the least loaded): a query
+    # per node or per VM would show here.
+    for name in ("spare-1", "spare-2"):
+        Node.objects.create(name=name, uri=f"qemu+ssh://{name}/system", public_host="198.51.100.8")
+    make_env(alice, name="more", vms=9, ports=(22, "53/udp"))
+    assert Vm.objects.count() == 10
+    assert Node.objects.filter(vms__isnull=False).distinct().count() == 3
+    assert count_queries(client, NODES) == one

@@ -1,0 +1,203 @@
+"""The Env and Operation admin: operators act through the services, as themselves."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.urls import reverse
+
+from envs.models import Env, Operation
+from envs.services import env_destroy
+from tests.admin_support import count_queries, make_env, make_operator, messages_of, post_action
+from vms.models import Vm
+
+ENVS = reverse("admin:envs_env_changelist")
+OPS = reverse("admin:envs_operation_changelist")
+
+
+@pytest.fixture
+def root(client, db):
+    return make_operator(client)
+
+
+def test_it_shows_the_env_list_and_page(client, root, alice, template, run_tasks):
+    env = make_env(alice, run=run_tasks)
+    response = client.get(ENVS)
+    assert response.status_code == 200
+    assert b"demo" in response.content
+    row = response.context["cl"].result_list[0]
+    assert row.live_vms == 1
+    response = client.get(reverse("admin:envs_env_change", args=[env.pk]))
+    assert response.status_code == 200
+    assert b"vm0" in response.content  # the VMs inline
+
+
+def test_it_shows_the_operation_log(client, root, alice, template, run_tasks):
+    env = make_env(alice, run=run_tasks)
+    op = env.operations.get()
+    response = client.get(OPS)
+    assert response.status_code == 200
+    assert b"env_create" in response.content
+    response = client.get(reverse("admin:envs_operation_change", args=[op.pk]))
+    assert response.status_code == 200
+
+
+def test_it_stops_an_env_as_the_operator(client, root, alice, template, run_tasks):
+    env = make_env(alice, run=run_tasks)
+    with run_tasks():
+        response = post_action(client, ENVS, "stop", [env])
+    assert ("success", "Stop queued: 1 env.") in messages_of(response)
+    op = Operation.objects.get(kind=Operation.Kind.ENV_STOP)
+    assert op.requested_by == root
+    assert op.status == Operation.Status.SUCCEEDED, op.error_message
+    assert op.env == env
+    env.refresh_from_db()
+    assert env.is_stopped
+    assert env.vms.get().status == Vm.Status.STOPPED
+
+
+def test_it_starts_an_env_again(client, root, alice, template, run_tasks):
+    env = make_env(alice, run=run_tasks)
+    with run_tasks():
+        post_action(client, ENVS, "stop", [env])
+    with run_tasks():
+        post_action(client, ENVS, "start", [env])
+    op = Operation.objects.get(kind=Operation.Kind.ENV_START)
+    assert (op.requested_by, op.status) == (root, Operation.Status.SUCCEEDED)
+    env.refresh_from_db()
+    assert not env.is_stopped
+    assert env.vms.get().status == Vm.Status.RUNNING
+
+
+def test_it_reports_a_refusal_and_changes_nothing(client, root, alice, template, run_tasks, settings):
+    env = make_env(alice, run=run_tasks)
+    settings.TT_MGMT_COOLDOWN = 3600  # env_create just used the Env's management slot
+    with run_tasks():
+        response = post_action(client, ENVS, "stop", [env])
+    levels = messages_of(response)
+    assert [level for level, _ in levels] == ["error"]
+    assert "demo" in levels[0][1] and "retry in" in levels[0][1]
+    assert not Operation.objects.filter(kind=Operation.Kind.ENV_STOP).exists()
+    env.refresh_from_db()
+    assert not env.is_stopped
+    assert env.vms.get().status == Vm.Status.RUNNING
+
+
+def test_it_extends_by_a_day(client, root, alice, template):
+    env = make_env(alice)
+    before = env.end_at
+    response = post_action(client, ENVS, "extend_by_a_day", [env])
+    assert ("success", "Extended by a day: 1 env.") in messages_of(response)
+    env.refresh_from_db()
+    assert env.end_at == before + timedelta(days=1)
+    op = Operation.objects.get(kind=Operation.Kind.ENV_EXTEND)
+    assert (op.requested_by, op.status) == (root, Operation.Status.SUCCEEDED)
+
+
+def test_it_counts_successes_and_reports_each_failure(client, root, alice, bob, template, run_tasks):
+    live = make_env(alice, name="live")
+    gone = make_env(bob, name="gone", run=run_tasks)
+    with run_tasks():
+        env_destroy(env=gone, by=bob)
+    response = post_action(client, ENVS, "extend_by_a_day", [live, gone])
+    msgs = messages_of(response)
+    assert ("success", "Extended by a day: 1 env.") in msgs
+    assert ("error", "gone (bob): Env gone is destroyed") in msgs
+    assert Operation.objects.filter(kind=Operation.Kind.ENV_EXTEND).count() == 1
+
+
+def test_it_denies_and_allows_outgoing_traffic(client, root, alice, template, run_tasks):
+    env = make_env(alice, run=run_tasks)
+    with run_tasks():
+        post_action(client, ENVS, "deny_outgoing", [env])
+    env.refresh_from_db()
+    assert env.deny_outgoing
+    with run_tasks():
+        post_action(client, ENVS, "allow_outgoing", [env])
+    env.refresh_from_db()
+    assert not env.deny_outgoing
+    ops = Operation.objects.filter(kind=Operation.Kind.ENV_DENY_OUTGOING)
+    assert [(o.requested_by, o.status) for o in ops] == [(root, "succeeded")] * 2
+
+
+def test_it_destroys_an_env(client, root, alice, template, run_tasks):
+    env = make_env(alice, run=run_tasks)
+    with run_tasks():
+        post_action(client, ENVS, "destroy", [env])
+    env.refresh_from_db()
+    assert env.status == Env.Status.DESTROYED
+    assert env.vms.get().status == Vm.Status.DESTROYED
+    op = Operation.objects.get(kind=Operation.Kind.ENV_DESTROY)
+    assert (op.requested_by, op.status) == (root, Operation.Status.SUCCEEDED)
+
+
+def test_it_does_not_edit_add_or_delete_envs_directly(client, root, alice, template):
+    env = make_env(alice)
+    change = reverse("admin:envs_env_change", args=[env.pk])
+    response = client.post(change, {"status": "destroyed", "is_stopped": "on", "name": "x"})
+    assert response.status_code == 403
+    assert client.get(reverse("admin:envs_env_add")).status_code == 403
+    assert client.get(reverse("admin:envs_env_delete", args=[env.pk])).status_code == 403
+    actions = [name for name, _ in client.get(ENVS).context["action_form"].fields["action"].choices]
+    assert "delete_selected" not in actions
+    assert {"start", "stop", "extend_by_a_day", "deny_outgoing", "allow_outgoing", "destroy"} <= set(actions)
+    env.refresh_from_db()
+    assert (env.status, env.is_stopped, env.name) == (Env.Status.ACTIVE, False, "demo")
+
+
+def test_it_keeps_the_operation_log_read_only(client, root, alice, template):
+    op = make_env(alice).operations.get()
+    assert client.get(reverse("admin:envs_operation_add")).status_code == 403
+    change = reverse("admin:envs_operation_change", args=[op.pk])
+    assert client.post(change, {"status": "failed"}).status_code == 403
+    assert client.get(reverse("admin:envs_operation_delete", args=[op.pk])).status_code == 403
+    op.refresh_from_db()
+    assert op.status == Operation.Status.QUEUED
+
+
+def test_it_sends_non_staff_to_the_login_page(client, alice):
+    client.force_login(alice)
+    for url in (ENVS, OPS):
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_it_filters_envs_by_expiry(client, root, alice, template):
+    make_env(alice, name="soon", lifetime=30 * 60)
+    make_env(alice, name="today", lifetime=12 * 3600)
+    make_env(alice, name="later", lifetime=3 * 86400)
+
+    def names(query: str) -> set[str]:
+        return {e.name for e in client.get(f"{ENVS}?{query}").context["cl"].result_list}
+
+    assert names("expiry=1h") == {"soon"}
+    assert names("expiry=24h") == {"soon", "today"}
+    assert names("expiry=later") == {"later"}
+    assert names("expiry=expired") == set()
+    with time_machine.travel(Env.objects.get(name="soon").end_at + timedelta(minutes=1)):
+        assert names("expiry=expired") == {"soon"}
+
+
+def test_it_searches_and_filters_envs(client, root, alice, bob, template):
+    make_env(alice, name="mine")
+    make_env(bob, name="theirs", deny_outgoing=True)
+
+    def names(query: str) -> set[str]:
+        return {e.name for e in client.get(f"{ENVS}?{query}").context["cl"].result_list}
+
+    assert names("q=bob") == {"theirs"}
+    assert names("q=mine") == {"mine"}
+    assert names("deny_outgoing__exact=1") == {"theirs"}
+    assert names(f"owner__id__exact={alice.pk}") == {"mine"}
+    assert names("status__exact=active") == {"mine", "theirs"}
+
+
+def test_it_lists_envs_and_operations_in_a_constant_number_of_queries(client, root, alice, template):
+    make_env(alice, name="first", vms=2)
+    one = count_queries(client, ENVS), count_queries(client, OPS)
+    for i in range(9):
+        make_env(alice, name=f"more{i}", vms=2)
+    assert (count_queries(client, ENVS), count_queries(client, OPS)) == one

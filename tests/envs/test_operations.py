@@ -1,0 +1,446 @@
+"""Operations: failures are recorded with a code, retried tasks do no work twice,
+and an idempotency key returns the first operation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import libvirt
+import pytest
+
+from engines.libvirt.connection import get_connection
+from engines.libvirt.engine import LibvirtEngine
+from engines.registry import forget_engines
+from envs import operations, tasks
+from envs.models import Env, Operation
+from envs.operations import execute
+from envs.services import env_create, env_destroy, env_set_deny_outgoing, env_stop
+from tests.conftest import TEST_URI
+from ttportal.errors import CooldownActive, EngineError, InvalidInput
+from vms.models import PortMapping, Snapshot, Vm
+from vms.services import (
+    snapshot_apply,
+    snapshot_create,
+    snapshot_destroy,
+    vm_destroy,
+    vm_set_blacklist,
+    vm_set_ports,
+    vm_start,
+    vm_stop,
+)
+from vms.specs import NewVm
+
+T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _frozen(time_machine):
+    time_machine.move_to(T0, tick=False)
+
+
+def done(op: Operation) -> Operation:
+    op.refresh_from_db()
+    assert op.is_done, op.status
+    return op
+
+
+def domain_state(vm: Vm) -> str:
+    try:
+        dom = get_connection(TEST_URI).lookupByName(vm.engine_name)
+    except libvirt.libvirtError:
+        return "missing"
+    return "running" if dom.isActive() else "stopped"
+
+
+def tt_volumes() -> set[str]:
+    pool = get_connection(TEST_URI).storagePoolLookupByName("tt-pool")
+    return {v.name() for v in pool.listAllVolumes() if v.name().startswith("tt-vm-")}
+
+
+@pytest.fixture
+def env(alice, make_env):
+    return make_env(alice, vms=[NewVm(name="web", template="tt/busybox", ports=[80]),
+                                NewVm(name="db", template="tt/busybox")])
+
+
+@pytest.fixture
+def vm(env):
+    return env.vms.get(name="web")
+
+
+def counting(monkeypatch, cls, name) -> list:
+    """Wrap `cls.name` so the test can count the calls (and still do the work)."""
+    original = getattr(cls, name)
+    calls = []
+
+    def wrapper(self, *args, **kwargs):
+        calls.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, wrapper)
+    return calls
+
+
+def failing(monkeypatch, cls, name, exc: Exception) -> list:
+    calls = []
+
+    def boom(self, *args, **kwargs):
+        calls.append(args)
+        raise exc
+
+    monkeypatch.setattr(cls, name, boom)
+    return calls
+
+
+# --- a task that raises records failed + code + message --------------------------------------
+
+
+def test_it_records_a_failed_start(alice, vm, run_tasks, monkeypatch):
+    with run_tasks():
+        vm_stop(vm=vm, by=alice)
+    failing(monkeypatch, LibvirtEngine, "start_vm", libvirt.libvirtError("domain refused to boot"))
+    with run_tasks():
+        op = vm_start(vm=vm, by=alice)
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", "start_vm")
+    assert "domain refused to boot" in op.error_message
+    assert "failed: start_vm" in op.log
+    assert op.finished_at == T0
+    # The VM says what the engine really has: still stopped, and can be started again.
+    vm.refresh_from_db()
+    assert vm.status == "stopped" and domain_state(vm) == "stopped"
+    monkeypatch.undo()
+    with run_tasks():
+        op = vm_start(vm=vm, by=alice)
+    assert done(op).status == "succeeded"
+
+
+def test_it_records_a_failed_stop(alice, vm, run_tasks, monkeypatch):
+    failing(monkeypatch, LibvirtEngine, "stop_vm", RuntimeError("guest ignored ACPI"))
+    with run_tasks():
+        op = vm_stop(vm=vm, by=alice)
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", "stop_vm")
+    assert op.error_message == "RuntimeError: guest ignored ACPI"
+    vm.refresh_from_db()
+    assert vm.status == "running" and domain_state(vm) == "running"
+
+
+def test_it_records_a_crash_in_a_step_as_internal(alice, vm, run_tasks, monkeypatch):
+    def crash(op, progress):
+        raise KeyError("vm_ids")
+
+    monkeypatch.setitem(operations.STEPS, Operation.Kind.VM_STOP, crash)
+    with run_tasks():
+        op = vm_stop(vm=vm, by=alice)
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", "internal")
+    assert op.error_message == "KeyError: 'vm_ids'"
+    # The VM is not left "stopping" for ever: it shows what the engine reports.
+    vm.refresh_from_db()
+    assert vm.status == "running" and domain_state(vm) == "running"
+
+
+def test_it_records_an_unreachable_engine(alice, vm, run_tasks, monkeypatch):
+    # The worker meets the node for the first time and cannot initialise its engine.
+    forget_engines()
+    failing(monkeypatch, LibvirtEngine, "init", EngineError("qemu:///system: no daemon", code="engine_init"))
+    with run_tasks():
+        op = vm_stop(vm=vm, by=alice)
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", "engine_init")
+    assert "no daemon" in op.error_message
+    # Nobody can tell what the VM is doing: error, from which it may be stopped or started again.
+    vm.refresh_from_db()
+    assert vm.status == "error"
+    monkeypatch.undo()
+    with run_tasks():
+        op = vm_stop(vm=vm, by=alice)
+    assert done(op).status == "succeeded"
+    vm.refresh_from_db()
+    assert vm.status == "stopped"
+
+
+def _crash(op, progress):
+    raise RuntimeError("bug in a step")
+
+
+CRASHING = {
+    "vm_stop": lambda vm, snap, by: vm_stop(vm=vm, by=by),
+    "vm_destroy": lambda vm, snap, by: vm_destroy(vm=vm, by=by),
+    "env_stop": lambda vm, snap, by: env_stop(env=vm.env, by=by),
+    "env_destroy": lambda vm, snap, by: env_destroy(env=vm.env, by=by),
+    "snapshot_create": lambda vm, snap, by: snapshot_create(vm=vm, by=by, name="s2"),
+    "snapshot_apply": lambda vm, snap, by: snapshot_apply(snapshot=snap, by=by),
+    "snapshot_destroy": lambda vm, snap, by: snapshot_destroy(snapshot=snap, by=by),
+}
+
+
+@pytest.mark.parametrize("kind", list(CRASHING))
+def test_it_leaves_nothing_half_claimed_after_a_crash(alice, vm, run_tasks, monkeypatch, kind):
+    call = CRASHING[kind]
+    with run_tasks():
+        op = snapshot_create(vm=vm, by=alice, name="s1")
+    snap = done(op).snapshot
+    monkeypatch.setitem(operations.STEPS, kind, _crash)
+    with run_tasks():
+        op = call(vm, snap, alice)
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", "internal")
+    assert op.error_message == "RuntimeError: bug in a step"
+    # Every VM, snapshot and the Env are back where an action may start from.
+    assert set(vm.env.vms.values_list("status", flat=True)) == {"running"}
+    assert list(Snapshot.objects.values_list("name", "status")) == [("s1", "ready")]
+    assert Env.objects.get(pk=vm.env_id).status == "active"
+    monkeypatch.undo()
+    with run_tasks():
+        op = call(vm, snap, alice)
+    assert done(op).status == "succeeded", op.error_message
+
+
+def test_it_rolls_back_a_failed_create(alice, node, template, run_tasks, monkeypatch, firewall):
+    failing(monkeypatch, LibvirtEngine, "set_net", RuntimeError("nft: table busy"))
+    with run_tasks():
+        op = env_create(owner=alice, by=alice, name="demo",
+                        vms=[NewVm(name="web", template=template, ports=[80])])
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", "net_set")
+    assert "nft: table busy" in op.error_message
+    assert "1 of 1 VMs failed" in op.error_message
+    # Nothing is left behind: no domain, no image, no address, no port.
+    vm = Vm.objects.get(name="web")
+    assert vm.status == "destroyed"
+    assert vm.mac is None and vm.ip is None
+    assert not PortMapping.objects.exists()
+    assert domain_state(vm) == "missing"
+    assert tt_volumes() == set()
+    assert firewall.port_map == {}
+
+
+def test_it_records_which_vm_failed_and_carries_on_with_the_others(alice, env, run_tasks, monkeypatch):
+    original = LibvirtEngine.stop_vm
+
+    def stop_all_but_db(self, spec, **kwargs):
+        if spec.name == env.vms.get(name="db").engine_name:
+            raise libvirt.libvirtError("db is stuck")
+        return original(self, spec, **kwargs)
+
+    monkeypatch.setattr(LibvirtEngine, "stop_vm", stop_all_but_db)
+    with run_tasks():
+        op = env_stop(env=env, by=alice)
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", "stop_vm")
+    assert "1 of 2 VMs failed; db" in op.error_message
+    assert dict(env.vms.values_list("name", "status")) == {"web": "stopped", "db": "running"}
+
+
+def test_it_records_a_failed_snapshot_and_removes_it(alice, vm, run_tasks, monkeypatch):
+    failing(monkeypatch, LibvirtEngine, "storage_create_snapshot", libvirt.libvirtError("disk full"))
+    with run_tasks():
+        op = snapshot_create(vm=vm, by=alice, name="s1")
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", "snapshot_create")
+    assert "disk full" in op.error_message
+    assert not Snapshot.objects.exists()
+    assert op.target == "demo/web@s1"
+    vm.refresh_from_db()
+    assert vm.status == "running" and domain_state(vm) == "running"  # restarted after the attempt
+
+
+def test_it_records_a_failed_apply_and_keeps_the_snapshot(alice, vm, run_tasks, monkeypatch):
+    with run_tasks():
+        op = snapshot_create(vm=vm, by=alice, name="s1")
+    snap = done(op).snapshot
+    failing(monkeypatch, LibvirtEngine, "storage_apply_snapshot", RuntimeError("bad overlay"))
+    with run_tasks():
+        op = snapshot_apply(snapshot=snap, by=alice)
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", "snapshot_apply")
+    snap.refresh_from_db()
+    assert snap.status == "ready"
+    vm.refresh_from_db()
+    assert vm.status == domain_state(vm) == "stopped"  # the flow stopped it before reverting
+
+
+def test_it_puts_the_blacklist_back_when_the_node_refuses_it(alice, vm, run_tasks, monkeypatch, firewall):
+    with run_tasks():
+        vm_set_blacklist(vm=vm, by=alice, addresses=["192.0.2.1"])
+    failing(monkeypatch, LibvirtEngine, "set_blacklist", RuntimeError("nft: set full"))
+    with run_tasks():
+        op = vm_set_blacklist(vm=vm, by=alice, addresses=["192.0.2.9"])
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", "net_blacklist")
+    vm.refresh_from_db()
+    assert vm.net_blacklist == ["192.0.2.1"]
+    assert firewall.blacklist == {(vm.ip, "192.0.2.1")}
+
+
+def test_it_puts_the_port_map_back_when_the_node_refuses_it(alice, vm, run_tasks, monkeypatch, firewall):
+    before = list(vm.port_mappings.values_list("protocol", "inner_port", "public_port"))
+    fw_before = dict(firewall.port_map)
+    original = LibvirtEngine.set_net
+    calls = []
+
+    def refuse_once(self, spec):
+        calls.append(spec)
+        if len(calls) == 1:
+            raise RuntimeError("nft: map busy")
+        return original(self, spec)
+
+    monkeypatch.setattr(LibvirtEngine, "set_net", refuse_once)
+    with run_tasks():
+        op = vm_set_ports(vm=vm, by=alice, ports=[22, 443])
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", "net_set")
+    assert list(vm.port_mappings.values_list("protocol", "inner_port", "public_port")) == before
+    assert firewall.port_map == fw_before
+
+
+def test_it_puts_egress_back_when_the_node_refuses_it(alice, env, run_tasks, monkeypatch, firewall):
+    failing(monkeypatch, LibvirtEngine, "deny_outgoing", RuntimeError("nft: no such set"))
+    with run_tasks():
+        op = env_set_deny_outgoing(env=env, by=alice, deny=True)
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", "net_outgoing")
+    env.refresh_from_db()
+    assert not env.deny_outgoing
+    assert firewall.denied == set()
+
+
+def test_it_reports_a_missing_operation(db):
+    assert execute(987654) is None
+    assert tasks.run_operation(987654) == "missing"
+
+
+# --- a retried task does not do the work twice -------------------------------------------------
+
+
+def test_it_does_not_start_twice_when_the_task_is_retried(alice, vm, run_tasks, monkeypatch):
+    with run_tasks():
+        vm_stop(vm=vm, by=alice)
+    starts = counting(monkeypatch, LibvirtEngine, "start_vm")
+    with run_tasks():
+        op = vm_start(vm=vm, by=alice)
+    op = done(op)
+    assert op.status == "succeeded"
+    finished = op.finished_at
+    assert len(starts) == 1
+    # Delivered again after it finished.
+    assert execute(op.pk).status == "succeeded"
+    assert tasks.run_operation(op.pk) == "succeeded"
+    # Delivered again after the worker died between doing the work and recording it.
+    Operation.objects.filter(pk=op.pk).update(status="running", finished_at=None)
+    assert execute(op.pk).status == "succeeded"
+    assert len(starts) == 1
+    op.refresh_from_db()
+    assert op.finished_at == finished
+
+
+def test_it_does_not_create_twice_when_the_task_is_retried(alice, template, run_tasks, monkeypatch):
+    creates = counting(monkeypatch, LibvirtEngine, "create_vm")
+    starts = counting(monkeypatch, LibvirtEngine, "start_vm")
+    with run_tasks():
+        op = env_create(owner=alice, by=alice, name="demo",
+                        vms=[NewVm(name="a", template=template), NewVm(name="b", template=template)])
+    assert done(op).status == "succeeded"
+    Operation.objects.filter(pk=op.pk).update(status="running")
+    assert execute(op.pk).status == "succeeded"
+    assert (len(creates), len(starts)) == (2, 2)
+
+
+def test_it_does_not_snapshot_twice_when_the_task_is_retried(alice, vm, run_tasks, monkeypatch):
+    snapshots = counting(monkeypatch, LibvirtEngine, "storage_create_snapshot")
+    with run_tasks():
+        op = snapshot_create(vm=vm, by=alice, name="s1")
+    assert done(op).status == "succeeded"
+    Operation.objects.filter(pk=op.pk).update(status="running")
+    assert execute(op.pk).status == "succeeded"
+    assert len(snapshots) == 1
+    assert Snapshot.objects.get().status == "ready"
+
+
+def test_it_does_not_destroy_twice_when_the_task_is_retried(alice, vm, run_tasks, monkeypatch):
+    destroys = counting(monkeypatch, LibvirtEngine, "destroy_vm")
+    with run_tasks():
+        op = vm_destroy(vm=vm, by=alice)
+    assert done(op).status == "succeeded"
+    Operation.objects.filter(pk=op.pk).update(status="queued")
+    assert execute(op.pk).status == "succeeded"
+    assert len(destroys) == 1
+
+
+# --- an idempotency key returns the first operation ---------------------------------------------
+
+
+def test_it_returns_the_first_operation_for_a_repeated_key(alice, vm, run_tasks, monkeypatch):
+    stops = counting(monkeypatch, LibvirtEngine, "stop_vm")
+    with run_tasks():
+        first = vm_stop(vm=vm, by=alice, idempotency_key="stop-web-1")
+    count = Operation.objects.count()
+    # The VM is stopped now, so acting again would be refused: the key answers first.
+    with run_tasks():
+        again = vm_stop(vm=vm, by=alice, idempotency_key="stop-web-1")
+    assert again.pk == first.pk
+    assert Operation.objects.count() == count
+    assert len(stops) == 1
+    assert done(again).status == "succeeded"
+
+
+def test_it_creates_one_env_for_a_repeated_key(alice, template, run_tasks):
+    request = {"owner": alice, "by": alice, "name": "demo", "idempotency_key": "ci-run-42",
+               "vms": [NewVm(name="vm", template=template)]}
+    with run_tasks():
+        first = env_create(**request)
+    with run_tasks():
+        again = env_create(**request)
+    assert again.pk == first.pk
+    assert Env.objects.count() == 1
+    assert Vm.objects.count() == 1
+    assert Operation.objects.count() == 1
+
+
+def test_it_strips_the_key(alice, vm):
+    first = vm_stop(vm=vm, by=alice, idempotency_key="k1")
+    assert first.idempotency_key == "k1"
+    assert vm_stop(vm=vm, by=alice, idempotency_key="  k1 ").pk == first.pk
+
+
+def test_it_answers_a_repeated_key_even_during_the_cooldown(alice, vm, settings):
+    first = vm_stop(vm=vm, by=alice, idempotency_key="k1")
+    settings.TT_MGMT_COOLDOWN = 60
+    assert vm_stop(vm=vm, by=alice, idempotency_key="k1").pk == first.pk
+    with pytest.raises(CooldownActive):
+        vm_stop(vm=vm, by=alice, idempotency_key="k2")
+
+
+def test_it_keeps_keys_apart_per_user(alice, olga, env, run_tasks):
+    web, db = env.vms.get(name="web"), env.vms.get(name="db")
+    with run_tasks():
+        mine = vm_stop(vm=web, by=alice, idempotency_key="same-key")
+    with run_tasks():
+        theirs = vm_stop(vm=db, by=olga, idempotency_key="same-key")
+    assert theirs.pk != mine.pk
+    assert (mine.requested_by, theirs.requested_by) == (alice, olga)
+    assert done(theirs).status == "succeeded"
+    assert set(env.vms.values_list("status", flat=True)) == {"stopped"}
+    assert Operation.objects.filter(idempotency_key="same-key").count() == 2
+
+
+def test_it_records_nothing_for_a_refused_request_so_its_key_can_be_retried(
+    alice, vm, settings, time_machine
+):
+    settings.TT_MGMT_COOLDOWN = 60
+    with pytest.raises(CooldownActive):
+        vm_stop(vm=vm, by=alice, idempotency_key="k1")
+    assert not Operation.objects.filter(idempotency_key="k1").exists()
+    time_machine.shift(60)
+    op = vm_stop(vm=vm, by=alice, idempotency_key="k1")
+    assert (op.kind, op.idempotency_key) == ("vm_stop", "k1")
+
+
+def test_it_refuses_an_overlong_key(alice, vm, db_state):
+    before = db_state()
+    with pytest.raises(InvalidInput) as caught:
+        vm_stop(vm=vm, by=alice, idempotency_key="k" * 129)
+    assert caught.value.field == "idempotency_key"
+    assert db_state() == before

@@ -1,0 +1,62 @@
+"""A wrong deployment variable stops start-up with a message naming it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_django(**env_vars) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TT_")}
+    env.update(env_vars)
+    env["TT_VAR_DIR"] = env.get("TT_VAR_DIR", str(ROOT / "var"))
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_it_starts_with_no_configuration():
+    result = start_django()
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("TT_MGMT_COOLDOWN", "soon", "TT_MGMT_COOLDOWN must be an integer"),
+        ("TT_MGMT_COOLDOWN", "-5", "TT_MGMT_COOLDOWN must be at least 0"),
+        ("TT_MAX_ENV_LIFETIME", "1.5", "TT_MAX_ENV_LIFETIME must be an integer"),
+        ("TT_DEFAULT_ENV_LIFETIME", "999999999", "TT_DEFAULT_ENV_LIFETIME"),
+        ("TT_DATABASE_URL", "not a url", "TT_DATABASE_URL must be a database URL"),
+        ("TT_DATABASE_URL", "nosuchdb://x/y", "TT_DATABASE_URL is not a valid database URL"),
+        ("TT_DEBUG", "maybe", "TT_DEBUG must be a boolean"),
+        ("TT_REDIS_URL", "localhost:6379", "TT_REDIS_URL must be a URL"),
+    ],
+)
+def test_it_refuses_a_bad_variable_by_name(name, value, message):
+    result = start_django(**{name: value})
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_it_requires_a_secret_key_without_debug():
+    result = start_django(TT_DEBUG="0")
+    assert result.returncode != 0
+    assert "TT_SECRET_KEY must be set" in result.stderr
+
+
+def test_it_reads_a_postgres_url():
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "d = settings.DATABASES['default']; print(d['ENGINE'], d['NAME'], d['HOST'])"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TT_")}
+    env.update(
+        TT_DATABASE_URL="postgres://tt@db.example:5432/ttportal", DJANGO_SETTINGS_MODULE="ttportal.settings"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["django.db.backends.postgresql", "ttportal", "db.example"], out.stderr

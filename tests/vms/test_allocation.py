@@ -1,0 +1,407 @@
+"""MAC/IP and public-port allocation: unique by database constraint, retried on a race.
+
+The threaded tests run real concurrent transactions (one connection per thread),
+so they need `transaction=True`; they pass on SQLite (a file, IMMEDIATE
+transactions, WAL) and on PostgreSQL (TT_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from engines.models import Node
+from envs.models import Env
+from ttportal.errors import ErrorCode, Exhausted
+from vms import allocation
+from vms.models import PortMapping, Vm
+from vms.services import build_vms
+from vms.specs import NewVm
+
+THREADS = 16
+VMS_PER_THREAD = 5
+
+
+def new_env(owner, name: str = "demo") -> Env:
+    now = timezone.now()
+    return Env.objects.create(owner=owner, name=name, start_at=now, end_at=now + timedelta(hours=1))
+
+
+def new_vm(env: Env, node: Node, template, name: str, **extra) -> Vm:
+    return Vm(env=env, node=node, template=template, name=name, cpu_num=1, mem_mb=64, disk_mb=20, **extra)
+
+
+def run_threads(count: int, work: Callable[[int], object]) -> list:
+    """Run `work(i)` in `count` threads released at once; re-raise the first failure."""
+    barrier = threading.Barrier(count)
+    results: list = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            result = work(i)
+            with lock:
+                results.append(result)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+        finally:
+            connection.close()  # each thread opened its own connection
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"alloc-{i}") for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def assert_unique_allocations(node: Node) -> None:
+    vms = list(Vm.objects.filter(node=node).values_list("mac", "ip"))
+    macs = [m for m, _ in vms]
+    ips = [i for _, i in vms]
+    assert None not in macs and None not in ips
+    assert len(set(macs)) == len(macs)
+    assert len(set(ips)) == len(ips)
+    for mac, ip in vms:
+        assert node.ip_for_mac(mac) == ip
+        lo, hi = node.host_index_bounds()
+        assert lo <= Node.index_for_mac(mac) <= hi
+    ports = list(PortMapping.objects.filter(node=node).values_list("protocol", "public_port"))
+    assert not [p for p, n in Counter(ports).items() if n > 1]
+    assert all(node.port_min <= port <= node.port_max for _, port in ports)
+
+
+# --- one request at a time ------------------------------------------------------------
+
+
+def test_it_gives_a_vm_an_address_derived_from_its_mac(alice, node, template):
+    env = new_env(alice)
+    vm = new_vm(env, node, template, "web")
+    allocation.save_with_address(vm)
+    vm.refresh_from_db()
+    assert vm.mac.startswith(node.mac_prefix + ":")
+    assert vm.ip == node.ip_for_mac(vm.mac)
+    assert vm.addr == node.public_host  # NAT: clients dial the node
+
+    flat = new_vm(env, node, template, "db", net_kind=Vm.NetKind.FLAT)
+    allocation.save_with_address(flat)
+    flat.refresh_from_db()
+    assert flat.addr == flat.ip  # FLAT: the VM's own address
+    assert flat.mac != vm.mac
+
+
+def test_it_maps_ports_inside_the_nodes_range(alice, node, template):
+    vm = new_vm(new_env(alice), node, template, "web")
+    allocation.save_with_address(vm)
+    tcp = allocation.allocate_port(vm, "tcp", 22)
+    udp = allocation.allocate_port(vm, "udp", 53)
+    assert node.port_min <= tcp.public_port <= node.port_max
+    assert node.port_min <= udp.public_port <= node.port_max
+    assert (tcp.vm, tcp.node, tcp.inner_port) == (vm, node, 22)
+    assert set(vm.port_mappings.values_list("protocol", "inner_port")) == {("tcp", 22), ("udp", 53)}
+
+
+def test_it_gives_back_addresses_and_ports_on_release(alice, node, template):
+    node.port_min = node.port_max = 20000
+    node.save()
+    env = new_env(alice)
+    vm = new_vm(env, node, template, "web")
+    allocation.save_with_address(vm)
+    allocation.allocate_port(vm, "tcp", 22)
+    allocation.release(vm)
+    vm.refresh_from_db()
+    assert (vm.mac, vm.ip) == (None, None)
+    assert not PortMapping.objects.exists()
+    other = new_vm(env, node, template, "other")
+    allocation.save_with_address(other)
+    assert allocation.allocate_port(other, "tcp", 22).public_port == 20000  # the freed port
+
+
+def test_it_picks_again_when_a_candidate_was_just_taken(alice, node, template, monkeypatch):
+    # Simulate losing a race: the first candidate ignores what is used (as if
+    # another request committed it between our read and our insert).
+    node.port_min, node.port_max = 20000, 20001
+    node.save()
+    vm = new_vm(new_env(alice), node, template, "web")
+    allocation.save_with_address(vm)
+    allocation.allocate_port(vm, "tcp", 22)
+    taken = vm.port_mappings.get().public_port
+    real_pick = allocation._pick_free
+    calls = []
+
+    def stale_first(lo, hi, used):
+        calls.append(used)
+        return taken if len(calls) == 1 else real_pick(lo, hi, used)
+
+    monkeypatch.setattr(allocation, "_pick_free", stale_first)
+    mapping = allocation.allocate_port(vm, "tcp", 80)
+    assert len(calls) == 2
+    assert mapping.public_port == ({20000, 20001} - {taken}).pop()
+
+
+def test_it_picks_another_mac_when_a_candidate_was_just_taken(alice, node, template, monkeypatch):
+    env = new_env(alice)
+    first = new_vm(env, node, template, "a")
+    allocation.save_with_address(first)
+    taken = Node.index_for_mac(first.mac)
+    real_pick = allocation._pick_free
+    calls = []
+
+    def stale_first(lo, hi, used):
+        calls.append(used)
+        return taken if len(calls) == 1 else real_pick(lo, hi, used)
+
+    monkeypatch.setattr(allocation, "_pick_free", stale_first)
+    second = new_vm(env, node, template, "b")
+    allocation.save_with_address(second)
+    assert len(calls) == 2
+    assert second.pk is not None and second.mac != first.mac
+    assert Vm.objects.count() == 2
+
+
+def test_it_gives_up_after_the_retry_budget_and_writes_nothing(alice, node, template, monkeypatch, settings):
+    settings.TT_ALLOCATION_RETRIES = 3
+    vm = new_vm(new_env(alice), node, template, "web")
+    allocation.save_with_address(vm)
+    allocation.allocate_port(vm, "tcp", 22)
+    taken = vm.port_mappings.get().public_port
+    monkeypatch.setattr(allocation, "_pick_free", lambda lo, hi, used: taken)  # always loses
+    with transaction.atomic():  # as in a service: the outer transaction must stay usable
+        with pytest.raises(Exhausted) as exc:
+            allocation.allocate_port(vm, "tcp", 80)
+        assert PortMapping.objects.count() == 1
+    assert exc.value.code == ErrorCode.EXHAUSTED
+    assert "after 3 attempts" in str(exc.value)
+    assert list(vm.port_mappings.values_list("inner_port", flat=True)) == [22]
+
+
+def test_it_refuses_a_second_port_from_a_one_port_range(alice, node, template):
+    node.port_min = node.port_max = 20000
+    node.save()
+    vm = new_vm(new_env(alice), node, template, "web")
+    allocation.save_with_address(vm)
+    first = allocation.allocate_port(vm, "tcp", 22)
+    assert first.public_port == 20000
+    with pytest.raises(Exhausted) as exc:
+        allocation.allocate_port(vm, "tcp", 80)
+    assert exc.value.code == ErrorCode.EXHAUSTED
+    assert str(exc.value) == f"node {node.name} has no free tcp port in 20000-20000"
+    assert list(PortMapping.objects.values_list("inner_port", "public_port")) == [(22, 20000)]
+    # Ports are per protocol: udp still has its one port.
+    assert allocation.allocate_port(vm, "udp", 53).public_port == 20000
+
+
+def test_it_refuses_an_address_when_the_network_is_full(alice, node, template):
+    node.vm_network = "10.100.7.0/24"
+    node.save()
+    env = new_env(alice)
+    lo, hi = node.host_index_bounds()
+    Vm.objects.bulk_create(
+        new_vm(env, node, template, f"vm{i}", mac=node.mac_for_index(i), ip=node.ip_for_index(i))
+        for i in range(lo, hi + 1)
+    )
+    vm = new_vm(env, node, template, "one-too-many")
+    with pytest.raises(Exhausted) as exc:
+        allocation.save_with_address(vm)
+    assert str(exc.value) == f"node {node.name} has no free address in 10.100.7.0/24"
+    assert vm.pk is None
+    assert Vm.objects.count() == hi - lo + 1
+    assert not Vm.objects.filter(name="one-too-many").exists()
+
+
+def test_it_fills_the_last_free_address(alice, node, template):
+    node.vm_network = "10.100.7.0/24"
+    node.save()
+    env = new_env(alice)
+    lo, hi = node.host_index_bounds()
+    last = (lo + hi) // 2
+    Vm.objects.bulk_create(
+        new_vm(env, node, template, f"vm{i}", mac=node.mac_for_index(i), ip=node.ip_for_index(i))
+        for i in range(lo, hi + 1)
+        if i != last
+    )
+    vm = new_vm(env, node, template, "last")
+    allocation.save_with_address(vm)
+    assert vm.ip == f"10.100.7.{last}"
+
+
+def test_it_writes_no_vm_of_a_batch_whose_ports_run_out(alice, node, template):
+    # build_vms runs inside the service's transaction: one failure undoes the batch.
+    node.port_min = node.port_max = 20000
+    node.save()
+    env = new_env(alice)
+    with pytest.raises(Exhausted), transaction.atomic():
+        build_vms(env, [NewVm(name="a", template=template, ports=[22]),
+                        NewVm(name="b", template=template, ports=[22])])
+    assert not Vm.objects.exists()
+    assert not PortMapping.objects.exists()
+
+
+# --- many requests at once --------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_allocates_unique_addresses_and_ports_under_concurrency(alice, node, template):
+    # A /24 and a 100-port range: 80 VMs with 2 ports each collide often.
+    node.vm_network = "10.100.7.0/24"
+    node.port_min, node.port_max = 20000, 20099
+    node.save()
+    envs = [new_env(alice, f"env{i}") for i in range(THREADS)]
+
+    def work(i: int) -> list[int]:
+        ids = []
+        for n in range(VMS_PER_THREAD):
+            vm = new_vm(envs[i], node, template, f"vm{n}")
+            allocation.save_with_address(vm)
+            allocation.allocate_port(vm, "tcp", 22)
+            allocation.allocate_port(vm, "udp", 53)
+            ids.append(vm.pk)
+        return ids
+
+    results = run_threads(THREADS, work)
+    assert sum(len(ids) for ids in results) == THREADS * VMS_PER_THREAD
+    assert Vm.objects.count() == THREADS * VMS_PER_THREAD
+    assert PortMapping.objects.filter(protocol="tcp").count() == THREADS * VMS_PER_THREAD
+    assert PortMapping.objects.filter(protocol="udp").count() == THREADS * VMS_PER_THREAD
+    assert_unique_allocations(node)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_builds_vms_in_concurrent_transactions(alice, node, template):
+    # As env_create does: the whole batch in one transaction per request.
+    node.vm_network = "10.100.7.0/24"
+    node.port_min, node.port_max = 20000, 20099
+    node.save()
+
+    def work(i: int) -> list[int]:
+        env = new_env(alice, f"env{i}")
+        with transaction.atomic():
+            vms = build_vms(env, [NewVm(name=f"vm{n}", template=template, ports=[22])
+                                  for n in range(VMS_PER_THREAD)])
+        return [vm.pk for vm in vms]
+
+    results = run_threads(THREADS, work)
+    assert sum(len(ids) for ids in results) == THREADS * VMS_PER_THREAD
+    assert Vm.objects.filter(status=Vm.Status.CREATING).count() == THREADS * VMS_PER_THREAD
+    assert PortMapping.objects.count() == THREADS * VMS_PER_THREAD
+    for env in Env.objects.all():
+        assert env.vms.count() == VMS_PER_THREAD
+        assert all(vm.port_mappings.count() == 1 for vm in env.vms.all())
+    assert_unique_allocations(node)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_hands_out_each_port_once_when_too_many_ask(alice, node, template):
+    # 16 requests race for 8 ports: 8 win, 8 are told the range is exhausted.
+    node.port_min, node.port_max = 20000, 20007
+    node.save()
+    env = new_env(alice)
+    vms = []
+    for i in range(THREADS):
+        vm = new_vm(env, node, template, f"vm{i}")
+        allocation.save_with_address(vm)
+        vms.append(vm)
+
+    def work(i: int) -> object:
+        try:
+            return allocation.allocate_port(vms[i], "tcp", 22).public_port
+        except Exhausted as exc:
+            return exc
+
+    results = run_threads(THREADS, work)
+    won = sorted(r for r in results if isinstance(r, int))
+    refused = [r for r in results if isinstance(r, Exhausted)]
+    assert won == list(range(20000, 20008))
+    assert len(refused) == THREADS - 8
+    assert not [r for r in results if isinstance(r, IntegrityError)]
+    for exc in refused:
+        assert exc.code == ErrorCode.EXHAUSTED
+        assert str(exc) == f"node {node.name} has no free tcp port in 20000-20007"
+    assert PortMapping.objects.count() == 8
+    assert_unique_allocations(node)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_refuses_the_second_of_two_racing_requests_for_one_port(alice, node, template):
+    node.port_min = node.port_max = 20000
+    node.save()
+    env = new_env(alice)
+    vms = []
+    for i in range(2):
+        vm = new_vm(env, node, template, f"vm{i}")
+        allocation.save_with_address(vm)
+        vms.append(vm)
+
+    def work(i: int) -> object:
+        try:
+            with transaction.atomic():
+                return allocation.allocate_port(vms[i], "tcp", 22).public_port
+        except Exhausted as exc:
+            return exc
+
+    results = run_threads(2, work)
+    assert 20000 in results
+    (refused,) = [r for r in results if isinstance(r, Exhausted)]
+    assert str(refused) == f"node {node.name} has no free tcp port in 20000-20000"
+    assert PortMapping.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_picks_again_when_two_batches_deadlock(alice, node, template, monkeypatch):
+    # Two transactions each hold an uncommitted port and then pick the other's:
+    # PostgreSQL aborts one as the deadlock victim, which must pick again
+    # rather than fail the whole request.
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE): two can never hold a row each")
+    node.port_min, node.port_max = 20000, 20009
+    node.save()
+    env = new_env(alice)
+    vms = []
+    for i in range(2):
+        vm = new_vm(env, node, template, f"vm{i}")
+        allocation.save_with_address(vm)
+        vms.append(vm)
+    real_pick, real_lost_race = allocation._pick_free, allocation._lost_race
+    both_hold_one = threading.Barrier(2)
+    local = threading.local()
+    sqlstates = []
+
+    def crossed_pick(lo, hi, used):
+        local.calls = getattr(local, "calls", 0) + 1
+        if local.calls == 1:
+            return 20000 + local.me
+        if local.calls == 2:
+            both_hold_one.wait(timeout=30)
+            return 20000 + (1 - local.me)  # the port the other one holds, uncommitted
+        return real_pick(lo, hi, used)
+
+    def recording_lost_race(exc):
+        sqlstates.append(getattr(exc.__cause__, "sqlstate", None))
+        return real_lost_race(exc)
+
+    monkeypatch.setattr(allocation, "_pick_free", crossed_pick)
+    monkeypatch.setattr(allocation, "_lost_race", recording_lost_race)
+
+    def work(i: int) -> list[int]:
+        local.me = i
+        with transaction.atomic():
+            ports = [allocation.allocate_port(vms[i], "tcp", inner).public_port for inner in (22, 80)]
+        return ports
+
+    results = run_threads(2, work)
+    assert "40P01" in sqlstates  # a deadlock really happened, and was survived
+    assert sorted(len(ports) for ports in results) == [2, 2]
+    assert PortMapping.objects.count() == 4
+    assert_unique_allocations(node)

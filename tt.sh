@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# TT Portal: set-up, run and test on a Debian machine, as root.
+#
+#   ./tt.sh run    install what is missing, migrate, create the first operator,
+#                  register the local node, then run the web server and the
+#                  task workers in the foreground until Ctrl-C
+#   ./tt.sh test   install what is missing, then run ruff and the whole test suite
+#   ./tt.sh setup  only install (apt packages, the Python environment)
+#
+# Settings come from TT_* variables (see README.md); the defaults need nothing
+# beyond this script: SQLite and django-q2's ORM broker.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+
+APT_PACKAGES=(
+  python3 python3-venv python3-dev gcc pkg-config libvirt-dev
+)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "tt.sh: run me as root (apt packages, libvirt and nftables need it)" >&2
+    exit 1
+  fi
+}
+
+install_apt() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing apt packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+install_python() {
+  local stamp="$VENV/.tt-installed" want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ ! -x "$PY" ]; then
+    say "creating the Python environment in .venv"
+    python3 -m venv "$VENV"
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing Python packages (pinned in pyproject.toml)"
+    "$PY" -m pip install -q --upgrade pip
+    "$PY" -m pip install -q -e ".[dev]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+setup() {
+  need_root
+  install_apt
+  install_python
+  mkdir -p "${TT_VAR_DIR:-$ROOT/var}"
+}
+
+run() {
+  setup
+  say "migrating the database"
+  "$PY" manage.py migrate --noinput
+  "$PY" manage.py tt_first_admin
+  say "registering the local node"
+  "$PY" manage.py tt_register_node local --uri "${TT_NODE_URI:-test:///default}" \
+    --public-host "${TT_PUBLIC_HOST:-127.0.0.1}" \
+    --notes "libvirt test driver: boots nothing; replaced by the real QEMU node in the next issue"
+  local bind="${TT_BIND:-127.0.0.1:8000}"
+  say "TT Portal on http://$bind/ (admin at /admin/); Ctrl-C stops it"
+  "$PY" manage.py qcluster &
+  local q=$!
+  "$PY" manage.py runserver --noreload "$bind" &
+  local web=$!
+  trap 'kill $q $web 2>/dev/null; wait $q $web 2>/dev/null; exit 0' INT TERM
+  # Whichever stops first takes the other down: half a portal is worse than none.
+  wait -n $q $web || true
+  kill $q $web 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+
+run_tests() {
+  setup
+  say "ruff"
+  "$VENV/bin/ruff" check .
+  "$PY" manage.py makemigrations --check --dry-run >/dev/null || {
+    echo "tt.sh: models changed without a migration (run: $PY manage.py makemigrations)" >&2
+    exit 1
+  }
+  say "pytest"
+  "$VENV/bin/pytest" "$@"
+}
+
+case "${1:-}" in
+  run) shift; run "$@" ;;
+  test) shift; run_tests "$@" ;;
+  setup) setup ;;
+  *) echo "usage: $0 run | test [pytest args] | setup" >&2; exit 2 ;;
+esac
