@@ -40,7 +40,8 @@ class Network(ABC):
     """How a VM is wired: DHCP entry, port forwarding, egress policy."""
 
     @abstractmethod
-    def set_net(self, vm: VmSpec) -> None: ...
+    def set_net(self, vm: VmSpec, previous: VmSpec | None = None) -> None:
+        """Wire the VM; with `previous` (what is installed now) apply only the difference."""
 
     @abstractmethod
     def unset_net(self, vm: VmSpec) -> None: ...
@@ -52,7 +53,7 @@ class Network(ABC):
     def allow_outgoing(self, vm: VmSpec) -> None: ...
 
     @abstractmethod
-    def set_blacklist(self, vm: VmSpec) -> None:
+    def set_blacklist(self, vm: VmSpec, previous: VmSpec | None = None) -> None:
         """Make the VM's blocked addresses exactly `vm.blacklist` (an empty one clears it)."""
 
 

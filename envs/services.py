@@ -180,8 +180,11 @@ def env_set_deny_outgoing(*, env: Env, deny: bool, by, idempotency_key: str = ""
     env = Env.objects.select_for_update().get(pk=env.pk)
     policy.check_live(env)
     previous = env.deny_outgoing
+    vms = list(env.vms.live().exclude(status=Vm.Status.CREATING))
+    for vm in vms:
+        state.claim_network(vm)  # the whole change or nothing (the transaction rolls back)
     Env.objects.filter(pk=env.pk).update(deny_outgoing=deny)
-    vm_ids = list(env.vms.live().exclude(status=Vm.Status.CREATING).values_list("pk", flat=True))
+    vm_ids = [vm.pk for vm in vms]
     return record(K.ENV_DENY_OUTGOING, env=env, by=by, idempotency_key=idempotency_key,
                   params={"deny": deny, "previous": previous, "vm_ids": vm_ids})
 
@@ -207,10 +210,13 @@ def _env_deny_step(op: Operation, progress) -> None:
         Env.objects.filter(pk=op.env_id).update(deny_outgoing=op.params["previous"])
         for vm in Vm.objects.filter(pk__in=op.params["vm_ids"]).select_related("node", "template", "env"):
             try:
-                get_engine(vm.node).set_blacklist(vm.to_spec())
+                engine = get_engine(vm.node)
+                (engine.deny_outgoing if op.params["previous"] else engine.allow_outgoing)(vm.to_spec())
             except Exception:
                 log.exception("could not restore egress policy of %s", vm)
         raise
+    finally:
+        state.release_network(op.params["vm_ids"])
 
 
 @idempotent

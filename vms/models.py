@@ -94,6 +94,9 @@ class Vm(models.Model):
     rand_uuid = models.BooleanField(default=True)
     uuid = models.CharField(max_length=36, blank=True)
     net_blacklist = models.JSONField(default=list, blank=True)
+    # Set while a network change (ports, blacklist, egress) is being applied to
+    # the node: such changes are applied as differences, so they must not overlap.
+    net_busy = models.BooleanField(default=False, editable=False)
     # The seed's VmResource. mac/ip are released (NULL) when the VM is destroyed.
     cpu_num = models.PositiveSmallIntegerField(validators=[MinValueValidator(1), MaxValueValidator(64)])
     mem_mb = models.PositiveIntegerField(validators=[MinValueValidator(16), MaxValueValidator(262144)])

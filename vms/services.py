@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from engines.registry import driver_class, get_engine
-from engines.specs import Feature, PowerState, SnapshotSpec
+from engines.specs import Feature, PortSpec, PowerState, SnapshotSpec
 from envs import policy
 from envs.models import Env, Operation
 from envs.operations import idempotent, record, step_for
@@ -255,7 +255,7 @@ def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Ope
     policy.check_can_manage(by, vm.env)
     blacklist = parse_blacklist(addresses)
     policy.check_live(vm.env)
-    state.claim(vm, "network")
+    state.claim_network(vm)
     vm.refresh_from_db(fields=["net_blacklist"])  # the caller's copy may predate the last change
     previous = list(vm.net_blacklist or [])
     Vm.objects.filter(pk=vm.pk).update(net_blacklist=blacklist)
@@ -266,12 +266,16 @@ def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Ope
 @step_for(K.VM_SET_BLACKLIST)
 def _vm_blacklist_step(op: Operation, progress) -> None:
     vm = Vm.objects.select_related("node", "template", "env").get(pk=op.vm_id)
+    new = vm.to_spec()
+    old = new.replace(blacklist=tuple(op.params.get("previous", [])))
     try:
         progress(50, f"blacklist: {', '.join(vm.net_blacklist) or 'empty'}")
-        get_engine(vm.node).set_blacklist(vm.to_spec())
+        get_engine(vm.node).set_blacklist(new, previous=old)
     except Exception as exc:
         Vm.objects.filter(pk=vm.pk).update(net_blacklist=op.params.get("previous", []))
         raise _as_engine_error(exc, "net_blacklist") from exc
+    finally:
+        state.release_network([vm.pk])
 
 
 @idempotent
@@ -282,7 +286,7 @@ def vm_set_ports(*, vm: Vm, ports, by, idempotency_key: str = "") -> Operation:
     if vm.net_kind == Vm.NetKind.FLAT and wanted:
         raise InvalidInput("ports", "FLAT VMs are reached at their own address and have no port map")
     policy.check_live(vm.env)
-    state.claim(vm, "network")
+    state.claim_network(vm)
     current = {(p.protocol, p.inner_port): p for p in vm.port_mappings.all()}
     previous = [[p.protocol, p.inner_port, p.public_port] for p in current.values()]
     for key, mapping in current.items():
@@ -298,21 +302,23 @@ def vm_set_ports(*, vm: Vm, ports, by, idempotency_key: str = "") -> Operation:
 @step_for(K.VM_SET_PORTS)
 def _vm_ports_step(op: Operation, progress) -> None:
     vm = Vm.objects.select_related("node", "template", "env").get(pk=op.vm_id)
+    new = vm.to_spec()
+    previous = [PortSpec(proto, inner, public) for proto, inner, public in op.params.get("previous", [])]
+    old = new.replace(ports=tuple(previous))
     try:
         progress(50, "updating port map")
-        get_engine(vm.node).set_net(vm.to_spec())
+        get_engine(vm.node).set_net(new, previous=old)
     except Exception as exc:
-        # Put the old map back, in the database and on the node.
+        # nft changes are atomic, so the node still holds the old map: put it
+        # back in the database too.
         with transaction.atomic():
             PortMapping.objects.filter(vm=vm).delete()
-            for protocol, inner, public in op.params.get("previous", []):
-                PortMapping.objects.create(vm=vm, node=vm.node, protocol=protocol,
-                                           inner_port=inner, public_port=public)
-        try:
-            get_engine(vm.node).set_net(vm.to_spec())
-        except Exception:
-            log.exception("could not restore the port map of %s", vm)
+            for p in previous:
+                PortMapping.objects.create(vm=vm, node=vm.node, protocol=p.protocol,
+                                           inner_port=p.inner_port, public_port=p.public_port)
         raise _as_engine_error(exc, "net_set") from exc
+    finally:
+        state.release_network([vm.pk])
 
 
 def _as_engine_error(exc: Exception, code: str) -> TTError:
@@ -521,6 +527,8 @@ def settle_failed(op: Operation) -> None:
             Snapshot.objects.filter(
                 pk=op.snapshot_id, status__in=[Snapshot.Status.APPLYING, Snapshot.Status.DESTROYING]
             ).update(status=Snapshot.Status.READY)
+    if op.kind in (K.VM_SET_PORTS, K.VM_SET_BLACKLIST, K.ENV_DENY_OUTGOING):
+        state.release_network(set(op.params.get("vm_ids", [])) | ({op.vm_id} if op.vm_id else set()))
     if op.kind in (K.ENV_DESTROY, K.ENV_EXPIRE):
         # Back to active so the owner, an operator or the next sweep can retry.
         Env.objects.filter(pk=op.env_id, status=Env.Status.DESTROYING).update(status=Env.Status.ACTIVE)

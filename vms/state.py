@@ -19,7 +19,8 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "snapshot": (frozenset({S.STOPPED, S.RUNNING}), S.SNAPSHOTTING),
     "apply": (frozenset({S.STOPPED, S.RUNNING}), S.RESTORING),
     "destroy": (frozenset({S.STOPPED, S.RUNNING, S.ERROR}), S.DESTROYING),
-    # Network changes run beside the VM's power state, so they keep it.
+    # Network changes run beside the VM's power state, so they keep it; they
+    # claim `net_busy` instead (see claim_network).
     "network": (frozenset({S.STOPPED, S.RUNNING, S.STARTING, S.STOPPING}), ""),
 }
 
@@ -41,6 +42,22 @@ def claim(vm: Vm, action: str) -> str:
     if vm.status not in allowed:
         raise _illegal(vm, action, allowed)
     return vm.status
+
+
+def claim_network(vm: Vm) -> None:
+    """Claim the VM's network for one change: the node applies changes as differences
+    from what is installed, so two overlapping ones could leave it out of step."""
+    allowed = TRANSITIONS["network"][0]
+    if not Vm.objects.filter(pk=vm.pk, status__in=allowed, net_busy=False).update(net_busy=True):
+        vm.refresh_from_db(fields=["status", "net_busy"])
+        if vm.net_busy:
+            raise IllegalState(f"a network change of VM {vm.name} is still being applied; retry shortly")
+        raise _illegal(vm, "change the network of", allowed)
+    vm.net_busy = True
+
+
+def release_network(vm_ids) -> None:
+    Vm.objects.filter(pk__in=list(vm_ids)).update(net_busy=False)
 
 
 def _illegal(vm: Vm, action: str, allowed: frozenset[str]) -> IllegalState:

@@ -18,7 +18,7 @@ import libvirt
 from engines.base import VmEngine
 from engines.libvirt import xml
 from engines.libvirt.connection import get_connection, is_missing
-from engines.network.firewall import Firewall, MemoryFirewall
+from engines.network.firewall import Element, Firewall, MemoryFirewall
 from engines.specs import Feature, PowerState, SnapshotSpec, VmSpec
 from ttportal.errors import EngineError, ErrorCode
 
@@ -294,11 +294,17 @@ class LibvirtEngine(VmEngine):
         root = ET.fromstring(self._network().XMLDesc(0))
         return any(h.get("mac") == vm.mac for h in root.iter("host"))
 
-    def set_net(self, vm: VmSpec) -> None:
-        # DHCP gives the guest the address its MAC implies, whatever the template.
+    def set_net(self, vm: VmSpec, previous: VmSpec | None = None) -> None:
+        """DHCP entry (the guest gets the address its MAC implies) and firewall elements.
+
+        With `previous` (what is installed now) only the difference is applied.
+        """
         if not self._has_dhcp_host(vm):
             self._update_dhcp_host(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, vm)
-        self.firewall.add_vm(vm)
+        if previous is not None:
+            self.firewall.apply(previous, vm)
+        else:
+            self.firewall.add_vm(vm)
 
     def unset_net(self, vm: VmSpec) -> None:
         self.firewall.remove_vm(vm)
@@ -306,13 +312,16 @@ class LibvirtEngine(VmEngine):
             self._update_dhcp_host(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, vm)
 
     def deny_outgoing(self, vm: VmSpec) -> None:
-        self.firewall.add_vm(vm.replace(deny_outgoing=True))
+        self.firewall.change([], [Element("denied", (vm.ip,))])
 
     def allow_outgoing(self, vm: VmSpec) -> None:
-        self.firewall.add_vm(vm.replace(deny_outgoing=False))
+        self.firewall.change([Element("denied", (vm.ip,))], [])
 
-    def set_blacklist(self, vm: VmSpec) -> None:
-        self.firewall.add_vm(vm)
+    def set_blacklist(self, vm: VmSpec, previous: VmSpec | None = None) -> None:
+        if previous is not None:
+            self.firewall.apply(previous, vm)
+        else:
+            self.firewall.replace_vm(vm)
 
 
 def _volume_format(volume_xml: str) -> str:

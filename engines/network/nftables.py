@@ -19,7 +19,7 @@ import json
 import logging
 import subprocess
 
-from engines.network.firewall import Firewall
+from engines.network.firewall import Element, Firewall, elements_of, owner_ip
 from engines.specs import VmSpec
 
 log = logging.getLogger(__name__)
@@ -93,56 +93,47 @@ add rule {t} input iifname "{br}" ip saddr @denied ip daddr != {gw} counter drop
                 raise
 
     # --- elements ------------------------------------------------------------
-    def _elements(self, vm: VmSpec) -> list[tuple[str, str, str]]:
-        """(set name, key, full element) for every element the VM should have."""
-        items = []
-        for port in vm.ports:
-            key = str(port.public_port)
-            items.append((f"fwd_{port.protocol}", key, f"{key} : {vm.ip} . {port.inner_port}"))
-        if vm.deny_outgoing:
-            items.append(("denied", vm.ip, vm.ip))
-        for blocked in vm.blacklist:
-            pair = f"{vm.ip} . {blocked}"
-            items.append(("blacklist", pair, pair))
-        return items
+    @staticmethod
+    def _text(e: Element) -> tuple[str, str]:
+        """(key, full element) in nft syntax."""
+        key = " . ".join(str(k) for k in e.key)
+        if e.value is None:
+            return key, key
+        return key, f"{key} : {' . '.join(str(v) for v in e.value)}"
 
-    def _script(self, remove: list[tuple[str, str, str]], add: list[tuple[str, str, str]]) -> str:
+    def _script(self, remove: list[Element], add: list[Element]) -> str:
         t = f"ip {self.table}"
         lines = []
-        for name, key, element in remove:
-            lines.append(f"add element {t} {name} {{ {element} }}")
-            lines.append(f"delete element {t} {name} {{ {key} }}")
-        for name, _key, element in add:
-            lines.append(f"add element {t} {name} {{ {element} }}")
+        for e in remove:
+            key, full = self._text(e)
+            # Adding first makes the delete safe when the element is already gone.
+            lines.append(f"add element {t} {e.table} {{ {full} }}")
+            lines.append(f"delete element {t} {e.table} {{ {key} }}")
+        for e in add:
+            lines.append(f"add element {t} {e.table} {{ {self._text(e)[1]} }}")
         return "\n".join(lines) + "\n"
 
-    def apply(self, remove: VmSpec | None, add: VmSpec | None) -> None:
-        old = self._elements(remove) if remove else []
-        new = self._elements(add) if add else []
-        if not old and not new:
+    def change(self, remove: list[Element], add: list[Element]) -> None:
+        if not remove and not add:
             return
         try:
-            nft(self._script(old, new))
+            nft(self._script(remove, add))
         except NftError as exc:
-            if "File exists" not in str(exc) and "No such file" not in str(exc):
+            if "File exists" not in str(exc):
                 raise
-            ip = (remove or add).ip
-            log.warning("nft table drifted for %s (%s); reconciling from the kernel", ip, exc)
-            nft(self._script(self._installed_for(ip), new))
-
-    def add_vm(self, vm: VmSpec) -> None:
-        self.apply(vm, vm)
-
-    def remove_vm(self, vm: VmSpec) -> None:
-        self.apply(vm, None)
+            # A map key holds another value than we believed: the table drifted
+            # from the database. Remove what is really there for these VMs.
+            ips = {owner_ip(e) for e in remove + add}
+            log.warning("nft table %s drifted for %s; reconciling from the kernel", self.table, ips)
+            real = [e for ip in ips for e in self.installed_for(ip)]
+            nft(self._script(real, add))
 
     def rebuild(self, vms: list[VmSpec]) -> None:
-        """Make the sets and maps hold exactly these VMs' elements (node start)."""
         t = f"ip {self.table}"
         script = self.ruleset()
         script += "".join(f"flush set {t} {s}\n" for s in ("denied", "blacklist"))
         script += "".join(f"flush map {t} {m}\n" for m in ("fwd_tcp", "fwd_udp"))
-        script += self._script([], [e for vm in vms for e in self._elements(vm)])
+        script += self._script([], [e for vm in vms for e in elements_of(vm)])
         nft(script)
 
     # --- reading back ----------------------------------------------------------
@@ -169,19 +160,16 @@ add rule {t} input iifname "{br}" ip saddr @denied ip daddr != {gw} counter drop
                     totals[rule["comment"]] = totals.get(rule["comment"], 0) + expr["counter"]["packets"]
         return totals
 
-    def _installed_for(self, ip: str) -> list[tuple[str, str, str]]:
+    def installed_for(self, ip: str) -> list[Element]:
         found = []
         for name, elems in self.listing().items():
             for elem in elems:
                 if name.startswith("fwd_"):
-                    key, value = elem[0], elem[1]["concat"]
+                    value = tuple(elem[1]["concat"])
                     if value[0] == ip:
-                        found.append((name, str(key), f"{key} : {value[0]} . {value[1]}"))
+                        found.append(Element(name, (elem[0],), value))
                 elif name == "denied" and elem == ip:
-                    found.append((name, ip, ip))
-                elif name == "blacklist":
-                    pair = elem["concat"]
-                    if pair[0] == ip:
-                        text = f"{pair[0]} . {pair[1]}"
-                        found.append((name, text, text))
+                    found.append(Element(name, (ip,)))
+                elif name == "blacklist" and elem["concat"][0] == ip:
+                    found.append(Element(name, tuple(elem["concat"])))
         return found

@@ -482,3 +482,13 @@ def test_it_lets_staff_act_and_records_them(olga, with_snapshot, run_tasks, verb
     assert op.status == "succeeded", op.error_message
     assert op.requested_by == olga
     assert op.kind == verb
+
+
+def test_it_refuses_a_second_network_change_while_one_is_applied(alice, make_env):
+    env = make_env(alice, vms=1)
+    vm = env.vms.get()
+    vm_set_ports(vm=vm, ports=[80], by=alice)  # enqueued, not run: still being applied
+    with pytest.raises(IllegalState, match="still being applied"):
+        vm_set_blacklist(vm=vm, addresses=["192.0.2.1"], by=alice)
+    vm.refresh_from_db()
+    assert vm.net_blacklist == []
