@@ -56,6 +56,10 @@ class Node(models.Model):
     )
     pool_name = models.CharField(max_length=64, default="tt-pool")
     network_name = models.CharField(max_length=64, default="tt-net")
+    bridge = models.CharField(
+        max_length=15, default="ttbr0", validators=[RegexValidator(r"^[a-zA-Z0-9_-]{1,15}$")],
+        help_text="Linux bridge of the VM network (at most 15 characters).",
+    )
     cpu_capacity = models.PositiveIntegerField(default=0, help_text="vCPUs offered; 0 = unlimited")
     mem_capacity_mb = models.PositiveIntegerField(default=0, help_text="MiB offered; 0 = unlimited")
     enabled = models.BooleanField(default=True)

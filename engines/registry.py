@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import importlib
+import re
 import threading
+
+from django.conf import settings
 
 from engines.base import VmEngine
 from engines.models import Node
+from engines.network.firewall import Firewall, MemoryFirewall
 from ttportal.errors import EngineError, ErrorCode
 
 DRIVERS: dict[str, str] = {
     "libvirt": "engines.libvirt.engine.LibvirtEngine",
 }
 
-_instances: dict[tuple[str, str, str], VmEngine] = {}
+_instances: dict[tuple, VmEngine] = {}
 _lock = threading.Lock()
 
 
@@ -26,19 +30,42 @@ def driver_class(kind: str) -> type[VmEngine]:
     return getattr(importlib.import_module(module), name)
 
 
+def nft_table_name(node: Node) -> str:
+    return "tt_" + re.sub(r"[^a-zA-Z0-9_]", "_", node.name)
+
+
+def node_firewall(node: Node) -> Firewall:
+    """libvirt's test driver boots nothing: its firewall is bookkeeping in memory.
+    A real node gets its own nftables table."""
+    if node.is_test_driver:
+        return MemoryFirewall()
+    from engines.network.nftables import NftablesFirewall
+
+    return NftablesFirewall(vm_network=node.vm_network, bridge=node.bridge, table=nft_table_name(node))
+
+
 def node_options(node: Node) -> dict:
     return {
         "pool_name": node.pool_name,
+        "pool_path": str(settings.TT_POOL_DIR / node.pool_name),
         "network_name": node.network_name,
+        "bridge": node.bridge,
         "vm_network": node.vm_network,
         "gateway_ip": node.gateway_ip,
         "public_host": node.public_host,
+        "console_dir": "" if node.is_test_driver else str(settings.TT_CONSOLE_DIR),
+        "stop_timeout": settings.TT_STOP_TIMEOUT,
+        "firewall": node_firewall(node),
     }
+
+
+def _key(node: Node) -> tuple:
+    return (node.pk, node.kind, node.uri, node.pool_name, node.network_name, node.bridge, node.vm_network)
 
 
 def get_engine(node: Node) -> VmEngine:
     """The engine for `node`, initialised once per process (the seed's `init`)."""
-    key = (node.kind, node.uri, node.name)
+    key = _key(node)
     with _lock:
         engine = _instances.get(key)
         if engine is None:

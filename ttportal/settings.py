@@ -112,6 +112,9 @@ if TT_DEFAULT_ENV_LIFETIME > TT_MAX_ENV_LIFETIME:
         f"TT_MAX_ENV_LIFETIME ({TT_MAX_ENV_LIFETIME})"
     )
 TT_MAX_VMS_PER_ENV = env_int("TT_MAX_VMS_PER_ENV", 32, minimum=1)
+# Where a local node keeps its storage pools and guests' serial console logs.
+TT_POOL_DIR = Path(env_str("TT_POOL_DIR", "/var/lib/ttportal/pools"))
+TT_CONSOLE_DIR = Path(env_str("TT_CONSOLE_DIR", "/var/log/ttportal/console"))
 # How long a guest gets for an ACPI shutdown before it is forced off.
 TT_STOP_TIMEOUT = env_int("TT_STOP_TIMEOUT", 30, minimum=0)
 # Allocation retries when two requests race for the same MAC or port.

@@ -99,6 +99,8 @@ class LibvirtEngine(VmEngine):
     def init(self) -> None:
         """Ensure the node's storage pool and VM network exist and are active (idempotent)."""
         try:
+            if self.console_dir:
+                os.makedirs(self.console_dir, exist_ok=True)
             self._ensure_pool()
             self._ensure_network()
             self.firewall.ensure()
@@ -163,6 +165,32 @@ class LibvirtEngine(VmEngine):
             xml.overlay_volume_xml(self.image_name(vm), wanted, template.path(), fmt), 0
         )
         return volume.path()
+
+    def upload_volume(self, name: str, source: str, fmt: str) -> str:
+        """Copy a local file into the node's pool through libvirt (works for remote nodes too).
+
+        Returns the volume's path. An existing volume of that name is kept: names carry
+        a content fingerprint, so the same name means the same bytes.
+        """
+        existing = self._volume(name)
+        if existing is not None:
+            return existing.path()
+        size = os.path.getsize(source)
+        volume = self._pool().createXML(
+            f"<volume><name>{name}</name><capacity unit='bytes'>{size}</capacity>"
+            f"<target><format type='{fmt}'/></target></volume>", 0,
+        )
+        try:
+            stream = self.conn.newStream(0)
+            volume.upload(stream, 0, size, 0)
+            with open(source, "rb") as f:
+                stream.sendAll(lambda _st, nbytes, fh: fh.read(nbytes), f)
+            stream.finish()
+        except Exception:
+            volume.delete(0)
+            raise
+        self._pool().refresh(0)
+        return self._pool().storageVolLookupByName(name).path()
 
     def destroy_image(self, vm: VmSpec) -> None:
         volume = self._volume(self.image_name(vm))

@@ -142,6 +142,6 @@ def check_vm_network(vm_network: str, bridge: str) -> None:
     net = ipaddress.IPv4Network(vm_network)
     for reserved, why in reserved_networks():
         if f" dev {bridge} " in why + " ":
-            continue
+            continue  # the route of this very network
         if net.overlaps(reserved):
             raise HostNotReady(f"VM network {vm_network} overlaps {why}: choose another range")

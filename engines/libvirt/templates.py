@@ -1,0 +1,58 @@
+"""Registering templates on a libvirt node: the built-in busybox one, or an operator's qcow2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from engines.libvirt import template_builder
+from engines.models import Node
+from engines.registry import get_engine
+from vms.models import VmTemplate
+
+BUSYBOX_TEMPLATE = "tt/busybox"
+
+
+def install_busybox_template(node: Node, *, name: str = BUSYBOX_TEMPLATE) -> VmTemplate:
+    """Build (or reuse) the busybox template, put it in the node's pool, register it."""
+    built = template_builder.build()
+    engine = get_engine(node)
+    tag = built.rootfs.parent.name  # busybox-<fingerprint>
+    kernel = engine.upload_volume(f"{tag}-vmlinuz", str(built.kernel), "raw")
+    initrd = engine.upload_volume(f"{tag}-initrd.img", str(built.initrd), "raw")
+    root_name = f"{tag}-root.qcow2"
+    engine.upload_volume(root_name, str(built.rootfs), "qcow2")
+    template, _ = VmTemplate.objects.update_or_create(
+        name=name,
+        defaults=dict(
+            path=root_name, kernel=kernel, initrd=initrd, cmdline=built.cmdline,
+            size_mb=built.size_mb, min_cpu=1, min_mem_mb=96, compatible_engines=["libvirt"],
+            features=["http:80", "telnet:23", "serial-ready-marker"], enabled=True,
+            memo=(
+                f"Busybox on Debian's cloud kernel {built.kernel_version}: DHCP address from its MAC, "
+                "HTTP on 80 naming the VM and its IP, a root shell on TCP 23 (for tests; "
+                "forward it only if you mean to), powers off on the ACPI button."
+            ),
+        ),
+    )
+    return template
+
+
+def register_qcow2_template(node: Node, *, name: str, image: Path, memo: str = "",
+                            min_mem_mb: int = 256) -> VmTemplate:
+    """An operator's own full-disk qcow2 image (with its own bootloader)."""
+    info = json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", str(image)], capture_output=True, text=True, check=True
+    ).stdout)
+    if info.get("format") != "qcow2":
+        raise ValueError(f"{image} is {info.get('format')}, not qcow2 (convert it with qemu-img convert)")
+    size_mb = -(-int(info["virtual-size"]) // (1024 * 1024))
+    volume = f"tpl-{name.replace('/', '-')}.qcow2"
+    get_engine(node).upload_volume(volume, str(image), "qcow2")
+    template, _ = VmTemplate.objects.update_or_create(
+        name=name,
+        defaults=dict(path=volume, kernel="", initrd="", cmdline="", size_mb=size_mb,
+                      min_mem_mb=min_mem_mb, compatible_engines=["libvirt"], memo=memo, enabled=True),
+    )
+    return template

@@ -1,0 +1,91 @@
+"""Prepare this host as a QEMU/KVM node and register it. Idempotent; the run and test commands call it.
+
+Starts virtlogd/libvirtd with the qemu.conf this host needs, creates the VM
+network (bridge + per-MAC DHCP) and storage pool, installs the node's nftables
+table and rebuilds every port map, egress and blacklist entry from the
+database, and (with --template) installs the busybox template.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from engines.libvirt import host
+from engines.models import EngineKind, Node
+from engines.registry import forget_engines, get_engine
+from ttportal.errors import TTError
+from vms.models import Vm
+
+
+class Command(BaseCommand):
+    help = "Prepare this host as a libvirt/QEMU node and register it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", nargs="?", default="local")
+        parser.add_argument("--uri", default="qemu:///system")
+        parser.add_argument("--public-host", default="127.0.0.1", help="address clients dial")
+        parser.add_argument("--vm-network", default="10.100.0.0/16")
+        parser.add_argument("--bridge", default="ttbr0")
+        parser.add_argument("--pool-name", default="tt-pool")
+        parser.add_argument("--network-name", default="tt-net")
+        parser.add_argument("--port-min", type=int, default=20000)
+        parser.add_argument("--port-max", type=int, default=29999)
+        parser.add_argument("--template", action="store_true", help="also install the busybox template")
+
+    def handle(self, *args, **o):
+        if not o["uri"].startswith("test://"):
+            self._prepare_host(o)
+        node = self._register(o)
+        forget_engines()
+        try:
+            engine = get_engine(node)  # creates pool and network, installs the nft table
+        except TTError as exc:
+            raise CommandError(f"could not initialise node {node.name}: {exc}") from None
+        live = Vm.objects.live().filter(node=node).exclude(status=Vm.Status.CREATING)
+        specs = [vm.to_spec() for vm in live.select_related("env", "template").prefetch_related("port_mappings")]
+        engine.firewall.rebuild(specs)
+        self.stdout.write(f"node {node.name}: pool, network and firewall ready; {len(specs)} VMs rewired")
+        if o["template"]:
+            from engines.libvirt.templates import install_busybox_template
+
+            template = install_busybox_template(node)
+            self.stdout.write(f"template {template.name} ready ({template.path})")
+
+    def _prepare_host(self, o) -> None:
+        try:
+            host.check_prerequisites()
+            changed = host.ensure_qemu_conf()
+            for line in host.ensure_daemons(restart_libvirtd=changed):
+                self.stdout.write(line)
+            host.ensure_ip_forwarding()
+            host.check_vm_network(o["vm_network"], o["bridge"])
+        except (host.HostNotReady, OSError) as exc:
+            raise CommandError(f"this host cannot be a node: {exc}") from None
+
+    def _register(self, o) -> Node:
+        node = Node.objects.filter(name=o["name"]).first() or Node(name=o["name"])
+        node.kind = EngineKind.LIBVIRT
+        node.uri = o["uri"]
+        node.public_host = o["public_host"]
+        node.vm_network = o["vm_network"]
+        node.bridge = o["bridge"]
+        node.pool_name = o["pool_name"]
+        node.network_name = o["network_name"]
+        node.port_min, node.port_max = o["port_min"], o["port_max"]
+        node.notes = (
+            "libvirt test driver: boots nothing; for tests only" if node.is_test_driver
+            else f"QEMU through libvirt ({'KVM' if _kvm() else 'TCG: no usable KVM on this host'})"
+        )
+        try:
+            node.full_clean()
+        except ValidationError as exc:
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+        node.save()
+        return node
+
+
+def _kvm() -> bool:
+    from engines.libvirt.engine import host_has_working_kvm
+
+    return host_has_working_kvm()
