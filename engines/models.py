@@ -92,9 +92,8 @@ class Node(models.Model):
         return str(self.network.network_address + 1)
 
     def host_index_bounds(self) -> tuple[int, int]:
-        """Usable host indexes: skip the network address, the gateway (.1), the one
-        address DHCP needs as its range (broadcast - 1) and broadcast."""
-        return 2, self.network.num_addresses - 3
+        """Usable host indexes: skip the network address, the gateway (.1) and broadcast."""
+        return 2, self.network.num_addresses - 2
 
     def ip_for_index(self, index: int) -> str:
         return str(self.network.network_address + index)

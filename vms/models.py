@@ -23,6 +23,7 @@ class VmTemplate(models.Model):
     features = models.JSONField(default=list, blank=True)
     # What an engine needs to boot it: direct kernel boot when `kernel` is set,
     # else the image's own bootloader.
+    # Volume names in the node's pool (or absolute paths on the node).
     kernel = models.CharField(max_length=500, blank=True)
     initrd = models.CharField(max_length=500, blank=True)
     cmdline = models.CharField(max_length=1000, blank=True)
@@ -126,7 +127,8 @@ class Vm(models.Model):
 
     @property
     def engine_name(self) -> str:
-        return f"tt-vm-{self.pk}"
+        """Domain/volume name: unique per node, and across nodes sharing one libvirt daemon."""
+        return f"tt-{self.node.name}-{self.pk}"
 
     def to_spec(self, *, ports=None) -> VmSpec:
         """The plain description a driver works from (no models cross that line)."""

@@ -7,6 +7,7 @@ memory and boots nothing).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -123,21 +124,31 @@ class LibvirtEngine(VmEngine):
             pool.setAutostart(1)
 
     def _ensure_network(self) -> None:
-        conn = self.conn
-        try:
-            net = conn.networkLookupByName(self.network_name)
-        except libvirt.libvirtError as exc:
-            if not is_missing(exc):
-                raise
+        net = self._lookup_network()
+        if net is not None and not xml.network_is_current(net.XMLDesc(0), self.vm_network):
+            log.warning("network %s was defined by an older TT Portal; recreating it", self.network_name)
+            if net.isActive():
+                net.destroy()
+            net.undefine()
+            net = None
+        if net is None:
             # `open` forward mode: libvirt adds no firewall rules; ours are the only ones.
             mode = "nat" if self.is_test_driver else "open"
-            net = conn.networkDefineXML(
+            net = self.conn.networkDefineXML(
                 xml.network_xml(self.network_name, self.bridge, self.vm_network, mode)
             )
         if not net.isActive():
             net.create()
         if not net.autostart():
             net.setAutostart(1)
+
+    def _lookup_network(self) -> libvirt.virNetwork | None:
+        try:
+            return self.conn.networkLookupByName(self.network_name)
+        except libvirt.libvirtError as exc:
+            if is_missing(exc):
+                return None
+            raise
 
     # --- storage ------------------------------------------------------------
     def _template_volume(self, vm: VmSpec) -> libvirt.virStorageVol:
@@ -234,6 +245,12 @@ class LibvirtEngine(VmEngine):
             raise EngineError(f"VM {vm.name} is not defined on {self.uri}", code=ErrorCode.START_VM)
         return dom
 
+    def _boot_file(self, path: str) -> str:
+        """Kernel/initrd: a volume name in the node's pool (so every node has its own copy)."""
+        if not path or path.startswith("/"):
+            return path
+        return self._pool().storageVolLookupByName(path).path()
+
     def _domain_xml(self, vm: VmSpec) -> str:
         # libvirt refuses to redefine a domain under the same name with another UUID
         # (update_vm, or define_vm in a retried create), and a VM without rand_uuid
@@ -243,8 +260,13 @@ class LibvirtEngine(VmEngine):
             if dom is not None:
                 vm = vm.replace(uuid=dom.UUIDString())
         console_log = os.path.join(self.console_dir, f"{vm.name}.log") if self.console_dir else ""
+        template = vm.template
+        if template.kernel:
+            template = dataclasses.replace(
+                template, kernel=self._boot_file(template.kernel), initrd=self._boot_file(template.initrd)
+            )
         return xml.domain_xml(
-            vm,
+            vm.replace(template=template),
             domain_type=self.domain_type(),
             disk_path=vm.runtime_image or self._pool_path_of(self.image_name(vm)),
             network_name=self.network_name,

@@ -19,8 +19,9 @@ def install_busybox_template(node: Node, *, name: str = BUSYBOX_TEMPLATE) -> VmT
     built = template_builder.build()
     engine = get_engine(node)
     tag = built.rootfs.parent.name  # busybox-<fingerprint>
-    kernel = engine.upload_volume(f"{tag}-vmlinuz", str(built.kernel), "raw")
-    initrd = engine.upload_volume(f"{tag}-initrd.img", str(built.initrd), "raw")
+    kernel, initrd = f"{tag}-vmlinuz", f"{tag}-initrd.img"
+    engine.upload_volume(kernel, str(built.kernel), "raw")
+    engine.upload_volume(initrd, str(built.initrd), "raw")
     root_name = f"{tag}-root.qcow2"
     engine.upload_volume(root_name, str(built.rootfs), "qcow2")
     template, _ = VmTemplate.objects.update_or_create(

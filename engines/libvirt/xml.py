@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from engines.specs import VmSpec
 
 TT_XMLNS = "https://tt-portal.invalid/xmlns/vm/1"
+DHCP_LEASE_MINUTES = 10
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -108,15 +109,28 @@ def network_xml(name: str, bridge: str, vm_network: str, forward_mode: str) -> s
     _sub(root, "bridge", name=bridge, stp="off", delay="0")
     ip = _sub(root, "ip", address=str(net.network_address + 1), netmask=str(net.netmask))
     dhcp = _sub(ip, "dhcp")
-    # A one-address range is required for dnsmasq to serve DHCP at all; real
-    # leases come from the host entries that set_net adds per VM.
-    last = str(net.broadcast_address - 1)
-    _sub(dhcp, "range", start=last, end=last)
+    # The range spans the whole network, not because clients without a host
+    # entry should get addresses (every VM has one, for the address its MAC
+    # implies) but because libvirt sizes dnsmasq's lease table from the range
+    # when the network starts: a small range would refuse the VMs added later.
+    _sub(dhcp, "range", start=str(net.network_address + 2), end=str(net.broadcast_address - 1))
     return _tostring(root)
 
 
+def network_is_current(xml_desc: str, vm_network: str) -> bool:
+    """False for a network defined by an older version of this code (recreate it)."""
+    net = ipaddress.IPv4Network(vm_network)
+    rng = ET.fromstring(xml_desc).find("./ip/dhcp/range")
+    return rng is not None and rng.get("start") == str(net.network_address + 2)
+
+
 def dhcp_host_xml(mac: str, ip: str, name: str) -> str:
-    return _tostring(ET.Element("host", {"mac": mac, "ip": ip, "name": name}))
+    host = ET.Element("host", {"mac": mac, "ip": ip, "name": name})
+    # Short leases: an address freed by a destroyed VM is soon free for the next one.
+    ET.SubElement(host, "lease", {"expiry": str(DHCP_LEASE_MINUTES), "unit": "minutes"})
+    return _tostring(host)
+
+
 
 
 def snapshot_xml(name: str, description: str = "") -> str:

@@ -63,9 +63,9 @@ def test_it_keeps_the_mac_prefix():
 
 
 @pytest.mark.parametrize(
-    ("net", "count"), [("10.0.0.0/8", 2**24 - 4), ("10.100.0.0/16", 65532), ("192.168.7.0/24", 252)]
+    ("net", "count"), [("10.0.0.0/8", 2**24 - 3), ("10.100.0.0/16", 65533), ("192.168.7.0/24", 253)]
 )
-def test_it_excludes_network_gateway_dhcp_range_and_broadcast(net, count):
+def test_it_excludes_network_gateway_and_broadcast(net, count):
     n = node(net)
     network = ipaddress.IPv4Network(net)
     lo, hi = n.host_index_bounds()
@@ -74,11 +74,10 @@ def test_it_excludes_network_gateway_dhcp_range_and_broadcast(net, count):
     reserved = {
         network.network_address,
         ipaddress.IPv4Address(n.gateway_ip),
-        network.broadcast_address - 1,  # the one-address DHCP range
         network.broadcast_address,
     }
     assert first == network.network_address + 2
-    assert last == network.broadcast_address - 2
+    assert last == network.broadcast_address - 1
     assert not {first, last} & reserved
     # Everything just outside the bounds is reserved.
     assert ipaddress.IPv4Address(n.ip_for_index(lo - 1)) in reserved
@@ -91,9 +90,11 @@ def test_it_agrees_with_the_libvirt_network_on_gateway_and_dhcp_range():
     ip = root.find("ip")
     assert ip.get("address") == n.gateway_ip == "10.100.0.1"
     assert ip.get("netmask") == "255.255.0.0"
+    # The range spans exactly the addresses VMs are given (so dnsmasq's lease
+    # table fits them all); each VM's host entry pins its own address.
     dhcp_range = ip.find("./dhcp/range")
-    _, hi = n.host_index_bounds()
-    assert dhcp_range.get("start") == dhcp_range.get("end") == n.ip_for_index(hi + 1)
+    lo, hi = n.host_index_bounds()
+    assert (dhcp_range.get("start"), dhcp_range.get("end")) == (n.ip_for_index(lo), n.ip_for_index(hi))
 
 
 @pytest.mark.parametrize("good", ["10.0.0.0/8", "10.100.0.0/16", "172.16.0.0/12", "192.168.7.0/24"])

@@ -15,7 +15,7 @@ from envs import operations, tasks
 from envs.models import Env, Operation
 from envs.operations import execute
 from envs.services import env_create, env_destroy, env_set_deny_outgoing, env_stop
-from tests.conftest import TEST_URI
+from tests.conftest import TEMPLATE_VOLUME, TEST_URI
 from ttportal.errors import CooldownActive, EngineError, InvalidInput
 from vms.models import PortMapping, Snapshot, Vm
 from vms.services import (
@@ -54,7 +54,7 @@ def domain_state(vm: Vm) -> str:
 
 def tt_volumes() -> set[str]:
     pool = get_connection(TEST_URI).storagePoolLookupByName("tt-pool")
-    return {v.name() for v in pool.listAllVolumes() if v.name().startswith("tt-vm-")}
+    return {v.name() for v in pool.listAllVolumes() if v.name() != TEMPLATE_VOLUME}
 
 
 @pytest.fixture

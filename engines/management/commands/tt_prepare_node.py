@@ -43,8 +43,11 @@ class Command(BaseCommand):
         except TTError as exc:
             raise CommandError(f"could not initialise node {node.name}: {exc}") from None
         live = Vm.objects.live().filter(node=node).exclude(status=Vm.Status.CREATING)
-        specs = [vm.to_spec() for vm in live.select_related("env", "template").prefetch_related("port_mappings")]
+        live = live.select_related("env", "template", "node").prefetch_related("port_mappings")
+        specs = [vm.to_spec() for vm in live]
         engine.firewall.rebuild(specs)
+        for spec in specs:  # DHCP entries too: a recreated network has none
+            engine.set_net(spec)
         self.stdout.write(f"node {node.name}: pool, network and firewall ready; {len(specs)} VMs rewired")
         if o["template"]:
             from engines.libvirt.templates import install_busybox_template
@@ -80,7 +83,8 @@ class Command(BaseCommand):
         try:
             node.full_clean()
         except ValidationError as exc:
-            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+            errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+            raise CommandError(errors) from None
         node.save()
         return node
 

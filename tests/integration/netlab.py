@@ -1,0 +1,142 @@
+"""A client machine in its own network namespace, and a way to talk to guests.
+
+The client (198.18.0.2 and .3, in the benchmarking range HOST-NOTES reserves
+for test clients) reaches the node at 198.18.0.1 through a veth pair, exactly
+as a user's machine would reach the node's public address. No traffic leaves
+this host.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+NETNS = "tt-client"
+HOST_IF, NS_IF = "tt-cl-host", "tt-cl-ns"
+NODE_ADDR = "198.18.0.1"
+CLIENT_ADDRS = ("198.18.0.2", "198.18.0.3")
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, check=check)
+
+
+def create_client() -> None:
+    destroy_client()
+    sh("ip", "netns", "add", NETNS)
+    sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
+    sh("ip", "link", "set", NS_IF, "netns", NETNS)
+    sh("ip", "addr", "add", f"{NODE_ADDR}/29", "dev", HOST_IF)
+    sh("ip", "link", "set", HOST_IF, "up")
+    for addr in CLIENT_ADDRS:
+        sh("ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{addr}/29", "dev", NS_IF)
+    sh("ip", "netns", "exec", NETNS, "ip", "link", "set", NS_IF, "up")
+    sh("ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up")
+    sh("ip", "netns", "exec", NETNS, "ip", "route", "add", "default", "via", NODE_ADDR)
+
+
+def destroy_client() -> None:
+    sh("ip", "netns", "del", NETNS, check=False)
+    sh("ip", "link", "del", HOST_IF, check=False)
+
+
+_FETCH = """
+import sys, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode(), end="")
+except Exception as exc:
+    print(f"ERROR {exc}", end=""); sys.exit(1)
+"""
+
+
+def client_get(url: str, timeout: float = 3) -> str | None:
+    """GET from inside the client namespace; None when it cannot connect."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", NETNS, sys.executable, "-c", _FETCH, url, str(timeout)],
+        capture_output=True, text=True,
+    )
+    return out.stdout if out.returncode == 0 else None
+
+
+def wait_for_http(url: str, deadline_s: float = 120, expect: str = "") -> str:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        body = client_get(url, timeout=2)
+        if body is not None and expect in body:
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer{' with ' + expect if expect else ''} in {deadline_s} s")
+
+
+class ClientServer:
+    """An HTTP server in the client namespace (what a guest's egress tries to reach)."""
+
+    def __init__(self, port: int = 8080):
+        self.port = port
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", NETNS, sys.executable, "-m", "http.server", str(port),
+             "--bind", "0.0.0.0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for _ in range(50):
+            if client_get(f"http://127.0.0.1:{port}/", timeout=1) is not None:
+                return
+            time.sleep(0.1)
+        raise AssertionError("the client's HTTP server did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def _strip_telnet(data: bytes) -> bytes:
+    out, i = bytearray(), 0
+    while i < len(data):
+        if data[i] == 255 and i + 1 < len(data):  # IAC
+            i += 3 if data[i + 1] in (251, 252, 253, 254) else 2
+            continue
+        out.append(data[i])
+        i += 1
+    return bytes(out)
+
+
+def guest_run(host: str, port: int, command: str, timeout: float = 30) -> str:
+    """Run a shell command in the guest through its telnet shell; return what it printed.
+
+    The output is framed by two markers printed with their quotes split, so the
+    shell's echo of the command line (which the terminal may also wrap) never
+    matches them.
+    """
+    tag = uuid.uuid4().hex[:8]
+    begin, end = f"__BEG_{tag}__", f"__END_{tag}__"
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(f"echo __BEG_''{tag}__; {command}; echo __END_''{tag}__\n".encode())
+        data = b""
+        deadline = time.monotonic() + timeout
+        while end.encode() not in _strip_telnet(data).replace(b"\r\n", b"\n"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"guest command {command!r} did not finish: {data[-300:]!r}")
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    text = _strip_telnet(data).decode(errors="replace").replace("\r", "")
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # terminal control sequences
+    body = text.rsplit(end, 1)[0]
+    return body.rsplit(begin, 1)[-1].strip()
+
+
+def wait_for_shell(host: str, port: int, deadline_s: float = 120) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            if "ok" in guest_run(host, port, "echo o''k", timeout=5):
+                return
+        except (OSError, AssertionError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no guest shell at {host}:{port} in {deadline_s} s")

@@ -1,0 +1,154 @@
+"""What a user of a real node checks: guests boot, are reachable, are cut off when
+asked, come back from snapshots, and leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import libvirt
+import pytest
+
+from engines.libvirt.connection import get_connection
+from engines.registry import get_engine
+from envs.services import env_destroy, env_set_deny_outgoing
+from tests.integration import netlab
+from tests.integration.conftest import public_port
+from vms.models import Vm
+from vms.services import snapshot_apply, snapshot_create, vm_destroy, vm_set_blacklist, vm_start, vm_stop
+
+
+def run(service, run_tasks, **kwargs):
+    with run_tasks():
+        op = service(**kwargs)
+    op.refresh_from_db()
+    assert op.status == "succeeded", f"{op.error_code}: {op.error_message}\n{op.log}"
+    return op
+
+
+def domain(vm: Vm):
+    return get_connection(vm.node.uri).lookupByName(vm.engine_name)
+
+
+def shell(vm: Vm, command: str) -> str:
+    return netlab.guest_run(vm.node.public_host, public_port(vm, 23), command)
+
+
+def test_it_boots_two_vms_each_reachable_on_its_own_forwarded_port(boot_env, qnode):
+    env = boot_env(vms=("web", "db"))
+    web, db = env.vms.get(name="web"), env.vms.get(name="db")
+    assert public_port(web, 80) != public_port(db, 80)
+    # From the client's own namespace, each public port reaches its own VM.
+    for vm in (web, db):
+        page = netlab.client_get(f"http://{qnode.public_host}:{public_port(vm, 80)}/")
+        assert vm.engine_name in page and vm.ip in page
+    # The guest got the address its MAC implies.
+    assert qnode.ip_for_mac(web.mac) == web.ip
+    # The runtime image is a copy-on-write overlay whose backing file is the template.
+    info = json.loads(subprocess.run(
+        ["qemu-img", "info", "--force-share", "--output=json", web.runtime_image],
+        capture_output=True, text=True, check=True,
+    ).stdout)
+    template_path = get_connection(qnode.uri).storagePoolLookupByName(qnode.pool_name) \
+        .storageVolLookupByName(web.template.path).path()
+    assert info["format"] == "qcow2"
+    assert info["backing-filename"] == template_path
+
+
+def test_it_cuts_egress_and_blacklists_single_addresses(boot_env, qnode, run_tasks, alice):
+    server = netlab.ClientServer(8080)
+    try:
+        env = boot_env()
+        vm = env.vms.get()
+        netlab.wait_for_shell(qnode.public_host, public_port(vm, 23))
+        # busybox nc, not wget: the static busybox's wget crashes in glibc's NSS.
+        fetch = (
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {} 8080 2>/dev/null | grep -q '200 OK' "
+            "&& echo REACHED || echo BLOCKED"
+        )
+        a, b = netlab.CLIENT_ADDRS
+        assert shell(vm, fetch.format(a)) == "REACHED"
+
+        run(env_set_deny_outgoing, run_tasks, env=env, deny=True, by=alice)
+        assert shell(vm, fetch.format(a)) == "BLOCKED"
+        # Inbound forwarding still works while egress is denied.
+        assert netlab.client_get(f"http://{qnode.public_host}:{public_port(vm, 80)}/") is not None
+        assert get_engine(qnode).firewall.counters()["egress denied"] > 0
+
+        run(env_set_deny_outgoing, run_tasks, env=env, deny=False, by=alice)
+        assert shell(vm, fetch.format(a)) == "REACHED"
+
+        run(vm_set_blacklist, run_tasks, vm=vm, addresses=[a], by=alice)
+        assert shell(vm, fetch.format(a)) == "BLOCKED"
+        assert shell(vm, fetch.format(b)) == "REACHED"
+        assert get_engine(qnode).firewall.counters()["blacklisted"] > 0
+
+        run(vm_set_blacklist, run_tasks, vm=vm, addresses=[], by=alice)
+        assert shell(vm, fetch.format(a)) == "REACHED"
+    finally:
+        server.close()
+
+
+def test_it_brings_back_what_a_snapshot_held(boot_env, qnode, run_tasks, alice):
+    env = boot_env()
+    vm = env.vms.get()
+    url = f"http://{qnode.public_host}:{public_port(vm, 80)}/marker"
+    netlab.wait_for_shell(qnode.public_host, public_port(vm, 23))
+    shell(vm, "echo before-snapshot > /www/marker; sync")
+    assert netlab.client_get(url) == "before-snapshot\n"
+
+    op = run(snapshot_create, run_tasks, vm=vm, name="clean", by=alice)
+    vm.refresh_from_db()
+    assert vm.status == "running"  # the power state it had
+    netlab.wait_for_shell(qnode.public_host, public_port(vm, 23))
+    shell(vm, "echo after-snapshot > /www/marker; sync")
+    assert netlab.client_get(url) == "after-snapshot\n"
+
+    run(snapshot_apply, run_tasks, snapshot=op.snapshot, by=alice)
+    netlab.wait_for_http(url, expect="before-snapshot")
+    assert "clean" in domain(vm).snapshotListNames()
+
+
+def test_it_stops_and_starts_with_the_same_address_and_ports(boot_env, qnode, run_tasks, alice):
+    env = boot_env()
+    vm = env.vms.get()
+    ip, ports = vm.ip, sorted(vm.port_mappings.values_list("inner_port", "public_port"))
+
+    run(vm_stop, run_tasks, vm=vm, by=alice)
+    vm.refresh_from_db()
+    assert vm.status == "stopped"
+    assert domain(vm).state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+    assert netlab.client_get(f"http://{qnode.public_host}:{public_port(vm, 80)}/", timeout=2) is None
+
+    run(vm_start, run_tasks, vm=vm, by=alice)
+    vm.refresh_from_db()
+    assert vm.status == "running"
+    assert (vm.ip, sorted(vm.port_mappings.values_list("inner_port", "public_port"))) == (ip, ports)
+    netlab.wait_for_http(f"http://{qnode.public_host}:{public_port(vm, 80)}/", expect=ip)
+
+
+@pytest.mark.parametrize("keep_image", [False, True])
+def test_it_leaves_nothing_behind_on_destroy(boot_env, qnode, run_tasks, alice, keep_image):
+    env = boot_env()
+    vm = env.vms.get()
+    Vm.objects.filter(pk=vm.pk).update(keep_image=keep_image)
+    ip, name = vm.ip, vm.engine_name
+    conn = get_connection(qnode.uri)
+
+    run(env_destroy, run_tasks, env=env, by=alice)
+    with pytest.raises(libvirt.libvirtError):
+        conn.lookupByName(name)
+    pool = conn.storagePoolLookupByName(qnode.pool_name)
+    pool.refresh(0)
+    assert (f"{name}.qcow2" in pool.listVolumes()) is keep_image
+    assert get_engine(qnode).firewall.installed_for(ip) == []
+    net_xml = conn.networkLookupByName(qnode.network_name).XMLDesc(0)
+    assert ip not in net_xml
+
+
+def test_it_destroys_one_vm_and_keeps_the_others_wired(boot_env, qnode, run_tasks, alice):
+    env = boot_env(vms=("a", "b"))
+    a, b = env.vms.get(name="a"), env.vms.get(name="b")
+    run(vm_destroy, run_tasks, vm=a, by=alice)
+    assert get_engine(qnode).firewall.installed_for(a.ip) == []
+    assert netlab.client_get(f"http://{qnode.public_host}:{public_port(b, 80)}/") is not None
