@@ -16,7 +16,12 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 
 APT_PACKAGES=(
-  python3 python3-venv python3-dev gcc pkg-config libvirt-dev
+  python3 python3-venv python3-dev gcc pkg-config libvirt-dev procps iproute2
+  # a real QEMU node: libvirt's daemon, QEMU, DHCP for the VM network, the firewall
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
+  dnsmasq-base nftables
+  # the template builder
+  e2fsprogs cpio xz-utils
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -56,6 +61,12 @@ install_python() {
   fi
 }
 
+primary_address() {
+  # The address other machines reach this one at (the source of the default route).
+  ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}' \
+    | head -n1 | grep . || echo 127.0.0.1
+}
+
 setup() {
   need_root
   install_apt
@@ -68,10 +79,10 @@ run() {
   say "migrating the database"
   "$PY" manage.py migrate --noinput
   "$PY" manage.py tt_first_admin
-  say "registering the local node"
-  "$PY" manage.py tt_register_node local --uri "${TT_NODE_URI:-test:///default}" \
-    --public-host "${TT_PUBLIC_HOST:-127.0.0.1}" \
-    --notes "libvirt test driver: boots nothing; replaced by the real QEMU node in the next issue"
+  local public_host="${TT_PUBLIC_HOST:-$(primary_address)}"
+  say "preparing this host as node 'local' (public address $public_host) with the busybox template"
+  "$PY" manage.py tt_prepare_node local --uri qemu:///system --public-host "$public_host" \
+    --vm-network "${TT_VM_NETWORK:-10.100.0.0/16}" --template
   local bind="${TT_BIND:-127.0.0.1:8000}"
   say "TT Portal on http://$bind/ (admin at /admin/); Ctrl-C stops it"
   "$PY" manage.py qcluster &

@@ -107,6 +107,12 @@ def ensure_ip_forwarding() -> None:
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
 
 
+def allow_loopback_forwarding(bridge: str) -> None:
+    """Let 127.0.0.1:PORT on the node reach a guest (the output-hook DNAT keeps the
+    loopback source until masquerade; the kernel drops it on the bridge otherwise)."""
+    Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet").write_text("1\n")
+
+
 def reserved_networks() -> list[tuple[ipaddress.IPv4Network, str]]:
     """Address ranges the VM network must not cover: routes and DNS servers of this host."""
     found: list[tuple[ipaddress.IPv4Network, str]] = []

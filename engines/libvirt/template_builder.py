@@ -63,11 +63,17 @@ def _run(*cmd: str, cwd: Path | None = None) -> str:
 
 def _kernel_package() -> str:
     """The versioned kernel package the `linux-image-cloud-amd64` meta-package points at."""
-    out = _run("apt-cache", "depends", "linux-image-cloud-amd64")
-    match = re.search(r"Depends:\s+(linux-image-[0-9][^\s]*-cloud-amd64)", out)
-    if not match:
-        raise BuildError("apt-cache knows no linux-image-cloud-amd64; run apt-get update")
-    return match.group(1)
+    for attempt in range(2):
+        try:
+            out = _run("apt-cache", "depends", "linux-image-cloud-amd64")
+        except BuildError:
+            out = ""
+        match = re.search(r"Depends:\s+(linux-image-[0-9][^\s]*-cloud-amd64)", out)
+        if match:
+            return match.group(1)
+        if attempt == 0:  # a fresh machine has no package lists yet
+            _run("apt-get", "update", "-qq")
+    raise BuildError("apt knows no linux-image-cloud-amd64 (is a Debian mirror reachable?)")
 
 
 def _download(package: str, dest: Path) -> Path:

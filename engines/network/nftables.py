@@ -70,9 +70,10 @@ flush chain {t} forward
 flush chain {t} input
 add rule {t} prerouting fib daddr type local dnat ip to tcp dport map @fwd_tcp
 add rule {t} prerouting fib daddr type local dnat ip to udp dport map @fwd_udp
-add rule {t} output ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to tcp dport map @fwd_tcp
-add rule {t} output ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to udp dport map @fwd_udp
+add rule {t} output fib daddr type local dnat ip to tcp dport map @fwd_tcp
+add rule {t} output fib daddr type local dnat ip to udp dport map @fwd_udp
 add rule {t} postrouting ip saddr {net} ip daddr != {net} masquerade
+add rule {t} postrouting oifname "{br}" ip saddr 127.0.0.0/8 masquerade
 add rule {t} forward ip saddr . ip daddr @blacklist counter drop comment "blacklisted"
 add rule {t} forward ip saddr @denied ct state established,related accept
 add rule {t} forward ip saddr @denied ip daddr != {net} counter drop comment "egress denied"

@@ -140,3 +140,14 @@ def wait_for_shell(host: str, port: int, deadline_s: float = 120) -> None:
             pass
         time.sleep(0.5)
     raise AssertionError(f"no guest shell at {host}:{port} in {deadline_s} s")
+
+
+def client_send_udp(host: str, port: int, payload: bytes) -> None:
+    code = (
+        "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        "s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))"
+    )
+    subprocess.run(
+        ["ip", "netns", "exec", NETNS, sys.executable, "-c", code, host, str(port), payload.decode()],
+        check=True,
+    )

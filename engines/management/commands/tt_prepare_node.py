@@ -42,6 +42,8 @@ class Command(BaseCommand):
             engine = get_engine(node)  # creates pool and network, installs the nft table
         except TTError as exc:
             raise CommandError(f"could not initialise node {node.name}: {exc}") from None
+        if not node.is_test_driver:
+            host.allow_loopback_forwarding(node.bridge)
         live = Vm.objects.live().filter(node=node).exclude(status=Vm.Status.CREATING)
         live = live.select_related("env", "template", "node").prefetch_related("port_mappings")
         specs = [vm.to_spec() for vm in live]
