@@ -56,7 +56,7 @@ install_python() {
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing Python packages (pinned in pyproject.toml)"
     "$PY" -m pip install -q --upgrade pip
-    "$PY" -m pip install -q -e ".[dev]"
+    "$PY" -m pip install -q ".[dev]"
     echo "$want" > "$stamp"
   fi
 }
@@ -86,14 +86,28 @@ run() {
   local bind="${TT_BIND:-127.0.0.1:8000}"
   say "TT Portal on http://$bind/ (admin at /admin/); Ctrl-C stops it"
   "$PY" manage.py qcluster &
-  local q=$!
+  PIDS=($!)
   "$PY" manage.py runserver --noreload "$bind" &
-  local web=$!
-  trap 'kill $q $web 2>/dev/null; wait $q $web 2>/dev/null; exit 0' INT TERM
+  PIDS+=($!)
+  trap 'stop_all; exit 0' INT TERM
   # Whichever stops first takes the other down: half a portal is worse than none.
-  wait -n $q $web || true
-  kill $q $web 2>/dev/null || true
-  wait 2>/dev/null || true
+  wait -n "${PIDS[@]}" || true
+  stop_all
+}
+
+stop_all() {
+  kill -TERM "${PIDS[@]}" 2>/dev/null || true
+  # The cluster finishes the task in hand; past 20 s it is stopped hard (tasks
+  # are idempotent, and an unacknowledged one is delivered again).
+  local alive p
+  for _ in $(seq 40); do
+    alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && return 0
+    sleep 0.5
+  done
+  pkill -KILL -P "$(printf '%s,' "${PIDS[@]}" | sed 's/,$//')" 2>/dev/null || true
+  kill -KILL "${PIDS[@]}" 2>/dev/null || true
 }
 
 run_tests() {

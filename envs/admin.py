@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from envs import services
+from envs.admin_forms import EnvAddForm, VmRowFormSet, filled_rows, show_error
 from envs.models import Env, Operation
 from ttportal.admin_actions import OperateMixin, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter, format_seconds
+from ttportal.errors import TTError
 from vms.models import Vm
 
 
@@ -59,10 +68,79 @@ class EnvAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
                        lambda env, by: services.env_destroy(env=env, by=by)),
     )
 
+    add_form_template = "admin/envs/env/add_env.html"
+
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
             live_vms=Count("vms", filter=~Q(vms__status=Vm.Status.DESTROYED))
         )
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        # Adding means asking env_create for a new Env (never a bare row save):
+        # operators with envs.add_env (and superusers) may, for any user.
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('add', self.opts)}")
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """An Env with its VMs for a chosen owner, through envs.services.env_create."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = EnvAddForm(request.POST)
+            formset = VmRowFormSet(request.POST, prefix="vms")
+            if form.is_valid() and formset.is_valid():
+                rows = filled_rows(formset)
+                try:
+                    op = services.env_create(
+                        owner=form.cleaned_data["owner"], name=form.cleaned_data["name"],
+                        vms=[row.to_new_vm() for row in rows], by=request.user,
+                        lifetime=form.lifetime_seconds(),
+                        deny_outgoing=form.cleaned_data["deny_outgoing"],
+                        idempotency_key=form.cleaned_data["idempotency_key"],
+                    )
+                except TTError as exc:
+                    show_error(exc, form, formset, rows)
+                else:
+                    return self._created(request, op)
+        else:
+            form = EnvAddForm()
+            formset = VmRowFormSet(prefix="vms")
+        return self._render_add(request, form, formset, extra_context)
+
+    def _created(self, request, op: Operation):
+        env = op.env
+        op_url = reverse("admin:envs_operation_change", args=[op.pk])
+        self.message_user(
+            request,
+            format_html('Env “{}” for {}: creation queued as <a href="{}">operation {}</a>.',
+                        env.name, env.owner, op_url, op.pk),
+            messages.SUCCESS,
+        )
+        if self.has_view_or_change_permission(request, env):
+            return HttpResponseRedirect(reverse("admin:envs_env_change", args=[env.pk]))
+        return HttpResponseRedirect(reverse("admin:index"))
+
+    def _render_add(self, request, form: EnvAddForm, formset, extra_context=None):
+        adminform = helpers.AdminForm(
+            form, [(None, {"fields": ["owner", "name", "lifetime_hours", "deny_outgoing"]})],
+            prepopulated_fields={}, model_admin=self,
+        )
+        errors = helpers.AdminErrorList(form, [formset]) if request.method == "POST" else []
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add Env",
+            "subtitle": None,
+            "opts": self.opts,
+            "add": True,
+            "adminform": adminform,
+            "form": form,
+            "formset": formset,
+            "errors": errors,
+            "media": self.media + form.media + formset.media,
+            "has_view_permission": self.has_view_permission(request),
+            **(extra_context or {}),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.add_form_template, context)
 
     @admin.display(description="time left", ordering="end_at")
     def time_left(self, env: Env) -> str:
