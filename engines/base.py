@@ -180,15 +180,20 @@ class VmEngine(Network, Storage, ABC):
         with step(ErrorCode.FIREWALL_UNSET_NET):
             self.unset_net(vm)
 
+    def _stop_if_running(self, vm: VmSpec, progress: Progress) -> bool:
+        """Storage changes need a stopped VM (a consistent disk); say whether it ran."""
+        was_running = self.power_state(vm) == PowerState.RUNNING
+        if was_running:
+            progress(10, "stopping VM")
+            with step(ErrorCode.STOP_VM):
+                self.stop_vm(vm)
+        return was_running
+
     def create_snapshot(
         self, vm: VmSpec, name: str, progress: Progress = _no_progress
     ) -> SnapshotResult:
         """Stop, cache meta, snapshot storage, then restore the power state it had."""
-        was_running = self.power_state(vm) == PowerState.RUNNING
-        if was_running:
-            progress(10, "stopping VM for a consistent snapshot")
-            with step(ErrorCode.STOP_VM):
-                self.stop_vm(vm)
+        was_running = self._stop_if_running(vm, progress)
         try:
             progress(40, "caching config")
             with step(ErrorCode.META_CREATE_CACHE):
@@ -211,11 +216,7 @@ class VmEngine(Network, Storage, ABC):
         self, vm: VmSpec, snapshot: SnapshotSpec, progress: Progress = _no_progress
     ) -> VmSpec:
         """Stop, restore meta, revert storage, update, restore power state. Returns the restored VM."""
-        was_running = self.power_state(vm) == PowerState.RUNNING
-        if was_running:
-            progress(10, "stopping VM")
-            with step(ErrorCode.STOP_VM):
-                self.stop_vm(vm)
+        was_running = self._stop_if_running(vm, progress)
         progress(30, "restoring config")
         with step(ErrorCode.META_RESTORE_CACHE):
             cached = self.gen_vm_from_meta(snapshot.meta)

@@ -129,6 +129,16 @@ def _by_key(user, key: str) -> Operation | None:
     return Operation.objects.filter(requested_by=user, idempotency_key=key).first()
 
 
+def sweep(due_ids, expire_one, now, limit: int) -> list[Operation]:
+    """A periodic sweep: one item per step, each step re-checking that its item is still due."""
+    ops = []
+    for item_id in list(due_ids[:limit]):
+        op = expire_one(item_id, now=now)
+        if op is not None:
+            ops.append(op)
+    return ops
+
+
 # --- running ---------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from engines.registry import get_engine
 from envs import policy
 from envs.models import Env, Operation
-from envs.operations import idempotent, record, step_for
+from envs.operations import idempotent, record, step_for, sweep
 from ttportal.errors import EngineError, IllegalState, InvalidInput, TTError
 from vms import state
 from vms.models import Vm
@@ -252,12 +252,7 @@ def env_expire_due(now=None, limit: int = 100) -> list[Operation]:
     """Queue the destruction of Envs whose end has passed, one at a time."""
     now = now or timezone.now()
     due = Env.objects.filter(status=Env.Status.ACTIVE, end_at__lte=now).order_by("end_at")
-    ops = []
-    for env_id in list(due.values_list("pk", flat=True)[:limit]):
-        op = env_expire_one(env_id, now=now)
-        if op is not None:
-            ops.append(op)
-    return ops
+    return sweep(due.values_list("pk", flat=True), env_expire_one, now, limit)
 
 
 def env_expire_one(env_id: int, *, now=None) -> Operation | None:

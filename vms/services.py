@@ -20,7 +20,7 @@ from engines.registry import driver_class, get_engine
 from engines.specs import Feature, PortSpec, PowerState, SnapshotSpec
 from envs import policy
 from envs.models import Env, Operation
-from envs.operations import idempotent, record, step_for
+from envs.operations import idempotent, record, step_for, sweep
 from ttportal.errors import EngineError, IllegalState, InvalidInput, TTError, Unsupported
 from vms import allocation, state
 from vms.models import PortMapping, Snapshot, Vm
@@ -468,12 +468,7 @@ def snapshot_expire_due(now=None, limit: int = 100) -> list[Operation]:
     """Queue the removal of snapshots whose life time has passed, one at a time."""
     now = now or timezone.now()
     due = Snapshot.objects.filter(status=Snapshot.Status.READY, expires_at__lte=now).order_by("expires_at")
-    ops = []
-    for snapshot_id in list(due.values_list("pk", flat=True)[:limit]):
-        op = snapshot_expire_one(snapshot_id, now=now)
-        if op is not None:
-            ops.append(op)
-    return ops
+    return sweep(due.values_list("pk", flat=True), snapshot_expire_one, now, limit)
 
 
 def snapshot_expire_one(snapshot_id: int, *, now=None) -> Operation | None:
