@@ -1,6 +1,8 @@
 """Shared fixtures: named users (alice owns, bob is an outsider, olga operates),
-a node on libvirt's in-process test driver, a template, and a way to run the
-tasks that services enqueue on commit."""
+a node on libvirt's in-process test driver, a template, a way to run the
+tasks that services enqueue on commit, and a clock frozen at T0.
+
+Plain helpers and constants (T0, TEST_URI, done, domain_state, ...) are in tests/support.py."""
 
 from __future__ import annotations
 
@@ -13,10 +15,8 @@ from django.contrib.auth import get_user_model
 from engines.libvirt.connection import get_connection
 from engines.models import Node
 from engines.registry import forget_engines
+from tests.support import T0, TEMPLATE_VOLUME, TEST_POOL, TEST_URI
 from vms.models import VmTemplate
-
-TEST_URI = "test:///default"
-TEMPLATE_VOLUME = "tt-test-template.qcow2"
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +25,13 @@ def _sync_tasks(settings):
     # tests/integration.
     settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
     settings.TT_MGMT_COOLDOWN = 0
+
+
+@pytest.fixture
+def frozen_clock(time_machine):
+    """Time stands still at T0. A module opts in with
+    `pytestmark = pytest.mark.usefixtures("frozen_clock")`; a test may still move it."""
+    time_machine.move_to(T0, tick=False)
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +92,7 @@ def create_template_volume(size_mb: int = 20) -> str:
     conn = get_connection(TEST_URI)
     from engines.registry import get_engine
 
-    pool = conn.storagePoolLookupByName("tt-pool")
+    pool = conn.storagePoolLookupByName(TEST_POOL)
     try:
         return pool.storageVolLookupByName(TEMPLATE_VOLUME).path()
     except libvirt.libvirtError:

@@ -17,9 +17,9 @@ from engines.libvirt import xml
 from engines.libvirt.engine import MIB, LibvirtEngine
 from engines.network.firewall import MemoryFirewall
 from engines.specs import Feature, PortSpec, PowerState, SnapshotSpec, TemplateSpec, VmSpec
+from tests.support import TEST_URI
 from ttportal.errors import EngineError, ErrorCode
 
-URI = "test:///default"
 POOL = "tt-unit-pool"
 NETWORK = "tt-unit-net"
 POOL_PATH = "/tt-unit/pool"  # a path no other test pool uses: dir pools may not share one
@@ -30,7 +30,7 @@ TEMPLATE_MB = 20
 @pytest.fixture
 def engine() -> LibvirtEngine:
     eng = LibvirtEngine(
-        uri=URI,
+        uri=TEST_URI,
         options={
             "pool_name": POOL, "network_name": NETWORK, "pool_path": POOL_PATH,
             "vm_network": "10.200.0.0/16", "bridge": "ttunit0", "stop_timeout": 0,
@@ -63,7 +63,7 @@ def make_vm(template: TemplateSpec, n: int = 1, **changes) -> VmSpec:
 
 
 def conn() -> libvirt.virConnect:
-    return libvirt.open(URI)  # the test driver's state is per process: any handle sees it
+    return libvirt.open(TEST_URI)  # the test driver's state is per process: any handle sees it
 
 
 def domain(vm: VmSpec) -> libvirt.virDomain | None:
@@ -270,41 +270,42 @@ def assert_nothing_left(engine: LibvirtEngine, vm: VmSpec) -> None:
     assert vm_elements(engine.firewall, vm.ip) == {"ports": {}, "denied": set(), "blacklist": set()}
 
 
-def test_it_rolls_back_when_defining_the_vm_fails(engine, template, monkeypatch):
-    vm = make_vm(template)
-    monkeypatch.setattr(engine, "define_vm", boom)
+def failed_create(monkeypatch, engine: LibvirtEngine, vm: VmSpec, *failing: tuple) -> EngineError:
+    """Create `vm` with each (object, method name) in `failing` made to raise: the EngineError it gives."""
+    for obj, name in failing:
+        monkeypatch.setattr(obj, name, boom)
     with pytest.raises(EngineError) as exc:
         engine.create_vm(vm)
-    assert exc.value.code == ErrorCode.DEFINE_VM
-    assert "injected failure" in exc.value.message
+    return exc.value
+
+
+def test_it_rolls_back_when_defining_the_vm_fails(engine, template, monkeypatch):
+    vm = make_vm(template)
+    error = failed_create(monkeypatch, engine, vm, (engine, "define_vm"))
+    assert error.code == ErrorCode.DEFINE_VM
+    assert "injected failure" in error.message
     assert_nothing_left(engine, vm)
 
 
 def test_it_rolls_back_when_wiring_the_network_fails(engine, template, monkeypatch):
     vm = make_vm(template)
-    monkeypatch.setattr(engine, "set_net", boom)
-    with pytest.raises(EngineError) as exc:
-        engine.create_vm(vm)
-    assert exc.value.code == ErrorCode.FIREWALL_SET_NET
+    error = failed_create(monkeypatch, engine, vm, (engine, "set_net"))
+    assert error.code == ErrorCode.FIREWALL_SET_NET
     assert_nothing_left(engine, vm)
 
 
 def test_it_rolls_back_a_half_wired_network(engine, template, monkeypatch):
     # The DHCP entry is in place when the firewall refuses: it must go too.
     vm = make_vm(template)
-    monkeypatch.setattr(engine.firewall, "add_vm", boom)
-    with pytest.raises(EngineError) as exc:
-        engine.create_vm(vm)
-    assert exc.value.code == ErrorCode.FIREWALL_SET_NET
+    error = failed_create(monkeypatch, engine, vm, (engine.firewall, "add_vm"))
+    assert error.code == ErrorCode.FIREWALL_SET_NET
     assert_nothing_left(engine, vm)
 
 
 def test_it_rolls_back_when_denying_egress_fails(engine, template, monkeypatch):
     vm = make_vm(template, deny_outgoing=True, blacklist=("198.18.0.1",))
-    monkeypatch.setattr(engine, "deny_outgoing", boom)
-    with pytest.raises(EngineError) as exc:
-        engine.create_vm(vm)
-    assert exc.value.code == ErrorCode.FIREWALL_SET_NET
+    error = failed_create(monkeypatch, engine, vm, (engine, "deny_outgoing"))
+    assert error.code == ErrorCode.FIREWALL_SET_NET
     assert_nothing_left(engine, vm)
 
 
@@ -312,10 +313,7 @@ def test_it_leaves_other_vms_alone_when_a_create_fails(engine, template, monkeyp
     other = make_vm(template, 2)
     engine.create_vm(other)
     before = vm_elements(engine.firewall, other.ip)
-    vm = make_vm(template, 3)
-    monkeypatch.setattr(engine, "define_vm", boom)
-    with pytest.raises(EngineError):
-        engine.create_vm(vm)
+    failed_create(monkeypatch, engine, make_vm(template, 3), (engine, "define_vm"))
     assert domain(other) is not None
     assert pool_volume_names() == {TEMPLATE_VOLUME, LibvirtEngine.image_name(other)}
     assert dhcp_hosts() == {(other.mac, other.ip, other.name)}
@@ -324,20 +322,14 @@ def test_it_leaves_other_vms_alone_when_a_create_fails(engine, template, monkeyp
 
 def test_it_keeps_undoing_when_one_undo_step_fails(engine, template, monkeypatch):
     vm = make_vm(template)
-    monkeypatch.setattr(engine, "set_net", boom)
-    monkeypatch.setattr(engine, "undefine_vm", boom)
-    with pytest.raises(EngineError) as exc:
-        engine.create_vm(vm)
-    assert exc.value.code == ErrorCode.FIREWALL_SET_NET  # the original failure, not the undo's
+    error = failed_create(monkeypatch, engine, vm, (engine, "set_net"), (engine, "undefine_vm"))
+    assert error.code == ErrorCode.FIREWALL_SET_NET  # the original failure, not the undo's
     assert pool_volume_names() == {TEMPLATE_VOLUME}  # the image went all the same
 
 
 def test_it_removes_a_kept_image_when_create_fails(engine, template, monkeypatch):
     # keep_image is about destroying a VM that ran, not about a create that never finished.
-    vm = make_vm(template, keep_image=True)
-    monkeypatch.setattr(engine, "define_vm", boom)
-    with pytest.raises(EngineError):
-        engine.create_vm(vm)
+    failed_create(monkeypatch, engine, make_vm(template, keep_image=True), (engine, "define_vm"))
     assert pool_volume_names() == {TEMPLATE_VOLUME}
 
 
@@ -510,7 +502,7 @@ def test_it_reports_missing_features(engine):
     class NoSnapshots(LibvirtEngine):
         features = LibvirtEngine.features - {Feature.SNAPSHOT, Feature.FLAT}
 
-    lesser = NoSnapshots(uri=URI, options={"pool_name": POOL, "network_name": NETWORK})
+    lesser = NoSnapshots(uri=TEST_URI, options={"pool_name": POOL, "network_name": NETWORK})
     assert lesser.check_feat({Feature.SNAPSHOT, Feature.NAT}) == {Feature.SNAPSHOT}
     assert lesser.check_feat(set(Feature)) == {Feature.SNAPSHOT, Feature.FLAT}
 

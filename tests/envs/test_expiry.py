@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
-from engines.libvirt.connection import get_connection
 from engines.libvirt.engine import LibvirtEngine
 from envs import tasks
 from envs.models import Env, Operation
 from envs.services import env_expire_due, env_expire_one, env_extend
-from tests.conftest import TEST_URI
+from tests.support import T0, domain, take_snapshot
 from vms.models import PortMapping, Snapshot, Vm
 from vms.services import snapshot_apply, snapshot_create, snapshot_expire_due, snapshot_expire_one
 from vms.specs import NewVm
 
-T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 SECOND = timedelta(seconds=1)
 
-
-@pytest.fixture(autouse=True)
-def _frozen(time_machine):
-    time_machine.move_to(T0, tick=False)
+pytestmark = pytest.mark.usefixtures("frozen_clock")
 
 
 def status_of(obj) -> str:
@@ -210,17 +205,9 @@ def vm(env):
     return env.vms.get(name="web")
 
 
-def make_snapshot(vm, name, run_tasks, **kwargs) -> Snapshot:
-    with run_tasks():
-        op = snapshot_create(vm=vm, by=vm.env.owner, name=name, **kwargs)
-    op.refresh_from_db()
-    assert op.status == "succeeded", op.error_message
-    return Snapshot.objects.get(pk=op.snapshot_id)
-
-
 def test_it_expires_a_snapshot_at_its_life_time_and_not_a_second_before(vm, time_machine, run_tasks):
-    snap = make_snapshot(vm, "short", run_tasks, life_time=600)
-    kept = make_snapshot(vm, "kept", run_tasks)
+    snap = take_snapshot(vm, run_tasks, "short", life_time=600)
+    kept = take_snapshot(vm, run_tasks, "kept")
     assert snap.expires_at == T0 + timedelta(seconds=600)
     time_machine.move_to(T0 + timedelta(seconds=599))
     with run_tasks():
@@ -233,7 +220,7 @@ def test_it_expires_a_snapshot_at_its_life_time_and_not_a_second_before(vm, time
     assert (op.kind, op.status, op.requested_by) == ("snapshot_expire", "succeeded", None)
     assert op.target == "demo/web@short"
     assert not Snapshot.objects.filter(pk=snap.pk).exists()
-    assert get_connection(TEST_URI).lookupByName(vm.engine_name).snapshotListNames() == ["kept"]
+    assert domain(vm).snapshotListNames() == ["kept"]
     # A snapshot without a life time is kept however long it waits.
     time_machine.move_to(T0 + 300 * 24 * HOUR)
     with run_tasks():
@@ -242,7 +229,7 @@ def test_it_expires_a_snapshot_at_its_life_time_and_not_a_second_before(vm, time
 
 
 def test_it_waits_for_a_snapshot_in_use(alice, vm, time_machine, run_tasks):
-    snap = make_snapshot(vm, "s1", run_tasks, life_time=60)
+    snap = take_snapshot(vm, run_tasks, "s1", life_time=60)
     snapshot_apply(snapshot=snap, by=alice)  # enqueued, not run: the snapshot is applying
     time_machine.move_to(T0 + HOUR)
     assert snapshot_expire_due() == []
@@ -254,8 +241,8 @@ def test_it_waits_for_a_snapshot_in_use(alice, vm, time_machine, run_tasks):
 
 
 def test_it_expires_snapshots_one_at_a_time_with_the_time_given(vm, run_tasks):
-    first = make_snapshot(vm, "a", run_tasks, life_time=60)
-    second = make_snapshot(vm, "b", run_tasks, life_time=120)
+    first = take_snapshot(vm, run_tasks, "a", life_time=60)
+    second = take_snapshot(vm, run_tasks, "b", life_time=120)
     with run_tasks():
         assert snapshot_expire_one(second.pk, now=T0 + timedelta(seconds=119)) is None
         assert [op.snapshot_id for op in snapshot_expire_due(now=T0 + timedelta(seconds=119))] == [first.pk]

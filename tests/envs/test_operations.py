@@ -3,19 +3,16 @@ and an idempotency key returns the first operation."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import libvirt
 import pytest
 
-from engines.libvirt.connection import get_connection
 from engines.libvirt.engine import LibvirtEngine
 from engines.registry import forget_engines
 from envs import operations, tasks
 from envs.models import Env, Operation
 from envs.operations import execute
 from envs.services import env_create, env_destroy, env_set_deny_outgoing, env_stop
-from tests.conftest import TEMPLATE_VOLUME, TEST_URI
+from tests.support import T0, domain_state, done, refused, tt_volumes
 from ttportal.errors import CooldownActive, EngineError, InvalidInput
 from vms.models import PortMapping, Snapshot, Vm
 from vms.services import (
@@ -30,31 +27,7 @@ from vms.services import (
 )
 from vms.specs import NewVm
 
-T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _frozen(time_machine):
-    time_machine.move_to(T0, tick=False)
-
-
-def done(op: Operation) -> Operation:
-    op.refresh_from_db()
-    assert op.is_done, op.status
-    return op
-
-
-def domain_state(vm: Vm) -> str:
-    try:
-        dom = get_connection(TEST_URI).lookupByName(vm.engine_name)
-    except libvirt.libvirtError:
-        return "missing"
-    return "running" if dom.isActive() else "stopped"
-
-
-def tt_volumes() -> set[str]:
-    pool = get_connection(TEST_URI).storagePoolLookupByName("tt-pool")
-    return {v.name() for v in pool.listAllVolumes() if v.name() != TEMPLATE_VOLUME}
+pytestmark = pytest.mark.usefixtures("frozen_clock")
 
 
 @pytest.fixture
@@ -115,14 +88,20 @@ def test_it_records_a_failed_start(alice, vm, run_tasks, monkeypatch):
     assert done(op).status == "succeeded"
 
 
+def failed_stop(vm: Vm, by, run_tasks, code: str) -> Operation:
+    """Stop `vm` with a failure injected: the operation ends failed with `code` (and `vm` is re-read)."""
+    with run_tasks():
+        op = vm_stop(vm=vm, by=by)
+    op = done(op)
+    assert (op.status, op.error_code) == ("failed", code)
+    vm.refresh_from_db()
+    return op
+
+
 def test_it_records_a_failed_stop(alice, vm, run_tasks, monkeypatch):
     failing(monkeypatch, LibvirtEngine, "stop_vm", RuntimeError("guest ignored ACPI"))
-    with run_tasks():
-        op = vm_stop(vm=vm, by=alice)
-    op = done(op)
-    assert (op.status, op.error_code) == ("failed", "stop_vm")
+    op = failed_stop(vm, alice, run_tasks, "stop_vm")
     assert op.error_message == "RuntimeError: guest ignored ACPI"
-    vm.refresh_from_db()
     assert vm.status == "running" and domain_state(vm) == "running"
 
 
@@ -131,13 +110,9 @@ def test_it_records_a_crash_in_a_step_as_internal(alice, vm, run_tasks, monkeypa
         raise KeyError("vm_ids")
 
     monkeypatch.setitem(operations.STEPS, Operation.Kind.VM_STOP, crash)
-    with run_tasks():
-        op = vm_stop(vm=vm, by=alice)
-    op = done(op)
-    assert (op.status, op.error_code) == ("failed", "internal")
+    op = failed_stop(vm, alice, run_tasks, "internal")
     assert op.error_message == "KeyError: 'vm_ids'"
     # The VM is not left "stopping" for ever: it shows what the engine reports.
-    vm.refresh_from_db()
     assert vm.status == "running" and domain_state(vm) == "running"
 
 
@@ -145,13 +120,9 @@ def test_it_records_an_unreachable_engine(alice, vm, run_tasks, monkeypatch):
     # The worker meets the node for the first time and cannot initialise its engine.
     forget_engines()
     failing(monkeypatch, LibvirtEngine, "init", EngineError("qemu:///system: no daemon", code="engine_init"))
-    with run_tasks():
-        op = vm_stop(vm=vm, by=alice)
-    op = done(op)
-    assert (op.status, op.error_code) == ("failed", "engine_init")
+    op = failed_stop(vm, alice, run_tasks, "engine_init")
     assert "no daemon" in op.error_message
     # Nobody can tell what the VM is doing: error, from which it may be stopped or started again.
-    vm.refresh_from_db()
     assert vm.status == "error"
     monkeypatch.undo()
     with run_tasks():
@@ -439,8 +410,6 @@ def test_it_records_nothing_for_a_refused_request_so_its_key_can_be_retried(
 
 
 def test_it_refuses_an_overlong_key(alice, vm, db_state):
-    before = db_state()
-    with pytest.raises(InvalidInput) as caught:
+    with refused(db_state, InvalidInput) as caught:
         vm_stop(vm=vm, by=alice, idempotency_key="k" * 129)
     assert caught.value.field == "idempotency_key"
-    assert db_state() == before

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
-from engines.libvirt.connection import get_connection
 from envs.models import Env, Operation
 from envs.services import (
     env_create,
@@ -16,28 +15,13 @@ from envs.services import (
     env_start,
     env_stop,
 )
-from tests.conftest import TEST_URI
+from tests.support import T0, domain_names, done, refused
 from ttportal.errors import CooldownActive, Exhausted, Forbidden, IllegalState, InvalidInput
 from vms.models import PortMapping, Snapshot, Vm
 from vms.services import snapshot_create
 from vms.specs import NewVm
 
-T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _frozen(time_machine):
-    time_machine.move_to(T0, tick=False)
-
-
-def done(op: Operation) -> Operation:
-    op.refresh_from_db()
-    assert op.is_done, op.status
-    return op
-
-
-def domain_names() -> set[str]:
-    return {d.name() for d in get_connection(TEST_URI).listAllDomains() if d.name().startswith("tt-")}
+pytestmark = pytest.mark.usefixtures("frozen_clock")
 
 
 # --- env_create ---------------------------------------------------------------
@@ -108,10 +92,8 @@ def test_it_lets_staff_create_an_env_for_someone(alice, olga, template, run_task
 
 
 def test_it_refuses_to_create_an_env_for_someone_else(alice, bob, template, db_state):
-    before = db_state()
-    with pytest.raises(Forbidden):
+    with refused(db_state, Forbidden):
         env_create(owner=alice, by=bob, name="demo", vms=[NewVm(name="vm", template=template)])
-    assert db_state() == before
 
 
 @pytest.mark.parametrize(
@@ -148,22 +130,18 @@ def test_it_refuses_to_create_an_env_for_someone_else(alice, bob, template, db_s
 def test_it_refuses_bad_input_to_create(alice, template, db_state, firewall, field, kwargs):
     request = {"owner": alice, "by": alice, "name": "demo",
                "vms": [NewVm(name="vm", template="tt/busybox")], **kwargs}
-    before = db_state()
-    with pytest.raises(InvalidInput) as caught:
+    with refused(db_state, InvalidInput) as caught:
         env_create(**request)
     assert caught.value.field == field
     assert caught.value.code == "invalid"
-    assert db_state() == before
     assert firewall.port_map == {}
 
 
 def test_it_refuses_a_second_live_env_with_the_same_name(alice, bob, make_env, run_tasks, db_state):
     env = make_env(alice, name="demo")
-    before = db_state()
-    with pytest.raises(InvalidInput) as caught:
+    with refused(db_state, InvalidInput) as caught:
         env_create(owner=alice, by=alice, name="demo", vms=[NewVm(name="vm", template="tt/busybox")])
     assert caught.value.field == "name"
-    assert db_state() == before
     # Another owner may use the name, and so may alice once the first one is gone.
     assert env_create(owner=bob, by=bob, name="demo", vms=[NewVm(name="vm", template="tt/busybox")])
     with run_tasks():
@@ -175,12 +153,10 @@ def test_it_refuses_a_second_live_env_with_the_same_name(alice, bob, make_env, r
 
 def test_it_refuses_more_vms_than_an_env_holds(alice, template, settings, db_state):
     settings.TT_MAX_VMS_PER_ENV = 2
-    before = db_state()
-    with pytest.raises(InvalidInput) as caught:
+    with refused(db_state, InvalidInput) as caught:
         env_create(owner=alice, by=alice, name="demo",
                    vms=[NewVm(name=f"vm{i}", template=template) for i in range(3)])
     assert caught.value.field == "vms"
-    assert db_state() == before
 
 
 # --- env_extend -----------------------------------------------------------------
@@ -244,11 +220,9 @@ def test_it_measures_the_maximum_from_the_start_not_from_now(alice, make_env, ti
 )
 def test_it_refuses_bad_input_to_extend(alice, make_env, db_state, field, kwargs):
     env = make_env(alice)
-    before = db_state()
-    with pytest.raises(InvalidInput) as caught:
+    with refused(db_state, InvalidInput) as caught:
         env_extend(env=env, by=alice, **kwargs)
     assert caught.value.field == field
-    assert db_state() == before
 
 
 def test_it_extends_even_during_the_cooldown(alice, make_env, settings):
@@ -301,11 +275,10 @@ def test_it_lets_staff_stop_any_env(alice, olga, make_env, run_tasks):
 @pytest.mark.parametrize("verb", [env_stop, env_start, env_destroy])
 def test_it_refuses_an_outsider(alice, bob, make_env, db_state, firewall, verb):
     env = make_env(alice)
-    before, fw_before = db_state(), (dict(firewall.port_map), set(firewall.denied))
-    with pytest.raises(Forbidden) as caught:
+    fw_before = (dict(firewall.port_map), set(firewall.denied))
+    with refused(db_state, Forbidden) as caught:
         verb(env=env, by=bob)
     assert caught.value.code == "forbidden"
-    assert db_state() == before
     assert (firewall.port_map, firewall.denied) == fw_before
 
 
@@ -319,10 +292,8 @@ def test_it_refuses_an_outsider(alice, bob, make_env, db_state, firewall, verb):
 )
 def test_it_refuses_an_outsider_short_verbs(alice, bob, make_env, db_state, firewall, call):
     env = make_env(alice)
-    before = db_state()
-    with pytest.raises(Forbidden):
+    with refused(db_state, Forbidden):
         call(env, bob)
-    assert db_state() == before
     assert firewall.denied == set()
 
 
@@ -428,11 +399,9 @@ def test_it_keeps_egress_denied_for_a_vm_added_later(alice, make_env, run_tasks,
 @pytest.mark.parametrize("deny", ["yes", 1, None])
 def test_it_refuses_a_deny_that_is_not_a_boolean(alice, make_env, db_state, deny):
     env = make_env(alice)
-    before = db_state()
-    with pytest.raises(InvalidInput) as caught:
+    with refused(db_state, InvalidInput) as caught:
         env_set_deny_outgoing(env=env, by=alice, deny=deny)
     assert caught.value.field == "deny_outgoing"
-    assert db_state() == before
 
 
 # --- env_destroy --------------------------------------------------------------------
@@ -482,12 +451,10 @@ def test_it_gives_ports_back_for_reuse(alice, make_env, run_tasks, node, db_stat
     node.save()
     first = make_env(alice, name="first", vms=[NewVm(name="vm", template="tt/busybox", ports=[22])])
     assert PortMapping.objects.get().public_port == 20000
-    before = db_state()
-    with pytest.raises(Exhausted) as caught:
+    with refused(db_state, Exhausted) as caught:
         env_create(owner=alice, by=alice, name="second",
                    vms=[NewVm(name="vm", template="tt/busybox", ports=[22])])
     assert caught.value.code == "resources_exhausted"
-    assert db_state() == before
     with run_tasks():
         env_destroy(env=first, by=alice)
     second = make_env(alice, name="second", vms=[NewVm(name="vm", template="tt/busybox", ports=[22])])
@@ -497,11 +464,9 @@ def test_it_gives_ports_back_for_reuse(alice, make_env, run_tasks, node, db_stat
 def test_it_refuses_to_destroy_an_env_while_a_vm_is_busy(alice, make_env, db_state):
     env = make_env(alice, vms=2)
     Vm.objects.filter(env=env, name="vm1").update(status="snapshotting")
-    before = db_state()
-    with pytest.raises(IllegalState) as caught:
+    with refused(db_state, IllegalState) as caught:
         env_destroy(env=env, by=alice)
     assert "vm1" in caught.value.message
-    assert db_state() == before
 
 
 def test_it_refuses_env_stop_while_every_vm_is_busy(alice, make_env, settings):

@@ -10,8 +10,8 @@ from django.urls import reverse
 
 from envs.models import Operation
 from tests.admin_support import count_queries, make_env, make_operator, messages_of, post_action
+from tests.support import take_snapshot
 from vms.models import PortMapping, Snapshot, Vm, VmTemplate
-from vms.services import snapshot_create
 
 VMS = reverse("admin:vms_vm_changelist")
 TEMPLATES = reverse("admin:vms_vmtemplate_changelist")
@@ -28,14 +28,6 @@ def root(client, db):
 def vm(alice, template, run_tasks) -> Vm:
     env = make_env(alice, run=run_tasks, ports=(80, "53/udp"))
     return env.vms.get()
-
-
-def take_snapshot(vm: Vm, run_tasks, name: str = "s1", life_time=None) -> Snapshot:
-    with run_tasks():
-        op = snapshot_create(vm=vm, by=vm.env.owner, name=name, life_time=life_time)
-    op.refresh_from_db()
-    assert op.status == Operation.Status.SUCCEEDED, op.error_message
-    return Snapshot.objects.get(vm=vm, name=name)
 
 
 def test_it_shows_every_list_and_page(client, root, vm, run_tasks):

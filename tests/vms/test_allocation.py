@@ -37,6 +37,16 @@ def new_vm(env: Env, node: Node, template, name: str, **extra) -> Vm:
     return Vm(env=env, node=node, template=template, name=name, cpu_num=1, mem_mb=64, disk_mb=20, **extra)
 
 
+def addressed_vms(env: Env, node: Node, template, count: int) -> list[Vm]:
+    """`count` VMs (vm0, vm1, ...) saved with a MAC and an IP, and no ports yet."""
+    vms = []
+    for i in range(count):
+        vm = new_vm(env, node, template, f"vm{i}")
+        allocation.save_with_address(vm)
+        vms.append(vm)
+    return vms
+
+
 def run_threads(count: int, work: Callable[[int], object]) -> list:
     """Run `work(i)` in `count` threads released at once; re-raise the first failure."""
     barrier = threading.Barrier(count)
@@ -129,6 +139,20 @@ def test_it_gives_back_addresses_and_ports_on_release(alice, node, template):
     assert allocation.allocate_port(other, "tcp", 22).public_port == 20000  # the freed port
 
 
+def lose_first_pick(monkeypatch, taken: int) -> list:
+    """From now on the first `_pick_free` returns `taken` whatever is used, and later ones pick
+    for real. Returns the `used` set each call was given."""
+    real_pick = allocation._pick_free
+    calls = []
+
+    def stale_first(lo, hi, used):
+        calls.append(used)
+        return taken if len(calls) == 1 else real_pick(lo, hi, used)
+
+    monkeypatch.setattr(allocation, "_pick_free", stale_first)
+    return calls
+
+
 def test_it_picks_again_when_a_candidate_was_just_taken(alice, node, template, monkeypatch):
     # Simulate losing a race: the first candidate ignores what is used (as if
     # another request committed it between our read and our insert).
@@ -138,14 +162,7 @@ def test_it_picks_again_when_a_candidate_was_just_taken(alice, node, template, m
     allocation.save_with_address(vm)
     allocation.allocate_port(vm, "tcp", 22)
     taken = vm.port_mappings.get().public_port
-    real_pick = allocation._pick_free
-    calls = []
-
-    def stale_first(lo, hi, used):
-        calls.append(used)
-        return taken if len(calls) == 1 else real_pick(lo, hi, used)
-
-    monkeypatch.setattr(allocation, "_pick_free", stale_first)
+    calls = lose_first_pick(monkeypatch, taken)
     mapping = allocation.allocate_port(vm, "tcp", 80)
     assert len(calls) == 2
     assert mapping.public_port == ({20000, 20001} - {taken}).pop()
@@ -155,15 +172,7 @@ def test_it_picks_another_mac_when_a_candidate_was_just_taken(alice, node, templ
     env = new_env(alice)
     first = new_vm(env, node, template, "a")
     allocation.save_with_address(first)
-    taken = Node.index_for_mac(first.mac)
-    real_pick = allocation._pick_free
-    calls = []
-
-    def stale_first(lo, hi, used):
-        calls.append(used)
-        return taken if len(calls) == 1 else real_pick(lo, hi, used)
-
-    monkeypatch.setattr(allocation, "_pick_free", stale_first)
+    calls = lose_first_pick(monkeypatch, Node.index_for_mac(first.mac))
     second = new_vm(env, node, template, "b")
     allocation.save_with_address(second)
     assert len(calls) == 2
@@ -307,12 +316,7 @@ def test_it_hands_out_each_port_once_when_too_many_ask(alice, node, template):
     # 16 requests race for 8 ports: 8 win, 8 are told the range is exhausted.
     node.port_min, node.port_max = 20000, 20007
     node.save()
-    env = new_env(alice)
-    vms = []
-    for i in range(THREADS):
-        vm = new_vm(env, node, template, f"vm{i}")
-        allocation.save_with_address(vm)
-        vms.append(vm)
+    vms = addressed_vms(new_env(alice), node, template, THREADS)
 
     def work(i: int) -> object:
         try:
@@ -337,12 +341,7 @@ def test_it_hands_out_each_port_once_when_too_many_ask(alice, node, template):
 def test_it_refuses_the_second_of_two_racing_requests_for_one_port(alice, node, template):
     node.port_min = node.port_max = 20000
     node.save()
-    env = new_env(alice)
-    vms = []
-    for i in range(2):
-        vm = new_vm(env, node, template, f"vm{i}")
-        allocation.save_with_address(vm)
-        vms.append(vm)
+    vms = addressed_vms(new_env(alice), node, template, 2)
 
     def work(i: int) -> object:
         try:
@@ -367,12 +366,7 @@ def test_it_picks_again_when_two_batches_deadlock(alice, node, template, monkeyp
         pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE): two can never hold a row each")
     node.port_min, node.port_max = 20000, 20009
     node.save()
-    env = new_env(alice)
-    vms = []
-    for i in range(2):
-        vm = new_vm(env, node, template, f"vm{i}")
-        allocation.save_with_address(vm)
-        vms.append(vm)
+    vms = addressed_vms(new_env(alice), node, template, 2)
     real_pick, real_lost_race = allocation._pick_free, allocation._lost_race
     both_hold_one = threading.Barrier(2)
     local = threading.local()

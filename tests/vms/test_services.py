@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
-from engines.libvirt.connection import get_connection
-from envs.models import Operation
 from envs.services import env_destroy, env_stop
-from tests.conftest import TEST_URI
+from tests.support import T0, domain, domain_state, done, refused, take_snapshot
 from ttportal.errors import CooldownActive, Forbidden, IllegalState, InvalidInput
 from vms.models import PortMapping, Snapshot, Vm
 from vms.services import (
@@ -26,26 +24,7 @@ from vms.services import (
 from vms.specs import NewVm
 
 TEMPLATE = "tt/busybox"
-T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _frozen(time_machine):
-    time_machine.move_to(T0, tick=False)
-
-
-def done(op: Operation) -> Operation:
-    op.refresh_from_db()
-    assert op.is_done, op.status
-    return op
-
-
-def domain_state(vm: Vm) -> str:
-    names = {d.name(): d for d in get_connection(TEST_URI).listAllDomains()}
-    dom = names.get(vm.engine_name)
-    if dom is None:
-        return "missing"
-    return "running" if dom.isActive() else "stopped"
+pytestmark = pytest.mark.usefixtures("frozen_clock")
 
 
 @pytest.fixture
@@ -115,30 +94,24 @@ def test_it_lets_staff_add_a_vm(alice, olga, env, run_tasks):
     ],
 )
 def test_it_refuses_bad_input_to_add(alice, env, db_state, field, spec):
-    before = db_state()
-    with pytest.raises(InvalidInput) as caught:
+    with refused(db_state, InvalidInput) as caught:
         vm_add(env=env, by=alice, spec=spec)
     assert caught.value.field == field
-    assert db_state() == before
 
 
 def test_it_refuses_a_disabled_template(alice, env, template, db_state):
     template.enabled = False
     template.save()
-    before = db_state()
-    with pytest.raises(InvalidInput) as caught:
+    with refused(db_state, InvalidInput) as caught:
         vm_add(env=env, by=alice, spec=NewVm(name="db", template="tt/busybox"))
     assert caught.value.field == "template"
-    assert db_state() == before
 
 
 def test_it_refuses_to_add_a_vm_to_a_destroyed_env(alice, env, run_tasks, db_state):
     with run_tasks():
         env_destroy(env=env, by=alice)
-    before = db_state()
-    with pytest.raises(IllegalState):
+    with refused(db_state, IllegalState):
         vm_add(env=env, by=alice, spec=NewVm(name="db", template="tt/busybox"))
-    assert db_state() == before
 
 
 # --- vm_start / vm_stop -------------------------------------------------------------
@@ -178,18 +151,14 @@ def test_it_lets_staff_stop_a_vm(alice, olga, vm, run_tasks):
 
 
 def test_it_refuses_to_start_a_running_vm(alice, vm, db_state):
-    before = db_state()
-    with pytest.raises(IllegalState) as caught:
+    with refused(db_state, IllegalState) as caught:
         vm_start(vm=vm, by=alice)
     assert "running" in caught.value.message
-    assert db_state() == before
 
 
 def test_it_refuses_to_stop_a_stopped_vm(alice, stopped_vm, db_state):
-    before = db_state()
-    with pytest.raises(IllegalState):
+    with refused(db_state, IllegalState):
         vm_stop(vm=stopped_vm, by=alice)
-    assert db_state() == before
 
 
 @pytest.mark.parametrize("busy", ["creating", "starting", "stopping", "snapshotting", "restoring",
@@ -245,10 +214,8 @@ def test_it_destroys_a_vm_and_releases_what_it_held(alice, env, vm, run_tasks, f
 def test_it_refuses_to_destroy_a_destroyed_vm(alice, vm, run_tasks, db_state):
     with run_tasks():
         vm_destroy(vm=vm, by=alice)
-    before = db_state()
-    with pytest.raises(IllegalState):
+    with refused(db_state, IllegalState):
         vm_destroy(vm=vm, by=alice)
-    assert db_state() == before
 
 
 def test_it_lets_staff_destroy_a_vm(alice, olga, vm, run_tasks):
@@ -305,21 +272,17 @@ def test_it_keeps_the_blacklist_across_egress_changes(alice, env, vm, run_tasks,
     ],
 )
 def test_it_refuses_a_blacklist_that_is_not_addresses(alice, vm, db_state, firewall, field, addresses):
-    before = db_state()
-    with pytest.raises(InvalidInput) as caught:
+    with refused(db_state, InvalidInput) as caught:
         vm_set_blacklist(vm=vm, by=alice, addresses=addresses)
     assert caught.value.field == field
-    assert db_state() == before
     assert firewall.blacklist == set()
 
 
 def test_it_refuses_a_blacklist_on_a_destroyed_vm(alice, vm, run_tasks, db_state):
     with run_tasks():
         vm_destroy(vm=vm, by=alice)
-    before = db_state()
-    with pytest.raises(IllegalState):
+    with refused(db_state, IllegalState):
         vm_set_blacklist(vm=vm, by=alice, addresses=["192.0.2.1"])
-    assert db_state() == before
 
 
 # --- vm_set_ports ------------------------------------------------------------------------------
@@ -352,31 +315,26 @@ def test_it_sets_ports_keeping_the_public_port_of_kept_ones(alice, vm, run_tasks
     ],
 )
 def test_it_refuses_bad_ports(alice, vm, db_state, firewall, field, ports):
-    before, fw_before = db_state(), dict(firewall.port_map)
-    with pytest.raises(InvalidInput) as caught:
+    fw_before = dict(firewall.port_map)
+    with refused(db_state, InvalidInput) as caught:
         vm_set_ports(vm=vm, by=alice, ports=ports)
     assert caught.value.field == field
-    assert db_state() == before
     assert firewall.port_map == fw_before
 
 
 def test_it_refuses_ports_on_a_flat_vm(alice, make_env, db_state):
     env = make_env(alice, name="flat", vms=[NewVm(name="f", template="tt/busybox", net_kind="flat")])
     flat = env.vms.get()
-    before = db_state()
-    with pytest.raises(InvalidInput) as caught:
+    with refused(db_state, InvalidInput) as caught:
         vm_set_ports(vm=flat, by=alice, ports=[22])
     assert caught.value.field == "ports"
-    assert db_state() == before
 
 
 def test_it_refuses_ports_on_a_destroyed_vm(alice, vm, run_tasks, db_state):
     with run_tasks():
         vm_destroy(vm=vm, by=alice)
-    before = db_state()
-    with pytest.raises(IllegalState):
+    with refused(db_state, IllegalState):
         vm_set_ports(vm=vm, by=alice, ports=[22])
-    assert db_state() == before
     assert not PortMapping.objects.exists()
 
 
@@ -404,11 +362,9 @@ LONG_VERBS = ["vm_add", "vm_start", "vm_stop", "vm_destroy", "snapshot_create", 
 
 @pytest.fixture
 def with_snapshot(alice, vm, run_tasks):
-    with run_tasks():
-        op = snapshot_create(vm=vm, by=alice, name="s1")
-    assert done(op).status == "succeeded"
+    snap = take_snapshot(vm, run_tasks, "s1", by=alice)
     vm.refresh_from_db()
-    return vm, Snapshot.objects.get(vm=vm, name="s1")
+    return vm, snap
 
 
 @pytest.mark.parametrize("verb", list(VERBS))
@@ -416,11 +372,9 @@ def test_it_refuses_an_outsider(bob, with_snapshot, db_state, firewall, verb):
     vm, snap = with_snapshot
     if verb == "vm_start":
         Vm.objects.filter(pk=vm.pk).update(status="stopped")
-    before = db_state()
     fw_before = (dict(firewall.port_map), set(firewall.denied), set(firewall.blacklist))
-    with pytest.raises(Forbidden):
+    with refused(db_state, Forbidden):
         VERBS[verb](vm, snap, bob)
-    assert db_state() == before
     assert (firewall.port_map, firewall.denied, firewall.blacklist) == fw_before
 
 
@@ -428,10 +382,8 @@ def test_it_refuses_an_inactive_user(alice, with_snapshot, db_state):
     vm, _snap = with_snapshot
     alice.is_active = False
     alice.save()
-    before = db_state()
-    with pytest.raises(Forbidden):
+    with refused(db_state, Forbidden):
         vm_stop(vm=vm, by=alice)
-    assert db_state() == before
 
 
 @pytest.mark.parametrize("verb", LONG_VERBS)
@@ -475,7 +427,7 @@ def test_it_lets_staff_act_and_records_them(olga, with_snapshot, run_tasks, verb
     vm, snap = with_snapshot
     if verb == "vm_start":
         Vm.objects.filter(pk=vm.pk).update(status="stopped")
-        get_connection(TEST_URI).lookupByName(vm.engine_name).destroy()
+        domain(vm).destroy()
     with run_tasks():
         op = VERBS[verb](vm, snap, olga)
     op = done(op)

@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import libvirt
 import pytest
 
-from engines.libvirt.connection import get_connection
-from envs.models import Operation
-from tests.conftest import TEST_URI
+from tests.support import T0, domain, done, libvirt_snapshots, refused, take_snapshot
 from ttportal.errors import IllegalState, InvalidInput
 from vms.models import Snapshot, Vm
 from vms.services import snapshot_apply, snapshot_create, snapshot_destroy, vm_destroy, vm_stop
 from vms.specs import NewVm
 
-T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _frozen(time_machine):
-    time_machine.move_to(T0, tick=False)
-
-
-def done(op: Operation) -> Operation:
-    op.refresh_from_db()
-    assert op.is_done, op.status
-    return op
-
-
-def domain(vm: Vm) -> libvirt.virDomain:
-    return get_connection(TEST_URI).lookupByName(vm.engine_name)
-
-
-def libvirt_snapshots(vm: Vm) -> set[str]:
-    return set(domain(vm).snapshotListNames())
+pytestmark = pytest.mark.usefixtures("frozen_clock")
 
 
 @pytest.fixture
@@ -45,13 +23,6 @@ def env(alice, make_env):
 @pytest.fixture
 def vm(env):
     return env.vms.get(name="web")
-
-
-def take(vm, by, name="s1", run_tasks=None, **kwargs) -> Snapshot:
-    with run_tasks():
-        op = snapshot_create(vm=vm, by=by, name=name, **kwargs)
-    assert done(op).status == "succeeded", op.error_message
-    return Snapshot.objects.get(vm=vm, name=name)
 
 
 # --- snapshot_create -------------------------------------------------------------------
@@ -78,18 +49,16 @@ def test_it_snapshots_a_running_vm_and_leaves_it_running(alice, vm, run_tasks):
 def test_it_snapshots_a_stopped_vm_and_leaves_it_stopped(alice, vm, run_tasks):
     with run_tasks():
         vm_stop(vm=vm, by=alice)
-    take(vm, alice, run_tasks=run_tasks)
+    take_snapshot(vm, run_tasks)
     vm.refresh_from_db()
     assert vm.status == "stopped" and not domain(vm).isActive()
 
 
 def test_it_gives_a_snapshot_a_life_time(alice, vm, run_tasks):
-    snap = take(vm, alice, run_tasks=run_tasks, life_time=3600)
+    snap = take_snapshot(vm, run_tasks, life_time=3600)
     assert snap.life_time == 3600
     assert snap.expires_at == T0 + timedelta(hours=1)
-    assert take(vm, alice, "s2", run_tasks=run_tasks, life_time="120").expires_at == T0 + timedelta(
-        seconds=120
-    )
+    assert take_snapshot(vm, run_tasks, "s2", life_time="120").expires_at == T0 + timedelta(seconds=120)
 
 
 def test_it_shows_the_snapshot_being_taken(alice, vm):
@@ -120,12 +89,10 @@ def test_it_lets_staff_snapshot_any_vm(alice, olga, vm, run_tasks):
     ],
 )
 def test_it_refuses_bad_input_to_snapshot(alice, vm, run_tasks, db_state, field, kwargs):
-    take(vm, alice, "s1", run_tasks=run_tasks)
-    before = db_state()
-    with pytest.raises(InvalidInput) as caught:
+    take_snapshot(vm, run_tasks, "s1")
+    with refused(db_state, InvalidInput) as caught:
         snapshot_create(vm=vm, by=alice, **{"name": "s2", **kwargs})
     assert caught.value.field == field
-    assert db_state() == before
     assert libvirt_snapshots(vm) == {"s1"}
 
 
@@ -134,35 +101,31 @@ def test_it_allows_the_same_snapshot_name_on_another_vm(alice, env, vm, run_task
 
     with run_tasks():
         vm_add(env=env, by=alice, spec=NewVm(name="db", template="tt/busybox"))
-    take(vm, alice, "s1", run_tasks=run_tasks)
-    take(env.vms.get(name="db"), alice, "s1", run_tasks=run_tasks)
+    take_snapshot(vm, run_tasks, "s1")
+    take_snapshot(env.vms.get(name="db"), run_tasks, "s1")
     assert Snapshot.objects.filter(name="s1").count() == 2
 
 
 def test_it_refuses_to_snapshot_a_destroyed_vm(alice, env, vm, run_tasks, db_state):
     with run_tasks():
         vm_destroy(vm=vm, by=alice)
-    before = db_state()
-    with pytest.raises(IllegalState):
+    with refused(db_state, IllegalState):
         snapshot_create(vm=vm, by=alice, name="s1")
-    assert db_state() == before
 
 
 @pytest.mark.parametrize("busy", ["creating", "starting", "stopping", "snapshotting", "restoring",
                                   "destroying", "error"])
 def test_it_refuses_to_snapshot_a_busy_vm(alice, vm, db_state, busy):
     Vm.objects.filter(pk=vm.pk).update(status=busy)
-    before = db_state()
-    with pytest.raises(IllegalState):
+    with refused(db_state, IllegalState):
         snapshot_create(vm=vm, by=alice, name="s1")
-    assert db_state() == before
 
 
 # --- snapshot_apply -----------------------------------------------------------------------
 
 
 def test_it_applies_a_snapshot_restoring_cpu_and_memory(alice, vm, run_tasks):
-    snap = take(vm, alice, run_tasks=run_tasks)
+    snap = take_snapshot(vm, run_tasks)
     assert (vm.cpu_num, vm.mem_mb) == (1, 256)
     # Say the VM was resized since (by an operator, or a future verb).
     Vm.objects.filter(pk=vm.pk).update(cpu_num=4, mem_mb=1024)
@@ -183,7 +146,7 @@ def test_it_applies_a_snapshot_restoring_cpu_and_memory(alice, vm, run_tasks):
 
 
 def test_it_applies_a_snapshot_to_a_stopped_vm_and_leaves_it_stopped(alice, vm, run_tasks, firewall):
-    snap = take(vm, alice, run_tasks=run_tasks)
+    snap = take_snapshot(vm, run_tasks)
     with run_tasks():
         vm_stop(vm=vm, by=alice)
     ports = dict(firewall.port_map)
@@ -196,7 +159,7 @@ def test_it_applies_a_snapshot_to_a_stopped_vm_and_leaves_it_stopped(alice, vm, 
 
 
 def test_it_shows_the_snapshot_being_applied(alice, vm, run_tasks):
-    snap = take(vm, alice, run_tasks=run_tasks)
+    snap = take_snapshot(vm, run_tasks)
     snapshot_apply(snapshot=snap, by=alice)
     vm.refresh_from_db()
     snap.refresh_from_db()
@@ -205,30 +168,26 @@ def test_it_shows_the_snapshot_being_applied(alice, vm, run_tasks):
 
 @pytest.mark.parametrize("snap_status", ["creating", "applying", "destroying"])
 def test_it_refuses_to_apply_a_snapshot_that_is_not_ready(alice, vm, run_tasks, db_state, snap_status):
-    snap = take(vm, alice, run_tasks=run_tasks)
+    snap = take_snapshot(vm, run_tasks)
     Snapshot.objects.filter(pk=snap.pk).update(status=snap_status)
-    before = db_state()
-    with pytest.raises(IllegalState):
+    with refused(db_state, IllegalState):
         snapshot_apply(snapshot=snap, by=alice)
-    assert db_state() == before
 
 
 @pytest.mark.parametrize("busy", ["starting", "stopping", "snapshotting", "destroying", "error"])
 def test_it_refuses_to_apply_to_a_busy_vm(alice, vm, run_tasks, db_state, busy):
-    snap = take(vm, alice, run_tasks=run_tasks)
+    snap = take_snapshot(vm, run_tasks)
     Vm.objects.filter(pk=vm.pk).update(status=busy)
-    before = db_state()
-    with pytest.raises(IllegalState):
+    with refused(db_state, IllegalState):  # the snapshot is ready again, too
         snapshot_apply(snapshot=snap, by=alice)
-    assert db_state() == before  # the snapshot is ready again, too
 
 
 # --- snapshot_destroy ------------------------------------------------------------------------
 
 
 def test_it_destroys_a_snapshot_and_keeps_the_record(alice, vm, run_tasks):
-    snap = take(vm, alice, run_tasks=run_tasks)
-    take(vm, alice, "s2", run_tasks=run_tasks)
+    snap = take_snapshot(vm, run_tasks)
+    take_snapshot(vm, run_tasks, "s2")
     with run_tasks():
         op = snapshot_destroy(snapshot=snap, by=alice)
     op = done(op)
@@ -241,23 +200,21 @@ def test_it_destroys_a_snapshot_and_keeps_the_record(alice, vm, run_tasks):
     vm.refresh_from_db()
     assert vm.status == "running"
     # The name is free again.
-    take(vm, alice, "s1", run_tasks=run_tasks)
+    take_snapshot(vm, run_tasks, "s1")
 
 
 @pytest.mark.parametrize("snap_status", ["creating", "applying", "destroying"])
 def test_it_refuses_to_destroy_a_snapshot_that_is_not_ready(alice, vm, run_tasks, db_state, snap_status):
-    snap = take(vm, alice, run_tasks=run_tasks)
+    snap = take_snapshot(vm, run_tasks)
     Snapshot.objects.filter(pk=snap.pk).update(status=snap_status)
-    before = db_state()
-    with pytest.raises(IllegalState) as caught:
+    with refused(db_state, IllegalState) as caught:
         snapshot_destroy(snapshot=snap, by=alice)
     assert snap_status in caught.value.message
-    assert db_state() == before
 
 
 def test_it_destroys_snapshots_with_their_vm(alice, vm, run_tasks):
-    take(vm, alice, "s1", run_tasks=run_tasks)
-    take(vm, alice, "s2", run_tasks=run_tasks, life_time=600)
+    take_snapshot(vm, run_tasks, "s1")
+    take_snapshot(vm, run_tasks, "s2", life_time=600)
     with run_tasks():
         vm_destroy(vm=vm, by=alice)
     assert not Snapshot.objects.exists()

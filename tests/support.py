@@ -1,0 +1,90 @@
+"""Helpers shared by the test modules: the instant the clock is frozen at, waiting
+for an operation, what libvirt's in-process test driver holds, taking a snapshot,
+and a refusal that writes nothing.
+
+Fixtures live in tests/conftest.py (`frozen_clock` stops time at T0); this module
+holds plain constants and functions that test modules import by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import libvirt
+import pytest
+
+from engines.libvirt.connection import get_connection
+from envs.models import Operation
+from vms.models import Snapshot, Vm
+from vms.services import snapshot_create
+
+TEST_URI = "test:///default"
+TEST_POOL = "tt-pool"  # the pool the node's engine creates on the test driver
+TEMPLATE_VOLUME = "tt-test-template.qcow2"
+T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def done(op: Operation) -> Operation:
+    """The operation as it ended (its task ran inline, under run_tasks)."""
+    op.refresh_from_db()
+    assert op.is_done, op.status
+    return op
+
+
+# --- what libvirt's test driver holds ------------------------------------------------
+
+
+def domain(vm: Vm) -> libvirt.virDomain:
+    """The libvirt domain behind `vm` (libvirtError if there is none)."""
+    return get_connection(TEST_URI).lookupByName(vm.engine_name)
+
+
+def domain_state(vm: Vm) -> str:
+    """"running", "stopped" or "missing", as libvirt reports the VM's domain."""
+    try:
+        dom = domain(vm)
+    except libvirt.libvirtError:
+        return "missing"
+    return "running" if dom.isActive() else "stopped"
+
+
+def domain_names() -> set[str]:
+    """The names of the domains the tests made (they start with "tt-")."""
+    return {d.name() for d in get_connection(TEST_URI).listAllDomains() if d.name().startswith("tt-")}
+
+
+def libvirt_snapshots(vm: Vm) -> set[str]:
+    return set(domain(vm).snapshotListNames())
+
+
+def tt_volumes() -> set[str]:
+    """The VM images in the node's pool (everything but the template)."""
+    pool = get_connection(TEST_URI).storagePoolLookupByName(TEST_POOL)
+    return {v.name() for v in pool.listAllVolumes() if v.name() != TEMPLATE_VOLUME}
+
+
+# --- doing and refusing --------------------------------------------------------------
+
+
+def take_snapshot(vm: Vm, run_tasks, name: str = "s1", *, by=None, **kwargs) -> Snapshot:
+    """Snapshot `vm` (as its owner unless `by` is given) and wait until it is ready."""
+    with run_tasks():
+        op = snapshot_create(vm=vm, by=by or vm.env.owner, name=name, **kwargs)
+    assert done(op).status == "succeeded", op.error_message
+    return Snapshot.objects.get(vm=vm, name=name)
+
+
+@contextlib.contextmanager
+def refused(db_state: Callable[[], dict], error: type[Exception]) -> Iterator[pytest.ExceptionInfo]:
+    """The block raises `error` and leaves every row as it was:
+
+        with refused(db_state, InvalidInput) as caught:
+            vm_add(...)
+        assert caught.value.field == "template"
+    """
+    before = db_state()
+    with pytest.raises(error) as caught:
+        yield caught
+    assert db_state() == before
