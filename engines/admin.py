@@ -17,7 +17,7 @@ LIVE = ~Q(vms__status=Vm.Status.DESTROYED)
 
 # Fields that describe where the node's existing VMs live: changing them under
 # live VMs would orphan their domains, images and derived addresses.
-LOCKED_WHILE_IN_USE = ("kind", "uri", "vm_network", "mac_prefix", "pool_name", "network_name")
+LOCKED_WHILE_IN_USE = ("kind", "uri", "vm_network", "mac_prefix", "pool_name", "network_name", "bridge")
 
 
 def _ports_used(protocol: str):
@@ -45,17 +45,31 @@ class NodeAdmin(admin.ModelAdmin):
     )
     list_filter = ("kind", "enabled")
     search_fields = ("name", "uri", "public_host", "notes")
+    actions = ("reconcile",)
     readonly_fields = ("driver_warning", "live_vm_count", "cpu_in_use", "mem_in_use", "ports_in_use",
                        "created_at")
     fieldsets = (
         (None, {"fields": ("driver_warning", "name", "kind", "uri", "enabled", "notes")}),
-        ("Network", {"fields": ("public_host", "vm_network", "mac_prefix", "network_name",
+        ("Network", {"fields": ("public_host", "vm_network", "mac_prefix", "network_name", "bridge",
                                 ("port_min", "port_max"))}),
         ("Storage", {"fields": ("pool_name",)}),
         ("Capacity", {"fields": (("cpu_capacity", "mem_capacity_mb"),
                                  ("live_vm_count", "cpu_in_use", "mem_in_use", "ports_in_use"))}),
         ("Record", {"fields": ("created_at",)}),
     )
+
+    @admin.action(description="Reconcile: record what the node really runs, rewrite its firewall")
+    def reconcile(self, request, queryset):
+        from vms.reconcile import reconcile_node
+
+        for node in queryset:
+            try:
+                drifted = reconcile_node(node.pk)
+            except Exception as exc:  # an unreachable node: say so, go on with the others
+                self.message_user(request, f"{node}: {exc.__class__.__name__}: {exc}", messages.ERROR)
+                continue
+            level = messages.WARNING if drifted else messages.SUCCESS
+            self.message_user(request, f"{node}: {drifted} VMs had drifted (see their operations)", level)
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(

@@ -96,6 +96,7 @@ class Operation(models.Model):
         SNAPSHOT_APPLY = "snapshot_apply"
         SNAPSHOT_DESTROY = "snapshot_destroy"
         SNAPSHOT_EXPIRE = "snapshot_expire"
+        VM_RECONCILE = "vm_reconcile"
 
     class Status(models.TextChoices):
         QUEUED = "queued"

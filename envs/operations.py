@@ -48,8 +48,13 @@ def record(
     idempotency_key: str = "",
     run: bool = True,
     status: str = Operation.Status.QUEUED,
+    error: TTError | None = None,
 ) -> Operation:
-    """Write the operation (inside the caller's transaction) and enqueue it on commit."""
+    """Write the operation (inside the caller's transaction) and enqueue it on commit.
+
+    With `run=False` and a final `status` it is a record of something already
+    done (or found), with `error` for a failure.
+    """
     op = Operation.objects.create(
         kind=kind,
         env=env,
@@ -60,6 +65,8 @@ def record(
         requested_by=by,
         idempotency_key=idempotency_key or "",
         status=status,
+        error_code=str(error.code) if error else "",
+        error_message=error.message if error else "",
     )
     if status in Operation.DONE:
         Operation.objects.filter(pk=op.pk).update(

@@ -16,6 +16,12 @@ def expire_envs() -> int:
     return len(env_expire_due())
 
 
+def reconcile_nodes() -> int:
+    from vms.reconcile import reconcile_nodes as run
+
+    return run()
+
+
 def expire_snapshots() -> int:
     from vms.services import snapshot_expire_due
 

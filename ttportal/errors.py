@@ -38,6 +38,7 @@ class ErrorCode(models.TextChoices):
     SNAPSHOT_APPLY = "snapshot_apply", "Applying the snapshot failed"
     ENGINE_INIT = "engine_init", "Engine initialisation failed"
     SYS_IO = "sys_io", "I/O error"
+    DRIFT = "drift", "The node does not run what the database says"
     INTERNAL = "internal", "Internal error"
 
 

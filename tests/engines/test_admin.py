@@ -16,7 +16,8 @@ NODES = reverse("admin:engines_node_changelist")
 NODE_FORM = {
     "name": "kvm-1", "kind": "libvirt", "uri": "qemu+ssh://kvm-1/system", "enabled": "on", "notes": "",
     "public_host": "198.51.100.7", "vm_network": "10.101.0.0/16", "mac_prefix": "52:54:01",
-    "network_name": "tt-net", "port_min": "30000", "port_max": "30999", "pool_name": "tt-pool",
+    "network_name": "tt-net", "bridge": "ttbr0", "port_min": "30000", "port_max": "30999",
+    "pool_name": "tt-pool",
     "cpu_capacity": "32", "mem_capacity_mb": "65536",
 }
 
@@ -103,3 +104,17 @@ def test_it_lists_nodes_in_a_constant_number_of_queries(client, root, node, alic
     assert Vm.objects.count() == 10
     assert Node.objects.filter(vms__isnull=False).distinct().count() == 3
     assert count_queries(client, NODES) == one
+
+
+def test_it_reconciles_a_node_from_the_admin(client, alice, node, template, run_tasks):
+    from tests.support import domain
+
+    make_operator(client)
+    vm = make_env(alice, run=run_tasks).vms.get()
+    domain(vm).destroy()
+    response = client.post(
+        "/admin/engines/node/", {"action": "reconcile", "_selected_action": [node.pk]}, follow=True
+    )
+    assert ("warning", f"{node.name}: 1 VMs had drifted (see their operations)") in messages_of(response)
+    vm.refresh_from_db()
+    assert vm.status == "stopped"
