@@ -1,34 +1,17 @@
 """The admin's "Add Env" form: an Env for any user, with its VM rows.
 
-Plain forms, no model forms: they only parse what the operator typed into the
-arguments of envs.services.env_create, which does every check that matters
-(names, template sizes, lifetime limit, ports, capacity) and writes the rows.
-A refusal comes back as a TTError naming a field ("name", "vms[1].disk_mb",
-"vms[0].ports[2]"); `show_error` puts it next to that field.
+The Env fields, the VM rows and the error mapping are shared with the portal
+(envs/forms.py); the admin only adds the choice of owner.
 """
 
 from __future__ import annotations
 
-import re
-import uuid
-from decimal import Decimal
-
 from django import forms
-from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from ttportal.errors import TTError
-from vms.models import Vm, VmTemplate
-from vms.specs import NewVm
+from envs.forms import EXTRA_VM_ROWS, EnvForm, VmRowForm, VmRowFormSet, filled_rows, show_error
 
-EXTRA_VM_ROWS = 3
-
-# "vms[2].disk_mb", "vms[0].ports[3]", "vms[1]"
-_VM_FIELD = re.compile(r"^vms\[(\d+)\](?:\.(\w+))?(?:\[(\d+)\])?$")
-
-
-def _hours(seconds: int) -> str:
-    return f"{Decimal(seconds) / 3600:.2f}".rstrip("0").rstrip(".")
+__all__ = ["EXTRA_VM_ROWS", "EnvAddForm", "VmRowForm", "VmRowFormSet", "filled_rows", "show_error"]
 
 
 class OwnerChoiceField(forms.ModelChoiceField):
@@ -37,20 +20,10 @@ class OwnerChoiceField(forms.ModelChoiceField):
         return f"{user.get_username()} ({full_name})" if full_name else user.get_username()
 
 
-class EnvAddForm(forms.Form):
+class EnvAddForm(EnvForm):
     owner = OwnerChoiceField(queryset=get_user_model().objects.none(), help_text="Who the Env is for.")
-    name = forms.CharField(
-        help_text="Lower-case letters, digits and hyphens; unique among the owner's live Envs.",
-    )
-    lifetime_hours = forms.DecimalField(
-        label="Lifetime (hours)", min_value=Decimal("0.01"), max_digits=8, decimal_places=2,
-    )
-    deny_outgoing = forms.BooleanField(
-        required=False, help_text="Cut the VMs off from everything beyond the node's network.",
-    )
-    # One key per rendered form: a double submit returns the first operation instead
-    # of creating a second Env (the service keys it by the operator).
-    idempotency_key = forms.CharField(widget=forms.HiddenInput, required=False, max_length=128)
+
+    field_order = ["owner", "name", "lifetime_hours", "deny_outgoing"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,96 +31,3 @@ class EnvAddForm(forms.Form):
         self.fields["owner"].queryset = user_model.objects.filter(is_active=True).order_by(
             user_model.USERNAME_FIELD
         )
-        # Settings are read per form, not at import, so a deployment's (or a test's) values show.
-        lifetime = self.fields["lifetime_hours"]
-        lifetime.initial = _hours(settings.TT_DEFAULT_ENV_LIFETIME)
-        lifetime.help_text = (
-            f"From now; default {_hours(settings.TT_DEFAULT_ENV_LIFETIME)} h, "
-            f"at most {_hours(settings.TT_MAX_ENV_LIFETIME)} h."
-        )
-        self.fields["idempotency_key"].initial = uuid.uuid4().hex
-
-    def lifetime_seconds(self) -> int:
-        return int(self.cleaned_data["lifetime_hours"] * 3600)
-
-
-class PortsField(forms.CharField):
-    """ "80, 443 53/udp" -> ["80", "443", "53/udp"]; env_create parses and checks each one."""
-
-    def to_python(self, value) -> list[str]:
-        text = super().to_python(value)
-        return [item for item in re.split(r"[\s,]+", text) if item]
-
-    def has_changed(self, initial, data) -> bool:
-        # Compare parsed lists: a blank row's "" must count as unchanged (Field compares to "").
-        return self.to_python(data) != self.to_python(initial)
-
-
-def _number() -> forms.NumberInput:
-    return forms.NumberInput(attrs={"class": "vIntegerField"})
-
-
-class VmRowForm(forms.Form):
-    name = forms.CharField(widget=forms.TextInput(attrs={"size": 12}))
-    template = forms.ModelChoiceField(queryset=VmTemplate.objects.none())
-    cpu_num = forms.IntegerField(label="vCPUs", initial=1, widget=_number())
-    mem_mb = forms.IntegerField(label="Memory (MiB)", initial=256, widget=_number())
-    disk_mb = forms.IntegerField(label="Disk (MiB)", required=False, help_text="Empty: the template's size.",
-                                 widget=_number())
-    ports = PortsField(required=False, help_text='Inner ports to forward, e.g. "22, 80, 53/udp" (NAT only).',
-                       widget=forms.TextInput(attrs={"size": 16, "placeholder": "22, 80, 53/udp"}))
-    net_kind = forms.ChoiceField(label="Network", choices=Vm.NetKind.choices, initial=Vm.NetKind.NAT)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["template"].queryset = VmTemplate.objects.filter(enabled=True).order_by("name")
-
-    def to_new_vm(self) -> NewVm:
-        data = self.cleaned_data
-        return NewVm(
-            name=data["name"], template=data["template"], cpu_num=data["cpu_num"], mem_mb=data["mem_mb"],
-            disk_mb=data["disk_mb"], ports=data["ports"], net_kind=data["net_kind"],
-        )
-
-
-VmRowFormSet = forms.formset_factory(
-    VmRowForm, extra=EXTRA_VM_ROWS, min_num=1, validate_min=True, max_num=100, validate_max=True,
-)
-
-
-def filled_rows(formset) -> list[VmRowForm]:
-    """The rows the operator filled in, in order (blank extra rows are skipped)."""
-    return [form for form in formset.forms if form.has_changed()]
-
-
-def show_error(exc: TTError, form: EnvAddForm, formset, rows: list[VmRowForm]) -> None:
-    """Attach a service refusal to the field it names; anything else is a form-wide error.
-
-    `rows` are the forms whose VMs were passed to the service, in the same order,
-    so "vms[i]" is rows[i] even when the operator left a blank row between two.
-    """
-    where = exc.field or ""
-    if where == "lifetime":
-        form.add_error("lifetime_hours", exc.message)
-        return
-    if where in form.fields and where != "idempotency_key":
-        form.add_error(where, exc.message)
-        return
-    if where == "vms":
-        formset.non_form_errors().append(exc.message)
-        return
-    match = _VM_FIELD.match(where)
-    if match and int(match[1]) < len(rows):
-        row = rows[int(match[1])]
-        field, item = match[2], match[3]
-        message = exc.message
-        if field == "ports" and item is not None:
-            ports = row.cleaned_data.get("ports") or []
-            if int(item) < len(ports):
-                message = f"{ports[int(item)]}: {message}"
-        if field in row.fields:
-            row.add_error(field, message)
-        else:
-            row.add_error(None, f"{field}: {message}" if field else message)
-        return
-    form.add_error(None, str(exc))

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "django_htmx",
     "engines",
     "envs",
     "vms",
@@ -45,6 +46,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
 ]
 
 ROOT_URLCONF = "ttportal.urls"
@@ -98,7 +100,10 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
 
-LOGIN_URL = "admin:login"
+# The portal's sign-in page (Django's auth views, templates/registration/).
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "envs:list"
+LOGOUT_REDIRECT_URL = "login"
 
 # --- TT policy -----------------------------------------------------------
 # Long operations (create, start, stop, snapshot, apply, destroy) on one Env may
@@ -151,4 +156,70 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("TT_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- REST API (issue 4) ----------------------------------------------------
+INSTALLED_APPS += [
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "knox",
+    "accounts",
+]
+# API tokens: knox's hashed tokens, in our own model (a name, a public id and
+# the time of last use on top of knox's digest, owner, created and expiry).
+KNOX_TOKEN_MODEL = "accounts.ApiToken"
+# knox's own migrations create its AuthToken table even when the model is swapped
+# out; that orphan table's foreign key to auth_user then breaks flushing the
+# database on PostgreSQL. Nothing uses it: skip them.
+MIGRATION_MODULES = {"knox": None}
+TT_API_TOKEN_DEFAULT_TTL = env_int("TT_API_TOKEN_DEFAULT_TTL", 30 * 24 * 3600, minimum=60)
+TT_API_TOKEN_MAX_TTL = env_int("TT_API_TOKEN_MAX_TTL", 365 * 24 * 3600, minimum=60)
+REST_KNOX = {
+    # A recognisable prefix lets secret scanners spot a leaked token.
+    "TOKEN_PREFIX": "ttp_",
+    "AUTH_HEADER_PREFIX": "Token",
+}
+REST_FRAMEWORK = {
+    # Token first: an anonymous request then gets 401 with WWW-Authenticate.
+    # Session auth (with DRF's CSRF check) lets the signed-in browser use the API.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.auth.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "ttportal.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "ttportal.api_schema.AutoSchema",
+    "EXCEPTION_HANDLER": "ttportal.api.exception_handler",
+    # JSON only: one request format to validate, document and test.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "TT Portal API",
+    "DESCRIPTION": (
+        "Short-lived environments of virtual machines. Long actions return 202 with an "
+        "Operation; poll GET /api/operations/{id}/ for its progress. Every error body carries "
+        "a stable `code`."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "EnvStatusEnum": "envs.models.Env.Status",
+        "VmStatusEnum": "vms.models.Vm.Status",
+        "SnapshotStatusEnum": "vms.models.Snapshot.Status",
+        "OperationStatusEnum": "envs.models.Operation.Status",
+        "OperationKindEnum": "envs.models.Operation.Kind",
+    },
 }

@@ -1,6 +1,5 @@
 from django.contrib import admin
-from django.urls import path
-from django.views.generic import RedirectView
+from django.urls import include, path
 
 admin.site.site_header = "TT Portal operations"
 admin.site.site_title = "TT Portal"
@@ -8,6 +7,8 @@ admin.site.index_title = "Nodes, templates and every Env"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    # The portal pages arrive with the portal issue; until then the admin is the UI.
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    # The REST API, its schema (/api/schema/) and Swagger UI (/api/docs/).
+    path("api/", include("ttportal.api_urls")),
+    # The portal: My Envs at "/", sign-in under accounts/.
+    path("", include("ttportal.portal_urls")),
 ]

@@ -253,7 +253,7 @@ def _vm_destroy_step(op: Operation, progress) -> None:
 def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Operation:
     """Make the VM unable to reach exactly these addresses (an empty list clears it)."""
     policy.check_can_manage(by, vm.env)
-    blacklist = parse_blacklist(addresses)
+    blacklist = parse_blacklist(addresses, "addresses")  # named as the parameter and the forms
     policy.check_live(vm.env)
     state.claim_network(vm)
     vm.refresh_from_db(fields=["net_blacklist"])  # the caller's copy may predate the last change

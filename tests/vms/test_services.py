@@ -263,12 +263,12 @@ def test_it_keeps_the_blacklist_across_egress_changes(alice, env, vm, run_tasks,
 @pytest.mark.parametrize(
     ("field", "addresses"),
     [
-        ("net_blacklist[0]", ["example.com"]),
-        ("net_blacklist[1]", ["192.0.2.1", "192.0.2.256"]),
-        ("net_blacklist[0]", ["2001:db8::1"]),
-        ("net_blacklist[0]", ["10.0.0.0/8"]),
-        ("net_blacklist", "192.0.2.1"),
-        ("net_blacklist", None),
+        ("addresses[0]", ["example.com"]),
+        ("addresses[1]", ["192.0.2.1", "192.0.2.256"]),
+        ("addresses[0]", ["2001:db8::1"]),
+        ("addresses[0]", ["10.0.0.0/8"]),
+        ("addresses", "192.0.2.1"),
+        ("addresses", None),
     ],
 )
 def test_it_refuses_a_blacklist_that_is_not_addresses(alice, vm, db_state, firewall, field, addresses):

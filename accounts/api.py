@@ -1,0 +1,57 @@
+"""Personal API tokens: create (the secret is shown once), list, revoke.
+
+Creating one needs a password or a browser session, not a token: a token that
+leaked could otherwise mint itself successors and outlive its own expiry.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.response import Response
+
+from accounts import services
+from accounts.models import ApiToken
+from accounts.serializers import NewTokenSerializer, TokenCreate, TokenSerializer
+from envs.api import parse
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Your API tokens (never their secrets)"),
+    retrieve=extend_schema(summary="One of your API tokens"),
+)
+class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = ApiToken.objects.none()  # the model, for the schema; get_queryset scopes it
+    serializer_class = TokenSerializer
+    lookup_field = "public_id"
+    lookup_url_kwarg = "id"
+    ordering_fields = ["created", "expiry", "last_used_at", "name"]
+    filterset_fields = ["name"]
+
+    def get_queryset(self):
+        return ApiToken.objects.visible_to(self.request.user).unexpired().select_related("user")
+
+    def get_authenticators(self):
+        if self.request is not None and self.request.method == "POST":
+            return [BasicAuthentication(), SessionAuthentication()]
+        return super().get_authenticators()
+
+    @extend_schema(
+        request=TokenCreate,
+        responses={201: OpenApiResponse(NewTokenSerializer, description="The token; `token` is the secret.")},
+        summary="Create an API token (password or browser session, not a token)",
+        auth=[{"basicAuth": []}, {"cookieAuth": []}],
+    )
+    def create(self, request):
+        data = parse(TokenCreate, request)
+        token, secret = services.token_create(user=request.user, name=data["name"],
+                                              expires_in=data.get("expires_in"))
+        token.token = secret
+        body = NewTokenSerializer(token, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(summary="Revoke the token: it stops working at once")
+    def destroy(self, request, *args, **kwargs):
+        services.token_revoke(token=self.get_object(), by=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,45 @@
+"""API tokens: knox's hashed token (digest, owner, created, expiry) plus what
+people need to manage several of them: a name, a public id, the last use."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+from knox.models import AbstractAuthToken, AuthTokenManager
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def visible_to(self, user) -> ApiTokenQuerySet:
+        # Tokens are personal: staff manage only their own here (the admin can revoke any).
+        return self.filter(user=user)
+
+    def unexpired(self, now=None) -> ApiTokenQuerySet:
+        now = now or timezone.now()
+        return self.filter(models.Q(expiry__isnull=True) | models.Q(expiry__gt=now))
+
+
+class ApiTokenManager(AuthTokenManager.from_queryset(ApiTokenQuerySet)):
+    """knox's `create` (returns the row and the secret) plus the queryset's methods."""
+
+
+class ApiToken(AbstractAuthToken):
+    """The secret is never stored: only its digest (knox). The primary key is that
+    digest, so the API names a token by `public_id` instead."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=100)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiTokenManager()
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user})"
+
+    def is_expired(self, now=None) -> bool:
+        return self.expiry is not None and self.expiry <= (now or timezone.now())

@@ -1,0 +1,199 @@
+"""REST API for Envs and Operations. Thin: parse → call the service → serialize.
+
+Objects are looked up through `visible_to(request.user)`, so another user's
+Env is a 404, never a 403 that would confirm it exists. Long actions answer
+202 with the Operation (poll /api/operations/{id}/).
+"""
+
+from __future__ import annotations
+
+import django_filters
+from django.contrib.auth import get_user_model
+from django.db.models import Prefetch
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from envs import services
+from envs.models import Env, Operation
+from envs.serializers import (
+    DenyOutgoing,
+    EnvCreate,
+    EnvExtend,
+    EnvSerializer,
+    OperationSerializer,
+)
+from ttportal.api import IdFilter, idempotency_key
+from ttportal.errors import Forbidden, InvalidInput
+from vms.models import Vm
+from vms.serializers import NewVmSerializer
+from vms.services import vm_add
+from vms.specs import NewVm
+
+
+def parse(serializer_class, request, **kwargs) -> dict:
+    """The validated body (a 400 with field errors otherwise)."""
+    serializer = serializer_class(data=request.data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def accepted(request, op: Operation) -> Response:
+    """202 with the operation; Location is where to watch it."""
+    data = OperationSerializer(op, context={"request": request}).data
+    # str(): the serializer gives a Hyperlink, and WSGI servers accept only exact str headers.
+    return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": str(data["url"])})
+
+
+def operation_action(request_serializer=None, *, summary: str, description: str = ""):
+    """Schema of a long action: its body, and 202 with the Operation."""
+    return extend_schema(
+        request=request_serializer,
+        responses={202: OpenApiResponse(OperationSerializer, description="Accepted: the Operation to poll.")},
+        summary=summary,
+        description=description,
+    )
+
+
+class OperationsActionsMixin:
+    # Read by ttportal.api_schema.AutoSchema: mutations here take Idempotency-Key and may
+    # answer 409/422/429.
+    operation_actions = True
+
+
+# --- Envs ------------------------------------------------------------------------
+
+
+class EnvFilter(django_filters.FilterSet):
+    name = django_filters.CharFilter(lookup_expr="icontains")
+    status = django_filters.ChoiceFilter(choices=Env.Status.choices)
+    live = django_filters.BooleanFilter(method="filter_live", label="Not destroyed")
+    owner = django_filters.CharFilter(field_name="owner__username", label="Owner's username (staff)")
+
+    class Meta:
+        model = Env
+        fields = ["name", "status", "live", "owner"]
+
+    def filter_live(self, queryset, name, value):
+        return queryset.live() if value else queryset.filter(status=Env.Status.DESTROYED)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List Envs you can see (staff: every Env)"),
+    retrieve=extend_schema(summary="One Env with its live VMs"),
+)
+class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                 viewsets.GenericViewSet):
+    queryset = Env.objects.none()  # the model, for the schema; get_queryset scopes it
+    serializer_class = EnvSerializer
+    filterset_class = EnvFilter
+    ordering_fields = ["start_at", "end_at", "name", "id"]
+
+    def get_queryset(self):
+        live_vms = Vm.objects.live().order_by("name", "id")
+        return (
+            Env.objects.visible_to(self.request.user)
+            .select_related("owner")
+            .prefetch_related(Prefetch("vms", queryset=live_vms, to_attr="live_vms"))
+        )
+
+    @operation_action(EnvCreate, summary="Create an Env with its VMs",
+                      description="The VMs are created and booted by the returned operation; "
+                      "its `env` is the new Env's id.")
+    def create(self, request):
+        data = dict(parse(EnvCreate, request))
+        owner = self._owner(request, data.pop("owner", None))
+        vms = [NewVm(**vm) for vm in data.pop("vms")]
+        op = services.env_create(owner=owner, by=request.user, vms=vms,
+                                 idempotency_key=idempotency_key(request), **data)
+        return accepted(request, op)
+
+    @staticmethod
+    def _owner(request, username):
+        if username in (None, "", request.user.get_username()):
+            return request.user
+        # Refuse before looking the name up, so nobody can probe which usernames exist.
+        if not request.user.is_staff:
+            raise Forbidden("only staff may create an Env for another user")
+        owner = get_user_model().objects.filter(username=username, is_active=True).first()
+        if owner is None:
+            raise InvalidInput("owner", "must name an active user")
+        return owner
+
+    @operation_action(EnvExtend, summary="Move the Env's end",
+                      description="Done at once: the operation is already `succeeded`.")
+    @action(detail=True, methods=["post"])
+    def extend(self, request, pk=None):
+        env = self.get_object()
+        data = parse(EnvExtend, request)
+        op = services.env_extend(env=env, by=request.user, idempotency_key=idempotency_key(request),
+                                 end_at=data.get("end_at"), lifetime=data.get("lifetime"))
+        return accepted(request, op)
+
+    @operation_action(summary="Start every stopped VM of the Env")
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        op = services.env_start(env=self.get_object(), by=request.user,
+                                idempotency_key=idempotency_key(request))
+        return accepted(request, op)
+
+    @operation_action(summary="Stop every running VM of the Env")
+    @action(detail=True, methods=["post"])
+    def stop(self, request, pk=None):
+        op = services.env_stop(env=self.get_object(), by=request.user,
+                               idempotency_key=idempotency_key(request))
+        return accepted(request, op)
+
+    @operation_action(DenyOutgoing, summary="Deny (or allow again) the Env's outgoing traffic")
+    @action(detail=True, methods=["post"], url_path="deny-outgoing", url_name="deny-outgoing")
+    def deny_outgoing(self, request, pk=None):
+        env = self.get_object()
+        data = parse(DenyOutgoing, request)
+        op = services.env_set_deny_outgoing(env=env, deny=data["deny"], by=request.user,
+                                            idempotency_key=idempotency_key(request))
+        return accepted(request, op)
+
+    @operation_action(summary="Destroy the Env and all its VMs")
+    @action(detail=True, methods=["post"], url_path="destroy", url_name="destroy")
+    def destroy_env(self, request, pk=None):
+        op = services.env_destroy(env=self.get_object(), by=request.user,
+                                  idempotency_key=idempotency_key(request))
+        return accepted(request, op)
+
+    @operation_action(NewVmSerializer, summary="Add a VM to the Env")
+    @action(detail=True, methods=["post"], url_path="vms", url_name="add-vm")
+    def add_vm(self, request, pk=None):
+        env = self.get_object()
+        data = parse(NewVmSerializer, request)
+        op = vm_add(env=env, spec=NewVm(**data), by=request.user, idempotency_key=idempotency_key(request))
+        return accepted(request, op)
+
+
+# --- Operations ---------------------------------------------------------------------
+
+
+class OperationFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=Operation.Status.choices)
+    kind = django_filters.ChoiceFilter(choices=Operation.Kind.choices)
+    env = IdFilter(field_name="env_id")
+    vm = IdFilter(field_name="vm_id")
+    snapshot = IdFilter(field_name="snapshot_id")
+
+    class Meta:
+        model = Operation
+        fields = ["status", "kind", "env", "vm", "snapshot"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Operations on Envs you can see: progress and audit log"),
+    retrieve=extend_schema(summary="One operation: status, progress, log, error code"),
+)
+class OperationViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Operation.objects.none()
+    serializer_class = OperationSerializer
+    filterset_class = OperationFilter
+    ordering_fields = ["created_at", "id"]
+
+    def get_queryset(self):
+        return Operation.objects.visible_to(self.request.user).select_related("requested_by")

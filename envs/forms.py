@@ -1,0 +1,155 @@
+"""The "new Env" form and its VM rows, shared by the portal and the admin.
+
+Plain forms, no model forms: they only parse what the user typed into the
+arguments of envs.services.env_create, which does every check that matters
+(names, template sizes, lifetime limit, ports, capacity) and writes the rows.
+A refusal comes back as a TTError naming a field ("name", "vms[1].disk_mb",
+"vms[0].ports[2]"); `show_error` puts it next to that field.
+
+The admin's form (envs.admin_forms.EnvAddForm) adds the owner; the portal's
+owner is always the signed-in user.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from decimal import Decimal
+
+from django import forms
+from django.conf import settings
+
+from ttportal.errors import TTError
+from vms.models import Vm, VmTemplate
+from vms.specs import NewVm
+
+EXTRA_VM_ROWS = 3
+
+# "vms[2].disk_mb", "vms[0].ports[3]", "vms[1]"
+_VM_FIELD = re.compile(r"^vms\[(\d+)\](?:\.(\w+))?(?:\[(\d+)\])?$")
+
+
+def hours(seconds: int) -> str:
+    """3600 -> "1", 5400 -> "1.5": a lifetime as the form shows it."""
+    return f"{Decimal(seconds) / 3600:.2f}".rstrip("0").rstrip(".")
+
+
+class EnvForm(forms.Form):
+    name = forms.CharField(
+        help_text="Lower-case letters, digits and hyphens; unique among the owner's live Envs.",
+    )
+    lifetime_hours = forms.DecimalField(
+        label="Lifetime (hours)", min_value=Decimal("0.01"), max_digits=8, decimal_places=2,
+    )
+    deny_outgoing = forms.BooleanField(
+        required=False, help_text="Cut the VMs off from everything beyond the node's network.",
+    )
+    # One key per rendered form: a double submit returns the first operation instead
+    # of creating a second Env (the service keys it by the requesting user).
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, required=False, max_length=128)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Settings are read per form, not at import, so a deployment's (or a test's) values show.
+        lifetime = self.fields["lifetime_hours"]
+        lifetime.initial = hours(settings.TT_DEFAULT_ENV_LIFETIME)
+        lifetime.help_text = (
+            f"From now; default {hours(settings.TT_DEFAULT_ENV_LIFETIME)} h, "
+            f"at most {hours(settings.TT_MAX_ENV_LIFETIME)} h."
+        )
+        self.fields["idempotency_key"].initial = uuid.uuid4().hex
+
+    def lifetime_seconds(self) -> int:
+        return int(self.cleaned_data["lifetime_hours"] * 3600)
+
+
+class PortsField(forms.CharField):
+    """ "80, 443 53/udp" -> ["80", "443", "53/udp"]; env_create parses and checks each one."""
+
+    def to_python(self, value) -> list[str]:
+        text = super().to_python(value)
+        return [item for item in re.split(r"[\s,]+", text) if item]
+
+    def has_changed(self, initial, data) -> bool:
+        # Compare parsed lists: a blank row's "" must count as unchanged (Field compares to "").
+        return self.to_python(data) != self.to_python(initial)
+
+    def prepare_value(self, value):
+        # A re-rendered form shows what was typed, not the Python list.
+        if isinstance(value, list | tuple):
+            return ", ".join(str(item) for item in value)
+        return value
+
+
+def _number() -> forms.NumberInput:
+    return forms.NumberInput(attrs={"class": "vIntegerField"})
+
+
+class VmRowForm(forms.Form):
+    name = forms.CharField(widget=forms.TextInput(attrs={"size": 12}))
+    template = forms.ModelChoiceField(queryset=VmTemplate.objects.none())
+    cpu_num = forms.IntegerField(label="vCPUs", initial=1, widget=_number())
+    mem_mb = forms.IntegerField(label="Memory (MiB)", initial=256, widget=_number())
+    disk_mb = forms.IntegerField(label="Disk (MiB)", required=False, help_text="Empty: the template's size.",
+                                 widget=_number())
+    ports = PortsField(required=False, help_text='Inner ports to forward, e.g. "22, 80, 53/udp" (NAT only).',
+                       widget=forms.TextInput(attrs={"size": 16, "placeholder": "22, 80, 53/udp"}))
+    # Short labels: the rows are a table on a laptop screen; the help text says the rest.
+    net_kind = forms.ChoiceField(
+        label="Network", choices=[(Vm.NetKind.NAT, "NAT"), (Vm.NetKind.FLAT, "Flat")], initial=Vm.NetKind.NAT,
+        help_text="NAT: reached through ports the node forwards. Flat: at the VM's own routable address.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["template"].queryset = VmTemplate.objects.filter(enabled=True).order_by("name")
+
+    def to_new_vm(self) -> NewVm:
+        data = self.cleaned_data
+        return NewVm(
+            name=data["name"], template=data["template"], cpu_num=data["cpu_num"], mem_mb=data["mem_mb"],
+            disk_mb=data["disk_mb"], ports=data["ports"], net_kind=data["net_kind"],
+        )
+
+
+VmRowFormSet = forms.formset_factory(
+    VmRowForm, extra=EXTRA_VM_ROWS, min_num=1, validate_min=True, max_num=100, validate_max=True,
+)
+
+
+def filled_rows(formset) -> list[VmRowForm]:
+    """The rows the user filled in, in order (blank extra rows are skipped)."""
+    return [form for form in formset.forms if form.has_changed()]
+
+
+def show_error(exc: TTError, form: EnvForm, formset, rows: list[VmRowForm]) -> None:
+    """Attach a service refusal to the field it names; anything else is a form-wide error.
+
+    `rows` are the forms whose VMs were passed to the service, in the same order,
+    so "vms[i]" is rows[i] even when the user left a blank row between two.
+    """
+    where = exc.field or ""
+    if where == "lifetime":
+        form.add_error("lifetime_hours", exc.message)
+        return
+    if where in form.fields and where != "idempotency_key":
+        form.add_error(where, exc.message)
+        return
+    if where == "vms":
+        formset.non_form_errors().append(exc.message)
+        return
+    match = _VM_FIELD.match(where)
+    if match and int(match[1]) < len(rows):
+        row = rows[int(match[1])]
+        field, item = match[2], match[3]
+        message = exc.message
+        if field == "ports" and item is not None:
+            ports = row.cleaned_data.get("ports") or []
+            if int(item) < len(ports):
+                message = f"{ports[int(item)]}: {message}"
+        if field in row.fields:
+            row.add_error(field, message)
+        else:
+            row.add_error(None, f"{field}: {message}" if field else message)
+        return
+    form.add_error(None, str(exc))

@@ -1,0 +1,90 @@
+"""API representations of Envs and Operations, and the bodies of Env actions."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from envs import policy
+from envs.models import Env, Operation
+from vms.serializers import NewVmSerializer, VmBriefSerializer
+
+
+class OperationSerializer(serializers.HyperlinkedModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:operation-detail")
+    env = serializers.PrimaryKeyRelatedField(read_only=True)
+    vm = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    snapshot = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    error_code = serializers.CharField(
+        read_only=True, help_text="Empty unless it failed: the stable code of the step that failed."
+    )
+    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    is_done = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Operation
+        fields = [
+            "id", "url", "kind", "status", "is_done", "progress", "env", "vm", "snapshot", "target",
+            "params", "error_code", "error_message", "log", "requested_by", "idempotency_key",
+            "created_at", "started_at", "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class EnvSerializer(serializers.HyperlinkedModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:env-detail")
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    vms = VmBriefSerializer(source="live_vms", many=True, read_only=True,
+                            help_text="The Env's VMs that are not destroyed.")
+    seconds_left = serializers.SerializerMethodField()
+    cooldown_remaining = serializers.SerializerMethodField(
+        help_text="Seconds until another long operation is accepted on this Env (0: now)."
+    )
+
+    class Meta:
+        model = Env
+        fields = [
+            "id", "url", "name", "owner", "status", "start_at", "end_at", "seconds_left", "is_stopped",
+            "deny_outgoing", "last_mgmt_at", "cooldown_remaining", "destroyed_at", "vms",
+        ]
+        read_only_fields = fields
+
+    def _now(self):
+        # One instant per response, as the services take one per operation.
+        return self.context.setdefault("now", timezone.now())
+
+    @extend_schema_field(serializers.IntegerField())
+    def get_seconds_left(self, env: Env) -> int:
+        return env.seconds_left(self._now())
+
+    @extend_schema_field(serializers.IntegerField())
+    def get_cooldown_remaining(self, env: Env) -> int:
+        return policy.cooldown_remaining(env, self._now())
+
+
+# --- request bodies -------------------------------------------------------------------
+
+
+class EnvCreate(serializers.Serializer):
+    name = serializers.CharField(help_text="DNS label, unique among your live Envs.")
+    vms = NewVmSerializer(many=True, help_text="At least one VM.")
+    lifetime = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Seconds from now; default TT_DEFAULT_ENV_LIFETIME."
+    )
+    end_at = serializers.DateTimeField(required=False, allow_null=True, help_text="Instead of lifetime.")
+    deny_outgoing = serializers.BooleanField(default=False)
+    owner = serializers.CharField(
+        required=False, help_text="Username of the owner (staff only; default: you)."
+    )
+
+
+class EnvExtend(serializers.Serializer):
+    end_at = serializers.DateTimeField(required=False, allow_null=True, help_text="The new end.")
+    lifetime = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Or: seconds from now."
+    )
+
+
+class DenyOutgoing(serializers.Serializer):
+    deny = serializers.BooleanField(help_text="true: cut the Env's VMs off beyond the node network.")

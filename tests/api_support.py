@@ -1,0 +1,84 @@
+"""Helpers for the REST API tests: clients holding a valid, expired or revoked
+token, and the world most API tests act on.
+
+Services enqueue their tasks on commit; inside a test's transaction nothing
+commits, so an API call's operation stays queued unless the test wraps the
+call in `run_tasks()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.models import ApiToken
+from accounts.services import token_create, token_revoke
+from envs.models import Env, Operation
+from tests.support import take_snapshot
+from vms.models import Snapshot, Vm
+from vms.services import vm_stop
+
+
+def token_client(secret: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
+    return client
+
+
+def client_for(user, name: str = "test") -> APIClient:
+    """A client authenticated by a fresh, valid token of `user`."""
+    _, secret = token_create(user=user, name=name)
+    return token_client(secret)
+
+
+def expired_client(user) -> APIClient:
+    token, secret = token_create(user=user, name="expired", expires_in=60)
+    ApiToken.objects.filter(pk=token.pk).update(expiry=timezone.now() - timedelta(seconds=1))
+    return token_client(secret)
+
+
+def revoked_client(user) -> APIClient:
+    token, secret = token_create(user=user, name="revoked")
+    token_revoke(token=token, by=user)
+    return token_client(secret)
+
+
+ROLES = ["owner", "other", "anonymous", "expired", "revoked", "staff"]
+
+
+def client_as(role: str, *, owner, other, staff) -> APIClient:
+    return {
+        "owner": lambda: client_for(owner),
+        "other": lambda: client_for(other),
+        "anonymous": APIClient,
+        "expired": lambda: expired_client(owner),
+        "revoked": lambda: revoked_client(owner),
+        "staff": lambda: client_for(staff),
+    }[role]()
+
+
+@dataclass
+class World:
+    """alice's Env `demo`: vm0 running with snapshot s1, vm1 stopped; an operation on record."""
+
+    env: Env
+    running: Vm
+    stopped: Vm
+    snapshot: Snapshot
+    operation: Operation
+
+
+def build_world(owner, make_env, run_tasks) -> World:
+    env = make_env(owner, vms=2)
+    running, stopped = env.vms.order_by("name")
+    with run_tasks():
+        vm_stop(vm=stopped, by=owner)
+    snapshot = take_snapshot(running, run_tasks)
+    running.refresh_from_db()
+    stopped.refresh_from_db()
+    assert (running.status, stopped.status) == ("running", "stopped")
+    return World(env=env, running=running, stopped=stopped, snapshot=snapshot,
+                 operation=env.operations.order_by("pk").first())

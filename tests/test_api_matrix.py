@@ -1,0 +1,157 @@
+"""Who gets what, over every API endpoint: the owner, another user, nobody, an expired
+token, a revoked token and staff, each exactly what they should (and a refusal changes
+nothing). Another user's objects are 404, never 403, so their existence is not told."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from accounts.services import token_create
+from tests.api_support import ROLES, build_world, client_as
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # formatted with the world: {env}, {running}, {stopped}, {snapshot}, {op}, {template}, {token}
+    scope: str  # owned | list | create | global | own_token | password_only
+    ok: int = 200
+    body: Any = None
+    kind: str = ""  # the operation kind a 202 answers with
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+ENDPOINTS = [
+    # lists
+    Endpoint("get", "/api/envs/", "list"),
+    Endpoint("get", "/api/vms/", "list"),
+    Endpoint("get", "/api/snapshots/", "list"),
+    Endpoint("get", "/api/operations/", "list"),
+    Endpoint("get", "/api/templates/", "global"),
+    Endpoint("get", "/api/tokens/", "list"),
+    # details
+    Endpoint("get", "/api/envs/{env}/", "owned"),
+    Endpoint("get", "/api/vms/{running}/", "owned"),
+    Endpoint("get", "/api/snapshots/{snapshot}/", "owned"),
+    Endpoint("get", "/api/operations/{op}/", "owned"),
+    Endpoint("get", "/api/templates/{template}/", "global"),
+    Endpoint("get", "/api/tokens/{token}/", "own_token"),
+    # Env actions
+    Endpoint("post", "/api/envs/", "create", 202,
+             {"name": "fresh", "vms": [{"name": "a", "template": "tt/busybox"}]}, "env_create"),
+    Endpoint("post", "/api/envs/{env}/extend/", "owned", 202, {"lifetime": 7200}, "env_extend"),
+    Endpoint("post", "/api/envs/{env}/start/", "owned", 202, None, "env_start"),
+    Endpoint("post", "/api/envs/{env}/stop/", "owned", 202, None, "env_stop"),
+    Endpoint("post", "/api/envs/{env}/deny-outgoing/", "owned", 202, {"deny": True}, "env_set_deny_outgoing"),
+    Endpoint("post", "/api/envs/{env}/destroy/", "owned", 202, None, "env_destroy"),
+    Endpoint("post", "/api/envs/{env}/vms/", "owned", 202, {"name": "extra", "template": "tt/busybox"},
+             "vm_add"),
+    # VM actions
+    Endpoint("post", "/api/vms/{stopped}/start/", "owned", 202, None, "vm_start"),
+    Endpoint("post", "/api/vms/{running}/stop/", "owned", 202, None, "vm_stop"),
+    Endpoint("post", "/api/vms/{running}/destroy/", "owned", 202, None, "vm_destroy"),
+    Endpoint("put", "/api/vms/{running}/blacklist/", "owned", 202, {"addresses": ["192.0.2.7"]},
+             "vm_set_blacklist"),
+    Endpoint("post", "/api/vms/{running}/blacklist/", "owned", 202, {"addresses": ["192.0.2.7"]},
+             "vm_set_blacklist"),
+    Endpoint("put", "/api/vms/{running}/ports/", "owned", 202, {"ports": [22, "53/udp"]}, "vm_set_ports"),
+    Endpoint("post", "/api/vms/{running}/ports/", "owned", 202, {"ports": [22]}, "vm_set_ports"),
+    Endpoint("post", "/api/vms/{running}/snapshots/", "owned", 202, {"name": "s2", "life_time": 3600},
+             "snapshot_create"),
+    # snapshot actions
+    Endpoint("post", "/api/snapshots/{snapshot}/apply/", "owned", 202, None, "snapshot_apply"),
+    Endpoint("delete", "/api/snapshots/{snapshot}/", "owned", 202, None, "snapshot_destroy"),
+    Endpoint("post", "/api/snapshots/{snapshot}/destroy/", "owned", 202, None, "snapshot_destroy"),
+    # tokens
+    Endpoint("post", "/api/tokens/", "password_only", 201, {"name": "more"}),
+    Endpoint("delete", "/api/tokens/{token}/", "own_token", 204),
+]
+
+# Mutations reached by POST/PUT/DELETE on their own URL (not a list's POST or a detail's DELETE).
+ACTIONS = [e for e in ENDPOINTS if e.method in ("post", "put") and e.path.count("/") > 3]
+
+
+def expected(endpoint: Endpoint, role: str) -> int:
+    if role in ("anonymous", "expired", "revoked"):
+        return 401
+    scope = endpoint.scope
+    if scope == "password_only":
+        return 401  # a token cannot mint tokens (see accounts/api.py)
+    if role == "owner" or scope in ("list", "create", "global"):
+        return endpoint.ok
+    if scope == "own_token":
+        return 404  # staff too: tokens are personal
+    return endpoint.ok if role == "staff" else 404  # owned
+
+
+def expected_code(endpoint: Endpoint, role: str) -> str:
+    if expected(endpoint, role) == 404:
+        return "not_found"
+    if role in ("expired", "revoked") and endpoint.scope != "password_only":
+        return "authentication_failed"  # a token was sent, and it does not work
+    return "not_authenticated"
+
+
+@pytest.fixture
+def world(alice, make_env, run_tasks):
+    w = build_world(alice, make_env, run_tasks)
+    w.token, _ = token_create(user=alice, name="ci")
+    return w
+
+
+def _url(endpoint: Endpoint, w) -> str:
+    return endpoint.path.format(
+        env=w.env.pk, running=w.running.pk, stopped=w.stopped.pk, snapshot=w.snapshot.pk,
+        op=w.operation.pk, template=w.running.template_id, token=w.token.public_id,
+    )
+
+
+def _visible_ids(endpoint: Endpoint, w) -> set:
+    return {
+        "/api/envs/": {w.env.pk},
+        "/api/vms/": {w.running.pk, w.stopped.pk},
+        "/api/snapshots/": {w.snapshot.pk},
+        "/api/operations/": {w.operation.pk},
+        "/api/tokens/": {str(w.token.public_id)},
+    }.get(endpoint.path, set())
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.id)
+def test_it_gives_each_caller_exactly_what_it_should(endpoint, role, world, alice, bob, olga, db_state):
+    client = client_as(role, owner=alice, other=bob, staff=olga)
+    want = expected(endpoint, role)
+    before = db_state()
+
+    response = getattr(client, endpoint.method)(_url(endpoint, world), endpoint.body, format="json")
+
+    assert response.status_code == want, response.content
+    if want >= 400:
+        assert response.json()["code"] == expected_code(endpoint, role), response.json()
+        assert db_state() == before  # a refusal changes nothing
+        return
+    if want == 202:
+        op = response.json()
+        assert op["kind"] == endpoint.kind
+        assert op["status"] in ("queued", "succeeded")
+        assert response["Location"].endswith(f"/api/operations/{op['id']}/")
+    if endpoint.scope == "list":
+        ids = {item["id"] for item in response.json()["results"]}
+        mine = _visible_ids(endpoint, world)
+        sees = role == "owner" or (role == "staff" and endpoint.path != "/api/tokens/")
+        assert (mine <= ids) if sees else not (mine & ids), (role, ids)
+
+
+@pytest.mark.parametrize("endpoint", ACTIONS, ids=lambda e: e.id)
+def test_it_refuses_get_on_every_mutation(endpoint, world, alice, db_state):
+    before = db_state()
+    response = client_as("owner", owner=alice, other=None, staff=None).get(_url(endpoint, world))
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+    assert db_state() == before

@@ -1,0 +1,195 @@
+"""The portal's VM and snapshot actions, the port map and the templates page."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from envs.models import Operation
+from tests.support import take_snapshot
+from vms.models import Snapshot, Vm, VmTemplate
+from vms.specs import NewVm
+
+K = Operation.Kind
+VM_ACTIONS = ["vms:start", "vms:stop", "vms:destroy", "vms:blacklist", "vms:snapshot_create"]
+SNAPSHOT_ACTIONS = ["vms:snapshot_apply", "vms:snapshot_destroy"]
+
+
+@pytest.fixture
+def vm(alice, make_env, template):
+    env = make_env(alice, vms=[NewVm(name="web", template=template.name, ports=[22, "53/udp"])])
+    return env.vms.get()
+
+
+@pytest.fixture
+def snapshot(vm, run_tasks):
+    return take_snapshot(vm, run_tasks, "before")
+
+
+def flash(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def env_page(vm: Vm) -> str:
+    return reverse("envs:detail", args=[vm.env_id])
+
+
+# --- the Env page shows each VM ---------------------------------------------------------
+
+
+def test_it_shows_the_port_map_as_copyable_lines(client, alice, vm):
+    client.force_login(alice)
+    body = client.get(env_page(vm)).content.decode()
+    for mapping in vm.port_mappings.all():
+        suffix = "/udp" if mapping.protocol == "udp" else ""
+        assert f"<code class=\"copy-src\">203.0.113.10:{mapping.public_port}</code>" in body
+        assert f"<code>{mapping.inner_port}{suffix}</code>" in body
+        assert f'data-copy="203.0.113.10:{mapping.public_port}"' in body
+    assert "→" in body
+    assert vm.ip in body and "running" in body
+
+
+def test_it_shows_snapshots_with_their_life_time(client, alice, vm, run_tasks):
+    take_snapshot(vm, run_tasks, "kept")
+    take_snapshot(vm, run_tasks, "short", life_time=3600)
+    client.force_login(alice)
+    body = client.get(env_page(vm)).content.decode()
+    assert "kept" in body and "short" in body
+    short = Snapshot.objects.get(name="short")
+    assert f"{short.expires_at:%m-%d %H:%M}" in body
+
+
+# --- actions ------------------------------------------------------------------------------
+
+
+def test_it_stops_and_starts_a_vm(client, alice, vm, run_tasks):
+    client.force_login(alice)
+    with run_tasks():
+        response = client.post(reverse("vms:stop", args=[vm.pk]))
+    assert response.status_code == 302
+    assert response["Location"] == f"{env_page(vm)}#vm-{vm.pk}"
+    vm.refresh_from_db()
+    assert vm.status == Vm.Status.STOPPED
+    client.post(reverse("vms:start", args=[vm.pk]))
+    for kind in (K.VM_STOP, K.VM_START):
+        assert Operation.objects.get(vm=vm, kind=kind).requested_by == alice
+
+
+def test_it_destroys_a_vm(client, alice, vm):
+    client.force_login(alice)
+    client.post(reverse("vms:destroy", args=[vm.pk]))
+    assert Operation.objects.get(vm=vm, kind=K.VM_DESTROY).requested_by == alice
+
+
+def test_it_sets_the_blacklist_from_lines(client, alice, vm):
+    client.force_login(alice)
+    client.post(reverse("vms:blacklist", args=[vm.pk]), {"addresses": "192.0.2.1\n198.51.100.7, 192.0.2.1"})
+    op = Operation.objects.get(vm=vm, kind=K.VM_SET_BLACKLIST)
+    assert op.requested_by == alice
+    vm.refresh_from_db()
+    assert vm.net_blacklist == ["192.0.2.1", "198.51.100.7"]
+
+
+def test_it_reports_a_bad_blacklist_address(client, alice, vm):
+    client.force_login(alice)
+    response = client.post(reverse("vms:blacklist", args=[vm.pk]), {"addresses": "not-an-ip"}, follow=True)
+    assert any("not an IPv4 address" in m for m in flash(response))
+    assert not Operation.objects.filter(kind=K.VM_SET_BLACKLIST).exists()
+
+
+def test_it_takes_a_snapshot_with_a_life_time(client, alice, vm):
+    client.force_login(alice)
+    client.post(reverse("vms:snapshot_create", args=[vm.pk]), {"name": "s1", "life_time_hours": "2"})
+    op = Operation.objects.get(vm=vm, kind=K.SNAPSHOT_CREATE)
+    assert op.requested_by == alice
+    assert op.snapshot.life_time == 7200
+
+
+def test_it_reports_a_bad_snapshot_name(client, alice, vm):
+    client.force_login(alice)
+    response = client.post(reverse("vms:snapshot_create", args=[vm.pk]), {"name": "Bad Name"}, follow=True)
+    assert any(m.startswith("name:") for m in flash(response))
+    assert not Snapshot.objects.exists()
+
+
+def test_it_applies_and_deletes_a_snapshot(client, alice, snapshot, run_tasks):
+    client.force_login(alice)
+    with run_tasks():
+        client.post(reverse("vms:snapshot_apply", args=[snapshot.pk]))
+    client.post(reverse("vms:snapshot_destroy", args=[snapshot.pk]))
+    for kind in (K.SNAPSHOT_APPLY, K.SNAPSHOT_DESTROY):
+        assert Operation.objects.get(kind=kind).requested_by == alice
+
+
+def test_it_lets_staff_act_on_any_vm(client, olga, vm):
+    client.force_login(olga)
+    client.post(reverse("vms:stop", args=[vm.pk]))
+    assert Operation.objects.get(vm=vm, kind=K.VM_STOP).requested_by == olga
+
+
+@pytest.mark.parametrize("name", VM_ACTIONS)
+def test_it_returns_404_for_someone_elses_vm(client, bob, vm, name):
+    client.force_login(bob)
+    response = client.post(reverse(name, args=[vm.pk]), {"name": "s1", "addresses": ""})
+    assert response.status_code == 404
+    assert not Operation.objects.filter(requested_by=bob).exists()
+
+
+@pytest.mark.parametrize("name", SNAPSHOT_ACTIONS)
+def test_it_returns_404_for_someone_elses_snapshot(client, bob, snapshot, name):
+    client.force_login(bob)
+    assert client.post(reverse(name, args=[snapshot.pk])).status_code == 404
+    assert not Operation.objects.filter(requested_by=bob).exists()
+
+
+@pytest.mark.parametrize("name", VM_ACTIONS + SNAPSHOT_ACTIONS)
+def test_it_refuses_get_on_an_action(client, alice, snapshot, name):
+    client.force_login(alice)
+    pk = snapshot.pk if name in SNAPSHOT_ACTIONS else snapshot.vm_id
+    assert client.get(reverse(name, args=[pk])).status_code == 405
+
+
+@pytest.mark.parametrize("name", VM_ACTIONS + SNAPSHOT_ACTIONS)
+def test_it_rejects_an_action_without_a_csrf_token(alice, snapshot, name):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    pk = snapshot.pk if name in SNAPSHOT_ACTIONS else snapshot.vm_id
+    before = Operation.objects.count()
+    assert client.post(reverse(name, args=[pk]), {"name": "s2", "addresses": ""}).status_code == 403
+    assert Operation.objects.count() == before
+
+
+def test_it_sends_anonymous_posts_to_sign_in(client, vm):
+    response = client.post(reverse("vms:stop", args=[vm.pk]))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+    assert not Operation.objects.filter(kind=K.VM_STOP).exists()
+
+
+# --- templates --------------------------------------------------------------------------
+
+
+def test_it_lists_usable_templates_with_engines_and_minimums(client, alice, template):
+    VmTemplate.objects.create(name="tt/retired", path="x.qcow2", compatible_engines=["docker"], enabled=False)
+    template.min_cpu, template.min_mem_mb = 2, 512
+    template.save()
+    client.force_login(alice)
+    response = client.get(reverse("vms:templates"))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "tt/busybox" in body and "libvirt" in body and "512 MiB" in body and "20 MiB" in body
+    assert "tt/retired" not in body
+
+
+def test_it_shows_staff_disabled_templates_too(client, olga, template):
+    VmTemplate.objects.create(name="tt/retired", path="x.qcow2", compatible_engines=["docker"], enabled=False)
+    client.force_login(olga)
+    body = client.get(reverse("vms:templates")).content.decode()
+    assert "tt/retired" in body and "disabled" in body
+
+
+def test_it_sends_anonymous_users_from_templates_to_sign_in(client, template):
+    response = client.get(reverse("vms:templates"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))

@@ -1,0 +1,145 @@
+"""What every API view shares: the one error mapping, pagination, the schema's
+error responses, and the Idempotency-Key header.
+
+Services raise TTError subclasses; `exception_handler` (REST_FRAMEWORK
+EXCEPTION_HANDLER) turns each into its HTTP status with a body that always
+carries the stable `code`. Views never catch them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import django_filters
+from django import forms
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from ttportal.errors import (
+    CooldownActive,
+    EngineError,
+    ErrorCode,
+    Exhausted,
+    Forbidden,
+    IllegalState,
+    InvalidInput,
+    NotFound,
+    TTError,
+    Unsupported,
+)
+
+log = logging.getLogger(__name__)
+
+# The most specific class wins (walked along the error's MRO).
+STATUS_FOR_ERROR: dict[type[TTError], int] = {
+    InvalidInput: status.HTTP_400_BAD_REQUEST,
+    Forbidden: status.HTTP_403_FORBIDDEN,
+    NotFound: status.HTTP_404_NOT_FOUND,
+    IllegalState: status.HTTP_409_CONFLICT,
+    Exhausted: status.HTTP_409_CONFLICT,
+    Unsupported: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    CooldownActive: status.HTTP_429_TOO_MANY_REQUESTS,
+    EngineError: status.HTTP_502_BAD_GATEWAY,
+    TTError: status.HTTP_500_INTERNAL_SERVER_ERROR,
+}
+
+# DRF's own codes, renamed where ours already has a name for the same thing.
+DRF_CODES = {"permission_denied": str(ErrorCode.FORBIDDEN), "not_found": str(ErrorCode.NOT_FOUND)}
+
+
+def status_for(error: TTError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_FOR_ERROR:
+            return STATUS_FOR_ERROR[cls]
+    return status.HTTP_500_INTERNAL_SERVER_ERROR
+
+
+def flatten_errors(detail, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested field errors as flat paths, the way services name fields: `vms[0].name`."""
+    out: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            path = f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}" if prefix else str(key)
+            out.update(flatten_errors(value, path))
+    elif isinstance(detail, list | tuple):
+        if all(not isinstance(item, dict | list | tuple) for item in detail):
+            if detail:
+                out[prefix or api_settings.NON_FIELD_ERRORS_KEY] = [str(item) for item in detail]
+        else:
+            for i, item in enumerate(detail):
+                out.update(flatten_errors(item, f"{prefix}[{i}]"))
+    else:
+        out[prefix or api_settings.NON_FIELD_ERRORS_KEY] = [str(detail)]
+    return out
+
+
+def invalid_body(errors: dict[str, list[str]]) -> dict:
+    field, messages = next(iter(errors.items()), (api_settings.NON_FIELD_ERRORS_KEY, ["invalid input"]))
+    return {"code": str(ErrorCode.INVALID), "field": field, "message": messages[0], "errors": errors}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, TTError):
+        code = status_for(exc)
+        body = exc.as_dict()
+        headers = {}
+        if exc.field:
+            body["errors"] = {exc.field: [exc.message]}
+        if isinstance(exc, CooldownActive):
+            body["retry_after"] = exc.retry_after
+            headers["Retry-After"] = str(exc.retry_after)
+        if code >= 500:
+            log.error("API request failed: %s: %s", exc.code, exc)
+        return Response(body, status=code, headers=headers)
+    if isinstance(exc, IntegrityError):
+        # A database invariant caught a race the services' checks could not see
+        # (two requests at once); nothing was written, so the client may retry.
+        log.warning("API request hit a database constraint: %s", exc)
+        return Response(
+            {"code": str(ErrorCode.ILLEGAL_STATE),
+             "message": "conflicts with a concurrent change; retry the request"},
+            status=status.HTTP_409_CONFLICT,
+        )
+    if isinstance(exc, DjangoValidationError):
+        non_field = api_settings.NON_FIELD_ERRORS_KEY
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {non_field: exc.messages}
+        )
+    if isinstance(exc, exceptions.ValidationError):
+        return Response(invalid_body(flatten_errors(exc.detail)), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, Http404 | DjangoPermissionDenied | exceptions.APIException):
+        response = drf_exception_handler(exc, context)
+        if response is None:
+            return None
+        detail = response.data.get("detail", "") if isinstance(response.data, dict) else response.data
+        code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
+        body = {"code": DRF_CODES.get(code, code), "message": str(detail)}
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            body["retry_after"] = int(exc.wait)
+        response.data = body
+        return response
+    return None
+
+
+def idempotency_key(request) -> str:
+    """The `Idempotency-Key` header: the same key from the same user returns the first operation."""
+    return request.headers.get("Idempotency-Key", "")
+
+
+class IdFilter(django_filters.NumberFilter):
+    """An object id to filter by: a plain bounded integer, not a model choice. A model
+    choice would check the id against every row and so tell others' ids (400) from
+    unknown ones; an unbounded number would overflow the database's integer."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)

@@ -1,0 +1,68 @@
+"""The OpenAPI side of the API's conventions: the error body, the error responses
+every operation really can return, the Idempotency-Key and Retry-After headers."""
+
+from __future__ import annotations
+
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework import serializers
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key", str, location=OpenApiParameter.HEADER, required=False,
+    description="Repeat a request safely: the same key from the same user returns the first "
+    "operation instead of acting twice (at most 128 characters).",
+)
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After", int, location=OpenApiParameter.HEADER, response=[429],
+    description="Seconds until the Env's management cooldown lets another long operation run.",
+)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error body: a stable code to branch on, a message for people."""
+
+    code = serializers.CharField(
+        help_text="Stable error code: invalid, forbidden, not_found, not_authenticated, "
+        "authentication_failed, method_not_allowed, illegal_state, cooldown, "
+        "unsupported_feature, resources_exhausted, parse_error, or an engine step code."
+    )
+    message = serializers.CharField()
+    field = serializers.CharField(
+        required=False, help_text="The field at fault (400 only), e.g. vms[0].name."
+    )
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()), required=False,
+        help_text="Every field error, DRF style, keyed by field path (400 only).",
+    )
+    retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait (429 only).")
+
+
+_MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class AutoSchema(SpectacularAutoSchema):
+    """drf-spectacular's schema plus the error responses our handler really returns."""
+
+    def _error_statuses(self) -> list[int]:
+        codes = [400] if self.method in _MUTATING or self._is_list_view() else []
+        public = any(getattr(p, "__name__", "") == "AllowAny" for p in self.view.permission_classes)
+        if not public:
+            codes += [401, 403]
+        if "{" in self.path or self._is_list_view():  # a detail route, or a page past the end
+            codes.append(404)
+        if self.method in _MUTATING and getattr(self.view, "operation_actions", False):
+            codes += [409, 422, 429]
+        return codes
+
+    def _get_response_bodies(self, direction="response"):
+        bodies = super()._get_response_bodies(direction)
+        if direction == "response":
+            for code in self._error_statuses():
+                bodies.setdefault(str(code), self._get_response_for_code(ErrorSerializer, str(code)))
+        return bodies
+
+    def get_override_parameters(self):
+        params = list(super().get_override_parameters())
+        if self.method in _MUTATING and getattr(self.view, "operation_actions", False):
+            params += [IDEMPOTENCY_KEY, RETRY_AFTER]
+        return params

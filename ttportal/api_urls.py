@@ -1,0 +1,24 @@
+"""/api/: the REST API, its OpenAPI schema and its Swagger UI (served from local static files)."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from accounts.api import TokenViewSet
+from envs.api import EnvViewSet, OperationViewSet
+from vms.api import SnapshotViewSet, TemplateViewSet, VmViewSet
+
+router = DefaultRouter()
+router.register("envs", EnvViewSet, basename="env")
+router.register("vms", VmViewSet, basename="vm")
+router.register("snapshots", SnapshotViewSet, basename="snapshot")
+router.register("templates", TemplateViewSet, basename="template")
+router.register("operations", OperationViewSet, basename="operation")
+router.register("tokens", TokenViewSet, basename="token")
+
+app_name = "api"
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("", include(router.urls)),
+]

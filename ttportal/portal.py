@@ -1,0 +1,52 @@
+"""What the portal's action views share: call a service, say what happened, go back.
+
+Every action is a POST form that works without JavaScript: the service's
+answer becomes a flash message and the browser is redirected to where the
+form came from (a safe `next`), or to the object's page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from envs.models import Operation
+from ttportal.errors import CooldownActive, Forbidden, TTError
+
+
+def describe(exc: TTError) -> str:
+    """A refusal as one sentence for a flash message."""
+    if isinstance(exc, CooldownActive):
+        return f"Not yet: another operation ran on this Env moments ago; available in {exc.retry_after} s."
+    return str(exc)
+
+
+def back_url(request: HttpRequest, default: str) -> str:
+    """Where the form came from (its `next` field) if that is on this site, else `default`."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
+
+
+def act(
+    request: HttpRequest, call: Callable[[], Operation], success: str, default: str
+) -> HttpResponseRedirect:
+    """Run one service call for the signed-in user and redirect back with its outcome."""
+    try:
+        op = call()
+    except Forbidden as exc:
+        # Querysets already hide what is not yours (404); this is the service's own no.
+        raise PermissionDenied(exc.message) from exc
+    except TTError as exc:
+        messages.error(request, describe(exc))
+    else:
+        done = op.status in Operation.DONE
+        messages.success(request, success if done else f"{success} (operation {op.pk} queued).")
+    return HttpResponseRedirect(back_url(request, default))

@@ -1,0 +1,37 @@
+"""The portal's pages, mounted at the site root (ttportal/urls.py)."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from envs import views as env_views
+from vms import views as vm_views
+
+env_patterns = [
+    path("", env_views.env_list, name="list"),
+    path("envs/new/", env_views.env_create, name="create"),
+    path("envs/<int:pk>/", env_views.env_detail, name="detail"),
+    path("envs/<int:pk>/operations/", env_views.env_operations, name="operations"),
+    path("envs/<int:pk>/start/", env_views.env_start, name="start"),
+    path("envs/<int:pk>/stop/", env_views.env_stop, name="stop"),
+    path("envs/<int:pk>/extend/", env_views.env_extend, name="extend"),
+    path("envs/<int:pk>/outgoing/", env_views.env_outgoing, name="outgoing"),
+    path("envs/<int:pk>/destroy/", env_views.env_destroy, name="destroy"),
+]
+
+vm_patterns = [
+    path("templates/", vm_views.template_list, name="templates"),
+    path("vms/<int:pk>/start/", vm_views.vm_start, name="start"),
+    path("vms/<int:pk>/stop/", vm_views.vm_stop, name="stop"),
+    path("vms/<int:pk>/destroy/", vm_views.vm_destroy, name="destroy"),
+    path("vms/<int:pk>/blacklist/", vm_views.vm_blacklist, name="blacklist"),
+    path("vms/<int:pk>/snapshots/", vm_views.snapshot_create, name="snapshot_create"),
+    path("snapshots/<int:pk>/apply/", vm_views.snapshot_apply, name="snapshot_apply"),
+    path("snapshots/<int:pk>/delete/", vm_views.snapshot_destroy, name="snapshot_destroy"),
+]
+
+urlpatterns = [
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include((env_patterns, "envs"))),
+    path("", include((vm_patterns, "vms"))),
+]

@@ -1,0 +1,110 @@
+"""Portal actions on one VM and its snapshots, and the templates page.
+
+Thin: find the object through visible_to (somebody else's is a 404), call
+vms.services with by=request.user, redirect back to the Env page with a message.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from ttportal.portal import act, back_url
+from vms import services
+from vms.models import Snapshot, Vm, VmTemplate
+
+
+def _vm_for(request: HttpRequest, pk: int) -> Vm:
+    return get_object_or_404(Vm.objects.visible_to(request.user).select_related("env"), pk=pk)
+
+
+def _snapshot_for(request: HttpRequest, pk: int) -> Snapshot:
+    return get_object_or_404(Snapshot.objects.visible_to(request.user).select_related("vm__env"), pk=pk)
+
+
+def _back(vm: Vm) -> str:
+    return reverse("envs:detail", args=[vm.env_id]) + f"#vm-{vm.pk}"
+
+
+@login_required
+@require_GET
+def template_list(request: HttpRequest) -> HttpResponse:
+    """What a new VM can be made from (staff also see disabled templates)."""
+    templates = VmTemplate.objects.order_by("name")
+    if not request.user.is_staff:
+        templates = templates.filter(enabled=True)
+    return render(request, "vms/templates.html", {"templates": templates})
+
+
+@require_POST
+@login_required
+def vm_start(request: HttpRequest, pk: int) -> HttpResponse:
+    vm = _vm_for(request, pk)
+    return act(request, lambda: services.vm_start(vm=vm, by=request.user), f"Starting {vm.name}", _back(vm))
+
+
+@require_POST
+@login_required
+def vm_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    vm = _vm_for(request, pk)
+    return act(request, lambda: services.vm_stop(vm=vm, by=request.user), f"Stopping {vm.name}", _back(vm))
+
+
+@require_POST
+@login_required
+def vm_destroy(request: HttpRequest, pk: int) -> HttpResponse:
+    vm = _vm_for(request, pk)
+    return act(request, lambda: services.vm_destroy(vm=vm, by=request.user),
+               f"Destroying {vm.name}", _back(vm))
+
+
+@require_POST
+@login_required
+def vm_blacklist(request: HttpRequest, pk: int) -> HttpResponse:
+    """The addresses this VM may not reach: one per line (or separated by commas); empty clears."""
+    vm = _vm_for(request, pk)
+    addresses = [item for item in re.split(r"[\s,]+", request.POST.get("addresses", "")) if item]
+    return act(request, lambda: services.vm_set_blacklist(vm=vm, addresses=addresses, by=request.user),
+               f"Updating the blacklist of {vm.name}", _back(vm))
+
+
+@require_POST
+@login_required
+def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
+    """A snapshot named by the user; `life_time_hours` empty keeps it until deleted."""
+    vm = _vm_for(request, pk)
+    raw = request.POST.get("life_time_hours", "").strip()
+    life_time = None
+    if raw:
+        try:
+            life_time = int(Decimal(raw) * 3600)
+        except (InvalidOperation, ValueError, OverflowError):
+            messages.error(request, "Life time: give a number of hours, or leave it empty to keep it.")
+            return HttpResponseRedirect(back_url(request, _back(vm)))
+    name = request.POST.get("name", "").strip()
+    return act(request, lambda: services.snapshot_create(vm=vm, name=name, life_time=life_time,
+                                                         by=request.user),
+               f"Taking snapshot {name} of {vm.name}", _back(vm))
+
+
+@require_POST
+@login_required
+def snapshot_apply(request: HttpRequest, pk: int) -> HttpResponse:
+    snapshot = _snapshot_for(request, pk)
+    return act(request, lambda: services.snapshot_apply(snapshot=snapshot, by=request.user),
+               f"Applying snapshot {snapshot.name} to {snapshot.vm.name}", _back(snapshot.vm))
+
+
+@require_POST
+@login_required
+def snapshot_destroy(request: HttpRequest, pk: int) -> HttpResponse:
+    snapshot = _snapshot_for(request, pk)
+    return act(request, lambda: services.snapshot_destroy(snapshot=snapshot, by=request.user),
+               f"Deleting snapshot {snapshot.name} of {snapshot.vm.name}", _back(snapshot.vm))
