@@ -14,6 +14,8 @@ cd "$(dirname "$0")"
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
+# Playwright (a dev dependency) must never fetch its own browsers: the tests use /usr/bin/chromium.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc pkg-config libvirt-dev procps iproute2
@@ -22,6 +24,8 @@ APT_PACKAGES=(
   dnsmasq-base nftables
   # the template builder
   e2fsprogs cpio xz-utils
+  # the browser tests (tests/browser): Playwright drives Debian's Chromium, never its own download
+  chromium
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }

@@ -101,6 +101,18 @@ def env_create(request: HttpRequest) -> HttpResponse:
     })
 
 
+def _url_maker(name: str):
+    """pk -> the URL of `name`, reversed once per page instead of once per row (a reverse()
+    per VM, action and snapshot was a sixth of an Env page with 100 VMs)."""
+    sentinel = 987654321
+    head, _, tail = reverse(name, args=[sentinel]).partition(str(sentinel))
+    return lambda pk: f"{head}{pk}{tail}"
+
+
+_VM_URLS = ("start", "stop", "destroy", "snapshot_create", "blacklist")
+_SNAPSHOT_URLS = ("snapshot_apply", "snapshot_destroy")
+
+
 def _vm_rows(env: Env) -> list[Vm]:
     """The Env's live VMs with everything the page shows, in a fixed number of queries."""
     vms = list(
@@ -110,8 +122,14 @@ def _vm_rows(env: Env) -> list[Vm]:
         )
     )
     live = env.status == Env.Status.ACTIVE
+    vm_urls = {name: _url_maker(f"vms:{name}") for name in _VM_URLS}
+    snapshot_urls = {name: _url_maker(f"vms:{name}") for name in _SNAPSHOT_URLS}
     for vm in vms:
         vm.env = env  # the page's copy: no query per VM for vm.env
+        vm.urls = {name: make(vm.pk) for name, make in vm_urls.items()}
+        for snap in vm.snapshots.all():
+            snap.urls = {name.removeprefix("snapshot_"): make(snap.pk)
+                         for name, make in snapshot_urls.items()}
         vm.actions = {action: live and state.can(vm, action)
                       for action in ("start", "stop", "snapshot", "apply", "destroy")}
         vm.can_change_net = live and state.can(vm, "network") and not vm.net_busy

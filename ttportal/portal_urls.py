@@ -3,6 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from accounts import views as account_views
 from envs import views as env_views
 from vms import views as vm_views
 
@@ -29,9 +30,15 @@ vm_patterns = [
     path("snapshots/<int:pk>/delete/", vm_views.snapshot_destroy, name="snapshot_destroy"),
 ]
 
+token_patterns = [
+    path("tokens/", account_views.token_list, name="tokens"),
+    path("tokens/<uuid:pk>/revoke/", account_views.token_revoke, name="revoke"),
+]
+
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include((env_patterns, "envs"))),
     path("", include((vm_patterns, "vms"))),
+    path("", include((token_patterns, "accounts"))),
 ]

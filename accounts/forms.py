@@ -1,0 +1,39 @@
+"""The portal's "new API token" form: parses what the user typed; the rules
+(name length, expiry limits) stay in accounts.services.token_create."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+DAY = 24 * 3600
+
+
+def default_days() -> int:
+    return max(1, settings.TT_API_TOKEN_DEFAULT_TTL // DAY)
+
+
+def max_days() -> int:
+    return max(1, settings.TT_API_TOKEN_MAX_TTL // DAY)
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text='What it is for, e.g. "CI of project X".')
+    expires_in_days = forms.IntegerField(label="Expires in (days)", min_value=1)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        days = self.fields["expires_in_days"]
+        # Read at request time: the limits are settings (tests override them).
+        days.initial = default_days()
+        days.widget.attrs["max"] = max_days()
+        days.help_text = f"1 to {max_days()} days; {default_days()} by default."
+
+    def clean_expires_in_days(self) -> int:
+        days = self.cleaned_data["expires_in_days"]
+        if days > max_days():
+            raise forms.ValidationError(f"Ensure this value is at most {max_days()}.")
+        return days
+
+    def expires_in(self) -> int:
+        return self.cleaned_data["expires_in_days"] * DAY
