@@ -1,0 +1,199 @@
+"""An Env of 3 VMs ready through TT Portal vs the same 3 guests on bare QEMU.
+
+TT side: env_create (3 VMs from the busybox template, 128 MiB, port 80
+forwarded; the task runs inline, as TT_Q_SYNC does) until each VM answers HTTP
+with its own address through its forwarded public port, polled from a client
+in its own network namespace. Clock: from the env_create call.
+
+Bare side: 3 `qemu-system-x86_64 -accel tcg` with the same kernel, initrd,
+command line and memory, each on its own qcow2 overlay of the same template
+volume, with a user-mode netdev (its DHCP gives the guest 10.0.2.15) and
+`hostfwd` from a local port to guest port 80, polled from the host until each
+answers with its DHCP address. Clock: from creating the first overlay.
+
+Both sides are polled by the same poller (started before the clock), and the
+rounds alternate which side goes first. Everything runs on a throwaway node
+"bench" (bridge ttbr-bench, 10.102.0.0/16, pool tt-bench-pool, nft table
+tt_bench, client netns tt-bench-client at 198.18.1.0/29) and a throwaway
+SQLite database; all of it is removed on exit. TCG guests on 2 cores are very
+sensitive to other load on the machine: run it on an otherwise idle host.
+
+    .venv/bin/python bench/env_ready.py [--rounds 4]
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import _common as c
+
+VMS = 3
+MEM_MB = 128
+TARGET = 1.2
+DEADLINE_S = 300
+SLIRP_GUEST_IP = "10.0.2.15"
+
+
+def prepare_node():
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from engines.models import Node
+    from vms.models import VmTemplate
+
+    opts = {k: v for k, v in c.NODE.items() if k != "name"}
+    call_command("tt_prepare_node", c.NODE["name"], template=True, stdout=io.StringIO(), **opts)
+    node = Node.objects.get(name=c.NODE["name"])
+    template = VmTemplate.objects.get(name="tt/busybox")
+    user = get_user_model().objects.create_user(username="bench", password="bench-pw")
+    return node, template, user
+
+
+def tt_round(rnd: int, template, user) -> dict:
+    from envs.models import Env
+    from envs.services import env_create, env_destroy
+    from vms.specs import NewVm
+
+    waiter = c.HttpWaiter(netns=c.NETNS)
+    specs = [NewVm(name=f"vm{i}", template=template.name, mem_mb=MEM_MB, ports=[80]) for i in range(VMS)]
+    t0 = time.monotonic()
+    op = env_create(owner=user, by=user, name=f"bench-{rnd}", vms=specs)
+    op.refresh_from_db()
+    created = time.monotonic() - t0
+    if op.status != "succeeded":
+        waiter.close()
+        raise RuntimeError(f"env_create {op.status}: {op.error_code}: {op.error_message}\n{op.log}")
+    env = Env.objects.get(pk=op.env_id)
+    vms = {vm.name: vm for vm in env.vms.order_by("name")}
+    targets = {}
+    for name, vm in vms.items():
+        port = vm.port_mappings.get(inner_port=80, protocol="tcp").public_port
+        targets[name] = (f"http://{c.NODE_ADDR}:{port}/", f"ip {vm.ip}<")
+    try:
+        ready = waiter.wait(targets, t0, deadline=DEADLINE_S)
+    except c.NoAnswer as exc:
+        for name in exc.missing:
+            vm = vms[name]
+            print(f"  {name} ({vm.engine_name}, {vm.mac}, {vm.ip}) did not answer; its console ends:")
+            print(c.console_tail(vm.engine_name))
+        raise
+    done = env_destroy(env=env, by=user)
+    done.refresh_from_db()
+    if done.status != "succeeded":
+        raise RuntimeError(f"env_destroy {done.status}: {done.error_message}")
+    return {"total": max(ready.values()), "started": created, "each": ready}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bare_round(rnd: int, boot: dict[str, str], cleanup: c.Cleanup) -> dict:
+    work = Path(tempfile.mkdtemp(prefix=f"tt-bench-bare-{rnd}-"))
+    procs: list[subprocess.Popen] = []
+    cleanup.add("bare work dir", shutil.rmtree, work, ignore_errors=True)
+    cleanup.add("bare qemu processes", stop_all, procs)
+    ports = [free_port() for _ in range(VMS)]
+    waiter = c.HttpWaiter()
+    t0 = time.monotonic()
+    for i, port in enumerate(ports):
+        overlay = work / f"bare{i}.qcow2"
+        c.sh("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", boot["root"], str(overlay))
+        procs.append(subprocess.Popen([
+            "qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-m", str(MEM_MB), "-smp", "1",
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-serial", f"file:{work / f'bare{i}.console'}",
+            "-kernel", boot["kernel"], "-initrd", boot["initrd"], "-append", boot["cmdline"],
+            "-drive", f"file={overlay},format=qcow2,if=virtio",
+            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:80",
+            "-device", f"virtio-net-pci,netdev=n0,mac=52:54:00:bb:00:{i + 2:02x}",
+        ], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    started = time.monotonic() - t0
+    expect = f"ip {SLIRP_GUEST_IP}<"  # the address slirp's DHCP gave it
+    targets = {f"bare{i}": (f"http://127.0.0.1:{port}/", expect) for i, port in enumerate(ports)}
+    try:
+        ready = waiter.wait(targets, t0, deadline=DEADLINE_S)
+    except c.NoAnswer as exc:
+        for name in exc.missing:
+            i = int(name.removeprefix("bare"))
+            print(f"  {name} did not answer; its console ends:")
+            print(c.console_tail(work / f"bare{i}.console"))
+            if procs[i].poll() is not None:
+                print(f"  its qemu exited {procs[i].returncode}: {procs[i].stderr.read().strip()}")
+        raise
+    stop_all(procs)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"total": max(ready.values()), "started": started, "each": ready}
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    for p in procs:
+        p.wait()
+
+
+def show(rnd: int, side: str, result: dict) -> None:
+    each = "  ".join(f"{k} {v:5.2f}" for k, v in sorted(result["each"].items()))
+    print(f"  round {rnd} {side:>4}: all {VMS} answer HTTP after {result['total']:6.2f} s  "
+          f"(launched after {result['started']:5.2f} s; each: {each})")
+
+
+def run(rounds: int) -> None:
+    c.header(f"env_ready: Env of {VMS} busybox VMs ({MEM_MB} MiB) until HTTP answers, TT vs bare QEMU")
+    results: dict[str, list[dict]] = {"tt": [], "bare": []}
+    with c.Cleanup() as cleanup:
+        var_dir = tempfile.mkdtemp(prefix="tt-bench-db-")
+        cleanup.add("database dir", shutil.rmtree, var_dir, ignore_errors=True)
+        c.setup_django(var_dir)
+        cleanup.add("client netns", c.destroy_client)
+        c.create_client()
+        cleanup.add("bench node", c.remove_node)
+        t = time.monotonic()
+        _node, template, user = prepare_node()
+        print(f"  node {c.NODE['name']} prepared with the busybox template in {time.monotonic() - t:.1f} s")
+        pool = c.NODE["pool_name"]
+        boot = {
+            "kernel": c.volume_path(pool, template.kernel), "initrd": c.volume_path(pool, template.initrd),
+            "root": c.volume_path(pool, template.path), "cmdline": template.cmdline,
+        }
+        for rnd in range(1, rounds + 1):
+            order = ("tt", "bare") if rnd % 2 else ("bare", "tt")
+            for side in order:
+                result = tt_round(rnd, template, user) if side == "tt" else bare_round(rnd, boot, cleanup)
+                results[side].append(result)
+                show(rnd, side, result)
+    tt = [r["total"] for r in results["tt"]]
+    bare = [r["total"] for r in results["bare"]]
+    for side, totals in (("TT", tt), ("bare", bare)):
+        listed = ", ".join(f"{x:.2f}" for x in totals)
+        print(f"  median {side:<4} {c.median(totals):6.2f} s  over {len(totals)} rounds: {listed}")
+    # Each round's two sides run back to back, so their ratio is less exposed to
+    # the machine's speed drifting between rounds than the ratio of medians.
+    paired = [t / b for t, b in zip(tt, bare, strict=True)]
+    listed = ", ".join(f"{x:.2f}" for x in paired)
+    print(f"  per-round ratios TT/bare: {listed}; their median {c.median(paired):.3f}")
+    print(f"  {c.verdict('ratio TT/bare (medians)', c.median(tt) / c.median(bare), TARGET)}")
+
+
+def main() -> None:
+    parser = c.arg_parser(__doc__)
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per side, at least 2 (default 4)")
+    args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2")
+    c.require_root()
+    run(args.rounds)
+
+
+if __name__ == "__main__":
+    main()
