@@ -12,7 +12,6 @@ from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from envs import services
@@ -25,9 +24,7 @@ from vms.models import Vm
 
 
 def _extend_by_a_day(env: Env, by):
-    # From the current end, or from now if the Env is past its end but not yet swept.
-    start = max(env.end_at, timezone.now())
-    return services.env_extend(env=env, by=by, end_at=start + timedelta(days=1))
+    return services.env_extend(env=env, by=by, extend_by=timedelta(days=1))
 
 
 class VmInline(ReadOnlyTabularInline):

@@ -82,15 +82,21 @@ step_for(K.ENV_CREATE)(create_vms_step)
 
 
 @idempotent
-def env_extend(*, env: Env, by, end_at=None, lifetime=None, idempotency_key: str = "") -> Operation:
+def env_extend(
+    *, env: Env, by, end_at=None, lifetime=None, extend_by: timedelta | None = None,
+    idempotency_key: str = "",
+) -> Operation:
     """Move the end of the Env: never before now, never past start + max lifetime.
 
-    `lifetime` here counts from now ("give me 2 more hours from now").
+    `lifetime` counts from now ("2 more hours from now"); `extend_by` from the
+    current end, or from now when the end has passed but the sweep has not run.
     """
     policy.check_can_manage(by, env)
     env = Env.objects.select_for_update().get(pk=env.pk)
     policy.check_live(env)
     now = timezone.now()
+    if extend_by is not None:
+        end_at = max(env.end_at, now) + extend_by
     if end_at is None and lifetime in (None, ""):
         raise InvalidInput("end_at", "give end_at or lifetime")
     new_end = _end_from(now, lifetime=lifetime, end_at=end_at, start_at=env.start_at)

@@ -211,9 +211,9 @@ def env_extend(request: HttpRequest, pk: int) -> HttpResponse:
     except InvalidOperation:
         messages.error(request, "Extend by: give a positive number of hours.")
         return HttpResponseRedirect(back_url(request, _env_url(env)))
-    end_at = max(env.end_at, timezone.now()) + timedelta(seconds=int(more * 3600))
-    return act(request, lambda: services.env_extend(env=env, by=request.user, end_at=end_at),
-               f"{env.name} now ends at {end_at:%Y-%m-%d %H:%M} UTC.", _env_url(env))
+    extend_by = timedelta(seconds=int(more * 3600))
+    return act(request, lambda: services.env_extend(env=env, by=request.user, extend_by=extend_by),
+               f"{env.name} extended by {more} h.", _env_url(env))
 
 
 @require_POST

@@ -153,7 +153,7 @@ def test_it_runs_an_env_from_sign_in_to_destroy(server, page, alice, template, m
     end_before = env.end_at
     page.fill("#extend-hours", "1")
     page.click("form.extend button")
-    expect(page.locator(".msg-success")).to_contain_text("browser-demo now ends at")
+    expect(page.locator(".msg-success")).to_contain_text("browser-demo extended by 1 h")
     env.refresh_from_db()
     assert (env.end_at - end_before).total_seconds() == pytest.approx(3600, abs=5)
     snap(page, "07-extended")
