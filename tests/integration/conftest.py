@@ -67,9 +67,10 @@ def _clean_node() -> None:
 @pytest.fixture
 def qnode(db, client_ns):
     """The real node, prepared exactly as the run command prepares one, with the busybox template."""
-    _clean_node()
+    # Prepare first: on a fresh machine it is what starts libvirtd, which the clean-up talks to.
     opts = {k: v for k, v in NODE.items() if k != "name"}
     call_command("tt_prepare_node", NODE["name"], template=True, **opts)
+    _clean_node()
     node = Node.objects.get(name=NODE["name"])
     get_engine(node).firewall.rebuild([])
     yield node
