@@ -1,6 +1,9 @@
 """Shared pieces of the benchmarks: names, statistics, clean-up, the client namespace,
 libvirt and nftables tear-down, and an HTTP poller.
 
+The client namespace is tests/integration/netlab.py's `ClientNet`, made here with
+the benchmarks' own names and addresses.
+
 Every name here is the benchmarks' own (node "bench", bridge ttbr-bench,
 10.102.0.0/16, pools tt-bench-*, nft tables tt_bench*, netns tt-bench-client in
 198.18.1.0/29), so benchmarks can run while the integration tests (node
@@ -27,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/NAME.py`: the project is one level up
     sys.path.insert(0, str(ROOT))
 
+from tests.integration.netlab import ClientNet  # noqa: E402  (needs ROOT on sys.path)
+
 URI = "qemu:///system"
 NODE = dict(
     name="bench", uri=URI, public_host="198.18.1.1", vm_network="10.102.0.0/16",
@@ -36,10 +41,14 @@ NODE = dict(
 NODE_NFT_TABLE = "tt_bench"  # what engines.registry.nft_table_name gives node "bench"
 DOMAIN_PREFIX = "tt-bench-"  # engine names of the node's VMs: tt-<node>-<id>
 
-NETNS = "tt-bench-client"
-HOST_IF, NS_IF = "tt-bn-host", "tt-bn-ns"
-NODE_ADDR, CLIENT_ADDR = NODE["public_host"], "198.18.1.2"
-NS_PREFIX = 29
+CLIENT = ClientNet(
+    netns="tt-bench-client", host_if="tt-bn-host", ns_if="tt-bn-ns",
+    node_addr=NODE["public_host"], client_addrs=("198.18.1.2",), prefix=29,
+)
+NETNS = CLIENT.netns
+HOST_IF, NS_IF = CLIENT.host_if, CLIENT.ns_if
+NODE_ADDR, CLIENT_ADDR = CLIENT.node_addr, CLIENT.client_addrs[0]
+NS_PREFIX = CLIENT.prefix
 
 CONSOLE_DIR = Path(os.environ.get("TT_CONSOLE_DIR", "/var/log/ttportal/console"))
 LIBVIRT_QEMU_LOGS = Path("/var/log/libvirt/qemu")
@@ -273,22 +282,14 @@ def remove_node() -> None:
 
 def create_client() -> None:
     """A client in its own network namespace reaching the node's public address over a veth."""
-    destroy_client()
-    sh("ip", "netns", "add", NETNS)
-    sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
-    sh("ip", "link", "set", NS_IF, "netns", NETNS)
-    sh("ip", "addr", "add", f"{NODE_ADDR}/{NS_PREFIX}", "dev", HOST_IF)
-    sh("ip", "link", "set", HOST_IF, "up")
-    inside = ("ip", "netns", "exec", NETNS)
-    sh(*inside, "ip", "addr", "add", f"{CLIENT_ADDR}/{NS_PREFIX}", "dev", NS_IF)
-    sh(*inside, "ip", "link", "set", NS_IF, "up")
-    sh(*inside, "ip", "link", "set", "lo", "up")
-    sh(*inside, "ip", "route", "add", "default", "via", NODE_ADDR)
+    try:
+        CLIENT.create()
+    except subprocess.CalledProcessError as err:  # fail the way `sh` does
+        raise RuntimeError(f"{' '.join(err.cmd)} failed: {err.stderr.strip() or err.stdout.strip()}") from err
 
 
 def destroy_client() -> None:
-    sh("ip", "netns", "del", NETNS, check=False)
-    sh("ip", "link", "del", HOST_IF, check=False)
+    CLIENT.destroy()
 
 
 # --- waiting for guests' HTTP ------------------------------------------------------

@@ -4,6 +4,10 @@ The client (198.18.0.2 and .3, in the benchmarking range HOST-NOTES reserves
 for test clients) reaches the node at 198.18.0.1 through a veth pair, exactly
 as a user's machine would reach the node's public address. No traffic leaves
 this host.
+
+`ClientNet` names such a namespace; the module-level names and functions are
+the integration tests' one (`CLIENT`). The benchmarks (bench/_common.py) make
+their own `ClientNet` with other names and addresses, so both can run at once.
 """
 
 from __future__ import annotations
@@ -14,34 +18,61 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 
-NETNS = "tt-client"
-HOST_IF, NS_IF = "tt-cl-host", "tt-cl-ns"
-NODE_ADDR = "198.18.0.1"
-CLIENT_ADDRS = ("198.18.0.2", "198.18.0.3")
+
+@dataclass(frozen=True)
+class ClientNet:
+    """A client namespace `netns` joined to the host by the veth pair `host_if`
+    (host side, which holds `node_addr`) / `ns_if` (inside, which holds
+    `client_addrs`), all in one /`prefix` subnet; the client's default route is
+    the node's address."""
+
+    netns: str = "tt-client"
+    host_if: str = "tt-cl-host"
+    ns_if: str = "tt-cl-ns"
+    node_addr: str = "198.18.0.1"
+    client_addrs: tuple[str, ...] = ("198.18.0.2", "198.18.0.3")
+    prefix: int = 29
+
+    def create(self) -> None:
+        """Make the namespace afresh (whatever an earlier run left is removed first)."""
+        self.destroy()
+        sh("ip", "netns", "add", self.netns)
+        sh("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+        sh("ip", "link", "set", self.ns_if, "netns", self.netns)
+        sh("ip", "addr", "add", f"{self.node_addr}/{self.prefix}", "dev", self.host_if)
+        sh("ip", "link", "set", self.host_if, "up")
+        inside = ("ip", "netns", "exec", self.netns)
+        for addr in self.client_addrs:
+            sh(*inside, "ip", "addr", "add", f"{addr}/{self.prefix}", "dev", self.ns_if)
+        sh(*inside, "ip", "link", "set", self.ns_if, "up")
+        sh(*inside, "ip", "link", "set", "lo", "up")
+        sh(*inside, "ip", "route", "add", "default", "via", self.node_addr)
+
+    def destroy(self) -> None:
+        """Remove the namespace and the veth pair; nothing to remove is fine."""
+        sh("ip", "netns", "del", self.netns, check=False)
+        sh("ip", "link", "del", self.host_if, check=False)
+
+
+CLIENT = ClientNet()
+NETNS = CLIENT.netns
+HOST_IF, NS_IF = CLIENT.host_if, CLIENT.ns_if
+NODE_ADDR = CLIENT.node_addr
+CLIENT_ADDRS = CLIENT.client_addrs
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, check=check)
 
 
-def create_client() -> None:
-    destroy_client()
-    sh("ip", "netns", "add", NETNS)
-    sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
-    sh("ip", "link", "set", NS_IF, "netns", NETNS)
-    sh("ip", "addr", "add", f"{NODE_ADDR}/29", "dev", HOST_IF)
-    sh("ip", "link", "set", HOST_IF, "up")
-    for addr in CLIENT_ADDRS:
-        sh("ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{addr}/29", "dev", NS_IF)
-    sh("ip", "netns", "exec", NETNS, "ip", "link", "set", NS_IF, "up")
-    sh("ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up")
-    sh("ip", "netns", "exec", NETNS, "ip", "route", "add", "default", "via", NODE_ADDR)
+def create_client(net: ClientNet = CLIENT) -> None:
+    net.create()
 
 
-def destroy_client() -> None:
-    sh("ip", "netns", "del", NETNS, check=False)
-    sh("ip", "link", "del", HOST_IF, check=False)
+def destroy_client(net: ClientNet = CLIENT) -> None:
+    net.destroy()
 
 
 _FETCH = """
