@@ -178,6 +178,8 @@ def worker(scale: int, requests: int, out: Path) -> None:
     from django.test import Client
     from django.urls import reverse
 
+    import ttportal.wsgi  # noqa: F401  the server's start-up, which freezes what it loaded (gc.freeze)
+
     call_command("migrate", verbosity=0, interactive=False)
     started = time.perf_counter()
     data = build(scale)

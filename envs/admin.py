@@ -15,11 +15,11 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from envs import services
-from envs.admin_forms import EnvAddForm, VmRowFormSet, filled_rows, show_error
+from envs.admin_forms import EnvAddForm, VmRowFormSet
+from envs.forms import create_env_from
 from envs.models import Env, Operation
 from ttportal.admin_actions import OperateMixin, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter, format_seconds
-from ttportal.errors import TTError
 from vms.models import Vm
 
 
@@ -84,20 +84,9 @@ class EnvAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
         if request.method == "POST":
             form = EnvAddForm(request.POST)
             formset = VmRowFormSet(request.POST, prefix="vms")
-            if form.is_valid() and formset.is_valid():
-                rows = filled_rows(formset)
-                try:
-                    op = services.env_create(
-                        owner=form.cleaned_data["owner"], name=form.cleaned_data["name"],
-                        vms=[row.to_new_vm() for row in rows], by=request.user,
-                        lifetime=form.lifetime_seconds(),
-                        deny_outgoing=form.cleaned_data["deny_outgoing"],
-                        idempotency_key=form.cleaned_data["idempotency_key"],
-                    )
-                except TTError as exc:
-                    show_error(exc, form, formset, rows)
-                else:
-                    return self._created(request, op)
+            op = create_env_from(form, formset, by=request.user)
+            if op is not None:
+                return self._created(request, op)
         else:
             form = EnvAddForm()
             formset = VmRowFormSet(prefix="vms")

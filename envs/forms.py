@@ -19,6 +19,8 @@ from decimal import Decimal
 from django import forms
 from django.conf import settings
 
+from envs import services
+from envs.models import Operation
 from ttportal.errors import TTError
 from vms.models import Vm, VmTemplate
 from vms.specs import NewVm
@@ -112,6 +114,17 @@ class VmRowForm(forms.Form):
         )
 
 
+class AddVmForm(VmRowForm):
+    """One more VM for a live Env (vms.services.vm_add)."""
+
+    # As on the Env form: a double submit returns the first operation.
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, required=False, max_length=128)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["idempotency_key"].initial = uuid.uuid4().hex
+
+
 VmRowFormSet = forms.formset_factory(
     VmRowForm, extra=EXTRA_VM_ROWS, min_num=1, validate_min=True, max_num=100, validate_max=True,
 )
@@ -140,16 +153,49 @@ def show_error(exc: TTError, form: EnvForm, formset, rows: list[VmRowForm]) -> N
         return
     match = _VM_FIELD.match(where)
     if match and int(match[1]) < len(rows):
-        row = rows[int(match[1])]
-        field, item = match[2], match[3]
-        message = exc.message
-        if field == "ports" and item is not None:
-            ports = row.cleaned_data.get("ports") or []
-            if int(item) < len(ports):
-                message = f"{ports[int(item)]}: {message}"
-        if field in row.fields:
-            row.add_error(field, message)
-        else:
-            row.add_error(None, f"{field}: {message}" if field else message)
+        _row_error(rows[int(match[1])], match[2], match[3], exc.message)
         return
     form.add_error(None, str(exc))
+
+
+def _row_error(row: VmRowForm, field: str | None, item: str | None, message: str) -> None:
+    """A refusal of one VM row's `field` (its `item`th port, for ports) beside that field."""
+    if field == "ports" and item is not None:
+        ports = row.cleaned_data.get("ports") or []
+        if int(item) < len(ports):
+            message = f"{ports[int(item)]}: {message}"
+    if field in row.fields:
+        row.add_error(field, message)
+    else:
+        row.add_error(None, f"{field}: {message}" if field else message)
+
+
+# "name", "cpu_num", "ports[1]": how vms.services.vm_add names the fields of its one VM.
+_ONE_VM_FIELD = re.compile(r"^(\w+)(?:\[(\d+)\])?$")
+
+
+def show_vm_error(exc: TTError, form: AddVmForm) -> None:
+    """Attach vm_add's refusal to the field it names; anything else is a form-wide error."""
+    match = _ONE_VM_FIELD.match(exc.field or "")
+    if match and match[1] in form.fields:
+        _row_error(form, match[1], match[2], exc.message)
+    else:
+        form.add_error(None, str(exc))
+
+
+def create_env_from(form: EnvForm, formset, *, by, owner=None) -> Operation | None:
+    """Validate the form and its VM rows, then env_create; None (with the errors on the
+    forms) when anything is refused. `owner` defaults to the form's own owner field (admin)."""
+    if not (form.is_valid() and formset.is_valid()):
+        return None
+    rows = filled_rows(formset)
+    try:
+        return services.env_create(
+            owner=owner or form.cleaned_data["owner"], by=by, name=form.cleaned_data["name"],
+            vms=[row.to_new_vm() for row in rows], lifetime=form.lifetime_seconds(),
+            deny_outgoing=form.cleaned_data["deny_outgoing"],
+            idempotency_key=form.cleaned_data["idempotency_key"],
+        )
+    except TTError as exc:
+        show_error(exc, form, formset, rows)
+        return None

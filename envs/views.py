@@ -13,20 +13,24 @@ from decimal import Decimal, InvalidOperation
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Exists, OuterRef, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from envs import policy, services
-from envs.forms import EnvForm, VmRowFormSet, filled_rows, hours, show_error
+from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, hours, show_vm_error
 from envs.models import Env, Operation
-from ttportal.errors import TTError
+from envs.templatetags.portal import mib
+from ttportal.errors import Forbidden, TTError
 from ttportal.portal import act, back_url
+from vms import services as vm_services
 from vms import state
-from vms.models import PortMapping, Snapshot, Vm, VmTemplate
+from vms.models import PortMapping, Vm, VmTemplate, port_label
 
 # How many operations the Env page lists (the admin has the whole log).
 OPERATIONS_SHOWN = 25
@@ -77,20 +81,10 @@ def env_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = EnvForm(request.POST)
         formset = VmRowFormSet(request.POST, prefix="vms")
-        if form.is_valid() and formset.is_valid():
-            rows = filled_rows(formset)
-            try:
-                op = services.env_create(
-                    owner=request.user, by=request.user, name=form.cleaned_data["name"],
-                    vms=[row.to_new_vm() for row in rows], lifetime=form.lifetime_seconds(),
-                    deny_outgoing=form.cleaned_data["deny_outgoing"],
-                    idempotency_key=form.cleaned_data["idempotency_key"],
-                )
-            except TTError as exc:
-                show_error(exc, form, formset, rows)
-            else:
-                messages.success(request, f"Env {op.env.name}: creating its VMs (operation {op.pk}).")
-                return HttpResponseRedirect(_env_url(op.env))
+        op = create_env_from(form, formset, by=request.user, owner=request.user)
+        if op is not None:
+            messages.success(request, f"Env {op.env.name}: creating its VMs (operation {op.pk}).")
+            return HttpResponseRedirect(_env_url(op.env))
     else:
         form = EnvForm()
         formset = VmRowFormSet(prefix="vms")
@@ -109,42 +103,72 @@ def _url_maker(name: str):
     return lambda pk: f"{head}{pk}{tail}"
 
 
-_VM_URLS = ("start", "stop", "destroy", "snapshot_create", "blacklist")
-_SNAPSHOT_URLS = ("snapshot_apply", "snapshot_destroy")
+_VM_URLS = ("detail", "start", "stop", "destroy")
+# What a row of the Env page's VM table shows: plain values, no model instances (a
+# hundred Vm objects with their JSON fields cost more than the rest of the page).
+_VM_ROW_FIELDS = ("pk", "name", "status", "net_busy", "net_kind", "addr", "ip", "cpu_num", "mem_mb",
+                  "disk_mb", "template__name", "node__public_host", "snapshot_count")
 
 
-def _vm_rows(env: Env) -> list[Vm]:
-    """The Env's live VMs with everything the page shows, in a fixed number of queries."""
-    vms = list(
-        env.vms.live().select_related("template", "node").prefetch_related(
-            Prefetch("port_mappings", queryset=PortMapping.objects.select_related("node")),
-            Prefetch("snapshots", queryset=Snapshot.objects.order_by("created_at", "id")),
-        )
-    )
+def _gate(cooldown: int) -> tuple[str, str]:
+    """What a cooldown-gated button carries while the cooldown runs: attributes that
+    disable it (portal.js enables it at zero) and the note that says when. Built once
+    per page, not once per button."""
+    if not cooldown:
+        return "", ""
+    return (format_html(' disabled data-cooldown="{}"', cooldown),
+            format_html(' <span class="cooldown">available in {} s</span>', cooldown))
+
+
+def _vm_rows(env: Env) -> list[dict]:
+    """The Env's live VMs as the page's table shows them, in a fixed number of queries.
+
+    Snapshots, the blacklist and the port editor live on each VM's own page: an Env
+    page of 100 VMs stays one compact table (and fast: see bench/list_latency.py).
+    Display values are computed here, once, so each row is a few plain substitutions.
+    """
+    vms = env.vms.live()
+    rows = list(vms.annotate(snapshot_count=Count("snapshots")).order_by("name").values(*_VM_ROW_FIELDS))
+    ports: dict[int, list[tuple[str, str]]] = {row["pk"]: [] for row in rows}
+    for vm_id, public, inner, protocol in (
+        PortMapping.objects.filter(vm__in=vms).order_by("protocol", "inner_port")
+        .values_list("vm_id", "public_port", "inner_port", "protocol")
+    ):
+        if vm_id in ports:
+            ports[vm_id].append((public, port_label(inner, protocol)))
     live = env.status == Env.Status.ACTIVE
-    vm_urls = {name: _url_maker(f"vms:{name}") for name in _VM_URLS}
-    snapshot_urls = {name: _url_maker(f"vms:{name}") for name in _SNAPSHOT_URLS}
-    for vm in vms:
-        vm.env = env  # the page's copy: no query per VM for vm.env
-        vm.urls = {name: make(vm.pk) for name, make in vm_urls.items()}
-        for snap in vm.snapshots.all():
-            snap.urls = {name.removeprefix("snapshot_"): make(snap.pk)
-                         for name, make in snapshot_urls.items()}
-        vm.actions = {action: live and state.can(vm, action)
-                      for action in ("start", "stop", "snapshot", "apply", "destroy")}
-        vm.can_change_net = live and state.can(vm, "network") and not vm.net_busy
-        vm.blacklist_text = "\n".join(vm.net_blacklist or [])
-    return vms
+    urls = {name: _url_maker(f"vms:{name}") for name in _VM_URLS}
+    for row in rows:
+        row["urls"] = {name: make(row["pk"]) for name, make in urls.items()}
+        row["actions"] = {action: live and row["status"] in state.TRANSITIONS[action][0]
+                          for action in ("start", "stop", "destroy")}
+        host = row["node__public_host"]
+        row["ports"] = [(f"{host}:{public}", inner) for public, inner in ports[row["pk"]]]
+        row["size"] = f"{row['cpu_num']} vCPU · {mib(row['mem_mb'])} · {mib(row['disk_mb'])}"
+        row["show_ip"] = row["ip"] and row["ip"] != row["addr"]
+        row["no_ports"] = "flat: its own address" if row["net_kind"] == Vm.NetKind.FLAT else "none"
+    return rows
 
 
-def _operations(env: Env) -> tuple[list[Operation], bool]:
-    ops = list(env.operations.select_related("requested_by")[:OPERATIONS_SHOWN])
-    for op in ops:
-        lines = op.log.strip().splitlines()
+def operations_context(env: Env, vm: Vm | None = None) -> dict:
+    """The operations partial's context: the Env's latest operations (on a VM page, that
+    VM's and the Env-wide ones, which act on it too) and whether any still runs."""
+    ops = env.operations.all()
+    poll_url = reverse("envs:operations", args=[env.pk])
+    if vm is not None:
+        ops = ops.filter(Q(vm=vm) | Q(vm__isnull=True))
+        poll_url += f"?vm={vm.pk}"
+    shown = list(ops.select_related("requested_by")[:OPERATIONS_SHOWN])
+    for op in shown:
+        # Display values once here: date filters per row were a fifth of a busy Env page.
+        created = timezone.localtime(op.created_at)
+        op.when, op.when_iso = f"{created:%m-%d %H:%M:%S}", created.isoformat()
+        op.by_name = op.requested_by.get_username() if op.requested_by else "system"
+        lines = op.log.strip().splitlines() if not op.is_done else []
         op.last_line = lines[-1] if lines else ""  # what a running operation is doing now
     # Asked of the database, not of the rows shown: an old operation may still run.
-    running = env.operations.filter(status__in=_ACTIVE_OPS).exists()
-    return ops, running
+    running = ops.filter(status__in=_ACTIVE_OPS).exists()
+    return {"env": env, "operations": shown, "running": running, "poll_url": poll_url}
 
 
 @login_required
@@ -153,16 +177,17 @@ def env_detail(request: HttpRequest, pk: int) -> HttpResponse:
     env = _env_for(request, pk)
     now = timezone.now()
     vms = _vm_rows(env)
-    ops, running = _operations(env)
     left = env.seconds_left(now)
     live = env.status == Env.Status.ACTIVE
     limit = env.start_at + timedelta(seconds=settings.TT_MAX_ENV_LIFETIME)
+    cooldown = policy.cooldown_remaining(env, now)
+    gate, gate_note = _gate(cooldown)
     return render(request, "envs/detail.html", {
-        "env": env, "vms": vms, "operations": ops, "running": running, "now": now,
+        **operations_context(env), "vms": vms, "now": now,
         "left": left, "warn": env.is_live and left < WARN_SECONDS, "live": live,
-        "cooldown": policy.cooldown_remaining(env, now),
-        "can_start": live and any(vm.actions["start"] for vm in vms),
-        "can_stop": live and any(vm.actions["stop"] for vm in vms),
+        "cooldown": cooldown, "gate": gate, "gate_note": gate_note,
+        "can_start": live and any(vm["actions"]["start"] for vm in vms),
+        "can_stop": live and any(vm["actions"]["stop"] for vm in vms),
         "extend_limit": limit, "can_extend": live and env.end_at < limit,
     })
 
@@ -170,11 +195,14 @@ def env_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def env_operations(request: HttpRequest, pk: int) -> HttpResponse:
-    """The operations partial the Env page polls (htmx) while something runs."""
+    """The operations partial the Env and VM pages poll (htmx) while something runs."""
     env = _env_for(request, pk)
-    ops, running = _operations(env)
-    response = render(request, "envs/_operations.html", {"env": env, "operations": ops, "running": running})
-    if request.htmx and not running:
+    vm = None
+    if request.GET.get("vm", "").isdigit():
+        vm = get_object_or_404(env.vms.all(), pk=int(request.GET["vm"]))
+    context = operations_context(env, vm)
+    response = render(request, "envs/_operations.html", context)
+    if request.htmx and not context["running"]:
         # The poll that sees everything finished asks the page to refresh the VMs once.
         response["HX-Trigger"] = "tt-ops-finished"
     return response
@@ -237,3 +265,26 @@ def env_destroy(request: HttpRequest, pk: int) -> HttpResponse:
     return act(request, lambda: services.env_destroy(env=env, by=request.user),
                f"Destroying {env.name}", _env_url(env))
 
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def env_add_vm(request: HttpRequest, pk: int) -> HttpResponse:
+    """One more VM in a live Env, through vms.services.vm_add."""
+    env = _env_for(request, pk)
+    if request.method == "POST":
+        form = AddVmForm(request.POST)
+        if form.is_valid():
+            try:
+                op = vm_services.vm_add(env=env, spec=form.to_new_vm(), by=request.user,
+                                        idempotency_key=form.cleaned_data["idempotency_key"])
+            except Forbidden as exc:
+                raise PermissionDenied(exc.message) from exc
+            except TTError as exc:
+                show_vm_error(exc, form)
+            else:
+                messages.success(request, f"Adding {op.vm.name} to {env.name} (operation {op.pk}).")
+                return HttpResponseRedirect(_env_url(env))
+    else:
+        form = AddVmForm()
+    return render(request, "envs/add_vm.html", {"env": env, "form": form})

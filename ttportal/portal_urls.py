@@ -17,14 +17,17 @@ env_patterns = [
     path("envs/<int:pk>/extend/", env_views.env_extend, name="extend"),
     path("envs/<int:pk>/outgoing/", env_views.env_outgoing, name="outgoing"),
     path("envs/<int:pk>/destroy/", env_views.env_destroy, name="destroy"),
+    path("envs/<int:pk>/vms/new/", env_views.env_add_vm, name="add_vm"),
 ]
 
 vm_patterns = [
     path("templates/", vm_views.template_list, name="templates"),
+    path("vms/<int:pk>/", vm_views.vm_detail, name="detail"),
     path("vms/<int:pk>/start/", vm_views.vm_start, name="start"),
     path("vms/<int:pk>/stop/", vm_views.vm_stop, name="stop"),
     path("vms/<int:pk>/destroy/", vm_views.vm_destroy, name="destroy"),
     path("vms/<int:pk>/blacklist/", vm_views.vm_blacklist, name="blacklist"),
+    path("vms/<int:pk>/ports/", vm_views.vm_ports, name="ports"),
     path("vms/<int:pk>/snapshots/", vm_views.snapshot_create, name="snapshot_create"),
     path("snapshots/<int:pk>/apply/", vm_views.snapshot_apply, name="snapshot_apply"),
     path("snapshots/<int:pk>/delete/", vm_views.snapshot_destroy, name="snapshot_destroy"),

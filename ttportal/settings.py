@@ -116,7 +116,8 @@ if TT_DEFAULT_ENV_LIFETIME > TT_MAX_ENV_LIFETIME:
         f"TT_DEFAULT_ENV_LIFETIME ({TT_DEFAULT_ENV_LIFETIME}) must not exceed "
         f"TT_MAX_ENV_LIFETIME ({TT_MAX_ENV_LIFETIME})"
     )
-TT_MAX_VMS_PER_ENV = env_int("TT_MAX_VMS_PER_ENV", 32, minimum=1)
+# As many as the create form takes (VmRowFormSet max_num); node capacity is checked as well.
+TT_MAX_VMS_PER_ENV = env_int("TT_MAX_VMS_PER_ENV", 100, minimum=1)
 # Where a local node keeps its storage pools and guests' serial console logs.
 TT_POOL_DIR = Path(env_str("TT_POOL_DIR", "/var/lib/ttportal/pools"))
 TT_CONSOLE_DIR = Path(env_str("TT_CONSOLE_DIR", "/var/log/ttportal/console"))

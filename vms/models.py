@@ -182,6 +182,15 @@ class PortMapping(models.Model):
     def endpoint(self) -> str:
         return f"{self.node.public_host}:{self.public_port}"
 
+    @property
+    def inner_label(self) -> str:
+        return port_label(self.inner_port, self.protocol)
+
+
+def port_label(port: int, protocol: str) -> str:
+    """ "22" for TCP, "53/udp" otherwise: how users write ports."""
+    return str(port) if protocol == PortMapping.Protocol.TCP else f"{port}/{protocol}"
+
 
 class SnapshotQuerySet(models.QuerySet):
     def visible_to(self, user) -> SnapshotQuerySet:

@@ -1,7 +1,8 @@
 """Portal actions on one VM and its snapshots, and the templates page.
 
 Thin: find the object through visible_to (somebody else's is a 404), call
-vms.services with by=request.user, redirect back to the Env page with a message.
+vms.services with by=request.user, redirect back (to the page the form was on,
+else the Env page) with a message.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from envs import policy
+from envs.models import Env
+from envs.views import operations_context
 from ttportal.portal import act, back_url
-from vms import services
+from vms import services, state
 from vms.models import Snapshot, Vm, VmTemplate
 
 
@@ -31,6 +36,36 @@ def _snapshot_for(request: HttpRequest, pk: int) -> Snapshot:
 
 def _back(vm: Vm) -> str:
     return reverse("envs:detail", args=[vm.env_id]) + f"#vm-{vm.pk}"
+
+
+def _split(text: str) -> list[str]:
+    """One item per line, or separated by commas or spaces."""
+    return [item for item in re.split(r"[\s,]+", text) if item]
+
+
+@login_required
+@require_GET
+def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One VM: its facts, ports (editable), snapshots, blacklist and operations."""
+    vm = get_object_or_404(
+        Vm.objects.visible_to(request.user).select_related("env__owner", "template", "node"), pk=pk,
+    )
+    env = vm.env
+    now = timezone.now()
+    live = env.status == Env.Status.ACTIVE and vm.status != Vm.Status.DESTROYED
+    ports = list(vm.port_mappings.order_by("protocol", "inner_port"))
+    snapshots = list(vm.snapshots.order_by("created_at", "id"))
+    cooldown = policy.cooldown_remaining(env, now)
+    actions = {action: live and state.can(vm, action)
+               for action in ("start", "stop", "snapshot", "apply", "destroy")}
+    return render(request, "vms/detail.html", {
+        **operations_context(env, vm), "vm": vm, "live": live, "actions": actions,
+        "ports": [(f"{vm.node.public_host}:{pm.public_port}", pm.inner_label) for pm in ports],
+        "ports_text": ", ".join(pm.inner_label for pm in ports),
+        "snapshots": snapshots, "blacklist_text": "\n".join(vm.net_blacklist or []),
+        "can_change_net": live and state.can(vm, "network") and not vm.net_busy,
+        "cooldown": cooldown, "here": reverse("vms:detail", args=[vm.pk]),
+    })
 
 
 @login_required
@@ -70,9 +105,19 @@ def vm_destroy(request: HttpRequest, pk: int) -> HttpResponse:
 def vm_blacklist(request: HttpRequest, pk: int) -> HttpResponse:
     """The addresses this VM may not reach: one per line (or separated by commas); empty clears."""
     vm = _vm_for(request, pk)
-    addresses = [item for item in re.split(r"[\s,]+", request.POST.get("addresses", "")) if item]
+    addresses = _split(request.POST.get("addresses", ""))
     return act(request, lambda: services.vm_set_blacklist(vm=vm, addresses=addresses, by=request.user),
                f"Updating the blacklist of {vm.name}", _back(vm))
+
+
+@require_POST
+@login_required
+def vm_ports(request: HttpRequest, pk: int) -> HttpResponse:
+    """The inner ports to forward, e.g. "22, 80, 53/udp"; kept ones keep their public port."""
+    vm = _vm_for(request, pk)
+    ports = _split(request.POST.get("ports", ""))
+    return act(request, lambda: services.vm_set_ports(vm=vm, ports=ports, by=request.user),
+               f"Updating the forwarded ports of {vm.name}", _back(vm))
 
 
 @require_POST

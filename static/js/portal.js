@@ -42,15 +42,18 @@
     });
   }
 
-  // Copy buttons: hidden without JavaScript (the text itself can be selected).
+  // Copy buttons: hidden without JavaScript (the text itself can be selected). A button
+  // copies its data-copy, or else the .copy-src beside it (long tables skip the repeat).
   function enableCopy(root) {
-    (root || document).querySelectorAll("button[data-copy]").forEach(function (btn) {
+    (root || document).querySelectorAll("button.copy").forEach(function (btn) {
       if (!navigator.clipboard) return;
       btn.hidden = false;
       if (btn.dataset.bound) return;
       btn.dataset.bound = "1";
       btn.addEventListener("click", function () {
-        navigator.clipboard.writeText(btn.dataset.copy).then(function () {
+        var source = btn.parentElement.querySelector(".copy-src");
+        var text = btn.dataset.copy || (source && source.textContent.trim());
+        navigator.clipboard.writeText(text).then(function () {
           var label = btn.textContent;
           btn.textContent = "Copied";
           setTimeout(function () { btn.textContent = label; }, 1200);

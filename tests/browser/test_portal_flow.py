@@ -2,8 +2,9 @@
 pytest-django's live server (a real HTTP server on the test database).
 
 One user's whole flow, as the issue words it: sign in, create an Env with one
-VM, watch it reach running without reloading, take a snapshot, extend the
-lifetime, destroy the Env by typing its name. Every page is saved to
+VM, watch it reach running without reloading, take a snapshot and forward one
+more port on the VM's page, add a second VM, extend the lifetime, destroy the
+Env by typing its name. Every page is saved to
 artifacts/screenshots/ for a human to look at.
 
 Tasks go through django-q2's own code, two ways:
@@ -117,7 +118,7 @@ def test_it_runs_an_env_from_sign_in_to_destroy(server, page, alice, template, m
     env = Env.objects.get(name="browser-demo")
     vm = env.vms.get()
     expect(page).to_have_url(f"{base}/envs/{env.pk}/")
-    status = page.locator(f"#vm-{vm.pk} .vm-head .status").first
+    status = page.locator(f"#vm-{vm.pk} .status").first
     expect(status).to_have_text("creating")
     assert Operation.objects.get(env=env).status == Operation.Status.QUEUED
     snap(page, "04-env-creating")
@@ -138,16 +139,43 @@ def test_it_runs_an_env_from_sign_in_to_destroy(server, page, alice, template, m
     # From here tasks run inline: the on_commit enqueue fires under live_server.
     monkeypatch.setitem(settings.Q_CLUSTER, "sync", True)
 
-    # Take a snapshot.
-    page.fill(f"#snap-name-{vm.pk}", "clean")
-    page.click(f"#vm-{vm.pk} >> text=Take snapshot")
+    # Open the VM's page and take a snapshot there.
+    page.click(f"#vm-{vm.pk} >> text=Manage")
+    expect(page).to_have_url(f"{base}/vms/{vm.pk}/")
+    page.fill("#snap-name", "clean")
+    page.click("text=Take snapshot")
     expect(page.locator(".msg-success")).to_contain_text("Taking snapshot clean of web")
+    expect(page).to_have_url(f"{base}/vms/{vm.pk}/")
     snapshot = Snapshot.objects.get(vm=vm, name="clean")
     assert snapshot.status == Snapshot.Status.READY
-    row = page.locator(f"#vm-{vm.pk} .snapshots tr", has_text="clean")
+    row = page.locator("#snapshots tr", has_text="clean")
     expect(row.locator(".status")).to_have_text("ready")
-    expect(status).to_have_text("running")  # the power state is restored after the snapshot
-    snap(page, "06-snapshot-taken")
+    expect(page.locator("h1 .status").first).to_have_text("running")  # the power state is put back
+    snap(page, "06-vm-snapshot-taken")
+
+    # Forward one more port; the kept ones keep their public port.
+    kept = vm.port_mappings.get(inner_port=22).public_port
+    page.fill("#ports-field", "22, 80, 8080")
+    page.click("text=Save ports")
+    expect(page.locator(".msg-success")).to_contain_text("Updating the forwarded ports of web")
+    expect(page.locator("#ports .portmap li")).to_have_count(3)
+    assert vm.port_mappings.get(inner_port=22).public_port == kept
+    snap(page, "07-vm-ports")
+
+    # Back on the Env page, add a second VM.
+    page.click(f".crumbs >> text={env.name}")
+    page.click("text=Add VM")
+    page.fill("#id_name", "db")
+    page.select_option("#id_template", label=template.name)
+    page.fill("#id_mem_mb", "128")
+    snap(page, "08-add-vm-form")
+    page.click("button:has-text('Add VM')")
+    expect(page).to_have_url(f"{base}/envs/{env.pk}/")
+    expect(page.locator(".msg-success")).to_contain_text("Adding db to browser-demo")
+    db = env.vms.get(name="db")
+    expect(page.locator(f"#vm-{db.pk} .status").first).to_have_text("running")
+    expect(page.locator(f"#vm-{vm.pk} >> a[href='/vms/{vm.pk}/#snapshots']")).to_have_text("1")
+    snap(page, "09-env-two-vms")
 
     # Extend the lifetime by an hour.
     end_before = env.end_at
@@ -156,18 +184,18 @@ def test_it_runs_an_env_from_sign_in_to_destroy(server, page, alice, template, m
     expect(page.locator(".msg-success")).to_contain_text("browser-demo extended by 1 h")
     env.refresh_from_db()
     assert (env.end_at - end_before).total_seconds() == pytest.approx(3600, abs=5)
-    snap(page, "07-extended")
+    snap(page, "10-extended")
 
     # Destroy the Env, typing its name to confirm.
     page.click(".env-actions details.danger summary")
     page.fill("#confirm-name", "browser-demo")
-    snap(page, "08-destroy-confirm")
+    snap(page, "11-destroy-confirm")
     page.click(".env-actions details.danger button[type=submit]")
     expect(page.locator(".msg-success")).to_contain_text("Destroying browser-demo")
     env.refresh_from_db()
     assert env.status == Env.Status.DESTROYED
     expect(page.locator("h1 .status").first).to_have_text("destroyed")
-    snap(page, "09-destroyed")
+    snap(page, "12-destroyed")
     assert set(Operation.objects.filter(env=env).values_list("status", flat=True)) == {
         Operation.Status.SUCCEEDED
     }
@@ -175,7 +203,7 @@ def test_it_runs_an_env_from_sign_in_to_destroy(server, page, alice, template, m
     # The list no longer shows it.
     page.click("text=My Envs")
     expect(page.locator("body")).not_to_contain_text("browser-demo")
-    snap(page, "10-my-envs-after")
+    snap(page, "13-my-envs-after")
 
 
 def test_it_creates_and_revokes_an_api_token(server, page, alice):
@@ -193,15 +221,15 @@ def test_it_creates_and_revokes_an_api_token(server, page, alice):
     page.click("text=Create token")
     secret = page.locator("#token-secret").inner_text()
     assert secret.startswith("ttp_")
-    snap(page, "11-token-created")
+    snap(page, "14-token-created")
     page.goto(base + "/tokens/")
     expect(page.locator("body")).not_to_contain_text(secret)
     expect(page.locator("table.tokens")).to_contain_text("ci pipeline")
-    snap(page, "12-tokens")
+    snap(page, "15-tokens")
     page.click("text=Revoke")
     expect(page.locator(".msg-success")).to_contain_text("Revoked the token ci pipeline")
     assert not ApiToken.objects.exists()
-    snap(page, "13-token-revoked")
+    snap(page, "16-token-revoked")
 
 
 def test_it_can_find_chromium():

@@ -74,10 +74,11 @@ def test_it_returns_404_for_an_action_on_someone_elses_env(client, alice, bob, m
     assert not Operation.objects.filter(requested_by=bob).exists()
 
 
-@pytest.mark.parametrize("name", ["envs:list", "envs:create", "envs:detail", "envs:operations"])
+@pytest.mark.parametrize("name", ["envs:list", "envs:create", "envs:detail", "envs:operations",
+                                  "envs:add_vm"])
 def test_it_sends_anonymous_users_to_sign_in(client, alice, make_env, name):
     env = make_env(alice)
-    target = url(name, env) if name in PAGES else url(name)
+    target = url(name) if name in ("envs:list", "envs:create") else url(name, env)
     response = client.get(target)
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
@@ -192,6 +193,76 @@ def test_it_names_a_duplicate_env(client, alice, make_env, template):
     client.force_login(alice)
     response = client.post(url("envs:create"), create_data(template))
     assert "already have a live Env" in response.context["form"].errors["name"][0]
+
+
+# --- add a VM to a live Env ---------------------------------------------------------------
+
+
+def add_vm_data(template, **values) -> dict:
+    data = {"name": "extra", "template": str(template.pk), "cpu_num": "1", "mem_mb": "128",
+            "disk_mb": "", "ports": "22, 53/udp", "net_kind": "nat"}
+    data.update(values)
+    return data
+
+
+def test_it_adds_a_vm_to_an_env(client, alice, make_env, template, run_tasks):
+    env = make_env(alice)
+    client.force_login(alice)
+    assert url("envs:add_vm", env) in client.get(url("envs:detail", env)).content.decode()
+    with run_tasks():
+        response = client.post(url("envs:add_vm", env), add_vm_data(template))
+    assert response.status_code == 302 and response["Location"] == url("envs:detail", env)
+    op = Operation.objects.get(env=env, kind=Operation.Kind.VM_ADD)
+    assert op.requested_by == alice and op.status == Operation.Status.SUCCEEDED
+    vm = env.vms.get(name="extra")
+    assert vm.status == "running"
+    assert sorted(vm.port_mappings.values_list("protocol", "inner_port")) == [("tcp", 22), ("udp", 53)]
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "says"),
+    [
+        ({"name": "vm0"}, "name", "already has a VM named vm0"),
+        ({"name": "Not A Label"}, "name", "lower-case"),
+        ({"mem_mb": "16"}, "mem_mb", "template minimum"),
+        ({"ports": "22 99999"}, "ports", "99999:"),
+    ],
+)
+def test_it_shows_an_add_vm_refusal_beside_the_field(client, alice, make_env, template, values, field, says):
+    env = make_env(alice)
+    client.force_login(alice)
+    response = client.post(url("envs:add_vm", env), add_vm_data(template, **values))
+    assert response.status_code == 200
+    assert says in response.context["form"].errors[field][0]
+    for typed in values.values():  # what the user typed is still in the form
+        assert f'value="{typed}"' in response.content.decode()
+    assert env.vms.count() == 1
+    assert not Operation.objects.filter(kind=Operation.Kind.VM_ADD).exists()
+
+
+def test_it_shows_the_vm_limit_as_a_form_error(client, alice, make_env, template, settings):
+    settings.TT_MAX_VMS_PER_ENV = 1
+    env = make_env(alice)
+    client.force_login(alice)
+    response = client.post(url("envs:add_vm", env), add_vm_data(template))
+    assert "at most 1 VMs" in response.context["form"].non_field_errors()[0]
+    assert env.vms.count() == 1
+
+
+def test_it_refuses_to_add_a_vm_to_someone_elses_env(client, alice, bob, make_env, template):
+    env = make_env(alice)
+    client.force_login(bob)
+    assert client.get(url("envs:add_vm", env)).status_code == 404
+    assert client.post(url("envs:add_vm", env), add_vm_data(template)).status_code == 404
+    assert env.vms.count() == 1
+
+
+def test_it_rejects_add_vm_without_a_csrf_token(alice, make_env, template):
+    env = make_env(alice)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.post(url("envs:add_vm", env), add_vm_data(template)).status_code == 403
+    assert env.vms.count() == 1
 
 
 # --- Env actions ----------------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from envs.models import Operation
@@ -12,7 +14,7 @@ from vms.models import Snapshot, Vm, VmTemplate
 from vms.specs import NewVm
 
 K = Operation.Kind
-VM_ACTIONS = ["vms:start", "vms:stop", "vms:destroy", "vms:blacklist", "vms:snapshot_create"]
+VM_ACTIONS = ["vms:start", "vms:stop", "vms:destroy", "vms:blacklist", "vms:ports", "vms:snapshot_create"]
 SNAPSHOT_ACTIONS = ["vms:snapshot_apply", "vms:snapshot_destroy"]
 
 
@@ -35,29 +37,96 @@ def env_page(vm: Vm) -> str:
     return reverse("envs:detail", args=[vm.env_id])
 
 
-# --- the Env page shows each VM ---------------------------------------------------------
+# --- the Env page and the VM page show each VM -----------------------------------------
 
 
-def test_it_shows_the_port_map_as_copyable_lines(client, alice, vm):
+def vm_page(vm: Vm) -> str:
+    return reverse("vms:detail", args=[vm.pk])
+
+
+@pytest.mark.parametrize("page", [env_page, vm_page])
+def test_it_shows_the_port_map_as_copyable_lines(client, alice, vm, page):
     client.force_login(alice)
-    body = client.get(env_page(vm)).content.decode()
+    body = client.get(page(vm)).content.decode()
     for mapping in vm.port_mappings.all():
         suffix = "/udp" if mapping.protocol == "udp" else ""
         assert f"<code class=\"copy-src\">203.0.113.10:{mapping.public_port}</code>" in body
         assert f"<code>{mapping.inner_port}{suffix}</code>" in body
-        assert f'data-copy="203.0.113.10:{mapping.public_port}"' in body
+    # Each line has a copy button (portal.js copies the line's .copy-src).
+    assert body.count('class="btn btn-xs copy"') == vm.port_mappings.count() == 2
     assert "→" in body
     assert vm.ip in body and "running" in body
+
+
+def test_it_links_each_vm_row_to_its_page_with_its_snapshot_count(client, alice, vm, snapshot):
+    client.force_login(alice)
+    body = client.get(env_page(vm)).content.decode()
+    assert f'href="{vm_page(vm)}"' in body
+    assert f'<a href="{vm_page(vm)}#snapshots">1</a>' in body
 
 
 def test_it_shows_snapshots_with_their_life_time(client, alice, vm, run_tasks):
     take_snapshot(vm, run_tasks, "kept")
     take_snapshot(vm, run_tasks, "short", life_time=3600)
     client.force_login(alice)
-    body = client.get(env_page(vm)).content.decode()
+    body = client.get(vm_page(vm)).content.decode()
     assert "kept" in body and "short" in body
     short = Snapshot.objects.get(name="short")
     assert f"{short.expires_at:%m-%d %H:%M}" in body
+    for snap in Snapshot.objects.all():  # each ready snapshot can be applied and deleted from here
+        assert reverse("vms:snapshot_apply", args=[snap.pk]) in body
+        assert reverse("vms:snapshot_destroy", args=[snap.pk]) in body
+
+
+def test_it_shows_the_vm_page_with_its_forms(client, alice, vm):
+    vm.net_blacklist = ["192.0.2.9"]
+    vm.save(update_fields=["net_blacklist"])
+    client.force_login(alice)
+    response = client.get(vm_page(vm))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert vm.mac in body and "tt/busybox" in body
+    assert 'name="ports" value="22, 53/udp"' in body  # the port editor holds what is forwarded now
+    assert "192.0.2.9</textarea>" in body
+    for action in ("vms:start", "vms:stop", "vms:destroy", "vms:snapshot_create"):
+        if action == "vms:start":  # running: no start button
+            assert reverse(action, args=[vm.pk]) not in body
+        else:
+            assert reverse(action, args=[vm.pk]) in body
+
+
+def test_it_lists_only_this_vms_and_env_wide_operations_on_the_vm_page(client, alice, make_env, template):
+    env = make_env(alice, vms=2)
+    first, second = env.vms.order_by("name")
+    client.force_login(alice)
+    client.post(reverse("vms:blacklist", args=[second.pk]), {"addresses": "192.0.2.1"})
+    body = client.get(vm_page(first)).content.decode()
+    assert f"<code>{env.name}</code>" in body  # the env_create operation acts on every VM
+    assert f"{env.name}/{second.name}" not in body
+    assert f"{env.name}/{second.name}" in client.get(vm_page(second)).content.decode()
+
+
+# --- ports ----------------------------------------------------------------------------------
+
+
+def test_it_changes_the_forwarded_ports_and_keeps_the_kept_ones(client, alice, vm, run_tasks):
+    kept = vm.port_mappings.get(inner_port=22).public_port
+    client.force_login(alice)
+    with run_tasks():
+        response = client.post(reverse("vms:ports", args=[vm.pk]), {"ports": "22, 8080", "next": vm_page(vm)})
+    assert response.status_code == 302 and response["Location"] == vm_page(vm)
+    assert Operation.objects.get(vm=vm, kind=K.VM_SET_PORTS).status == Operation.Status.SUCCEEDED
+    assert sorted(vm.port_mappings.values_list("inner_port", flat=True)) == [22, 8080]
+    assert vm.port_mappings.get(inner_port=22).public_port == kept
+
+
+def test_it_reports_a_bad_port_and_changes_nothing(client, alice, vm):
+    before = list(vm.port_mappings.values_list("protocol", "inner_port", "public_port"))
+    client.force_login(alice)
+    response = client.post(reverse("vms:ports", args=[vm.pk]), {"ports": "22, 70000"}, follow=True)
+    assert flash(response) == ["ports[1]: must be between 1 and 65535"]
+    assert list(vm.port_mappings.values_list("protocol", "inner_port", "public_port")) == before
+    assert not Operation.objects.filter(kind=K.VM_SET_PORTS).exists()
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -193,3 +262,19 @@ def test_it_sends_anonymous_users_from_templates_to_sign_in(client, template):
     response = client.get(reverse("vms:templates"))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
+
+
+def test_it_shows_a_vm_page_in_constant_queries(client, alice, vm, run_tasks):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(vm_page(vm)).status_code == 200
+        return len(captured)
+
+    client.force_login(alice)
+    few = queries()
+    for name in ("a", "b", "c"):
+        take_snapshot(vm, run_tasks, name)
+    with run_tasks():
+        client.post(reverse("vms:ports", args=[vm.pk]), {"ports": "22, 80, 443, 8080, 53/udp"})
+    assert vm.port_mappings.count() == 5
+    assert queries() == few

@@ -1,0 +1,164 @@
+"""Who gets what, over every portal page and action: the owner, another user, nobody
+(also when an API token is sent: the portal signs in by session only), and staff.
+Another user's objects are 404, never 403, and a refusal changes nothing.
+
+ROUTES must name every route in ttportal/portal_urls.py: a new page without a row
+here fails test_it_covers_every_portal_route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, reverse
+
+from accounts.models import ApiToken
+from accounts.services import token_create
+from envs.models import Operation
+from tests.api_support import build_world
+from ttportal import portal_urls
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    method: str
+    target: str = ""  # env | running | stopped | snapshot | token | "" (no argument)
+    scope: str = "owned"  # owned | mine (any signed-in user, their own data) | public
+    data: dict = field(default_factory=dict)
+    kind: str = ""  # the operation an accepted POST records
+    ok: int = 0  # what an allowed caller gets; 0: 200 for GET, 302 (back to a page) for POST
+
+    @property
+    def success(self) -> int:
+        return self.ok or (302 if self.method == "post" else 200)
+
+    @property
+    def id(self) -> str:
+        return f"{self.method.upper()} {self.name}"
+
+
+ROUTES = [
+    # pages
+    Route("login", "get", scope="public"),
+    Route("logout", "post", scope="public"),
+    Route("envs:list", "get", scope="mine"),
+    Route("envs:create", "get", scope="mine"),
+    Route("envs:create", "post", scope="mine", kind="env_create",
+          data={"name": "fresh", "lifetime_hours": "1", "vms-TOTAL_FORMS": "1", "vms-INITIAL_FORMS": "0",
+                "vms-0-name": "a", "vms-0-template": "TEMPLATE", "vms-0-cpu_num": "1", "vms-0-mem_mb": "128",
+                "vms-0-net_kind": "nat"}),
+    Route("envs:detail", "get", "env"),
+    Route("envs:operations", "get", "env"),
+    Route("envs:add_vm", "get", "env"),
+    Route("vms:detail", "get", "running"),
+    Route("vms:templates", "get", scope="mine"),
+    Route("accounts:tokens", "get", scope="mine"),
+    # Env actions
+    Route("envs:start", "post", "env", kind="env_start"),
+    Route("envs:stop", "post", "env", kind="env_stop"),
+    Route("envs:extend", "post", "env", data={"hours": "1"}, kind="env_extend"),
+    Route("envs:outgoing", "post", "env", data={"deny": "1"}, kind="env_set_deny_outgoing"),
+    Route("envs:destroy", "post", "env", data={"confirm": "demo"}, kind="env_destroy"),
+    Route("envs:add_vm", "post", "env", kind="vm_add",
+          data={"name": "extra", "template": "TEMPLATE", "cpu_num": "1", "mem_mb": "128", "net_kind": "nat"}),
+    # VM and snapshot actions
+    Route("vms:start", "post", "stopped", kind="vm_start"),
+    Route("vms:stop", "post", "running", kind="vm_stop"),
+    Route("vms:destroy", "post", "running", kind="vm_destroy"),
+    Route("vms:blacklist", "post", "running", data={"addresses": "192.0.2.7"}, kind="vm_set_blacklist"),
+    Route("vms:ports", "post", "running", data={"ports": "22, 8080"}, kind="vm_set_ports"),
+    Route("vms:snapshot_create", "post", "running", data={"name": "s2"}, kind="snapshot_create"),
+    Route("vms:snapshot_apply", "post", "snapshot", kind="snapshot_apply"),
+    Route("vms:snapshot_destroy", "post", "snapshot", kind="snapshot_destroy"),
+    # tokens: personal, staff included
+    Route("accounts:tokens", "post", scope="mine", data={"name": "more", "expires_in_days": "7"}, ok=200),
+    Route("accounts:revoke", "post", "token"),
+]
+
+ROLES = ["owner", "other", "anonymous", "token_only", "staff"]
+
+
+def _route_names(patterns, prefix: str = "") -> set[str]:
+    names = set()
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            names |= _route_names(entry.url_patterns, f"{entry.namespace}:" if entry.namespace else prefix)
+        elif isinstance(entry, URLPattern) and entry.name:
+            names.add(prefix + entry.name)
+    return names
+
+
+def test_it_covers_every_portal_route():
+    assert _route_names(portal_urls.urlpatterns) == {route.name for route in ROUTES}
+
+
+@pytest.fixture
+def world(alice, make_env, run_tasks):
+    w = build_world(alice, make_env, run_tasks)
+    w.token, w.secret = token_create(user=alice, name="ci")
+    return w
+
+
+def _client(role: str, alice, bob, olga, secret: str) -> Client:
+    if role == "token_only":  # a valid API token, and no session
+        return Client(HTTP_AUTHORIZATION=f"Token {secret}")
+    client = Client()
+    user = {"owner": alice, "other": bob, "staff": olga}.get(role)
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def _url(route: Route, w) -> str:
+    target = {
+        "env": w.env.pk, "running": w.running.pk, "stopped": w.stopped.pk, "snapshot": w.snapshot.pk,
+        "token": w.token.public_id,
+    }.get(route.target)
+    return reverse(route.name, args=[target]) if route.target else reverse(route.name)
+
+
+def _expected(route: Route, role: str) -> int:
+    signed_in = role not in ("anonymous", "token_only")
+    if route.scope == "public":
+        # Sign-out redirects; sign-in shows its form, or sends a signed-in user on.
+        return 302 if route.method == "post" or signed_in else 200
+    if not signed_in:
+        return 302  # to sign in
+    if route.scope == "mine" or role == "owner":
+        return route.success
+    if route.target == "token":
+        return 404  # staff too: tokens are personal
+    return route.success if role == "staff" else 404
+
+
+def _tokens(alice) -> list:
+    return list(ApiToken.objects.filter(user=alice).order_by("public_id").values_list("public_id", "name"))
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+def test_it_gives_each_caller_exactly_what_it_should(route, role, world, alice, bob, olga, template,
+                                                    db_state):
+    client = _client(role, alice, bob, olga, world.secret)
+    data = {k: (str(template.pk) if v == "TEMPLATE" else v) for k, v in route.data.items()}
+    before, tokens_before = db_state(), _tokens(alice)
+
+    response = getattr(client, route.method)(_url(route, world), data)
+
+    want = _expected(route, role)
+    assert response.status_code == want, response.content[:500]
+    if want == 302 and role in ("anonymous", "token_only") and route.scope != "public":
+        assert response["Location"].startswith(reverse("login"))
+    if want != 404 and route.scope != "public" and role not in ("anonymous", "token_only"):
+        user = {"owner": alice, "other": bob, "staff": olga}[role]
+        if route.kind:  # an accepted action is recorded as asked by this caller
+            assert Operation.objects.filter(kind=route.kind).latest("pk").requested_by == user
+        if route.name == "accounts:tokens" and route.method == "post":
+            assert ApiToken.objects.filter(user=user, name="more").exists()
+        return
+    if route.scope != "public":
+        assert db_state() == before  # a refusal changes nothing
+        assert _tokens(alice) == tokens_before
