@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from playwright.sync_api import Page, expect, sync_playwright
 
 from envs.models import Env, Operation
@@ -63,6 +64,11 @@ def page(monkeypatch):
         page.set_default_timeout(15_000)
         yield page
         browser.close()
+        # The test body's ORM calls ran while Playwright's event loop counted as running,
+        # so asgiref kept their connection in context-local storage, which only code under
+        # that loop sees: close it here, or dropping the PostgreSQL test database at the
+        # end finds it "being accessed by other users".
+        connections.close_all()
 
 
 def snap(page: Page, name: str) -> None:
