@@ -110,14 +110,13 @@ _VM_ROW_FIELDS = ("pk", "name", "status", "net_busy", "net_kind", "addr", "ip", 
                   "disk_mb", "template__name", "node__public_host", "snapshot_count")
 
 
-def _gate(cooldown: int) -> tuple[str, str]:
-    """What a cooldown-gated button carries while the cooldown runs: attributes that
-    disable it (portal.js enables it at zero) and the note that says when. Built once
-    per page, not once per button."""
+def _gate(cooldown: int) -> str:
+    """The attributes of a cooldown-gated button in the VM table while the cooldown runs:
+    disabled until portal.js counts it down. The table states "available in N s" once,
+    above it, rather than on every row. Built once per page, not once per button."""
     if not cooldown:
-        return "", ""
-    return (format_html(' disabled data-cooldown="{}"', cooldown),
-            format_html(' <span class="cooldown">available in {} s</span>', cooldown))
+        return ""
+    return format_html(' disabled data-cooldown="{}" title="available in {} s"', cooldown, cooldown)
 
 
 def _vm_rows(env: Env) -> list[dict]:
@@ -144,7 +143,8 @@ def _vm_rows(env: Env) -> list[dict]:
                           for action in ("start", "stop", "destroy")}
         host = row["node__public_host"]
         row["ports"] = [(f"{host}:{public}", inner) for public, inner in ports[row["pk"]]]
-        row["size"] = f"{row['cpu_num']} vCPU · {mib(row['mem_mb'])} · {mib(row['disk_mb'])}"
+        row["size"] = f"{row['cpu_num']} vCPU · {mib(row['mem_mb'])}"
+        row["disk"] = f"disk {mib(row['disk_mb'])}"
         row["show_ip"] = row["ip"] and row["ip"] != row["addr"]
         row["no_ports"] = "flat: its own address" if row["net_kind"] == Vm.NetKind.FLAT else "none"
     return rows
@@ -181,11 +181,10 @@ def env_detail(request: HttpRequest, pk: int) -> HttpResponse:
     live = env.status == Env.Status.ACTIVE
     limit = env.start_at + timedelta(seconds=settings.TT_MAX_ENV_LIFETIME)
     cooldown = policy.cooldown_remaining(env, now)
-    gate, gate_note = _gate(cooldown)
     return render(request, "envs/detail.html", {
         **operations_context(env), "vms": vms, "now": now,
         "left": left, "warn": env.is_live and left < WARN_SECONDS, "live": live,
-        "cooldown": cooldown, "gate": gate, "gate_note": gate_note,
+        "cooldown": cooldown, "gate": _gate(cooldown),
         "can_start": live and any(vm["actions"]["start"] for vm in vms),
         "can_stop": live and any(vm["actions"]["stop"] for vm in vms),
         "extend_limit": limit, "can_extend": live and env.end_at < limit,

@@ -22,10 +22,11 @@
     });
   }
 
-  // Management cooldown: buttons with [data-cooldown] are enabled when it reaches zero.
+  // Management cooldown: buttons with [data-cooldown] are enabled when it reaches zero;
+  // any other element with it (a note) goes away then.
   function startCooldowns(root) {
     var started = Date.now();
-    (root || document).querySelectorAll("button[data-cooldown]").forEach(function (btn) {
+    (root || document).querySelectorAll("[data-cooldown]").forEach(function (btn) {
       if (btn.dataset.ticking) return;
       btn.dataset.ticking = "1";
       var total = Number(btn.dataset.cooldown), span = btn.querySelector(".cooldown");
@@ -33,7 +34,9 @@
         var left = total - Math.floor((Date.now() - started) / 1000);
         if (left <= 0) {
           clearInterval(timer);
+          if (btn.tagName !== "BUTTON") { btn.remove(); return; }
           btn.disabled = false;
+          btn.removeAttribute("title");
           if (span) span.remove();
         } else if (span) {
           span.textContent = "available in " + left + " s";

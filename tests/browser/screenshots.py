@@ -80,7 +80,7 @@ def seed() -> None:
     Snapshot.objects.create(vm=frontend, name="clean-install", status=Snapshot.Status.READY)
     Snapshot.objects.create(vm=frontend, name="before-upgrade", status=Snapshot.Status.READY, life_time=86400,
                             expires_at=timezone.now() + timedelta(days=1))
-    Operation.objects.create(env=web, vm=frontend, kind=Operation.Kind.VM_STOP, target="web-demo/db",
+    Operation.objects.create(env=web, vm=frontend, kind=Operation.Kind.VM_STOP, target="web-demo/frontend",
                              status=Operation.Status.FAILED, progress=50, requested_by=alice,
                              error_code="stop_vm", error_message="the guest ignored ACPI shutdown for 30 s",
                              started_at=timezone.now(), finished_at=timezone.now())
@@ -196,6 +196,10 @@ def shoot(base: str, out: Path) -> None:
         snap("02-my-envs")
         page.goto(f"{base}/envs/{web.pk}/")
         snap("03-env-page")
+        page.goto(f"{base}/vms/{frontend_pk}/")
+        snap("03b-vm-page")
+        page.goto(f"{base}/envs/{web.pk}/vms/new/")
+        snap("03c-add-vm")
         page.goto(f"{base}/envs/{ending.pk}/")
         snap("04-env-ending-cooldown")
         page.goto(base + "/envs/new/")
