@@ -27,7 +27,7 @@ from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, hours,
 from envs.models import Env, Operation
 from envs.templatetags.portal import mib
 from ttportal.errors import Forbidden, TTError
-from ttportal.portal import act, back_url
+from ttportal.portal import act, back_url, post_action
 from vms import services as vm_services
 from vms import state
 from vms.models import PortMapping, Vm, VmTemplate, port_label
@@ -210,20 +210,10 @@ def env_operations(request: HttpRequest, pk: int) -> HttpResponse:
 # --- actions (POST only; each redirects back with a message) -----------------
 
 
-@require_POST
-@login_required
-def env_start(request: HttpRequest, pk: int) -> HttpResponse:
-    env = _env_for(request, pk)
-    return act(request, lambda: services.env_start(env=env, by=request.user),
-               f"Starting the VMs of {env.name}", _env_url(env))
-
-
-@require_POST
-@login_required
-def env_stop(request: HttpRequest, pk: int) -> HttpResponse:
-    env = _env_for(request, pk)
-    return act(request, lambda: services.env_stop(env=env, by=request.user),
-               f"Stopping the VMs of {env.name}", _env_url(env))
+env_start = post_action(_env_for, services.env_start, target="env", back=_env_url,
+                        says=lambda env: f"Starting the VMs of {env.name}")
+env_stop = post_action(_env_for, services.env_stop, target="env", back=_env_url,
+                       says=lambda env: f"Stopping the VMs of {env.name}")
 
 
 @require_POST

@@ -8,11 +8,14 @@ form came from (a safe `next`), or to the object's page.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
 
 from envs.models import Operation
 from ttportal.errors import CooldownActive, Forbidden, TTError
@@ -50,3 +53,31 @@ def act(
         done = op.status in Operation.DONE
         messages.success(request, success if done else f"{success} (operation {op.pk} queued).")
     return HttpResponseRedirect(back_url(request, default))
+
+
+def post_action(
+    find: Callable[[HttpRequest, int], Any],
+    service: Callable[..., Operation],
+    *,
+    target: str,
+    says: Callable[[Any], str],
+    back: Callable[[Any], str],
+    fields: Callable[[HttpRequest], dict] | None = None,
+):
+    """A POST-only portal view for one service call on one object.
+
+    `find(request, pk)` looks the object up among what the user may see (anyone
+    else's is a 404); the service gets it as `target`, `by=request.user` and the
+    keyword arguments `fields(request)` parses from the form; `says(obj)` is the
+    success message and `back(obj)` where to go when the form gave no `next`.
+    """
+
+    @require_POST
+    @login_required
+    def view(request: HttpRequest, pk: int) -> HttpResponseRedirect:
+        obj = find(request, pk)
+        extra = fields(request) if fields else {}
+        return act(request, lambda: service(**{target: obj}, **extra, by=request.user), says(obj), back(obj))
+
+    view.__doc__ = f"POST: {service.__name__} on the {target}, then back with a message."
+    return view

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from envs import policy
 from envs.models import Env
 from envs.views import operations_context
-from ttportal.portal import act, back_url
+from ttportal.portal import act, back_url, post_action
 from vms import services, state
 from vms.models import Snapshot, Vm, VmTemplate
 
@@ -80,48 +80,6 @@ def template_list(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
-def vm_start(request: HttpRequest, pk: int) -> HttpResponse:
-    vm = _vm_for(request, pk)
-    return act(request, lambda: services.vm_start(vm=vm, by=request.user), f"Starting {vm.name}", _back(vm))
-
-
-@require_POST
-@login_required
-def vm_stop(request: HttpRequest, pk: int) -> HttpResponse:
-    vm = _vm_for(request, pk)
-    return act(request, lambda: services.vm_stop(vm=vm, by=request.user), f"Stopping {vm.name}", _back(vm))
-
-
-@require_POST
-@login_required
-def vm_destroy(request: HttpRequest, pk: int) -> HttpResponse:
-    vm = _vm_for(request, pk)
-    return act(request, lambda: services.vm_destroy(vm=vm, by=request.user),
-               f"Destroying {vm.name}", _back(vm))
-
-
-@require_POST
-@login_required
-def vm_blacklist(request: HttpRequest, pk: int) -> HttpResponse:
-    """The addresses this VM may not reach: one per line (or separated by commas); empty clears."""
-    vm = _vm_for(request, pk)
-    addresses = _split(request.POST.get("addresses", ""))
-    return act(request, lambda: services.vm_set_blacklist(vm=vm, addresses=addresses, by=request.user),
-               f"Updating the blacklist of {vm.name}", _back(vm))
-
-
-@require_POST
-@login_required
-def vm_ports(request: HttpRequest, pk: int) -> HttpResponse:
-    """The inner ports to forward, e.g. "22, 80, 53/udp"; kept ones keep their public port."""
-    vm = _vm_for(request, pk)
-    ports = _split(request.POST.get("ports", ""))
-    return act(request, lambda: services.vm_set_ports(vm=vm, ports=ports, by=request.user),
-               f"Updating the forwarded ports of {vm.name}", _back(vm))
-
-
-@require_POST
-@login_required
 def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
     """A snapshot named by the user; `life_time_hours` empty keeps it until deleted."""
     vm = _vm_for(request, pk)
@@ -139,17 +97,22 @@ def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
                f"Taking snapshot {name} of {vm.name}", _back(vm))
 
 
-@require_POST
-@login_required
-def snapshot_apply(request: HttpRequest, pk: int) -> HttpResponse:
-    snapshot = _snapshot_for(request, pk)
-    return act(request, lambda: services.snapshot_apply(snapshot=snapshot, by=request.user),
-               f"Applying snapshot {snapshot.name} to {snapshot.vm.name}", _back(snapshot.vm))
-
-
-@require_POST
-@login_required
-def snapshot_destroy(request: HttpRequest, pk: int) -> HttpResponse:
-    snapshot = _snapshot_for(request, pk)
-    return act(request, lambda: services.snapshot_destroy(snapshot=snapshot, by=request.user),
-               f"Deleting snapshot {snapshot.name} of {snapshot.vm.name}", _back(snapshot.vm))
+vm_start = post_action(_vm_for, services.vm_start, target="vm", back=_back,
+                       says=lambda vm: f"Starting {vm.name}")
+vm_stop = post_action(_vm_for, services.vm_stop, target="vm", back=_back,
+                      says=lambda vm: f"Stopping {vm.name}")
+vm_destroy = post_action(_vm_for, services.vm_destroy, target="vm", back=_back,
+                         says=lambda vm: f"Destroying {vm.name}")
+# Addresses or ports: one per line, or separated by commas or spaces; empty clears.
+vm_blacklist = post_action(_vm_for, services.vm_set_blacklist, target="vm", back=_back,
+                           says=lambda vm: f"Updating the blacklist of {vm.name}",
+                           fields=lambda request: {"addresses": _split(request.POST.get("addresses", ""))})
+vm_ports = post_action(_vm_for, services.vm_set_ports, target="vm", back=_back,
+                       says=lambda vm: f"Updating the forwarded ports of {vm.name}",
+                       fields=lambda request: {"ports": _split(request.POST.get("ports", ""))})
+snapshot_apply = post_action(_snapshot_for, services.snapshot_apply, target="snapshot",
+                             back=lambda snap: _back(snap.vm),
+                             says=lambda snap: f"Applying snapshot {snap.name} to {snap.vm.name}")
+snapshot_destroy = post_action(_snapshot_for, services.snapshot_destroy, target="snapshot",
+                               back=lambda snap: _back(snap.vm),
+                               says=lambda snap: f"Deleting snapshot {snap.name} of {snap.vm.name}")
