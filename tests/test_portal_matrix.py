@@ -162,3 +162,16 @@ def test_it_gives_each_caller_exactly_what_it_should(route, role, world, alice, 
     if route.scope != "public":
         assert db_state() == before  # a refusal changes nothing
         assert _tokens(alice) == tokens_before
+
+
+# Routes that only ever change something (a page that also takes GET shows its form then).
+_PAGES = {route.name for route in ROUTES if route.method == "get"}
+MUTATIONS = [route for route in ROUTES if route.method == "post" and route.name not in _PAGES]
+
+
+@pytest.mark.parametrize("route", MUTATIONS, ids=lambda r: r.id)
+def test_it_refuses_get_on_every_mutation(route, world, alice, db_state):
+    client = _client("owner", alice, None, None, world.secret)
+    before = db_state()
+    assert client.get(_url(route, world)).status_code == 405
+    assert db_state() == before
