@@ -123,6 +123,12 @@ class VmEngine(Network, Storage, ABC):
     def gen_vm_from_meta(self, meta: dict) -> VmSpec:
         return VmSpec.from_meta(meta)
 
+    def console_log(self, vm_name: str, limit: int = 16_384) -> str | None:
+        """The last `limit` bytes (whole lines) of the VM's serial console, as text, when
+        this host can read them; None when the engine keeps no console log here. Needs
+        no init(): the portal reads it on a page view, which must not set up a node."""
+        return None
+
     def check_feat(self, wanted: set[Feature] | frozenset[Feature]) -> set[Feature]:
         """Return the wanted features this engine lacks (empty set: all supported)."""
         return set(wanted) - set(self.features)

@@ -75,6 +75,12 @@ def get_engine(node: Node) -> VmEngine:
         return engine
 
 
+def console_log(node: Node, vm_name: str) -> str | None:
+    """The end of a VM's serial console (see VmEngine.console_log), read through a
+    driver that is not initialised: showing a log must not set up the node."""
+    return driver_class(node.kind)(uri=node.uri, options=node_options(node)).console_log(vm_name)
+
+
 def forget_engines() -> None:
     """Drop cached engines (tests, or after a node's settings change)."""
     with _lock:

@@ -139,7 +139,7 @@ def _vm_rows(env: Env) -> list[dict]:
     urls = {name: _url_maker(f"vms:{name}") for name in _VM_URLS}
     for row in rows:
         row["urls"] = {name: make(row["pk"]) for name, make in urls.items()}
-        row["actions"] = {action: live and row["status"] in state.TRANSITIONS[action][0]
+        row["actions"] = {action: live and state.allowed(row["status"], action)
                           for action in ("start", "stop", "destroy")}
         host = row["node__public_host"]
         row["ports"] = [(f"{host}:{public}", inner) for public, inner in ports[row["pk"]]]

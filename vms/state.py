@@ -67,5 +67,9 @@ def _illegal(vm: Vm, action: str, allowed: frozenset[str]) -> IllegalState:
     )
 
 
+def allowed(status: str, action: str) -> bool:
+    return status in TRANSITIONS[action][0]
+
+
 def can(vm: Vm, action: str) -> bool:
-    return vm.status in TRANSITIONS[action][0]
+    return allowed(vm.status, action)

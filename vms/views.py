@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from engines.registry import console_log
 from envs import policy
 from envs.models import Env
 from envs.views import operations_context
@@ -46,7 +47,7 @@ def _split(text: str) -> list[str]:
 @login_required
 @require_GET
 def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """One VM: its facts, ports (editable), snapshots, blacklist and operations."""
+    """One VM: its facts, ports (editable), snapshots, blacklist, serial console and operations."""
     vm = get_object_or_404(
         Vm.objects.visible_to(request.user).select_related("env__owner", "template", "node"), pk=pk,
     )
@@ -58,6 +59,10 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     cooldown = policy.cooldown_remaining(env, now)
     actions = {action: live and state.can(vm, action)
                for action in ("start", "stop", "snapshot", "apply", "destroy")}
+    try:
+        console, console_error = console_log(vm.node, vm.engine_name), ""
+    except OSError as exc:  # e.g. a log the portal's user may not read
+        console, console_error = None, exc.strerror or str(exc)
     return render(request, "vms/detail.html", {
         **operations_context(env, vm), "vm": vm, "live": live, "actions": actions,
         "ports": [(f"{vm.node.public_host}:{pm.public_port}", pm.inner_label) for pm in ports],
@@ -65,6 +70,7 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "snapshots": snapshots, "blacklist_text": "\n".join(vm.net_blacklist or []),
         "can_change_net": live and state.can(vm, "network") and not vm.net_busy,
         "cooldown": cooldown, "here": reverse("vms:detail", args=[vm.pk]),
+        "console": console, "console_error": console_error,
     })
 
 

@@ -13,12 +13,14 @@ import os
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import libvirt
 
 from engines.base import VmEngine
 from engines.libvirt import xml
 from engines.libvirt.connection import get_connection, is_missing
+from engines.libvirt.console import read_console_tail
 from engines.network.firewall import Element, Firewall, MemoryFirewall
 from engines.specs import Feature, PowerState, SnapshotSpec, VmSpec
 from ttportal.errors import EngineError, ErrorCode
@@ -251,6 +253,15 @@ class LibvirtEngine(VmEngine):
             return path
         return self._pool().storageVolLookupByName(path).path()
 
+    def console_path(self, vm_name: str) -> str:
+        return os.path.join(self.console_dir, f"{vm_name}.log") if self.console_dir else ""
+
+    def console_log(self, vm_name: str, limit: int = 16_384) -> str | None:
+        # virtlogd writes the log on the node: only a node on this host has it here.
+        if not self.console_dir or urlsplit(self.uri).hostname:
+            return None
+        return read_console_tail(self.console_path(vm_name), limit)
+
     def _domain_xml(self, vm: VmSpec) -> str:
         # libvirt refuses to redefine a domain under the same name with another UUID
         # (update_vm, or define_vm in a retried create), and a VM without rand_uuid
@@ -259,7 +270,7 @@ class LibvirtEngine(VmEngine):
             dom = self._domain(vm)
             if dom is not None:
                 vm = vm.replace(uuid=dom.UUIDString())
-        console_log = os.path.join(self.console_dir, f"{vm.name}.log") if self.console_dir else ""
+        console_log = self.console_path(vm.name)
         template = vm.template
         if template.kernel:
             template = dataclasses.replace(

@@ -10,6 +10,7 @@ import urllib.request
 
 import libvirt
 import pytest
+from django.urls import reverse
 
 from engines.libvirt.connection import get_connection
 from engines.registry import get_engine
@@ -36,7 +37,7 @@ def shell(vm: Vm, command: str) -> str:
     return netlab.guest_run(vm.node.public_host, public_port(vm, 23), command)
 
 
-def test_it_boots_two_vms_each_reachable_on_its_own_forwarded_port(boot_env, qnode):
+def test_it_boots_two_vms_each_reachable_on_its_own_forwarded_port(boot_env, qnode, client, alice):
     env = boot_env(vms=("web", "db"))
     web, db = env.vms.get(name="web"), env.vms.get(name="db")
     assert public_port(web, 80) != public_port(db, 80)
@@ -59,6 +60,10 @@ def test_it_boots_two_vms_each_reachable_on_its_own_forwarded_port(boot_env, qno
         .storageVolLookupByName(web.template.path).path()
     assert info["format"] == "qcow2"
     assert info["backing-filename"] == template_path
+    # The VM's page shows the guest's serial console, with the ready line it printed.
+    client.force_login(alice)
+    page = client.get(reverse("vms:detail", args=[web.pk])).content.decode()
+    assert f"TT-READY name={web.engine_name} ip={web.ip}" in page
 
 
 def test_it_cuts_egress_and_blacklists_single_addresses(boot_env, qnode, run_tasks, alice):

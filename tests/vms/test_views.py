@@ -278,3 +278,23 @@ def test_it_shows_a_vm_page_in_constant_queries(client, alice, vm, run_tasks):
         client.post(reverse("vms:ports", args=[vm.pk]), {"ports": "22, 80, 443, 8080, 53/udp"})
     assert vm.port_mappings.count() == 5
     assert queries() == few
+
+
+def test_it_says_when_the_node_keeps_no_console_log(client, alice, vm):
+    client.force_login(alice)
+    assert "keeps no console log" in client.get(vm_page(vm)).content.decode()
+
+
+def test_it_shows_the_console_log_escaped(client, alice, vm, monkeypatch):
+    seen = []
+
+    def fake_console_log(node, vm_name):
+        seen.append((node.pk, vm_name))
+        return "TT-READY name=web\n<script>alert(1)</script>\n"
+
+    monkeypatch.setattr("vms.views.console_log", fake_console_log)
+    client.force_login(alice)
+    body = client.get(vm_page(vm)).content.decode()
+    assert seen == [(vm.node_id, vm.engine_name)]
+    assert "TT-READY name=web" in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "<script>alert(1)" not in body
