@@ -7,7 +7,8 @@ A refusal comes back as a TTError naming a field ("name", "vms[1].disk_mb",
 "vms[0].ports[2]"); `show_error` puts it next to that field.
 
 The admin's form (envs.admin_forms.EnvAddForm) adds the owner; the portal's
-owner is always the signed-in user.
+owner is always the signed-in user. Both submit through `create_env_from`. The
+portal's "Add VM" page uses one VM row (AddVmForm) and `show_vm_error`.
 """
 
 from __future__ import annotations
