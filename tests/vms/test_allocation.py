@@ -358,27 +358,35 @@ def test_it_refuses_the_second_of_two_racing_requests_for_one_port(alice, node, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_picks_again_when_two_batches_deadlock(alice, node, template, monkeypatch):
-    # Two transactions each hold an uncommitted port and then pick the other's:
-    # PostgreSQL aborts one as the deadlock victim, which must pick again
-    # rather than fail the whole request.
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE): two can never hold a row each")
+def test_it_picks_again_when_two_batches_cross(alice, node, template, monkeypatch):
+    # Two transactions each take a port and then pick the one the other took. On
+    # PostgreSQL both hold theirs uncommitted, and one is aborted as the deadlock
+    # victim, which must pick again rather than fail the whole request. SQLite
+    # serialises writers (BEGIN IMMEDIATE): the second waits for the first to
+    # commit, so the two never hold a port at once, and it picks again on the
+    # unique violation. Either way both batches end with their own ports.
+    postgres = connection.vendor == "postgresql"
     node.port_min, node.port_max = 20000, 20009
     node.save()
     vms = addressed_vms(new_env(alice), node, template, 2)
     real_pick, real_lost_race = allocation._pick_free, allocation._lost_race
-    both_hold_one = threading.Barrier(2)
+    # On SQLite the other writer cannot arrive while this one holds the lock: wait
+    # briefly (well under SQLite's busy timeout), then go on alone.
+    both_hold_one = threading.Barrier(2, timeout=30 if postgres else 1)
     local = threading.local()
-    sqlstates = []
+    sqlstates, overlapped = [], []
 
     def crossed_pick(lo, hi, used):
         local.calls = getattr(local, "calls", 0) + 1
         if local.calls == 1:
             return 20000 + local.me
         if local.calls == 2:
-            both_hold_one.wait(timeout=30)
-            return 20000 + (1 - local.me)  # the port the other one holds, uncommitted
+            try:
+                both_hold_one.wait()
+                overlapped.append(True)
+            except threading.BrokenBarrierError:
+                overlapped.append(False)
+            return 20000 + (1 - local.me)  # the port the other one took
         return real_pick(lo, hi, used)
 
     def recording_lost_race(exc):
@@ -395,7 +403,12 @@ def test_it_picks_again_when_two_batches_deadlock(alice, node, template, monkeyp
         return ports
 
     results = run_threads(2, work)
-    assert "40P01" in sqlstates  # a deadlock really happened, and was survived
+    if postgres:
+        assert overlapped == [True, True]  # both held a port uncommitted at once
+        assert "40P01" in sqlstates  # a deadlock really happened, and was survived
+    else:
+        assert True not in overlapped  # never two writers at once
+        assert sqlstates and "40P01" not in sqlstates  # the second lost the race and picked again
     assert sorted(len(ports) for ports in results) == [2, 2]
     assert PortMapping.objects.count() == 4
     assert_unique_allocations(node)
