@@ -7,13 +7,12 @@ error codes and roll-back.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
+from engines.errors import ErrorCode, step
 from engines.specs import Feature, PowerState, SnapshotResult, SnapshotSpec, VmSpec
-from ttportal.errors import EngineError, ErrorCode, TTError
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +24,7 @@ def _no_progress(percent: int, message: str) -> None:
     pass
 
 
-@contextlib.contextmanager
-def step(code: str) -> Iterator[None]:
-    """Turn any failure inside into an EngineError carrying `code` (the seed's `.c(e!(..))`)."""
-    try:
-        yield
-    except TTError:
-        raise
-    except Exception as exc:
-        raise EngineError(f"{exc.__class__.__name__}: {exc}", code=code) from exc
+__all__ = ["Network", "Progress", "Storage", "VmEngine", "step"]
 
 
 class Network(ABC):
@@ -45,6 +36,11 @@ class Network(ABC):
 
     @abstractmethod
     def unset_net(self, vm: VmSpec) -> None: ...
+
+    @abstractmethod
+    def resync_net(self, vm: VmSpec) -> None:
+        """Make the VM's wiring exactly `vm`'s, whatever is installed now (after a failure
+        nobody knows how far a change got)."""
 
     @abstractmethod
     def deny_outgoing(self, vm: VmSpec) -> None: ...
@@ -188,18 +184,39 @@ class VmEngine(Network, Storage, ABC):
 
     def _stop_if_running(self, vm: VmSpec, progress: Progress) -> bool:
         """Storage changes need a stopped VM (a consistent disk); say whether it ran."""
-        was_running = self.power_state(vm) == PowerState.RUNNING
-        if was_running:
-            progress(10, "stopping VM")
-            with step(ErrorCode.STOP_VM):
+        with step(ErrorCode.STOP_VM):
+            was_running = self.power_state(vm) == PowerState.RUNNING
+            if was_running:
+                progress(10, "stopping VM")
                 self.stop_vm(vm)
         return was_running
 
+    def _restore_power(self, vm: VmSpec, running: bool, progress: Progress) -> None:
+        if running:
+            progress(90, "restarting VM")
+            with step(ErrorCode.START_VM):
+                self.start_vm(vm)
+
+    def _restore_power_after_failure(self, vm: VmSpec, running: bool) -> None:
+        """Best effort, and never in place of the failure being raised: the caller then
+        records the power state the engine really reports."""
+        if not running:
+            return
+        try:
+            self.start_vm(vm)
+        except Exception:
+            log.exception("could not restart %s after a failed storage change", vm.name)
+
     def create_snapshot(
-        self, vm: VmSpec, name: str, progress: Progress = _no_progress
+        self, vm: VmSpec, name: str, progress: Progress = _no_progress, *, running_after: bool | None = None
     ) -> SnapshotResult:
-        """Stop, cache meta, snapshot storage, then restore the power state it had."""
+        """Stop, cache meta, snapshot storage, then restore the power state it had.
+
+        `running_after` is the power state to leave it in; a resumed operation
+        passes the state the VM had before the first attempt stopped it.
+        """
         was_running = self._stop_if_running(vm, progress)
+        running = was_running if running_after is None else running_after
         try:
             progress(40, "caching config")
             with step(ErrorCode.META_CREATE_CACHE):
@@ -207,11 +224,10 @@ class VmEngine(Network, Storage, ABC):
             progress(60, "snapshotting storage")
             with step(ErrorCode.SNAPSHOT_CREATE):
                 path = self.storage_create_snapshot(vm, name)
-        finally:
-            if was_running:
-                progress(90, "restarting VM")
-                with step(ErrorCode.START_VM):
-                    self.start_vm(vm)
+        except Exception:
+            self._restore_power_after_failure(vm, running)
+            raise
+        self._restore_power(vm, running, progress)
         return SnapshotResult(path=path, meta=meta)
 
     def destroy_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
@@ -219,26 +235,34 @@ class VmEngine(Network, Storage, ABC):
             self.storage_destroy_snapshot(vm, snapshot)
 
     def apply_snapshot(
-        self, vm: VmSpec, snapshot: SnapshotSpec, progress: Progress = _no_progress
+        self, vm: VmSpec, snapshot: SnapshotSpec, progress: Progress = _no_progress, *,
+        running_after: bool | None = None,
     ) -> VmSpec:
-        """Stop, restore meta, revert storage, update, restore power state. Returns the restored VM."""
+        """Stop, restore meta, revert storage, update, restore power state. Returns the restored VM.
+
+        On failure the VM is started again if it ran (as create_snapshot does), on
+        whatever disk it then has: a revert either happened whole or not at all.
+        """
         was_running = self._stop_if_running(vm, progress)
-        progress(30, "restoring config")
-        with step(ErrorCode.META_RESTORE_CACHE):
-            cached = self.gen_vm_from_meta(snapshot.meta)
-            # What the snapshot cannot change: identity and the current wiring
-            # (addresses, ports and egress policy belong to the Env as it is now).
-            restored = vm.replace(
-                cpu_num=cached.cpu_num, mem_mb=cached.mem_mb, disk_mb=cached.disk_mb
-            )
-        progress(50, "reverting storage")
-        with step(ErrorCode.SNAPSHOT_APPLY):
-            self.storage_apply_snapshot(restored, snapshot)
-        progress(70, "updating VM")
-        with step(ErrorCode.UPDATE_VM):
-            self.update_vm(restored)
-        if was_running:
-            progress(90, "restarting VM")
-            with step(ErrorCode.START_VM):
-                self.start_vm(restored)
+        running = was_running if running_after is None else running_after
+        restored = vm
+        try:
+            progress(30, "restoring config")
+            with step(ErrorCode.META_RESTORE_CACHE):
+                cached = self.gen_vm_from_meta(snapshot.meta)
+                # What the snapshot cannot change: identity and the current wiring
+                # (addresses, ports and egress policy belong to the Env as it is now).
+                restored = vm.replace(
+                    cpu_num=cached.cpu_num, mem_mb=cached.mem_mb, disk_mb=cached.disk_mb
+                )
+            progress(50, "reverting storage")
+            with step(ErrorCode.SNAPSHOT_APPLY):
+                self.storage_apply_snapshot(restored, snapshot)
+            progress(70, "updating VM")
+            with step(ErrorCode.UPDATE_VM):
+                self.update_vm(restored)
+        except Exception:
+            self._restore_power_after_failure(vm, running)
+            raise
+        self._restore_power(restored, running, progress)
         return restored

@@ -4,3 +4,12 @@ from django.apps import AppConfig
 class EnvsConfig(AppConfig):
     name = "envs"
     verbose_name = "Environments and operations"
+
+    def ready(self) -> None:
+        from django_q.signals import post_spawn
+
+        from envs import runner, steps, worker
+
+        runner.register(steps.STEPS)
+        # Each new worker process of the task cluster gets its keeper thread.
+        post_spawn.connect(worker.on_worker_spawn, dispatch_uid="tt-worker-keeper")

@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from ttportal.errors import ErrorCode
+from engines.errors import ErrorCode
 from ttportal.validators import validate_dns_label
 
 
@@ -97,6 +97,7 @@ class Operation(models.Model):
         SNAPSHOT_DESTROY = "snapshot_destroy", "Delete snapshot"
         SNAPSHOT_EXPIRE = "snapshot_expire", "Expire snapshot"
         VM_RECONCILE = "vm_reconcile", "Reconcile VM"
+        NODE_DRIFT = "node_drift", "Drift on a node"
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -105,10 +106,14 @@ class Operation(models.Model):
         FAILED = "failed"
 
     DONE = (Status.SUCCEEDED, Status.FAILED)
+    LIVE = (Status.QUEUED, Status.RUNNING)
 
     kind = models.CharField(max_length=32, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    env = models.ForeignKey(Env, on_delete=models.CASCADE, related_name="operations")
+    env = models.ForeignKey(
+        Env, null=True, blank=True, on_delete=models.CASCADE, related_name="operations",
+        help_text="Empty only for what concerns a node alone (drift no Env owns).",
+    )
     vm = models.ForeignKey(
         "vms.Vm", null=True, blank=True, on_delete=models.SET_NULL, related_name="operations"
     )
@@ -118,7 +123,7 @@ class Operation(models.Model):
     target = models.CharField(max_length=200, blank=True, help_text="What it acted on, kept after deletion.")
     params = models.JSONField(default=dict, blank=True)
     progress = models.PositiveSmallIntegerField(default=0)
-    error_code = models.CharField(max_length=32, blank=True, choices=ErrorCode.choices)
+    error_code = models.CharField(max_length=32, blank=True, choices=ErrorCode.choices())
     error_message = models.TextField(blank=True)
     log = models.TextField(blank=True)
     requested_by = models.ForeignKey(
@@ -129,6 +134,19 @@ class Operation(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The lease (envs/runner.py): who runs it, which attempt, and when that
+    # worker last said it is still at it. A lease that stops being renewed is
+    # taken over by the recovery pass (envs/recovery.py).
+    attempt = models.PositiveSmallIntegerField(
+        default=0, help_text="How many times a worker has taken it (0: not yet)."
+    )
+    worker = models.CharField(max_length=200, blank=True, help_text="The worker holding its lease.")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its worker last renewed the lease."
+    )
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a task for it was last handed to the broker."
+    )
 
     objects = OperationQuerySet.as_manager()
 
@@ -149,6 +167,18 @@ class Operation(models.Model):
     @property
     def is_done(self) -> bool:
         return self.status in self.DONE
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE
+
+    @property
+    def vm_ids(self) -> set[int]:
+        """Every VM it acts on: its own VM, and those an Env-wide action names."""
+        ids = {int(pk) for pk in (self.params or {}).get("vm_ids", [])}
+        if self.vm_id:
+            ids.add(self.vm_id)
+        return ids
 
     @property
     def duration(self):

@@ -6,25 +6,21 @@ engine work in registered steps, no transaction held across engine calls.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
-from engines.registry import get_engine
 from envs import policy
 from envs.models import Env, Operation
-from envs.operations import idempotent, record, step_for, sweep
-from ttportal.errors import EngineError, IllegalState, InvalidInput, TTError
+from envs.operations import idempotent, record, sweep
+from ttportal.errors import IllegalState, InvalidInput
 from vms import state
 from vms.models import Vm
-from vms.services import _power, build_vms, create_vms_step, destroy_one
+from vms.services import build_vms, claim_for_destroy
 from vms.specs import NewVm, check_name
 
 K = Operation.Kind
-log = logging.getLogger(__name__)
 
 
 def _end_from(now: datetime, *, lifetime=None, end_at=None, start_at: datetime) -> datetime:
@@ -77,8 +73,6 @@ def env_create(
     return record(K.ENV_CREATE, env=env, by=by, idempotency_key=idempotency_key,
                   params={"vm_ids": [vm.pk for vm in created], "start": True})
 
-
-step_for(K.ENV_CREATE)(create_vms_step)
 
 
 @idempotent
@@ -147,36 +141,6 @@ def env_start(*, env: Env, by, idempotency_key: str = "") -> Operation:
     return _env_power(env, "start", K.ENV_START, by, idempotency_key)
 
 
-def _for_each_vm(op: Operation, progress, work) -> None:
-    """Run `work(vm, progress)` on each VM of the operation; keep going past failures."""
-    vm_ids = op.params.get("vm_ids", [])
-    failures: list[tuple[str, TTError]] = []
-    vms = Vm.objects.filter(pk__in=vm_ids).select_related("node", "template", "env")
-    for n, vm in enumerate(vms):
-        def share(pct, msg, n=n, vm=vm):
-            progress(int((n + pct / 100) * 100 / max(1, len(vm_ids))), f"{vm.name}: {msg}")
-        try:
-            work(vm, share)
-        except TTError as exc:
-            failures.append((vm.name, exc))
-            share(100, f"failed: {exc}")
-    if failures:
-        name, first = failures[0]
-        raise EngineError(f"{len(failures)} of {len(vm_ids)} VMs failed; {name}: {first}", code=first.code)
-
-
-@step_for(K.ENV_START, K.ENV_STOP)
-def _env_power_step(op: Operation, progress) -> None:
-    action = "start" if op.kind == K.ENV_START else "stop"
-    transient = state.TRANSITIONS[action][1]
-
-    def work(vm: Vm, share) -> None:
-        if vm.status == transient:  # else: done already by an earlier run of this task
-            _power(vm, get_engine(vm.node), action, share)
-
-    _for_each_vm(op, progress, work)
-
-
 @idempotent
 def env_set_deny_outgoing(*, env: Env, deny: bool, by, idempotency_key: str = "") -> Operation:
     """Cut every VM of the Env off from everything beyond the node network (or allow it again)."""
@@ -195,63 +159,19 @@ def env_set_deny_outgoing(*, env: Env, deny: bool, by, idempotency_key: str = ""
                   params={"deny": deny, "previous": previous, "vm_ids": vm_ids})
 
 
-@step_for(K.ENV_DENY_OUTGOING)
-def _env_deny_step(op: Operation, progress) -> None:
-    deny = op.params["deny"]
-
-    def work(vm: Vm, share) -> None:
-        engine = get_engine(vm.node)
-        share(50, "denying egress" if deny else "allowing egress")
-        try:
-            (engine.deny_outgoing if deny else engine.allow_outgoing)(vm.to_spec())
-        except TTError:
-            raise
-        except Exception as exc:
-            raise EngineError(f"{exc.__class__.__name__}: {exc}", code="net_outgoing") from exc
-
-    try:
-        _for_each_vm(op, progress, work)
-    except TTError:
-        # Record the truth: the Env flag goes back, and so do the VMs that changed.
-        Env.objects.filter(pk=op.env_id).update(deny_outgoing=op.params["previous"])
-        for vm in Vm.objects.filter(pk__in=op.params["vm_ids"]).select_related("node", "template", "env"):
-            try:
-                engine = get_engine(vm.node)
-                (engine.deny_outgoing if op.params["previous"] else engine.allow_outgoing)(vm.to_spec())
-            except Exception:
-                log.exception("could not restore egress policy of %s", vm)
-        raise
-    finally:
-        state.release_network(op.params["vm_ids"])
-
-
 @idempotent
 def env_destroy(*, env: Env, by, idempotency_key: str = "", kind: str = K.ENV_DESTROY) -> Operation:
     """Destroy every VM and release their ports; the Env row and its operations stay on record."""
     policy.check_can_manage(by, env)
     env = Env.objects.select_for_update().get(pk=env.pk)
-    policy.check_live(env)
-    busy = [vm.name for vm in env.vms.live() if not state.can(vm, "destroy")]
-    if busy:
-        raise IllegalState(f"VMs still busy: {', '.join(busy)}; retry when their operations finish")
+    if env.status == Env.Status.DESTROYED:
+        raise IllegalState(f"Env {env.name} is destroyed")
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
-    vm_ids = _claim_all(env, "destroy")
+    # A destroy left half-way (its worker lost) is taken over here, so an Env
+    # still marked destroying may be destroyed again.
+    vm_ids = claim_for_destroy(env, list(env.vms.live().order_by("pk")), by=by)
     Env.objects.filter(pk=env.pk).update(status=Env.Status.DESTROYING)
     return record(kind, env=env, by=by, idempotency_key=idempotency_key, params={"vm_ids": vm_ids})
-
-
-@step_for(K.ENV_DESTROY, K.ENV_EXPIRE)
-def _env_destroy_step(op: Operation, progress) -> None:
-    try:
-        _for_each_vm(op, progress, destroy_one)
-    except TTError:
-        # Back to active so the owner, an operator or the next sweep can retry.
-        Env.objects.filter(pk=op.env_id).update(status=Env.Status.ACTIVE)
-        raise
-    with transaction.atomic():
-        Env.objects.filter(pk=op.env_id).update(
-            status=Env.Status.DESTROYED, destroyed_at=timezone.now(), is_stopped=True
-        )
 
 
 def env_expire_due(now=None, limit: int = 100) -> list[Operation]:

@@ -1,13 +1,23 @@
-"""django-q2 entry points: thin, take ids, call services."""
+"""django-q2 entry points: thin, take ids, call the runner or a service."""
 
 from __future__ import annotations
 
-from envs import operations
+from envs import runner, worker
 
 
 def run_operation(operation_id: int) -> str:
-    op = operations.execute(operation_id)
+    if worker.stop_requested():
+        # The cluster is stopping: leave the operation to the next one.
+        runner.dispatch(operation_id)
+        return "deferred"
+    op = runner.execute(operation_id)
     return op.status if op is not None else "missing"
+
+
+def recover_operations() -> int:
+    from envs.recovery import recover
+
+    return recover()
 
 
 def expire_envs() -> int:

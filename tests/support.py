@@ -33,6 +33,15 @@ def done(op: Operation) -> Operation:
     return op
 
 
+def held_by_a_live_worker(op: Operation, now: datetime) -> Operation:
+    """The operation as a healthy worker on another host holds it: running, lease renewed at `now`."""
+    Operation.objects.filter(pk=op.pk).update(
+        status="running", attempt=1, worker="elsewhere:4242/0000.0.0", heartbeat_at=now, started_at=now
+    )
+    op.refresh_from_db()
+    return op
+
+
 # --- what libvirt's test driver holds ------------------------------------------------
 
 

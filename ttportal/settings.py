@@ -126,9 +126,25 @@ TT_STOP_TIMEOUT = env_int("TT_STOP_TIMEOUT", 30, minimum=0)
 # Allocation retries when two requests race for the same MAC or port.
 TT_ALLOCATION_RETRIES = env_int("TT_ALLOCATION_RETRIES", 50, minimum=1)
 
+# --- Operations that survive crashes (envs/runner.py, envs/recovery.py) ----
+# A running operation's worker renews its lease every TT_OPERATION_LEASE / 6 s;
+# one not renewed for TT_OPERATION_LEASE s (or whose worker is gone from this
+# host) is taken over. After TT_OPERATION_MAX_ATTEMPTS takes it fails as
+# worker_lost, with every VM it touched settled to its real state.
+TT_OPERATION_LEASE = env_int("TT_OPERATION_LEASE", 30, minimum=3)
+TT_OPERATION_MAX_ATTEMPTS = env_int("TT_OPERATION_MAX_ATTEMPTS", 3, minimum=1)
+# SIGTERM to the cluster (tt_qcluster): the operation in hand gets this long to
+# finish, then it is handed back to be taken over at once.
+TT_WORKER_STOP_TIMEOUT = env_int("TT_WORKER_STOP_TIMEOUT", 15, minimum=0)
+# Domains and volumes named like ours that no live VM owns are reported as
+# drift at once, and removed once they have been reported this long.
+TT_DRIFT_GRACE = env_int("TT_DRIFT_GRACE", 3600, minimum=0)
+
 # --- Task queue (django-q2) ------------------------------------------------
 # `retry` must exceed `timeout`, or a slow task is handed to a second worker
-# while the first still runs it. Tasks are idempotent all the same.
+# while the first still runs it. The broker's redelivery is not what recovers
+# a lost operation (it takes `retry` seconds, and the Redis broker has none):
+# operation leases do (envs/recovery.py).
 _TASK_TIMEOUT = env_int("TT_TASK_TIMEOUT", 900, minimum=10)
 Q_CLUSTER = {
     "name": "ttportal",

@@ -1,29 +1,27 @@
 """VM and snapshot actions. Every interface (portal, API, admin, tasks) calls these.
 
-Request side: check permission, validate, claim the VM's status, apply the
-Env's management cooldown, record the Operation; the task is enqueued on
-commit. Step side (registered with `step_for`): call the engine with no
-transaction or lock held, then commit the result.
+Each verb checks permission, validates, claims the VM's status, applies the
+Env's management cooldown where it applies, and records the Operation; its task
+is dispatched on commit and runs the step of its kind (vms/steps.py). No engine
+is called here.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid as uuidlib
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
-from engines.registry import driver_class, get_engine
-from engines.specs import Feature, PortSpec, PowerState, SnapshotSpec
-from envs import policy
+from engines.registry import driver_class
+from engines.specs import Feature
+from envs import policy, recovery
 from envs.models import Env, Operation
-from envs.operations import idempotent, record, step_for, sweep
-from ttportal.errors import EngineError, IllegalState, InvalidInput, TTError, Unsupported
+from envs.operations import idempotent, record, sweep
+from ttportal.errors import IllegalState, InvalidInput, Unsupported
 from vms import allocation, state
-from vms.models import PortMapping, Snapshot, Vm
+from vms.models import Snapshot, Vm
 from vms.specs import (
     NewVm,
     check_name,
@@ -35,7 +33,6 @@ from vms.specs import (
 )
 
 K = Operation.Kind
-log = logging.getLogger(__name__)
 
 
 def _locked_env(env: Env) -> Env:
@@ -100,84 +97,7 @@ def vm_add(*, env: Env, spec: NewVm, by, idempotency_key: str = "") -> Operation
                   params={"vm_ids": [vm.pk], "start": not env.is_stopped})
 
 
-def create_vms_step(op: Operation, progress) -> None:
-    """Create (and boot unless the Env is stopped) every VM named in the operation."""
-    vm_ids = op.params.get("vm_ids", [])
-    failures: list[TTError] = []
-    for n, vm in enumerate(Vm.objects.filter(pk__in=vm_ids).select_related("node", "template", "env")):
-        share = lambda pct, msg, n=n, vm=vm: progress(  # noqa: E731
-            int((n + pct / 100) * 100 / max(1, len(vm_ids))), f"{vm.name}: {msg}"
-        )
-        try:
-            _create_one(vm, start=op.params.get("start", True), progress=share)
-        except TTError as exc:
-            failures.append(exc)
-            share(100, f"failed: {exc}")
-    if failures:
-        first = failures[0]
-        raise EngineError(
-            f"{len(failures)} of {len(vm_ids)} VMs failed; first: {first}", code=first.code
-        )
-
-
-def _create_one(vm: Vm, *, start: bool, progress) -> None:
-    if vm.status != Vm.Status.CREATING:
-        return  # a retried task: this one is done
-    engine = get_engine(vm.node)
-    spec = vm.to_spec()
-    try:
-        image = engine.create_vm(spec, progress)
-    except TTError:
-        # The engine rolled back its part; give back addresses and ports too,
-        # so a failed create leaves nothing behind.
-        allocation.release(vm)
-        Vm.objects.filter(pk=vm.pk).update(status=Vm.Status.DESTROYED, destroyed_at=timezone.now())
-        raise
-    Vm.objects.filter(pk=vm.pk).update(
-        runtime_image=image, status=Vm.Status.STOPPED, latest_meta=spec.replace(runtime_image=image).to_meta()
-    )
-    if start:
-        vm.refresh_from_db()
-        Vm.objects.filter(pk=vm.pk).update(status=Vm.Status.STARTING)
-        _power(vm, engine, "start", progress)
-
-
-step_for(K.VM_ADD)(create_vms_step)
-
-
 # --- power --------------------------------------------------------------------
-
-
-def _settle(vm: Vm, engine=None) -> None:
-    """After a failure, put the VM in the status the engine really reports (else error)."""
-    try:
-        power = (engine or get_engine(vm.node)).power_state(vm.to_spec())
-    except Exception:
-        power = None
-    status = {PowerState.RUNNING: Vm.Status.RUNNING, PowerState.STOPPED: Vm.Status.STOPPED}.get(
-        power, Vm.Status.ERROR
-    )
-    Vm.objects.filter(pk=vm.pk).update(status=status)
-
-
-def _power(vm: Vm, engine, action: str, progress) -> None:
-    spec = vm.to_spec()
-    try:
-        if action == "start":
-            progress(50, "booting")
-            engine.start_vm(spec)
-            final = Vm.Status.RUNNING
-        else:
-            progress(50, "shutting down")
-            engine.stop_vm(spec)
-            final = Vm.Status.STOPPED
-    except Exception as exc:
-        _settle(vm, engine)
-        if isinstance(exc, TTError):
-            raise
-        code = "start_vm" if action == "start" else "stop_vm"
-        raise EngineError(f"{exc.__class__.__name__}: {exc}", code=code) from exc
-    Vm.objects.filter(pk=vm.pk).update(status=final)
 
 
 def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) -> Operation:
@@ -200,17 +120,31 @@ def vm_stop(*, vm: Vm, by, idempotency_key: str = "") -> Operation:
     return _vm_power_request(vm, "stop", K.VM_STOP, by, idempotency_key)
 
 
-@step_for(K.VM_START, K.VM_STOP)
-def _vm_power_step(op: Operation, progress) -> None:
-    vm = Vm.objects.select_related("node", "template", "env").get(pk=op.vm_id)
-    action = "start" if op.kind == K.VM_START else "stop"
-    transient = state.TRANSITIONS[action][1]
-    if vm.status != transient:
-        return  # a retried task after the work was committed
-    _power(vm, get_engine(vm.node), action, progress)
-
-
 # --- destroy ------------------------------------------------------------------
+
+
+_DESTROY_KINDS = (K.ENV_DESTROY, K.ENV_EXPIRE)
+
+
+def claim_for_destroy(env: Env, vms: list[Vm], *, by) -> list[int]:
+    """Claim these VMs of the (locked) Env for a destroy; returns their ids.
+
+    Operations on the Env that no live worker holds (a crashed worker's, or a
+    task lost with its cluster) are taken over first, so a destroy is the way
+    out of anything stuck. A VM a live operation still holds refuses the whole
+    destroy; every other VM is claimed from whatever status it is in.
+    """
+    who = by.get_username() if by is not None else "the expiry sweep"
+    live = recovery.take_over_stuck(env, why=f"{who} destroys it")
+    if any(op.kind in _DESTROY_KINDS for op in live):
+        raise IllegalState(f"Env {env.name} is being destroyed already")
+    held = {pk for op in live for pk in op.vm_ids}
+    busy = sorted(vm.name for vm in vms if vm.pk in held)
+    if busy:
+        raise IllegalState(f"VMs still busy: {', '.join(busy)}; retry when their operations finish")
+    ids = [vm.pk for vm in vms]
+    Vm.objects.filter(pk__in=ids).exclude(status=Vm.Status.DESTROYED).update(status=Vm.Status.DESTROYING)
+    return ids
 
 
 @idempotent
@@ -219,31 +153,12 @@ def vm_destroy(*, vm: Vm, by, idempotency_key: str = "") -> Operation:
     env = _locked_env(vm.env)
     if env.status == Env.Status.DESTROYED:
         raise IllegalState(f"Env {env.name} is destroyed")
-    policy.claim_mgmt_slot(env, timezone.now(), by=by)
-    state.claim(vm, "destroy")
-    return record(K.VM_DESTROY, env=env, vm=vm, by=by, idempotency_key=idempotency_key)
-
-
-def destroy_one(vm: Vm, progress) -> None:
-    """Remove the VM from its engine and give back everything it held. Idempotent."""
+    vm.refresh_from_db(fields=["status"])
     if vm.status == Vm.Status.DESTROYED:
-        return
-    engine = get_engine(vm.node)
-    try:
-        engine.destroy_vm(vm.to_spec(), progress)
-    except TTError:
-        Vm.objects.filter(pk=vm.pk).update(status=Vm.Status.ERROR)
-        raise
-    with transaction.atomic():
-        allocation.release(vm)
-        Snapshot.objects.filter(vm=vm).delete()
-        Vm.objects.filter(pk=vm.pk).update(status=Vm.Status.DESTROYED, destroyed_at=timezone.now())
-
-
-@step_for(K.VM_DESTROY)
-def _vm_destroy_step(op: Operation, progress) -> None:
-    vm = Vm.objects.select_related("node", "template", "env").get(pk=op.vm_id)
-    destroy_one(vm, progress)
+        raise IllegalState(f"VM {vm.name} is destroyed")
+    policy.claim_mgmt_slot(env, timezone.now(), by=by)
+    claim_for_destroy(env, [vm], by=by)
+    return record(K.VM_DESTROY, env=env, vm=vm, by=by, idempotency_key=idempotency_key)
 
 
 # --- network ------------------------------------------------------------------
@@ -261,21 +176,6 @@ def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Ope
     Vm.objects.filter(pk=vm.pk).update(net_blacklist=blacklist)
     return record(K.VM_SET_BLACKLIST, env=vm.env, vm=vm, by=by, idempotency_key=idempotency_key,
                   params={"previous": previous, "blacklist": blacklist})
-
-
-@step_for(K.VM_SET_BLACKLIST)
-def _vm_blacklist_step(op: Operation, progress) -> None:
-    vm = Vm.objects.select_related("node", "template", "env").get(pk=op.vm_id)
-    new = vm.to_spec()
-    old = new.replace(blacklist=tuple(op.params.get("previous", [])))
-    try:
-        progress(50, f"blacklist: {', '.join(vm.net_blacklist) or 'empty'}")
-        get_engine(vm.node).set_blacklist(new, previous=old)
-    except Exception as exc:
-        Vm.objects.filter(pk=vm.pk).update(net_blacklist=op.params.get("previous", []))
-        raise _as_engine_error(exc, "net_blacklist") from exc
-    finally:
-        state.release_network([vm.pk])
 
 
 @idempotent
@@ -297,34 +197,6 @@ def vm_set_ports(*, vm: Vm, ports, by, idempotency_key: str = "") -> Operation:
             allocation.allocate_port(vm, protocol, inner)
     return record(K.VM_SET_PORTS, env=vm.env, vm=vm, by=by, idempotency_key=idempotency_key,
                   params={"previous": previous, "ports": [list(p) for p in wanted]})
-
-
-@step_for(K.VM_SET_PORTS)
-def _vm_ports_step(op: Operation, progress) -> None:
-    vm = Vm.objects.select_related("node", "template", "env").get(pk=op.vm_id)
-    new = vm.to_spec()
-    previous = [PortSpec(proto, inner, public) for proto, inner, public in op.params.get("previous", [])]
-    old = new.replace(ports=tuple(previous))
-    try:
-        progress(50, "updating port map")
-        get_engine(vm.node).set_net(new, previous=old)
-    except Exception as exc:
-        # nft changes are atomic, so the node still holds the old map: put it
-        # back in the database too.
-        with transaction.atomic():
-            PortMapping.objects.filter(vm=vm).delete()
-            for p in previous:
-                PortMapping.objects.create(vm=vm, node=vm.node, protocol=p.protocol,
-                                           inner_port=p.inner_port, public_port=p.public_port)
-        raise _as_engine_error(exc, "net_set") from exc
-    finally:
-        state.release_network([vm.pk])
-
-
-def _as_engine_error(exc: Exception, code: str) -> TTError:
-    if isinstance(exc, TTError):
-        return exc
-    return EngineError(f"{exc.__class__.__name__}: {exc}", code=code)
 
 
 # --- snapshots ----------------------------------------------------------------
@@ -366,31 +238,6 @@ def snapshot_create(*, vm: Vm, name: str, by, life_time=None, idempotency_key: s
                   idempotency_key=idempotency_key, params={"previous_status": previous})
 
 
-@step_for(K.SNAPSHOT_CREATE)
-def _snapshot_create_step(op: Operation, progress) -> None:
-    snapshot = Snapshot.objects.select_related("vm__node", "vm__template", "vm__env").filter(
-        pk=op.snapshot_id
-    ).first()
-    if snapshot is None or snapshot.status != Snapshot.Status.CREATING:
-        return
-    vm = snapshot.vm
-    engine = get_engine(vm.node)
-    try:
-        result = engine.create_snapshot(vm.to_spec(), snapshot.name, progress)
-    except Exception as exc:
-        try:  # a half-made snapshot must not stay in the image
-            engine.destroy_snapshot(vm.to_spec(), SnapshotSpec(name=snapshot.name, path=snapshot.name))
-        except Exception:
-            log.exception("could not remove the half-made snapshot %s", snapshot)
-        snapshot.delete()
-        _settle(vm, engine)
-        raise _as_engine_error(exc, "snapshot_create") from exc
-    Snapshot.objects.filter(pk=snapshot.pk).update(
-        status=Snapshot.Status.READY, path=result.path, meta=result.meta
-    )
-    _settle(vm, engine)
-
-
 @idempotent
 def snapshot_apply(*, snapshot: Snapshot, by, idempotency_key: str = "") -> Operation:
     """Put the VM back to the snapshot: its disk and its config; power state as it was."""
@@ -403,32 +250,9 @@ def snapshot_apply(*, snapshot: Snapshot, by, idempotency_key: str = "") -> Oper
         status=Snapshot.Status.APPLYING
     ):
         raise IllegalState(f"snapshot {snapshot.name} is {snapshot.status}, not ready")
-    state.claim(vm, "apply")
+    previous = state.claim(vm, "apply")
     return record(K.SNAPSHOT_APPLY, env=env, vm=vm, snapshot=snapshot, by=by,
-                  idempotency_key=idempotency_key)
-
-
-@step_for(K.SNAPSHOT_APPLY)
-def _snapshot_apply_step(op: Operation, progress) -> None:
-    snapshot = Snapshot.objects.select_related("vm__node", "vm__template", "vm__env").get(pk=op.snapshot_id)
-    vm = snapshot.vm
-    if snapshot.status != Snapshot.Status.APPLYING:
-        return
-    engine = get_engine(vm.node)
-    try:
-        restored = engine.apply_snapshot(
-            vm.to_spec(), SnapshotSpec(name=snapshot.name, path=snapshot.path, meta=snapshot.meta), progress
-        )
-    except Exception as exc:
-        Snapshot.objects.filter(pk=snapshot.pk).update(status=Snapshot.Status.READY)
-        _settle(vm, engine)
-        raise _as_engine_error(exc, "snapshot_apply") from exc
-    Vm.objects.filter(pk=vm.pk).update(
-        cpu_num=restored.cpu_num, mem_mb=restored.mem_mb, disk_mb=restored.disk_mb,
-        latest_meta=restored.to_meta(),
-    )
-    Snapshot.objects.filter(pk=snapshot.pk).update(status=Snapshot.Status.READY)
-    _settle(vm, engine)
+                  idempotency_key=idempotency_key, params={"previous_status": previous})
 
 
 @idempotent
@@ -443,25 +267,6 @@ def snapshot_destroy(*, snapshot: Snapshot, by, idempotency_key: str = "",
         raise IllegalState(f"snapshot {snapshot.name} is {snapshot.status}, not ready")
     return record(kind, env=vm.env, vm=vm, snapshot=snapshot, by=by, idempotency_key=idempotency_key,
                   target=f"{vm.env.name}/{vm.name}@{snapshot.name}")
-
-
-@step_for(K.SNAPSHOT_DESTROY, K.SNAPSHOT_EXPIRE)
-def _snapshot_destroy_step(op: Operation, progress) -> None:
-    snapshot = Snapshot.objects.select_related("vm__node", "vm__template", "vm__env").filter(
-        pk=op.snapshot_id
-    ).first()
-    if snapshot is None:
-        return  # already gone (a retried task)
-    vm = snapshot.vm
-    try:
-        progress(50, f"removing snapshot {snapshot.name}")
-        get_engine(vm.node).destroy_snapshot(
-            vm.to_spec(), SnapshotSpec(name=snapshot.name, path=snapshot.path, meta=snapshot.meta)
-        )
-    except Exception as exc:
-        Snapshot.objects.filter(pk=snapshot.pk).update(status=Snapshot.Status.READY)
-        raise _as_engine_error(exc, "snapshot_destroy") from exc
-    snapshot.delete()
 
 
 def snapshot_expire_due(now=None, limit: int = 100) -> list[Operation]:
@@ -483,47 +288,3 @@ def snapshot_expire_one(snapshot_id: int, *, now=None) -> Operation | None:
         return snapshot_destroy(snapshot=snapshot, by=None, kind=K.SNAPSHOT_EXPIRE)
     except IllegalState:
         return None
-
-
-# --- after a failure ------------------------------------------------------------
-
-S = Vm.Status
-# The transient statuses each kind of operation claims VMs into. A step's own
-# error handling puts them back; this is for failures it never saw (a crash, or
-# an engine that could not even be reached), which would otherwise leave the
-# VM in a status no action is allowed from.
-_CLAIMS: dict[str, set[str]] = {
-    K.ENV_CREATE: {S.CREATING, S.STARTING},
-    K.VM_ADD: {S.CREATING, S.STARTING},
-    K.ENV_START: {S.STARTING},
-    K.VM_START: {S.STARTING},
-    K.ENV_STOP: {S.STOPPING},
-    K.VM_STOP: {S.STOPPING},
-    K.ENV_DESTROY: {S.DESTROYING},
-    K.ENV_EXPIRE: {S.DESTROYING},
-    K.VM_DESTROY: {S.DESTROYING},
-    K.SNAPSHOT_CREATE: {S.SNAPSHOTTING},
-    K.SNAPSHOT_APPLY: {S.RESTORING},
-}
-
-
-def settle_failed(op: Operation) -> None:
-    """Leave nothing a failed operation claimed in a transient status (called after it failed)."""
-    stuck = _CLAIMS.get(op.kind)
-    if stuck:
-        vm_ids = set(op.params.get("vm_ids", [])) | ({op.vm_id} if op.vm_id else set())
-        stuck_vms = Vm.objects.filter(pk__in=vm_ids, status__in=stuck)
-        for vm in stuck_vms.select_related("node", "template", "env"):
-            _settle(vm)  # what the engine reports, else error
-    if op.snapshot_id:
-        if op.kind == K.SNAPSHOT_CREATE:
-            Snapshot.objects.filter(pk=op.snapshot_id, status=Snapshot.Status.CREATING).delete()
-        else:
-            Snapshot.objects.filter(
-                pk=op.snapshot_id, status__in=[Snapshot.Status.APPLYING, Snapshot.Status.DESTROYING]
-            ).update(status=Snapshot.Status.READY)
-    if op.kind in (K.VM_SET_PORTS, K.VM_SET_BLACKLIST, K.ENV_DENY_OUTGOING):
-        state.release_network(set(op.params.get("vm_ids", [])) | ({op.vm_id} if op.vm_id else set()))
-    if op.kind in (K.ENV_DESTROY, K.ENV_EXPIRE):
-        # Back to active so the owner, an operator or the next sweep can retry.
-        Env.objects.filter(pk=op.env_id, status=Env.Status.DESTROYING).update(status=Env.Status.ACTIVE)

@@ -25,15 +25,19 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
 }
 
 STABLE = frozenset({S.STOPPED, S.RUNNING})
+# What a VM is in only while an operation holds it.
+TRANSIENT = frozenset({S.CREATING, S.STARTING, S.STOPPING, S.SNAPSHOTTING, S.RESTORING, S.DESTROYING})
 
 
 def claim(vm: Vm, action: str) -> str:
     """Move `vm` into the action's transient status or raise IllegalState. Returns the old status."""
     allowed, transient = TRANSITIONS[action]
-    old = vm.status
     if transient:
-        won = Vm.objects.filter(pk=vm.pk, status__in=allowed).update(status=transient)
-        if not won:
+        # The status as stored (the caller's copy may be stale), then an UPDATE
+        # conditional on exactly it: the status returned is the one it left.
+        vm.refresh_from_db(fields=["status"])
+        old = vm.status
+        if old not in allowed or not Vm.objects.filter(pk=vm.pk, status=old).update(status=transient):
             vm.refresh_from_db(fields=["status"])
             raise _illegal(vm, action, allowed)
         vm.status = transient

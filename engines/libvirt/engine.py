@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 import libvirt
 
 from engines.base import VmEngine
+from engines.errors import EngineError, ErrorCode
 from engines.libvirt import xml
 from engines.libvirt.connection import get_connection, is_missing
 from engines.libvirt.console import read_console_tail
 from engines.network.firewall import Element, Firewall, MemoryFirewall
 from engines.specs import Feature, PowerState, SnapshotSpec, VmSpec
-from ttportal.errors import EngineError, ErrorCode
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -38,6 +38,10 @@ def host_has_working_kvm() -> bool:
     except OSError:
         return False
     return " vmx" in flags or " svm" in flags
+
+
+class DomainMissing(LookupError):
+    """The VM has no domain on the node."""
 
 
 class LibvirtEngine(VmEngine):
@@ -242,9 +246,11 @@ class LibvirtEngine(VmEngine):
 
     # --- lifecycle ------------------------------------------------------------
     def _require_domain(self, vm: VmSpec) -> libvirt.virDomain:
+        """The VM's domain. A missing one is a plain error: the flow calling this
+        (start, snapshot, apply) gives it the code of its own step."""
         dom = self._domain(vm)
         if dom is None:
-            raise EngineError(f"VM {vm.name} is not defined on {self.uri}", code=ErrorCode.START_VM)
+            raise DomainMissing(f"VM {vm.name} is not defined on {self.uri}")
         return dom
 
     def _boot_file(self, path: str) -> str:
@@ -366,6 +372,11 @@ class LibvirtEngine(VmEngine):
             self.firewall.apply(previous, vm)
         else:
             self.firewall.add_vm(vm)
+
+    def resync_net(self, vm: VmSpec) -> None:
+        if not self._has_dhcp_host(vm):
+            self._update_dhcp_host(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, vm)
+        self.firewall.replace_vm(vm)
 
     def unset_net(self, vm: VmSpec) -> None:
         self.firewall.remove_vm(vm)

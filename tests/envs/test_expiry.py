@@ -10,7 +10,7 @@ from engines.libvirt.engine import LibvirtEngine
 from envs import tasks
 from envs.models import Env, Operation
 from envs.services import env_expire_due, env_expire_one, env_extend
-from tests.support import T0, domain, take_snapshot
+from tests.support import T0, domain, held_by_a_live_worker, take_snapshot
 from vms.models import PortMapping, Snapshot, Vm
 from vms.services import snapshot_apply, snapshot_create, snapshot_expire_due, snapshot_expire_one
 from vms.specs import NewVm
@@ -156,11 +156,14 @@ def test_it_expires_the_oldest_first_within_a_limit(alice, bob, make_env, time_m
 
 def test_it_waits_for_a_busy_env_and_takes_it_on_the_next_sweep(env, time_machine, run_tasks):
     web = env.vms.get(name="web")
-    Vm.objects.filter(pk=web.pk).update(status="snapshotting")  # an operation still running
+    snapshotting = snapshot_create(vm=web, by=env.owner, name="s1")  # its task not run yet
     time_machine.move_to(T0 + HOUR)
+    held_by_a_live_worker(snapshotting, T0 + HOUR)  # a worker elsewhere is at it
     with run_tasks():
         assert env_expire_due() == []
     assert status_of(env) == "active"
+    assert status_of(web) == "snapshotting"
+    Operation.objects.filter(pk=snapshotting.pk).update(status="succeeded")
     Vm.objects.filter(pk=web.pk).update(status="running")
     time_machine.shift(60)
     with run_tasks():
@@ -185,9 +188,10 @@ def test_it_retries_an_expiry_that_failed(env, time_machine, run_tasks, monkeypa
     op.refresh_from_db()
     assert (op.status, op.error_code) == ("failed", "undefine_vm")
     assert "libvirt went away" in op.error_message
-    # Back to active so the next sweep tries again; the VM that failed says so.
+    # Back to active so the next sweep tries again; the VM that failed says what its node
+    # has: forced off, still defined.
     assert status_of(env) == "active"
-    assert sorted(env.vms.values_list("status", flat=True)) == ["destroyed", "error"]
+    assert sorted(env.vms.values_list("status", flat=True)) == ["destroyed", "stopped"]
     time_machine.shift(60)
     with run_tasks():
         (retry,) = env_expire_due()

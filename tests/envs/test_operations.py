@@ -3,14 +3,16 @@ and an idempotency key returns the first operation."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import libvirt
 import pytest
 
 from engines.libvirt.engine import LibvirtEngine
 from engines.registry import forget_engines
-from envs import operations, tasks
+from envs import runner, tasks
 from envs.models import Env, Operation
-from envs.operations import execute
+from envs.runner import Step, execute
 from envs.services import env_create, env_destroy, env_set_deny_outgoing, env_stop
 from tests.support import T0, domain_state, done, refused, tt_volumes
 from ttportal.errors import CooldownActive, EngineError, InvalidInput
@@ -109,7 +111,7 @@ def test_it_records_a_crash_in_a_step_as_internal(alice, vm, run_tasks, monkeypa
     def crash(op, progress):
         raise KeyError("vm_ids")
 
-    monkeypatch.setitem(operations.STEPS, Operation.Kind.VM_STOP, crash)
+    crashing(monkeypatch, Operation.Kind.VM_STOP, crash)
     op = failed_stop(vm, alice, run_tasks, "internal")
     assert op.error_message == "KeyError: 'vm_ids'"
     # The VM is not left "stopping" for ever: it shows what the engine reports.
@@ -136,6 +138,18 @@ def _crash(op, progress):
     raise RuntimeError("bug in a step")
 
 
+def crashing(monkeypatch, kind: str, run) -> None:
+    """Replace the step of `kind` by `run`, keeping its settle."""
+    monkeypatch.setitem(runner.STEPS, kind, Step(run=run, settle=runner.STEPS[kind].settle))
+
+
+def worker_died(op: Operation, **fields) -> None:
+    """The row as a worker leaves it when it dies: running, its lease run out."""
+    Operation.objects.filter(pk=op.pk).update(
+        status="running", heartbeat_at=T0 - timedelta(minutes=5), **fields
+    )
+
+
 CRASHING = {
     "vm_stop": lambda vm, snap, by: vm_stop(vm=vm, by=by),
     "vm_destroy": lambda vm, snap, by: vm_destroy(vm=vm, by=by),
@@ -153,7 +167,7 @@ def test_it_leaves_nothing_half_claimed_after_a_crash(alice, vm, run_tasks, monk
     with run_tasks():
         op = snapshot_create(vm=vm, by=alice, name="s1")
     snap = done(op).snapshot
-    monkeypatch.setitem(operations.STEPS, kind, _crash)
+    crashing(monkeypatch, kind, _crash)
     with run_tasks():
         op = call(vm, snap, alice)
     op = done(op)
@@ -230,7 +244,8 @@ def test_it_records_a_failed_apply_and_keeps_the_snapshot(alice, vm, run_tasks, 
     snap.refresh_from_db()
     assert snap.status == "ready"
     vm.refresh_from_db()
-    assert vm.status == domain_state(vm) == "stopped"  # the flow stopped it before reverting
+    # The flow stopped it to revert, and starts it again on failure as on success.
+    assert vm.status == domain_state(vm) == "running"
 
 
 def test_it_puts_the_blacklist_back_when_the_node_refuses_it(alice, vm, run_tasks, monkeypatch, firewall):
@@ -300,7 +315,7 @@ def test_it_does_not_start_twice_when_the_task_is_retried(alice, vm, run_tasks, 
     assert execute(op.pk).status == "succeeded"
     assert tasks.run_operation(op.pk) == "succeeded"
     # Delivered again after the worker died between doing the work and recording it.
-    Operation.objects.filter(pk=op.pk).update(status="running", finished_at=None)
+    worker_died(op, finished_at=None)
     assert execute(op.pk).status == "succeeded"
     assert len(starts) == 1
     op.refresh_from_db()
@@ -314,7 +329,7 @@ def test_it_does_not_create_twice_when_the_task_is_retried(alice, template, run_
         op = env_create(owner=alice, by=alice, name="demo",
                         vms=[NewVm(name="a", template=template), NewVm(name="b", template=template)])
     assert done(op).status == "succeeded"
-    Operation.objects.filter(pk=op.pk).update(status="running")
+    worker_died(op)
     assert execute(op.pk).status == "succeeded"
     assert (len(creates), len(starts)) == (2, 2)
 
@@ -324,7 +339,7 @@ def test_it_does_not_snapshot_twice_when_the_task_is_retried(alice, vm, run_task
     with run_tasks():
         op = snapshot_create(vm=vm, by=alice, name="s1")
     assert done(op).status == "succeeded"
-    Operation.objects.filter(pk=op.pk).update(status="running")
+    worker_died(op)
     assert execute(op.pk).status == "succeeded"
     assert len(snapshots) == 1
     assert Snapshot.objects.get().status == "ready"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from django.utils import timezone
 
 from envs.models import Env, Operation
 from envs.services import (
@@ -15,7 +16,7 @@ from envs.services import (
     env_start,
     env_stop,
 )
-from tests.support import T0, domain_names, done, refused
+from tests.support import T0, domain_names, done, held_by_a_live_worker, refused
 from ttportal.errors import CooldownActive, Exhausted, Forbidden, IllegalState, InvalidInput
 from vms.models import PortMapping, Snapshot, Vm
 from vms.services import snapshot_create
@@ -463,7 +464,8 @@ def test_it_gives_ports_back_for_reuse(alice, make_env, run_tasks, node, db_stat
 
 def test_it_refuses_to_destroy_an_env_while_a_vm_is_busy(alice, make_env, db_state):
     env = make_env(alice, vms=2)
-    Vm.objects.filter(env=env, name="vm1").update(status="snapshotting")
+    op = snapshot_create(vm=env.vms.get(name="vm1"), by=alice, name="s1")
+    held_by_a_live_worker(op, timezone.now())
     with refused(db_state, IllegalState) as caught:
         env_destroy(env=env, by=alice)
     assert "vm1" in caught.value.message

@@ -52,7 +52,7 @@ class Command(BaseCommand):
             engine.set_net(spec)
         self.stdout.write(f"node {node.name}: pool, network and firewall ready; {len(specs)} VMs rewired")
         if o["template"]:
-            from engines.libvirt.templates import install_busybox_template
+            from engines.templates import install_busybox_template
 
             template = install_busybox_template(node)
             self.stdout.write(f"template {template.name} ready ({template.path})")

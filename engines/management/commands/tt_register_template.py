@@ -6,8 +6,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from engines.libvirt.templates import register_qcow2_template
 from engines.models import Node
+from engines.templates import register_qcow2_template
 
 
 class Command(BaseCommand):

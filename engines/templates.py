@@ -1,4 +1,7 @@
-"""Registering templates on a libvirt node: the built-in busybox one, or an operator's qcow2."""
+"""Registering templates on a libvirt node: the built-in busybox one, or an operator's qcow2.
+
+Control-plane glue (it writes VmTemplate rows), so it lives beside the registry, not
+among the Django-free drivers in engines/libvirt/."""
 
 from __future__ import annotations
 

@@ -1,0 +1,149 @@
+"""Who holds an operation, whether that worker still lives, and the heartbeat that says so.
+
+A worker is named `host:pid/boot.pidns.start`: the host and pid people read,
+then what makes the name unique for ever (this boot of the kernel, the pid
+namespace, the process's start time). On the same host, in the same pid
+namespace, a worker whose process is gone (or whose pid now belongs to another
+process) is known dead at once; anywhere else its lease must run out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import datetime, timedelta
+from functools import cache
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from envs.models import Operation
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Another worker took this operation over: stop without touching it again."""
+
+
+# --- identity ---------------------------------------------------------------
+
+
+@cache
+def _boot_and_pidns() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()[:8]
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # not Linux: only the lease's expiry tells a dead worker
+        return "?.?"
+    return f"{boot}.{pidns}"
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces: count from the last ')'.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def identity(pid: int | None = None) -> str:
+    """This process as a lease holder (a forked worker gets its own name)."""
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}:{pid}/{_boot_and_pidns()}.{_start_time(pid) or '?'}"
+
+
+def holder_is_gone(worker: str) -> bool:
+    """True only when `worker` ran on this host, this boot, this pid namespace, and its
+    process is gone. Anything we cannot be sure about counts as alive."""
+    try:
+        where, fingerprint = worker.split("/", 1)
+        host, pid = where.rsplit(":", 1)
+        boot, pidns, start = fingerprint.split(".")
+    except ValueError:
+        return False
+    if host != socket.gethostname() or f"{boot}.{pidns}" != _boot_and_pidns() or start == "?":
+        return False
+    return _start_time(int(pid)) != start
+
+
+def describe(worker: str) -> str:
+    """`host pid N` for people; the fingerprint is for the liveness check."""
+    where = worker.split("/", 1)[0]
+    host, _, pid = where.rpartition(":")
+    return f"{host} pid {pid}" if host else where
+
+
+# --- the lease ----------------------------------------------------------------
+
+
+def duration() -> timedelta:
+    return timedelta(seconds=settings.TT_OPERATION_LEASE)
+
+
+def renew_interval() -> float:
+    # Six renewals per lease: a slow database or a busy host may miss a few.
+    return settings.TT_OPERATION_LEASE / 6
+
+
+def is_void(op: Operation, now: datetime) -> bool:
+    """Nobody is really running `op`: it was never renewed, has run out, was handed
+    back, or its holder is known dead."""
+    if op.heartbeat_at is None or op.heartbeat_at < now - duration():
+        return True
+    return bool(op.worker) and holder_is_gone(op.worker)
+
+
+class Lease:
+    """Held while a step runs: a thread renews the heartbeat; `check()` raises once lost.
+
+    Renewal is conditional on the attempt number: once another worker has taken
+    the operation over, the renewal matches no row and the lease is lost.
+    """
+
+    def __init__(self, op: Operation):
+        self.op_id = op.pk
+        self.attempt = op.attempt
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{op.pk}", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost(f"operation {self.op_id} attempt {self.attempt} was taken over")
+
+    def mine(self):
+        """The operation's row, only while this lease holds it (for fenced updates)."""
+        return Operation.objects.filter(
+            pk=self.op_id, attempt=self.attempt, status=Operation.Status.RUNNING
+        )
+
+    def _renew(self) -> None:
+        try:
+            while not self._done.wait(renew_interval()):
+                try:
+                    renewed = self.mine().update(heartbeat_at=timezone.now())
+                except Exception:  # the database may come back before the lease runs out
+                    log.warning("could not renew the lease of operation %s", self.op_id, exc_info=True)
+                    continue
+                if not renewed:
+                    log.warning("operation %s attempt %s was taken over", self.op_id, self.attempt)
+                    self.lost.set()
+                    return
+        finally:
+            connection.close()  # this thread's own connection

@@ -1,0 +1,253 @@
+"""Running one operation to its end, whatever dies under it.
+
+    dispatch(id) ──► broker ──► execute(id)
+                                  claim    one conditional UPDATE on (status, attempt, heartbeat):
+                                           of two workers that race for it, exactly one wins
+                                  lease    a thread renews heartbeat_at while the step runs
+                                  run      the step of its kind (envs/steps.py, vms/steps.py); it
+                                           resumes from what the engine really has
+                                  settle   after a failure, or once the attempts ran out: nothing
+                                           it claimed stays in a transitional state
+                                  finish   fenced by the attempt: a worker that lost its lease
+                                           changes nothing
+
+A worker that dies leaves its lease to run out; envs/recovery.py dispatches the
+operation again and the next claim takes it over as attempt n + 1. Attempt
+TT_OPERATION_MAX_ATTEMPTS + 1 does not run the step: it settles and fails the
+operation as `worker_lost`.
+
+A leaf: it knows operations and steps, never services. Steps register in their
+app's AppConfig.ready().
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db.models import DateTimeField, F, Value
+from django.db.models.functions import Coalesce, Concat
+from django.utils import timezone
+from django_q.exceptions import TimeoutException
+
+from engines.errors import ErrorCode, TTError
+from envs import lease
+from envs.lease import Lease, LeaseLost
+from envs.models import Operation
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, str], None]
+
+
+def _nothing_to_settle(op: Operation) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Step:
+    """What an operation kind does (`run`) and how its claims are put back (`settle`).
+
+    `run(op, progress)` must be safe to run again after a crash at any point.
+    `settle(op)` runs after `run` failed, or instead of it when the worker was
+    lost every attempt: whatever `run` got to, it leaves every VM, snapshot and
+    Env it claimed in a state an action is allowed from.
+    """
+
+    run: Callable[[Operation, Progress], None]
+    settle: Callable[[Operation], None] = _nothing_to_settle
+
+
+STEPS: dict[str, Step] = {}
+
+
+def register(steps: dict[str, Step]) -> None:
+    """Called from AppConfig.ready(): each kind has exactly one step."""
+    for kind, step in steps.items():
+        if kind in STEPS and STEPS[kind] is not step:
+            raise RuntimeError(f"two steps registered for operation kind {kind}")
+        STEPS[kind] = step
+
+
+def step_of(op: Operation) -> Step:
+    try:
+        return STEPS[op.kind]
+    except KeyError:
+        raise TTError(f"no step registered for {op.kind}", code=ErrorCode.INTERNAL) from None
+
+
+# --- dispatch ---------------------------------------------------------------
+
+
+def dispatch(operation_id: int) -> None:
+    """Hand the operation to the broker (again). Duplicates are harmless: one claim wins."""
+    from django_q.tasks import async_task
+
+    Operation.objects.filter(pk=operation_id).update(dispatched_at=timezone.now())
+    # django-q reads its own `sync` flag once at import; read ours per call so
+    # tests (and TT_Q_SYNC deployments) run the task inline.
+    async_task(
+        "envs.tasks.run_operation",
+        operation_id,
+        task_name=f"operation-{operation_id}",
+        sync=bool(settings.Q_CLUSTER.get("sync")),
+    )
+
+
+# --- claim ------------------------------------------------------------------
+
+
+def claim(operation_id: int, *, worker: str, now: datetime | None = None) -> Operation | None:
+    """Take the operation for `worker` as its next attempt, or None when it is done or
+    a live worker holds it. The UPDATE matches only the row as we read it, so of
+    any number of claimants exactly one wins."""
+    now = now or timezone.now()
+    op = Operation.objects.filter(pk=operation_id).first()
+    if op is None or not op.is_live:
+        return None
+    if op.status == Operation.Status.RUNNING and not lease.is_void(op, now):
+        return None
+    won = Operation.objects.filter(
+        pk=op.pk, status=op.status, attempt=op.attempt, worker=op.worker, heartbeat_at=op.heartbeat_at
+    ).update(
+        status=Operation.Status.RUNNING, attempt=op.attempt + 1, worker=worker, heartbeat_at=now,
+        started_at=Coalesce(F("started_at"), Value(now, output_field=DateTimeField())),
+    )
+    if not won:
+        return None
+    if op.attempt:
+        log.warning("operation %s (%s): attempt %s takes over from %s", op.pk, op.kind,
+                    op.attempt + 1, op.worker or "nobody")
+    op.refresh_from_db()
+    return op
+
+
+# --- running ------------------------------------------------------------------
+
+
+# The lease of the operation this process is running (envs/worker.py hands it
+# back when the cluster is asked to stop).
+current: Lease | None = None
+
+
+def execute(operation_id: int) -> Operation | None:
+    """Run one operation to a final status, or leave it to the worker that holds it."""
+    global current
+    op = claim(operation_id, worker=lease.identity())
+    if op is None:
+        return Operation.objects.filter(pk=operation_id).first()
+    with Lease(op) as held:
+        current = held
+        try:
+            _run_attempt(op, held)
+        except LeaseLost:
+            log.warning("operation %s: lease lost; the worker that took it over finishes it", op.pk)
+        finally:
+            current = None
+    op.refresh_from_db()
+    return op
+
+
+def _run_attempt(op: Operation, held: Lease) -> None:
+    if op.attempt > settings.TT_OPERATION_MAX_ATTEMPTS:
+        conclude(op, held, TTError(
+            f"no worker finished it in {op.attempt - 1} attempts (each one's worker stopped "
+            f"renewing its lease)", code=ErrorCode.WORKER_LOST,
+        ))
+        return
+    try:
+        step_of(op).run(op, _progress(op, held))
+    except LeaseLost:
+        raise
+    except TTError as exc:
+        conclude(op, held, exc)
+    except TimeoutException as exc:
+        # django-q's task time limit (SIGALRM): record it, then let django-q
+        # replace this worker as it does after a timeout.
+        conclude(op, held, TTError(f"ran past TT_TASK_TIMEOUT: {exc}", code=ErrorCode.TIMEOUT))
+        raise
+    except Exception as exc:
+        log.exception("operation %s (%s) crashed", op.pk, op.kind)
+        conclude(op, held, TTError(f"{exc.__class__.__name__}: {exc}", code=ErrorCode.INTERNAL))
+    else:
+        finish(held)
+
+
+def _progress(op: Operation, held: Lease) -> Progress:
+    def progress(percent: int, message: str) -> None:
+        held.check()
+        stamp = timezone.now().strftime("%H:%M:%S")
+        if not held.mine().update(
+            progress=max(0, min(100, percent)), log=Concat(F("log"), Value(f"{stamp} {message}\n"))
+        ):
+            held.lost.set()
+            held.check()
+
+    return progress
+
+
+def conclude(op: Operation, held: Lease, error: TTError) -> None:
+    """Settle what the operation claimed, then record the failure."""
+    held.check()
+    try:
+        step_of(op).settle(op)
+    except Exception:
+        log.exception("could not settle what operation %s (%s) claimed", op.pk, op.kind)
+    finish(held, error=error)
+
+
+def finish(held: Lease, *, error: TTError | None = None) -> bool:
+    """The final status, written only while `held` still holds the operation."""
+    fields: dict = {"finished_at": timezone.now()}
+    if error is None:
+        fields.update(status=Operation.Status.SUCCEEDED, progress=100)
+    else:
+        fields.update(
+            status=Operation.Status.FAILED,
+            error_code=str(error.code),
+            error_message=str(error)[:4000],
+            log=Concat(F("log"), Value(f"failed: {error.code}: {error}\n")),
+        )
+    return bool(held.mine().update(**fields))
+
+
+# --- ending one from outside ------------------------------------------------------
+
+
+def end_now(op: Operation, error: TTError, *, settle: bool = True) -> bool:
+    """Take the operation over (whoever holds it) and fail it with `error`, settling what
+    it claimed first unless the caller takes those claims over itself. False when it had
+    already ended. Its old worker, if alive, is fenced out: its next write matches nothing."""
+    while True:
+        op.refresh_from_db()
+        if not op.is_live:
+            return False
+        now = timezone.now()
+        taken = Operation.objects.filter(
+            pk=op.pk, status=op.status, attempt=op.attempt, heartbeat_at=op.heartbeat_at
+        ).update(
+            status=Operation.Status.RUNNING, attempt=op.attempt + 1, worker=lease.identity(),
+            heartbeat_at=now,
+        )
+        if taken:
+            break
+    op.refresh_from_db()
+    held = Lease(op)  # never entered: no renewals, only the fenced writes
+    if settle:
+        conclude(op, held, error)
+    else:
+        finish(held, error=error)
+    op.refresh_from_db()
+    return True
+
+
+def hand_back(held: Lease) -> bool:
+    """Give the lease up now so the next claim takes the operation at once (the
+    cluster is stopping and this worker will not finish it)."""
+    given = held.mine().update(worker="", heartbeat_at=None)
+    if given:
+        dispatch(held.op_id)
+    return bool(given)

@@ -1,0 +1,83 @@
+"""Task bodies of Env-wide operations, each beside the settle that undoes its claims.
+
+They act on each VM the operation names through vms/steps.py; see there for
+what "safe to run again" and "settle" promise.
+"""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from engines.errors import ErrorCode, step
+from engines.registry import get_engine
+from envs.models import Env, Operation
+from envs.runner import Progress, Step
+from vms import state
+from vms import steps as vm_steps
+from vms.models import Vm
+
+K = Operation.Kind
+
+
+def _create(op: Operation, progress: Progress) -> None:
+    vm_steps.create_vms(op, progress)
+
+
+def _start(op: Operation, progress: Progress) -> None:
+    vm_steps.power_vms(op, progress, "start")
+
+
+def _stop(op: Operation, progress: Progress) -> None:
+    vm_steps.power_vms(op, progress, "stop")
+
+
+# --- egress ------------------------------------------------------------------------
+
+
+def _set_egress(op: Operation, progress: Progress) -> None:
+    deny = op.params["deny"]
+
+    def work(vm: Vm, share: Progress) -> None:
+        engine = get_engine(vm.node)
+        share(50, "denying egress" if deny else "allowing egress")
+        with step(ErrorCode.NET_OUTGOING):
+            (engine.deny_outgoing if deny else engine.allow_outgoing)(vm.to_spec())
+
+    vm_steps.each_vm(op, progress, work)
+    state.release_network(op.vm_ids)
+
+
+def _unset_egress(op: Operation) -> None:
+    # The Env's flag goes back, and every VM's wiring with it.
+    Env.objects.filter(pk=op.env_id).update(deny_outgoing=op.params["previous"])
+    for vm in vm_steps.vms_of(op):
+        vm_steps.resync_network(vm)
+    state.release_network(op.vm_ids)
+
+
+# --- destroy ------------------------------------------------------------------------
+
+
+def _destroy(op: Operation, progress: Progress) -> None:
+    vm_steps.destroy_vms(op, progress)
+    Env.objects.filter(pk=op.env_id, status=Env.Status.DESTROYING).update(
+        status=Env.Status.DESTROYED, destroyed_at=timezone.now(), is_stopped=True
+    )
+
+
+def _undestroy(op: Operation) -> None:
+    vm_steps.settle_destroyed(op)
+    # Back to active so the owner, an operator or the next sweep can retry.
+    Env.objects.filter(pk=op.env_id, status=Env.Status.DESTROYING).update(status=Env.Status.ACTIVE)
+
+
+DESTROY = Step(run=_destroy, settle=_undestroy)
+
+STEPS: dict[str, Step] = {
+    K.ENV_CREATE: Step(run=_create, settle=vm_steps.settle_created),
+    K.ENV_START: Step(run=_start, settle=vm_steps.settle_power),
+    K.ENV_STOP: Step(run=_stop, settle=vm_steps.settle_power),
+    K.ENV_DENY_OUTGOING: Step(run=_set_egress, settle=_unset_egress),
+    K.ENV_DESTROY: DESTROY,
+    K.ENV_EXPIRE: DESTROY,
+}

@@ -1,0 +1,100 @@
+"""What runs in the task cluster beside the tasks: each worker's keeper thread, and a clean stop.
+
+The keeper thread starts with its worker process (django-q's post_spawn
+signal): it runs the recovery pass at once (the worker may replace one that
+died with operations in hand) and then every TT_OPERATION_LEASE / 3 seconds.
+
+A clean stop (`manage.py tt_qcluster`, SIGTERM or Ctrl-C): the cluster process
+raises a flag every worker sees. From then on no worker starts another
+operation (it dispatches it again for the next cluster and moves on), and the
+one in hand gets TT_WORKER_STOP_TIMEOUT seconds to finish. Past that, the keeper
+hands its lease back, so the next claim takes it over at once, and ends the
+worker process: nothing is stranded and nothing runs twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+
+from django.conf import settings
+from django.db import connection
+
+from envs import recovery, runner
+
+log = logging.getLogger(__name__)
+
+# Shared with the worker processes, which the cluster process forks after
+# creating them (prepare_stop_flag); None outside tt_qcluster.
+_stop_at = None
+
+
+def prepare_stop_flag() -> None:
+    """In the cluster process, before it forks its workers."""
+    global _stop_at
+    _stop_at = multiprocessing.Value("d", 0.0)
+
+
+def request_stop(timeout: float) -> None:
+    """In the cluster process, on SIGTERM/SIGINT: workers get `timeout` seconds."""
+    if _stop_at is not None and not _stop_at.value:
+        _stop_at.value = time.time() + timeout
+        log.info("stopping: the operations in hand get %s s to finish", timeout)
+
+
+def stop_requested() -> bool:
+    return _stop_at is not None and _stop_at.value > 0
+
+
+def _past_stop_deadline() -> bool:
+    return stop_requested() and time.time() >= _stop_at.value
+
+
+_keeper: threading.Thread | None = None
+
+
+def on_worker_spawn(sender=None, **kwargs) -> None:
+    """django-q's post_spawn, in each new worker process of a cluster. django-q also
+    sends it when a task runs inline (sync mode), in the calling process: no keeper there."""
+    global _keeper
+    if multiprocessing.current_process().name == "MainProcess" or _keeper is not None:
+        return
+    _keeper = threading.Thread(target=keep, name="tt-keeper", daemon=True)
+    _keeper.start()
+
+
+def keep() -> None:
+    """Recover operations now and every lease / 3 s; enforce the stop deadline."""
+    period = settings.TT_OPERATION_LEASE / 3
+    next_pass = 0.0
+    starting = True
+    while True:
+        if _past_stop_deadline():
+            _give_up_and_exit()
+        if time.monotonic() >= next_pass and not stop_requested():
+            try:
+                recovery.recover(starting=starting)
+                starting = False
+            except Exception:
+                log.exception("the recovery pass failed; trying again in %s s", period)
+            finally:
+                connection.close()
+            next_pass = time.monotonic() + period
+        time.sleep(0.2)
+
+
+def _give_up_and_exit() -> None:
+    held = runner.current
+    if held is not None:
+        try:
+            runner.hand_back(held)
+            log.warning("operation %s did not finish within TT_WORKER_STOP_TIMEOUT; handed back",
+                        held.op_id)
+        except Exception:  # its lease runs out instead
+            log.exception("could not hand operation %s back", held.op_id)
+    # The operation's step cannot be interrupted safely from here; this worker
+    # ends now and the next claim resumes from what the engine has.
+    os._exit(0)

@@ -1,0 +1,346 @@
+"""Task bodies of VM and snapshot operations, each beside the settle that undoes its claims.
+
+Every `run` here is safe to run again after a crash at any point: it reads what
+the database says was done (a VM's status moves one step at a time) and the
+engine's calls are idempotent (an existing image, domain or snapshot is
+reused, a running VM is not started twice). Every `settle` leaves the VMs and
+snapshots the operation claimed in a state an action is allowed from, as the
+engine really has them. No transaction is held while the engine works.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.db import transaction
+from django.utils import timezone
+
+from engines.errors import EngineError, ErrorCode, TTError, step
+from engines.registry import get_engine
+from engines.specs import PortSpec, PowerState, SnapshotSpec
+from envs.models import Operation
+from envs.runner import Progress, Step
+from vms import allocation, state
+from vms.models import PortMapping, Snapshot, Vm
+
+K = Operation.Kind
+S = Vm.Status
+log = logging.getLogger(__name__)
+
+_STATUS_OF_POWER = {PowerState.RUNNING: S.RUNNING, PowerState.STOPPED: S.STOPPED}
+
+
+# --- the VMs of an operation ---------------------------------------------------
+
+
+def vms_of(op: Operation):
+    return Vm.objects.filter(pk__in=op.vm_ids).select_related("node", "template", "env").order_by("pk")
+
+
+def each_vm(op: Operation, progress: Progress, work: Callable[[Vm, Progress], None]) -> None:
+    """`work(vm, progress)` on each VM of the operation, going on past a VM that fails;
+    then raise the first failure (its code is the operation's)."""
+    vms = list(vms_of(op))
+    failures: list[tuple[str, TTError]] = []
+    for n, vm in enumerate(vms):
+        def share(pct: int, msg: str, n: int = n, vm: Vm = vm) -> None:
+            progress(int((n + pct / 100) * 100 / len(vms)), f"{vm.name}: {msg}")
+
+        try:
+            work(vm, share)
+        except TTError as exc:
+            failures.append((vm.name, exc))
+            share(100, f"failed: {exc}")
+    if failures and not op.params.get("vm_ids"):
+        raise failures[0][1]  # an operation on one VM fails as that VM did
+    if failures:
+        name, first = failures[0]
+        raise EngineError(f"{len(failures)} of {len(vms)} VMs failed; {name}: {first}", code=first.code)
+
+
+def real_status(vm: Vm) -> str:
+    """The status the engine's power state implies; error when it has no such VM or
+    cannot be asked."""
+    try:
+        power = get_engine(vm.node).power_state(vm.to_spec())
+    except Exception:
+        log.exception("could not read the power state of %s", vm)
+        return S.ERROR
+    return _STATUS_OF_POWER.get(power, S.ERROR)
+
+
+def settle_vm(vm: Vm, *claimed: str) -> None:
+    """A VM still in one of the `claimed` statuses takes the one the engine reports."""
+    vm.refresh_from_db(fields=["status"])
+    if vm.status in claimed:
+        Vm.objects.filter(pk=vm.pk, status=vm.status).update(status=real_status(vm))
+
+
+def restore_power(vm: Vm, was: str) -> None:
+    """Best effort after a failed storage change: a VM that ran before runs again."""
+    if was != S.RUNNING:
+        return
+    try:
+        engine = get_engine(vm.node)
+        if engine.power_state(vm.to_spec()) == PowerState.STOPPED:
+            engine.start_vm(vm.to_spec())
+    except Exception:
+        log.exception("could not start %s again after a failed operation", vm)
+
+
+# --- create -----------------------------------------------------------------------
+
+
+def create_vm(vm: Vm, *, start: bool, progress: Progress) -> None:
+    """creating -> (image, definition, network) -> stopped or starting -> running."""
+    if vm.status == S.CREATING:
+        engine = get_engine(vm.node)
+        image = engine.create_vm(vm.to_spec(), progress)  # undoes its own part on failure
+        meta = vm.to_spec().replace(runtime_image=image).to_meta()
+        # One write: between "created" and "booting" no other action can slip in.
+        Vm.objects.filter(pk=vm.pk, status=S.CREATING).update(
+            runtime_image=image, latest_meta=meta, status=S.STARTING if start else S.STOPPED
+        )
+        vm.refresh_from_db()
+    if vm.status == S.STARTING:
+        power(vm, "start", progress)
+
+
+def create_vms(op: Operation, progress: Progress) -> None:
+    start = op.params.get("start", True)
+    each_vm(op, progress, lambda vm, share: create_vm(vm, start=start, progress=share))
+
+
+def roll_back_creation(vm: Vm) -> None:
+    """A VM that never finished being created leaves nothing behind: engine objects,
+    addresses and ports go, and the row says destroyed. If the engine cannot be
+    reached its row says error, to be destroyed again later."""
+    try:
+        get_engine(vm.node).destroy_vm(vm.to_spec())
+    except Exception:
+        log.exception("could not remove what the failed creation of %s left on its node", vm)
+        Vm.objects.filter(pk=vm.pk, status=S.CREATING).update(status=S.ERROR)
+        return
+    with transaction.atomic():
+        if Vm.objects.filter(pk=vm.pk, status=S.CREATING).update(
+            status=S.DESTROYED, destroyed_at=timezone.now()
+        ):
+            allocation.release(vm)
+
+
+def settle_created(op: Operation) -> None:
+    for vm in vms_of(op):
+        if vm.status == S.CREATING:
+            roll_back_creation(vm)
+        else:
+            settle_vm(vm, S.STARTING)
+
+
+# --- power --------------------------------------------------------------------------
+
+_POWER = {
+    "start": (S.STARTING, S.RUNNING, ErrorCode.START_VM, "booting"),
+    "stop": (S.STOPPING, S.STOPPED, ErrorCode.STOP_VM, "shutting down"),
+}
+
+
+def power(vm: Vm, action: str, progress: Progress) -> None:
+    """Start or stop a VM claimed for it; a VM already past that status is left alone."""
+    transient, final, code, doing = _POWER[action]
+    if vm.status != transient:
+        return
+    engine = get_engine(vm.node)
+    progress(50, doing)
+    with step(code):
+        (engine.start_vm if action == "start" else engine.stop_vm)(vm.to_spec())
+    Vm.objects.filter(pk=vm.pk, status=transient).update(status=final)
+
+
+def power_vms(op: Operation, progress: Progress, action: str) -> None:
+    each_vm(op, progress, lambda vm, share: power(vm, action, share))
+
+
+def settle_power(op: Operation) -> None:
+    for vm in vms_of(op):
+        settle_vm(vm, S.STARTING, S.STOPPING)
+
+
+# --- destroy --------------------------------------------------------------------------
+
+
+def destroy_vm(vm: Vm, progress: Progress) -> None:
+    """Remove the VM from its engine and give back everything it held."""
+    if vm.status == S.DESTROYED:
+        return
+    get_engine(vm.node).destroy_vm(vm.to_spec(), progress)
+    with transaction.atomic():
+        allocation.release(vm)
+        Snapshot.objects.filter(vm=vm).delete()
+        Vm.objects.filter(pk=vm.pk).update(status=S.DESTROYED, destroyed_at=timezone.now())
+
+
+def destroy_vms(op: Operation, progress: Progress) -> None:
+    each_vm(op, progress, destroy_vm)
+
+
+def settle_destroyed(op: Operation) -> None:
+    # What the engine still has: running or stopped, or error when half gone.
+    # From there the VM can be destroyed again.
+    for vm in vms_of(op):
+        settle_vm(vm, S.DESTROYING)
+
+
+# --- network ---------------------------------------------------------------------------
+
+
+def _set_blacklist(op: Operation, progress: Progress) -> None:
+    vm = vms_of(op).get()
+    new = vm.to_spec()
+    old = new.replace(blacklist=tuple(op.params.get("previous", [])))
+    progress(50, f"blacklist: {', '.join(vm.net_blacklist) or 'empty'}")
+    with step(ErrorCode.NET_BLACKLIST):
+        get_engine(vm.node).set_blacklist(new, previous=old)
+    state.release_network([vm.pk])
+
+
+def _unset_blacklist(op: Operation) -> None:
+    vm = vms_of(op).get()
+    Vm.objects.filter(pk=vm.pk).update(net_blacklist=op.params.get("previous", []))
+    vm.refresh_from_db()
+    resync_network(vm)
+    state.release_network([vm.pk])
+
+
+def _previous_ports(op: Operation) -> list[PortSpec]:
+    return [PortSpec(proto, inner, public) for proto, inner, public in op.params.get("previous", [])]
+
+
+def _set_ports(op: Operation, progress: Progress) -> None:
+    vm = vms_of(op).get()
+    new = vm.to_spec()
+    progress(50, "updating port map")
+    with step(ErrorCode.FIREWALL_SET_NET):
+        get_engine(vm.node).set_net(new, previous=new.replace(ports=tuple(_previous_ports(op))))
+    state.release_network([vm.pk])
+
+
+def _unset_ports(op: Operation) -> None:
+    vm = vms_of(op).get()
+    with transaction.atomic():
+        PortMapping.objects.filter(vm=vm).delete()
+        for p in _previous_ports(op):
+            PortMapping.objects.create(vm=vm, node=vm.node, protocol=p.protocol,
+                                       inner_port=p.inner_port, public_port=p.public_port)
+    resync_network(vm)
+    state.release_network([vm.pk])
+
+
+def resync_network(vm: Vm) -> None:
+    """Make the node's wiring of `vm` what the database says, whatever is installed
+    (after a failure nobody knows how far a change got). Best effort."""
+    try:
+        get_engine(vm.node).resync_net(vm.to_spec())
+    except Exception:
+        log.exception("could not rewrite the network of %s; reconciliation will", vm)
+
+
+# --- snapshots ------------------------------------------------------------------------------
+
+
+def _snapshot_of(op: Operation) -> Snapshot | None:
+    return Snapshot.objects.filter(pk=op.snapshot_id).first()
+
+
+def _snapshot_spec(snapshot: Snapshot) -> SnapshotSpec:
+    return SnapshotSpec(name=snapshot.name, path=snapshot.path or snapshot.name, meta=snapshot.meta)
+
+
+def _was_running(op: Operation) -> bool:
+    return op.params.get("previous_status") == S.RUNNING
+
+
+def _create_snapshot(op: Operation, progress: Progress) -> None:
+    vm = vms_of(op).get()
+    snapshot = _snapshot_of(op)
+    if snapshot is not None and snapshot.status == Snapshot.Status.CREATING:
+        result = get_engine(vm.node).create_snapshot(
+            vm.to_spec(), snapshot.name, progress, running_after=_was_running(op)
+        )
+        Snapshot.objects.filter(pk=snapshot.pk).update(
+            status=Snapshot.Status.READY, path=result.path, meta=result.meta
+        )
+    settle_vm(vm, S.SNAPSHOTTING)
+
+
+def _unset_snapshot(op: Operation) -> None:
+    vm = vms_of(op).get()
+    snapshot = _snapshot_of(op)
+    if snapshot is not None and snapshot.status == Snapshot.Status.CREATING:
+        try:  # a half-made snapshot must not stay in the image
+            get_engine(vm.node).destroy_snapshot(vm.to_spec(), _snapshot_spec(snapshot))
+        except Exception:
+            log.exception("could not remove the half-made snapshot %s", snapshot)
+        snapshot.delete()
+    if vm.status == S.SNAPSHOTTING:
+        restore_power(vm, op.params.get("previous_status", ""))
+    settle_vm(vm, S.SNAPSHOTTING)
+
+
+def _apply_snapshot(op: Operation, progress: Progress) -> None:
+    vm = vms_of(op).get()
+    snapshot = _snapshot_of(op)
+    if snapshot is not None and snapshot.status == Snapshot.Status.APPLYING:
+        restored = get_engine(vm.node).apply_snapshot(
+            vm.to_spec(), _snapshot_spec(snapshot), progress, running_after=_was_running(op)
+        )
+        with transaction.atomic():
+            Vm.objects.filter(pk=vm.pk).update(
+                cpu_num=restored.cpu_num, mem_mb=restored.mem_mb, disk_mb=restored.disk_mb,
+                latest_meta=restored.to_meta(),
+            )
+            Snapshot.objects.filter(pk=snapshot.pk).update(status=Snapshot.Status.READY)
+    settle_vm(vm, S.RESTORING)
+
+
+def _unapply_snapshot(op: Operation) -> None:
+    vm = vms_of(op).get()
+    Snapshot.objects.filter(pk=op.snapshot_id, status=Snapshot.Status.APPLYING).update(
+        status=Snapshot.Status.READY
+    )
+    if vm.status == S.RESTORING:
+        restore_power(vm, op.params.get("previous_status", ""))
+    settle_vm(vm, S.RESTORING)
+
+
+def _destroy_snapshot(op: Operation, progress: Progress) -> None:
+    snapshot = _snapshot_of(op)
+    if snapshot is None:
+        return  # gone already: an earlier attempt got to the end
+    vm = vms_of(op).get()
+    progress(50, f"removing snapshot {snapshot.name}")
+    get_engine(vm.node).destroy_snapshot(vm.to_spec(), _snapshot_spec(snapshot))
+    snapshot.delete()
+
+
+def _keep_snapshot(op: Operation) -> None:
+    Snapshot.objects.filter(pk=op.snapshot_id, status=Snapshot.Status.DESTROYING).update(
+        status=Snapshot.Status.READY
+    )
+
+
+CREATE = Step(run=create_vms, settle=settle_created)
+SNAPSHOT_DESTROY = Step(run=_destroy_snapshot, settle=_keep_snapshot)
+
+STEPS: dict[str, Step] = {
+    K.VM_ADD: CREATE,
+    K.VM_START: Step(run=lambda op, progress: power_vms(op, progress, "start"), settle=settle_power),
+    K.VM_STOP: Step(run=lambda op, progress: power_vms(op, progress, "stop"), settle=settle_power),
+    K.VM_DESTROY: Step(run=destroy_vms, settle=settle_destroyed),
+    K.VM_SET_BLACKLIST: Step(run=_set_blacklist, settle=_unset_blacklist),
+    K.VM_SET_PORTS: Step(run=_set_ports, settle=_unset_ports),
+    K.SNAPSHOT_CREATE: Step(run=_create_snapshot, settle=_unset_snapshot),
+    K.SNAPSHOT_APPLY: Step(run=_apply_snapshot, settle=_unapply_snapshot),
+    K.SNAPSHOT_DESTROY: SNAPSHOT_DESTROY,
+    K.SNAPSHOT_EXPIRE: SNAPSHOT_DESTROY,
+}
