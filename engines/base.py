@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from engines.errors import ErrorCode, step
-from engines.specs import Feature, PowerState, SnapshotResult, SnapshotSpec, VmSpec
+from engines.specs import Feature, Inventory, PowerState, SnapshotResult, SnapshotSpec, VmSpec
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,24 @@ class VmEngine(Network, Storage, ABC):
 
     @abstractmethod
     def power_state(self, vm: VmSpec) -> PowerState: ...
+
+    # --- what the node holds (reconciliation) ---------------------------
+    @abstractmethod
+    def inventory(self, prefix: str) -> Inventory:
+        """Instances, runtime images and address reservations named with `prefix`
+        (reservations: all of the node's network)."""
+
+    @abstractmethod
+    def remove_instance(self, name: str) -> None:
+        """Power off and remove an instance no VM owns; a missing one is fine."""
+
+    @abstractmethod
+    def remove_image(self, name: str) -> None:
+        """Remove a runtime image no VM owns; a missing one is fine."""
+
+    @abstractmethod
+    def set_reservation(self, mac: str, ip: str, name: str, *, present: bool) -> None:
+        """Add (or remove) the DHCP reservation of one address; idempotent."""
 
     # --- meta (the seed's cache_meta / gen_vm_from_meta) ---------------
     def cache_meta(self, vm: VmSpec) -> dict:

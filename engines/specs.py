@@ -92,3 +92,12 @@ class SnapshotSpec:
 class SnapshotResult:
     path: str
     meta: dict
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What an engine holds under one name prefix, to compare with the database."""
+
+    instances: frozenset[str]  # engine names of VMs (domains, containers)
+    images: dict[str, str]  # runtime image name -> engine name of the VM it was made for
+    reservations: dict[str, str]  # MAC -> IP the node's DHCP hands out

@@ -19,7 +19,7 @@ from ttportal.errors import InvalidInput, TTError
 def record(
     kind: str,
     *,
-    env: Env,
+    env: Env | None,
     by,
     vm=None,
     snapshot=None,
@@ -33,7 +33,8 @@ def record(
     """Write the operation (inside the caller's transaction) and enqueue it on commit.
 
     With `run=False` and a final `status` it is a record of something already
-    done (or found), with `error` for a failure.
+    done (or found), with `error` for a failure. Only such a record may have no
+    Env (drift on a node that no Env owns), and then it names its `target`.
     """
     op = Operation.objects.create(
         kind=kind,

@@ -22,6 +22,12 @@ def check_can_manage(user, env: Env) -> None:
     raise Forbidden("you do not own this Env")
 
 
+def check_staff(user) -> None:
+    """Operators only (actions on the platform rather than on one's own Envs)."""
+    if user is None or not user.is_authenticated or not user.is_active or not user.is_staff:
+        raise Forbidden("only staff may do this")
+
+
 def check_live(env: Env) -> None:
     if env.status != Env.Status.ACTIVE:
         raise IllegalState(f"Env {env.name} is {env.status}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from django.db.models import Q
 from django.utils import timezone
 
 from engines.errors import ErrorCode, TTError
@@ -88,6 +89,15 @@ def is_stuck(op: Operation, now: datetime) -> bool:
     if op.status == Operation.Status.RUNNING:
         return lease.is_void(op, now)
     return op.status == Operation.Status.QUEUED and now - op.created_at >= lease.duration()
+
+
+def stuck_q(now: datetime) -> Q:
+    """is_stuck as a filter, for lists (a holder known dead shows once its lease runs out)."""
+    cutoff = now - lease.duration()
+    running = Q(status=Operation.Status.RUNNING)
+    return (running & (Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff))) | Q(
+        status=Operation.Status.QUEUED, created_at__lt=cutoff
+    )
 
 
 def take_over_stuck(env, *, why: str) -> list[Operation]:

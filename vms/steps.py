@@ -252,7 +252,7 @@ def _snapshot_of(op: Operation) -> Snapshot | None:
     return Snapshot.objects.filter(pk=op.snapshot_id).first()
 
 
-def _snapshot_spec(snapshot: Snapshot) -> SnapshotSpec:
+def snapshot_spec(snapshot: Snapshot) -> SnapshotSpec:
     return SnapshotSpec(name=snapshot.name, path=snapshot.path or snapshot.name, meta=snapshot.meta)
 
 
@@ -278,7 +278,7 @@ def _unset_snapshot(op: Operation) -> None:
     snapshot = _snapshot_of(op)
     if snapshot is not None and snapshot.status == Snapshot.Status.CREATING:
         try:  # a half-made snapshot must not stay in the image
-            get_engine(vm.node).destroy_snapshot(vm.to_spec(), _snapshot_spec(snapshot))
+            get_engine(vm.node).destroy_snapshot(vm.to_spec(), snapshot_spec(snapshot))
         except Exception:
             log.exception("could not remove the half-made snapshot %s", snapshot)
         snapshot.delete()
@@ -292,7 +292,7 @@ def _apply_snapshot(op: Operation, progress: Progress) -> None:
     snapshot = _snapshot_of(op)
     if snapshot is not None and snapshot.status == Snapshot.Status.APPLYING:
         restored = get_engine(vm.node).apply_snapshot(
-            vm.to_spec(), _snapshot_spec(snapshot), progress, running_after=_was_running(op)
+            vm.to_spec(), snapshot_spec(snapshot), progress, running_after=_was_running(op)
         )
         with transaction.atomic():
             Vm.objects.filter(pk=vm.pk).update(
@@ -319,7 +319,7 @@ def _destroy_snapshot(op: Operation, progress: Progress) -> None:
         return  # gone already: an earlier attempt got to the end
     vm = vms_of(op).get()
     progress(50, f"removing snapshot {snapshot.name}")
-    get_engine(vm.node).destroy_snapshot(vm.to_spec(), _snapshot_spec(snapshot))
+    get_engine(vm.node).destroy_snapshot(vm.to_spec(), snapshot_spec(snapshot))
     snapshot.delete()
 
 

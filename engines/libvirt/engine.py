@@ -20,10 +20,10 @@ import libvirt
 from engines.base import VmEngine
 from engines.errors import EngineError, ErrorCode
 from engines.libvirt import xml
-from engines.libvirt.connection import get_connection, is_missing
+from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
 from engines.network.firewall import Element, Firewall, MemoryFirewall
-from engines.specs import Feature, PowerState, SnapshotSpec, VmSpec
+from engines.specs import Feature, Inventory, PowerState, SnapshotSpec, VmSpec
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -60,6 +60,8 @@ class LibvirtEngine(VmEngine):
         self.bridge = self.options.get("bridge", "ttbr0")
         self.console_dir = self.options.get("console_dir", "")
         self.stop_timeout = float(self.options.get("stop_timeout", 30))
+        # How long a call waits for libvirtd to come back after losing it.
+        self.reconnect_timeout = float(self.options.get("reconnect_timeout", 30))
         self.firewall: Firewall = self.options.get("firewall") or MemoryFirewall()
 
     # --- plumbing ---------------------------------------------------------
@@ -102,7 +104,16 @@ class LibvirtEngine(VmEngine):
     def image_name(vm: VmSpec) -> str:
         return f"{vm.name}.qcow2"
 
+    def after_reconnect(self) -> None:
+        """What libvirtd forgot or we missed while it was away: volumes made by a call
+        that lost its connection show only after a pool refresh."""
+        try:
+            self._pool().refresh(0)
+        except libvirt.libvirtError:
+            log.warning("could not refresh pool %s after reconnecting", self.pool_name)
+
     # --- init ---------------------------------------------------------------
+    @reconnecting
     def init(self) -> None:
         """Ensure the node's storage pool and VM network exist and are active (idempotent)."""
         try:
@@ -163,6 +174,7 @@ class LibvirtEngine(VmEngine):
             return self.conn.storageVolLookupByPath(path)
         return self._pool().storageVolLookupByName(path)
 
+    @reconnecting
     def create_image(self, vm: VmSpec) -> str:
         """A qcow2 overlay on the template: constant time whatever the template's size."""
         existing = self._volume(self.image_name(vm))
@@ -209,11 +221,13 @@ class LibvirtEngine(VmEngine):
         self._pool().refresh(0)
         return self._pool().storageVolLookupByName(name).path()
 
+    @reconnecting
     def destroy_image(self, vm: VmSpec) -> None:
         volume = self._volume(self.image_name(vm))
         if volume is not None:
             volume.delete(0)
 
+    @reconnecting
     def storage_create_snapshot(self, vm: VmSpec, name: str) -> str:
         dom = self._require_domain(vm)
         try:
@@ -225,6 +239,7 @@ class LibvirtEngine(VmEngine):
         dom.snapshotCreateXML(xml.snapshot_xml(name), 0)
         return name
 
+    @reconnecting
     def storage_destroy_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
         dom = self._domain(vm)
         if dom is None:
@@ -235,6 +250,7 @@ class LibvirtEngine(VmEngine):
             if not is_missing(exc):
                 raise
 
+    @reconnecting
     def storage_apply_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
         dom = self._require_domain(vm)
         snap = dom.snapshotLookupByName(snapshot.path or snapshot.name)
@@ -295,13 +311,16 @@ class LibvirtEngine(VmEngine):
         volume = self._volume(volume_name)
         return volume.path() if volume is not None else ""
 
+    @reconnecting
     def define_vm(self, vm: VmSpec) -> None:
         self.conn.defineXML(self._domain_xml(vm))
 
+    @reconnecting
     def update_vm(self, vm: VmSpec) -> None:
         # Redefining a persistent domain replaces its config; it takes effect at next boot.
         self.conn.defineXML(self._domain_xml(vm))
 
+    @reconnecting
     def undefine_vm(self, vm: VmSpec) -> None:
         dom = self._domain(vm)
         if dom is None:
@@ -312,11 +331,13 @@ class LibvirtEngine(VmEngine):
         # overlay image, which destroy_image removes.
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
 
+    @reconnecting
     def start_vm(self, vm: VmSpec) -> None:
         dom = self._require_domain(vm)
         if not dom.isActive():
             dom.create()
 
+    @reconnecting
     def stop_vm(self, vm: VmSpec, *, force: bool = False) -> None:
         """ACPI shutdown, forced off after `stop_timeout` so a stopped VM uses nothing."""
         dom = self._domain(vm)
@@ -337,30 +358,73 @@ class LibvirtEngine(VmEngine):
                 if dom.isActive():  # it may have shut down between the check and the call
                     raise exc
 
+    @reconnecting
     def power_state(self, vm: VmSpec) -> PowerState:
         dom = self._domain(vm)
         if dom is None:
             return PowerState.MISSING
         return PowerState.RUNNING if dom.isActive() else PowerState.STOPPED
 
+    # --- what the node holds -------------------------------------------------------
+    @reconnecting
+    def inventory(self, prefix: str) -> Inventory:
+        domains = frozenset(d.name() for d in self.conn.listAllDomains() if d.name().startswith(prefix))
+        pool = self._pool()
+        pool.refresh(0)  # volumes made or removed behind libvirt's back
+        images = {
+            v.name(): v.name().removesuffix(".qcow2")
+            for v in pool.listAllVolumes() if v.name().startswith(prefix) and v.name().endswith(".qcow2")
+        }
+        root = ET.fromstring(self._network().XMLDesc(0))
+        reservations = {h.get("mac"): h.get("ip") for h in root.iter("host") if h.get("mac")}
+        return Inventory(instances=domains, images=images, reservations=reservations)
+
+    @reconnecting
+    def remove_instance(self, name: str) -> None:
+        try:
+            dom = self.conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if is_missing(exc):
+                return
+            raise
+        if dom.isActive():
+            dom.destroy()
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+
+    @reconnecting
+    def remove_image(self, name: str) -> None:
+        volume = self._volume(name)
+        if volume is not None:
+            volume.delete(0)
+
+    @reconnecting
+    def set_reservation(self, mac: str, ip: str, name: str, *, present: bool) -> None:
+        root = ET.fromstring(self._network().XMLDesc(0))
+        there = [h for h in root.iter("host") if h.get("mac") == mac]
+        if present and there and there[0].get("ip") == ip:
+            return
+        for host in there:  # an old entry of this MAC (another address) goes first
+            old = ET.tostring(host, encoding="unicode")
+            self._change_dhcp(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, old)
+        if present:
+            self._change_dhcp(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, xml.dhcp_host_xml(mac, ip, name))
+
     # --- network ----------------------------------------------------------------
     def _update_dhcp_host(self, command: int, vm: VmSpec) -> None:
+        self._change_dhcp(command, xml.dhcp_host_xml(vm.mac, vm.ip, vm.name))
+
+    def _change_dhcp(self, command: int, host_xml: str) -> None:
         flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
         net = self._network()
         if net.isActive():
             flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
-        net.update(
-            command,
-            libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
-            -1,
-            xml.dhcp_host_xml(vm.mac, vm.ip, vm.name),
-            flags,
-        )
+        net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags)
 
     def _has_dhcp_host(self, vm: VmSpec) -> bool:
         root = ET.fromstring(self._network().XMLDesc(0))
         return any(h.get("mac") == vm.mac for h in root.iter("host"))
 
+    @reconnecting
     def set_net(self, vm: VmSpec, previous: VmSpec | None = None) -> None:
         """DHCP entry (the guest gets the address its MAC implies) and firewall elements.
 
@@ -373,11 +437,13 @@ class LibvirtEngine(VmEngine):
         else:
             self.firewall.add_vm(vm)
 
+    @reconnecting
     def resync_net(self, vm: VmSpec) -> None:
         if not self._has_dhcp_host(vm):
             self._update_dhcp_host(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, vm)
         self.firewall.replace_vm(vm)
 
+    @reconnecting
     def unset_net(self, vm: VmSpec) -> None:
         self.firewall.remove_vm(vm)
         if self._has_dhcp_host(vm):

@@ -7,11 +7,14 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.urls import reverse
+from django.utils import timezone
 
 from envs.models import Env, Operation
-from envs.services import env_destroy
+from envs.services import env_destroy, operation_fail, operation_retry
 from tests.admin_support import count_queries, make_env, make_operator, messages_of, post_action
+from ttportal.errors import Forbidden
 from vms.models import Vm
+from vms.services import vm_start, vm_stop
 
 ENVS = reverse("admin:envs_env_changelist")
 OPS = reverse("admin:envs_operation_changelist")
@@ -201,3 +204,66 @@ def test_it_lists_envs_and_operations_in_a_constant_number_of_queries(client, ro
     for i in range(9):
         make_env(alice, name=f"more{i}", vms=2)
     assert (count_queries(client, ENVS), count_queries(client, OPS)) == one
+
+
+# --- stuck operations --------------------------------------------------------------------
+
+
+@pytest.fixture
+def stuck_start(alice, template, run_tasks):
+    """A vm_start whose worker died 2 minutes ago (its lease long run out)."""
+    env = make_env(alice, run=run_tasks)
+    vm = env.vms.get()
+    with run_tasks():
+        vm_stop(vm=vm, by=alice)
+    op = vm_start(vm=vm, by=alice)  # not run: its task was lost
+    now = timezone.now()
+    Operation.objects.filter(pk=op.pk).update(
+        status="running", attempt=1, worker="node-b:4711/0000.0.0", heartbeat_at=now - timedelta(minutes=2),
+        started_at=now - timedelta(minutes=2),
+    )
+    return op
+
+
+def test_it_lists_stuck_operations_with_their_age_and_last_heartbeat(client, root, stuck_start):
+    response = client.get(OPS, {"lease": "stuck"})
+    rows = response.context["cl"].result_list
+    assert [op.pk for op in rows] == [stuck_start.pk]
+    page = response.content.decode()
+    assert "stuck: node-b pid 4711, last heartbeat 2 m ago" in page
+    assert client.get(OPS, {"lease": "live"}).context["cl"].result_count == 1
+
+
+def test_it_retries_a_stuck_operation_now(client, root, stuck_start, run_tasks):
+    with run_tasks():
+        response = post_action(client, OPS, "retry_now", [stuck_start])
+    assert ("success", "Handed to a worker: 1 operation.") in messages_of(response)
+    stuck_start.refresh_from_db()
+    assert (stuck_start.status, stuck_start.attempt) == ("succeeded", 2)
+    assert stuck_start.vm.status == "running"
+
+
+def test_it_refuses_to_retry_an_operation_a_live_worker_holds(client, root, stuck_start):
+    Operation.objects.filter(pk=stuck_start.pk).update(heartbeat_at=timezone.now())
+    response = post_action(client, OPS, "retry_now", [stuck_start])
+    (level, text), = messages_of(response)
+    assert level == "error" and "node-b pid 4711" in text and "not stuck" in text
+    stuck_start.refresh_from_db()
+    assert (stuck_start.status, stuck_start.attempt) == ("running", 1)
+
+
+def test_it_ends_a_stuck_operation_now_and_settles_its_vm(client, root, stuck_start):
+    response = post_action(client, OPS, "fail_now", [stuck_start])
+    assert ("success", "Ended: 1 operation.") in messages_of(response)
+    stuck_start.refresh_from_db()
+    assert (stuck_start.status, stuck_start.error_code) == ("failed", "cancelled")
+    assert "ended by root" in stuck_start.error_message
+    assert stuck_start.vm.status == "stopped"  # what the node has: it never started
+
+
+def test_only_staff_may_end_or_retry_an_operation(alice, stuck_start):
+    for service in (operation_fail, operation_retry):
+        with pytest.raises(Forbidden):
+            service(op=stuck_start, by=alice)
+    stuck_start.refresh_from_db()
+    assert stuck_start.status == "running"
