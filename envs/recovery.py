@@ -14,7 +14,8 @@ takes an operation over, conditionally on its attempt number.
   (half its age), so a long queue is not flooded with duplicates. A duplicate
   costs one query: its claim finds the operation taken.
 - When a worker starts, the tasks its predecessor had taken from the broker
-  are gone with it: every queued operation not just dispatched goes again.
+  are gone with it: every live operation dispatched before the worker started
+  and not held by a live worker goes again.
 """
 
 from __future__ import annotations
@@ -36,33 +37,36 @@ log = logging.getLogger(__name__)
 REDISPATCH_FLOOR = timedelta(seconds=2)
 
 
-def recover(now: datetime | None = None, *, starting: bool = False) -> int:
-    """Dispatch every live operation that needs a worker; returns how many."""
+def recover(now: datetime | None = None, *, started_at: datetime | None = None) -> int:
+    """Dispatch every live operation that needs a worker; returns how many. `started_at`:
+    the caller is a worker that started then, and this is its first pass."""
     now = now or timezone.now()
     dispatched = 0
     live = Operation.objects.filter(status__in=Operation.LIVE).only(
         "pk", "kind", "status", "attempt", "worker", "heartbeat_at", "dispatched_at", "created_at"
     )
     for op in live:
-        if needs_worker(op, now, starting=starting) and _redispatch(op, now):
+        if needs_worker(op, now, started_at=started_at) and _redispatch(op, now):
             dispatched += 1
     return dispatched
 
 
-def needs_worker(op: Operation, now: datetime, *, starting: bool = False) -> bool:
+def needs_worker(op: Operation, now: datetime, *, started_at: datetime | None = None) -> bool:
     last = op.dispatched_at or op.created_at
+    if op.status == Operation.Status.RUNNING and not lease.is_void(op, now):
+        return False
+    if started_at is not None:
+        # Sent before this worker started: maybe to a cluster that has died since.
+        # (Sent after: by the web, or by a sibling worker's first pass just now.)
+        return last < started_at
     since = now - last
     if since < REDISPATCH_FLOOR:
         return False
     if op.status == Operation.Status.RUNNING:
-        if not lease.is_void(op, now):
-            return False
         # A dead holder's operation goes at once; an expired one once per lease,
         # in case the task that would take it over waits in a long queue.
         known_dead = op.heartbeat_at is None or (bool(op.worker) and lease.holder_is_gone(op.worker))
-        return starting or known_dead or since >= lease.duration()
-    if starting:
-        return True
+        return known_dead or since >= lease.duration()
     return since >= max(lease.duration(), (now - op.created_at) / 2)
 
 

@@ -22,6 +22,7 @@ import time
 
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from envs import recovery, runner
 
@@ -70,14 +71,14 @@ def keep() -> None:
     """Recover operations now and every lease / 3 s; enforce the stop deadline."""
     period = settings.TT_OPERATION_LEASE / 3
     next_pass = 0.0
-    starting = True
+    started_at = timezone.now()
     while True:
         if _past_stop_deadline():
             _give_up_and_exit()
         if time.monotonic() >= next_pass and not stop_requested():
             try:
-                recovery.recover(starting=starting)
-                starting = False
+                recovery.recover(started_at=started_at)
+                started_at = None
             except Exception:
                 log.exception("the recovery pass failed; trying again in %s s", period)
             finally:

@@ -83,6 +83,10 @@ _SQLITE = {
     "TEST": {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")},
 }
 DATABASES = {"default": env_database("TT_DATABASE_URL", _SQLITE)}
+if DATABASES["default"]["ENGINE"] == _SQLITE["ENGINE"]:
+    # A SQLite file named by URL (a second process on the same file, say) locks
+    # and journals as the default one does.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(_SQLITE["OPTIONS"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

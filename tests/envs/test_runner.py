@@ -313,15 +313,16 @@ def test_recovery_on_a_starting_worker_sends_every_queued_operation_again(queued
     Operation.objects.filter(pk=queued_stop.pk).update(dispatched_at=T0)
     time_machine.move_to(T0 + 3 * SECOND)
     assert recovery.recover() == 0
-    assert recovery.recover(starting=True) == 1  # its task may have died with the last cluster
-    assert recovery.recover(starting=True) == 0  # just sent
+    started = T0 + 2 * SECOND
+    assert recovery.recover(started_at=started) == 1  # its task may have died with the last cluster
+    assert recovery.recover(started_at=started) == 0  # a sibling worker's first pass: just sent
 
 
 def test_recovery_leaves_a_healthy_running_operation_alone(queued_stop, monkeypatch, time_machine):
     sent = dispatches(monkeypatch)
     held_by_a_live_worker(queued_stop, T0 + 100 * SECOND)
     time_machine.move_to(T0 + 110 * SECOND)
-    assert recovery.recover(starting=True) == 0
+    assert recovery.recover(started_at=T0 + 109 * SECOND) == 0
     assert sent == []
 
 
