@@ -30,7 +30,7 @@ from ttportal.errors import Forbidden, TTError
 from ttportal.portal import act, back_url, post_action
 from vms import services as vm_services
 from vms import state
-from vms.models import PortMapping, Vm, VmTemplate, port_label
+from vms.models import PortMapping, Vm, VmTemplate, live_vms, port_label
 
 # How many operations the Env page lists (the admin has the whole log).
 OPERATIONS_SHOWN = 25
@@ -38,7 +38,6 @@ OPERATIONS_SHOWN = 25
 WARN_SECONDS = 3600
 
 _ACTIVE_OPS = (Operation.Status.QUEUED, Operation.Status.RUNNING)
-_LIVE_VM = ~Q(vms__status=Vm.Status.DESTROYED)
 
 
 def _env_for(request: HttpRequest, pk: int) -> Env:
@@ -58,7 +57,7 @@ def env_list(request: HttpRequest) -> HttpResponse:
     """My Envs (staff: everyone's). One query for the rows whatever their number."""
     show_destroyed = request.GET.get("destroyed") == "1"
     envs = Env.objects.visible_to(request.user).select_related("owner").annotate(
-        vm_count=Count("vms", filter=_LIVE_VM),
+        vm_count=Count("vms", filter=live_vms()),
         vms_running=Count("vms", filter=Q(vms__status=Vm.Status.RUNNING)),
         busy=Exists(Operation.objects.filter(env=OuterRef("pk"), status__in=_ACTIVE_OPS)),
     )

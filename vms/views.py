@@ -53,7 +53,7 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     env = vm.env
     now = timezone.now()
-    live = env.status == Env.Status.ACTIVE and vm.status != Vm.Status.DESTROYED
+    live = env.status == Env.Status.ACTIVE and vm.is_live
     ports = list(vm.port_mappings.order_by("protocol", "inner_port"))
     snapshots = list(vm.snapshots.order_by("created_at", "id"))
     cooldown = policy.cooldown_remaining(env, now)
