@@ -23,6 +23,7 @@ from django.conf import settings
 from envs import services
 from envs.models import Operation
 from ttportal.errors import TTError
+from ttportal.refusals import refusal
 from vms.models import Vm, VmTemplate
 from vms.specs import NewVm
 
@@ -186,7 +187,8 @@ def show_vm_error(exc: TTError, form: AddVmForm) -> None:
 
 def create_env_from(form: EnvForm, formset, *, by, owner=None) -> Operation | None:
     """Validate the form and its VM rows, then env_create; None (with the errors on the
-    forms) when anything is refused. `owner` defaults to the form's own owner field (admin)."""
+    forms) when anything is refused (ttportal.refusals: a race the database caught is
+    a form-wide "retry"). `owner` defaults to the form's own owner field (admin)."""
     if not (form.is_valid() and formset.is_valid()):
         return None
     rows = filled_rows(formset)
@@ -197,6 +199,9 @@ def create_env_from(form: EnvForm, formset, *, by, owner=None) -> Operation | No
             deny_outgoing=form.cleaned_data["deny_outgoing"],
             idempotency_key=form.cleaned_data["idempotency_key"],
         )
-    except TTError as exc:
-        show_error(exc, form, formset, rows)
+    except Exception as exc:
+        error = refusal(exc)
+        if error is None:
+            raise
+        show_error(error, form, formset, rows)
         return None

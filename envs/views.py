@@ -26,8 +26,9 @@ from envs import policy, services
 from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, hours, show_vm_error
 from envs.models import Env, Operation
 from envs.templatetags.portal import mib
-from ttportal.errors import Forbidden, TTError
+from ttportal.errors import Forbidden
 from ttportal.portal import act, back_url, post_action
+from ttportal.refusals import refusal
 from vms import services as vm_services
 from vms import state
 from vms.models import PortMapping, Vm, VmTemplate, live_vms, port_label
@@ -266,10 +267,13 @@ def env_add_vm(request: HttpRequest, pk: int) -> HttpResponse:
             try:
                 op = vm_services.vm_add(env=env, spec=form.to_new_vm(), by=request.user,
                                         idempotency_key=form.cleaned_data["idempotency_key"])
-            except Forbidden as exc:
-                raise PermissionDenied(exc.message) from exc
-            except TTError as exc:
-                show_vm_error(exc, form)
+            except Exception as exc:
+                error = refusal(exc)
+                if error is None:
+                    raise
+                if isinstance(error, Forbidden):
+                    raise PermissionDenied(error.message) from exc
+                show_vm_error(error, form)
             else:
                 messages.success(request, f"Adding {op.vm.name} to {env.name} (operation {op.pk}).")
                 return HttpResponseRedirect(_env_url(env))

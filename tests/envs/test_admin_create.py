@@ -6,9 +6,11 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from envs import services
 from envs.admin_forms import EXTRA_VM_ROWS
 from envs.models import Env, Operation
-from tests.admin_support import make_operator, messages_of
+from tests.admin_support import make_env, make_operator, messages_of
+from tests.support import RETRY, lose_a_race
 from vms.models import PortMapping, Vm
 
 ADD = reverse("admin:envs_env_add")
@@ -122,6 +124,16 @@ def test_it_shows_a_refusal_beside_the_field(client, root, alice, template, fiel
     assert form["name"].value() == data["name"]
     assert form["lifetime_hours"].value() == data["lifetime_hours"]
     assert form["owner"].value() == str(alice.pk)
+
+
+def test_it_asks_to_retry_a_create_that_lost_a_race(client, root, alice, template, monkeypatch, db_state):
+    make_env(alice)  # what the racing request clashes with
+    monkeypatch.setattr(services, "env_create", lose_a_race)
+    before = db_state()
+    response = client.post(ADD, form_data(alice, [vm_row(template, "web")], name="other"))
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == [RETRY]
+    assert db_state() == before
 
 
 def test_it_asks_for_at_least_one_vm(client, root, alice, template):

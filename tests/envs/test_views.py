@@ -11,7 +11,8 @@ from django.urls import reverse
 
 from envs import services
 from envs.models import Env, Operation
-from tests.support import T0
+from tests.support import RETRY, T0, lose_a_race
+from vms import services as vm_services
 from vms.models import Snapshot
 from vms.specs import NewVm
 
@@ -195,6 +196,17 @@ def test_it_names_a_duplicate_env(client, alice, make_env, template):
     assert "already have a live Env" in response.context["form"].errors["name"][0]
 
 
+def test_it_asks_to_retry_a_create_that_lost_a_race(client, alice, make_env, template, monkeypatch, db_state):
+    make_env(alice)  # what the racing request clashes with
+    monkeypatch.setattr(services, "env_create", lose_a_race)
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(url("envs:create"), create_data(template))
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == [RETRY]
+    assert db_state() == before
+
+
 # --- add a VM to a live Env ---------------------------------------------------------------
 
 
@@ -238,6 +250,18 @@ def test_it_shows_an_add_vm_refusal_beside_the_field(client, alice, make_env, te
         assert f'value="{typed}"' in response.content.decode()
     assert env.vms.count() == 1
     assert not Operation.objects.filter(kind=Operation.Kind.VM_ADD).exists()
+
+
+def test_it_asks_to_retry_an_add_vm_that_lost_a_race(client, alice, make_env, template, monkeypatch,
+                                                     db_state):
+    env = make_env(alice)
+    monkeypatch.setattr(vm_services, "vm_add", lose_a_race)
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(url("envs:add_vm", env), add_vm_data(template))
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == [RETRY]
+    assert db_state() == before
 
 
 def test_it_shows_the_vm_limit_as_a_form_error(client, alice, make_env, template, settings):
@@ -319,6 +343,25 @@ def test_it_refuses_an_extension_past_the_maximum_with_a_message(client, alice, 
     response = client.post(url("envs:extend", env), {"hours": "10"}, follow=True)
     assert any("must not be past" in m for m in flash(response))
     assert not Operation.objects.filter(kind=Operation.Kind.ENV_EXTEND).exists()
+
+
+def test_it_asks_to_retry_an_action_that_lost_a_race(client, alice, make_env, monkeypatch, db_state):
+    env = make_env(alice)
+    monkeypatch.setattr(services, "env_destroy", lose_a_race)
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(url("envs:destroy", env), {"confirm": env.name}, follow=True)
+    assert response.redirect_chain[-1] == (url("envs:detail", env), 302)
+    assert flash(response) == [RETRY]
+    assert db_state() == before
+
+
+def test_it_lets_a_bug_through_rather_than_call_it_a_refusal(client, alice, make_env, monkeypatch):
+    env = make_env(alice)
+    monkeypatch.setattr(services, "env_destroy", lambda **_: 1 / 0)
+    client.force_login(alice)
+    with pytest.raises(ZeroDivisionError):  # a 500, logged, as any bug
+        client.post(url("envs:destroy", env), {"confirm": env.name})
 
 
 def test_it_destroys_only_after_the_name_is_typed(client, alice, make_env):

@@ -9,7 +9,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from envs.models import Operation
-from tests.support import take_snapshot
+from tests.support import RETRY, lose_a_race, take_snapshot
+from vms import services
 from vms.models import Snapshot, Vm, VmTemplate
 from vms.specs import NewVm
 
@@ -180,6 +181,16 @@ def test_it_reports_a_bad_snapshot_name(client, alice, vm):
     response = client.post(reverse("vms:snapshot_create", args=[vm.pk]), {"name": "Bad Name"}, follow=True)
     assert any(m.startswith("name:") for m in flash(response))
     assert not Snapshot.objects.exists()
+
+
+def test_it_asks_to_retry_a_snapshot_that_lost_a_race(client, alice, vm, monkeypatch, db_state):
+    monkeypatch.setattr(services, "snapshot_create", lose_a_race)
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(reverse("vms:snapshot_create", args=[vm.pk]), {"name": "s1"}, follow=True)
+    assert response.redirect_chain[-1] == (f"{env_page(vm)}#vm-{vm.pk}", 302)
+    assert flash(response) == [RETRY]
+    assert db_state() == before
 
 
 def test_it_applies_and_deletes_a_snapshot(client, alice, snapshot, run_tasks):
