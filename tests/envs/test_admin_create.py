@@ -98,12 +98,13 @@ def test_it_creates_an_env_with_two_vms_for_alice(client, root, alice, template,
         ({}, [{"disk_mb": "5"}], ("vms", 0, "disk_mb"), "template's size"),
         ({"name": "Bad_Name"}, [{}], ("env", "name"), "lower-case letters"),
         ({}, [{}, {"name": "vm0"}], ("vms", 1, "name"), "already has a VM named vm0"),
-        ({"lifetime_hours": "169"}, [{}], ("env", "lifetime_hours"), "must not be past start"),
+        ({"lifetime_hours": "168.01"}, [{}], ("env", "lifetime_hours"), "between 0.01 and 168"),
+        ({"lifetime_hours": "1e9"}, [{}], ("env", "lifetime_hours"), "between 0.01 and 168"),
         ({}, [{"ports": "80, abc"}], ("vms", 0, "ports"), "abc: must be an integer"),
         ({}, [{}, None, {"net_kind": "flat", "ports": "22"}], ("vms", 2, "ports"), "FLAT VMs"),
     ],
-    ids=["disk-too-small", "bad-name", "duplicate-vm-names", "lifetime-past-max", "bad-port",
-         "row-after-a-blank-row"],
+    ids=["disk-too-small", "bad-name", "duplicate-vm-names", "lifetime-past-max", "lifetime-absurd",
+         "bad-port", "row-after-a-blank-row"],
 )
 def test_it_shows_a_refusal_beside_the_field(client, root, alice, template, fields, rows, where, expected):
     typed = [None if row is None else vm_row(template, **{"name": f"vm{i}", **row})

@@ -17,6 +17,8 @@ from vms.models import Snapshot
 from vms.specs import NewVm
 
 PAGES = ["envs:detail", "envs:operations"]
+# What no hours field takes, besides one past its limit.
+NOT_HOURS = ["1e9", "nan", "inf", "-1", "0", "abc"]
 ACTIONS = ["envs:start", "envs:stop", "envs:extend", "envs:outgoing", "envs:destroy"]
 
 
@@ -181,6 +183,27 @@ def test_it_shows_a_lifetime_past_the_maximum_beside_the_lifetime(client, alice,
     assert not Env.objects.exists()
 
 
+def test_it_creates_an_env_for_the_longest_lifetime(client, alice, template):
+    client.force_login(alice)
+    response = client.post(url("envs:create"), create_data(template, lifetime_hours="168"))
+    assert response.status_code == 302
+    env = Env.objects.get()
+    assert (env.end_at - env.start_at).total_seconds() == 168 * 3600
+
+
+@pytest.mark.parametrize("hours", ["168.01", *NOT_HOURS])
+def test_it_refuses_a_lifetime_that_is_not_a_number_of_hours_in_range(client, alice, template, db_state,
+                                                                      hours):
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(url("envs:create"), create_data(template, lifetime_hours=hours))
+    assert response.status_code == 200
+    assert response.context["form"].errors["lifetime_hours"] == [
+        "must be a number of hours between 0.01 and 168"]
+    assert f'value="{hours}"' in response.content.decode()
+    assert db_state() == before
+
+
 def test_it_shows_a_port_error_with_the_port(client, alice, template):
     client.force_login(alice)
     data = create_data(template, vm_row(0, template=str(template.pk), ports="22 99999"))
@@ -340,9 +363,32 @@ def test_it_refuses_an_extension_past_the_maximum_with_a_message(client, alice, 
     settings.TT_MAX_ENV_LIFETIME = 5 * 3600
     env = make_env(alice)
     client.force_login(alice)
-    response = client.post(url("envs:extend", env), {"hours": "10"}, follow=True)
+    response = client.post(url("envs:extend", env), {"hours": "4"}, follow=True)  # 4 h + 4 h > 5 h
     assert any("must not be past" in m for m in flash(response))
     assert not Operation.objects.filter(kind=Operation.Kind.ENV_EXTEND).exists()
+
+
+def test_it_passes_an_extension_of_a_whole_lifetime_to_env_extend(client, alice, make_env):
+    env = make_env(alice)
+    client.force_login(alice)
+    # At the limit the number is taken; the end it asks for is past start + 168 h, which
+    # is env_extend's rule to state.
+    response = client.post(url("envs:extend", env), {"hours": "168"}, follow=True)
+    [message] = flash(response)
+    assert "must not be past start" in message
+    assert not Operation.objects.filter(kind=Operation.Kind.ENV_EXTEND).exists()
+
+
+@pytest.mark.parametrize("hours", ["168.01", *NOT_HOURS, ""])
+def test_it_refuses_an_extension_that_is_not_a_number_of_hours_in_range(client, alice, make_env, db_state,
+                                                                         hours):
+    env = make_env(alice)
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(url("envs:extend", env), {"hours": hours}, follow=True)
+    assert response.redirect_chain[-1] == (url("envs:detail", env), 302)
+    assert flash(response) == ["Extend by (hours): must be a number of hours between 0.01 and 168"]
+    assert db_state() == before
 
 
 def test_it_asks_to_retry_an_action_that_lost_a_race(client, alice, make_env, monkeypatch, db_state):

@@ -176,6 +176,33 @@ def test_it_takes_a_snapshot_with_a_life_time(client, alice, vm):
     assert op.snapshot.life_time == 7200
 
 
+def test_it_keeps_a_snapshot_without_a_life_time(client, alice, vm):
+    client.force_login(alice)
+    client.post(reverse("vms:snapshot_create", args=[vm.pk]), {"name": "s1", "life_time_hours": " "})
+    assert Snapshot.objects.get(vm=vm).life_time is None
+
+
+@pytest.mark.parametrize(("hours", "seconds"), [("8760", 365 * 24 * 3600), ("0.02", 72)])
+def test_it_takes_a_snapshot_at_the_ends_of_its_life_time_range(client, alice, vm, hours, seconds):
+    client.force_login(alice)
+    response = client.post(reverse("vms:snapshot_create", args=[vm.pk]),
+                           {"name": "s1", "life_time_hours": hours}, follow=True)
+    assert Snapshot.objects.get(vm=vm).life_time == seconds, flash(response)  # snapshot_create agrees
+
+
+@pytest.mark.parametrize("hours", ["8760.01", "0.01", "1e9", "nan", "inf", "-1", "0", "abc"])
+def test_it_refuses_a_life_time_that_is_not_a_number_of_hours_in_range(client, alice, vm, db_state, hours):
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(reverse("vms:snapshot_create", args=[vm.pk]),
+                           {"name": "s1", "life_time_hours": hours}, follow=True)
+    assert response.redirect_chain[-1] == (f"{env_page(vm)}#vm-{vm.pk}", 302)
+    assert flash(response) == [
+        "Life time (life_time_hours): must be a number of hours between 0.02 and 8760, "
+        "or empty to keep it until deleted"]
+    assert db_state() == before
+
+
 def test_it_reports_a_bad_snapshot_name(client, alice, vm):
     client.force_login(alice)
     response = client.post(reverse("vms:snapshot_create", args=[vm.pk]), {"name": "Bad Name"}, follow=True)
