@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import Count, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from engines.models import Node
 from engines.registry import forget_engines
-from vms.models import PortMapping, Vm
+from vms.models import PortMapping, live_vms
 
 TEST_DRIVER_WARNING = "libvirt test driver: boots nothing; for tests only"
-
-# What scheduling counts as using a node (vms.specs.pick_node): every VM not destroyed.
-LIVE = ~Q(vms__status=Vm.Status.DESTROYED)
 
 # Fields that describe where the node's existing VMs live: changing them under
 # live VMs would orphan their domains, images and derived addresses.
@@ -72,10 +69,11 @@ class NodeAdmin(admin.ModelAdmin):
             self.message_user(request, f"{node}: {drifted} VMs had drifted (see their operations)", level)
 
     def get_queryset(self, request):
+        # What scheduling counts as using a node (vms.specs.pick_node): its live VMs.
         return super().get_queryset(request).annotate(
-            live_vms=Count("vms", filter=LIVE),
-            cpu_used=Sum("vms__cpu_num", filter=LIVE, default=0),
-            mem_used=Sum("vms__mem_mb", filter=LIVE, default=0),
+            live_vms=Count("vms", filter=live_vms()),
+            cpu_used=Sum("vms__cpu_num", filter=live_vms(), default=0),
+            mem_used=Sum("vms__mem_mb", filter=live_vms(), default=0),
             tcp_used=_ports_used(PortMapping.Protocol.TCP),
             udp_used=_ports_used(PortMapping.Protocol.UDP),
         )

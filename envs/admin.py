@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -21,7 +21,7 @@ from envs.forms import create_env_from
 from envs.models import Env, Operation
 from ttportal.admin_actions import OperateMixin, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter, format_seconds
-from vms.models import Vm
+from vms.models import Vm, live_vms
 
 
 def _extend_by_a_day(env: Env, by):
@@ -70,7 +70,7 @@ class EnvAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
-            live_vms=Count("vms", filter=~Q(vms__status=Vm.Status.DESTROYED))
+            live_vms=Count("vms", filter=live_vms())
         )
 
     def has_add_permission(self, request, obj=None) -> bool:

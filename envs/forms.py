@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from decimal import Decimal
 
 from django import forms
 from django.conf import settings
 
 from envs import services
 from envs.models import Operation
-from ttportal.errors import TTError
+from ttportal.errors import InvalidInput, TTError
+from ttportal.hours import MIN_SECONDS, hours, parse_hours
+from ttportal.refusals import refusal
 from vms.models import Vm, VmTemplate
 from vms.specs import NewVm
 
@@ -32,17 +33,14 @@ EXTRA_VM_ROWS = 3
 _VM_FIELD = re.compile(r"^vms\[(\d+)\](?:\.(\w+))?(?:\[(\d+)\])?$")
 
 
-def hours(seconds: int) -> str:
-    """3600 -> "1", 5400 -> "1.5": a lifetime as the form shows it."""
-    return f"{Decimal(seconds) / 3600:.2f}".rstrip("0").rstrip(".")
-
-
 class EnvForm(forms.Form):
     name = forms.CharField(
         help_text="Lower-case letters, digits and hyphens; unique among the owner's live Envs.",
     )
-    lifetime_hours = forms.DecimalField(
-        label="Lifetime (hours)", min_value=Decimal("0.01"), max_digits=8, decimal_places=2,
+    # Typed as hours, cleaned to seconds by the portal's one hours parser (clean_lifetime_hours).
+    lifetime_hours = forms.CharField(
+        label="Lifetime (hours)",
+        widget=forms.NumberInput(attrs={"step": "any", "min": hours(MIN_SECONDS)}),
     )
     deny_outgoing = forms.BooleanField(
         required=False, help_text="Cut the VMs off from everything beyond the node's network.",
@@ -62,8 +60,16 @@ class EnvForm(forms.Form):
         )
         self.fields["idempotency_key"].initial = uuid.uuid4().hex
 
+    def clean_lifetime_hours(self) -> int:
+        try:
+            return parse_hours(self.cleaned_data["lifetime_hours"], "lifetime_hours",
+                               max_seconds=settings.TT_MAX_ENV_LIFETIME)
+        except InvalidInput as exc:
+            raise forms.ValidationError(exc.message, code="invalid") from None
+
     def lifetime_seconds(self) -> int:
-        return int(self.cleaned_data["lifetime_hours"] * 3600)
+        """The lifetime typed in hours, as the whole seconds env_create takes."""
+        return self.cleaned_data["lifetime_hours"]
 
 
 class PortsField(forms.CharField):
@@ -186,7 +192,8 @@ def show_vm_error(exc: TTError, form: AddVmForm) -> None:
 
 def create_env_from(form: EnvForm, formset, *, by, owner=None) -> Operation | None:
     """Validate the form and its VM rows, then env_create; None (with the errors on the
-    forms) when anything is refused. `owner` defaults to the form's own owner field (admin)."""
+    forms) when anything is refused (ttportal.refusals: a race the database caught is
+    a form-wide "retry"). `owner` defaults to the form's own owner field (admin)."""
     if not (form.is_valid() and formset.is_valid()):
         return None
     rows = filled_rows(formset)
@@ -197,6 +204,9 @@ def create_env_from(form: EnvForm, formset, *, by, owner=None) -> Operation | No
             deny_outgoing=form.cleaned_data["deny_outgoing"],
             idempotency_key=form.cleaned_data["idempotency_key"],
         )
-    except TTError as exc:
-        show_error(exc, form, formset, rows)
+    except Exception as exc:
+        error = refusal(exc)
+        if error is None:
+            raise
+        show_error(error, form, formset, rows)
         return None

@@ -8,7 +8,6 @@ somebody else's Env is a 404, never a leak.
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.contrib import messages
@@ -23,14 +22,16 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from envs import policy, services
-from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, hours, show_vm_error
+from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, show_vm_error
 from envs.models import Env, Operation
 from envs.templatetags.portal import mib
-from ttportal.errors import Forbidden, TTError
+from ttportal.errors import Forbidden, InvalidInput
+from ttportal.hours import hours, parse_hours
 from ttportal.portal import act, back_url, post_action
+from ttportal.refusals import refusal
 from vms import services as vm_services
 from vms import state
-from vms.models import PortMapping, Vm, VmTemplate, port_label
+from vms.models import PortMapping, Vm, VmTemplate, live_vms, port_label
 
 # How many operations the Env page lists (the admin has the whole log).
 OPERATIONS_SHOWN = 25
@@ -38,7 +39,6 @@ OPERATIONS_SHOWN = 25
 WARN_SECONDS = 3600
 
 _ACTIVE_OPS = (Operation.Status.QUEUED, Operation.Status.RUNNING)
-_LIVE_VM = ~Q(vms__status=Vm.Status.DESTROYED)
 
 
 def _env_for(request: HttpRequest, pk: int) -> Env:
@@ -58,7 +58,7 @@ def env_list(request: HttpRequest) -> HttpResponse:
     """My Envs (staff: everyone's). One query for the rows whatever their number."""
     show_destroyed = request.GET.get("destroyed") == "1"
     envs = Env.objects.visible_to(request.user).select_related("owner").annotate(
-        vm_count=Count("vms", filter=_LIVE_VM),
+        vm_count=Count("vms", filter=live_vms()),
         vms_running=Count("vms", filter=Q(vms__status=Vm.Status.RUNNING)),
         busy=Exists(Operation.objects.filter(env=OuterRef("pk"), status__in=_ACTIVE_OPS)),
     )
@@ -219,18 +219,20 @@ env_stop = post_action(_env_for, services.env_stop, target="env", back=_env_url,
 @require_POST
 @login_required
 def env_extend(request: HttpRequest, pk: int) -> HttpResponse:
-    """Move the end by `hours` from the current end (or from now, if it has passed)."""
+    """Move the end by `hours` from the current end (or from now, if it has passed).
+
+    No extension can be longer than a whole lifetime: that bound refuses absurd input
+    here, in hours; env_extend then holds the end to start + the maximum lifetime.
+    """
     env = _env_for(request, pk)
     try:
-        more = Decimal(request.POST.get("hours", "").strip())
-        if not more.is_finite() or more <= 0:
-            raise InvalidOperation
-    except InvalidOperation:
-        messages.error(request, "Extend by: give a positive number of hours.")
+        seconds = parse_hours(request.POST.get("hours"), "hours", max_seconds=settings.TT_MAX_ENV_LIFETIME)
+    except InvalidInput as exc:
+        messages.error(request, f"Extend by ({exc.field}): {exc.message}")
         return HttpResponseRedirect(back_url(request, _env_url(env)))
-    extend_by = timedelta(seconds=int(more * 3600))
-    return act(request, lambda: services.env_extend(env=env, by=request.user, extend_by=extend_by),
-               f"{env.name} extended by {more} h.", _env_url(env))
+    return act(request, lambda: services.env_extend(env=env, by=request.user,
+                                                    extend_by=timedelta(seconds=seconds)),
+               f"{env.name} extended by {hours(seconds)} h.", _env_url(env))
 
 
 @require_POST
@@ -267,10 +269,13 @@ def env_add_vm(request: HttpRequest, pk: int) -> HttpResponse:
             try:
                 op = vm_services.vm_add(env=env, spec=form.to_new_vm(), by=request.user,
                                         idempotency_key=form.cleaned_data["idempotency_key"])
-            except Forbidden as exc:
-                raise PermissionDenied(exc.message) from exc
-            except TTError as exc:
-                show_vm_error(exc, form)
+            except Exception as exc:
+                error = refusal(exc)
+                if error is None:
+                    raise
+                if isinstance(error, Forbidden):
+                    raise PermissionDenied(error.message) from exc
+                show_vm_error(error, form)
             else:
                 messages.success(request, f"Adding {op.vm.name} to {env.name} (operation {op.pk}).")
                 return HttpResponseRedirect(_env_url(env))

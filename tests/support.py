@@ -1,6 +1,6 @@
 """Helpers shared by the test modules: the instant the clock is frozen at, waiting
 for an operation, what libvirt's in-process test driver holds, taking a snapshot,
-and a refusal that writes nothing.
+a refusal that writes nothing, and a service that loses a race to the database.
 
 Fixtures live in tests/conftest.py (`frozen_clock` stops time at T0); this module
 holds plain constants and functions that test modules import by name.
@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 
 import libvirt
 import pytest
+from django.db import transaction
 
 from engines.libvirt.connection import get_connection
-from envs.models import Operation
+from envs.models import Env, Operation
 from vms.models import Snapshot, Vm
 from vms.services import snapshot_create
 
@@ -97,3 +98,17 @@ def refused(db_state: Callable[[], dict], error: type[Exception]) -> Iterator[py
     with pytest.raises(error) as caught:
         yield caught
     assert db_state() == before
+
+
+# What every interface says when the database caught a race (ttportal.refusals).
+RETRY = "conflicts with a concurrent change; retry the request"
+
+
+def lose_a_race(**_service_args):
+    """A stand-in for any service that loses a race only the database sees: it writes,
+    then a unique constraint refuses its next row (a real IntegrityError, as when a
+    concurrent request took the name first), and its atomic block rolls both back."""
+    with transaction.atomic():
+        env = Env.objects.first() or pytest.fail("lose_a_race needs an Env to clash with")
+        Env.objects.filter(pk=env.pk).update(is_stopped=not env.is_stopped)
+        Env.objects.create(owner=env.owner, name=env.name, start_at=env.start_at, end_at=env.end_at)

@@ -3,7 +3,8 @@
 Operators act through the same service functions as the portal and the API, with
 `by=request.user`, so every action is checked (state, cooldown), audited (the
 operator is the operation's `requested_by`) and queued like any other request.
-A refusal (a `TTError`) rolls back that object's request only; the others go on.
+A refusal (a `TTError`, or a database race: see ttportal.refusals) rolls back
+that object's request only; the others go on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from django.contrib.auth import get_permission_codename
 from django.http import HttpRequest
 from django.utils.text import capfirst
 
-from ttportal.errors import TTError
+from ttportal.refusals import refusal
 
 # (obj, operator) -> whatever the service returns (an Operation)
 ServiceCall = Callable[[object, object], object]
@@ -32,9 +33,12 @@ def run_service(
     for obj in objects:
         try:
             call(obj, request.user)
-        except TTError as exc:
+        except Exception as exc:
+            error = refusal(exc)
+            if error is None:
+                raise
             failed += 1
-            modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
+            modeladmin.message_user(request, f"{obj}: {error}", messages.ERROR)
         else:
             ok += 1
     if ok:

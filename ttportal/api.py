@@ -2,8 +2,9 @@
 error responses, and the Idempotency-Key header.
 
 Services raise TTError subclasses; `exception_handler` (REST_FRAMEWORK
-EXCEPTION_HANDLER) turns each into its HTTP status with a body that always
-carries the stable `code`. Views never catch them.
+EXCEPTION_HANDLER) turns each refusal (ttportal.refusals: a TTError, or the
+database's IntegrityError as "retry") into its HTTP status with a body that
+always carries the stable `code`. Views never catch them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import django_filters
 from django import forms
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -33,6 +33,7 @@ from ttportal.errors import (
     TTError,
     Unsupported,
 )
+from ttportal.refusals import refusal
 
 log = logging.getLogger(__name__)
 
@@ -85,27 +86,19 @@ def invalid_body(errors: dict[str, list[str]]) -> dict:
 
 
 def exception_handler(exc, context):
-    if isinstance(exc, TTError):
-        code = status_for(exc)
-        body = exc.as_dict()
+    error = refusal(exc)
+    if error is not None:
+        code = status_for(error)
+        body = error.as_dict()
         headers = {}
-        if exc.field:
-            body["errors"] = {exc.field: [exc.message]}
-        if isinstance(exc, CooldownActive):
-            body["retry_after"] = exc.retry_after
-            headers["Retry-After"] = str(exc.retry_after)
+        if error.field:
+            body["errors"] = {error.field: [error.message]}
+        if isinstance(error, CooldownActive):
+            body["retry_after"] = error.retry_after
+            headers["Retry-After"] = str(error.retry_after)
         if code >= 500:
-            log.error("API request failed: %s: %s", exc.code, exc)
+            log.error("API request failed: %s: %s", error.code, error)
         return Response(body, status=code, headers=headers)
-    if isinstance(exc, IntegrityError):
-        # A database invariant caught a race the services' checks could not see
-        # (two requests at once); nothing was written, so the client may retry.
-        log.warning("API request hit a database constraint: %s", exc)
-        return Response(
-            {"code": str(ErrorCode.ILLEGAL_STATE),
-             "message": "conflicts with a concurrent change; retry the request"},
-            status=status.HTTP_409_CONFLICT,
-        )
     if isinstance(exc, DjangoValidationError):
         non_field = api_settings.NON_FIELD_ERRORS_KEY
         exc = exceptions.ValidationError(

@@ -2,7 +2,8 @@
 
 Every action is a POST form that works without JavaScript: the service's
 answer becomes a flash message and the browser is redirected to where the
-form came from (a safe `next`), or to the object's page.
+form came from (a safe `next`), or to the object's page. A refusal says what
+the API and the admin say (ttportal.refusals).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from django.views.decorators.http import require_POST
 
 from envs.models import Operation
 from ttportal.errors import CooldownActive, Forbidden, TTError
+from ttportal.refusals import refusal
 
 
 def describe(exc: TTError) -> str:
@@ -44,11 +46,14 @@ def act(
     """Run one service call for the signed-in user and redirect back with its outcome."""
     try:
         op = call()
-    except Forbidden as exc:
-        # Querysets already hide what is not yours (404); this is the service's own no.
-        raise PermissionDenied(exc.message) from exc
-    except TTError as exc:
-        messages.error(request, describe(exc))
+    except Exception as exc:
+        error = refusal(exc)
+        if error is None:
+            raise
+        if isinstance(error, Forbidden):
+            # Querysets already hide what is not yours (404); this is the service's own no.
+            raise PermissionDenied(error.message) from exc
+        messages.error(request, describe(error))
     else:
         done = op.status in Operation.DONE
         messages.success(request, success if done else f"{success} (operation {op.pk} queued).")

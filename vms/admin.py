@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.db.models import Count, Q
+from django.db.models import Count
 
 from engines.models import EngineKind
 from ttportal.admin_actions import OperateMixin, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter
 from vms import services
-from vms.models import PortMapping, Snapshot, Vm, VmTemplate
+from vms.models import PortMapping, Snapshot, Vm, VmTemplate, live_vms
 
 
 def _port_label(vm: Vm, mapping: PortMapping) -> str:
@@ -51,7 +51,7 @@ class VmTemplateAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
-            live_vms=Count("vms", filter=~Q(vms__status=Vm.Status.DESTROYED))
+            live_vms=Count("vms", filter=live_vms())
         )
 
     @admin.display(description="engines")

@@ -53,6 +53,18 @@ class VmTemplate(models.Model):
         )
 
 
+def live_vms(prefix: str = "vms") -> Q:
+    """The one rule for a live VM, as a filter: every VM not destroyed yet. Until then it
+    holds its node's CPU, memory, addresses and ports (a VM in `error` too), so
+    scheduling, the admin's counts and the portal all count it.
+
+    For VMs reached through a relation, name it: `Count("vms", filter=live_vms())` on an
+    Env, a Node or a template; `live_vms("")` filters Vm rows themselves (VmQuerySet.live).
+    """
+    field = f"{prefix}__status" if prefix else "status"
+    return ~Q(**{field: Vm.Status.DESTROYED})
+
+
 class VmQuerySet(models.QuerySet):
     def visible_to(self, user) -> VmQuerySet:
         if user.is_staff:
@@ -60,7 +72,8 @@ class VmQuerySet(models.QuerySet):
         return self.filter(env__owner=user)
 
     def live(self) -> VmQuerySet:
-        return self.exclude(status=Vm.Status.DESTROYED)
+        """The VMs not destroyed: the rule of live_vms()."""
+        return self.filter(live_vms(""))
 
 
 class Vm(models.Model):
@@ -124,6 +137,11 @@ class Vm(models.Model):
 
     def __str__(self) -> str:
         return f"{self.env.name}/{self.name}"
+
+    @property
+    def is_live(self) -> bool:
+        """live_vms() for one loaded VM."""
+        return self.status != Vm.Status.DESTROYED
 
     @property
     def engine_name(self) -> str:
@@ -190,6 +208,12 @@ class PortMapping(models.Model):
 def port_label(port: int, protocol: str) -> str:
     """ "22" for TCP, "53/udp" otherwise: how users write ports."""
     return str(port) if protocol == PortMapping.Protocol.TCP else f"{port}/{protocol}"
+
+
+# How long a snapshot may live before it expires, in seconds (None: until deleted).
+# vms.services._check_life_time holds snapshot_create to the same bounds.
+SNAPSHOT_LIFE_TIME_MIN = 60
+SNAPSHOT_LIFE_TIME_MAX = 365 * 24 * 3600
 
 
 class SnapshotQuerySet(models.QuerySet):

@@ -12,7 +12,7 @@ from engines.registry import driver_class
 from engines.specs import Feature
 from ttportal.errors import Exhausted, InvalidInput, Unsupported
 from ttportal.validators import NAME_RULE, validate_dns_label
-from vms.models import PortMapping, Vm, VmTemplate
+from vms.models import PortMapping, Vm, VmTemplate, live_vms
 
 PROTOCOLS = {PortMapping.Protocol.TCP, PortMapping.Protocol.UDP}
 
@@ -130,9 +130,9 @@ def pick_node(
     `pending` maps node id -> (VMs, vCPUs, MiB) that earlier VMs of the same
     request will take there: they are not in the database yet, but count.
     """
-    from django.db.models import Count, Q, Sum
+    from django.db.models import Count, Sum
 
-    live = ~Q(vms__status=Vm.Status.DESTROYED)
+    live = live_vms()
     nodes = (
         Node.objects.filter(enabled=True, kind__in=template.compatible_engines or [])
         .annotate(

@@ -8,7 +8,6 @@ else the Env page) with a message.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -22,9 +21,11 @@ from engines.registry import console_log
 from envs import policy
 from envs.models import Env
 from envs.views import operations_context
+from ttportal.errors import InvalidInput
+from ttportal.hours import parse_hours
 from ttportal.portal import act, back_url, post_action
 from vms import services, state
-from vms.models import Snapshot, Vm, VmTemplate
+from vms.models import SNAPSHOT_LIFE_TIME_MAX, SNAPSHOT_LIFE_TIME_MIN, Snapshot, Vm, VmTemplate
 
 
 def _vm_for(request: HttpRequest, pk: int) -> Vm:
@@ -53,7 +54,7 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     env = vm.env
     now = timezone.now()
-    live = env.status == Env.Status.ACTIVE and vm.status != Vm.Status.DESTROYED
+    live = env.status == Env.Status.ACTIVE and vm.is_live
     ports = list(vm.port_mappings.order_by("protocol", "inner_port"))
     snapshots = list(vm.snapshots.order_by("created_at", "id"))
     cooldown = policy.cooldown_remaining(env, now)
@@ -89,14 +90,13 @@ def template_list(request: HttpRequest) -> HttpResponse:
 def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
     """A snapshot named by the user; `life_time_hours` empty keeps it until deleted."""
     vm = _vm_for(request, pk)
-    raw = request.POST.get("life_time_hours", "").strip()
-    life_time = None
-    if raw:
-        try:
-            life_time = int(Decimal(raw) * 3600)
-        except (InvalidOperation, ValueError, OverflowError):
-            messages.error(request, "Life time: give a number of hours, or leave it empty to keep it.")
-            return HttpResponseRedirect(back_url(request, _back(vm)))
+    try:
+        life_time = parse_hours(request.POST.get("life_time_hours"), "life_time_hours",
+                                min_seconds=SNAPSHOT_LIFE_TIME_MIN, max_seconds=SNAPSHOT_LIFE_TIME_MAX,
+                                empty="keep it until deleted")
+    except InvalidInput as exc:
+        messages.error(request, f"Life time ({exc.field}): {exc.message}")
+        return HttpResponseRedirect(back_url(request, _back(vm)))
     name = request.POST.get("name", "").strip()
     return act(request, lambda: services.snapshot_create(vm=vm, name=name, life_time=life_time,
                                                          by=request.user),

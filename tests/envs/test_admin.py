@@ -9,9 +9,11 @@ import time_machine
 from django.urls import reverse
 from django.utils import timezone
 
+from envs import services
 from envs.models import Env, Operation
 from envs.services import env_destroy, operation_fail, operation_retry
 from tests.admin_support import count_queries, make_env, make_operator, messages_of, post_action
+from tests.support import RETRY, lose_a_race
 from ttportal.errors import Forbidden
 from vms.models import Vm
 from vms.services import vm_start, vm_stop
@@ -72,6 +74,16 @@ def test_it_starts_an_env_again(client, root, alice, template, run_tasks):
     env.refresh_from_db()
     assert not env.is_stopped
     assert env.vms.get().status == Vm.Status.RUNNING
+
+
+def test_it_asks_to_retry_an_action_that_lost_a_race(client, root, alice, template, run_tasks, monkeypatch,
+                                                     db_state):
+    env = make_env(alice, run=run_tasks)
+    monkeypatch.setattr(services, "env_stop", lose_a_race)
+    before = db_state()
+    response = post_action(client, ENVS, "stop", [env])
+    assert messages_of(response) == [("error", f"{env}: {RETRY}")]
+    assert db_state() == before
 
 
 def test_it_reports_a_refusal_and_changes_nothing(client, root, alice, template, run_tasks, settings):

@@ -6,9 +6,11 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from envs import services
 from envs.admin_forms import EXTRA_VM_ROWS
 from envs.models import Env, Operation
-from tests.admin_support import make_operator, messages_of
+from tests.admin_support import make_env, make_operator, messages_of
+from tests.support import RETRY, lose_a_race
 from vms.models import PortMapping, Vm
 
 ADD = reverse("admin:envs_env_add")
@@ -96,12 +98,13 @@ def test_it_creates_an_env_with_two_vms_for_alice(client, root, alice, template,
         ({}, [{"disk_mb": "5"}], ("vms", 0, "disk_mb"), "template's size"),
         ({"name": "Bad_Name"}, [{}], ("env", "name"), "lower-case letters"),
         ({}, [{}, {"name": "vm0"}], ("vms", 1, "name"), "already has a VM named vm0"),
-        ({"lifetime_hours": "169"}, [{}], ("env", "lifetime_hours"), "must not be past start"),
+        ({"lifetime_hours": "168.01"}, [{}], ("env", "lifetime_hours"), "between 0.01 and 168"),
+        ({"lifetime_hours": "1e9"}, [{}], ("env", "lifetime_hours"), "between 0.01 and 168"),
         ({}, [{"ports": "80, abc"}], ("vms", 0, "ports"), "abc: must be an integer"),
         ({}, [{}, None, {"net_kind": "flat", "ports": "22"}], ("vms", 2, "ports"), "FLAT VMs"),
     ],
-    ids=["disk-too-small", "bad-name", "duplicate-vm-names", "lifetime-past-max", "bad-port",
-         "row-after-a-blank-row"],
+    ids=["disk-too-small", "bad-name", "duplicate-vm-names", "lifetime-past-max", "lifetime-absurd",
+         "bad-port", "row-after-a-blank-row"],
 )
 def test_it_shows_a_refusal_beside_the_field(client, root, alice, template, fields, rows, where, expected):
     typed = [None if row is None else vm_row(template, **{"name": f"vm{i}", **row})
@@ -122,6 +125,16 @@ def test_it_shows_a_refusal_beside_the_field(client, root, alice, template, fiel
     assert form["name"].value() == data["name"]
     assert form["lifetime_hours"].value() == data["lifetime_hours"]
     assert form["owner"].value() == str(alice.pk)
+
+
+def test_it_asks_to_retry_a_create_that_lost_a_race(client, root, alice, template, monkeypatch, db_state):
+    make_env(alice)  # what the racing request clashes with
+    monkeypatch.setattr(services, "env_create", lose_a_race)
+    before = db_state()
+    response = client.post(ADD, form_data(alice, [vm_row(template, "web")], name="other"))
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == [RETRY]
+    assert db_state() == before
 
 
 def test_it_asks_for_at_least_one_vm(client, root, alice, template):

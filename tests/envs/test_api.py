@@ -9,9 +9,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from envs import services
 from envs.models import Env, Operation
 from tests.api_support import client_for
-from tests.support import T0
+from tests.support import RETRY, T0, lose_a_race
 from vms.models import Vm
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
@@ -177,6 +178,16 @@ def test_it_answers_an_illegal_state_with_409(alice, make_env, run_tasks):
     assert response.status_code == 409
     assert response.json()["code"] == "illegal_state"
     assert "destroyed" in response.json()["message"]
+
+
+def test_it_answers_a_race_the_database_caught_with_409_retry(alice, make_env, monkeypatch, db_state):
+    env = make_env(alice)
+    monkeypatch.setattr(services, "env_stop", lose_a_race)
+    before = db_state()
+    response = client_for(alice).post(f"/api/envs/{env.pk}/stop/")
+    assert response.status_code == 409
+    assert response.json() == {"code": "illegal_state", "message": RETRY}
+    assert db_state() == before
 
 
 def test_it_answers_the_cooldown_with_429_and_retry_after(alice, make_env, settings, time_machine, db_state,

@@ -11,11 +11,14 @@ from django.urls import reverse
 
 from envs import services
 from envs.models import Env, Operation
-from tests.support import T0
+from tests.support import RETRY, T0, lose_a_race
+from vms import services as vm_services
 from vms.models import Snapshot
 from vms.specs import NewVm
 
 PAGES = ["envs:detail", "envs:operations"]
+# What no hours field takes, besides one past its limit.
+NOT_HOURS = ["1e9", "nan", "inf", "-1", "0", "abc"]
 ACTIONS = ["envs:start", "envs:stop", "envs:extend", "envs:outgoing", "envs:destroy"]
 
 
@@ -180,6 +183,27 @@ def test_it_shows_a_lifetime_past_the_maximum_beside_the_lifetime(client, alice,
     assert not Env.objects.exists()
 
 
+def test_it_creates_an_env_for_the_longest_lifetime(client, alice, template):
+    client.force_login(alice)
+    response = client.post(url("envs:create"), create_data(template, lifetime_hours="168"))
+    assert response.status_code == 302
+    env = Env.objects.get()
+    assert (env.end_at - env.start_at).total_seconds() == 168 * 3600
+
+
+@pytest.mark.parametrize("hours", ["168.01", *NOT_HOURS])
+def test_it_refuses_a_lifetime_that_is_not_a_number_of_hours_in_range(client, alice, template, db_state,
+                                                                      hours):
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(url("envs:create"), create_data(template, lifetime_hours=hours))
+    assert response.status_code == 200
+    assert response.context["form"].errors["lifetime_hours"] == [
+        "must be a number of hours between 0.01 and 168"]
+    assert f'value="{hours}"' in response.content.decode()
+    assert db_state() == before
+
+
 def test_it_shows_a_port_error_with_the_port(client, alice, template):
     client.force_login(alice)
     data = create_data(template, vm_row(0, template=str(template.pk), ports="22 99999"))
@@ -193,6 +217,17 @@ def test_it_names_a_duplicate_env(client, alice, make_env, template):
     client.force_login(alice)
     response = client.post(url("envs:create"), create_data(template))
     assert "already have a live Env" in response.context["form"].errors["name"][0]
+
+
+def test_it_asks_to_retry_a_create_that_lost_a_race(client, alice, make_env, template, monkeypatch, db_state):
+    make_env(alice)  # what the racing request clashes with
+    monkeypatch.setattr(services, "env_create", lose_a_race)
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(url("envs:create"), create_data(template))
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == [RETRY]
+    assert db_state() == before
 
 
 # --- add a VM to a live Env ---------------------------------------------------------------
@@ -238,6 +273,18 @@ def test_it_shows_an_add_vm_refusal_beside_the_field(client, alice, make_env, te
         assert f'value="{typed}"' in response.content.decode()
     assert env.vms.count() == 1
     assert not Operation.objects.filter(kind=Operation.Kind.VM_ADD).exists()
+
+
+def test_it_asks_to_retry_an_add_vm_that_lost_a_race(client, alice, make_env, template, monkeypatch,
+                                                     db_state):
+    env = make_env(alice)
+    monkeypatch.setattr(vm_services, "vm_add", lose_a_race)
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(url("envs:add_vm", env), add_vm_data(template))
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == [RETRY]
+    assert db_state() == before
 
 
 def test_it_shows_the_vm_limit_as_a_form_error(client, alice, make_env, template, settings):
@@ -316,9 +363,51 @@ def test_it_refuses_an_extension_past_the_maximum_with_a_message(client, alice, 
     settings.TT_MAX_ENV_LIFETIME = 5 * 3600
     env = make_env(alice)
     client.force_login(alice)
-    response = client.post(url("envs:extend", env), {"hours": "10"}, follow=True)
+    response = client.post(url("envs:extend", env), {"hours": "4"}, follow=True)  # 4 h + 4 h > 5 h
     assert any("must not be past" in m for m in flash(response))
     assert not Operation.objects.filter(kind=Operation.Kind.ENV_EXTEND).exists()
+
+
+def test_it_passes_an_extension_of_a_whole_lifetime_to_env_extend(client, alice, make_env):
+    env = make_env(alice)
+    client.force_login(alice)
+    # At the limit the number is taken; the end it asks for is past start + 168 h, which
+    # is env_extend's rule to state.
+    response = client.post(url("envs:extend", env), {"hours": "168"}, follow=True)
+    [message] = flash(response)
+    assert "must not be past start" in message
+    assert not Operation.objects.filter(kind=Operation.Kind.ENV_EXTEND).exists()
+
+
+@pytest.mark.parametrize("hours", ["168.01", *NOT_HOURS, ""])
+def test_it_refuses_an_extension_that_is_not_a_number_of_hours_in_range(client, alice, make_env, db_state,
+                                                                         hours):
+    env = make_env(alice)
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(url("envs:extend", env), {"hours": hours}, follow=True)
+    assert response.redirect_chain[-1] == (url("envs:detail", env), 302)
+    assert flash(response) == ["Extend by (hours): must be a number of hours between 0.01 and 168"]
+    assert db_state() == before
+
+
+def test_it_asks_to_retry_an_action_that_lost_a_race(client, alice, make_env, monkeypatch, db_state):
+    env = make_env(alice)
+    monkeypatch.setattr(services, "env_destroy", lose_a_race)
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(url("envs:destroy", env), {"confirm": env.name}, follow=True)
+    assert response.redirect_chain[-1] == (url("envs:detail", env), 302)
+    assert flash(response) == [RETRY]
+    assert db_state() == before
+
+
+def test_it_lets_a_bug_through_rather_than_call_it_a_refusal(client, alice, make_env, monkeypatch):
+    env = make_env(alice)
+    monkeypatch.setattr(services, "env_destroy", lambda **_: 1 / 0)
+    client.force_login(alice)
+    with pytest.raises(ZeroDivisionError):  # a 500, logged, as any bug
+        client.post(url("envs:destroy", env), {"confirm": env.name})
 
 
 def test_it_destroys_only_after_the_name_is_typed(client, alice, make_env):

@@ -9,7 +9,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from envs.models import Operation
-from tests.support import take_snapshot
+from tests.support import RETRY, lose_a_race, take_snapshot
+from vms import services
 from vms.models import Snapshot, Vm, VmTemplate
 from vms.specs import NewVm
 
@@ -175,11 +176,48 @@ def test_it_takes_a_snapshot_with_a_life_time(client, alice, vm):
     assert op.snapshot.life_time == 7200
 
 
+def test_it_keeps_a_snapshot_without_a_life_time(client, alice, vm):
+    client.force_login(alice)
+    client.post(reverse("vms:snapshot_create", args=[vm.pk]), {"name": "s1", "life_time_hours": " "})
+    assert Snapshot.objects.get(vm=vm).life_time is None
+
+
+@pytest.mark.parametrize(("hours", "seconds"), [("8760", 365 * 24 * 3600), ("0.02", 72)])
+def test_it_takes_a_snapshot_at_the_ends_of_its_life_time_range(client, alice, vm, hours, seconds):
+    client.force_login(alice)
+    response = client.post(reverse("vms:snapshot_create", args=[vm.pk]),
+                           {"name": "s1", "life_time_hours": hours}, follow=True)
+    assert Snapshot.objects.get(vm=vm).life_time == seconds, flash(response)  # snapshot_create agrees
+
+
+@pytest.mark.parametrize("hours", ["8760.01", "0.01", "1e9", "nan", "inf", "-1", "0", "abc"])
+def test_it_refuses_a_life_time_that_is_not_a_number_of_hours_in_range(client, alice, vm, db_state, hours):
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(reverse("vms:snapshot_create", args=[vm.pk]),
+                           {"name": "s1", "life_time_hours": hours}, follow=True)
+    assert response.redirect_chain[-1] == (f"{env_page(vm)}#vm-{vm.pk}", 302)
+    assert flash(response) == [
+        "Life time (life_time_hours): must be a number of hours between 0.02 and 8760, "
+        "or empty to keep it until deleted"]
+    assert db_state() == before
+
+
 def test_it_reports_a_bad_snapshot_name(client, alice, vm):
     client.force_login(alice)
     response = client.post(reverse("vms:snapshot_create", args=[vm.pk]), {"name": "Bad Name"}, follow=True)
     assert any(m.startswith("name:") for m in flash(response))
     assert not Snapshot.objects.exists()
+
+
+def test_it_asks_to_retry_a_snapshot_that_lost_a_race(client, alice, vm, monkeypatch, db_state):
+    monkeypatch.setattr(services, "snapshot_create", lose_a_race)
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(reverse("vms:snapshot_create", args=[vm.pk]), {"name": "s1"}, follow=True)
+    assert response.redirect_chain[-1] == (f"{env_page(vm)}#vm-{vm.pk}", 302)
+    assert flash(response) == [RETRY]
+    assert db_state() == before
 
 
 def test_it_applies_and_deletes_a_snapshot(client, alice, snapshot, run_tasks):
