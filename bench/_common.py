@@ -151,11 +151,12 @@ def _kvm() -> bool:
 # --- Django (throwaway database) ---------------------------------------------
 
 
-def setup_django(var_dir: str) -> None:
-    """Settings from a throwaway TT_VAR_DIR (SQLite there), tasks run inline, no cooldown."""
+def setup_django(var_dir: str, *, inline_tasks: bool = True) -> None:
+    """Settings from a throwaway TT_VAR_DIR (SQLite there), no cooldown, and tasks run
+    inline (or, with `inline_tasks=False`, handed to the broker for a real cluster)."""
     os.environ["TT_VAR_DIR"] = var_dir
     os.environ["DJANGO_SETTINGS_MODULE"] = "ttportal.settings"
-    os.environ["TT_Q_SYNC"] = "1"
+    os.environ["TT_Q_SYNC"] = "1" if inline_tasks else "0"
     os.environ["TT_MGMT_COOLDOWN"] = "0"
     os.environ.setdefault("TT_LOG_LEVEL", "WARNING")
     for var in ("TT_DATABASE_URL", "TT_REDIS_URL"):

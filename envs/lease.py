@@ -44,14 +44,19 @@ def _boot_and_pidns() -> str:
 
 
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or
+    None when it is gone. A zombie is gone: killed, waiting only to be reaped (a
+    worker whose parent died too waits for init, which may take its time)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return None
     # The command name (field 2) may hold spaces: count from the last ')'.
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 def identity(pid: int | None = None) -> str:

@@ -8,9 +8,12 @@ exercised the way a cluster drives it: `runner.execute(op id)` for a task,
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -397,3 +400,20 @@ def test_a_stuck_start_is_ended_by_an_operator(env, alice, olga, run_tasks, time
     web.refresh_from_db()
     assert web.status == domain_state(web) == "stopped"  # settled: never started
     assert not runner.end_now(op, TTError("again", code=ErrorCode.CANCELLED))
+
+
+def test_a_killed_worker_not_yet_reaped_counts_as_gone():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        holder = lease.identity(child.pid)
+        assert not lease.holder_is_gone(holder)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert lease.holder_is_gone(holder)  # a zombie: dead, only not reaped yet
+    finally:
+        child.kill()
+        child.wait()
+    assert lease.holder_is_gone(holder)

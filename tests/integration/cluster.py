@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -92,6 +93,23 @@ def wait_until_done(op: Operation, deadline: float) -> Operation:
                 f"worker {op.worker!r}, heartbeat {op.heartbeat_at}); log:\n{op.log}"
             )
         time.sleep(0.1)
+
+
+def kill_during(cluster: Cluster, op: Operation, rng: random.Random) -> float | None:
+    """Kill the cluster once `op` runs and has reached a random point of its progress,
+    and start it again. Returns when it was killed, or None if `op` ended first."""
+    target = rng.randint(0, 90)
+
+    def reached() -> bool:
+        op.refresh_from_db()
+        return op.is_done or (op.status == "running" and op.progress >= target)
+
+    wait_for(reached, time.time() + 120, f"operation {op.pk} to reach {target} %")
+    if op.is_done:
+        return None
+    killed_at = cluster.kill()
+    cluster.start()
+    return killed_at
 
 
 def wait_for(predicate, deadline: float, what: str) -> None:

@@ -20,7 +20,7 @@ from envs.models import Env, Operation
 from envs.services import env_create, env_destroy
 from tests.integration import netlab
 from tests.integration.agreement import assert_agree, assert_empty
-from tests.integration.cluster import Cluster, wait_for, wait_until_done
+from tests.integration.cluster import Cluster, kill_during, wait_for, wait_until_done
 from tests.integration.conftest import public_port
 from vms import state
 from vms.models import Vm
@@ -50,23 +50,6 @@ def cluster(qnode, tasks_to_the_broker, tmp_path):
 def two_vm_env(owner, name: str) -> Operation:
     vms = [NewVm(name=v, template="tt/busybox", mem_mb=128, ports=[80]) for v in ("a", "b")]
     return env_create(owner=owner, by=owner, name=name, vms=vms)
-
-
-def kill_during(cluster: Cluster, op: Operation, rng: random.Random) -> float | None:
-    """Kill the cluster once `op` runs and has reached a random point of its progress,
-    and start it again. Returns when it was killed, or None if `op` ended first."""
-    target = rng.randint(0, 90)
-
-    def reached() -> bool:
-        op.refresh_from_db()
-        return op.is_done or (op.status == "running" and op.progress >= target)
-
-    wait_for(reached, time.time() + 120, f"operation {op.pk} to reach {target} %")
-    if op.is_done:
-        return None
-    killed_at = cluster.kill()
-    cluster.start()
-    return killed_at
 
 
 def ends_in_time(op: Operation, killed_at: float, delays: list[float]) -> Operation:
