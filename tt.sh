@@ -89,29 +89,30 @@ run() {
     --vm-network "${TT_VM_NETWORK:-10.100.0.0/16}" --template
   local bind="${TT_BIND:-127.0.0.1:8000}"
   say "TT Portal on http://$bind/ (admin at /admin/); Ctrl-C stops it"
-  "$PY" manage.py qcluster &
-  PIDS=($!)
+  # The task cluster in a process group of its own: stopping it reaches its workers.
+  setsid "$PY" manage.py tt_qcluster &
+  CLUSTER=$!
   "$PY" manage.py runserver --noreload "$bind" &
-  PIDS+=($!)
+  WEB=$!
   trap 'stop_all; exit 0' INT TERM
   # Whichever stops first takes the other down: half a portal is worse than none.
-  wait -n "${PIDS[@]}" || true
+  wait -n "$CLUSTER" "$WEB" || true
   stop_all
 }
 
 stop_all() {
-  kill -TERM "${PIDS[@]}" 2>/dev/null || true
-  # The cluster finishes the task in hand; past 20 s it is stopped hard (tasks
-  # are idempotent, and an unacknowledged one is delivered again).
-  local alive p
-  for _ in $(seq 40); do
-    alive=0
-    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && return 0
+  kill -TERM "$WEB" "$CLUSTER" 2>/dev/null || true
+  # SIGTERM gives the operation in hand TT_WORKER_STOP_TIMEOUT seconds to finish,
+  # then the cluster hands it back to be taken over at its next start; it starts
+  # no new one. Past that (and some slack) the cluster is stopped hard: a killed
+  # worker's operation is taken over as soon as a worker starts again.
+  local limit=$(( (${TT_WORKER_STOP_TIMEOUT:-15} + 15) * 2 ))
+  for _ in $(seq "$limit"); do
+    kill -0 "$CLUSTER" 2>/dev/null || kill -0 "$WEB" 2>/dev/null || break
     sleep 0.5
   done
-  pkill -KILL -P "$(printf '%s,' "${PIDS[@]}" | sed 's/,$//')" 2>/dev/null || true
-  kill -KILL "${PIDS[@]}" 2>/dev/null || true
+  kill -KILL -- "-$CLUSTER" 2>/dev/null || true
+  kill -KILL "$WEB" 2>/dev/null || true
 }
 
 run_tests() {
