@@ -291,6 +291,10 @@ def test_it_filters_operations(alice, make_env, run_tasks):
     assert kinds("status=queued") == [("env_stop", one.pk)]
     assert kinds(f"env={two.pk}") == [("env_create", two.pk), ("env_stop", two.pk)]
     assert kinds(f"env={two.pk}&kind=env_create") == [("env_create", two.pk)]
+    done = api.get(f"/api/operations/?env={two.pk}&kind=env_stop").json()["results"][0]
+    assert (done["attempt"], done["status"]) == (1, "succeeded")  # one worker took it, once
+    queued = api.get(f"/api/operations/?env={one.pk}&kind=env_stop").json()["results"][0]
+    assert (queued["attempt"], queued["heartbeat_at"]) == (0, None)
 
 
 def test_it_filters_by_others_ids_as_by_unknown_ones(alice, bob, make_env):

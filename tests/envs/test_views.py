@@ -502,6 +502,16 @@ def test_it_polls_the_operations_while_one_runs(client, alice, make_env):
     assert 'value="40"' in body and "vm0: shutting down" in body
     # The full page embeds the same polling partial.
     assert 'hx-trigger="every 2s"' in client.get(url("envs:detail", env)).content.decode()
+    assert "attempt" not in body
+
+
+def test_it_says_when_a_running_operation_was_taken_over(client, alice, make_env):
+    env = make_env(alice)
+    services.env_stop(env=env, by=alice)
+    Operation.objects.filter(kind=Operation.Kind.ENV_STOP).update(status=Operation.Status.RUNNING, attempt=2)
+    client.force_login(alice)
+    body = client.get(url("envs:operations", env), HTTP_HX_REQUEST="true").content.decode()
+    assert "attempt 2" in body and "another took it over" in body
 
 
 def test_it_stops_polling_when_nothing_runs(client, alice, make_env):
