@@ -23,7 +23,7 @@ from envs import services
 from envs.models import Operation
 from ttportal.errors import InvalidInput, TTError
 from ttportal.hours import MIN_SECONDS, hours, parse_hours
-from ttportal.refusals import refusal
+from ttportal.refusals import refused
 from vms.models import Vm, VmTemplate
 from vms.specs import NewVm
 
@@ -205,8 +205,5 @@ def create_env_from(form: EnvForm, formset, *, by, owner=None) -> Operation | No
             idempotency_key=form.cleaned_data["idempotency_key"],
         )
     except Exception as exc:
-        error = refusal(exc)
-        if error is None:
-            raise
-        show_error(error, form, formset, rows)
+        show_error(refused(exc), form, formset, rows)
         return None

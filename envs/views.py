@@ -12,7 +12,6 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, OuterRef, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -25,10 +24,9 @@ from envs import policy, services
 from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, show_vm_error
 from envs.models import Env, Operation
 from envs.templatetags.portal import mib
-from ttportal.errors import Forbidden, InvalidInput
+from ttportal.errors import InvalidInput
 from ttportal.hours import hours, parse_hours
-from ttportal.portal import act, back_url, post_action
-from ttportal.refusals import refusal
+from ttportal.portal import act, back_url, post_action, refused_here
 from vms import services as vm_services
 from vms import state
 from vms.models import PortMapping, Vm, VmTemplate, live_vms, port_label
@@ -270,12 +268,7 @@ def env_add_vm(request: HttpRequest, pk: int) -> HttpResponse:
                 op = vm_services.vm_add(env=env, spec=form.to_new_vm(), by=request.user,
                                         idempotency_key=form.cleaned_data["idempotency_key"])
             except Exception as exc:
-                error = refusal(exc)
-                if error is None:
-                    raise
-                if isinstance(error, Forbidden):
-                    raise PermissionDenied(error.message) from exc
-                show_vm_error(error, form)
+                show_vm_error(refused_here(exc), form)
             else:
                 messages.success(request, f"Adding {op.vm.name} to {env.name} (operation {op.pk}).")
                 return HttpResponseRedirect(_env_url(env))

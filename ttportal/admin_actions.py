@@ -16,7 +16,7 @@ from django.contrib.auth import get_permission_codename
 from django.http import HttpRequest
 from django.utils.text import capfirst
 
-from ttportal.refusals import refusal
+from ttportal.refusals import refused
 
 # (obj, operator) -> whatever the service returns (an Operation)
 ServiceCall = Callable[[object, object], object]
@@ -34,9 +34,7 @@ def run_service(
         try:
             call(obj, request.user)
         except Exception as exc:
-            error = refusal(exc)
-            if error is None:
-                raise
+            error = refused(exc)
             failed += 1
             modeladmin.message_user(request, f"{obj}: {error}", messages.ERROR)
         else:

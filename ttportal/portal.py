@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from envs.models import Operation
 from ttportal.errors import CooldownActive, Forbidden, TTError
-from ttportal.refusals import refusal
+from ttportal.refusals import refused
 
 
 def describe(exc: TTError) -> str:
@@ -40,6 +40,15 @@ def back_url(request: HttpRequest, default: str) -> str:
     return default
 
 
+def refused_here(exc: Exception) -> TTError:
+    """The refusal a portal page shows for `exc`. The service's own Forbidden is a 403
+    (querysets already hide what is not yours as a 404); what is no refusal is raised."""
+    error = refused(exc)
+    if isinstance(error, Forbidden):
+        raise PermissionDenied(error.message) from exc
+    return error
+
+
 def act(
     request: HttpRequest, call: Callable[[], Operation], success: str, default: str
 ) -> HttpResponseRedirect:
@@ -47,13 +56,7 @@ def act(
     try:
         op = call()
     except Exception as exc:
-        error = refusal(exc)
-        if error is None:
-            raise
-        if isinstance(error, Forbidden):
-            # Querysets already hide what is not yours (404); this is the service's own no.
-            raise PermissionDenied(error.message) from exc
-        messages.error(request, describe(error))
+        messages.error(request, describe(refused_here(exc)))
     else:
         done = op.status in Operation.DONE
         messages.success(request, success if done else f"{success} (operation {op.pk} queued).")

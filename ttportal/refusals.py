@@ -32,3 +32,11 @@ def refusal(exc: Exception) -> TTError | None:
         log.warning("a request hit a database constraint: %s", exc)
         return IllegalState(CONCURRENT_CHANGE)
     return None
+
+
+def refused(exc: Exception) -> TTError:
+    """The refusal `exc` stands for; anything else is raised again (a bug: a 500)."""
+    error = refusal(exc)
+    if error is None:
+        raise exc
+    return error

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import libvirt
 
 from engines.base import VmEngine
-from engines.errors import EngineError, ErrorCode
+from engines.errors import EngineError, ErrorCode, step
 from engines.libvirt import xml
 from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
@@ -113,17 +113,18 @@ class LibvirtEngine(VmEngine):
             log.warning("could not refresh pool %s after reconnecting", self.pool_name)
 
     # --- init ---------------------------------------------------------------
-    @reconnecting
     def init(self) -> None:
         """Ensure the node's storage pool and VM network exist and are active (idempotent)."""
-        try:
-            if self.console_dir:
-                os.makedirs(self.console_dir, exist_ok=True)
-            self._ensure_pool()
-            self._ensure_network()
-            self.firewall.ensure()
-        except libvirt.libvirtError as exc:
-            raise EngineError(f"{self.uri}: {exc}", code=ErrorCode.ENGINE_INIT) from exc
+        with step(ErrorCode.ENGINE_INIT):
+            self._init()
+
+    @reconnecting
+    def _init(self) -> None:
+        if self.console_dir:
+            os.makedirs(self.console_dir, exist_ok=True)
+        self._ensure_pool()
+        self._ensure_network()
+        self.firewall.ensure()
 
     def _ensure_pool(self) -> None:
         conn = self.conn
