@@ -89,8 +89,7 @@ run() {
     --vm-network "${TT_VM_NETWORK:-10.100.0.0/16}" --template
   local bind="${TT_BIND:-127.0.0.1:8000}"
   say "TT Portal on http://$bind/ (admin at /admin/); Ctrl-C stops it"
-  # The task cluster in a process group of its own: stopping it reaches its workers.
-  setsid "$PY" manage.py tt_qcluster &
+  "$PY" manage.py tt_qcluster &
   CLUSTER=$!
   "$PY" manage.py runserver --noreload "$bind" &
   WEB=$!
@@ -111,8 +110,16 @@ stop_all() {
     kill -0 "$CLUSTER" 2>/dev/null || kill -0 "$WEB" 2>/dev/null || break
     sleep 0.5
   done
-  kill -KILL -- "-$CLUSTER" 2>/dev/null || true
-  kill -KILL "$WEB" 2>/dev/null || true
+  kill -KILL $(descendants "$CLUSTER") "$CLUSTER" "$WEB" 2>/dev/null || true
+}
+
+descendants() {
+  # Every process below $1 (the cluster's sentinel, workers, pusher, monitor).
+  local child
+  for child in $(pgrep -P "$1"); do
+    echo "$child"
+    descendants "$child"
+  done
 }
 
 run_tests() {
