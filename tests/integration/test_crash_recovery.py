@@ -16,6 +16,7 @@ import time
 import pytest
 from django.conf import settings as django_settings
 
+from engines.libvirt.connection import wait_for_daemon
 from envs.models import Env, Operation
 from envs.services import env_create, env_destroy
 from tests.integration import netlab
@@ -169,6 +170,8 @@ def test_an_env_create_survives_libvirtd_restarting_under_it(qnode, alice, clust
     wait_for(lambda: subprocess.run(["pgrep", "-x", "libvirtd"]).returncode != 0, time.time() + 10,
              "libvirtd to die")
     subprocess.run(["libvirtd", "-d"], check=True)
+    # This process's own connection died with the daemon too: reopened once it answers.
+    wait_for_daemon(qnode.uri, 30)
     op = wait_until_done(op, time.time() + 120)
     # It ends, with its code if it failed; never stuck, nothing half-made.
     assert op.status == "succeeded" or op.error_code not in ("", "internal"), op.error_message
