@@ -52,6 +52,10 @@ class Network(ABC):
     def set_blacklist(self, vm: VmSpec, previous: VmSpec | None = None) -> None:
         """Make the VM's blocked addresses exactly `vm.blacklist` (an empty one clears it)."""
 
+    @abstractmethod
+    def set_reach(self, vm: VmSpec, previous: VmSpec) -> None:
+        """Make the Envs whose VMs may reach this VM exactly `vm.reach` (a peering began or ended)."""
+
 
 class Storage(ABC):
     """The runtime image and its snapshots."""

@@ -41,7 +41,8 @@ def node_firewall(node: Node) -> Firewall:
         return MemoryFirewall()
     from engines.network.nftables import NftablesFirewall
 
-    return NftablesFirewall(vm_network=node.vm_network, bridge=node.bridge, table=nft_table_name(node))
+    return NftablesFirewall(vm_network=node.vm_network, bridge=node.bridge, table=nft_table_name(node),
+                            host_open=settings.TT_VM_HOST_PORTS)
 
 
 def node_options(node: Node) -> dict:

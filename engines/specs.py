@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 from dataclasses import dataclass, field
 
 
@@ -64,9 +65,20 @@ class VmSpec:
     deny_outgoing: bool = False
     blacklist: tuple[str, ...] = ()
     keep_image: bool = False
+    # Isolation: the Env it belongs to, and every Env whose VMs may reach it (its
+    # own and those it is peered with).
+    env_id: int = 0
+    reach: tuple[int, ...] = ()
 
     def replace(self, **changes) -> VmSpec:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def tap(self) -> str:
+        """The host side of its network interface: named by us, so the node's firewall
+        can bind the VM's MAC and IP to the port it really sends from. Unique on the
+        host (engine names are), and within the kernel's 15 characters."""
+        return "tt" + hashlib.sha1(self.name.encode()).hexdigest()[:11]
 
     def to_meta(self) -> dict:
         """The VM's config as JSON-able data (the seed's cached meta file)."""
@@ -78,6 +90,7 @@ class VmSpec:
         data["template"] = TemplateSpec(**data["template"])
         data["ports"] = tuple(PortSpec(**p) for p in data.get("ports", ()))
         data["blacklist"] = tuple(data.get("blacklist", ()))
+        data["reach"] = tuple(data.get("reach", ()))
         return cls(**data)
 
 

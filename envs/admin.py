@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from envs import lease, recovery, services
 from envs.admin_forms import EnvAddForm, VmRowFormSet
 from envs.forms import create_env_from
-from envs.models import Env, Operation
+from envs.models import Env, Operation, Peering
 from ttportal.admin_actions import OperateMixin, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter, format_seconds
 from vms.models import Vm, live_vms
@@ -205,3 +205,15 @@ class OperationAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
         beat = format_seconds(int((now - op.heartbeat_at).total_seconds()))
         state = "stuck" if recovery.is_stuck(op, now) else "live"
         return f"{state}: {lease.describe(op.worker)}, last heartbeat {beat} ago"
+
+
+@admin.register(Peering)
+class PeeringAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    """Which Envs' VMs may reach each other. Changed only through envs.peering."""
+
+    list_display = ("id", "env_a", "env_b", "status", "asked_for", "requested_by", "accepted_by",
+                    "created_at", "ended_at")
+    list_filter = ("status",)
+    list_select_related = ("env_a__owner", "env_b__owner", "asked_for__owner", "requested_by", "accepted_by")
+    search_fields = ("env_a__name", "env_b__name", "env_a__owner__username", "env_b__owner__username")
+    readonly_fields = list_display

@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import django_filters
 from django.contrib.auth import get_user_model
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from envs import services
-from envs.models import Env, Operation
+from envs import peering, services
+from envs.models import Env, Operation, Peering
 from envs.serializers import (
     DenyOutgoing,
     EnvCreate,
     EnvExtend,
     EnvSerializer,
     OperationSerializer,
+    PeerRequest,
 )
 from ttportal.api import IdFilter, idempotency_key
-from ttportal.errors import Forbidden, InvalidInput
+from ttportal.errors import Forbidden, InvalidInput, NotFound
 from vms.models import Vm
 from vms.serializers import NewVmSerializer
 from vms.services import vm_add
@@ -98,6 +99,12 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
             .prefetch_related(Prefetch("vms", queryset=live_vms, to_attr="live_vms"))
         )
 
+    def list(self, request, *args, **kwargs):
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        context = {**self.get_serializer_context(), "peerings": peering.peerings_of_many(page)}
+        return self.get_paginated_response(self.serializer_class(page, many=True, context=context).data)
+
     @operation_action(EnvCreate, summary="Create an Env with its VMs",
                       description="The VMs are created and booted by the returned operation; "
                       "its `env` is the new Env's id.")
@@ -159,6 +166,30 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
     def destroy_env(self, request, pk=None):
         op = services.env_destroy(env=self.get_object(), by=request.user,
                                   idempotency_key=idempotency_key(request))
+        return accepted(request, op)
+
+    @operation_action(PeerRequest, summary="Peer the Env with another (ask, or accept its owner's ask)",
+                      description="Envs are isolated: a VM reaches the VMs of its own Env only. Once "
+                      "both owners asked (or one person who may manage both), the two Envs' VMs reach "
+                      "each other. A mere ask is recorded at once (a `succeeded` operation).")
+    @action(detail=True, methods=["post"], url_path="peers", url_name="peer")
+    def peer(self, request, pk=None):
+        env = self.get_object()
+        other = peering.find_env(parse(PeerRequest, request)["env"])
+        op = peering.env_peer(env=env, other=other, by=request.user, idempotency_key=idempotency_key(request))
+        return accepted(request, op)
+
+    @operation_action(summary="End (decline, withdraw) the peering with another Env")
+    @action(detail=True, methods=["delete"], url_path=r"peers/(?P<other>[0-9]{1,18})", url_name="unpeer")
+    def unpeer(self, request, pk=None, other=None):
+        env = self.get_object()
+        current = Peering.objects.of(env).current()
+        other_env = Env.objects.filter(pk=int(other)).filter(
+            Q(pk__in=current.values("env_a")) | Q(pk__in=current.values("env_b"))).first()
+        if other_env is None:
+            raise NotFound("this Env has no peering with that one")
+        op = peering.env_unpeer(env=env, other=other_env, by=request.user,
+                                idempotency_key=idempotency_key(request))
         return accepted(request, op)
 
     @operation_action(NewVmSerializer, summary="Add a VM to the Env")

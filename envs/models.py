@@ -68,6 +68,70 @@ class Env(models.Model):
         return max(0, int((self.end_at - now).total_seconds()))
 
 
+class PeeringQuerySet(models.QuerySet):
+    def of(self, env: Env) -> PeeringQuerySet:
+        return self.filter(Q(env_a=env) | Q(env_b=env))
+
+    def current(self) -> PeeringQuerySet:
+        return self.exclude(status=Peering.Status.ENDED)
+
+    def reach_of(self, env_ids) -> dict[int, tuple[int, ...]]:
+        """Env id -> the Envs whose VMs may reach its VMs: itself and its active peers."""
+        reach = {pk: {pk} for pk in env_ids}
+        active = self.filter(status=Peering.Status.ACTIVE).filter(
+            Q(env_a_id__in=reach) | Q(env_b_id__in=reach)
+        ).values_list("env_a_id", "env_b_id")
+        for a, b in active:
+            reach.setdefault(a, {a}).add(b)
+            reach.setdefault(b, {b}).add(a)
+        return {pk: tuple(sorted(reach[pk])) for pk in env_ids}
+
+
+class Peering(models.Model):
+    """Two Envs whose VMs may reach each other; without one, an Env's VMs reach only
+    each other (and the world, as their egress policy says). It takes both owners:
+    one asks, the other accepts (or one person who may manage both, or staff)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Asked, not yet accepted"
+        ACTIVE = "active"
+        ENDED = "ended"
+
+    # env_a has the lower id: one row per pair, whichever side asked.
+    env_a = models.ForeignKey(Env, on_delete=models.CASCADE, related_name="+")
+    env_b = models.ForeignKey(Env, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    asked_for = models.ForeignKey(
+        Env, on_delete=models.CASCADE, related_name="+", help_text="The side whose owner asked."
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PeeringQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(env_a__lt=models.F("env_b")), name="peering_ordered_pair"),
+            models.UniqueConstraint(
+                fields=["env_a", "env_b"], condition=~Q(status="ended"), name="peering_one_current_per_pair"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.env_a} <-> {self.env_b} [{self.status}]"
+
+    def other(self, env: Env) -> Env:
+        return self.env_b if env.pk == self.env_a_id else self.env_a
+
+
 class OperationQuerySet(models.QuerySet):
     def visible_to(self, user) -> OperationQuerySet:
         if user.is_staff:
@@ -96,6 +160,8 @@ class Operation(models.Model):
         SNAPSHOT_APPLY = "snapshot_apply", "Apply snapshot"
         SNAPSHOT_DESTROY = "snapshot_destroy", "Delete snapshot"
         SNAPSHOT_EXPIRE = "snapshot_expire", "Expire snapshot"
+        ENV_PEER = "env_peer", "Peer with an Env"
+        ENV_UNPEER = "env_unpeer", "End a peering"
         VM_RECONCILE = "vm_reconcile", "Reconcile VM"
         NODE_DRIFT = "node_drift", "Drift on a node"
 

@@ -22,6 +22,14 @@ def check_can_manage(user, env: Env) -> None:
     raise Forbidden("you do not own this Env")
 
 
+def may_manage(user, env: Env) -> bool:
+    try:
+        check_can_manage(user, env)
+    except Forbidden:
+        return False
+    return True
+
+
 def check_staff(user) -> None:
     """Operators only (actions on the platform rather than on one's own Envs)."""
     if user is None or not user.is_authenticated or not user.is_active or not user.is_staff:

@@ -6,7 +6,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from envs import policy
+from envs import peering, policy
 from envs.models import Env, Operation
 from vms.serializers import NewVmSerializer, VmBriefSerializer
 
@@ -39,6 +39,18 @@ class OperationSerializer(serializers.HyperlinkedModelSerializer):
         read_only_fields = fields
 
 
+class PeerSerializer(serializers.Serializer):
+    env = serializers.IntegerField(source="other.pk", help_text="The other Env's id.")
+    name = serializers.SerializerMethodField(help_text="The other Env as owner/name.")
+    status = serializers.ChoiceField(
+        choices=["active", "incoming", "outgoing"],
+        help_text="active: peered; incoming: its owner asks, accept by asking back; outgoing: you asked.",
+    )
+
+    def get_name(self, peer) -> str:
+        return f"{peer['other'].owner.get_username()}/{peer['other'].name}"
+
+
 class EnvSerializer(serializers.HyperlinkedModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:env-detail")
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
@@ -48,12 +60,15 @@ class EnvSerializer(serializers.HyperlinkedModelSerializer):
     cooldown_remaining = serializers.SerializerMethodField(
         help_text="Seconds until another long operation is accepted on this Env (0: now)."
     )
+    peers = serializers.SerializerMethodField(
+        help_text="Envs whose VMs may reach this Env's VMs (and asked or offered peerings)."
+    )
 
     class Meta:
         model = Env
         fields = [
             "id", "url", "name", "owner", "status", "start_at", "end_at", "seconds_left", "is_stopped",
-            "deny_outgoing", "last_mgmt_at", "cooldown_remaining", "destroyed_at", "vms",
+            "deny_outgoing", "last_mgmt_at", "cooldown_remaining", "destroyed_at", "vms", "peers",
         ]
         read_only_fields = fields
 
@@ -68,6 +83,14 @@ class EnvSerializer(serializers.HyperlinkedModelSerializer):
     @extend_schema_field(serializers.IntegerField())
     def get_cooldown_remaining(self, env: Env) -> int:
         return policy.cooldown_remaining(env, self._now())
+
+    @extend_schema_field(PeerSerializer(many=True))
+    def get_peers(self, env: Env) -> list[dict]:
+        # A list view reads every row's peerings at once (EnvViewSet.list).
+        many = self.context.get("peerings")
+        shown = many[env.pk] if many is not None and env.pk in many else peering.peerings_of(env)
+        rows = [{"other": other, "status": status} for status, others in shown.items() for other in others]
+        return PeerSerializer(rows, many=True).data
 
 
 # --- request bodies -------------------------------------------------------------------
@@ -90,6 +113,13 @@ class EnvExtend(serializers.Serializer):
     end_at = serializers.DateTimeField(required=False, allow_null=True, help_text="The new end.")
     lifetime = serializers.IntegerField(
         required=False, allow_null=True, help_text="Or: seconds from now."
+    )
+
+
+class PeerRequest(serializers.Serializer):
+    env = serializers.CharField(
+        max_length=255, help_text="The other Env as owner/name (its owner tells you). Peering it takes "
+        "both owners: yours asks, theirs accepts by asking back."
     )
 
 

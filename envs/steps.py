@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from engines.errors import ErrorCode, step
 from engines.registry import get_engine
-from envs.models import Env, Operation
+from envs.models import Env, Operation, Peering
+from envs.peering import end_peerings_of
 from envs.runner import Progress, Step
 from vms import state
 from vms import steps as vm_steps
@@ -55,6 +56,34 @@ def _unset_egress(op: Operation) -> None:
     state.release_network(op.vm_ids)
 
 
+# --- peering ------------------------------------------------------------------------
+
+
+def _set_reach(op: Operation, progress: Progress) -> None:
+    """Each VM of both Envs: the Envs that may reach it are now what the peering says."""
+    a, b = op.params["pair"]
+    joining = op.kind == K.ENV_PEER
+
+    def work(vm: Vm, share: Progress) -> None:
+        new = vm.to_spec()
+        peer = b if vm.env_id == a else a
+        before = set(new.reach) - {peer} if joining else set(new.reach) | {peer}
+        share(50, "letting the peer Env in" if joining else "shutting the peer Env out")
+        with step(ErrorCode.FIREWALL_SET_NET):
+            get_engine(vm.node).set_reach(new, previous=new.replace(reach=tuple(sorted(before))))
+
+    vm_steps.each_vm(op, progress, work)
+    state.release_network(op.vm_ids)
+
+
+def _unset_reach(op: Operation) -> None:
+    # The peering goes back to what it was, and every VM's wiring with it.
+    Peering.objects.filter(pk=op.params["peering"]).update(status=op.params["previous"])
+    for vm in vm_steps.vms_of(op):
+        vm_steps.resync_network(vm)
+    state.release_network(op.vm_ids)
+
+
 # --- destroy ------------------------------------------------------------------------
 
 
@@ -63,6 +92,10 @@ def _destroy(op: Operation, progress: Progress) -> None:
     Env.objects.filter(pk=op.env_id, status=Env.Status.DESTROYING).update(
         status=Env.Status.DESTROYED, destroyed_at=timezone.now(), is_stopped=True
     )
+    # Its peers' VMs stop accepting an Env that is gone.
+    for peer in end_peerings_of(op.env):
+        for vm in Vm.objects.live().filter(env=peer).exclude(status=Vm.Status.CREATING):
+            vm_steps.resync_network(vm)
 
 
 def _undestroy(op: Operation) -> None:
@@ -78,6 +111,8 @@ STEPS: dict[str, Step] = {
     K.ENV_START: Step(run=_start, settle=vm_steps.settle_power),
     K.ENV_STOP: Step(run=_stop, settle=vm_steps.settle_power),
     K.ENV_DENY_OUTGOING: Step(run=_set_egress, settle=_unset_egress),
+    K.ENV_PEER: Step(run=_set_reach, settle=_unset_reach),
+    K.ENV_UNPEER: Step(run=_set_reach, settle=_unset_reach),
     K.ENV_DESTROY: DESTROY,
     K.ENV_EXPIRE: DESTROY,
 }

@@ -20,9 +20,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from envs import policy, services
+from envs import peering, policy, services
 from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, show_vm_error
-from envs.models import Env, Operation
+from envs.models import Env, Operation, Peering
 from envs.templatetags.portal import mib
 from ttportal.errors import InvalidInput
 from ttportal.hours import hours, parse_hours
@@ -186,6 +186,7 @@ def env_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_start": live and any(vm["actions"]["start"] for vm in vms),
         "can_stop": live and any(vm["actions"]["stop"] for vm in vms),
         "extend_limit": limit, "can_extend": live and env.end_at < limit,
+        "peers": peering.peerings_of(env),
     })
 
 
@@ -254,6 +255,28 @@ def env_destroy(request: HttpRequest, pk: int) -> HttpResponse:
     return act(request, lambda: services.env_destroy(env=env, by=request.user),
                f"Destroying {env.name}", _env_url(env))
 
+
+
+@require_POST
+@login_required
+def env_peer(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask for, or accept, a peering with the Env named `owner/name`."""
+    env = _env_for(request, pk)
+    ref = request.POST.get("env", "").strip()
+    return act(request, lambda: peering.env_peer(env=env, other=peering.find_env(ref), by=request.user),
+               f"Peering {env.name} with {ref}", _env_url(env))
+
+
+@require_POST
+@login_required
+def env_unpeer(request: HttpRequest, pk: int, other: int) -> HttpResponse:
+    """End, decline or withdraw a peering (the other Env is one this Env is peered with)."""
+    env = _env_for(request, pk)
+    current = Peering.objects.of(env).current()
+    other_env = get_object_or_404(Env.objects.filter(pk=other).filter(
+        Q(pk__in=current.values("env_a")) | Q(pk__in=current.values("env_b"))).select_related("owner"))
+    return act(request, lambda: peering.env_unpeer(env=env, other=other_env, by=request.user),
+               f"Ending the peering of {env.name} with {other_env.owner}/{other_env.name}", _env_url(env))
 
 
 @login_required

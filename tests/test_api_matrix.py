@@ -10,13 +10,15 @@ from typing import Any
 import pytest
 
 from accounts.services import token_create
+from envs.models import Peering
 from tests.api_support import ROLES, build_world, client_as
 
 
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # formatted with the world: {env}, {running}, {stopped}, {snapshot}, {op}, {template}, {token}
+    path: str  # formatted with the world: {env}, {peer}, {running}, {stopped}, {snapshot}, {op}, {template},
+    # {token}
     scope: str  # owned | list | create | global | own_token | password_only
     ok: int = 200
     body: Any = None
@@ -52,6 +54,8 @@ ENDPOINTS = [
     Endpoint("post", "/api/envs/{env}/destroy/", "owned", 202, None, "env_destroy"),
     Endpoint("post", "/api/envs/{env}/vms/", "owned", 202, {"name": "extra", "template": "tt/busybox"},
              "vm_add"),
+    Endpoint("post", "/api/envs/{env}/peers/", "owned", 202, {"env": "alice/peer"}, "env_peer"),
+    Endpoint("delete", "/api/envs/{env}/peers/{peer}/", "owned", 202, None, "env_unpeer"),
     # VM actions
     Endpoint("post", "/api/vms/{stopped}/start/", "owned", 202, None, "vm_start"),
     Endpoint("post", "/api/vms/{running}/stop/", "owned", 202, None, "vm_stop"),
@@ -102,19 +106,22 @@ def expected_code(endpoint: Endpoint, role: str) -> str:
 def world(alice, make_env, run_tasks):
     w = build_world(alice, make_env, run_tasks)
     w.token, _ = token_create(user=alice, name="ci")
+    # Another Env of alice's, asked to peer with the first (what the peer endpoints act on).
+    w.peer = make_env(alice, name="peer")
+    Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=alice)
     return w
 
 
 def _url(endpoint: Endpoint, w) -> str:
     return endpoint.path.format(
-        env=w.env.pk, running=w.running.pk, stopped=w.stopped.pk, snapshot=w.snapshot.pk,
+        env=w.env.pk, peer=w.peer.pk, running=w.running.pk, stopped=w.stopped.pk, snapshot=w.snapshot.pk,
         op=w.operation.pk, template=w.running.template_id, token=w.token.public_id,
     )
 
 
 def _visible_ids(endpoint: Endpoint, w) -> set:
     return {
-        "/api/envs/": {w.env.pk},
+        "/api/envs/": {w.env.pk, w.peer.pk},
         "/api/vms/": {w.running.pk, w.stopped.pk},
         "/api/snapshots/": {w.snapshot.pk},
         "/api/operations/": {w.operation.pk},

@@ -16,7 +16,7 @@ from django.urls import URLPattern, URLResolver, reverse
 
 from accounts.models import ApiToken
 from accounts.services import token_create
-from envs.models import Operation
+from envs.models import Operation, Peering
 from tests.api_support import build_world
 from ttportal import portal_urls
 
@@ -25,7 +25,7 @@ from ttportal import portal_urls
 class Route:
     name: str
     method: str
-    target: str = ""  # env | running | stopped | snapshot | token | "" (no argument)
+    target: str = ""  # env | peered | running | stopped | snapshot | token | "" (no argument)
     scope: str = "owned"  # owned | mine (any signed-in user, their own data) | public
     data: dict = field(default_factory=dict)
     kind: str = ""  # the operation an accepted POST records
@@ -62,6 +62,8 @@ ROUTES = [
     Route("envs:extend", "post", "env", data={"hours": "1"}, kind="env_extend"),
     Route("envs:outgoing", "post", "env", data={"deny": "1"}, kind="env_set_deny_outgoing"),
     Route("envs:destroy", "post", "env", data={"confirm": "demo"}, kind="env_destroy"),
+    Route("envs:peer", "post", "env", data={"env": "alice/peer"}, kind="env_peer"),
+    Route("envs:unpeer", "post", "peered", kind="env_unpeer"),
     Route("envs:add_vm", "post", "env", kind="vm_add",
           data={"name": "extra", "template": "TEMPLATE", "cpu_num": "1", "mem_mb": "128", "net_kind": "nat"}),
     # VM and snapshot actions
@@ -99,6 +101,9 @@ def test_it_covers_every_portal_route():
 def world(alice, make_env, run_tasks):
     w = build_world(alice, make_env, run_tasks)
     w.token, w.secret = token_create(user=alice, name="ci")
+    # Another Env of alice's, asked to peer with the first (what unpeer acts on).
+    w.peer = make_env(alice, name="peer")
+    Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=alice)
     return w
 
 
@@ -117,6 +122,8 @@ def _url(route: Route, w) -> str:
         "env": w.env.pk, "running": w.running.pk, "stopped": w.stopped.pk, "snapshot": w.snapshot.pk,
         "token": w.token.public_id,
     }.get(route.target)
+    if route.target == "peered":
+        return reverse(route.name, args=[w.env.pk, w.peer.pk])
     return reverse(route.name, args=[target]) if route.target else reverse(route.name)
 
 

@@ -78,3 +78,19 @@ def env_redis(name: str) -> dict | None:
     if parsed.scheme not in {"redis", "rediss"} or not parsed.hostname:
         raise ImproperlyConfigured(f"{name} must be a URL like redis://host:6379/0, got {raw!r}")
     return {"url": raw}
+
+
+def env_ports(name: str) -> tuple[tuple[str, int], ...]:
+    """Protocol/port pairs like `tcp:3142,udp:123` (empty: none)."""
+    raw = os.environ.get(name, "")
+    pairs = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        proto, _, port = item.partition(":")
+        if proto not in ("tcp", "udp") or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ImproperlyConfigured(
+                f"{name} must list protocol:port pairs like tcp:3142,udp:123, got {item!r}"
+            )
+        pairs.append((proto, int(port)))
+    return tuple(pairs)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from ttportal.config import env_bool, env_database, env_int, env_list, env_redis, env_str
+from ttportal.config import env_bool, env_database, env_int, env_list, env_ports, env_redis, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("TT_VAR_DIR", str(BASE_DIR / "var")))
@@ -127,6 +127,9 @@ TT_POOL_DIR = Path(env_str("TT_POOL_DIR", "/var/lib/ttportal/pools"))
 TT_CONSOLE_DIR = Path(env_str("TT_CONSOLE_DIR", "/var/log/ttportal/console"))
 # How long a guest gets for an ACPI shutdown before it is forced off.
 TT_STOP_TIMEOUT = env_int("TT_STOP_TIMEOUT", 30, minimum=0)
+# What VMs may reach on their node's host besides DHCP and DNS (a package cache,
+# say): protocol:port pairs. Everything else listening on the host is closed to them.
+TT_VM_HOST_PORTS = env_ports("TT_VM_HOST_PORTS")
 # Allocation retries when two requests race for the same MAC or port.
 TT_ALLOCATION_RETRIES = env_int("TT_ALLOCATION_RETRIES", 50, minimum=1)
 

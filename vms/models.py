@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from engines.models import Node
 from engines.specs import PortSpec, TemplateSpec, VmSpec
-from envs.models import Env
+from envs.models import Env, Peering
 from ttportal.validators import validate_dns_label
 
 
@@ -148,10 +148,14 @@ class Vm(models.Model):
         """Domain/volume name: unique per node, and across nodes sharing one libvirt daemon."""
         return f"tt-{self.node.name}-{self.pk}"
 
-    def to_spec(self, *, ports=None) -> VmSpec:
-        """The plain description a driver works from (no models cross that line)."""
+    def to_spec(self, *, ports=None, reach: tuple[int, ...] | None = None) -> VmSpec:
+        """The plain description a driver works from (no models cross that line).
+
+        Lists of VMs pass `reach` from one Peering.objects.reach_of() query."""
         if ports is None:
             ports = self.port_mappings.all()
+        if reach is None:
+            reach = Peering.objects.reach_of([self.env_id])[self.env_id]
         return VmSpec(
             id=self.pk,
             name=self.engine_name,
@@ -168,7 +172,16 @@ class Vm(models.Model):
             deny_outgoing=self.env.deny_outgoing,
             blacklist=tuple(self.net_blacklist or ()),
             keep_image=self.keep_image,
+            env_id=self.env_id,
+            reach=reach,
         )
+
+
+def specs_of(vms) -> list[VmSpec]:
+    """Many VMs' specs, with the Envs they may be reached from read in one query."""
+    vms = list(vms)
+    reach = Peering.objects.reach_of({vm.env_id for vm in vms})
+    return [vm.to_spec(reach=reach[vm.env_id]) for vm in vms]
 
 
 class PortMapping(models.Model):

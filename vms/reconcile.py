@@ -30,7 +30,7 @@ from envs.operations import record
 from ttportal.errors import ErrorCode, TTError
 from vms import state
 from vms import steps as vm_steps
-from vms.models import Snapshot, Vm
+from vms.models import Snapshot, Vm, specs_of
 
 log = logging.getLogger(__name__)
 K = Operation.Kind
@@ -61,9 +61,8 @@ def reconcile_node(node_id: int) -> int:
         drifted += vm_reconcile_one(vm, engine)
     # Firewall: rewrite every element from the database in one atomic step.
     live = Vm.objects.live().filter(node=node).exclude(status=S.CREATING)
-    specs = [vm.to_spec() for vm in live.select_related("env", "template", "node")
-             .prefetch_related("port_mappings")]
-    engine.firewall.rebuild(specs)
+    engine.firewall.rebuild(specs_of(live.select_related("env", "template", "node")
+                                     .prefetch_related("port_mappings")))
     inventory = engine.inventory(f"tt-{node.name}-")
     drifted += reconcile_reservations(node, engine, inventory)
     drifted += reconcile_orphans(node, engine, inventory)

@@ -336,6 +336,10 @@ class LibvirtEngine(VmEngine):
     def start_vm(self, vm: VmSpec) -> None:
         dom = self._require_domain(vm)
         if not dom.isActive():
+            if f"'{vm.tap}'" not in dom.XMLDesc(0):
+                # Defined before its port was named by us: the firewall binds the
+                # VM to that name, so it takes it at this boot.
+                self.conn.defineXML(self._domain_xml(vm))
             dom.create()
 
     @reconnecting
@@ -455,6 +459,9 @@ class LibvirtEngine(VmEngine):
 
     def allow_outgoing(self, vm: VmSpec) -> None:
         self.firewall.change([Element("denied", (vm.ip,))], [])
+
+    def set_reach(self, vm: VmSpec, previous: VmSpec) -> None:
+        self.firewall.apply(previous, vm)
 
     def set_blacklist(self, vm: VmSpec, previous: VmSpec | None = None) -> None:
         if previous is not None:

@@ -66,6 +66,7 @@ def domain_xml(
     nic = _sub(devices, "interface", type="network")
     _sub(nic, "mac", address=vm.mac)
     _sub(nic, "source", network=network_name)
+    _sub(nic, "target", dev=vm.tap)
     _sub(nic, "model", type="virtio")
     serial = _sub(devices, "serial", type="pty")
     if console_log:

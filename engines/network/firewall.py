@@ -1,13 +1,24 @@
-"""Port forwarding and egress policy of one node, as sets and maps keyed by VM.
+"""A node's firewall as sets and maps keyed by VM, whatever the number of VMs.
 
-The NAT design (DESIGN.md): port forwarding is a map lookup (public port ->
-VM ip . inner port), egress denial a set of VM addresses, the blacklist a set of
-(VM ip . blocked ip) pairs. Every change adds or removes one VM's elements
-in one atomic step and touches nothing else.
+The NAT and egress design (DESIGN.md): port forwarding is a map lookup (public
+port -> VM ip . inner port), egress denial a set of VM addresses, the blacklist
+a set of (VM ip . blocked ip) pairs. Isolation, on the bridge itself (frames
+between VMs never reach the `ip` hooks):
+
+- `ports`: (port . MAC . IP) of each VM, `port_macs`: (port . MAC): a VM may
+  send only from its own port, with its own MAC, and IPv4 or ARP only with its
+  own address (DHCP before it has one);
+- `vm_ports`: each VM's port, with a counter of the frames dropped as spoofed;
+- `port_env`: port -> the VM's Env, `port_reach`: (port . Env) for every Env
+  whose VMs may send to that port: its own, and those it is peered with.
+
+Every change adds or removes one VM's elements in one atomic step and touches
+nothing else.
 
 Two ways to change a VM's elements:
-- `apply(old, new)`: the caller knows what is installed (`old`); cost is the
-  size of the change, whatever the number of VMs on the node.
+- `apply(old, new)`: the caller knows what is installed (`old`); only the
+  difference is written, so its cost is the size of the change whatever the
+  number of VMs on the node (and unchanged counters keep counting);
 - `replace_vm(vm)` / `remove_vm(vm)`: make them exactly `vm`'s (or none),
   whatever is installed; reads the VM's current elements first.
 """
@@ -20,14 +31,29 @@ from dataclasses import dataclass, field
 
 from engines.specs import VmSpec
 
+# Which table family holds each set or map.
+IP_SETS = ("fwd_tcp", "fwd_udp", "denied", "blacklist")
+BRIDGE_SETS = ("ports", "port_macs", "vm_ports", "port_env", "port_reach")
+
 
 @dataclass(frozen=True)
 class Element:
     """One entry of a set or map: `key` identifies it, `value` is the map's data (or None)."""
 
-    table: str  # "fwd_tcp", "fwd_udp", "denied", "blacklist"
+    table: str  # one of IP_SETS or BRIDGE_SETS
     key: tuple
     value: tuple | None = None
+
+    @property
+    def family(self) -> str:
+        return "bridge" if self.table in BRIDGE_SETS else "ip"
+
+    @property
+    def owner(self) -> str:
+        """Whose it is: the VM's address (ip sets) or its port (bridge sets)."""
+        if self.table.startswith("fwd_"):
+            return self.value[0]
+        return self.key[0]
 
 
 def elements_of(vm: VmSpec | None) -> list[Element]:
@@ -39,48 +65,87 @@ def elements_of(vm: VmSpec | None) -> list[Element]:
     if vm.deny_outgoing:
         items.append(Element("denied", (vm.ip,)))
     items.extend(Element("blacklist", (vm.ip, blocked)) for blocked in vm.blacklist)
+    items += [
+        Element("ports", (vm.tap, vm.mac, vm.ip)),
+        Element("port_macs", (vm.tap, vm.mac)),
+        Element("vm_ports", (vm.tap,)),
+        Element("port_env", (vm.tap,), (vm.env_id,)),
+    ]
+    items.extend(Element("port_reach", (vm.tap, env)) for env in sorted({vm.env_id, *vm.reach}))
     return items
 
 
-def owner_ip(element: Element) -> str:
-    return element.value[0] if element.value is not None else element.key[0]
+def owners_of(vm: VmSpec) -> set[str]:
+    return {vm.ip, vm.tap}
 
 
 class Firewall(ABC):
     @abstractmethod
     def ensure(self) -> None:
-        """Create the table, sets, maps and rules if missing (idempotent, keeps elements)."""
+        """Create the tables, sets, maps and rules if missing (idempotent, keeps elements)."""
 
     @abstractmethod
     def change(self, remove: list[Element], add: list[Element]) -> None:
         """Remove then add these elements in one atomic step; removing an absent one is fine."""
 
     @abstractmethod
-    def installed_for(self, ip: str) -> list[Element]:
-        """Every element that belongs to the VM with this address, as installed now."""
+    def installed(self, owners: set[str]) -> list[Element]:
+        """Every element whose owner (a VM's address or port) is in `owners`, as installed now."""
 
     @abstractmethod
     def rebuild(self, vms: list[VmSpec]) -> None:
         """Make the sets and maps hold exactly these VMs' elements (node start)."""
 
+    @abstractmethod
+    def spoof_drops(self) -> dict[str, int]:
+        """Frames dropped as spoofed, per VM port."""
+
     def apply(self, old: VmSpec | None, new: VmSpec | None) -> None:
-        self.change(elements_of(old), elements_of(new))
+        before, after = elements_of(old), elements_of(new)
+        self.change([e for e in before if e not in after], [e for e in after if e not in before])
 
     def add_vm(self, vm: VmSpec) -> None:
-        self.apply(vm, vm)
+        self.change([], elements_of(vm))
+
+    def installed_for(self, vm: VmSpec) -> list[Element]:
+        return self.installed(owners_of(vm))
 
     def replace_vm(self, vm: VmSpec) -> None:
-        self.change(self.installed_for(vm.ip), elements_of(vm))
+        before, after = self.installed_for(vm), elements_of(vm)
+        self.change([e for e in before if e not in after], [e for e in after if e not in before])
 
     def remove_vm(self, vm: VmSpec) -> None:
-        self.change(self.installed_for(vm.ip), [])
+        self.change(self.installed_for(vm), [])
 
 
 @dataclass
 class FirewallState:
-    port_map: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
-    denied: set[str] = field(default_factory=set)
-    blacklist: set[tuple[str, str]] = field(default_factory=set)
+    """Every set and map by name: key -> value (None for a plain set)."""
+
+    tables: dict[str, dict[tuple, tuple | None]] = field(
+        default_factory=lambda: {name: {} for name in (*IP_SETS, *BRIDGE_SETS)}
+    )
+
+    @property
+    def port_map(self) -> dict[tuple[str, int], tuple]:
+        return {(name[4:], key[0]): value for name in ("fwd_tcp", "fwd_udp")
+                for key, value in self.tables[name].items()}
+
+    @property
+    def denied(self) -> set[str]:
+        return {key[0] for key in self.tables["denied"]}
+
+    @property
+    def blacklist(self) -> set[tuple]:
+        return set(self.tables["blacklist"])
+
+    @property
+    def reach(self) -> set[tuple]:
+        return set(self.tables["port_reach"])
+
+    @property
+    def ports(self) -> set[tuple]:
+        return set(self.tables["ports"])
 
 
 class MemoryFirewall(Firewall):
@@ -88,7 +153,7 @@ class MemoryFirewall(Firewall):
 
     The test driver boots nothing, so there is no traffic to filter; this keeps
     the element bookkeeping honest so unit tests can check what a real node's
-    nftables table would hold.
+    nftables tables would hold.
     """
 
     def __init__(self) -> None:
@@ -100,37 +165,28 @@ class MemoryFirewall(Firewall):
 
     def change(self, remove: list[Element], add: list[Element]) -> None:
         with self._lock:
-            s = self.state
+            tables = self.state.tables
             for e in remove:
-                if e.table.startswith("fwd_"):
-                    s.port_map.pop((e.table[4:], e.key[0]), None)
-                elif e.table == "denied":
-                    s.denied.discard(e.key[0])
-                else:
-                    s.blacklist.discard(e.key)
+                tables[e.table].pop(e.key, None)
             for e in add:
-                if e.table.startswith("fwd_"):
-                    current = s.port_map.get((e.table[4:], e.key[0]))
-                    if current is not None and current != e.value:
-                        raise RuntimeError(f"{e.table} {e.key[0]} is mapped to {current} already")
-                    s.port_map[(e.table[4:], e.key[0])] = e.value
-                elif e.table == "denied":
-                    s.denied.add(e.key[0])
-                else:
-                    s.blacklist.add(e.key)
+                current = tables[e.table].get(e.key)
+                if current is not None and current != e.value:
+                    raise RuntimeError(f"{e.table} {e.key} is mapped to {current} already")
+                tables[e.table][e.key] = e.value
 
-    def installed_for(self, ip: str) -> list[Element]:
-        s = self.state
-        found = [
-            Element(f"fwd_{proto}", (port,), value)
-            for (proto, port), value in s.port_map.items() if value[0] == ip
-        ]
-        if ip in s.denied:
-            found.append(Element("denied", (ip,)))
-        found.extend(Element("blacklist", pair) for pair in s.blacklist if pair[0] == ip)
+    def installed(self, owners: set[str]) -> list[Element]:
+        found = []
+        for name, entries in self.state.tables.items():
+            for key, value in entries.items():
+                element = Element(name, key, value)
+                if element.owner in owners:
+                    found.append(element)
         return found
 
     def rebuild(self, vms: list[VmSpec]) -> None:
         with self._lock:
             self.state = FirewallState()
         self.change([], [e for vm in vms for e in elements_of(vm)])
+
+    def spoof_drops(self) -> dict[str, int]:
+        return {key[0]: 0 for key in self.state.tables["vm_ports"]}

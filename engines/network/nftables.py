@@ -1,15 +1,27 @@
-"""The node's NAT and egress policy in one nftables table owned by TT Portal.
+"""The node's NAT, egress policy and isolation in two nftables tables owned by TT Portal.
+
+`ip <table>` (routed traffic):
 
     map  fwd_tcp / fwd_udp : public port -> VM ip . inner port   (DNAT, one rule each)
     set  denied            : VM ips that may reach nothing beyond the node network
     set  blacklist         : VM ip . blocked ip pairs
+    set  host_open         : protocol . port on the host VMs may use beyond DHCP and DNS
 
-One rule per purpose, whatever the number of VMs; a change adds or removes one
-VM's elements in a single `nft -f` transaction (atomic). Removal is made
-idempotent by first adding the element as we believe it is installed (a no-op
-when present), then deleting it. If the table has drifted from what we
-believe, the transaction fails and we fall back to reading the VM's real
-elements from the kernel.
+`bridge <table>` (frames on the node's bridge: between VMs they reach no ip hook
+unless br_netfilter is loaded, and nothing here depends on it):
+
+    set  ports, port_macs  : port . MAC . IP and port . MAC of each VM (anti-spoofing)
+    set  vm_ports          : each VM's port, counting the frames dropped as spoofed
+    map  port_env          : port -> the VM's Env (as a packet mark)
+    set  port_reach        : port . Env for every Env whose VMs may send to that port
+    (and one rule refuses frames a VM sends the host to be routed back to another VM)
+
+One rule per purpose, whatever the number of VMs and Envs; a change adds or
+removes one VM's elements in a single `nft -f` transaction across both tables
+(atomic). Removal is made idempotent by first adding the element as we believe
+it is installed (a no-op when present), then deleting it. If a table has
+drifted from what we believe, the transaction fails and we fall back to reading
+the VM's real elements from the kernel.
 """
 
 from __future__ import annotations
@@ -19,7 +31,7 @@ import json
 import logging
 import subprocess
 
-from engines.network.firewall import Element, Firewall, elements_of, owner_ip
+from engines.network.firewall import BRIDGE_SETS, Element, Firewall, elements_of
 from engines.specs import VmSpec
 
 log = logging.getLogger(__name__)
@@ -42,22 +54,32 @@ def nft(script: str = "", *, args: tuple[str, ...] = ()) -> str:
 
 
 class NftablesFirewall(Firewall):
-    def __init__(self, *, vm_network: str, bridge: str, table: str = "ttportal"):
+    def __init__(self, *, vm_network: str, bridge: str, table: str = "ttportal",
+                 host_open: tuple[tuple[str, int], ...] = ()):
         self.table = table
         self.net = ipaddress.IPv4Network(vm_network)
         self.gateway = str(self.net.network_address + 1)
         self.bridge = bridge
+        self.host_open = host_open
 
-    # --- the table ---------------------------------------------------------
+    # --- the tables ---------------------------------------------------------
     def ruleset(self) -> str:
-        t = f"ip {self.table}"
+        t, b = f"ip {self.table}", f"bridge {self.table}"
         net, gw, br = str(self.net), self.gateway, self.bridge
+        host_open = ", ".join(f"{proto} . {port}" for proto, port in self.host_open)
+        # ARP from a VM: its own port, MAC and address, in the frame and in the ARP body.
+        dhcp = "ether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67"  # before it has an address
+        own_arp = ("ether type arp iifname . ether saddr . arp saddr ip @ports "
+                   "iifname . arp saddr ether . arp saddr ip @ports")
         return f"""
 add table {t}
 add map {t} fwd_tcp {{ type inet_service : ipv4_addr . inet_service; }}
 add map {t} fwd_udp {{ type inet_service : ipv4_addr . inet_service; }}
 add set {t} denied {{ type ipv4_addr; }}
 add set {t} blacklist {{ type ipv4_addr . ipv4_addr; }}
+add set {t} host_open {{ type inet_proto . inet_service; }}
+flush set {t} host_open
+{f"add element {t} host_open {{ {host_open} }}" if host_open else ""}
 add chain {t} prerouting {{ type nat hook prerouting priority -100; policy accept; }}
 add chain {t} output {{ type nat hook output priority -100; policy accept; }}
 add chain {t} postrouting {{ type nat hook postrouting priority 100; policy accept; }}
@@ -78,40 +100,67 @@ add rule {t} forward ip saddr . ip daddr @blacklist counter drop comment "blackl
 add rule {t} forward ip saddr @denied ct state established,related accept
 add rule {t} forward ip saddr @denied ip daddr != {net} counter drop comment "egress denied"
 add rule {t} input iifname "{br}" ip saddr . ip daddr @blacklist counter drop comment "blacklisted"
-add rule {t} input iifname "{br}" ip saddr @denied ct state established,related accept
-add rule {t} input iifname "{br}" ip saddr @denied ip daddr != {gw} counter drop comment "egress denied"
+add rule {t} input iifname "{br}" ct state established,related accept
+add rule {t} input iifname "{br}" udp sport 68 udp dport 67 accept
+add rule {t} input iifname "{br}" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept
+add rule {t} input iifname "{br}" meta l4proto . th dport @host_open accept
+add rule {t} input iifname "{br}" counter drop comment "host closed to VMs"
+add table {b}
+add set {b} ports {{ type ifname . ether_addr . ipv4_addr; }}
+add set {b} port_macs {{ type ifname . ether_addr; }}
+add set {b} vm_ports {{ type ifname; counter; }}
+add map {b} port_env {{ type ifname : mark; }}
+add set {b} port_reach {{ type ifname . mark; }}
+add chain {b} prerouting {{ type filter hook prerouting priority -200; policy accept; }}
+add chain {b} forward {{ type filter hook forward priority 0; policy accept; }}
+add chain {b} input {{ type filter hook input priority 0; policy accept; }}
+flush chain {b} prerouting
+flush chain {b} forward
+flush chain {b} input
+add rule {b} prerouting ether type ip iifname . ether saddr . ip saddr @ports accept
+add rule {b} prerouting {own_arp} accept
+add rule {b} prerouting {dhcp} iifname . ether saddr @port_macs accept
+add rule {b} prerouting ether type arp arp saddr ip 0.0.0.0 iifname . ether saddr @port_macs accept
+add rule {b} prerouting iifname @vm_ports drop comment "spoofed"
+add rule {b} prerouting counter drop comment "spoofed, unknown port"
+add rule {b} forward meta mark set iifname map @port_env
+add rule {b} forward oifname . meta mark @port_reach accept
+add rule {b} forward counter drop comment "isolated"
+add rule {b} input ether type ip ip daddr {net} ip daddr != {gw} counter drop comment "routed between VMs"
 """
 
     def ensure(self) -> None:
-        """Create the table and (re)write its rules; elements already there are kept."""
+        """Create the tables and (re)write their rules; elements already there are kept."""
         nft(self.ruleset())
 
     def drop_table(self) -> None:
-        try:
-            nft(f"delete table ip {self.table}\n")
-        except NftError as exc:
-            if "No such file" not in str(exc):
-                raise
+        for family in ("ip", "bridge"):
+            try:
+                nft(f"delete table {family} {self.table}\n")
+            except NftError as exc:
+                if "No such file" not in str(exc):
+                    raise
 
     # --- elements ------------------------------------------------------------
     @staticmethod
     def _text(e: Element) -> tuple[str, str]:
-        """(key, full element) in nft syntax."""
-        key = " . ".join(str(k) for k in e.key)
+        """(key, full element) in nft syntax; a bridge set's key starts with a port name,
+        written as a quoted string."""
+        fields = [f'"{k}"' if i == 0 and e.family == "bridge" else str(k) for i, k in enumerate(e.key)]
+        key = " . ".join(fields)
         if e.value is None:
             return key, key
         return key, f"{key} : {' . '.join(str(v) for v in e.value)}"
 
     def _script(self, remove: list[Element], add: list[Element]) -> str:
-        t = f"ip {self.table}"
         lines = []
         for e in remove:
             key, full = self._text(e)
             # Adding first makes the delete safe when the element is already gone.
-            lines.append(f"add element {t} {e.table} {{ {full} }}")
-            lines.append(f"delete element {t} {e.table} {{ {key} }}")
+            lines.append(f"add element {e.family} {self.table} {e.table} {{ {full} }}")
+            lines.append(f"delete element {e.family} {self.table} {e.table} {{ {key} }}")
         for e in add:
-            lines.append(f"add element {t} {e.table} {{ {self._text(e)[1]} }}")
+            lines.append(f"add element {e.family} {self.table} {e.table} {{ {self._text(e)[1]} }}")
         return "\n".join(lines) + "\n"
 
     def change(self, remove: list[Element], add: list[Element]) -> None:
@@ -122,55 +171,80 @@ add rule {t} input iifname "{br}" ip saddr @denied ip daddr != {gw} counter drop
         except NftError as exc:
             if "File exists" not in str(exc):
                 raise
-            # A map key holds another value than we believed: the table drifted
+            # A map key holds another value than we believed: the tables drifted
             # from the database. Remove what is really there for these VMs.
-            ips = {owner_ip(e) for e in remove + add}
-            log.warning("nft table %s drifted for %s; reconciling from the kernel", self.table, ips)
-            real = [e for ip in ips for e in self.installed_for(ip)]
-            nft(self._script(real, add))
+            owners = {e.owner for e in remove + add}
+            log.warning("nft table %s drifted for %s; reconciling from the kernel", self.table, owners)
+            nft(self._script(self.installed(owners), add))
 
     def rebuild(self, vms: list[VmSpec]) -> None:
-        t = f"ip {self.table}"
         script = self.ruleset()
-        script += "".join(f"flush set {t} {s}\n" for s in ("denied", "blacklist"))
-        script += "".join(f"flush map {t} {m}\n" for m in ("fwd_tcp", "fwd_udp"))
+        for e_table in ("fwd_tcp", "fwd_udp", "denied", "blacklist", *BRIDGE_SETS):
+            family = "bridge" if e_table in BRIDGE_SETS else "ip"
+            kind = "map" if e_table.startswith("fwd_") or e_table == "port_env" else "set"
+            script += f"flush {kind} {family} {self.table} {e_table}\n"
         script += self._script([], [e for vm in vms for e in elements_of(vm)])
         nft(script)
 
     # --- reading back ----------------------------------------------------------
+    def _json(self, family: str) -> list[dict]:
+        return json.loads(nft(args=("-j", "list", "table", family, self.table))).get("nftables", [])
+
     def listing(self) -> dict[str, list]:
-        """Elements of each set and map, as nft reports them (for drift repair and tests)."""
-        out = json.loads(nft(args=("-j", "list", "table", "ip", self.table)))
+        """Elements of each set and map of both tables, as nft reports them."""
         result: dict[str, list] = {}
-        for item in out.get("nftables", []):
-            for kind in ("set", "map"):
-                if kind in item:
-                    result[item[kind]["name"]] = item[kind].get("elem", [])
+        for family in ("ip", "bridge"):
+            for item in self._json(family):
+                for kind in ("set", "map"):
+                    if kind in item:
+                        result[item[kind]["name"]] = item[kind].get("elem", [])
         return result
+
+    def rules(self) -> int:
+        """How many rules the two tables hold (it must not grow with VMs or Envs)."""
+        return sum(1 for family in ("ip", "bridge") for item in self._json(family) if "rule" in item)
 
     def counters(self) -> dict[str, int]:
         """Packets dropped per drop-rule comment (what an operator looks at)."""
-        out = json.loads(nft(args=("-j", "list", "table", "ip", self.table)))
         totals: dict[str, int] = {}
-        for item in out.get("nftables", []):
-            rule = item.get("rule")
-            if not rule or "comment" not in rule:
-                continue
-            for expr in rule["expr"]:
-                if "counter" in expr:
-                    totals[rule["comment"]] = totals.get(rule["comment"], 0) + expr["counter"]["packets"]
+        for family in ("ip", "bridge"):
+            for item in self._json(family):
+                rule = item.get("rule")
+                if not rule or "comment" not in rule:
+                    continue
+                for expr in rule["expr"]:
+                    if "counter" in expr:
+                        name = f"{family}: {rule['comment']}"
+                        totals[name] = totals.get(name, 0) + expr["counter"]["packets"]
         return totals
 
-    def installed_for(self, ip: str) -> list[Element]:
+    def spoof_drops(self) -> dict[str, int]:
+        drops = {}
+        for elem in self.listing().get("vm_ports", []):
+            inner = elem.get("elem", {}) if isinstance(elem, dict) else {}
+            drops[inner.get("val", elem)] = inner.get("counter", {}).get("packets", 0)
+        return drops
+
+    def installed(self, owners: set[str]) -> list[Element]:
         found = []
         for name, elems in self.listing().items():
-            for elem in elems:
-                if name.startswith("fwd_"):
-                    value = tuple(elem[1]["concat"])
-                    if value[0] == ip:
-                        found.append(Element(name, (elem[0],), value))
-                elif name == "denied" and elem == ip:
-                    found.append(Element(name, (ip,)))
-                elif name == "blacklist" and elem["concat"][0] == ip:
-                    found.append(Element(name, tuple(elem["concat"])))
+            if name == "host_open":
+                continue
+            for raw in elems:
+                element = _element(name, raw)
+                if element.owner in owners:
+                    found.append(element)
         return found
+
+
+def _element(name: str, raw) -> Element:
+    """An element as `nft -j` lists it, back into an Element."""
+    if isinstance(raw, dict) and "elem" in raw:  # with a counter
+        raw = raw["elem"]["val"]
+    if name.startswith("fwd_") or name == "port_env":
+        key, value = raw
+        value = tuple(value["concat"]) if isinstance(value, dict) else (value,)
+        return Element(name, (key,), value)
+    if isinstance(raw, dict) and "concat" in raw:
+        return Element(name, tuple(raw["concat"]))
+    return Element(name, (raw,))

@@ -15,7 +15,7 @@ from engines.libvirt import host
 from engines.models import EngineKind, Node
 from engines.registry import forget_engines, get_engine
 from ttportal.errors import TTError
-from vms.models import Vm
+from vms.models import Vm, specs_of
 
 
 class Command(BaseCommand):
@@ -46,7 +46,7 @@ class Command(BaseCommand):
             host.allow_loopback_forwarding(node.bridge)
         live = Vm.objects.live().filter(node=node).exclude(status=Vm.Status.CREATING)
         live = live.select_related("env", "template", "node").prefetch_related("port_mappings")
-        specs = [vm.to_spec() for vm in live]
+        specs = specs_of(live)
         engine.firewall.rebuild(specs)
         for spec in specs:  # DHCP entries too: a recreated network has none
             engine.set_net(spec)
