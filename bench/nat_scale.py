@@ -1,13 +1,16 @@
-"""Adding one VM's port forward to a node's nftables map: 10 entries vs 10,000.
+"""Adding one VM's elements to a node's nftables tables: 10 VMs vs 10,000.
 
-The map holds `size` forwards (filled with one NftablesFirewall.rebuild), then
-we time NftablesFirewall.apply(None, vm) for a VM with one TCP forward (what
-create/set_net does), N times, removing it again (untimed) after each.
+The tables hold `size` VMs' elements (filled with one NftablesFirewall.rebuild):
+a TCP forward each in the `ip` table's map, and each one's isolation elements
+in the `bridge` table (its port, MAC and address; its Env; who may reach it).
+Then, N times each, we time adding one more VM's port forward, and one more
+VM's isolation elements (what create/set_net does, one `nft -f` transaction
+each), removing them again (untimed) after each.
 
     .venv/bin/python bench/nat_scale.py [--n 50]
 
 Runs as root against the real kernel, in its own table `tt_bench_nat`, dropped
-on exit. The table's rules are live while it runs, so its public ports are
+on exit (both families). The table's rules are live while it runs, so its public ports are
 chosen where no TCP socket listens and no node's port range lies (40000+).
 """
 
@@ -19,6 +22,7 @@ import time
 
 import _common as c
 
+from engines.network.firewall import elements_of
 from engines.network.nftables import NftablesFirewall
 from engines.specs import PortSpec, TemplateSpec, VmSpec
 
@@ -44,11 +48,25 @@ def free_ports(count: int) -> list[int]:
 
 def vm(index: int, public_port: int) -> VmSpec:
     net = ipaddress.IPv4Network(c.NODE["vm_network"])
+    host = 2 + index
     return VmSpec(
         id=index, name=f"tt-bench-nat-{index}", template=TEMPLATE, cpu_num=1, mem_mb=128, disk_mb=64,
-        mac="", ip=str(net.network_address + 2 + index),
-        ports=(PortSpec("tcp", 80, public_port),),
+        mac=f"52:54:00:{host >> 16 & 255:02x}:{host >> 8 & 255:02x}:{host & 255:02x}",
+        ip=str(net.network_address + host), ports=(PortSpec("tcp", 80, public_port),),
+        env_id=1 + index // 3, reach=(1 + index // 3, 100_000 + index // 30),  # Envs of 3, some peered
     )
+
+
+def parts(spec: VmSpec) -> dict[str, list]:
+    """One VM's elements: its port forward, and its isolation elements."""
+    elements = elements_of(spec)
+    return {"forward": [e for e in elements if e.family == "ip"],
+            "isolation": [e for e in elements if e.family == "bridge"]}
+
+
+def drop_tables() -> None:
+    for family in ("ip", "bridge"):
+        c.sh("nft", "delete", "table", family, TABLE, check=False)
 
 
 def fwd_count(fw: NftablesFirewall) -> int:
@@ -56,33 +74,36 @@ def fwd_count(fw: NftablesFirewall) -> int:
 
 
 def run(n: int) -> None:
-    c.header(f"nat_scale: add one port forward, map of {SIZES[0]} vs {SIZES[1]} entries, N={n}")
+    c.header(f"nat_scale: add one VM's forward / isolation elements, {SIZES[0]} vs {SIZES[1]} VMs, N={n}")
     fw = NftablesFirewall(vm_network=c.NODE["vm_network"], bridge=c.NODE["bridge"], table=TABLE)
     ports = free_ports(max(SIZES) + n)
     filled, extra = ports[: max(SIZES)], ports[max(SIZES):]
-    samples: dict[int, list[float]] = {}
+    samples: dict[str, dict[int, list[float]]] = {"forward": {}, "isolation": {}}
     with c.Cleanup() as cleanup:
-        cleanup.add("drop nft table", c.drop_nft_table, TABLE)
+        cleanup.add("drop nft tables", drop_tables)
         fw.ensure()
         for size in SIZES:
             t = time.perf_counter()
             fw.rebuild([vm(i, filled[i]) for i in range(size)])
             fill = time.perf_counter() - t
             assert fwd_count(fw) == size, f"map holds {fwd_count(fw)}, not {size}"
-            times = []
-            for k in range(n):
-                new = vm(max(SIZES) + k, extra[k])
-                t = time.perf_counter()
-                fw.apply(None, new)
-                times.append(time.perf_counter() - t)
-                fw.apply(new, None)
+            rules = fw.rules()
+            for what, times in samples.items():
+                times[size] = []
+                for k in range(n):
+                    added = parts(vm(max(SIZES) + k, extra[k]))[what]
+                    t = time.perf_counter()
+                    fw.change([], added)
+                    times[size].append(time.perf_counter() - t)
+                    fw.change(added, [])
+                print(f"  {size:>6} VMs (filled in {c.ms(fill).strip()}, {rules} rules): "
+                      f"{c.summary(f'add one {what}', times[size])}")
             assert fwd_count(fw) == size
-            samples[size] = times
-            print(f"  map of {size:>6} entries (filled in {c.ms(fill).strip()}): "
-                  f"{c.summary('add one forward', times)}")
-    small, large = (c.median(samples[s]) for s in SIZES)
-    print(f"  {c.verdict(f'ratio of medians {SIZES[1]}/{SIZES[0]}', large / small, TARGET)}")
-    print(f"  ratio of p95 {SIZES[1]}/{SIZES[0]} = {c.p95(samples[SIZES[1]]) / c.p95(samples[SIZES[0]]):.3f}")
+    for what, times in samples.items():
+        small, large = (c.median(times[s]) for s in SIZES)
+        print(f"  {what}: {c.verdict(f'ratio of medians {SIZES[1]}/{SIZES[0]}', large / small, TARGET)}")
+        p95_ratio = c.p95(times[SIZES[1]]) / c.p95(times[SIZES[0]])
+        print(f"  {what}: ratio of p95 {SIZES[1]}/{SIZES[0]} = {p95_ratio:.3f}")
 
 
 def main() -> None:

@@ -46,6 +46,13 @@ class PortSpec:
     public_port: int
 
 
+def tap_name(engine_name: str) -> str:
+    """The host side of a VM's network interface: named by us, so the node's firewall
+    can bind the VM's MAC and IP to the port it really sends from. Unique on the host
+    (engine names are), and within the kernel's 15 characters."""
+    return "tt" + hashlib.sha1(engine_name.encode()).hexdigest()[:11]
+
+
 @dataclass(frozen=True)
 class VmSpec:
     """Everything a driver needs to build, run and wire one VM."""
@@ -75,10 +82,7 @@ class VmSpec:
 
     @property
     def tap(self) -> str:
-        """The host side of its network interface: named by us, so the node's firewall
-        can bind the VM's MAC and IP to the port it really sends from. Unique on the
-        host (engine names are), and within the kernel's 15 characters."""
-        return "tt" + hashlib.sha1(self.name.encode()).hexdigest()[:11]
+        return tap_name(self.name)
 
     def to_meta(self) -> dict:
         """The VM's config as JSON-able data (the seed's cached meta file)."""

@@ -37,6 +37,13 @@ from engines.specs import VmSpec
 log = logging.getLogger(__name__)
 
 
+# A VM that dials a forwarded port of the node reaches that VM like anyone does. With
+# br_netfilter loaded (podman and Docker load it), the kernel delivers such a
+# DNATed frame back through the bridge; this mark, set once NAT is done, lets the
+# bridge tell it from a frame sent straight to another Env's VM.
+HAIRPIN_MARK = "0x74740001"
+
+
 class NftError(RuntimeError):
     pass
 
@@ -84,11 +91,13 @@ add chain {t} prerouting {{ type nat hook prerouting priority -100; policy accep
 add chain {t} output {{ type nat hook output priority -100; policy accept; }}
 add chain {t} postrouting {{ type nat hook postrouting priority 100; policy accept; }}
 add chain {t} forward {{ type filter hook forward priority 0; policy accept; }}
+add chain {t} forwarded {{ type filter hook prerouting priority -50; policy accept; }}
 add chain {t} input {{ type filter hook input priority 0; policy accept; }}
 flush chain {t} prerouting
 flush chain {t} output
 flush chain {t} postrouting
 flush chain {t} forward
+flush chain {t} forwarded
 flush chain {t} input
 add rule {t} prerouting fib daddr type local dnat ip to tcp dport map @fwd_tcp
 add rule {t} prerouting fib daddr type local dnat ip to udp dport map @fwd_udp
@@ -96,6 +105,8 @@ add rule {t} output fib daddr type local dnat ip to tcp dport map @fwd_tcp
 add rule {t} output fib daddr type local dnat ip to udp dport map @fwd_udp
 add rule {t} postrouting ip saddr {net} ip daddr != {net} masquerade
 add rule {t} postrouting oifname "{br}" ip saddr 127.0.0.0/8 masquerade
+add rule {t} postrouting oifname "{br}" ip saddr {net} ct status dnat masquerade
+add rule {t} forwarded ct status dnat meta mark set {HAIRPIN_MARK}
 add rule {t} forward ip saddr . ip daddr @blacklist counter drop comment "blacklisted"
 add rule {t} forward ip saddr @denied ct state established,related accept
 add rule {t} forward ip saddr @denied ip daddr != {net} counter drop comment "egress denied"
@@ -123,6 +134,7 @@ add rule {b} prerouting {dhcp} iifname . ether saddr @port_macs accept
 add rule {b} prerouting ether type arp arp saddr ip 0.0.0.0 iifname . ether saddr @port_macs accept
 add rule {b} prerouting iifname @vm_ports drop comment "spoofed"
 add rule {b} prerouting counter drop comment "spoofed, unknown port"
+add rule {b} forward meta mark {HAIRPIN_MARK} accept
 add rule {b} forward meta mark set iifname map @port_env
 add rule {b} forward oifname . meta mark @port_reach accept
 add rule {b} forward counter drop comment "isolated"

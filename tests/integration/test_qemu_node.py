@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from engines.libvirt.connection import get_connection
 from engines.registry import get_engine
+from engines.specs import tap_name
 from envs.services import env_destroy, env_set_deny_outgoing
 from tests.integration import netlab
 from tests.integration.conftest import public_port
@@ -84,7 +85,7 @@ def test_it_cuts_egress_and_blacklists_single_addresses(boot_env, qnode, run_tas
         assert shell(vm, fetch.format(a)) == "BLOCKED"
         # Inbound forwarding still works while egress is denied.
         assert netlab.client_get(f"http://{qnode.public_host}:{public_port(vm, 80)}/") is not None
-        assert get_engine(qnode).firewall.counters()["egress denied"] > 0
+        assert get_engine(qnode).firewall.counters()["ip: egress denied"] > 0
 
         run(env_set_deny_outgoing, run_tasks, env=env, deny=False, by=alice)
         assert shell(vm, fetch.format(a)) == "REACHED"
@@ -92,7 +93,7 @@ def test_it_cuts_egress_and_blacklists_single_addresses(boot_env, qnode, run_tas
         run(vm_set_blacklist, run_tasks, vm=vm, addresses=[a], by=alice)
         assert shell(vm, fetch.format(a)) == "BLOCKED"
         assert shell(vm, fetch.format(b)) == "REACHED"
-        assert get_engine(qnode).firewall.counters()["blacklisted"] > 0
+        assert get_engine(qnode).firewall.counters()["ip: blacklisted"] > 0
 
         run(vm_set_blacklist, run_tasks, vm=vm, addresses=[], by=alice)
         assert shell(vm, fetch.format(a)) == "REACHED"
@@ -152,7 +153,7 @@ def test_it_leaves_nothing_behind_on_destroy(boot_env, qnode, run_tasks, alice, 
     pool = conn.storagePoolLookupByName(qnode.pool_name)
     pool.refresh(0)
     assert (f"{name}.qcow2" in pool.listVolumes()) is keep_image
-    assert get_engine(qnode).firewall.installed_for(ip) == []
+    assert get_engine(qnode).firewall.installed({ip, tap_name(name)}) == []
     net_xml = conn.networkLookupByName(qnode.network_name).XMLDesc(0)
     assert ip not in net_xml
 
@@ -161,7 +162,7 @@ def test_it_destroys_one_vm_and_keeps_the_others_wired(boot_env, qnode, run_task
     env = boot_env(vms=("a", "b"))
     a, b = env.vms.get(name="a"), env.vms.get(name="b")
     run(vm_destroy, run_tasks, vm=a, by=alice)
-    assert get_engine(qnode).firewall.installed_for(a.ip) == []
+    assert get_engine(qnode).firewall.installed({a.ip, tap_name(a.engine_name)}) == []
     assert netlab.client_get(f"http://{qnode.public_host}:{public_port(b, 80)}/") is not None
 
 
