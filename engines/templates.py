@@ -9,6 +9,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from django.conf import settings
+
 from engines.libvirt import template_builder
 from engines.models import Node
 from engines.registry import get_engine
@@ -17,9 +19,11 @@ from vms.models import VmTemplate
 BUSYBOX_TEMPLATE = "tt/busybox"
 
 
-def install_busybox_template(node: Node, *, name: str = BUSYBOX_TEMPLATE) -> VmTemplate:
+def install_busybox_template(node: Node, *, name: str = BUSYBOX_TEMPLATE,
+                             cache_dir: Path = template_builder.DEFAULT_CACHE) -> VmTemplate:
     """Build (or reuse) the busybox template, put it in the node's pool, register it."""
-    built = template_builder.build()
+    test_shell = settings.TT_TEMPLATE_TEST_SHELL
+    built = template_builder.build(cache_dir, test_shell=test_shell)
     engine = get_engine(node)
     tag = built.rootfs.parent.name  # busybox-<fingerprint>
     kernel, initrd = f"{tag}-vmlinuz", f"{tag}-initrd.img"
@@ -32,11 +36,15 @@ def install_busybox_template(node: Node, *, name: str = BUSYBOX_TEMPLATE) -> VmT
         defaults=dict(
             path=root_name, kernel=kernel, initrd=initrd, cmdline=built.cmdline,
             size_mb=built.size_mb, min_cpu=1, min_mem_mb=96, compatible_engines=["libvirt"],
-            features=["http:80", "telnet:23", "serial-ready-marker"], enabled=True,
+            features=["http:80", *(["telnet:23"] if test_shell else []), "serial-ready-marker"],
+            enabled=True,
             memo=(
                 f"Busybox on Debian's cloud kernel {built.kernel_version}: DHCP address from its MAC, "
-                "HTTP on 80 naming the VM and its IP, a root shell on TCP 23 (for tests; "
-                "forward it only if you mean to), powers off on the ACPI button."
+                "HTTP on 80 naming the VM and its IP, powers off on the ACPI button."
+                + (" WARNING: an UNAUTHENTICATED root shell listens on TCP 23, for tests. Anyone who "
+                   "reaches that port owns the VM: forward it only if you mean to (the VMs of the "
+                   "same Env and of peered Envs reach it too). Build the template without it with "
+                   "TT_TEMPLATE_TEST_SHELL=0." if test_shell else " No shell listens on the network.")
             ),
         ),
     )

@@ -130,6 +130,9 @@ TT_STOP_TIMEOUT = env_int("TT_STOP_TIMEOUT", 30, minimum=0)
 # What VMs may reach on their node's host besides DHCP and DNS (a package cache,
 # say): protocol:port pairs. Everything else listening on the host is closed to them.
 TT_VM_HOST_PORTS = env_ports("TT_VM_HOST_PORTS")
+# The busybox test template's UNAUTHENTICATED root shell on TCP 23 (the tests drive
+# guests through it). 0 builds the template without it.
+TT_TEMPLATE_TEST_SHELL = env_bool("TT_TEMPLATE_TEST_SHELL", True)
 # Allocation retries when two requests race for the same MAC or port.
 TT_ALLOCATION_RETRIES = env_int("TT_ALLOCATION_RETRIES", 50, minimum=1)
 

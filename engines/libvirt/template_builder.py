@@ -3,8 +3,10 @@
 Kernel from `linux-image-cloud-amd64` (virtio is modular there, so an initramfs
 loads it), userland from `busybox-static`. The guest takes its address from
 DHCP (the node's per-MAC host entries), serves a page naming itself on port
-80, offers a shell on TCP 23 for tests, powers off on the ACPI button, and
-prints `TT-READY` on its serial console.
+80, powers off on the ACPI button, and prints `TT-READY` on its serial
+console. Built with `test_shell` (the default), it also offers an
+UNAUTHENTICATED root shell on TCP 23, which the tests drive the guest through;
+operators who do not want it build with TT_TEMPLATE_TEST_SHELL=0.
 
 Built artefacts are cached by kernel version and builder version, so later
 runs on the same machine skip the build.
@@ -88,20 +90,21 @@ def _download(package: str, dest: Path) -> Path:
     return found[-1]
 
 
-def _fingerprint(kernel_deb: Path, busybox_deb: Path) -> str:
-    h = hashlib.sha256(f"v{BUILDER_VERSION}:{kernel_deb.name}:{busybox_deb.name}".encode())
+def _fingerprint(kernel_deb: Path, busybox_deb: Path, test_shell: bool) -> str:
+    shell = ":test-shell" if test_shell else ""
+    h = hashlib.sha256(f"v{BUILDER_VERSION}:{kernel_deb.name}:{busybox_deb.name}{shell}".encode())
     for f in sorted(GUEST_FILES.iterdir()):
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
-def build(cache_dir: Path = DEFAULT_CACHE) -> BuiltTemplate:
+def build(cache_dir: Path = DEFAULT_CACHE, *, test_shell: bool = True) -> BuiltTemplate:
     """Build (or reuse from the cache) the kernel, initramfs and qcow2 root disk."""
     debs = cache_dir / "debs"
     kernel_pkg = _kernel_package()
     kernel_deb = _download(kernel_pkg, debs)
     busybox_deb = _download("busybox-static", debs)
-    out = cache_dir / "templates" / f"busybox-{_fingerprint(kernel_deb, busybox_deb)}"
+    out = cache_dir / "templates" / f"busybox-{_fingerprint(kernel_deb, busybox_deb, test_shell)}"
     kernel_version = kernel_pkg.removeprefix("linux-image-")
     result = BuiltTemplate(out / "vmlinuz", out / "initrd.img", out / "rootfs.qcow2", CMDLINE, kernel_version)
     if all(p.exists() for p in (result.kernel, result.initrd, result.rootfs)):
@@ -115,7 +118,7 @@ def build(cache_dir: Path = DEFAULT_CACHE) -> BuiltTemplate:
         stage.mkdir()
         shutil.copy(work / "kernel" / "boot" / f"vmlinuz-{kernel_version}", stage / "vmlinuz")
         _build_initramfs(work, busybox, kernel_version, stage / "initrd.img")
-        _build_rootfs(work, busybox, stage / "rootfs.qcow2")
+        _build_rootfs(work, busybox, stage / "rootfs.qcow2", test_shell=test_shell)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             shutil.rmtree(out)
@@ -153,7 +156,7 @@ def _build_initramfs(work: Path, busybox: Path, kernel_version: str, dest: Path)
     dest.write_bytes(gzip.compress(proc.stdout, compresslevel=6))
 
 
-def _build_rootfs(work: Path, busybox: Path, dest: Path) -> None:
+def _build_rootfs(work: Path, busybox: Path, dest: Path, *, test_shell: bool) -> None:
     root = work / "rootfs"
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "etc/acpi/PWRF", "proc", "sys", "dev",
               "tmp", "run", "root", "www", "var/log"):
@@ -177,6 +180,8 @@ def _build_rootfs(work: Path, busybox: Path, dest: Path) -> None:
     (root / "etc" / "passwd").write_text("root::0:0:root:/root:/bin/sh\n")
     (root / "etc" / "group").write_text("root:x:0:\n")
     (root / "etc" / "hostname").write_text("tt-guest\n")
+    if test_shell:
+        (root / "etc" / "tt-test-shell").write_text("an unauthenticated root shell on TCP 23, for tests\n")
     raw = work / "rootfs.ext4"
     _run("mkfs.ext4", "-q", "-F", "-L", "ttroot", "-d", str(root), str(raw), f"{ROOTFS_MB}M")
     _run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(dest))

@@ -1,14 +1,23 @@
-"""Registering an operator's own qcow2 image as a template (through the pool API)."""
+"""Templates on a real node: an operator's own qcow2 image (through the pool API), and the
+busybox test template built without its test shell."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from engines.libvirt import template_builder
 from engines.libvirt.connection import get_connection
+from engines.templates import install_busybox_template
+from envs.services import env_create
+from tests.integration import netlab
+from tests.integration.conftest import public_port
+from tests.support import done
 from vms.models import VmTemplate
+from vms.specs import NewVm
 
 
 def make_image(path, fmt="qcow2", size="48M"):
@@ -39,3 +48,20 @@ def test_it_refuses_an_image_that_is_not_qcow2(qnode, tmp_path):
 def test_it_names_a_missing_node(db, tmp_path):
     with pytest.raises(CommandError, match="no node named 'nowhere'"):
         call_command("tt_register_template", "acme/x", str(tmp_path / "x.qcow2"), node="nowhere")
+
+
+def test_it_builds_the_test_template_without_its_shell_when_asked(
+    qnode, alice, run_tasks, settings, tmp_path
+):
+    """TT_TEMPLATE_TEST_SHELL=0: the same guest, with no unauthenticated shell on port 23."""
+    settings.TT_TEMPLATE_TEST_SHELL = False
+    (tmp_path / "debs").symlink_to(template_builder.DEFAULT_CACHE / "debs")  # no second download
+    template = install_busybox_template(qnode, name="tt/busybox-noshell", cache_dir=tmp_path)
+    assert "telnet:23" not in template.features and "No shell" in template.memo
+    with run_tasks():
+        op = env_create(owner=alice, by=alice, name="noshell",
+                        vms=[NewVm(name="quiet", template=template.name, mem_mb=128, ports=[80, 23])])
+    vm = done(op).env.vms.get()
+    netlab.wait_for_http(f"http://{qnode.public_host}:{public_port(vm, 80)}/", expect=vm.ip)
+    with pytest.raises(ConnectionRefusedError):  # forwarded, but nothing listens behind it
+        socket.create_connection((qnode.public_host, public_port(vm, 23)), timeout=3)
