@@ -11,6 +11,8 @@ from django.contrib import admin
 from django.db.models import Count
 
 from engines.models import EngineKind
+from engines.registry import node_firewall
+from engines.specs import tap_name
 from ttportal.admin_actions import OperateMixin, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter
 from vms import services
@@ -93,12 +95,12 @@ class VmAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("name", "env", "owner", "node", "template", "status")}),
         ("Resources", {"fields": ("cpu_num", "mem_mb", "disk_mb", "features")}),
-        ("Network", {"fields": ("net_kind", "mac", "ip", "addr", "net_blacklist")}),
+        ("Network", {"fields": ("net_kind", "mac", "ip", "addr", "net_blacklist", "port", "spoofed")}),
         ("Engine", {"fields": ("uuid", "rand_uuid", "keep_image", "runtime_image", "latest_meta")}),
         ("Record", {"fields": ("created_at", "destroyed_at")}),
     )
     readonly_fields = ("owner", "status", "mac", "ip", "addr", "uuid", "runtime_image", "latest_meta",
-                       "created_at", "destroyed_at")
+                       "created_at", "destroyed_at", "port", "spoofed")
     inlines = (PortMappingInline, SnapshotInline)
     actions = (
         service_action("start", "Start the selected VMs", "start queued",
@@ -121,6 +123,20 @@ class VmAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
     @admin.display(description="owner", ordering="env__owner__username")
     def owner(self, vm: Vm):
         return vm.env.owner
+
+    @admin.display(description="port on the node")
+    def port(self, vm: Vm) -> str:
+        return tap_name(vm.engine_name)
+
+    @admin.display(description="frames dropped as spoofed")
+    def spoofed(self, vm: Vm) -> str:
+        """Sent from its port with a MAC or address not its own (read from the node's firewall)."""
+        try:
+            drops = node_firewall(vm.node).spoof_drops()
+        except Exception as exc:  # a page view must not fail on an unreachable node
+            return f"unknown ({exc.__class__.__name__})"
+        count = drops.get(tap_name(vm.engine_name))
+        return "-" if count is None else str(count)
 
     @admin.display(description="cpu / mem / disk")
     def resources(self, vm: Vm) -> str:
