@@ -99,3 +99,17 @@ def boot_env(qnode, alice, run_tasks):
 
 def public_port(vm, inner: int, protocol: str = "tcp") -> int:
     return vm.port_mappings.get(inner_port=inner, protocol=protocol).public_port
+
+
+def run(service, run_tasks, **kwargs):
+    """Call a service, run its task here, and check it succeeded; the operation."""
+    with run_tasks():
+        op = service(**kwargs)
+    op.refresh_from_db()
+    assert op.status == "succeeded", f"{op.error_code}: {op.error_message}\n{op.log}"
+    return op
+
+
+def shell(vm, command: str) -> str:
+    """Run a command in the guest through its test shell (its forwarded port 23)."""
+    return netlab.guest_run(vm.node.public_host, public_port(vm, 23), command)

@@ -17,7 +17,7 @@ from envs.models import Env
 from envs.peering import env_peer, env_unpeer
 from envs.services import env_create
 from tests.integration import netlab
-from tests.integration.conftest import public_port
+from tests.integration.conftest import public_port, run, shell
 from vms.models import Vm
 from vms.reconcile import reconcile_nodes
 from vms.services import vm_start, vm_stop
@@ -29,16 +29,6 @@ HTTP = ("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port} 2>/dev/null |
 PING = "ping -c 2 -W 2 {ip} >/dev/null 2>&1 && echo REACHED || echo BLOCKED"
 
 
-def run(service, run_tasks, **kwargs):
-    with run_tasks():
-        op = service(**kwargs)
-    op.refresh_from_db()
-    assert op.status == "succeeded", f"{op.error_code}: {op.error_message}\n{op.log}"
-    return op
-
-
-def shell(vm: Vm, command: str) -> str:
-    return netlab.guest_run(vm.node.public_host, public_port(vm, 23), command)
 
 
 def http(src: Vm, ip: str, port: int = 80) -> str:

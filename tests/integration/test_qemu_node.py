@@ -17,25 +17,14 @@ from engines.registry import get_engine
 from engines.specs import tap_name
 from envs.services import env_destroy, env_set_deny_outgoing
 from tests.integration import netlab
-from tests.integration.conftest import public_port
+from tests.integration.conftest import public_port, run, shell
 from vms.models import Vm
 from vms.services import snapshot_apply, snapshot_create, vm_destroy, vm_set_blacklist, vm_start, vm_stop
-
-
-def run(service, run_tasks, **kwargs):
-    with run_tasks():
-        op = service(**kwargs)
-    op.refresh_from_db()
-    assert op.status == "succeeded", f"{op.error_code}: {op.error_message}\n{op.log}"
-    return op
 
 
 def domain(vm: Vm):
     return get_connection(vm.node.uri).lookupByName(vm.engine_name)
 
-
-def shell(vm: Vm, command: str) -> str:
-    return netlab.guest_run(vm.node.public_host, public_port(vm, 23), command)
 
 
 def test_it_boots_two_vms_each_reachable_on_its_own_forwarded_port(boot_env, qnode, client, alice):
