@@ -24,7 +24,7 @@ import _common as c
 
 from engines.network.firewall import elements_of
 from engines.network.nftables import NftablesFirewall
-from engines.specs import PortSpec, TemplateSpec, VmSpec
+from engines.specs import PortSpec, TemplateSpec, VmSpec, port_prefix
 
 TABLE = "tt_bench_nat"
 SIZES = (10, 10_000)
@@ -75,7 +75,8 @@ def fwd_count(fw: NftablesFirewall) -> int:
 
 def run(n: int) -> None:
     c.header(f"nat_scale: add one VM's forward / isolation elements, {SIZES[0]} vs {SIZES[1]} VMs, N={n}")
-    fw = NftablesFirewall(vm_network=c.NODE["vm_network"], bridge=c.NODE["bridge"], table=TABLE)
+    fw = NftablesFirewall(vm_network=c.NODE["vm_network"], bridge=c.NODE["bridge"], table=TABLE,
+                          port_prefix=port_prefix("tt-bench-nat"))
     ports = free_ports(max(SIZES) + n)
     filled, extra = ports[: max(SIZES)], ports[max(SIZES):]
     samples: dict[str, dict[int, list[float]]] = {"forward": {}, "isolation": {}}

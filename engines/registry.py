@@ -11,6 +11,7 @@ from django.conf import settings
 from engines.base import VmEngine
 from engines.models import Node
 from engines.network.firewall import Firewall, MemoryFirewall
+from engines.specs import port_prefix
 from ttportal.errors import EngineError, ErrorCode
 
 DRIVERS: dict[str, str] = {
@@ -42,7 +43,7 @@ def node_firewall(node: Node) -> Firewall:
     from engines.network.nftables import NftablesFirewall
 
     return NftablesFirewall(vm_network=node.vm_network, bridge=node.bridge, table=nft_table_name(node),
-                            host_open=settings.TT_VM_HOST_PORTS)
+                            port_prefix=port_prefix(f"tt-{node.name}"), host_open=settings.TT_VM_HOST_PORTS)
 
 
 def node_options(node: Node) -> dict:

@@ -46,11 +46,26 @@ class PortSpec:
     public_port: int
 
 
+def port_prefix(engine_prefix: str) -> str:
+    """What the ports of one node's VMs start with (`engine_prefix`: "tt-<node>"): bridge
+    hooks see every bridge of the host, and this is how a node's rules tell its own."""
+    return "t" + hashlib.sha1(engine_prefix.encode()).hexdigest()[:6]
+
+
 def tap_name(engine_name: str) -> str:
-    """The host side of a VM's network interface: named by us, so the node's firewall
-    can bind the VM's MAC and IP to the port it really sends from. Unique on the host
-    (engine names are), and within the kernel's 15 characters."""
-    return "tt" + hashlib.sha1(engine_name.encode()).hexdigest()[:11]
+    """The host side of a VM's network interface ("tt-<node>-<id>" -> its node's port
+    prefix and the id in base 36): named by us, so the node's firewall can bind the VM's
+    MAC and IP to the port it really sends from. Unique on the host, and within the
+    kernel's 15 characters (ids up to 36^8)."""
+    head, _, vm_id = engine_name.rpartition("-")
+    if not vm_id.isdigit():
+        return port_prefix(head) + hashlib.sha1(engine_name.encode()).hexdigest()[:8]
+    number, digits = int(vm_id), ""
+    while True:
+        number, rest = divmod(number, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[rest] + digits
+        if not number:
+            return port_prefix(head) + digits
 
 
 @dataclass(frozen=True)

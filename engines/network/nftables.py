@@ -8,7 +8,10 @@
     set  host_open         : protocol . port on the host VMs may use beyond DHCP and DNS
 
 `bridge <table>` (frames on the node's bridge: between VMs they reach no ip hook
-unless br_netfilter is loaded, and nothing here depends on it):
+unless br_netfilter is loaded, and nothing here depends on it). Bridge hooks see
+every bridge of the host, so each chain first lets through what does not come from
+one of this node's VM ports (other nodes' bridges, podman's, libvirt's default
+network):
 
     set  ports, port_macs  : port . MAC . IP and port . MAC of each VM (anti-spoofing)
     set  vm_ports          : each VM's port, counting the frames dropped as spoofed
@@ -61,18 +64,19 @@ def nft(script: str = "", *, args: tuple[str, ...] = ()) -> str:
 
 
 class NftablesFirewall(Firewall):
-    def __init__(self, *, vm_network: str, bridge: str, table: str = "ttportal",
+    def __init__(self, *, vm_network: str, bridge: str, table: str, port_prefix: str,
                  host_open: tuple[tuple[str, int], ...] = ()):
         self.table = table
         self.net = ipaddress.IPv4Network(vm_network)
         self.gateway = str(self.net.network_address + 1)
         self.bridge = bridge
+        self.port_prefix = port_prefix  # engines.specs.port_prefix of the node
         self.host_open = host_open
 
     # --- the tables ---------------------------------------------------------
     def ruleset(self) -> str:
         t, b = f"ip {self.table}", f"bridge {self.table}"
-        net, gw, br = str(self.net), self.gateway, self.bridge
+        net, gw, br, ours = str(self.net), self.gateway, self.bridge, self.port_prefix
         host_open = ", ".join(f"{proto} . {port}" for proto, port in self.host_open)
         # ARP from a VM: its own port, MAC and address, in the frame and in the ARP body.
         dhcp = "ether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67"  # before it has an address
@@ -106,7 +110,7 @@ add rule {t} output fib daddr type local dnat ip to udp dport map @fwd_udp
 add rule {t} postrouting ip saddr {net} ip daddr != {net} masquerade
 add rule {t} postrouting oifname "{br}" ip saddr 127.0.0.0/8 masquerade
 add rule {t} postrouting oifname "{br}" ip saddr {net} ct status dnat masquerade
-add rule {t} forwarded ct status dnat meta mark set {HAIRPIN_MARK}
+add rule {t} forwarded ip daddr {net} ct status dnat meta mark set {HAIRPIN_MARK}
 add rule {t} forward ip saddr . ip daddr @blacklist counter drop comment "blacklisted"
 add rule {t} forward ip saddr @denied ct state established,related accept
 add rule {t} forward ip saddr @denied ip daddr != {net} counter drop comment "egress denied"
@@ -128,6 +132,9 @@ add chain {b} input {{ type filter hook input priority 0; policy accept; }}
 flush chain {b} prerouting
 flush chain {b} forward
 flush chain {b} input
+add rule {b} prerouting iifname != "{ours}*" accept
+add rule {b} forward iifname != "{ours}*" accept
+add rule {b} input iifname != "{ours}*" accept
 add rule {b} prerouting ether type ip iifname . ether saddr . ip saddr @ports accept
 add rule {b} prerouting {own_arp} accept
 add rule {b} prerouting {dhcp} iifname . ether saddr @port_macs accept

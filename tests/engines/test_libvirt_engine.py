@@ -526,3 +526,14 @@ def test_it_raises_engine_init_for_an_unreachable_uri():
 
 def test_it_uses_the_test_domain_type_on_the_test_driver(engine):
     assert engine.domain_type() == "test"
+
+
+def test_it_names_each_vms_port_after_its_node_and_id():
+    from engines.specs import port_prefix, tap_name
+
+    ids = (1, 2, 36**8 - 1)
+    names = {tap_name(f"tt-{node}-{vm_id}") for node in ("local", "itest", "bench") for vm_id in ids}
+    assert len(names) == 9 and all(len(name) <= 15 for name in names)  # unique; the kernel's limit
+    assert tap_name("tt-local-36").startswith(port_prefix("tt-local"))
+    assert not tap_name("tt-local-36").startswith(port_prefix("tt-itest"))
+    assert tap_name("tt-my-node-2") == port_prefix("tt-my-node") + "2"  # node names may hold dashes

@@ -11,8 +11,7 @@ import xml.etree.ElementTree as ET
 
 from engines.libvirt.connection import get_connection
 from engines.models import Node
-from engines.network.nftables import NftablesFirewall
-from engines.registry import nft_table_name
+from engines.registry import node_firewall
 from vms.models import PortMapping, Vm
 
 
@@ -22,8 +21,7 @@ def on_node(node: Node) -> dict:
     pool = conn.storagePoolLookupByName(node.pool_name)
     pool.refresh(0)
     network = ET.fromstring(conn.networkLookupByName(node.network_name).XMLDesc(0))
-    tables = NftablesFirewall(vm_network=node.vm_network, bridge=node.bridge,
-                              table=nft_table_name(node)).listing()
+    tables = node_firewall(node).listing()
     return {
         "domains": {d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)},
         "images": {v.name() for v in pool.listAllVolumes() if v.name().startswith(prefix)},

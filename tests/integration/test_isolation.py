@@ -12,7 +12,7 @@ import pytest
 
 from engines.network.nftables import NftablesFirewall
 from engines.registry import get_engine, nft_table_name
-from engines.specs import TemplateSpec, VmSpec
+from engines.specs import TemplateSpec, VmSpec, port_prefix
 from envs.models import Env
 from envs.peering import env_peer, env_unpeer
 from envs.services import env_create
@@ -157,8 +157,12 @@ def test_reconciliation_rebuilds_isolation_after_the_tables_are_flushed(boot_env
     assert http(a1, a2.ip) == "REACHED"
 
 
-def test_the_rule_count_does_not_grow_with_vms_or_envs(qnode):
-    firewall = NftablesFirewall(vm_network="10.103.0.0/16", bridge="ttbr-rules", table="tt_itest_rules")
+def test_the_rule_count_does_not_grow_with_vms_or_envs(boot_env, qnode):
+    """Also: another node's tables on the same host (another bridge) leave this node's VMs alone."""
+    env = boot_env(name="neighbour")
+    vm = env.vms.get()
+    firewall = NftablesFirewall(vm_network="10.103.0.0/16", bridge="ttbr-rules", table="tt_itest_rules",
+                                port_prefix=port_prefix("tt-rules"))
 
     def vms(count: int) -> list[VmSpec]:
         return [VmSpec(id=i, name=f"tt-rules-{i}", template=TemplateSpec(name="t", path="t"), cpu_num=1,
@@ -172,6 +176,8 @@ def test_the_rule_count_does_not_grow_with_vms_or_envs(qnode):
         firewall.rebuild(vms(50))
         many = firewall.rules()
         assert len(firewall.listing()["ports"]) == 50
+        netlab.wait_for_http(f"http://{qnode.public_host}:{public_port(vm, 80)}/", expect=vm.ip,
+                             deadline_s=10)
     finally:
         firewall.drop_table()
     assert few == many > 0
