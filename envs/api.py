@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import django_filters
 from django.contrib.auth import get_user_model
-from django.db.models import Prefetch, Q
+from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from envs import peering, services
-from envs.models import Env, Operation, Peering
+from envs.models import Env, Operation
 from envs.serializers import (
     DenyOutgoing,
     EnvCreate,
@@ -183,9 +183,7 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
     @action(detail=True, methods=["delete"], url_path=r"peers/(?P<other>[0-9]{1,18})", url_name="unpeer")
     def unpeer(self, request, pk=None, other=None):
         env = self.get_object()
-        current = Peering.objects.of(env).current()
-        other_env = Env.objects.filter(pk=int(other)).filter(
-            Q(pk__in=current.values("env_a")) | Q(pk__in=current.values("env_b"))).first()
+        other_env = peering.peer_of(env, int(other))
         if other_env is None:
             raise NotFound("this Env has no peering with that one")
         op = peering.env_unpeer(env=env, other=other_env, by=request.user,

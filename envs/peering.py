@@ -38,6 +38,14 @@ def find_env(ref, *, field: str = "env") -> Env:
     return env
 
 
+def peer_of(env: Env, other_id: int) -> Env | None:
+    """The Env `other_id`, if it is peered with `env` or asked (one the owner of `env`
+    may name by id: it shows on their Env page)."""
+    current = Peering.objects.of(env).current()
+    return (Env.objects.filter(pk=other_id).select_related("owner")
+            .filter(Q(pk__in=current.values("env_a")) | Q(pk__in=current.values("env_b"))).first())
+
+
 def _pair(env: Env, other: Env) -> tuple[Env, Env]:
     """Both Envs locked, in id order (two requests on one pair never deadlock)."""
     a, b = sorted((env.pk, other.pk))

@@ -81,15 +81,9 @@ def _redispatch(op: Operation, now: datetime) -> bool:
     return True
 
 
-def stuck(now: datetime | None = None):
-    """Live operations no live worker holds: running with a void lease, or queued for
-    longer than a lease. What an operator looks at, and what a destroy may take over."""
-    now = now or timezone.now()
-    live = Operation.objects.filter(status__in=Operation.LIVE)
-    return [op for op in live if is_stuck(op, now)]
-
-
 def is_stuck(op: Operation, now: datetime) -> bool:
+    """No live worker holds it: running with a void lease, or queued for longer than a
+    lease. What an operator looks at, and what a destroy may take over."""
     if op.status == Operation.Status.RUNNING:
         return lease.is_void(op, now)
     return op.status == Operation.Status.QUEUED and now - op.created_at >= lease.duration()

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Exists, OuterRef, Q
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from envs import peering, policy, services
 from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, show_vm_error
-from envs.models import Env, Operation, Peering
+from envs.models import Env, Operation
 from envs.templatetags.portal import mib
 from ttportal.errors import InvalidInput
 from ttportal.hours import hours, parse_hours
@@ -35,8 +35,6 @@ from vms.models import PortMapping, Vm, VmTemplate, live_vms, port_label
 OPERATIONS_SHOWN = 25
 # The countdown turns into a warning in the Env's last hour.
 WARN_SECONDS = 3600
-
-_ACTIVE_OPS = (Operation.Status.QUEUED, Operation.Status.RUNNING)
 
 
 def _env_for(request: HttpRequest, pk: int) -> Env:
@@ -58,7 +56,7 @@ def env_list(request: HttpRequest) -> HttpResponse:
     envs = Env.objects.visible_to(request.user).select_related("owner").annotate(
         vm_count=Count("vms", filter=live_vms()),
         vms_running=Count("vms", filter=Q(vms__status=Vm.Status.RUNNING)),
-        busy=Exists(Operation.objects.filter(env=OuterRef("pk"), status__in=_ACTIVE_OPS)),
+        busy=Exists(Operation.objects.filter(env=OuterRef("pk"), status__in=Operation.LIVE)),
     )
     envs = envs.filter(status=Env.Status.DESTROYED) if show_destroyed else envs.live()
     now = timezone.now()
@@ -165,7 +163,7 @@ def operations_context(env: Env, vm: Vm | None = None) -> dict:
         lines = op.log.strip().splitlines() if not op.is_done else []
         op.last_line = lines[-1] if lines else ""  # what a running operation is doing now
     # Asked of the database, not of the rows shown: an old operation may still run.
-    running = ops.filter(status__in=_ACTIVE_OPS).exists()
+    running = ops.filter(status__in=Operation.LIVE).exists()
     return {"env": env, "operations": shown, "running": running, "poll_url": poll_url}
 
 
@@ -272,9 +270,9 @@ def env_peer(request: HttpRequest, pk: int) -> HttpResponse:
 def env_unpeer(request: HttpRequest, pk: int, other: int) -> HttpResponse:
     """End, decline or withdraw a peering (the other Env is one this Env is peered with)."""
     env = _env_for(request, pk)
-    current = Peering.objects.of(env).current()
-    other_env = get_object_or_404(Env.objects.filter(pk=other).filter(
-        Q(pk__in=current.values("env_a")) | Q(pk__in=current.values("env_b"))).select_related("owner"))
+    other_env = peering.peer_of(env, other)
+    if other_env is None:
+        raise Http404("this Env has no peering with that one")
     return act(request, lambda: peering.env_unpeer(env=env, other=other_env, by=request.user),
                f"Ending the peering of {env.name} with {other_env.owner}/{other_env.name}", _env_url(env))
 

@@ -149,12 +149,8 @@ def _settle_vm(vm: Vm) -> int:
 
 def _settle_snapshot(snapshot: Snapshot) -> int:
     if snapshot.status == Snapshot.Status.CREATING:
-        vm = snapshot.vm
-        try:
-            get_engine(vm.node).destroy_snapshot(vm.to_spec(), vm_steps.snapshot_spec(snapshot))
-        except Exception:
-            log.exception("could not remove the half-made snapshot %s", snapshot)
-            return 0
+        if not vm_steps.remove_half_made(snapshot):
+            return 0  # the next pass tries again
         Snapshot.objects.filter(pk=snapshot.pk, status=Snapshot.Status.CREATING).delete()
         what = "removed"
     else:

@@ -273,14 +273,23 @@ def _create_snapshot(op: Operation, progress: Progress) -> None:
     settle_vm(vm, S.SNAPSHOTTING)
 
 
+def remove_half_made(snapshot: Snapshot) -> bool:
+    """Take a snapshot that never finished out of the VM's image; False if the node
+    could not be asked (it is logged)."""
+    vm = snapshot.vm
+    try:
+        get_engine(vm.node).destroy_snapshot(vm.to_spec(), snapshot_spec(snapshot))
+    except Exception:
+        log.exception("could not remove the half-made snapshot %s", snapshot)
+        return False
+    return True
+
+
 def _unset_snapshot(op: Operation) -> None:
     vm = vms_of(op).get()
     snapshot = _snapshot_of(op)
     if snapshot is not None and snapshot.status == Snapshot.Status.CREATING:
-        try:  # a half-made snapshot must not stay in the image
-            get_engine(vm.node).destroy_snapshot(vm.to_spec(), snapshot_spec(snapshot))
-        except Exception:
-            log.exception("could not remove the half-made snapshot %s", snapshot)
+        remove_half_made(snapshot)  # a half-made snapshot must not stay in the image
         snapshot.delete()
     if vm.status == S.SNAPSHOTTING:
         restore_power(vm, op.params.get("previous_status", ""))

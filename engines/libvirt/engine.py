@@ -82,8 +82,11 @@ class LibvirtEngine(VmEngine):
         return self.conn.storagePoolLookupByName(self.pool_name)
 
     def _domain(self, vm: VmSpec) -> libvirt.virDomain | None:
+        return self._domain_named(vm.name)
+
+    def _domain_named(self, name: str) -> libvirt.virDomain | None:
         try:
-            return self.conn.lookupByName(vm.name)
+            return self.conn.lookupByName(name)
         except libvirt.libvirtError as exc:
             if is_missing(exc):
                 return None
@@ -222,11 +225,8 @@ class LibvirtEngine(VmEngine):
         self._pool().refresh(0)
         return self._pool().storageVolLookupByName(name).path()
 
-    @reconnecting
     def destroy_image(self, vm: VmSpec) -> None:
-        volume = self._volume(self.image_name(vm))
-        if volume is not None:
-            volume.delete(0)
+        self.remove_image(self.image_name(vm))
 
     @reconnecting
     def storage_create_snapshot(self, vm: VmSpec, name: str) -> str:
@@ -321,16 +321,8 @@ class LibvirtEngine(VmEngine):
         # Redefining a persistent domain replaces its config; it takes effect at next boot.
         self.conn.defineXML(self._domain_xml(vm))
 
-    @reconnecting
     def undefine_vm(self, vm: VmSpec) -> None:
-        dom = self._domain(vm)
-        if dom is None:
-            return
-        if dom.isActive():
-            dom.destroy()
-        # Snapshot metadata goes with the domain; the snapshot data lives in the
-        # overlay image, which destroy_image removes.
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        self.remove_instance(vm.name)
 
     @reconnecting
     def start_vm(self, vm: VmSpec) -> None:
@@ -380,20 +372,18 @@ class LibvirtEngine(VmEngine):
             v.name(): v.name().removesuffix(".qcow2")
             for v in pool.listAllVolumes() if v.name().startswith(prefix) and v.name().endswith(".qcow2")
         }
-        root = ET.fromstring(self._network().XMLDesc(0))
-        reservations = {h.get("mac"): h.get("ip") for h in root.iter("host") if h.get("mac")}
+        reservations = {h.get("mac"): h.get("ip") for h in self._dhcp_hosts() if h.get("mac")}
         return Inventory(instances=domains, images=images, reservations=reservations)
 
     @reconnecting
     def remove_instance(self, name: str) -> None:
-        try:
-            dom = self.conn.lookupByName(name)
-        except libvirt.libvirtError as exc:
-            if is_missing(exc):
-                return
-            raise
+        dom = self._domain_named(name)
+        if dom is None:
+            return
         if dom.isActive():
             dom.destroy()
+        # Snapshot metadata goes with the domain; the snapshot data lives in the
+        # overlay image, which destroy_image removes.
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
 
     @reconnecting
@@ -404,8 +394,7 @@ class LibvirtEngine(VmEngine):
 
     @reconnecting
     def set_reservation(self, mac: str, ip: str, name: str, *, present: bool) -> None:
-        root = ET.fromstring(self._network().XMLDesc(0))
-        there = [h for h in root.iter("host") if h.get("mac") == mac]
+        there = [h for h in self._dhcp_hosts() if h.get("mac") == mac]
         if present and there and there[0].get("ip") == ip:
             return
         for host in there:  # an old entry of this MAC (another address) goes first
@@ -425,9 +414,12 @@ class LibvirtEngine(VmEngine):
             flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
         net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags)
 
+    def _dhcp_hosts(self) -> list[ET.Element]:
+        """The network's DHCP host entries, as libvirt has them now."""
+        return list(ET.fromstring(self._network().XMLDesc(0)).iter("host"))
+
     def _has_dhcp_host(self, vm: VmSpec) -> bool:
-        root = ET.fromstring(self._network().XMLDesc(0))
-        return any(h.get("mac") == vm.mac for h in root.iter("host"))
+        return any(h.get("mac") == vm.mac for h in self._dhcp_hosts())
 
     @reconnecting
     def set_net(self, vm: VmSpec, previous: VmSpec | None = None) -> None:
