@@ -6,6 +6,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import ApiToken
+from ttportal import limits
+from ttportal.api_fields import Integer, StrictSerializer, Text
 
 
 class TokenSerializer(serializers.ModelSerializer):
@@ -34,10 +36,20 @@ class NewTokenSerializer(TokenSerializer):
         read_only_fields = fields
 
 
-class TokenCreate(serializers.Serializer):
-    name = serializers.CharField(max_length=100, help_text='What it is for, e.g. "CI of project X".')
-    expires_in = serializers.IntegerField(
+class TokenCreate(StrictSerializer):
+    name = Text(rule=limits.TOKEN_NAME_RULE, pattern=limits.TOKEN_NAME_PATTERN,
+                max_length=limits.TOKEN_NAME_MAX, help_text='What it is for, e.g. "CI of project X".')
+    expires_in = Integer(
+        min_value=limits.TOKEN_TTL_MIN, max_value=limits.token_ttl_max(), unit="seconds",
         required=False, allow_null=True,
         help_text="Seconds until it stops working (60 s to TT_API_TOKEN_MAX_TTL, one year by default); "
-        "default TT_API_TOKEN_DEFAULT_TTL (30 days).",
+        "null or absent: TT_API_TOKEN_DEFAULT_TTL (30 days).",
     )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["expires_in"] = Integer(
+            min_value=limits.TOKEN_TTL_MIN, max_value=limits.token_ttl_max(), unit="seconds",
+            required=False, allow_null=True, help_text=fields["expires_in"].help_text,
+        )
+        return fields

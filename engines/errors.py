@@ -32,6 +32,7 @@ class ErrorCode(enum.StrEnum):
     ILLEGAL_STATE = "illegal_state", "Illegal state for this action"
     UNSUPPORTED = "unsupported_feature", "Engine lacks a feature"
     EXHAUSTED = "resources_exhausted", "No free address or port"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused", "Idempotency key used for another request"
     # Engine failures (the seed's ERR_TT_* codes).
     STORAGE_CREATE_IMAGE = "storage_create_image", "Creating the runtime image failed"
     STORAGE_DESTROY_IMAGE = "storage_destroy_image", "Destroying the runtime image failed"

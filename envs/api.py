@@ -25,8 +25,9 @@ from envs.serializers import (
     OperationSerializer,
     PeerRequest,
 )
-from ttportal.api import IdFilter, idempotency_key
-from ttportal.errors import Forbidden, InvalidInput, NotFound
+from ttportal.api import idempotency_key
+from ttportal.api_query import BoolFilter, IdFilter
+from ttportal.errors import ConflictingInput, Forbidden, NotFound
 from vms.models import Vm
 from vms.serializers import NewVmSerializer
 from vms.services import vm_add
@@ -40,21 +41,29 @@ def parse(serializer_class, request, **kwargs) -> dict:
     return serializer.validated_data
 
 
-def accepted(request, op: Operation) -> Response:
-    """202 with the operation; Location is where to watch it."""
+def accepted(request, op: Operation | None, unchanged=None) -> Response:
+    """202 with the operation; Location is where to watch it.
+
+    A service answers None when the request asks for what already is (start a running
+    VM): nothing was recorded, and the answer is 200 with the object's current state,
+    which `unchanged()` serializes."""
+    if op is None:
+        return Response(unchanged().data, status=status.HTTP_200_OK)
     data = OperationSerializer(op, context={"request": request}).data
     # str(): the serializer gives a Hyperlink, and WSGI servers accept only exact str headers.
     return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": str(data["url"])})
 
 
-def operation_action(request_serializer=None, *, summary: str, description: str = ""):
-    """Schema of a long action: its body, and 202 with the Operation."""
-    return extend_schema(
-        request=request_serializer,
-        responses={202: OpenApiResponse(OperationSerializer, description="Accepted: the Operation to poll.")},
-        summary=summary,
-        description=description,
-    )
+def operation_action(request_serializer=None, *, summary: str, description: str = "", unchanged=None):
+    """Schema of a long action: its body, and 202 with the Operation (and 200 with
+    `unchanged`, the object's serializer, where asking for what already is changes nothing)."""
+    responses = {202: OpenApiResponse(OperationSerializer, description="Accepted: the Operation to poll.")}
+    if unchanged is not None:
+        responses[200] = OpenApiResponse(
+            unchanged, description="Nothing to do: it is so already. No operation was recorded; "
+            "the body is the current state.")
+    return extend_schema(request=request_serializer, responses=responses, summary=summary,
+                         description=description)
 
 
 class OperationsActionsMixin:
@@ -69,7 +78,7 @@ class OperationsActionsMixin:
 class EnvFilter(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
     status = django_filters.ChoiceFilter(choices=Env.Status.choices)
-    live = django_filters.BooleanFilter(method="filter_live", label="Not destroyed")
+    live = BoolFilter(method="filter_live", label="Not destroyed")
     owner = django_filters.CharFilter(field_name="owner__username", label="Owner's username (staff)")
 
     class Meta:
@@ -125,7 +134,7 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
             raise Forbidden("only staff may create an Env for another user")
         owner = get_user_model().objects.filter(username=username, is_active=True).first()
         if owner is None:
-            raise InvalidInput("owner", "must name an active user")
+            raise ConflictingInput("owner", "must name an active user")
         return owner
 
     @operation_action(EnvExtend, summary="Move the Env's end",
@@ -138,28 +147,33 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
                                  end_at=data.get("end_at"), lifetime=data.get("lifetime"))
         return accepted(request, op)
 
-    @operation_action(summary="Start every stopped VM of the Env")
+    def current(self, env: Env):
+        """The Env as it is now, for a 200 that changed nothing."""
+        return self.get_serializer(self.get_queryset().get(pk=env.pk))
+
+    @operation_action(summary="Start every stopped VM of the Env", unchanged=EnvSerializer)
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
-        op = services.env_start(env=self.get_object(), by=request.user,
-                                idempotency_key=idempotency_key(request))
-        return accepted(request, op)
+        env = self.get_object()
+        op = services.env_start(env=env, by=request.user, idempotency_key=idempotency_key(request))
+        return accepted(request, op, lambda: self.current(env))
 
-    @operation_action(summary="Stop every running VM of the Env")
+    @operation_action(summary="Stop every running VM of the Env", unchanged=EnvSerializer)
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
-        op = services.env_stop(env=self.get_object(), by=request.user,
-                               idempotency_key=idempotency_key(request))
-        return accepted(request, op)
+        env = self.get_object()
+        op = services.env_stop(env=env, by=request.user, idempotency_key=idempotency_key(request))
+        return accepted(request, op, lambda: self.current(env))
 
-    @operation_action(DenyOutgoing, summary="Deny (or allow again) the Env's outgoing traffic")
+    @operation_action(DenyOutgoing, summary="Deny (or allow again) the Env's outgoing traffic",
+                      unchanged=EnvSerializer)
     @action(detail=True, methods=["post"], url_path="deny-outgoing", url_name="deny-outgoing")
     def deny_outgoing(self, request, pk=None):
         env = self.get_object()
         data = parse(DenyOutgoing, request)
         op = services.env_set_deny_outgoing(env=env, deny=data["deny"], by=request.user,
                                             idempotency_key=idempotency_key(request))
-        return accepted(request, op)
+        return accepted(request, op, lambda: self.current(env))
 
     @operation_action(summary="Destroy the Env and all its VMs")
     @action(detail=True, methods=["post"], url_path="destroy", url_name="destroy")

@@ -76,7 +76,7 @@ class PortsField(forms.CharField):
     """ "80, 443 53/udp" -> ["80", "443", "53/udp"]; env_create parses and checks each one."""
 
     def to_python(self, value) -> list[str]:
-        text = super().to_python(value)
+        text = super().to_python(value).lower()  # "53/UDP" is typed too
         return [item for item in re.split(r"[\s,]+", text) if item]
 
     def has_changed(self, initial, data) -> bool:

@@ -197,6 +197,9 @@ class Operation(models.Model):
         related_name="operations", help_text="Who asked (an operator acting for an owner shows here).",
     )
     idempotency_key = models.CharField(max_length=128, blank=True, default="")
+    # What the keyed request asked (envs.operations.request_fingerprint): the same key
+    # with another request is refused rather than answered with this operation.
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -6,14 +6,20 @@ The worker side (claim, lease, step, settle, finish) is envs/runner.py.
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import functools
+import hashlib
+import json
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 
 from envs.models import Env, Operation
 from envs.runner import dispatch
-from ttportal.errors import InvalidInput, TTError
+from ttportal.errors import IdempotencyKeyReused, InvalidInput, TTError
+from ttportal.limits import IDEMPOTENCY_KEY_MAX
 
 
 def record(
@@ -45,6 +51,7 @@ def record(
         params=params or {},
         requested_by=by,
         idempotency_key=idempotency_key or "",
+        request_fingerprint=_fingerprint.get() if idempotency_key else "",
         status=status,
         error_code=str(error.code) if error else "",
         error_message=error.message if error else "",
@@ -67,27 +74,36 @@ def _describe(env: Env, vm, snapshot) -> str:
     return env.name
 
 
-def idempotent(service: Callable[..., Operation]) -> Callable[..., Operation]:
-    """Same key from the same user returns the first operation instead of acting twice.
+def idempotent(service: Callable[..., Operation | None]) -> Callable[..., Operation | None]:
+    """The IETF Idempotency-Key rule, for every interface: the same key from the same user
+    with the same request returns the first operation instead of acting twice; the same
+    key with a different request (another action, object or argument) is refused.
 
     The service runs in its own transaction; if a concurrent request with the
-    same key wins the race, ours rolls back whole and we return theirs.
+    same key wins the race, ours rolls back whole and we answer as above.
+    A refused request records nothing, so its key stays free for a corrected retry.
     """
 
     @functools.wraps(service)
-    def wrapper(*args, by, idempotency_key: str = "", **kwargs) -> Operation:
+    def wrapper(*args, by, idempotency_key: str = "", **kwargs) -> Operation | None:
         key = (idempotency_key or "").strip()
+        fingerprint = ""
         if key:
-            if len(key) > 128:
-                raise InvalidInput("idempotency_key", "must be at most 128 characters")
-            existing = _by_key(by, key)
+            if len(key) > IDEMPOTENCY_KEY_MAX:
+                raise InvalidInput("Idempotency-Key", f"must be at most {IDEMPOTENCY_KEY_MAX} characters")
+            fingerprint = request_fingerprint(service.__name__, args, kwargs)
+            existing = _by_key(by, key, fingerprint)
             if existing is not None:
                 return existing
         try:
-            with transaction.atomic():
-                return service(*args, by=by, idempotency_key=key, **kwargs)
+            token = _fingerprint.set(fingerprint)  # for `record`, without threading it through
+            try:
+                with transaction.atomic():
+                    return service(*args, by=by, idempotency_key=key, **kwargs)
+            finally:
+                _fingerprint.reset(token)
         except IntegrityError:
-            existing = _by_key(by, key) if key else None
+            existing = _by_key(by, key, fingerprint) if key else None
             if existing is not None:
                 return existing
             raise
@@ -95,10 +111,40 @@ def idempotent(service: Callable[..., Operation]) -> Callable[..., Operation]:
     return wrapper
 
 
-def _by_key(user, key: str) -> Operation | None:
+# The fingerprint of the keyed request being served (per thread and task).
+_fingerprint: contextvars.ContextVar[str] = contextvars.ContextVar("request_fingerprint", default="")
+
+
+def request_fingerprint(action: str, args, kwargs) -> str:
+    """A digest of what a keyed request asks: the service, its objects (by id) and its
+    arguments, normalised (so the same body sent twice matches, key order aside)."""
+    payload = json.dumps([action, list(args), kwargs], sort_keys=True, default=_plain, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _plain(value):
+    if isinstance(value, models.Model):
+        return f"{value._meta.label}:{value.pk}"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value, key=repr) if not isinstance(value, tuple) else list(value)
+    return repr(value)
+
+
+def _by_key(user, key: str, fingerprint: str) -> Operation | None:
+    """The first operation of this key, if the request is the same; refused if it is not."""
     if user is None:
         return None
-    return Operation.objects.filter(requested_by=user, idempotency_key=key).first()
+    first = Operation.objects.filter(requested_by=user, idempotency_key=key).first()
+    # Operations keyed before fingerprints were kept have none: answered as before.
+    if first is not None and first.request_fingerprint and first.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused()
+    return first
 
 
 def sweep(due_ids, expire_one, now, limit: int) -> list[Operation]:

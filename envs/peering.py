@@ -19,7 +19,8 @@ from django.utils import timezone
 from envs import policy
 from envs.models import Env, Operation, Peering
 from envs.operations import idempotent, record
-from ttportal.errors import IllegalState, InvalidInput
+from ttportal import limits
+from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import state
 from vms.models import Vm
 
@@ -28,13 +29,13 @@ K = Operation.Kind
 
 def find_env(ref, *, field: str = "env") -> Env:
     """A live Env named `owner/name` (how one owner names another's Env)."""
-    if not isinstance(ref, str) or ref.count("/") != 1:
-        raise InvalidInput(field, "must name a live Env as owner/name")
-    username, name = (part.strip() for part in ref.split("/"))
+    if not limits.matches(limits.ENV_REF_PATTERN, ref) or len(ref) > limits.ENV_REF_MAX:
+        raise InvalidInput(field, limits.ENV_REF_RULE)
+    username, name = ref.split("/")
     owner = get_user_model().objects.filter(username=username, is_active=True).first()
     env = Env.objects.live().filter(owner=owner, name=name).first() if owner else None
     if env is None:
-        raise InvalidInput(field, f"no live Env {username}/{name}")
+        raise ConflictingInput(field, f"no live Env {username}/{name}")
     return env
 
 

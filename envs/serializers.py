@@ -8,6 +8,8 @@ from rest_framework import serializers
 
 from envs import peering, policy
 from envs.models import Env, Operation
+from ttportal import limits
+from ttportal.api_fields import Boolean, DateTime, Integer, Name, StrictSerializer, Text
 from vms.serializers import NewVmSerializer, VmBriefSerializer
 
 
@@ -96,32 +98,66 @@ class EnvSerializer(serializers.HyperlinkedModelSerializer):
 # --- request bodies -------------------------------------------------------------------
 
 
-class EnvCreate(serializers.Serializer):
-    name = serializers.CharField(help_text="DNS label, unique among your live Envs.")
-    vms = NewVmSerializer(many=True, help_text="At least one VM.")
-    lifetime = serializers.IntegerField(
-        required=False, allow_null=True, help_text="Seconds from now; default TT_DEFAULT_ENV_LIFETIME."
+class EnvCreate(StrictSerializer):
+    name = Name(help_text="DNS label, unique among your live Envs.")
+    vms = NewVmSerializer(many=True, help_text="The VMs: at least one, at most TT_MAX_VMS_PER_ENV.")
+    lifetime = Integer(
+        min_value=limits.LIFETIME_MIN, max_value=limits.lifetime_max(), unit="seconds", required=False,
+        help_text="Seconds from now (at most TT_MAX_ENV_LIFETIME); default TT_DEFAULT_ENV_LIFETIME. "
+        "Not with end_at.",
     )
-    end_at = serializers.DateTimeField(required=False, allow_null=True, help_text="Instead of lifetime.")
-    deny_outgoing = serializers.BooleanField(default=False)
-    owner = serializers.CharField(
-        required=False, help_text="Username of the owner (staff only; default: you)."
+    end_at = DateTime(required=False, help_text="Instead of lifetime: the end, at most "
+                      "TT_MAX_ENV_LIFETIME from now.")
+    deny_outgoing = Boolean(default=False)
+    owner = Text(rule="must name an active user", max_length=150, required=False,
+                 help_text="Username of the owner (staff only; default: you).")
+
+    class Meta:
+        schema_extra = {"not": {"required": ["end_at", "lifetime"]}}
+
+    def get_fields(self):
+        # Bounds that are settings are read per request (a deployment's, a test's).
+        fields = super().get_fields()
+        fields["vms"] = NewVmSerializer(
+            many=True, min_length=1, max_length=limits.vms_max(), help_text=fields["vms"].help_text,
+            error_messages={"min_length": "must list at least one VM",
+                            "max_length": f"an Env holds at most {limits.vms_max()} VMs",
+                            "empty": "must list at least one VM"},
+        )
+        fields["lifetime"] = _lifetime(fields["lifetime"])
+        return fields
+
+
+class EnvExtend(StrictSerializer):
+    end_at = DateTime(required=False, help_text="The new end (at most TT_MAX_ENV_LIFETIME after "
+                      "the Env's start).")
+    lifetime = Integer(
+        min_value=limits.LIFETIME_MIN, max_value=limits.lifetime_max(), unit="seconds", required=False,
+        help_text="Or: seconds from now (the end stays within TT_MAX_ENV_LIFETIME of the start).",
+    )
+
+    class Meta:
+        # Exactly one of the two.
+        schema_extra = {"minProperties": 1, "maxProperties": 1}
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["lifetime"] = _lifetime(fields["lifetime"])
+        return fields
+
+
+def _lifetime(field: Integer) -> Integer:
+    return Integer(min_value=limits.LIFETIME_MIN, max_value=limits.lifetime_max(), unit="seconds",
+                   required=False, help_text=field.help_text)
+
+
+class PeerRequest(StrictSerializer):
+    env = Text(
+        rule=limits.ENV_REF_RULE, pattern=limits.ENV_REF_PATTERN, max_length=limits.ENV_REF_MAX,
+        help_text="The other Env as owner/name (its owner tells you). Peering it takes "
+        "both owners: yours asks, theirs accepts by asking back.",
     )
 
 
-class EnvExtend(serializers.Serializer):
-    end_at = serializers.DateTimeField(required=False, allow_null=True, help_text="The new end.")
-    lifetime = serializers.IntegerField(
-        required=False, allow_null=True, help_text="Or: seconds from now."
-    )
-
-
-class PeerRequest(serializers.Serializer):
-    env = serializers.CharField(
-        max_length=255, help_text="The other Env as owner/name (its owner tells you). Peering it takes "
-        "both owners: yours asks, theirs accepts by asking back."
-    )
-
-
-class DenyOutgoing(serializers.Serializer):
-    deny = serializers.BooleanField(help_text="true: cut the Env's VMs off beyond the node network.")
+class DenyOutgoing(StrictSerializer):
+    deny = Boolean(help_text="true: cut the Env's VMs off beyond the node network.")

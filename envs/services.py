@@ -14,7 +14,8 @@ from django.utils import timezone
 from envs import lease, policy, recovery, runner
 from envs.models import Env, Operation
 from envs.operations import idempotent, record, sweep
-from ttportal.errors import ErrorCode, IllegalState, InvalidInput, TTError
+from ttportal import limits
+from ttportal.errors import ConflictingInput, ErrorCode, IllegalState, InvalidInput, TTError
 from vms import state
 from vms.models import Vm
 from vms.services import build_vms, claim_for_destroy
@@ -23,29 +24,43 @@ from vms.specs import NewVm, check_name
 K = Operation.Kind
 
 
-def _end_from(now: datetime, *, lifetime=None, end_at=None, start_at: datetime) -> datetime:
-    """Validate a requested end: after now, at most start + TT_MAX_ENV_LIFETIME."""
+def _end_from(
+    now: datetime, *, start_at: datetime, lifetime=None, end_at=None, extend_by=None,
+    current_end: datetime | None = None,
+) -> datetime:
+    """The end one of `lifetime` (seconds from now), `end_at` or `extend_by` (a timedelta
+    from the current end, or from now if that has passed) asks for: after now, and at
+    most start + TT_MAX_ENV_LIFETIME. A refusal names the parameter that was given.
+
+    Every number is bounded before any arithmetic is done with it, so no input can
+    overflow a date."""
+    given = [name for name, value in (("end_at", end_at), ("lifetime", lifetime), ("extend_by", extend_by))
+             if value is not None]
+    if len(given) > 1:
+        raise InvalidInput(given[1], f"give {' or '.join(given)}, not both")
+    longest = settings.TT_MAX_ENV_LIFETIME
+    field = given[0] if given else "lifetime"
     if end_at is None:
-        if lifetime in (None, ""):
-            lifetime = settings.TT_DEFAULT_ENV_LIFETIME
-        if isinstance(lifetime, timedelta):
-            lifetime = int(lifetime.total_seconds())
-        try:
-            seconds = int(lifetime)
-        except (TypeError, ValueError):
-            raise InvalidInput("lifetime", "must be a number of seconds") from None
-        if seconds <= 0:
-            raise InvalidInput("lifetime", "must be a positive number of seconds")
-        end_at = now + timedelta(seconds=seconds)
-    if not isinstance(end_at, datetime) or timezone.is_naive(end_at):
-        raise InvalidInput("end_at", "must be a timezone-aware date and time")
-    field = "end_at" if lifetime is None else "lifetime"
+        if extend_by is not None:
+            seconds = extend_by.total_seconds() if isinstance(extend_by, timedelta) else None
+            base = max(current_end or now, now)
+        else:
+            seconds = settings.TT_DEFAULT_ENV_LIFETIME if lifetime is None else lifetime
+            base = now
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (
+            limits.LIFETIME_MIN <= seconds <= longest
+        ):
+            raise InvalidInput(field, limits.between(limits.LIFETIME_MIN, longest, "seconds"))
+        end_at = base + timedelta(seconds=seconds)
+    elif not isinstance(end_at, datetime) or timezone.is_naive(end_at):
+        raise InvalidInput(field, "must be a date and time with a UTC offset")
     if end_at <= now:
-        raise InvalidInput(field, "must be in the future")
-    limit = start_at + timedelta(seconds=settings.TT_MAX_ENV_LIFETIME)
+        raise ConflictingInput(field, "must be in the future" if field == "end_at" else
+                               "must end in the future")
+    limit = start_at + timedelta(seconds=longest)
     if end_at > limit:
-        raise InvalidInput(
-            field, f"must not be past start + {settings.TT_MAX_ENV_LIFETIME} s ({limit.isoformat()})"
+        raise ConflictingInput(
+            field, f"must not end past the Env's start + {longest} s ({limit.isoformat()})"
         )
     return end_at
 
@@ -59,14 +74,14 @@ def env_create(
     if by is not None and by.pk != owner.pk and not by.is_staff:
         raise policy.Forbidden("only staff may create an Env for another user")
     check_name(name, "name")
-    if Env.objects.live().filter(owner=owner, name=name).exists():
-        raise InvalidInput("name", f"you already have a live Env named {name}")
     if not isinstance(vms, list | tuple) or not vms:
         raise InvalidInput("vms", "must list at least one VM")
     now = timezone.now()
+    end = _end_from(now, lifetime=lifetime, end_at=end_at, start_at=now)
+    if Env.objects.live().filter(owner=owner, name=name).exists():
+        raise ConflictingInput("name", f"{owner.get_username()} already has a live Env named {name}")
     env = Env.objects.create(
-        owner=owner, name=name, start_at=now,
-        end_at=_end_from(now, lifetime=lifetime, end_at=end_at, start_at=now),
+        owner=owner, name=name, start_at=now, end_at=end,
         deny_outgoing=bool(deny_outgoing), last_mgmt_at=now,
     )
     created = build_vms(env, list(vms))
@@ -86,14 +101,13 @@ def env_extend(
     current end, or from now when the end has passed but the sweep has not run.
     """
     policy.check_can_manage(by, env)
+    if end_at is None and lifetime is None and extend_by is None:
+        raise InvalidInput("end_at", "give end_at or lifetime")
     env = Env.objects.select_for_update().get(pk=env.pk)
     policy.check_live(env)
     now = timezone.now()
-    if extend_by is not None:
-        end_at = max(env.end_at, now) + extend_by
-    if end_at is None and lifetime in (None, ""):
-        raise InvalidInput("end_at", "give end_at or lifetime")
-    new_end = _end_from(now, lifetime=lifetime, end_at=end_at, start_at=env.start_at)
+    new_end = _end_from(now, lifetime=lifetime, end_at=end_at, extend_by=extend_by,
+                        current_end=env.end_at, start_at=env.start_at)
     old_end = env.end_at
     Env.objects.filter(pk=env.pk).update(end_at=new_end)
     env.end_at = new_end
@@ -102,54 +116,57 @@ def env_extend(
                   params={"from": old_end.isoformat(), "to": new_end.isoformat()})
 
 
-def _claim_all(env: Env, action: str) -> list[int]:
-    """Claim every VM of the Env that can take `action`; the rest are left as they are."""
-    claimed = []
-    for vm in env.vms.live().order_by("pk"):
+def _env_power(env: Env, action: str, kind: str, by, idempotency_key: str) -> Operation | None:
+    """Claim every VM of the Env that can take `action`. None when there is nothing to do
+    (every VM is there already): no operation is recorded and no cooldown is used."""
+    policy.check_can_manage(by, env)
+    env = Env.objects.select_for_update().get(pk=env.pk)
+    policy.check_live(env)
+    vms = list(env.vms.live().order_by("pk"))
+    busy = [vm.name for vm in vms if vm.status not in state.STABLE | {Vm.Status.ERROR}]
+    if not busy and not any(state.can(vm, action) for vm in vms):
+        Env.objects.filter(pk=env.pk).update(is_stopped=action == "stop")
+        return None
+    # The cooldown, then what the VMs are doing: a polite client waits Retry-After.
+    policy.claim_mgmt_slot(env, timezone.now(), by=by)
+    vm_ids = []
+    for vm in vms:
         if state.can(vm, action):
             try:
                 state.claim(vm, action)
             except IllegalState:
-                continue
-            claimed.append(vm.pk)
-    return claimed
-
-
-def _env_power(env: Env, action: str, kind: str, by, idempotency_key: str) -> Operation:
-    policy.check_can_manage(by, env)
-    env = Env.objects.select_for_update().get(pk=env.pk)
-    policy.check_live(env)
-    vm_ids = _claim_all(env, action)
+                continue  # it moved on since it was read
+            vm_ids.append(vm.pk)
     if not vm_ids:
-        busy = [vm.name for vm in env.vms.live() if vm.status not in state.STABLE | {Vm.Status.ERROR}]
-        if busy:
-            raise IllegalState(f"VMs still busy: {', '.join(busy)}; retry when their operations finish")
-    else:  # a no-op (every VM already there) costs no cooldown
-        policy.claim_mgmt_slot(env, timezone.now(), by=by)
+        raise IllegalState(f"VMs still busy: {', '.join(busy)}; retry when their operations finish")
     Env.objects.filter(pk=env.pk).update(is_stopped=action == "stop")
     return record(kind, env=env, by=by, idempotency_key=idempotency_key, params={"vm_ids": vm_ids})
 
 
 @idempotent
-def env_stop(*, env: Env, by, idempotency_key: str = "") -> Operation:
-    """Stop every running VM of the Env (the seed's is_stopped)."""
+def env_stop(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
+    """Stop every running VM of the Env (the seed's is_stopped); None if none runs."""
     return _env_power(env, "stop", K.ENV_STOP, by, idempotency_key)
 
 
 @idempotent
-def env_start(*, env: Env, by, idempotency_key: str = "") -> Operation:
+def env_start(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
+    """Start every stopped VM of the Env; None if every VM runs already."""
     return _env_power(env, "start", K.ENV_START, by, idempotency_key)
 
 
 @idempotent
-def env_set_deny_outgoing(*, env: Env, deny: bool, by, idempotency_key: str = "") -> Operation:
-    """Cut every VM of the Env off from everything beyond the node network (or allow it again)."""
+def env_set_deny_outgoing(*, env: Env, deny: bool, by, idempotency_key: str = "") -> Operation | None:
+    """Cut every VM of the Env off from everything beyond the node network (or allow it
+    again). None when it is so already (nothing recorded)."""
     policy.check_can_manage(by, env)
     if not isinstance(deny, bool):
         raise InvalidInput("deny_outgoing", "must be true or false")
     env = Env.objects.select_for_update().get(pk=env.pk)
     policy.check_live(env)
     previous = env.deny_outgoing
+    if previous == deny:
+        return None  # so already: nothing recorded
     vms = list(env.vms.live().exclude(status=Vm.Status.CREATING))
     for vm in vms:
         state.claim_network(vm)  # the whole change or nothing (the transaction rolls back)

@@ -227,9 +227,14 @@ def env_extend(request: HttpRequest, pk: int) -> HttpResponse:
     except InvalidInput as exc:
         messages.error(request, f"Extend by ({exc.field}): {exc.message}")
         return HttpResponseRedirect(back_url(request, _env_url(env)))
-    return act(request, lambda: services.env_extend(env=env, by=request.user,
-                                                    extend_by=timedelta(seconds=seconds)),
-               f"{env.name} extended by {hours(seconds)} h.", _env_url(env))
+
+    def extend():
+        try:
+            return services.env_extend(env=env, by=request.user, extend_by=timedelta(seconds=seconds))
+        except InvalidInput as exc:  # the service names its parameter, extend_by: this form's is hours
+            raise type(exc)("hours", exc.message) from exc
+
+    return act(request, extend, f"{env.name} extended by {hours(seconds)} h.", _env_url(env))
 
 
 @require_POST

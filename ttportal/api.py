@@ -11,22 +11,23 @@ from __future__ import annotations
 
 import logging
 
-import django_filters
-from django import forms
+from django.core.exceptions import BadRequest, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from ttportal.errors import (
+    ConflictingInput,
     CooldownActive,
     EngineError,
     ErrorCode,
     Exhausted,
     Forbidden,
+    IdempotencyKeyReused,
     IllegalState,
     InvalidInput,
     NotFound,
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 # The most specific class wins (walked along the error's MRO).
 STATUS_FOR_ERROR: dict[type[TTError], int] = {
     InvalidInput: status.HTTP_400_BAD_REQUEST,
+    ConflictingInput: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    IdempotencyKeyReused: status.HTTP_422_UNPROCESSABLE_ENTITY,
     Forbidden: status.HTTP_403_FORBIDDEN,
     NotFound: status.HTTP_404_NOT_FOUND,
     IllegalState: status.HTTP_409_CONFLICT,
@@ -66,7 +69,12 @@ def flatten_errors(detail, prefix: str = "") -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if isinstance(detail, dict):
         for key, value in detail.items():
-            path = f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}" if prefix else str(key)
+            if key == api_settings.NON_FIELD_ERRORS_KEY and prefix:
+                path = prefix  # a list's own error ("vms": too few) is the list's
+            elif isinstance(key, int):
+                path = f"{prefix}[{key}]"
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
             out.update(flatten_errors(value, path))
     elif isinstance(detail, list | tuple):
         if all(not isinstance(item, dict | list | tuple) for item in detail):
@@ -125,14 +133,49 @@ def idempotency_key(request) -> str:
     return request.headers.get("Idempotency-Key", "")
 
 
-class IdFilter(django_filters.NumberFilter):
-    """An object id to filter by: a plain bounded integer, not a model choice. A model
-    choice would check the id against every row and so tell others' ids (400) from
-    unknown ones; an unbounded number would overflow the database's integer."""
+# --- errors outside DRF's views: every answer under /api/ is JSON with a code ------------
 
-    field_class = forms.IntegerField
 
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("min_value", 1)
-        kwargs.setdefault("max_value", 2**63 - 1)
-        super().__init__(*args, **kwargs)
+def is_api(request) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def error_response(status_code: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"code": code, "message": message}, status=status_code)
+
+
+def not_found(request, *args, **kwargs) -> JsonResponse:
+    """Any /api/ path no route takes (/api/vms/0.5/, /api/nothing/)."""
+    return error_response(404, str(ErrorCode.NOT_FOUND), "no such API resource")
+
+
+class JsonErrors:
+    """Middleware: an exception no API view answered (a request body too large, a bug)
+    becomes a JSON error under /api/, whatever DEBUG says; other pages are untouched."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exc):
+        if not is_api(request):
+            return None
+        if isinstance(exc, SuspiciousOperation | BadRequest):
+            return error_response(400, str(ErrorCode.INVALID), str(exc) or "bad request")
+        if isinstance(exc, Http404):
+            return not_found(request)
+        log.exception("API request failed: %s %s", request.method, request.path)
+        return error_response(500, str(ErrorCode.INTERNAL), "internal error; it has been logged")
+
+
+def handler(status_code: int, code: ErrorCode, message: str, page):
+    """A Django error handler (urls.handler404…): JSON under /api/, `page` elsewhere."""
+
+    def view(request, *args, **kwargs):
+        if is_api(request):
+            return error_response(status_code, str(code), message)
+        return page(request, *args, **kwargs)
+
+    return view

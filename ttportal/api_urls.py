@@ -1,11 +1,12 @@
 """/api/: the REST API, its OpenAPI schema and its Swagger UI (served from local static files)."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from accounts.api import TokenViewSet
 from envs.api import EnvViewSet, OperationViewSet
+from ttportal.api import not_found
 from vms.api import SnapshotViewSet, TemplateViewSet, VmViewSet
 
 router = DefaultRouter()
@@ -21,4 +22,6 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("", include(router.urls)),
+    # Whatever no route above takes is a JSON 404 too, never Django's HTML page.
+    re_path(r"", not_found),
 ]

@@ -12,8 +12,8 @@ from __future__ import annotations
 from engines.errors import EngineError, ErrorCode, TTError, step
 
 __all__ = [
-    "CooldownActive", "EngineError", "ErrorCode", "Exhausted", "Forbidden", "IllegalState",
-    "InvalidInput", "NotFound", "TTError", "Unsupported", "step",
+    "ConflictingInput", "CooldownActive", "EngineError", "ErrorCode", "Exhausted", "Forbidden",
+    "IdempotencyKeyReused", "IllegalState", "InvalidInput", "NotFound", "TTError", "Unsupported", "step",
 ]
 
 
@@ -24,6 +24,13 @@ class InvalidInput(TTError):
 
     def __init__(self, field: str, rule: str):
         super().__init__(rule, field=field)
+
+
+class ConflictingInput(InvalidInput):
+    """Well-formed input that a rule depending on the server's data or clock refuses: a
+    template that does not exist, a name already taken, an end already past, fewer vCPUs
+    than the template needs. The API answers 422 (a schema can state the other rules, and
+    their breach is a 400); everywhere else it is bad input like any other."""
 
 
 class Forbidden(TTError):
@@ -44,6 +51,18 @@ class Unsupported(TTError):
 
 class Exhausted(TTError):
     code = ErrorCode.EXHAUSTED
+
+
+class IdempotencyKeyReused(TTError):
+    """The Idempotency-Key of an earlier, different request (IETF Idempotency-Key draft)."""
+
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+    def __init__(self):
+        super().__init__(
+            "this Idempotency-Key was used for a different request; use a new key for a new request",
+            field="Idempotency-Key",
+        )
 
 
 class CooldownActive(TTError):

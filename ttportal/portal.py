@@ -50,7 +50,7 @@ def refused_here(exc: Exception) -> TTError:
 
 
 def act(
-    request: HttpRequest, call: Callable[[], Operation], success: str, default: str
+    request: HttpRequest, call: Callable[[], Operation | None], success: str, default: str
 ) -> HttpResponseRedirect:
     """Run one service call for the signed-in user and redirect back with its outcome."""
     try:
@@ -58,6 +58,9 @@ def act(
     except Exception as exc:
         messages.error(request, describe(refused_here(exc)))
     else:
+        if op is None:  # the service found it so already: nothing was recorded
+            messages.info(request, "Nothing to do: it is so already.")
+            return HttpResponseRedirect(back_url(request, default))
         done = op.status in Operation.DONE
         messages.success(request, success if done else f"{success} (operation {op.pk} queued).")
     return HttpResponseRedirect(back_url(request, default))

@@ -47,6 +47,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "ttportal.api.JsonErrors",
 ]
 
 ROOT_URLCONF = "ttportal.urls"
@@ -219,8 +220,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "ttportal.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
+        "ttportal.api_query.SingleValued",
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.OrderingFilter",
+        "ttportal.api_query.StrictOrdering",
     ],
     "DEFAULT_SCHEMA_CLASS": "ttportal.api_schema.AutoSchema",
     "EXCEPTION_HANDLER": "ttportal.api.exception_handler",
@@ -238,6 +240,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # POST /api/tokens/ takes a password (accounts.api.TokenViewSet), declared there.
+    "APPEND_COMPONENTS": {"securitySchemes": {"basicAuth": {
+        "type": "http", "scheme": "basic", "description": "Username and password (only to create a token).",
+    }}},
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -1,5 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views import defaults
+
+from ttportal.api import handler
+from ttportal.errors import ErrorCode
 
 admin.site.site_header = "TT Portal operations"
 admin.site.site_title = "TT Portal"
@@ -12,3 +16,10 @@ urlpatterns = [
     # The portal: My Envs at "/", sign-in under accounts/.
     path("", include("ttportal.portal_urls")),
 ]
+
+# With DEBUG off, Django's own error pages: JSON ones under /api/ (ttportal.api.JsonErrors
+# covers the rest, DEBUG or not).
+handler400 = handler(400, ErrorCode.INVALID, "bad request", defaults.bad_request)
+handler403 = handler(403, ErrorCode.FORBIDDEN, "forbidden", defaults.permission_denied)
+handler404 = handler(404, ErrorCode.NOT_FOUND, "no such API resource", defaults.page_not_found)
+handler500 = handler(500, ErrorCode.INTERNAL, "internal error; it has been logged", defaults.server_error)

@@ -1,12 +1,19 @@
-"""Name rules shared by Envs and VMs."""
+"""Name rules shared by Envs, VMs and snapshots (the model field validator)."""
 
 from django.core.validators import RegexValidator
 
-# DNS-label-like: lower-case letters, digits and hyphens, starting with a letter,
-# not ending with a hyphen, at most 63 characters (it ends up in host names).
-NAME_RULE = (
-    "must be 1-63 characters of lower-case letters, digits and hyphens, "
-    "starting with a letter and not ending with a hyphen"
-)
-NAME_REGEX = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
-validate_dns_label = RegexValidator(NAME_REGEX, NAME_RULE)
+from ttportal.limits import NAME_PATTERN, NAME_RULE
+
+
+class WholeMatch(RegexValidator):
+    """A RegexValidator that matches the whole value: Django's uses `search`, where `$`
+    also matches before a trailing newline ("web\\n" would pass)."""
+
+    def __call__(self, value):
+        if not isinstance(value, str) or self.regex.fullmatch(value) is None:
+            from django.core.exceptions import ValidationError
+
+            raise ValidationError(self.message, code=self.code, params={"value": value})
+
+
+validate_dns_label = WholeMatch(NAME_PATTERN, NAME_RULE)

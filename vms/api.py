@@ -12,7 +12,8 @@ from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 
 from envs.api import OperationsActionsMixin, accepted, operation_action, parse
-from ttportal.api import IdFilter, idempotency_key
+from ttportal.api import idempotency_key
+from ttportal.api_query import BoolFilter, IdFilter
 from vms import services
 from vms.models import PortMapping, Snapshot, Vm, VmTemplate
 from vms.serializers import (
@@ -30,7 +31,7 @@ from vms.serializers import (
 class VmFilter(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
     status = django_filters.ChoiceFilter(choices=Vm.Status.choices)
-    live = django_filters.BooleanFilter(method="filter_live", label="Not destroyed")
+    live = BoolFilter(method="filter_live", label="Not destroyed")
     # Ids and names, not model choices (see IdFilter).
     env = IdFilter(field_name="env_id")
     node = django_filters.CharFilter(field_name="node__name", label="Node name")
@@ -63,19 +64,23 @@ class VmViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveMo
             .prefetch_related(Prefetch("port_mappings", queryset=ports))
         )
 
-    @operation_action(summary="Start the VM")
+    def current(self, vm: Vm):
+        """The VM as it is now, for a 200 that changed nothing."""
+        return self.get_serializer(self.get_queryset().get(pk=vm.pk))
+
+    @operation_action(summary="Start the VM", unchanged=VmSerializer)
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
-        op = services.vm_start(vm=self.get_object(), by=request.user,
-                               idempotency_key=idempotency_key(request))
-        return accepted(request, op)
+        vm = self.get_object()
+        op = services.vm_start(vm=vm, by=request.user, idempotency_key=idempotency_key(request))
+        return accepted(request, op, lambda: self.current(vm))
 
-    @operation_action(summary="Stop the VM")
+    @operation_action(summary="Stop the VM", unchanged=VmSerializer)
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
-        op = services.vm_stop(vm=self.get_object(), by=request.user,
-                              idempotency_key=idempotency_key(request))
-        return accepted(request, op)
+        vm = self.get_object()
+        op = services.vm_stop(vm=vm, by=request.user, idempotency_key=idempotency_key(request))
+        return accepted(request, op, lambda: self.current(vm))
 
     @operation_action(summary="Destroy the VM", description="Its addresses, ports and snapshots are freed.")
     @action(detail=True, methods=["post"], url_path="destroy", url_name="destroy")
@@ -84,23 +89,23 @@ class VmViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveMo
                                  idempotency_key=idempotency_key(request))
         return accepted(request, op)
 
-    @operation_action(Blacklist, summary="Set the addresses the VM may not reach")
+    @operation_action(Blacklist, summary="Set the addresses the VM may not reach", unchanged=VmSerializer)
     @action(detail=True, methods=["put", "post"])
     def blacklist(self, request, pk=None):
         vm = self.get_object()
         data = parse(Blacklist, request)
         op = services.vm_set_blacklist(vm=vm, addresses=data["addresses"], by=request.user,
                                        idempotency_key=idempotency_key(request))
-        return accepted(request, op)
+        return accepted(request, op, lambda: self.current(vm))
 
-    @operation_action(PortsChange, summary="Set the VM's forwarded ports")
+    @operation_action(PortsChange, summary="Set the VM's forwarded ports", unchanged=VmSerializer)
     @action(detail=True, methods=["put", "post"])
     def ports(self, request, pk=None):
         vm = self.get_object()
         data = parse(PortsChange, request)
         op = services.vm_set_ports(vm=vm, ports=data["ports"], by=request.user,
                                    idempotency_key=idempotency_key(request))
-        return accepted(request, op)
+        return accepted(request, op, lambda: self.current(vm))
 
     @operation_action(SnapshotCreate, summary="Snapshot the VM",
                       description="The VM is stopped for consistency, then put back in its power state.")
@@ -165,6 +170,7 @@ class SnapshotViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.Retr
 
 class TemplateFilter(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
+    enabled = BoolFilter()
 
     class Meta:
         model = VmTemplate

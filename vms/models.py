@@ -223,12 +223,6 @@ def port_label(port: int, protocol: str) -> str:
     return str(port) if protocol == PortMapping.Protocol.TCP else f"{port}/{protocol}"
 
 
-# How long a snapshot may live before it expires, in seconds (None: until deleted).
-# vms.services._check_life_time holds snapshot_create to the same bounds.
-SNAPSHOT_LIFE_TIME_MIN = 60
-SNAPSHOT_LIFE_TIME_MAX = 365 * 24 * 3600
-
-
 class SnapshotQuerySet(models.QuerySet):
     def visible_to(self, user) -> SnapshotQuerySet:
         if user.is_staff:

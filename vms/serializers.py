@@ -10,33 +10,42 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from ttportal import limits
+from ttportal.api_fields import Boolean, Integer, Name, StrictSerializer, Text
 from vms.models import PortMapping, Snapshot, Vm, VmTemplate
-from vms.specs import NewVm
 
 PORT_ITEM_SCHEMA = {
     "oneOf": [
-        {"type": "integer", "minimum": 1, "maximum": 65535, "description": "a TCP port"},
-        {"type": "string", "pattern": r"^[0-9]{1,5}(/(tcp|udp))?$", "example": "53/udp"},
+        {"type": "integer", "minimum": limits.PORT_MIN, "maximum": limits.PORT_MAX,
+         "description": "a TCP port"},
+        {"type": "string", "pattern": limits.PORT_TEXT_PATTERN, "example": "53/udp",
+         "description": "a port, with /tcp or /udp"},
         {
             "type": "object",
             "properties": {
-                "protocol": {"type": "string", "enum": ["tcp", "udp"], "default": "tcp"},
-                "inner_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "protocol": {"type": "string", "enum": list(limits.PROTOCOLS), "default": "tcp"},
+                "inner_port": {"type": "integer", "minimum": limits.PORT_MIN, "maximum": limits.PORT_MAX},
             },
             "required": ["inner_port"],
+            "additionalProperties": False,
         },
     ]
 }
 
 
-@extend_schema_field({"type": "array", "items": PORT_ITEM_SCHEMA, "maxItems": 1024})
+@extend_schema_field({"type": "array", "items": PORT_ITEM_SCHEMA, "maxItems": limits.PORTS_MAX})
 class PortsField(serializers.ListField):
-    """Inner ports to forward: 80, "53/udp" or {"protocol": "udp", "inner_port": 53}.
+    """Inner ports to forward: 80, "53/udp" or {"protocol": "udp", "inner_port": 53}; a port
+    listed twice counts once. At most PORTS_MAX.
 
-    Passed to the service as given: parse_ports is the one place that reads them."""
+    Items are passed to the service as given: parse_ports is the one place that reads them."""
 
     child = serializers.JSONField()
-    max_length = 1024
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", limits.PORTS_MAX)
+        kwargs.setdefault("error_messages", {"max_length": f"at most {limits.PORTS_MAX} ports"})
+        super().__init__(**kwargs)
 
 
 class TemplateSerializer(serializers.ModelSerializer):
@@ -100,38 +109,42 @@ class SnapshotSerializer(serializers.HyperlinkedModelSerializer):
 # --- request bodies -------------------------------------------------------------------
 
 
-class NewVmSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="DNS label, unique among the Env's live VMs.")
-    template = serializers.CharField(help_text='Template name, e.g. "tt/busybox" (see /api/templates/).')
-    cpu_num = serializers.IntegerField(default=1, help_text="At least the template's min_cpu.")
-    mem_mb = serializers.IntegerField(default=256, help_text="MiB; at least the template's min_mem_mb.")
-    disk_mb = serializers.IntegerField(required=False, allow_null=True,
-                                       help_text="MiB; default and minimum: the template's size.")
+class NewVmSerializer(StrictSerializer):
+    name = Name(help_text="DNS label, unique among the Env's live VMs.")
+    template = Text(rule="must name an existing, enabled template", max_length=limits.TEMPLATE_NAME_MAX,
+                    help_text='Template name, e.g. "tt/busybox" (see /api/templates/).')
+    cpu_num = Integer(min_value=1, max_value=limits.CPU_MAX, default=1,
+                      help_text="At least the template's min_cpu.")
+    mem_mb = Integer(min_value=1, max_value=limits.MEM_MAX_MB, unit="MiB", default=256,
+                     help_text="MiB; at least the template's min_mem_mb.")
+    disk_mb = Integer(min_value=1, max_value=limits.DISK_MAX_MB, unit="MiB", required=False, allow_null=True,
+                      help_text="MiB; default and minimum: the template's size.")
     ports = PortsField(required=False, default=list)
     net_kind = serializers.ChoiceField(choices=Vm.NetKind.choices, default=Vm.NetKind.NAT)
-    keep_image = serializers.BooleanField(default=False)
-    rand_uuid = serializers.BooleanField(default=True)
-
-    def to_new_vm(self, data: dict) -> NewVm:
-        return NewVm(**data)
+    keep_image = Boolean(default=False)
+    rand_uuid = Boolean(default=True)
 
 
-class Blacklist(serializers.Serializer):
+class Blacklist(StrictSerializer):
     addresses = serializers.ListField(
-        child=serializers.CharField(), max_length=4096,
-        help_text="IPv4 addresses the VM must not reach; the list replaces the current one.",
+        child=Text(rule="must be an IPv4 address", pattern=limits.IPV4_PATTERN),
+        max_length=limits.BLACKLIST_MAX,
+        error_messages={"max_length": f"at most {limits.BLACKLIST_MAX} addresses"},
+        help_text="IPv4 addresses the VM must not reach; the list replaces the current one "
+        "(an address listed twice counts once).",
     )
 
 
-class PortsChange(serializers.Serializer):
+class PortsChange(StrictSerializer):
     ports = PortsField(
         help_text="The VM's forwarded inner ports, exactly (kept ones keep their public port)."
     )
 
 
-class SnapshotCreate(serializers.Serializer):
-    name = serializers.CharField(help_text="DNS label, unique per VM.")
-    life_time = serializers.IntegerField(
-        required=False, allow_null=True,
-        help_text="Seconds until it is removed (60 s to 365 days); empty: kept.",
+class SnapshotCreate(StrictSerializer):
+    name = Name(help_text="DNS label, unique per VM.")
+    life_time = Integer(
+        min_value=limits.SNAPSHOT_LIFE_MIN, max_value=limits.SNAPSHOT_LIFE_MAX, unit="seconds",
+        required=False, allow_null=True, help_text="Seconds until it is removed (60 s to 365 days); "
+        "null or absent: kept until destroyed.",
     )

@@ -14,17 +14,20 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from engines.models import Node
 from engines.registry import driver_class
 from engines.specs import Feature
 from envs import policy, recovery
 from envs.models import Env, Operation
 from envs.operations import idempotent, record, sweep
-from ttportal.errors import IllegalState, InvalidInput, Unsupported
+from ttportal import limits
+from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
 from vms import allocation, state
 from vms.models import Snapshot, Vm
 from vms.specs import (
     NewVm,
     check_name,
+    int_in,
     parse_blacklist,
     parse_ports,
     pick_node,
@@ -47,30 +50,46 @@ def _require_feature(vm: Vm, feature: Feature) -> None:
 # --- creating VMs -------------------------------------------------------------
 
 
-def build_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Vm]:
-    """Validate and insert VMs (status creating) with addresses and ports. Inside a transaction."""
+Checked = tuple[NewVm, list[tuple[str, int]], Node]
+
+
+def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Checked]:
+    """Validate new VMs for the Env and pick their nodes; nothing is written.
+
+    `field` is how the request names them: "vms" (a list, so errors say
+    `vms[1].name`) or "" (one VM, the fields named bare).
+    """
     live = env.vms.live().count()
     if live + len(specs) > settings.TT_MAX_VMS_PER_ENV:
-        raise InvalidInput(field, f"an Env holds at most {settings.TT_MAX_VMS_PER_ENV} VMs")
+        if field == "vms":  # the request's own list is too long (the schema's maxItems)
+            raise InvalidInput(field, f"an Env holds at most {settings.TT_MAX_VMS_PER_ENV} VMs")
+        raise IllegalState(f"an Env holds at most {settings.TT_MAX_VMS_PER_ENV} VMs, "
+                           f"and {env.name} has {live}")
     checked = []
     names = set(env.vms.live().values_list("name", flat=True))
     # Nodes are picked before any VM is saved: count what this request already
     # placed, or a many-VM request would overcommit one node's capacity.
     pending: dict[int, tuple[int, int, int]] = {}
     for i, spec in enumerate(specs):
-        prefix = f"{field}[{i}]" if field == "vms" else ""
+        prefix = f"{field}[{i}]" if field else ""
+        at = lambda name, prefix=prefix: f"{prefix}.{name}" if prefix else name  # noqa: E731
         clean, template, ports = validate_new_vm(spec, prefix)
-        name_field = f"{prefix}.name" if prefix else "name"
         if clean.name in names:
-            raise InvalidInput(name_field, f"this Env already has a VM named {clean.name}")
+            raise ConflictingInput(at("name"), f"this Env already has a VM named {clean.name}")
         names.add(clean.name)
         wanted = wanted_features(clean.net_kind, rand_uuid=clean.rand_uuid, keep_image=clean.keep_image)
-        node = pick_node(template, clean.cpu_num, clean.mem_mb, wanted, prefix or "template", pending)
+        node = pick_node(template, clean.cpu_num, clean.mem_mb, wanted, at("template"), pending)
         placed, cpu, mem = pending.get(node.pk, (0, 0, 0))
         pending[node.pk] = (placed + 1, cpu + clean.cpu_num, mem + clean.mem_mb)
-        checked.append((clean, template, ports, node))
+        checked.append((clean, ports, node))
+    return checked
+
+
+def insert_vms(env: Env, checked: list[Checked]) -> list[Vm]:
+    """Insert checked VMs (status creating) with addresses and ports. Inside a transaction."""
     vms = []
-    for clean, template, ports, node in checked:
+    for clean, ports, node in checked:
+        template = clean.template
         vm = Vm(
             env=env, node=node, template=template, name=clean.name, status=Vm.Status.CREATING,
             net_kind=clean.net_kind, cpu_num=clean.cpu_num, mem_mb=clean.mem_mb, disk_mb=clean.disk_mb,
@@ -85,14 +104,23 @@ def build_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Vm]:
     return vms
 
 
+def build_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Vm]:
+    """check_vms, then insert_vms: new VMs of an Env that takes them without a cooldown."""
+    return insert_vms(env, check_vms(env, specs, field=field))
+
+
 @idempotent
 def vm_add(*, env: Env, spec: NewVm, by, idempotency_key: str = "") -> Operation:
-    """Add one VM to a live Env: created, then booted, by a task."""
+    """Add one VM to a live Env: created, then booted, by a task.
+
+    The request is checked whole before the cooldown is: bad input is told as such,
+    not as "retry in N s" (and retrying it would not help)."""
     policy.check_can_manage(by, env)
     env = _locked_env(env)
     policy.check_live(env)
+    checked = check_vms(env, [spec], field="")
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
-    (vm,) = build_vms(env, [spec], field="vm")
+    (vm,) = insert_vms(env, checked)
     return record(K.VM_ADD, env=env, vm=vm, by=by, idempotency_key=idempotency_key,
                   params={"vm_ids": [vm.pk], "start": not env.is_stopped})
 
@@ -100,23 +128,34 @@ def vm_add(*, env: Env, spec: NewVm, by, idempotency_key: str = "") -> Operation
 # --- power --------------------------------------------------------------------
 
 
-def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) -> Operation:
+# The status a power action leaves a VM in: asking for it again changes nothing.
+POWER_TARGET = {"start": Vm.Status.RUNNING, "stop": Vm.Status.STOPPED}
+
+
+def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) -> Operation | None:
     policy.check_can_manage(by, vm.env)
     _require_feature(vm, Feature.START_STOP)
     env = _locked_env(vm.env)
     policy.check_live(env)
+    vm.refresh_from_db(fields=["status"])
+    if vm.status == POWER_TARGET[action]:
+        return None  # nothing to do: no operation, no cooldown
+    if vm.status == Vm.Status.DESTROYED:
+        raise IllegalState(f"VM {vm.name} is destroyed")
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
     state.claim(vm, action)
     return record(kind, env=env, vm=vm, by=by, idempotency_key=idempotency_key)
 
 
 @idempotent
-def vm_start(*, vm: Vm, by, idempotency_key: str = "") -> Operation:
+def vm_start(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
+    """Start the VM; None when it is running already (nothing recorded)."""
     return _vm_power_request(vm, "start", K.VM_START, by, idempotency_key)
 
 
 @idempotent
-def vm_stop(*, vm: Vm, by, idempotency_key: str = "") -> Operation:
+def vm_stop(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
+    """Stop the VM; None when it is stopped already (nothing recorded)."""
     return _vm_power_request(vm, "stop", K.VM_STOP, by, idempotency_key)
 
 
@@ -165,29 +204,35 @@ def vm_destroy(*, vm: Vm, by, idempotency_key: str = "") -> Operation:
 
 
 @idempotent
-def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Operation:
-    """Make the VM unable to reach exactly these addresses (an empty list clears it)."""
+def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Operation | None:
+    """Make the VM unable to reach exactly these addresses (an empty list clears it).
+    None when it is so already (nothing recorded)."""
     policy.check_can_manage(by, vm.env)
     blacklist = parse_blacklist(addresses, "addresses")  # named as the parameter and the forms
     policy.check_live(vm.env)
-    state.claim_network(vm)
     vm.refresh_from_db(fields=["net_blacklist"])  # the caller's copy may predate the last change
     previous = list(vm.net_blacklist or [])
+    if sorted(previous) == sorted(blacklist):
+        return None
+    state.claim_network(vm)
     Vm.objects.filter(pk=vm.pk).update(net_blacklist=blacklist)
     return record(K.VM_SET_BLACKLIST, env=vm.env, vm=vm, by=by, idempotency_key=idempotency_key,
                   params={"previous": previous, "blacklist": blacklist})
 
 
 @idempotent
-def vm_set_ports(*, vm: Vm, ports, by, idempotency_key: str = "") -> Operation:
-    """Make the VM's forwarded inner ports exactly `ports`; kept ones keep their public port."""
+def vm_set_ports(*, vm: Vm, ports, by, idempotency_key: str = "") -> Operation | None:
+    """Make the VM's forwarded inner ports exactly `ports`; kept ones keep their public port.
+    None when they are so already (nothing recorded)."""
     policy.check_can_manage(by, vm.env)
     wanted = parse_ports(ports, "ports")
     if vm.net_kind == Vm.NetKind.FLAT and wanted:
-        raise InvalidInput("ports", "FLAT VMs are reached at their own address and have no port map")
+        raise ConflictingInput("ports", "FLAT VMs are reached at their own address and have no port map")
     policy.check_live(vm.env)
-    state.claim_network(vm)
     current = {(p.protocol, p.inner_port): p for p in vm.port_mappings.all()}
+    if set(current) == set(wanted):
+        return None
+    state.claim_network(vm)
     previous = [[p.protocol, p.inner_port, p.public_port] for p in current.values()]
     for key, mapping in current.items():
         if key not in wanted:
@@ -203,17 +248,10 @@ def vm_set_ports(*, vm: Vm, ports, by, idempotency_key: str = "") -> Operation:
 
 
 def _check_life_time(life_time) -> int | None:
-    if life_time in (None, "", 0):
+    """Seconds the snapshot lives (None: kept until destroyed)."""
+    if life_time is None:
         return None
-    if isinstance(life_time, bool):
-        raise InvalidInput("life_time", "must be a number of seconds")
-    try:
-        seconds = int(life_time)
-    except (TypeError, ValueError):
-        raise InvalidInput("life_time", "must be a number of seconds") from None
-    if not 60 <= seconds <= 365 * 24 * 3600:
-        raise InvalidInput("life_time", "must be between 60 seconds and 365 days")
-    return seconds
+    return int_in(life_time, "life_time", limits.SNAPSHOT_LIFE_MIN, limits.SNAPSHOT_LIFE_MAX, "seconds")
 
 
 @idempotent
@@ -224,7 +262,7 @@ def snapshot_create(*, vm: Vm, name: str, by, life_time=None, idempotency_key: s
     seconds = _check_life_time(life_time)
     _require_feature(vm, Feature.SNAPSHOT)
     if vm.snapshots.filter(name=name).exists():
-        raise InvalidInput("name", f"VM {vm.name} already has a snapshot named {name}")
+        raise ConflictingInput("name", f"VM {vm.name} already has a snapshot named {name}")
     env = _locked_env(vm.env)
     policy.check_live(env)
     now = timezone.now()

@@ -5,16 +5,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from django.core.exceptions import ValidationError
-
 from engines.models import Node
 from engines.registry import driver_class
 from engines.specs import Feature
-from ttportal.errors import Exhausted, InvalidInput, Unsupported
-from ttportal.validators import NAME_RULE, validate_dns_label
-from vms.models import PortMapping, Vm, VmTemplate, live_vms
-
-PROTOCOLS = {PortMapping.Protocol.TCP, PortMapping.Protocol.UDP}
+from ttportal import limits
+from ttportal.errors import ConflictingInput, Exhausted, InvalidInput, Unsupported
+from ttportal.limits import NAME_RULE
+from vms.models import Vm, VmTemplate, live_vms
 
 
 @dataclass
@@ -33,67 +30,81 @@ class NewVm:
 
 
 def check_name(value, field_name: str) -> str:
-    if not isinstance(value, str):
+    if not limits.matches(limits.NAME_PATTERN, value):
         raise InvalidInput(field_name, NAME_RULE)
-    try:
-        validate_dns_label(value)
-    except ValidationError:
-        raise InvalidInput(field_name, NAME_RULE) from None
     return value
 
 
-def _int_in(value, field_name: str, lo: int, hi: int, rule: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise InvalidInput(field_name, f"must be an integer between {lo} and {hi}")
-    try:
-        number = int(value)
-    except ValueError:
-        raise InvalidInput(field_name, f"must be an integer between {lo} and {hi}") from None
-    if not lo <= number <= hi:
-        raise InvalidInput(field_name, rule or f"must be between {lo} and {hi}")
-    return number
+def int_in(value, field_name: str, lo: int, hi: int, unit: str = "") -> int:
+    """An integer (or its decimal digits, as forms give them) between lo and hi."""
+    rule = limits.between(lo, hi, unit)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidInput(field_name, rule)
+    return value
+
+
+def _port_item(item, where: str) -> tuple[str, int]:
+    """One port as the API documents it: 80, "80", "53/udp", {"protocol": "udp", "inner_port": 53}
+    (and ("udp", 53) from Python callers)."""
+    rule = (f'must be a port ({limits.PORT_MIN}-{limits.PORT_MAX}), "<port>/tcp", "<port>/udp" '
+            'or {"protocol": "tcp"|"udp", "inner_port": <port>}')
+    if isinstance(item, dict):
+        protocol, port = item.get("protocol", "tcp"), item.get("inner_port")
+        if set(item) - {"protocol", "inner_port"}:
+            raise InvalidInput(where, rule)
+    elif isinstance(item, tuple) and len(item) == 2:
+        protocol, port = item
+    elif isinstance(item, str):
+        if not limits.matches(limits.PORT_TEXT_PATTERN, item):
+            number = item.partition("/")[0]
+            if number.isascii() and number.isdigit() and limits.matches(r"[0-9]+(/(tcp|udp))?", item):
+                raise InvalidInput(where, limits.between(limits.PORT_MIN, limits.PORT_MAX))
+            raise InvalidInput(where, rule)
+        port, _, protocol = item.partition("/")
+        return protocol or "tcp", int(port)
+    else:
+        protocol, port = "tcp", item
+    if protocol not in limits.PROTOCOLS:
+        raise InvalidInput(where, "protocol must be tcp or udp")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise InvalidInput(where, rule)
+    if not limits.PORT_MIN <= port <= limits.PORT_MAX:
+        raise InvalidInput(where, limits.between(limits.PORT_MIN, limits.PORT_MAX))
+    return protocol, port
 
 
 def parse_ports(raw, field_name: str) -> list[tuple[str, int]]:
-    """Accept 80, "80", "53/udp", ("udp", 53) or {"protocol": "udp", "inner_port": 53}."""
+    """The ports to forward, each once, in the order first listed (at most PORTS_MAX)."""
     if raw is None:
         return []
     if not isinstance(raw, list | tuple):
         raise InvalidInput(field_name, "must be a list of ports like 80 or \"53/udp\"")
+    if len(raw) > limits.PORTS_MAX:
+        raise InvalidInput(field_name, f"at most {limits.PORTS_MAX} ports")
     result: list[tuple[str, int]] = []
     for i, item in enumerate(raw):
-        where = f"{field_name}[{i}]"
-        if isinstance(item, dict):
-            protocol, port = item.get("protocol", "tcp"), item.get("inner_port")
-        elif isinstance(item, list | tuple) and len(item) == 2:
-            protocol, port = item
-        elif isinstance(item, str) and "/" in item:
-            port, protocol = item.split("/", 1)
-        else:
-            protocol, port = "tcp", item
-        protocol = str(protocol).lower()
-        if protocol not in PROTOCOLS:
-            raise InvalidInput(where, "protocol must be tcp or udp")
-        entry = (protocol, _int_in(port, where, 1, 65535))
-        if entry in result:
-            raise InvalidInput(where, f"port {entry[1]}/{entry[0]} is listed twice")
-        result.append(entry)
+        entry = _port_item(item, f"{field_name}[{i}]")
+        if entry not in result:
+            result.append(entry)
     return result
 
 
 def parse_blacklist(raw, field_name: str = "net_blacklist") -> list[str]:
+    """IPv4 addresses, each once (at most BLACKLIST_MAX listed)."""
     if not isinstance(raw, list | tuple):
         raise InvalidInput(field_name, "must be a list of IPv4 addresses")
+    if len(raw) > limits.BLACKLIST_MAX:
+        raise InvalidInput(field_name, f"at most {limits.BLACKLIST_MAX} addresses")
     result: list[str] = []
     for i, item in enumerate(raw):
-        try:
-            address = str(ipaddress.IPv4Address(str(item).strip()))
-        except ValueError:
-            raise InvalidInput(f"{field_name}[{i}]", f"{item!r} is not an IPv4 address") from None
+        item = item.strip() if isinstance(item, str) else item  # as forms split them
+        if not limits.matches(limits.IPV4_PATTERN, item):
+            raise InvalidInput(f"{field_name}[{i}]", f"{item!r} is not an IPv4 address")
+        address = str(ipaddress.IPv4Address(item))
         if address not in result:
             result.append(address)
-    if len(result) > 1024:
-        raise InvalidInput(field_name, "at most 1024 addresses")
     return result
 
 
@@ -108,7 +119,9 @@ def resolve_template(value, field_name: str) -> VmTemplate:
     else:
         template = None
     if template is None or not template.enabled:
-        raise InvalidInput(field_name, "must name an existing, enabled template")
+        if not isinstance(value, VmTemplate | int | str) or value in ("", 0):
+            raise InvalidInput(field_name, "must name an existing, enabled template")
+        raise ConflictingInput(field_name, "must name an existing, enabled template")
     return template
 
 
@@ -144,7 +157,7 @@ def pick_node(
     )
     candidates = list(nodes)
     if not candidates:
-        raise InvalidInput(
+        raise ConflictingInput(
             field_name,
             f"no enabled node runs an engine this template supports ({template.compatible_engines})",
         )
@@ -167,23 +180,37 @@ def pick_node(
     raise Exhausted("no node has enough free CPU and memory for this VM", field=field_name)
 
 
+def _at_least(value: int, field_name: str, minimum: int, rule: str) -> int:
+    """Within the absolute bounds (checked before) but below what the template needs: a rule
+    that depends on the template named, so it is a ConflictingInput (422 in the API)."""
+    if value < minimum:
+        raise ConflictingInput(field_name, rule)
+    return value
+
+
 def validate_new_vm(spec: NewVm, prefix: str) -> tuple[NewVm, VmTemplate, list[tuple[str, int]]]:
     """Check every field of a new VM; errors name the field as `prefix.field`."""
     f = lambda name: f"{prefix}.{name}" if prefix else name  # noqa: E731
     name = check_name(spec.name, f("name"))
-    template = resolve_template(spec.template, f("template"))
-    cpu = _int_in(spec.cpu_num, f("cpu_num"), template.min_cpu, 64,
-                  f"must be between {template.min_cpu} (template minimum) and 64")
-    mem = _int_in(spec.mem_mb, f("mem_mb"), template.min_mem_mb, 262144,
-                  f"must be between {template.min_mem_mb} MiB (template minimum) and 262144 MiB")
-    disk_raw = spec.disk_mb if spec.disk_mb not in (None, "") else template.min_disk_mb
-    disk = _int_in(disk_raw, f("disk_mb"), template.min_disk_mb, 4194304,
-                   f"must be at least the template's size ({template.min_disk_mb} MiB) and at most 4 TiB")
+    cpu = int_in(spec.cpu_num, f("cpu_num"), 1, limits.CPU_MAX)
+    mem = int_in(spec.mem_mb, f("mem_mb"), 1, limits.MEM_MAX_MB, "MiB")
+    disk = None
+    if spec.disk_mb not in (None, ""):
+        disk = int_in(spec.disk_mb, f("disk_mb"), 1, limits.DISK_MAX_MB, "MiB")
     if spec.net_kind not in Vm.NetKind.values:
         raise InvalidInput(f("net_kind"), "must be nat or flat")
     ports = parse_ports(spec.ports, f("ports"))
     if spec.net_kind == Vm.NetKind.FLAT and ports:
         raise InvalidInput(f("ports"), "FLAT VMs are reached at their own address and have no port map")
+    # Then the rules that depend on the template named.
+    template = resolve_template(spec.template, f("template"))
+    _at_least(cpu, f("cpu_num"), template.min_cpu, f"must be at least {template.min_cpu} (template minimum)")
+    _at_least(mem, f("mem_mb"), template.min_mem_mb,
+              f"must be at least {template.min_mem_mb} MiB (template minimum)")
+    if disk is None:
+        disk = template.min_disk_mb
+    _at_least(disk, f("disk_mb"), template.min_disk_mb,
+              f"must be at least the template's size ({template.min_disk_mb} MiB)")
     clean = NewVm(name=name, template=template, cpu_num=cpu, mem_mb=mem, disk_mb=disk, ports=ports,
                   net_kind=spec.net_kind, keep_image=bool(spec.keep_image), rand_uuid=bool(spec.rand_uuid))
     return clean, template, ports

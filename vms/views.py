@@ -23,9 +23,10 @@ from envs.models import Env
 from envs.views import operations_context
 from ttportal.errors import InvalidInput
 from ttportal.hours import parse_hours
+from ttportal.limits import SNAPSHOT_LIFE_MAX, SNAPSHOT_LIFE_MIN
 from ttportal.portal import act, back_url, post_action
 from vms import services, state
-from vms.models import SNAPSHOT_LIFE_TIME_MAX, SNAPSHOT_LIFE_TIME_MIN, Snapshot, Vm, VmTemplate
+from vms.models import Snapshot, Vm, VmTemplate
 
 
 def _vm_for(request: HttpRequest, pk: int) -> Vm:
@@ -92,7 +93,7 @@ def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
     vm = _vm_for(request, pk)
     try:
         life_time = parse_hours(request.POST.get("life_time_hours"), "life_time_hours",
-                                min_seconds=SNAPSHOT_LIFE_TIME_MIN, max_seconds=SNAPSHOT_LIFE_TIME_MAX,
+                                min_seconds=SNAPSHOT_LIFE_MIN, max_seconds=SNAPSHOT_LIFE_MAX,
                                 empty="keep it until deleted")
     except InvalidInput as exc:
         messages.error(request, f"Life time ({exc.field}): {exc.message}")
@@ -115,7 +116,8 @@ vm_blacklist = post_action(_vm_for, services.vm_set_blacklist, target="vm", back
                            fields=lambda request: {"addresses": _split(request.POST.get("addresses", ""))})
 vm_ports = post_action(_vm_for, services.vm_set_ports, target="vm", back=_back,
                        says=lambda vm: f"Updating the forwarded ports of {vm.name}",
-                       fields=lambda request: {"ports": _split(request.POST.get("ports", ""))})
+                       # "53/UDP" is typed too: the API takes the lower-case form only.
+                       fields=lambda request: {"ports": _split(request.POST.get("ports", "").lower())})
 snapshot_apply = post_action(_snapshot_for, services.snapshot_apply, target="snapshot",
                              back=lambda snap: _back(snap.vm),
                              says=lambda snap: f"Applying snapshot {snap.name} to {snap.vm.name}")

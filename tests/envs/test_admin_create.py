@@ -100,7 +100,7 @@ def test_it_creates_an_env_with_two_vms_for_alice(client, root, alice, template,
         ({}, [{}, {"name": "vm0"}], ("vms", 1, "name"), "already has a VM named vm0"),
         ({"lifetime_hours": "168.01"}, [{}], ("env", "lifetime_hours"), "between 0.01 and 168"),
         ({"lifetime_hours": "1e9"}, [{}], ("env", "lifetime_hours"), "between 0.01 and 168"),
-        ({}, [{"ports": "80, abc"}], ("vms", 0, "ports"), "abc: must be an integer"),
+        ({}, [{"ports": "80, abc"}], ("vms", 0, "ports"), "must be a port"),
         ({}, [{}, None, {"net_kind": "flat", "ports": "22"}], ("vms", 2, "ports"), "FLAT VMs"),
     ],
     ids=["disk-too-small", "bad-name", "duplicate-vm-names", "lifetime-past-max", "lifetime-absurd",
@@ -156,7 +156,7 @@ def test_it_refuses_a_name_the_owner_already_uses(client, root, alice, bob, temp
     assert client.post(ADD, form_data(alice, [vm_row(template, "vm0")])).status_code == 302
     response = client.post(ADD, form_data(alice, [vm_row(template, "vm0")]))
     assert response.status_code == 200
-    assert "already have a live Env named demo" in response.context["form"].errors["name"][0]
+    assert "already has a live Env named demo" in response.context["form"].errors["name"][0]
     # Another owner may use the name.
     assert client.post(ADD, form_data(bob, [vm_row(template, "vm0")])).status_code == 302
     assert Env.objects.filter(name="demo").count() == 2

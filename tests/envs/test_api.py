@@ -70,7 +70,6 @@ def test_it_refuses_to_create_for_someone_else_without_telling_who_exists(alice,
     ({"name": "Not A Label", "vms": [NEW_VM]}, "name"),
     ({"name": "demo", "vms": []}, "vms"),
     ({"name": "demo"}, "vms"),
-    ({"name": "demo", "vms": [{**NEW_VM, "template": "no/such"}]}, "vms[0].template"),
     ({"name": "demo", "vms": [{**NEW_VM, "cpu_num": "many"}]}, "vms[0].cpu_num"),
     ({"name": "demo", "vms": [{**NEW_VM, "ports": [70000]}]}, "vms[0].ports[0]"),
     ({"name": "demo", "vms": [NEW_VM], "lifetime": -5}, "lifetime"),
@@ -84,6 +83,18 @@ def test_it_answers_bad_input_with_the_field_and_the_rule(alice, template, db_st
     assert (error["code"], error["field"]) == ("invalid", field)
     assert error["message"]
     assert error["errors"][field] == [error["message"]]
+    assert db_state() == before
+
+
+@pytest.mark.parametrize(("vm", "field"), [
+    ({"template": "no/such"}, "vms[0].template"),
+    ({"mem_mb": 1}, "vms[0].mem_mb"),  # within the schema's bounds, below the template's minimum
+])
+def test_it_answers_a_rule_the_schema_cannot_state_with_422(alice, template, db_state, vm, field):
+    before = db_state()
+    response = client_for(alice).post("/api/envs/", {"name": "demo", "vms": [{**NEW_VM, **vm}]})
+    assert response.status_code == 422
+    assert (response.json()["code"], response.json()["field"]) == ("invalid", field)
     assert db_state() == before
 
 
@@ -166,7 +177,7 @@ def test_it_adds_a_vm_to_an_env(alice, make_env, run_tasks):
 def test_it_names_the_field_of_a_bad_vm_to_add(alice, make_env):
     env = make_env(alice)
     response = client_for(alice).post(f"/api/envs/{env.pk}/vms/", {"name": "vm0", "template": "tt/busybox"})
-    assert response.status_code == 400
+    assert response.status_code == 422  # the name is well formed, but taken
     assert (response.json()["code"], response.json()["field"]) == ("invalid", "name")
 
 
@@ -235,7 +246,7 @@ def test_it_refuses_an_overlong_idempotency_key(alice, make_env):
     env = make_env(alice)
     response = client_for(alice).post(f"/api/envs/{env.pk}/stop/", HTTP_IDEMPOTENCY_KEY="k" * 129)
     assert response.status_code == 400
-    assert (response.json()["code"], response.json()["field"]) == ("invalid", "idempotency_key")
+    assert (response.json()["code"], response.json()["field"]) == ("invalid", "Idempotency-Key")
 
 
 def test_it_filters_envs(alice, olga, make_env, run_tasks):

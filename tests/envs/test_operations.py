@@ -427,4 +427,4 @@ def test_it_records_nothing_for_a_refused_request_so_its_key_can_be_retried(
 def test_it_refuses_an_overlong_key(alice, vm, db_state):
     with refused(db_state, InvalidInput) as caught:
         vm_stop(vm=vm, by=alice, idempotency_key="k" * 129)
-    assert caught.value.field == "idempotency_key"
+    assert caught.value.field == "Idempotency-Key"

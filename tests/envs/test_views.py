@@ -216,7 +216,7 @@ def test_it_names_a_duplicate_env(client, alice, make_env, template):
     make_env(alice, name="web")
     client.force_login(alice)
     response = client.post(url("envs:create"), create_data(template))
-    assert "already have a live Env" in response.context["form"].errors["name"][0]
+    assert "already has a live Env" in response.context["form"].errors["name"][0]
 
 
 def test_it_asks_to_retry_a_create_that_lost_a_race(client, alice, make_env, template, monkeypatch, db_state):
@@ -364,7 +364,8 @@ def test_it_refuses_an_extension_past_the_maximum_with_a_message(client, alice, 
     env = make_env(alice)
     client.force_login(alice)
     response = client.post(url("envs:extend", env), {"hours": "4"}, follow=True)  # 4 h + 4 h > 5 h
-    assert any("must not be past" in m for m in flash(response))
+    # Named as the form names it: hours, not the service's end_at or extend_by.
+    assert any(m.startswith("hours: must not end past") for m in flash(response)), flash(response)
     assert not Operation.objects.filter(kind=Operation.Kind.ENV_EXTEND).exists()
 
 
@@ -375,7 +376,7 @@ def test_it_passes_an_extension_of_a_whole_lifetime_to_env_extend(client, alice,
     # is env_extend's rule to state.
     response = client.post(url("envs:extend", env), {"hours": "168"}, follow=True)
     [message] = flash(response)
-    assert "must not be past start" in message
+    assert message.startswith("hours: must not end past")
     assert not Operation.objects.filter(kind=Operation.Kind.ENV_EXTEND).exists()
 
 

@@ -125,7 +125,7 @@ def test_it_reports_a_bad_port_and_changes_nothing(client, alice, vm):
     before = list(vm.port_mappings.values_list("protocol", "inner_port", "public_port"))
     client.force_login(alice)
     response = client.post(reverse("vms:ports", args=[vm.pk]), {"ports": "22, 70000"}, follow=True)
-    assert flash(response) == ["ports[1]: must be between 1 and 65535"]
+    assert flash(response) == ["ports[1]: must be an integer between 1 and 65535"]
     assert list(vm.port_mappings.values_list("protocol", "inner_port", "public_port")) == before
     assert not Operation.objects.filter(kind=K.VM_SET_PORTS).exists()
 

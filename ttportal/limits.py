@@ -1,0 +1,93 @@
+"""Every bound and pattern a request is held to, declared once.
+
+The services check them (so the portal, the API and the admin refuse the same
+things with the same words), and the API's serializers hand the same numbers
+and patterns to its OpenAPI schema, so the schema says exactly what the server
+takes. Patterns are written to mean the same in Python's `re` (used with
+`fullmatch`) and in the ECMA dialect JSON Schema uses.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+
+# Env, VM and snapshot names end up in host names: DNS labels.
+NAME_MAX = 63
+NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+NAME_RULE = (
+    "must be 1-63 characters of lower-case letters, digits and hyphens, "
+    "starting with a letter and not ending with a hyphen"
+)
+
+# A VM's resources.
+CPU_MAX = 64
+MEM_MAX_MB = 262144
+DISK_MAX_MB = 4 * 1024 * 1024
+
+# Forwarded ports: 80, "80", "53/udp" or {"protocol": "udp", "inner_port": 53}.
+PORT_MIN, PORT_MAX = 1, 65535
+PORTS_MAX = 1024
+PORT_TEXT_PATTERN = (
+    r"^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+    r"(/(tcp|udp))?$"
+)
+PROTOCOLS = ("tcp", "udp")
+
+# Addresses a VM may not reach.
+BLACKLIST_MAX = 1024
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+IPV4_PATTERN = rf"^({_OCTET}\.){{3}}{_OCTET}$"
+
+# Snapshots live from a minute to a year (none: kept until destroyed).
+SNAPSHOT_LIFE_MIN = 60
+SNAPSHOT_LIFE_MAX = 365 * 24 * 3600
+
+# An Env's lifetime in seconds: at least one, at most TT_MAX_ENV_LIFETIME.
+LIFETIME_MIN = 1
+
+# API tokens.
+TOKEN_NAME_MAX = 100
+# Printable (no control characters), and not only spaces.
+TOKEN_NAME_PATTERN = r"^(?=[\s\S]*[^ ])[^\x00-\x1f\x7f]+$"
+TOKEN_NAME_RULE = "must be 1-100 characters, not only spaces and no control characters"
+TOKEN_TTL_MIN = 60
+
+# Templates are named by operators ("tt/busybox"); a request names one.
+TEMPLATE_NAME_MAX = 200
+
+# Requests.
+IDEMPOTENCY_KEY_MAX = 128
+PAGE_SIZE_MAX = 200
+# The largest id a database row can have (a 64-bit signed primary key).
+ID_MAX = 2**63 - 1
+
+
+def lifetime_max() -> int:
+    return settings.TT_MAX_ENV_LIFETIME
+
+
+def token_ttl_max() -> int:
+    return settings.TT_API_TOKEN_MAX_TTL
+
+
+def vms_max() -> int:
+    return settings.TT_MAX_VMS_PER_ENV
+
+
+def between(low: int, high: int, unit: str = "") -> str:
+    """The rule of a bounded integer, as every refusal states it."""
+    unit = f" {unit}" if unit else ""
+    return f"must be an integer between {low} and {high}{unit}"
+
+
+def matches(pattern: str, value) -> bool:
+    """`value` is a string matching `pattern` whole (no trailing newline slips through `$`)."""
+    return isinstance(value, str) and re.fullmatch(pattern, value) is not None
+
+
+# Another owner's Env, as its owner tells it: "owner/name".
+ENV_REF_MAX = 255
+ENV_REF_PATTERN = r"^[^/\x00]+/[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+ENV_REF_RULE = "must name an Env as owner/name"
