@@ -15,6 +15,15 @@ from accounts import services
 from accounts.models import ApiToken
 from accounts.serializers import NewTokenSerializer, TokenCreate, TokenSerializer
 from envs.api import parse
+from ttportal.api_query import StrictFilterSet, TextFilter
+
+
+class TokenFilter(StrictFilterSet):
+    name = TextFilter(help_text="The token's name, exactly.")
+
+    class Meta:
+        model = ApiToken
+        fields = ["name"]
 
 
 @extend_schema_view(
@@ -27,7 +36,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     lookup_field = "public_id"
     lookup_url_kwarg = "id"
     ordering_fields = ["created", "expiry", "last_used_at", "name"]
-    filterset_fields = ["name"]
+    filterset_class = TokenFilter
 
     def get_queryset(self):
         return ApiToken.objects.visible_to(self.request.user).unexpired().select_related("user")

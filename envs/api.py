@@ -26,7 +26,7 @@ from envs.serializers import (
     PeerRequest,
 )
 from ttportal.api import idempotency_key
-from ttportal.api_query import BoolFilter, IdFilter
+from ttportal.api_query import BoolFilter, IdFilter, StrictFilterSet, TextFilter
 from ttportal.errors import ConflictingInput, Forbidden, NotFound
 from vms.models import Vm
 from vms.serializers import NewVmSerializer
@@ -75,11 +75,11 @@ class OperationsActionsMixin:
 # --- Envs ------------------------------------------------------------------------
 
 
-class EnvFilter(django_filters.FilterSet):
-    name = django_filters.CharFilter(lookup_expr="icontains")
+class EnvFilter(StrictFilterSet):
+    name = TextFilter(lookup_expr="icontains")
     status = django_filters.ChoiceFilter(choices=Env.Status.choices)
     live = BoolFilter(method="filter_live", label="Not destroyed")
-    owner = django_filters.CharFilter(field_name="owner__username", label="Owner's username (staff)")
+    owner = TextFilter(field_name="owner__username", label="Owner's username (staff)")
 
     class Meta:
         model = Env
@@ -216,7 +216,7 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
 # --- Operations ---------------------------------------------------------------------
 
 
-class OperationFilter(django_filters.FilterSet):
+class OperationFilter(StrictFilterSet):
     status = django_filters.ChoiceFilter(choices=Operation.Status.choices)
     kind = django_filters.ChoiceFilter(choices=Operation.Kind.choices)
     env = IdFilter(field_name="env_id")

@@ -109,7 +109,8 @@ class EnvCreate(StrictSerializer):
     end_at = DateTime(required=False, help_text="Instead of lifetime: the end, at most "
                       "TT_MAX_ENV_LIFETIME from now.")
     deny_outgoing = Boolean(default=False)
-    owner = Text(rule="must name an active user", max_length=150, required=False,
+    owner = Text(rule="must name an active user", pattern=limits.PRINTABLE_PATTERN,
+                 max_length=limits.USERNAME_MAX, required=False,
                  help_text="Username of the owner (staff only; default: you).")
 
     class Meta:

@@ -14,7 +14,9 @@ import logging
 from django.core.exceptions import BadRequest, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
+from django.views import csrf
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -144,6 +146,7 @@ def error_response(status_code: int, code: str, message: str) -> JsonResponse:
     return JsonResponse({"code": code, "message": message}, status=status_code)
 
 
+@csrf_exempt  # it changes nothing, and a POST with a session cookie must still get this 404
 def not_found(request, *args, **kwargs) -> JsonResponse:
     """Any /api/ path no route takes (/api/vms/0.5/, /api/nothing/)."""
     return error_response(404, str(ErrorCode.NOT_FOUND), "no such API resource")
@@ -168,6 +171,14 @@ class JsonErrors:
             return not_found(request)
         log.exception("API request failed: %s %s", request.method, request.path)
         return error_response(500, str(ErrorCode.INTERNAL), "internal error; it has been logged")
+
+
+def csrf_failure(request, reason: str = "") -> HttpResponse:
+    """settings.CSRF_FAILURE_VIEW: JSON under /api/ (a session-cookie POST without its
+    token), Django's page elsewhere."""
+    if is_api(request):
+        return error_response(403, str(ErrorCode.FORBIDDEN), f"CSRF check failed: {reason}")
+    return csrf.csrf_failure(request, reason=reason)
 
 
 def handler(status_code: int, code: ErrorCode, message: str, page):

@@ -10,12 +10,14 @@ patterns come from ttportal.limits, where the services read them too.
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import UTC, datetime
 
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 from rest_framework.fields import empty
+from rest_framework.settings import api_settings
 
 from ttportal.limits import NAME_MAX, NAME_PATTERN, NAME_RULE, between
 
@@ -118,7 +120,10 @@ class StrictSerializer(serializers.Serializer):
 
     def run_validation(self, data=empty):
         if data is not empty and data is not None and not isinstance(data, dict):
-            self.fail("invalid")
+            # Keyed, as DRF keys its own: a serializer's errors are a dict ("[1]" as a
+            # body is a list, not an object, and must not become a 500).
+            raise serializers.ValidationError(
+                {api_settings.NON_FIELD_ERRORS_KEY: [self.error_messages["invalid"]]}, code="invalid")
         return super().run_validation(data)
 
 
@@ -133,7 +138,9 @@ class StrictSerializerSchema(OpenApiSerializerExtension):
         if direction == "request":
             schema["additionalProperties"] = False
             meta = getattr(self.target, "Meta", None)
-            schema.update(getattr(meta, "schema_extra", {}))
+            # A copy: drf-spectacular's post-processing rewrites the schema in place, and
+            # must not rewrite the class's own keywords for the next schema it builds.
+            schema.update(copy.deepcopy(getattr(meta, "schema_extra", {})))
             for name, field in self.target.fields.items():
                 # A list of objects (many=True) carries its bounds on the ListSerializer,
                 # which drf-spectacular does not read.

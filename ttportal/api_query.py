@@ -15,7 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import BaseFilterBackend, OrderingFilter
 
-from ttportal.limits import ID_MAX
+from ttportal.limits import ID_MAX, QUERY_TEXT_PATTERN
 
 
 class SingleValued(BaseFilterBackend):
@@ -81,3 +81,22 @@ class BoolFilter(django_filters.Filter):
     """true or false (django-filter's own BooleanFilter turns anything else into "no filter")."""
 
     field_class = _TrueOrFalse
+
+
+@extend_schema_field({"type": "string", "pattern": QUERY_TEXT_PATTERN})
+class TextFilter(django_filters.CharFilter):
+    """Text to match (empty: no filter); NUL, which no stored text holds, is refused."""
+
+
+class StrictFilterSet(django_filters.FilterSet):
+    """A filter given empty (?status=, ?env=) is refused: django-filter would take it for
+    "no filter", but an empty string is no status, id or boolean. Text filters (an empty
+    substring matches everything) are the exception."""
+
+    def is_valid(self):
+        valid = super().is_valid()
+        for name, filter_ in self.filters.items():
+            if self.data.get(name) == "" and not isinstance(filter_, TextFilter):
+                self.form.add_error(name, "must not be empty")
+                valid = False
+        return valid

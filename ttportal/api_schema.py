@@ -22,17 +22,18 @@ class ErrorSerializer(serializers.Serializer):
     """Every error body: a stable code to branch on, a message for people."""
 
     code = serializers.CharField(
-        help_text="Stable error code: invalid, forbidden, not_found, not_authenticated, "
-        "authentication_failed, method_not_allowed, illegal_state, cooldown, "
-        "unsupported_feature, resources_exhausted, parse_error, or an engine step code."
+        help_text="Stable error code: invalid (400 and 422), forbidden, not_found, not_authenticated, "
+        "authentication_failed, method_not_allowed, illegal_state, cooldown (429), "
+        "idempotency_key_reused (422), unsupported_feature, resources_exhausted, parse_error, "
+        "internal, or an engine step code."
     )
     message = serializers.CharField()
     field = serializers.CharField(
-        required=False, help_text="The field at fault (400 only), e.g. vms[0].name."
+        required=False, help_text="The field at fault (400 and 422), e.g. vms[0].name."
     )
     errors = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField()), required=False,
-        help_text="Every field error, DRF style, keyed by field path (400 only).",
+        help_text="Every field error, DRF style, keyed by field path (400 and 422).",
     )
     retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait (429 only).")
 
@@ -60,6 +61,13 @@ class AutoSchema(SpectacularAutoSchema):
             for code in self._error_statuses():
                 bodies.setdefault(str(code), self._get_response_for_code(ErrorSerializer, str(code)))
         return bodies
+
+    def _get_request_for_media_type(self, serializer, direction="request"):
+        # A body whose fields are each optional but which must name at least one of them
+        # (minProperties, e.g. extend's end_at or lifetime) is itself required.
+        schema, required = super()._get_request_for_media_type(serializer, direction)
+        extra = getattr(getattr(serializer, "Meta", None), "schema_extra", {})
+        return schema, required or extra.get("minProperties", 0) >= 1
 
     def get_override_parameters(self):
         params = list(super().get_override_parameters())

@@ -54,8 +54,19 @@ TOKEN_NAME_PATTERN = r"^(?=[\s\S]*[^ ])[^\x00-\x1f\x7f]+$"
 TOKEN_NAME_RULE = "must be 1-100 characters, not only spaces and no control characters"
 TOKEN_TTL_MIN = 60
 
+# Text that names something stored (a template, a user): any printable characters,
+# none of the control characters no name has (NUL is one no database stores).
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+# Text a list is filtered by (a substring, a name): anything but NUL.
+QUERY_TEXT_PATTERN = r"^[^\x00]*$"
+
 # Templates are named by operators ("tt/busybox"); a request names one.
 TEMPLATE_NAME_MAX = 200
+TEMPLATE_NAME_RULE = "must name an existing, enabled template"
+
+# Users are named by their username (Django's limit).
+USERNAME_MAX = 150
 
 # Requests.
 IDEMPOTENCY_KEY_MAX = 128

@@ -50,6 +50,9 @@ MIDDLEWARE = [
     "ttportal.api.JsonErrors",
 ]
 
+# A failed CSRF check is a JSON error under /api/ like every other API refusal.
+CSRF_FAILURE_VIEW = "ttportal.api.csrf_failure"
+
 ROOT_URLCONF = "ttportal.urls"
 WSGI_APPLICATION = "ttportal.wsgi.application"
 

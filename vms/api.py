@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 
 from envs.api import OperationsActionsMixin, accepted, operation_action, parse
 from ttportal.api import idempotency_key
-from ttportal.api_query import BoolFilter, IdFilter
+from ttportal.api_query import BoolFilter, IdFilter, StrictFilterSet, TextFilter
 from vms import services
 from vms.models import PortMapping, Snapshot, Vm, VmTemplate
 from vms.serializers import (
@@ -28,14 +28,14 @@ from vms.serializers import (
 # --- VMs -----------------------------------------------------------------------------
 
 
-class VmFilter(django_filters.FilterSet):
-    name = django_filters.CharFilter(lookup_expr="icontains")
+class VmFilter(StrictFilterSet):
+    name = TextFilter(lookup_expr="icontains")
     status = django_filters.ChoiceFilter(choices=Vm.Status.choices)
     live = BoolFilter(method="filter_live", label="Not destroyed")
     # Ids and names, not model choices (see IdFilter).
     env = IdFilter(field_name="env_id")
-    node = django_filters.CharFilter(field_name="node__name", label="Node name")
-    template = django_filters.CharFilter(field_name="template__name", label="Template name")
+    node = TextFilter(field_name="node__name", label="Node name")
+    template = TextFilter(field_name="template__name", label="Template name")
 
     class Meta:
         model = Vm
@@ -121,11 +121,11 @@ class VmViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveMo
 # --- Snapshots ---------------------------------------------------------------------------
 
 
-class SnapshotFilter(django_filters.FilterSet):
+class SnapshotFilter(StrictFilterSet):
     status = django_filters.ChoiceFilter(choices=Snapshot.Status.choices)
     vm = IdFilter(field_name="vm_id")
     env = IdFilter(field_name="vm__env_id")
-    name = django_filters.CharFilter(lookup_expr="icontains")
+    name = TextFilter(lookup_expr="icontains")
 
     class Meta:
         model = Snapshot
@@ -168,8 +168,8 @@ class SnapshotViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.Retr
 # --- Templates ------------------------------------------------------------------------------
 
 
-class TemplateFilter(django_filters.FilterSet):
-    name = django_filters.CharFilter(lookup_expr="icontains")
+class TemplateFilter(StrictFilterSet):
+    name = TextFilter(lookup_expr="icontains")
     enabled = BoolFilter()
 
     class Meta:

@@ -111,7 +111,8 @@ class SnapshotSerializer(serializers.HyperlinkedModelSerializer):
 
 class NewVmSerializer(StrictSerializer):
     name = Name(help_text="DNS label, unique among the Env's live VMs.")
-    template = Text(rule="must name an existing, enabled template", max_length=limits.TEMPLATE_NAME_MAX,
+    template = Text(rule=limits.TEMPLATE_NAME_RULE, pattern=limits.PRINTABLE_PATTERN,
+                    max_length=limits.TEMPLATE_NAME_MAX,
                     help_text='Template name, e.g. "tt/busybox" (see /api/templates/).')
     cpu_num = Integer(min_value=1, max_value=limits.CPU_MAX, default=1,
                       help_text="At least the template's min_cpu.")
@@ -123,6 +124,7 @@ class NewVmSerializer(StrictSerializer):
     net_kind = serializers.ChoiceField(choices=Vm.NetKind.choices, default=Vm.NetKind.NAT)
     keep_image = Boolean(default=False)
     rand_uuid = Boolean(default=True)
+
 
 
 class Blacklist(StrictSerializer):

@@ -479,6 +479,21 @@ def test_it_explains_a_refusal_by_the_cooldown(client, alice, make_env, settings
     assert not Operation.objects.filter(kind=Operation.Kind.ENV_STOP).exists()
 
 
+def test_it_checks_a_vm_to_add_before_the_cooldown(client, alice, make_env, template, settings, time_machine):
+    time_machine.move_to(T0, tick=False)
+    env = make_env(alice)
+    settings.TT_MGMT_COOLDOWN = 60
+    client.force_login(alice)
+    # Invalid input is reported as such, cooldown or not: waiting would not fix it.
+    response = client.post(url("envs:add_vm", env), add_vm_data(template, name="Not A Label"))
+    assert "lower-case" in response.context["form"].errors["name"][0]
+    assert not response.context["form"].non_field_errors()
+    # Valid input meets the cooldown, with when to retry.
+    response = client.post(url("envs:add_vm", env), add_vm_data(template))
+    assert "60 s" in response.context["form"].non_field_errors()[0]
+    assert not Operation.objects.filter(kind=Operation.Kind.VM_ADD).exists()
+
+
 def test_it_shows_no_cooldown_once_it_has_passed(client, alice, make_env, settings, time_machine):
     time_machine.move_to(T0, tick=False)
     env = make_env(alice)

@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from envs.models import Operation
 from tests.support import RETRY, lose_a_race, take_snapshot
+from ttportal import limits
 from vms import services
 from vms.models import Snapshot, Vm, VmTemplate
 from vms.specs import NewVm
@@ -130,6 +131,19 @@ def test_it_reports_a_bad_port_and_changes_nothing(client, alice, vm):
     assert not Operation.objects.filter(kind=K.VM_SET_PORTS).exists()
 
 
+def test_it_takes_the_most_ports_and_refuses_one_more(client, alice, vm, node, run_tasks):
+    node.port_max = node.port_min + 2 * limits.PORTS_MAX
+    node.save()
+    client.force_login(alice)
+    too_many = ", ".join(str(p) for p in range(1, limits.PORTS_MAX + 2))
+    response = client.post(reverse("vms:ports", args=[vm.pk]), {"ports": too_many}, follow=True)
+    assert flash(response) == [f"ports: at most {limits.PORTS_MAX} ports"]
+    assert not Operation.objects.filter(kind=K.VM_SET_PORTS).exists()
+    with run_tasks():
+        client.post(reverse("vms:ports", args=[vm.pk]), {"ports": too_many.rsplit(",", 1)[0]})
+    assert vm.port_mappings.count() == limits.PORTS_MAX
+
+
 # --- actions ------------------------------------------------------------------------------
 
 
@@ -159,6 +173,17 @@ def test_it_sets_the_blacklist_from_lines(client, alice, vm):
     assert op.requested_by == alice
     vm.refresh_from_db()
     assert vm.net_blacklist == ["192.0.2.1", "198.51.100.7"]
+
+
+def test_it_takes_the_longest_blacklist_and_refuses_one_more(client, alice, vm):
+    client.force_login(alice)
+    addresses = [f"192.0.{i // 256}.{i % 256}" for i in range(limits.BLACKLIST_MAX + 1)]
+    response = client.post(reverse("vms:blacklist", args=[vm.pk]), {"addresses": "\n".join(addresses)},
+                           follow=True)
+    assert flash(response) == [f"addresses: at most {limits.BLACKLIST_MAX} addresses"]
+    assert not Operation.objects.filter(kind=K.VM_SET_BLACKLIST).exists()
+    client.post(reverse("vms:blacklist", args=[vm.pk]), {"addresses": "\n".join(addresses[:-1])})
+    assert Operation.objects.get(kind=K.VM_SET_BLACKLIST).params["blacklist"][-1] == addresses[-2]
 
 
 def test_it_reports_a_bad_blacklist_address(client, alice, vm):
