@@ -7,10 +7,14 @@ from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
+from ttportal.limits import IDEMPOTENCY_KEY_MAX
+
 IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key", str, location=OpenApiParameter.HEADER, required=False,
-    description="Repeat a request safely: the same key from the same user returns the first "
-    "operation instead of acting twice (at most 128 characters).",
+    "Idempotency-Key", {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX},
+    location=OpenApiParameter.HEADER, required=False,
+    description="Repeat a request safely: the same key from the same user on the same request "
+    "returns the first operation instead of acting twice; the same key on another request (path "
+    "or body) is refused with 422 idempotency_key_reused (IETF Idempotency-Key draft).",
 )
 RETRY_AFTER = OpenApiParameter(
     "Retry-After", int, location=OpenApiParameter.HEADER, response=[429],
