@@ -37,7 +37,9 @@ def _end_from(
     given = [name for name, value in (("end_at", end_at), ("lifetime", lifetime), ("extend_by", extend_by))
              if value is not None]
     if len(given) > 1:
-        raise InvalidInput(given[1], f"give {' or '.join(given)}, not both")
+        # Named on end_at: it is documented as "instead of lifetime", and a past end_at
+        # with a lifetime is first of all an end_at that should not be there.
+        raise InvalidInput(given[0], f"give {' or '.join(given)}, not both")
     longest = settings.TT_MAX_ENV_LIFETIME
     field = given[0] if given else "lifetime"
     if end_at is None:
