@@ -19,7 +19,7 @@ import libvirt
 
 from engines.base import VmEngine
 from engines.errors import EngineError, ErrorCode, step
-from engines.libvirt import xml
+from engines.libvirt import dhcp, xml
 from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
 from engines.network.firewall import Element, Firewall, MemoryFirewall
@@ -372,8 +372,7 @@ class LibvirtEngine(VmEngine):
             v.name(): v.name().removesuffix(".qcow2")
             for v in pool.listAllVolumes() if v.name().startswith(prefix) and v.name().endswith(".qcow2")
         }
-        reservations = {h.get("mac"): h.get("ip") for h in self._dhcp_hosts() if h.get("mac")}
-        return Inventory(instances=domains, images=images, reservations=reservations)
+        return Inventory(instances=domains, images=images, reservations=dhcp.reservations(self._network()))
 
     @reconnecting
     def remove_instance(self, name: str) -> None:
@@ -394,41 +393,19 @@ class LibvirtEngine(VmEngine):
 
     @reconnecting
     def set_reservation(self, mac: str, ip: str, name: str, *, present: bool) -> None:
-        there = [h for h in self._dhcp_hosts() if h.get("mac") == mac]
-        if present and there and there[0].get("ip") == ip:
-            return
-        for host in there:  # an old entry of this MAC (another address) goes first
-            old = ET.tostring(host, encoding="unicode")
-            self._change_dhcp(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, old)
         if present:
-            self._change_dhcp(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, xml.dhcp_host_xml(mac, ip, name))
+            dhcp.put(self._network(), mac, ip, name)
+        else:
+            dhcp.drop(self._network(), mac)
 
     # --- network ----------------------------------------------------------------
-    def _update_dhcp_host(self, command: int, vm: VmSpec) -> None:
-        self._change_dhcp(command, xml.dhcp_host_xml(vm.mac, vm.ip, vm.name))
-
-    def _change_dhcp(self, command: int, host_xml: str) -> None:
-        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
-        net = self._network()
-        if net.isActive():
-            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
-        net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags)
-
-    def _dhcp_hosts(self) -> list[ET.Element]:
-        """The network's DHCP host entries, as libvirt has them now."""
-        return list(ET.fromstring(self._network().XMLDesc(0)).iter("host"))
-
-    def _has_dhcp_host(self, vm: VmSpec) -> bool:
-        return any(h.get("mac") == vm.mac for h in self._dhcp_hosts())
-
     @reconnecting
     def set_net(self, vm: VmSpec, previous: VmSpec | None = None) -> None:
         """DHCP entry (the guest gets the address its MAC implies) and firewall elements.
 
         With `previous` (what is installed now) only the difference is applied.
         """
-        if not self._has_dhcp_host(vm):
-            self._update_dhcp_host(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, vm)
+        dhcp.put(self._network(), vm.mac, vm.ip, vm.name)
         if previous is not None:
             self.firewall.apply(previous, vm)
         else:
@@ -436,15 +413,13 @@ class LibvirtEngine(VmEngine):
 
     @reconnecting
     def resync_net(self, vm: VmSpec) -> None:
-        if not self._has_dhcp_host(vm):
-            self._update_dhcp_host(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, vm)
+        dhcp.put(self._network(), vm.mac, vm.ip, vm.name)
         self.firewall.replace_vm(vm)
 
     @reconnecting
     def unset_net(self, vm: VmSpec) -> None:
         self.firewall.remove_vm(vm)
-        if self._has_dhcp_host(vm):
-            self._update_dhcp_host(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, vm)
+        dhcp.drop(self._network(), vm.mac)
 
     def deny_outgoing(self, vm: VmSpec) -> None:
         self.firewall.change([], [Element("denied", (vm.ip,))])

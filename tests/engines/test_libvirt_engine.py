@@ -363,6 +363,17 @@ def test_it_keeps_one_dhcp_entry_per_vm(engine, template):
     assert dhcp_hosts() == {(b.mac, b.ip, b.name)}
 
 
+def test_it_replaces_a_stale_entry_of_the_vms_name_or_address(engine, template):
+    # A step cut short can leave an entry of this VM's name (or address) with another MAC;
+    # libvirt refuses to add one that matches an existing entry by MAC, name or IP.
+    vm = make_vm(template)
+    engine.set_reservation("52:54:00:00:0f:0f", "10.200.1.99", vm.name, present=True)
+    engine.set_reservation("52:54:00:00:0f:0e", vm.ip, "tt-vm-old", present=True)
+    engine.create_vm(vm)
+    assert dhcp_hosts() == {(vm.mac, vm.ip, vm.name)}
+    assert engine.inventory("tt-vm-").reservations == {vm.mac: vm.ip}
+
+
 def test_it_puts_exactly_the_vms_elements_in_the_firewall(engine, template):
     vm = make_vm(template, blacklist=("198.18.0.1", "198.18.0.2"))
     engine.set_net(vm)

@@ -7,6 +7,7 @@ import libvirt
 import pytest
 from django.core.management import call_command
 
+from engines.libvirt import dhcp
 from engines.libvirt.connection import get_connection
 from engines.models import Node
 from engines.registry import forget_engines, get_engine
@@ -52,16 +53,10 @@ def _clean_node() -> None:
         pass
     try:  # DHCP entries of VMs from earlier tests (the test database starts empty each time)
         net = conn.networkLookupByName(NODE["network_name"])
-        import xml.etree.ElementTree as ET
-
-        for host in ET.fromstring(net.XMLDesc(0)).iter("host"):
-            net.update(
-                libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1,
-                ET.tostring(host, encoding="unicode"),
-                libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
-            )
     except libvirt.libvirtError:
-        pass
+        return
+    for mac in dhcp.reservations(net):
+        dhcp.drop(net, mac)
 
 
 @pytest.fixture
