@@ -24,6 +24,8 @@ APT_PACKAGES=(
   dnsmasq-base nftables
   # the template builder
   e2fsprogs cpio xz-utils
+  # SSH into guests, and ssh-keygen (the tests compare fingerprints with it)
+  openssh-client
   # the browser tests (tests/browser): Playwright drives Debian's Chromium, never its own download
   chromium
 )

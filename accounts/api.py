@@ -1,4 +1,5 @@
-"""Personal API tokens: create (the secret is shown once), list, revoke.
+"""Personal API tokens: create (the secret is shown once), list, revoke; personal SSH
+public keys: add, list, delete.
 
 Creating one needs a password or a browser session, not a token: a token that
 leaked could otherwise mint itself successors and outlive its own expiry.
@@ -12,8 +13,14 @@ from rest_framework.authentication import BasicAuthentication, SessionAuthentica
 from rest_framework.response import Response
 
 from accounts import services
-from accounts.models import ApiToken
-from accounts.serializers import NewTokenSerializer, TokenCreate, TokenSerializer
+from accounts.models import ApiToken, SshKey
+from accounts.serializers import (
+    NewTokenSerializer,
+    SshKeyCreate,
+    SshKeySerializer,
+    TokenCreate,
+    TokenSerializer,
+)
 from envs.api import parse
 from ttportal.api_query import StrictFilterSet, TextFilter
 
@@ -24,6 +31,15 @@ class TokenFilter(StrictFilterSet):
     class Meta:
         model = ApiToken
         fields = ["name"]
+
+
+class SshKeyFilter(StrictFilterSet):
+    name = TextFilter(lookup_expr="icontains")
+    fingerprint = TextFilter(help_text='"SHA256:…", exactly.')
+
+    class Meta:
+        model = SshKey
+        fields = ["name", "fingerprint"]
 
 
 @extend_schema_view(
@@ -64,3 +80,35 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def destroy(self, request, *args, **kwargs):
         services.token_revoke(token=self.get_object(), by=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Your SSH public keys (VMs made after a change get the keys of then)"),
+    retrieve=extend_schema(summary="One of your SSH keys"),
+    destroy=extend_schema(summary="Delete the key: VMs made from now on no longer get it"),
+)
+class SshKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                    viewsets.GenericViewSet):
+    queryset = SshKey.objects.none()  # the model, for the schema; get_queryset scopes it
+    serializer_class = SshKeySerializer
+    ordering_fields = ["name", "created"]
+    filterset_class = SshKeyFilter
+    refuses_on_data = True  # 422: key data that does not decode, a duplicate, the limit
+
+    def get_queryset(self):
+        # Personal, like tokens: staff see and delete others' keys in the admin only.
+        return SshKey.objects.filter(user=self.request.user)
+
+    @extend_schema(
+        request=SshKeyCreate,
+        responses={201: SshKeySerializer},
+        summary="Add an SSH public key; VMs made from now on get it for the tt user",
+    )
+    def create(self, request):
+        data = parse(SshKeyCreate, request)
+        key = services.ssh_key_add(user=request.user, public_key=data["public_key"], name=data.get("name"))
+        body = SshKeySerializer(key, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance):
+        services.ssh_key_delete(key=instance, by=self.request.user)

@@ -37,3 +37,17 @@ class TokenForm(forms.Form):
 
     def expires_in(self) -> int:
         return self.cleaned_data["expires_in_days"] * DAY
+
+
+class SshKeyForm(forms.Form):
+    """What the user pastes; accounts.services.ssh_key_add holds the rules. Surrounding
+    blanks and line ends of a paste are dropped, as a paste brings them."""
+
+    public_key = forms.CharField(
+        label="Public key", max_length=8192,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false",
+                                     "placeholder": "ssh-ed25519 AAAA… you@host"}),
+        help_text="The one line of your .pub file (ssh-ed25519, ecdsa or RSA of 2048 bits or more). "
+        "Never the private key.",
+    )
+    name = forms.CharField(max_length=100, required=False, help_text="Default: the key's comment.")

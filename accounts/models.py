@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from knox.models import AbstractAuthToken, AuthTokenManager
@@ -43,3 +44,36 @@ class ApiToken(AbstractAuthToken):
 
     def is_expired(self, now=None) -> bool:
         return self.expiry is not None and self.expiry <= (now or timezone.now())
+
+
+class SshKey(models.Model):
+    """A user's SSH public key, put into the `tt` user's authorized_keys of their VMs.
+
+    Stored as accounts.sshkeys parsed it: the canonical `<type> <base64>`, never the
+    text as pasted. A key is once per user (its fingerprint), and named."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ssh_keys")
+    name = models.CharField(max_length=100)
+    key_type = models.CharField(max_length=40, editable=False)
+    public_key = models.TextField(editable=False, help_text="<type> <base64>, as the key loader wrote it.")
+    comment = models.CharField(max_length=255, blank=True, editable=False)
+    bits = models.PositiveIntegerField(editable=False)
+    fingerprint = models.CharField(max_length=64, editable=False,
+                                   help_text='"SHA256:…" as ssh-keygen -l shows it.')
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name", "pk"]
+        verbose_name = "SSH key"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "fingerprint"], name="ssh_key_once_per_user"),
+            models.UniqueConstraint(fields=["user", "name"], name="ssh_key_name_per_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user})"
+
+    @property
+    def line(self) -> str:
+        """The authorized_keys line."""
+        return f"{self.public_key} {self.comment}".rstrip()

@@ -1,11 +1,13 @@
-"""API tokens as the API shows them: never the secret, except once in the create answer."""
+"""API tokens as the API shows them (never the secret, except once in the create answer),
+and SSH public keys."""
 
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accounts.models import ApiToken
+from accounts import sshkeys
+from accounts.models import ApiToken, SshKey
 from ttportal import limits
 from ttportal.api_fields import Integer, StrictSerializer, Text
 
@@ -53,3 +55,28 @@ class TokenCreate(StrictSerializer):
             required=False, allow_null=True, help_text=fields["expires_in"].help_text,
         )
         return fields
+
+
+class SshKeySerializer(serializers.HyperlinkedModelSerializer):
+    type = serializers.CharField(source="key_type", read_only=True, help_text='e.g. "ssh-ed25519".')
+    public_key = serializers.CharField(
+        source="line", read_only=True,
+        help_text="The authorized_keys line VMs get: <type> <base64> [comment].",
+    )
+
+    class Meta:
+        model = SshKey
+        fields = ["id", "url", "name", "type", "bits", "fingerprint", "comment", "public_key", "created"]
+        read_only_fields = fields
+        extra_kwargs = {"url": {"view_name": "api:ssh-key-detail"}}
+
+
+class SshKeyCreate(StrictSerializer):
+    public_key = Text(
+        rule=sshkeys.RULE, pattern=sshkeys.PATTERN, max_length=sshkeys.TEXT_MAX,
+        help_text="One line of a .pub file: ssh-ed25519, ecdsa-sha2-nistp256/384/521, or ssh-rsa of "
+        f"{sshkeys.RSA_MIN_BITS} bits or more. Its data must decode (422 if it does not).",
+    )
+    name = Text(rule=limits.TOKEN_NAME_RULE, pattern=limits.TOKEN_NAME_PATTERN,
+                max_length=limits.TOKEN_NAME_MAX, required=False,
+                help_text="Default: the key's comment, else its fingerprint.")

@@ -1,13 +1,18 @@
-"""Creating and revoking API tokens (the only code that changes them)."""
+"""Creating and revoking API tokens, adding and deleting SSH keys (the only code that
+changes them)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
 
-from accounts.models import ApiToken
-from ttportal.errors import InvalidInput
+from accounts import sshkeys
+from accounts.models import ApiToken, SshKey
+from ttportal import limits
+from ttportal.errors import ConflictingInput, Forbidden, InvalidInput
 
 
 def token_create(*, user, name: str, expires_in=None) -> tuple[ApiToken, str]:
@@ -30,7 +35,47 @@ def token_create(*, user, name: str, expires_in=None) -> tuple[ApiToken, str]:
 def token_revoke(*, token: ApiToken, by) -> None:
     """Revoke at once: the row goes, so the secret no longer authenticates."""
     if by is None or token.user_id != by.pk:
-        from ttportal.errors import Forbidden
-
         raise Forbidden("you can only revoke your own tokens")
     ApiToken.objects.filter(pk=token.pk).delete()
+
+
+def ssh_key_add(*, user, public_key, name=None) -> SshKey:
+    """Keep a public key of `user`'s, for the `tt` user of the VMs made after it.
+
+    `name` defaults to the key's comment, else to its fingerprint. A key already kept,
+    a name already used or one key too many is refused on the field at fault."""
+    try:
+        parsed = sshkeys.parse(public_key)
+    except sshkeys.KeyRefused as exc:
+        refusal = InvalidInput if exc.malformed else ConflictingInput
+        raise refusal("public_key", str(exc)) from None
+    if name in (None, ""):
+        name = parsed.comment[: limits.TOKEN_NAME_MAX] or parsed.fingerprint[:limits.TOKEN_NAME_MAX]
+    if not limits.matches(limits.TOKEN_NAME_PATTERN, name) or len(name) > limits.TOKEN_NAME_MAX:
+        raise InvalidInput("name", limits.TOKEN_NAME_RULE)
+    with transaction.atomic():
+        # The user's row, locked: concurrent adds of one user count and check names in turn.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        mine = SshKey.objects.filter(user=user)
+        same = mine.filter(fingerprint=parsed.fingerprint).first()
+        if same is not None:
+            raise ConflictingInput("public_key", f"you already have this key, named {same.name!r}")
+        if mine.filter(name=name).exists():
+            raise ConflictingInput("name", f"you already have a key named {name!r}")
+        if mine.count() >= limits.SSH_KEYS_MAX:
+            raise ConflictingInput("public_key", f"you have {limits.SSH_KEYS_MAX} keys, the most one keeps")
+        try:
+            with transaction.atomic():
+                return SshKey.objects.create(
+                    user=user, name=name, key_type=parsed.type, public_key=parsed.key,
+                    comment=parsed.comment, bits=parsed.bits, fingerprint=parsed.fingerprint,
+                )
+        except IntegrityError:  # a concurrent add of the same key or name (where rows are not locked)
+            raise ConflictingInput("public_key", "you already have this key or a key of this name") from None
+
+
+def ssh_key_delete(*, key: SshKey, by) -> None:
+    """Forget a key: VMs made from now on no longer get it (running ones keep what they have)."""
+    if by is None or key.user_id != by.pk:
+        raise Forbidden("you can only delete your own keys")
+    SshKey.objects.filter(pk=key.pk).delete()

@@ -1,4 +1,5 @@
-"""The portal's API tokens page: list, create (the secret is shown once), revoke.
+"""The portal's API tokens page (list, create: the secret is shown once, revoke) and
+SSH keys page (list, add, delete).
 
 Thin: accounts.services does the work, the same functions the API calls. The
 secret exists only in the response to the POST that created it: it is never
@@ -18,8 +19,8 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import services
-from accounts.forms import TokenForm
-from accounts.models import ApiToken
+from accounts.forms import SshKeyForm, TokenForm
+from accounts.models import ApiToken, SshKey
 from ttportal.errors import InvalidInput
 
 
@@ -60,3 +61,37 @@ def token_revoke(request: HttpRequest, pk: str) -> HttpResponse:
     services.token_revoke(token=token, by=request.user)
     messages.success(request, f"Revoked the token {token.name}: it no longer works.")
     return HttpResponseRedirect(reverse("accounts:tokens"))
+
+
+def _keys_page(request: HttpRequest, form: SshKeyForm) -> HttpResponse:
+    keys = SshKey.objects.filter(user=request.user)
+    return render(request, "accounts/ssh_keys.html", {"keys": keys, "form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def ssh_key_list(request: HttpRequest) -> HttpResponse:
+    """Your SSH keys, and the form to add one."""
+    if request.method != "POST":
+        return _keys_page(request, SshKeyForm())
+    form = SshKeyForm(request.POST)
+    if form.is_valid():
+        try:
+            key = services.ssh_key_add(user=request.user, public_key=form.cleaned_data["public_key"],
+                                       name=form.cleaned_data["name"])
+        except InvalidInput as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            messages.success(request, f"Added the key {key.name} ({key.fingerprint}): VMs made from now on "
+                             "let you in as tt with it.")
+            return HttpResponseRedirect(reverse("accounts:ssh_keys"))
+    return _keys_page(request, form)
+
+
+@require_POST
+@login_required
+def ssh_key_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    key = get_object_or_404(SshKey.objects.filter(user=request.user), pk=pk)
+    services.ssh_key_delete(key=key, by=request.user)
+    messages.success(request, f"Deleted the key {key.name}: VMs made from now on no longer get it.")
+    return HttpResponseRedirect(reverse("accounts:ssh_keys"))

@@ -162,13 +162,14 @@ def firewall(node):
 @pytest.fixture
 def db_state(db):
     """A callable that captures every row the services write, to prove a refusal changed nothing."""
+    from accounts.models import SshKey
     from envs.models import Env, Operation
     from vms.models import PortMapping, Snapshot, Vm
 
     def take() -> dict:
         return {
             model.__name__: list(model.objects.order_by("pk").values())
-            for model in (Env, Vm, PortMapping, Snapshot, Operation)
+            for model in (Env, Vm, PortMapping, Snapshot, Operation, SshKey)
         }
 
     return take

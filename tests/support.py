@@ -112,3 +112,20 @@ def lose_a_race(**_service_args):
         env = Env.objects.first() or pytest.fail("lose_a_race needs an Env to clash with")
         Env.objects.filter(pk=env.pk).update(is_stopped=not env.is_stopped)
         Env.objects.create(owner=env.owner, name=env.name, start_at=env.start_at, end_at=env.end_at)
+
+
+def public_key_line(kind: str = "ed25519", comment: str = "alice@laptop", bits: int = 2048) -> str:
+    """A fresh OpenSSH public key line, as a .pub file holds it (made here, never a fixture
+    file, so no test shares a key by accident)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    private = {
+        "ed25519": ed25519.Ed25519PrivateKey.generate,
+        "ecdsa": lambda: ec.generate_private_key(ec.SECP256R1()),
+        "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=bits),
+    }[kind]()
+    line = private.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return f"{line.decode()} {comment}".rstrip() + "\n"

@@ -9,17 +9,18 @@ from typing import Any
 
 import pytest
 
-from accounts.services import token_create
+from accounts.services import ssh_key_add, token_create
 from envs.models import Peering
 from tests.api_support import ROLES, build_world, client_as
+from tests.support import public_key_line
 
 
 @dataclass(frozen=True)
 class Endpoint:
     method: str
     path: str  # formatted with the world: {env}, {peer}, {running}, {stopped}, {snapshot}, {op}, {template},
-    # {token}
-    scope: str  # owned | list | create | global | own_token | password_only
+    # {token}, {key}
+    scope: str  # owned | list | create | global | personal | password_only
     ok: int = 200
     body: Any = None
     kind: str = ""  # the operation kind a 202 answers with
@@ -37,13 +38,15 @@ ENDPOINTS = [
     Endpoint("get", "/api/operations/", "list"),
     Endpoint("get", "/api/templates/", "global"),
     Endpoint("get", "/api/tokens/", "list"),
+    Endpoint("get", "/api/keys/", "list"),
     # details
     Endpoint("get", "/api/envs/{env}/", "owned"),
     Endpoint("get", "/api/vms/{running}/", "owned"),
     Endpoint("get", "/api/snapshots/{snapshot}/", "owned"),
     Endpoint("get", "/api/operations/{op}/", "owned"),
     Endpoint("get", "/api/templates/{template}/", "global"),
-    Endpoint("get", "/api/tokens/{token}/", "own_token"),
+    Endpoint("get", "/api/tokens/{token}/", "personal"),
+    Endpoint("get", "/api/keys/{key}/", "personal"),
     # Env actions
     Endpoint("post", "/api/envs/", "create", 202,
              {"name": "fresh", "vms": [{"name": "a", "template": "tt/busybox"}]}, "env_create"),
@@ -74,8 +77,12 @@ ENDPOINTS = [
     Endpoint("post", "/api/snapshots/{snapshot}/destroy/", "owned", 202, None, "snapshot_destroy"),
     # tokens
     Endpoint("post", "/api/tokens/", "password_only", 201, {"name": "more"}),
-    Endpoint("delete", "/api/tokens/{token}/", "own_token", 204),
+    Endpoint("delete", "/api/tokens/{token}/", "personal", 204),
+    # SSH keys
+    Endpoint("post", "/api/keys/", "create", 201, {"public_key": public_key_line(comment="more")}),
+    Endpoint("delete", "/api/keys/{key}/", "personal", 204),
 ]
+PERSONAL_LISTS = ("/api/tokens/", "/api/keys/")  # staff do not see others' either
 
 # Mutations reached by POST/PUT/DELETE on their own URL (not a list's POST or a detail's DELETE).
 ACTIONS = [e for e in ENDPOINTS if e.method in ("post", "put") and e.path.count("/") > 3]
@@ -89,8 +96,8 @@ def expected(endpoint: Endpoint, role: str) -> int:
         return 401  # a token cannot mint tokens (see accounts/api.py)
     if role == "owner" or scope in ("list", "create", "global"):
         return endpoint.ok
-    if scope == "own_token":
-        return 404  # staff too: tokens are personal
+    if scope == "personal":
+        return 404  # staff too: tokens and keys are personal
     return endpoint.ok if role == "staff" else 404  # owned
 
 
@@ -106,6 +113,7 @@ def expected_code(endpoint: Endpoint, role: str) -> str:
 def world(alice, make_env, run_tasks):
     w = build_world(alice, make_env, run_tasks)
     w.token, _ = token_create(user=alice, name="ci")
+    w.key = ssh_key_add(user=alice, public_key=public_key_line())
     # Another Env of alice's, asked to peer with the first (what the peer endpoints act on).
     w.peer = make_env(alice, name="peer")
     Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=alice)
@@ -115,7 +123,7 @@ def world(alice, make_env, run_tasks):
 def _url(endpoint: Endpoint, w) -> str:
     return endpoint.path.format(
         env=w.env.pk, peer=w.peer.pk, running=w.running.pk, stopped=w.stopped.pk, snapshot=w.snapshot.pk,
-        op=w.operation.pk, template=w.running.template_id, token=w.token.public_id,
+        op=w.operation.pk, template=w.running.template_id, token=w.token.public_id, key=w.key.pk,
     )
 
 
@@ -126,6 +134,7 @@ def _visible_ids(endpoint: Endpoint, w) -> set:
         "/api/snapshots/": {w.snapshot.pk},
         "/api/operations/": {w.operation.pk},
         "/api/tokens/": {str(w.token.public_id)},
+        "/api/keys/": {w.key.pk},
     }.get(endpoint.path, set())
 
 
@@ -151,7 +160,7 @@ def test_it_gives_each_caller_exactly_what_it_should(endpoint, role, world, alic
     if endpoint.scope == "list":
         ids = {item["id"] for item in response.json()["results"]}
         mine = _visible_ids(endpoint, world)
-        sees = role == "owner" or (role == "staff" and endpoint.path != "/api/tokens/")
+        sees = role == "owner" or (role == "staff" and endpoint.path not in PERSONAL_LISTS)
         assert (mine <= ids) if sees else not (mine & ids), (role, ids)
 
 

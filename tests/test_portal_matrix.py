@@ -14,10 +14,11 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, reverse
 
-from accounts.models import ApiToken
-from accounts.services import token_create
+from accounts.models import ApiToken, SshKey
+from accounts.services import ssh_key_add, token_create
 from envs.models import Operation, Peering
 from tests.api_support import build_world
+from tests.support import public_key_line
 from ttportal import portal_urls
 
 
@@ -25,7 +26,7 @@ from ttportal import portal_urls
 class Route:
     name: str
     method: str
-    target: str = ""  # env | peered | running | stopped | snapshot | token | "" (no argument)
+    target: str = ""  # env | peered | running | stopped | snapshot | token | key | "" (no argument)
     scope: str = "owned"  # owned | mine (any signed-in user, their own data) | public
     data: dict = field(default_factory=dict)
     kind: str = ""  # the operation an accepted POST records
@@ -56,6 +57,7 @@ ROUTES = [
     Route("vms:detail", "get", "running"),
     Route("vms:templates", "get", scope="mine"),
     Route("accounts:tokens", "get", scope="mine"),
+    Route("accounts:ssh_keys", "get", scope="mine"),
     # Env actions
     Route("envs:start", "post", "env", kind="env_start"),
     Route("envs:stop", "post", "env", kind="env_stop"),
@@ -78,6 +80,9 @@ ROUTES = [
     # tokens: personal, staff included
     Route("accounts:tokens", "post", scope="mine", data={"name": "more", "expires_in_days": "7"}, ok=200),
     Route("accounts:revoke", "post", "token"),
+    # SSH keys: personal too
+    Route("accounts:ssh_keys", "post", scope="mine", data={"public_key": public_key_line(comment="more")}),
+    Route("accounts:ssh_key_delete", "post", "key"),
 ]
 
 ROLES = ["owner", "other", "anonymous", "token_only", "staff"]
@@ -101,6 +106,7 @@ def test_it_covers_every_portal_route():
 def world(alice, make_env, run_tasks):
     w = build_world(alice, make_env, run_tasks)
     w.token, w.secret = token_create(user=alice, name="ci")
+    w.key = ssh_key_add(user=alice, public_key=public_key_line())
     # Another Env of alice's, asked to peer with the first (what unpeer acts on).
     w.peer = make_env(alice, name="peer")
     Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=alice)
@@ -120,7 +126,7 @@ def _client(role: str, alice, bob, olga, secret: str) -> Client:
 def _url(route: Route, w) -> str:
     target = {
         "env": w.env.pk, "running": w.running.pk, "stopped": w.stopped.pk, "snapshot": w.snapshot.pk,
-        "token": w.token.public_id,
+        "token": w.token.public_id, "key": w.key.pk,
     }.get(route.target)
     if route.target == "peered":
         return reverse(route.name, args=[w.env.pk, w.peer.pk])
@@ -136,8 +142,8 @@ def _expected(route: Route, role: str) -> int:
         return 302  # to sign in
     if route.scope == "mine" or role == "owner":
         return route.success
-    if route.target == "token":
-        return 404  # staff too: tokens are personal
+    if route.target in ("token", "key"):
+        return 404  # staff too: tokens and keys are personal
     return route.success if role == "staff" else 404
 
 
@@ -165,6 +171,8 @@ def test_it_gives_each_caller_exactly_what_it_should(route, role, world, alice, 
             assert Operation.objects.filter(kind=route.kind).latest("pk").requested_by == user
         if route.name == "accounts:tokens" and route.method == "post":
             assert ApiToken.objects.filter(user=user, name="more").exists()
+        if route.name == "accounts:ssh_keys" and route.method == "post":
+            assert SshKey.objects.filter(user=user, name="more").exists()
         return
     if route.scope != "public":
         assert db_state() == before  # a refusal changes nothing

@@ -57,6 +57,8 @@ class AutoSchema(SpectacularAutoSchema):
             codes.append(404)
         if self.method in _MUTATING and getattr(self.view, "operation_actions", False):
             codes += [409, 422, 429]
+        elif self.method == "POST" and getattr(self.view, "refuses_on_data", False):
+            codes.append(422)  # a rule on the data or on what the user already has
         return codes
 
     def _get_response_bodies(self, direction="response"):

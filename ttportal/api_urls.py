@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from accounts.api import TokenViewSet
+from accounts.api import SshKeyViewSet, TokenViewSet
 from envs.api import EnvViewSet, OperationViewSet
 from ttportal.api import not_found
 from vms.api import SnapshotViewSet, TemplateViewSet, VmViewSet
@@ -16,6 +16,7 @@ router.register("snapshots", SnapshotViewSet, basename="snapshot")
 router.register("templates", TemplateViewSet, basename="template")
 router.register("operations", OperationViewSet, basename="operation")
 router.register("tokens", TokenViewSet, basename="token")
+router.register("keys", SshKeyViewSet, basename="ssh-key")
 
 app_name = "api"
 urlpatterns = [

@@ -27,10 +27,11 @@ class InvalidInput(TTError):
 
 
 class ConflictingInput(InvalidInput):
-    """Well-formed input that a rule depending on the server's data or clock refuses: a
-    template that does not exist, a name already taken, an end already past, fewer vCPUs
-    than the template needs. The API answers 422 (a schema can state the other rules, and
-    their breach is a 400); everywhere else it is bad input like any other."""
+    """Well-formed input that a rule a schema cannot state refuses: one depending on the
+    server's data or clock (a template that does not exist, a name already taken, an end
+    already past, fewer vCPUs than the template needs), on two fields together, or on what
+    an encoded value holds (an SSH key's data). The API answers 422 (a schema can state the
+    other rules, and their breach is a 400); everywhere else it is bad input like any other."""
 
 
 class Forbidden(TTError):

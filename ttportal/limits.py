@@ -54,6 +54,9 @@ TOKEN_NAME_PATTERN = r"^(?=[\s\S]*[^ ])[^\x00-\x1f\x7f]+$"
 TOKEN_NAME_RULE = "must be 1-100 characters, not only spaces and no control characters"
 TOKEN_TTL_MIN = 60
 
+# SSH keys per user (their text's own rules are in accounts.sshkeys).
+SSH_KEYS_MAX = 100
+
 # Text that names something stored (a template, a user): any printable characters,
 # none of the control characters no name has (NUL is one no database stores).
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"

@@ -38,6 +38,8 @@ vm_patterns = [
 token_patterns = [
     path("tokens/", account_views.token_list, name="tokens"),
     path("tokens/<uuid:pk>/revoke/", account_views.token_revoke, name="revoke"),
+    path("keys/", account_views.ssh_key_list, name="ssh_keys"),
+    path("keys/<int:pk>/delete/", account_views.ssh_key_delete, name="ssh_key_delete"),
 ]
 
 urlpatterns = [
