@@ -22,8 +22,8 @@ APT_PACKAGES=(
   # a real QEMU node: libvirt's daemon, QEMU, DHCP for the VM network, the firewall
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   dnsmasq-base nftables
-  # the template builder
-  e2fsprogs cpio xz-utils
+  # the template builders (busybox; Debian with mmdebstrap) and the cloud-init seeds (vfat)
+  e2fsprogs cpio xz-utils mmdebstrap dosfstools mtools
   # SSH into guests, and ssh-keygen (the tests compare fingerprints with it)
   openssh-client
   # the browser tests (tests/browser): Playwright drives Debian's Chromium, never its own download
@@ -86,9 +86,12 @@ run() {
   "$PY" manage.py migrate --noinput
   "$PY" manage.py tt_first_admin
   local public_host="${TT_PUBLIC_HOST:-$(primary_address)}"
-  say "preparing this host as node 'local' (public address $public_host) with the busybox template"
+  # The Debian template is opt-in: its first build takes about a minute (cached after).
+  local templates=(--template busybox)
+  [ "${TT_DEBIAN_TEMPLATE:-0}" = 1 ] && templates+=(--template debian)
+  say "preparing this host as node 'local' (public address $public_host) with templates: ${templates[*]}"
   "$PY" manage.py tt_prepare_node local --uri qemu:///system --public-host "$public_host" \
-    --vm-network "${TT_VM_NETWORK:-10.100.0.0/16}" --template
+    --vm-network "${TT_VM_NETWORK:-10.100.0.0/16}" "${templates[@]}"
   local bind="${TT_BIND:-127.0.0.1:8000}"
   say "TT Portal on http://$bind/ (admin at /admin/); Ctrl-C stops it"
   "$PY" manage.py tt_qcluster &

@@ -77,3 +77,8 @@ class SshKey(models.Model):
     def line(self) -> str:
         """The authorized_keys line."""
         return f"{self.public_key} {self.comment}".rstrip()
+
+    @staticmethod
+    def lines_of(user) -> list[str]:
+        """`user`'s keys as authorized_keys lines, oldest first: what a new VM of theirs gets."""
+        return [key.line for key in SshKey.objects.filter(user=user).order_by("created", "pk")]

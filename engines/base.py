@@ -68,8 +68,26 @@ class Storage(ABC):
     def destroy_image(self, vm: VmSpec) -> None: ...
 
     @abstractmethod
+    def create_seed(self, vm: VmSpec) -> None:
+        """Hand the guest its first-boot data (`vm.cloud_init`, never None here)."""
+
+    @abstractmethod
+    def destroy_seed(self, vm: VmSpec) -> None:
+        """Remove the seed; a missing one (or a VM that never had one) is fine."""
+
+    @abstractmethod
     def storage_create_snapshot(self, vm: VmSpec, name: str) -> str:
         """Snapshot the (stopped) VM's storage; return the snapshot's reference."""
+
+    @abstractmethod
+    def storage_snapshot_live(self, vm: VmSpec, name: str) -> str | None:
+        """Snapshot the running VM without stopping it, its filesystems frozen by its guest
+        agent meanwhile; the snapshot's reference, or None (and nothing done) when the
+        guest cannot freeze them (no agent answering)."""
+
+    @abstractmethod
+    def thaw_guest(self, vm: VmSpec) -> None:
+        """Best effort: the guest's filesystems thawed (after a snapshot cut short)."""
 
     @abstractmethod
     def storage_destroy_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None: ...
@@ -116,6 +134,11 @@ class VmEngine(Network, Storage, ABC):
     @abstractmethod
     def power_state(self, vm: VmSpec) -> PowerState: ...
 
+    @abstractmethod
+    def guest_addresses(self, vm: VmSpec) -> list[tuple[str, str]] | None:
+        """(interface, address/prefix) as the guest's own agent reports them; None when
+        no agent answers (none in the guest, still booting, or the VM is not running)."""
+
     # --- what the node holds (reconciliation) ---------------------------
     @abstractmethod
     def inventory(self, prefix: str) -> Inventory:
@@ -161,6 +184,11 @@ class VmEngine(Network, Storage, ABC):
                 image = self.create_image(vm)
             undo.append(lambda: self.destroy_image(vm.replace(runtime_image=image, keep_image=False)))
             vm = vm.replace(runtime_image=image)
+            if vm.cloud_init is not None:
+                progress(30, "writing the cloud-init seed")
+                undo.append(lambda: self.destroy_seed(vm))
+                with step(ErrorCode.STORAGE_CREATE_IMAGE):
+                    self.create_seed(vm)
             progress(40, "defining VM")
             with step(ErrorCode.DEFINE_VM):
                 self.define_vm(vm)
@@ -200,6 +228,7 @@ class VmEngine(Network, Storage, ABC):
         with step(ErrorCode.STORAGE_DESTROY_IMAGE):
             if not vm.keep_image:
                 self.destroy_image(vm)
+            self.destroy_seed(vm)  # first-boot data, never kept
         progress(80, "removing network")
         with step(ErrorCode.FIREWALL_UNSET_NET):
             self.unset_net(vm)
@@ -232,18 +261,30 @@ class VmEngine(Network, Storage, ABC):
     def create_snapshot(
         self, vm: VmSpec, name: str, progress: Progress = _no_progress, *, running_after: bool | None = None
     ) -> SnapshotResult:
-        """Stop, cache meta, snapshot storage, then restore the power state it had.
+        """Snapshot the VM, consistently, and leave it in the power state it had.
 
-        `running_after` is the power state to leave it in; a resumed operation
-        passes the state the VM had before the first attempt stopped it.
+        A running VM whose guest agent answers is snapshotted live, its filesystems
+        frozen meanwhile (no stop, no reboot). Any other is stopped, snapshotted and
+        started again. The operation's log says which path was taken. `running_after`
+        is the power state to leave it in; a resumed operation passes the state the VM
+        had before the first attempt stopped it.
         """
+        with step(ErrorCode.META_CREATE_CACHE):
+            meta = self.cache_meta(vm)
+        with step(ErrorCode.STOP_VM):
+            running_now = self.power_state(vm) == PowerState.RUNNING
+        if running_now:
+            progress(20, "asking the guest agent to freeze the filesystems")
+            with step(ErrorCode.SNAPSHOT_CREATE):
+                path = self.storage_snapshot_live(vm, name)
+            if path is not None:
+                progress(90, "snapshot taken live: filesystems frozen by the guest agent, then thawed")
+                return SnapshotResult(path=path, meta=meta)
+            progress(25, "no guest agent answered: stopping the VM for a consistent snapshot")
         was_running = self._stop_if_running(vm, progress)
         running = was_running if running_after is None else running_after
         try:
-            progress(40, "caching config")
-            with step(ErrorCode.META_CREATE_CACHE):
-                meta = self.cache_meta(vm)
-            progress(60, "snapshotting storage")
+            progress(60, "snapshotting storage (VM stopped)")
             with step(ErrorCode.SNAPSHOT_CREATE):
                 path = self.storage_create_snapshot(vm, name)
         except Exception:

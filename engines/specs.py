@@ -11,6 +11,8 @@ import enum
 import hashlib
 from dataclasses import dataclass, field
 
+from engines.cloudinit import CloudInitSpec
+
 
 class Feature(enum.StrEnum):
     """What an engine can do; checked before an operation is accepted (seed: check_feat)."""
@@ -37,6 +39,7 @@ class TemplateSpec:
     kernel: str = ""
     initrd: str = ""
     cmdline: str = ""
+    cloud_init: bool = False  # the guest reads a NoCloud seed on its first boot
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class VmSpec:
     # own and those it is peered with).
     env_id: int = 0
     reach: tuple[int, ...] = ()
+    # The first-boot seed, for a template with cloud-init.
+    cloud_init: CloudInitSpec | None = None
 
     def replace(self, **changes) -> VmSpec:
         return dataclasses.replace(self, **changes)
@@ -110,6 +115,9 @@ class VmSpec:
         data["ports"] = tuple(PortSpec(**p) for p in data.get("ports", ()))
         data["blacklist"] = tuple(data.get("blacklist", ()))
         data["reach"] = tuple(data.get("reach", ()))
+        if data.get("cloud_init"):
+            seed = dict(data["cloud_init"])
+            data["cloud_init"] = CloudInitSpec(**{**seed, "ssh_keys": tuple(seed.get("ssh_keys", ()))})
         return cls(**data)
 
 

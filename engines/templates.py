@@ -1,4 +1,4 @@
-"""Registering templates on a libvirt node: the built-in busybox one, or an operator's qcow2.
+"""Registering templates on a libvirt node: the built-in busybox and Debian ones, or an operator's qcow2.
 
 Control-plane glue (it writes VmTemplate rows), so it lives beside the registry, not
 among the Django-free drivers in engines/libvirt/."""
@@ -11,12 +11,16 @@ from pathlib import Path
 
 from django.conf import settings
 
-from engines.libvirt import template_builder
+from engines.libvirt import debian_builder, template_builder
 from engines.models import Node
 from engines.registry import get_engine
-from vms.models import VmTemplate
+from vms.models import CLOUD_INIT, VmTemplate
 
 BUSYBOX_TEMPLATE = "tt/busybox"
+DEBIAN_TEMPLATE = "debian/12"
+# Measured: the least memory in which the template boots to SSH with cloud-init done
+# (bench/debian_min_mem.py), plus a margin for what users run in it.
+DEBIAN_MIN_MEM_MB = 512
 
 
 def install_busybox_template(node: Node, *, name: str = BUSYBOX_TEMPLATE,
@@ -24,19 +28,16 @@ def install_busybox_template(node: Node, *, name: str = BUSYBOX_TEMPLATE,
     """Build (or reuse) the busybox template, put it in the node's pool, register it."""
     test_shell = settings.TT_TEMPLATE_TEST_SHELL
     built = template_builder.build(cache_dir, test_shell=test_shell)
-    engine = get_engine(node)
-    tag = built.rootfs.parent.name  # busybox-<fingerprint>
+    root_name = _upload(node, built)
+    tag = built.rootfs.parent.name
     kernel, initrd = f"{tag}-vmlinuz", f"{tag}-initrd.img"
-    engine.upload_volume(kernel, str(built.kernel), "raw")
-    engine.upload_volume(initrd, str(built.initrd), "raw")
-    root_name = f"{tag}-root.qcow2"
-    engine.upload_volume(root_name, str(built.rootfs), "qcow2")
     template, _ = VmTemplate.objects.update_or_create(
         name=name,
         defaults=dict(
             path=root_name, kernel=kernel, initrd=initrd, cmdline=built.cmdline,
             size_mb=built.size_mb, min_cpu=1, min_mem_mb=96, compatible_engines=["libvirt"],
             features=["http:80", *(["telnet:23"] if test_shell else []), "serial-ready-marker"],
+            default_ports=["80"],  # not the test shell's 23: forwarding it is a choice to make knowingly
             enabled=True,
             memo=(
                 f"Busybox on Debian's cloud kernel {built.kernel_version}: DHCP address from its MAC, "
@@ -49,6 +50,40 @@ def install_busybox_template(node: Node, *, name: str = BUSYBOX_TEMPLATE,
         ),
     )
     return template
+
+
+def install_debian_template(node: Node, *, name: str = DEBIAN_TEMPLATE,
+                            cache_dir: Path = template_builder.DEFAULT_CACHE) -> VmTemplate:
+    """Build (or reuse) the Debian 12 template, put it in the node's pool, register it."""
+    built = debian_builder.build(cache_dir)
+    root_name = _upload(node, built)
+    tag = built.rootfs.parent.name
+    template, _ = VmTemplate.objects.update_or_create(
+        name=name,
+        defaults=dict(
+            path=root_name, kernel=f"{tag}-vmlinuz", initrd=f"{tag}-initrd.img", cmdline=built.cmdline,
+            size_mb=built.size_mb, min_cpu=1, min_mem_mb=DEBIAN_MIN_MEM_MB, compatible_engines=["libvirt"],
+            features=["ssh:22", CLOUD_INIT, "guest-agent"], default_ports=["22"], enabled=True,
+            memo=(
+                f"Debian 12 (bookworm) with Debian's cloud kernel {built.kernel_version}, systemd-networkd, "
+                "OpenSSH, cloud-init and qemu-guest-agent. Log in as tt (sudo without a password) with "
+                "the SSH keys you keep on the SSH keys page; each VM makes its own host keys on first boot. "
+                "Give a VM your own #cloud-config as its user_data."
+            ),
+        ),
+    )
+    return template
+
+
+def _upload(node: Node, built: template_builder.BuiltTemplate) -> str:
+    """Kernel, initramfs and root disk into the node's pool; the root volume's name."""
+    engine = get_engine(node)
+    tag = built.rootfs.parent.name  # <kind>-<fingerprint>
+    engine.upload_volume(f"{tag}-vmlinuz", str(built.kernel), "raw")
+    engine.upload_volume(f"{tag}-initrd.img", str(built.initrd), "raw")
+    root_name = f"{tag}-root.qcow2"
+    engine.upload_volume(root_name, str(built.rootfs), "qcow2")
+    return root_name
 
 
 def register_qcow2_template(node: Node, *, name: str, image: Path, memo: str = "",

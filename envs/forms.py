@@ -94,9 +94,21 @@ def _number() -> forms.NumberInput:
     return forms.NumberInput(attrs={"class": "vIntegerField"})
 
 
+class TemplateSelect(forms.Select):
+    """Each template's option carries its default ports (portal.js fills the row's ports
+    with them while the user has typed none of their own)."""
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        template = getattr(value, "instance", None)
+        if template is not None:
+            option["attrs"]["data-ports"] = ", ".join(template.default_ports or [])
+        return option
+
+
 class VmRowForm(forms.Form):
     name = forms.CharField(widget=forms.TextInput(attrs={"size": 12}))
-    template = forms.ModelChoiceField(queryset=VmTemplate.objects.none())
+    template = forms.ModelChoiceField(queryset=VmTemplate.objects.none(), widget=TemplateSelect)
     cpu_num = forms.IntegerField(label="vCPUs", initial=1, widget=_number())
     mem_mb = forms.IntegerField(label="Memory (MiB)", initial=256, widget=_number())
     disk_mb = forms.IntegerField(label="Disk (MiB)", required=False, help_text="Empty: the template's size.",
@@ -108,6 +120,13 @@ class VmRowForm(forms.Form):
         label="Network", choices=[(Vm.NetKind.NAT, "NAT"), (Vm.NetKind.FLAT, "Flat")], initial=Vm.NetKind.NAT,
         help_text="NAT: reached through ports the node forwards. Flat: at the VM's own routable address.",
     )
+    user_data = forms.CharField(
+        label="cloud-config", required=False, strip=False,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 22, "placeholder": "#cloud-config",
+                                     "spellcheck": "false"}),
+        help_text="Optional, templates with cloud-init only: your own #cloud-config (YAML), "
+        "run on first boot.",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -118,6 +137,7 @@ class VmRowForm(forms.Form):
         return NewVm(
             name=data["name"], template=data["template"], cpu_num=data["cpu_num"], mem_mb=data["mem_mb"],
             disk_mb=data["disk_mb"], ports=data["ports"], net_kind=data["net_kind"],
+            user_data=data["user_data"].replace("\r\n", "\n"),  # browsers send CRLF
         )
 
 

@@ -29,7 +29,7 @@ from ttportal.hours import hours, parse_hours
 from ttportal.portal import act, back_url, post_action, refused_here
 from vms import services as vm_services
 from vms import state
-from vms.models import PortMapping, Vm, VmTemplate, live_vms, port_label
+from vms.models import PortMapping, Vm, VmTemplate, live_vms, port_label, ssh_commands
 
 # How many operations the Env page lists (the admin has the whole log).
 OPERATIONS_SHOWN = 25
@@ -124,13 +124,13 @@ def _vm_rows(env: Env) -> list[dict]:
     """
     vms = env.vms.live()
     rows = list(vms.annotate(snapshot_count=Count("snapshots")).order_by("name").values(*_VM_ROW_FIELDS))
-    ports: dict[int, list[tuple[str, str]]] = {row["pk"]: [] for row in rows}
+    ports: dict[int, list[tuple[int, int, str]]] = {row["pk"]: [] for row in rows}
     for vm_id, public, inner, protocol in (
         PortMapping.objects.filter(vm__in=vms).order_by("protocol", "inner_port")
         .values_list("vm_id", "public_port", "inner_port", "protocol")
     ):
         if vm_id in ports:
-            ports[vm_id].append((public, port_label(inner, protocol)))
+            ports[vm_id].append((public, inner, protocol))
     live = env.status == Env.Status.ACTIVE
     urls = {name: _url_maker(f"vms:{name}") for name in _VM_URLS}
     for row in rows:
@@ -138,7 +138,9 @@ def _vm_rows(env: Env) -> list[dict]:
         row["actions"] = {action: live and state.allowed(row["status"], action)
                           for action in ("start", "stop", "destroy")}
         host = row["node__public_host"]
-        row["ports"] = [(f"{host}:{public}", inner) for public, inner in ports[row["pk"]]]
+        row["ports"] = [(f"{host}:{public}", port_label(inner, protocol))
+                        for public, inner, protocol in ports[row["pk"]]]
+        row["ssh"] = ssh_commands(host, ports[row["pk"]])
         row["size"] = f"{row['cpu_num']} vCPU · {mib(row['mem_mb'])}"
         row["disk"] = f"disk {mib(row['disk_mb'])}"
         row["show_ip"] = row["ip"] and row["ip"] != row["addr"]

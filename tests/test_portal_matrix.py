@@ -55,6 +55,7 @@ ROUTES = [
     Route("envs:operations", "get", "env"),
     Route("envs:add_vm", "get", "env"),
     Route("vms:detail", "get", "running"),
+    Route("vms:guest", "get", "running"),
     Route("vms:templates", "get", scope="mine"),
     Route("accounts:tokens", "get", scope="mine"),
     Route("accounts:ssh_keys", "get", scope="mine"),

@@ -57,6 +57,13 @@ TOKEN_TTL_MIN = 60
 # SSH keys per user (their text's own rules are in accounts.sshkeys).
 SSH_KEYS_MAX = 100
 
+# A VM's own cloud-config (templates with cloud-init): a YAML mapping whose first line
+# says what it is, as cloud-init itself requires. EC2 caps user-data at 16 KiB too.
+USER_DATA_MAX = 16384
+USER_DATA_PATTERN = r"^#cloud-config[ \t]*(\r?\n[^\x00]*)?$"
+USER_DATA_RULE = (f"must be a #cloud-config document: the first line #cloud-config, then YAML "
+                  f"(at most {USER_DATA_MAX} characters)")
+
 # Text that names something stored (a template, a user): any printable characters,
 # none of the control characters no name has (NUL is one no database stores).
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"

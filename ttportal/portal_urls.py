@@ -25,6 +25,7 @@ env_patterns = [
 vm_patterns = [
     path("templates/", vm_views.template_list, name="templates"),
     path("vms/<int:pk>/", vm_views.vm_detail, name="detail"),
+    path("vms/<int:pk>/guest/", vm_views.vm_guest, name="guest"),
     path("vms/<int:pk>/start/", vm_views.vm_start, name="start"),
     path("vms/<int:pk>/stop/", vm_views.vm_stop, name="stop"),
     path("vms/<int:pk>/destroy/", vm_views.vm_destroy, name="destroy"),

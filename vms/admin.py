@@ -13,6 +13,7 @@ from django.db.models import Count
 from engines.models import EngineKind
 from engines.registry import node_firewall
 from engines.specs import tap_name
+from ttportal import limits
 from ttportal.admin_actions import OperateMixin, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter
 from vms import services
@@ -32,8 +33,18 @@ class VmTemplateForm(forms.ModelForm):
 
     class Meta:
         model = VmTemplate
-        fields = ("name", "path", "memo", "compatible_engines", "features", "enabled", "kernel", "initrd",
-                  "cmdline", "size_mb", "min_cpu", "min_mem_mb")
+        fields = ("name", "path", "memo", "compatible_engines", "features", "default_ports", "enabled",
+                  "kernel", "initrd", "cmdline", "size_mb", "min_cpu", "min_mem_mb")
+
+    def clean_default_ports(self):
+        ports = self.cleaned_data.get("default_ports")
+        if ports is None:  # left empty: none
+            ports = []
+        if not isinstance(ports, list) or not all(
+            limits.matches(limits.PORT_TEXT_PATTERN, port) for port in ports
+        ):
+            raise forms.ValidationError('must be a list of ports as users write them, e.g. ["22", "53/udp"]')
+        return ports
 
 
 @admin.register(VmTemplate)
@@ -44,7 +55,8 @@ class VmTemplateAdmin(admin.ModelAdmin):
     search_fields = ("name", "path", "memo")
     readonly_fields = ("vm_count", "created_at")
     fieldsets = (
-        (None, {"fields": ("name", "path", "memo", "compatible_engines", "features", "enabled")}),
+        (None, {"fields": ("name", "path", "memo", "compatible_engines", "features", "default_ports",
+                           "enabled")}),
         ("Direct kernel boot", {"fields": ("kernel", "initrd", "cmdline"),
                                 "description": "Leave the kernel empty to boot the image's own loader."}),
         ("Size and minimums", {"fields": ("size_mb", "min_cpu", "min_mem_mb")}),

@@ -7,10 +7,14 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from engines.cloudinit import CloudInitSpec
 from engines.models import Node
 from engines.specs import PortSpec, TemplateSpec, VmSpec
 from envs.models import Env, Peering
 from ttportal.validators import validate_dns_label
+
+# A template feature: the guest runs cloud-init and reads a NoCloud seed on first boot.
+CLOUD_INIT = "cloud-init"
 
 
 class VmTemplate(models.Model):
@@ -30,6 +34,11 @@ class VmTemplate(models.Model):
     size_mb = models.PositiveIntegerField(default=0, help_text="Virtual size of the image, MiB.")
     min_cpu = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
     min_mem_mb = models.PositiveIntegerField(default=64, validators=[MinValueValidator(16)])
+    default_ports = models.JSONField(
+        default=list, blank=True,
+        help_text='Ports the create form offers for a VM of it, as users write them: '
+        '["22"], ["80", "53/udp"].',
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -50,6 +59,7 @@ class VmTemplate(models.Model):
         return TemplateSpec(
             name=self.name, path=self.path, size_mb=self.size_mb,
             kernel=self.kernel, initrd=self.initrd, cmdline=self.cmdline,
+            cloud_init=CLOUD_INIT in (self.features or []),
         )
 
 
@@ -108,6 +118,11 @@ class Vm(models.Model):
     rand_uuid = models.BooleanField(default=True)
     uuid = models.CharField(max_length=36, blank=True)
     net_blacklist = models.JSONField(default=list, blank=True)
+    # First boot (templates with cloud-init): the owner's public keys as they were when
+    # the VM was made (later changes to their keys do not reach it), and their own
+    # #cloud-config, if any.
+    ssh_keys = models.JSONField(default=list, blank=True, editable=False)
+    user_data = models.TextField(blank=True)
     # Set while a network change (ports, blacklist, egress) is being applied to
     # the node: such changes are applied as differences, so they must not overlap.
     net_busy = models.BooleanField(default=False, editable=False)
@@ -174,6 +189,18 @@ class Vm(models.Model):
             keep_image=self.keep_image,
             env_id=self.env_id,
             reach=reach,
+            cloud_init=self.cloud_init_spec(),
+        )
+
+    def cloud_init_spec(self) -> CloudInitSpec | None:
+        if CLOUD_INIT not in (self.features or []):
+            return None
+        return CloudInitSpec(
+            hostname=self.name,
+            # Tied to this VM (its id and creation time): a new VM is a new instance.
+            instance_id=f"{self.engine_name}-{int(self.created_at.timestamp())}",
+            ssh_keys=tuple(self.ssh_keys or ()),
+            user_data=self.user_data,
         )
 
 
@@ -216,6 +243,20 @@ class PortMapping(models.Model):
     @property
     def inner_label(self) -> str:
         return port_label(self.inner_port, self.protocol)
+
+
+def ssh_command(host: str, public_port: int) -> str:
+    """How a user gets into a VM that forwards TCP 22 (as `tt`, the cloud-init templates' user)."""
+    return f"ssh -p {public_port} tt@{host}"
+
+
+def ssh_commands(host: str, mappings) -> list[str]:
+    """The ssh line of each (public port, inner port, protocol) that forwards TCP 22."""
+    return [ssh_command(host, public) for public, inner, protocol in mappings
+            if inner == SSH_PORT and protocol == PortMapping.Protocol.TCP]
+
+
+SSH_PORT = 22
 
 
 def port_label(port: int, protocol: str) -> str:

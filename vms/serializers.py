@@ -49,11 +49,16 @@ class PortsField(serializers.ListField):
 
 
 class TemplateSerializer(serializers.ModelSerializer):
+    default_ports = serializers.ListField(
+        child=serializers.CharField(), read_only=True,
+        help_text='The ports a VM of it usually forwards, as `ports` takes them ("22", "53/udp").',
+    )
+
     # Where the image lives on a node (path, kernel…) is the operators' business.
     class Meta:
         model = VmTemplate
         fields = [
-            "id", "name", "memo", "compatible_engines", "features", "size_mb", "min_cpu",
+            "id", "name", "memo", "compatible_engines", "features", "default_ports", "size_mb", "min_cpu",
             "min_mem_mb", "enabled", "created_at",
         ]
 
@@ -79,7 +84,7 @@ class VmSerializer(serializers.HyperlinkedModelSerializer):
         fields = [
             "id", "url", "name", "env", "env_name", "status", "node", "template", "net_kind", "addr",
             "ip", "mac", "cpu_num", "mem_mb", "disk_mb", "keep_image", "rand_uuid", "uuid",
-            "net_blacklist", "features", "ports", "created_at", "destroyed_at",
+            "net_blacklist", "features", "ports", "user_data", "created_at", "destroyed_at",
         ]
         read_only_fields = fields
 
@@ -124,7 +129,12 @@ class NewVmSerializer(StrictSerializer):
     net_kind = serializers.ChoiceField(choices=Vm.NetKind.choices, default=Vm.NetKind.NAT)
     keep_image = Boolean(default=False)
     rand_uuid = Boolean(default=True)
-
+    user_data = Text(
+        rule=limits.USER_DATA_RULE, pattern=limits.USER_DATA_PATTERN, max_length=limits.USER_DATA_MAX,
+        required=False, allow_blank=True, default="",
+        help_text="Your own #cloud-config, run on the VM's first boot (templates with the cloud-init "
+        "feature only). Checked as YAML: a document that does not parse is refused, naming the line.",
+    )
 
 
 class Blacklist(StrictSerializer):

@@ -14,6 +14,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from accounts.models import SshKey
 from engines.models import Node
 from engines.registry import driver_class
 from engines.specs import Feature
@@ -23,7 +24,7 @@ from envs.operations import idempotent, record, sweep
 from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
 from vms import allocation, state
-from vms.models import Snapshot, Vm
+from vms.models import CLOUD_INIT, Snapshot, Vm
 from vms.specs import (
     NewVm,
     check_name,
@@ -96,6 +97,8 @@ def insert_vms(env: Env, checked: list[Checked]) -> list[Vm]:
             keep_image=clean.keep_image, rand_uuid=clean.rand_uuid,
             uuid=str(uuidlib.uuid4()) if clean.rand_uuid else "",
             features=list(template.features or []),
+            user_data=clean.user_data,
+            ssh_keys=SshKey.lines_of(env.owner) if CLOUD_INIT in (template.features or []) else [],
         )
         allocation.save_with_address(vm)
         for protocol, inner in ports:

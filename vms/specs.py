@@ -11,7 +11,8 @@ from engines.specs import Feature
 from ttportal import limits
 from ttportal.errors import ConflictingInput, Exhausted, InvalidInput, Unsupported
 from ttportal.limits import NAME_RULE
-from vms.models import Vm, VmTemplate, live_vms
+from vms.models import CLOUD_INIT, Vm, VmTemplate, live_vms
+from vms.userdata import check_user_data
 
 
 @dataclass
@@ -27,6 +28,7 @@ class NewVm:
     net_kind: str = Vm.NetKind.NAT
     keep_image: bool = False
     rand_uuid: bool = True
+    user_data: str = ""  # a #cloud-config, for templates with cloud-init
 
 
 def check_name(value, field_name: str) -> str:
@@ -201,6 +203,7 @@ def validate_new_vm(spec: NewVm, prefix: str) -> tuple[NewVm, VmTemplate, list[t
     if spec.net_kind not in Vm.NetKind.values:
         raise InvalidInput(f("net_kind"), "must be nat or flat")
     ports = parse_ports(spec.ports, f("ports"))
+    user_data = check_user_data(spec.user_data, f("user_data"))
     if spec.net_kind == Vm.NetKind.FLAT and ports:
         # A rule across two fields, which a schema could state only by splitting NewVm
         # into variants that generated clients then make hard to use: refused like the
@@ -215,6 +218,9 @@ def validate_new_vm(spec: NewVm, prefix: str) -> tuple[NewVm, VmTemplate, list[t
         disk = template.min_disk_mb
     _at_least(disk, f("disk_mb"), template.min_disk_mb,
               f"must be at least the template's size ({template.min_disk_mb} MiB)")
+    if user_data and CLOUD_INIT not in (template.features or []):
+        raise ConflictingInput(f("user_data"), f"template {template.name} does not run cloud-init")
     clean = NewVm(name=name, template=template, cpu_num=cpu, mem_mb=mem, disk_mb=disk, ports=ports,
-                  net_kind=spec.net_kind, keep_image=bool(spec.keep_image), rand_uuid=bool(spec.rand_uuid))
+                  net_kind=spec.net_kind, keep_image=bool(spec.keep_image), rand_uuid=bool(spec.rand_uuid),
+                  user_data=user_data)
     return clean, template, ports

@@ -77,6 +77,14 @@ def settle_vm(vm: Vm, *claimed: str) -> None:
         Vm.objects.filter(pk=vm.pk, status=vm.status).update(status=real_status(vm))
 
 
+def thaw(vm: Vm) -> None:
+    """Best effort: the guest's filesystems thawed."""
+    try:
+        get_engine(vm.node).thaw_guest(vm.to_spec())
+    except Exception:
+        log.exception("could not thaw the filesystems of %s", vm)
+
+
 def restore_power(vm: Vm, was: str) -> None:
     """Best effort after a failed storage change: a VM that ran before runs again."""
     if was != S.RUNNING:
@@ -292,6 +300,7 @@ def _unset_snapshot(op: Operation) -> None:
         remove_half_made(snapshot)  # a half-made snapshot must not stay in the image
         snapshot.delete()
     if vm.status == S.SNAPSHOTTING:
+        thaw(vm)  # a live snapshot cut short must not leave the guest's filesystems frozen
         restore_power(vm, op.params.get("previous_status", ""))
     settle_vm(vm, S.SNAPSHOTTING)
 

@@ -17,16 +17,16 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from engines.registry import console_log
+from engines.registry import console_log, get_engine
 from envs import policy
 from envs.models import Env
 from envs.views import operations_context
-from ttportal.errors import InvalidInput
+from ttportal.errors import InvalidInput, TTError
 from ttportal.hours import parse_hours
 from ttportal.limits import SNAPSHOT_LIFE_MAX, SNAPSHOT_LIFE_MIN
 from ttportal.portal import act, back_url, post_action
 from vms import services, state
-from vms.models import Snapshot, Vm, VmTemplate
+from vms.models import Snapshot, Vm, VmTemplate, ssh_commands
 
 
 def _vm_for(request: HttpRequest, pk: int) -> Vm:
@@ -69,11 +69,35 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         **operations_context(env, vm), "vm": vm, "live": live, "actions": actions,
         "ports": [(f"{vm.node.public_host}:{pm.public_port}", pm.inner_label) for pm in ports],
         "ports_text": ", ".join(pm.inner_label for pm in ports),
+        "ssh": ssh_commands(vm.node.public_host,
+                            [(pm.public_port, pm.inner_port, pm.protocol) for pm in ports]),
         "snapshots": snapshots, "blacklist_text": "\n".join(vm.net_blacklist or []),
         "can_change_net": live and state.can(vm, "network") and not vm.net_busy,
         "cooldown": cooldown, "here": reverse("vms:detail", args=[vm.pk]),
         "console": console, "console_error": console_error,
     })
+
+
+@login_required
+@require_GET
+def vm_guest(request: HttpRequest, pk: int) -> HttpResponse:
+    """What the VM's guest agent reports (its addresses), beside what we expect: a part of
+    the VM page, fetched after the page itself (asking a guest can take a moment)."""
+    vm = get_object_or_404(Vm.objects.visible_to(request.user).select_related("node"), pk=pk)
+    addresses, why = None, ""
+    if "guest-agent" not in (vm.features or []):
+        why = "Its template has no guest agent."
+    elif vm.status != Vm.Status.RUNNING:
+        why = "It is not running."
+    else:
+        try:
+            addresses = get_engine(vm.node).guest_addresses(vm.to_spec())
+        except TTError as exc:  # the node cannot be reached
+            why = f"Its node could not be asked: {exc.message}"
+        else:
+            if addresses is None:
+                why = "The guest agent does not answer (yet): is the VM still booting?"
+    return render(request, "vms/_guest.html", {"vm": vm, "addresses": addresses, "why": why})
 
 
 @login_required

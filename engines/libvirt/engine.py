@@ -7,9 +7,11 @@ memory and boots nothing).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 
 import libvirt
 
+from engines import cloudinit
 from engines.base import VmEngine
 from engines.errors import EngineError, ErrorCode, step
 from engines.libvirt import dhcp, xml
@@ -27,6 +30,7 @@ from engines.specs import Feature, Inventory, PowerState, SnapshotSpec, VmSpec
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
+SEED_SUFFIX = "-seed.img"  # a VM's cloud-init CIDATA volume
 
 
 def host_has_working_kvm() -> bool:
@@ -106,6 +110,10 @@ class LibvirtEngine(VmEngine):
     @staticmethod
     def image_name(vm: VmSpec) -> str:
         return f"{vm.name}.qcow2"
+
+    @staticmethod
+    def seed_name(vm: VmSpec) -> str:
+        return f"{vm.name}{SEED_SUFFIX}"
 
     def after_reconnect(self) -> None:
         """What libvirtd forgot or we missed while it was away: volumes made by a call
@@ -213,6 +221,8 @@ class LibvirtEngine(VmEngine):
             f"<volume><name>{name}</name><capacity unit='bytes'>{size}</capacity>"
             f"<target><format type='{fmt}'/></target></volume>", 0,
         )
+        if self.is_test_driver:  # it keeps volumes but not their bytes, and has no upload
+            return volume.path()
         try:
             stream = self.conn.newStream(0)
             volume.upload(stream, 0, size, 0)
@@ -229,6 +239,17 @@ class LibvirtEngine(VmEngine):
         self.remove_image(self.image_name(vm))
 
     @reconnecting
+    def create_seed(self, vm: VmSpec) -> None:
+        """The CIDATA volume, written afresh: a retried create may find a half-uploaded one."""
+        self.remove_image(self.seed_name(vm))
+        with tempfile.TemporaryDirectory(prefix="tt-seed-") as tmp:
+            seed = cloudinit.write_seed(vm.cloud_init, Path(tmp) / "seed.img")
+            self.upload_volume(self.seed_name(vm), str(seed), "raw")
+
+    def destroy_seed(self, vm: VmSpec) -> None:
+        self.remove_image(self.seed_name(vm))
+
+    @reconnecting
     def storage_create_snapshot(self, vm: VmSpec, name: str) -> str:
         dom = self._require_domain(vm)
         try:
@@ -239,6 +260,42 @@ class LibvirtEngine(VmEngine):
                 raise
         dom.snapshotCreateXML(xml.snapshot_xml(name), 0)
         return name
+
+    @reconnecting
+    def storage_snapshot_live(self, vm: VmSpec, name: str) -> str | None:
+        # An internal snapshot of a running domain is a full checkpoint (memory and
+        # disks); frozen filesystems make its disk state consistent on its own too, so
+        # the VM the snapshot gives back boots clean whatever its memory held.
+        dom = self._require_domain(vm)
+        self._thaw(dom)  # an attempt cut short may have left them frozen
+        try:
+            dom.snapshotLookupByName(name)
+            return name  # a retried task already made it
+        except libvirt.libvirtError as exc:
+            if not is_missing(exc):
+                raise
+        try:
+            frozen = dom.fsFreeze()
+        except libvirt.libvirtError as exc:  # no agent in the guest, or not answering
+            log.info("%s: the guest agent froze nothing (%s); snapshotting stopped instead", vm.name, exc)
+            return None
+        log.info("%s: %s filesystems frozen for snapshot %s", vm.name, frozen, name)
+        try:
+            dom.snapshotCreateXML(xml.snapshot_xml(name), 0)
+        finally:
+            self._thaw(dom)
+        return name
+
+    @reconnecting
+    def thaw_guest(self, vm: VmSpec) -> None:
+        dom = self._domain(vm)
+        if dom is not None and dom.isActive():
+            self._thaw(dom)
+
+    @staticmethod
+    def _thaw(dom: libvirt.virDomain) -> None:
+        with contextlib.suppress(libvirt.libvirtError):  # nothing frozen, or no agent
+            dom.fsThaw()
 
     @reconnecting
     def storage_destroy_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
@@ -303,6 +360,7 @@ class LibvirtEngine(VmEngine):
             vm.replace(template=template),
             domain_type=self.domain_type(),
             disk_path=vm.runtime_image or self._pool_path_of(self.image_name(vm)),
+            seed_path=self._pool_path_of(self.seed_name(vm)) if vm.cloud_init else "",
             network_name=self.network_name,
             console_log=console_log,
             arch="" if self.is_test_driver else "x86_64",
@@ -336,15 +394,12 @@ class LibvirtEngine(VmEngine):
 
     @reconnecting
     def stop_vm(self, vm: VmSpec, *, force: bool = False) -> None:
-        """ACPI shutdown, forced off after `stop_timeout` so a stopped VM uses nothing."""
+        """Guest agent or ACPI shutdown, forced off after `stop_timeout` so a stopped VM uses nothing."""
         dom = self._domain(vm)
         if dom is None or not dom.isActive():
             return
         if not force:
-            try:
-                dom.shutdown()
-            except libvirt.libvirtError:
-                log.warning("ACPI shutdown of %s refused; forcing it off", vm.name)
+            self._ask_to_shut_down(dom, vm)
             deadline = time.monotonic() + self.stop_timeout
             while dom.isActive() and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -355,6 +410,29 @@ class LibvirtEngine(VmEngine):
                 if dom.isActive():  # it may have shut down between the check and the call
                     raise exc
 
+    # How a guest is asked to power off, in order: its agent (a clean shutdown even when
+    # nothing in the guest handles the ACPI button), then the ACPI button.
+    _SHUTDOWN_METHODS = (
+        (libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT, "guest agent"),
+        (libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN, "ACPI power button"),
+    )
+
+    def _ask_to_shut_down(self, dom: libvirt.virDomain, vm: VmSpec) -> str:
+        """The method the guest was asked by; "" when none took (it is forced off later)."""
+        for flag, method in self._SHUTDOWN_METHODS:
+            try:
+                dom.shutdownFlags(flag)
+                log.info("%s: shutdown asked through the %s", vm.name, method)
+                return method
+            except libvirt.libvirtError as exc:
+                log.debug("%s: %s shutdown refused: %s", vm.name, method, exc)
+        try:  # a driver without these flags (libvirt's test driver) takes a plain request
+            dom.shutdown()
+            return "shutdown request"
+        except libvirt.libvirtError:
+            log.warning("%s refused every shutdown request; forcing it off", vm.name)
+            return ""
+
     @reconnecting
     def power_state(self, vm: VmSpec) -> PowerState:
         dom = self._domain(vm)
@@ -362,15 +440,31 @@ class LibvirtEngine(VmEngine):
             return PowerState.MISSING
         return PowerState.RUNNING if dom.isActive() else PowerState.STOPPED
 
+    @reconnecting
+    def guest_addresses(self, vm: VmSpec) -> list[tuple[str, str]] | None:
+        dom = self._domain(vm)
+        if dom is None or not dom.isActive():
+            return None
+        try:
+            interfaces = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
+        except libvirt.libvirtError:  # no agent connected, or not answering
+            return None
+        return [
+            (name, f"{addr['addr']}/{addr['prefix']}")
+            for name, data in sorted(interfaces.items()) if name != "lo"
+            for addr in data.get("addrs") or ()
+        ]
+
     # --- what the node holds -------------------------------------------------------
     @reconnecting
     def inventory(self, prefix: str) -> Inventory:
         domains = frozenset(d.name() for d in self.conn.listAllDomains() if d.name().startswith(prefix))
         pool = self._pool()
         pool.refresh(0)  # volumes made or removed behind libvirt's back
-        images = {
-            v.name(): v.name().removesuffix(".qcow2")
-            for v in pool.listAllVolumes() if v.name().startswith(prefix) and v.name().endswith(".qcow2")
+        images = {  # runtime images and seeds, each named after its VM
+            v.name(): v.name().removesuffix(".qcow2").removesuffix(SEED_SUFFIX)
+            for v in pool.listAllVolumes()
+            if v.name().startswith(prefix) and v.name().endswith((".qcow2", SEED_SUFFIX))
         }
         return Inventory(instances=domains, images=images, reservations=dhcp.reservations(self._network()))
 

@@ -50,13 +50,10 @@ class BuiltTemplate:
     rootfs: Path
     cmdline: str
     kernel_version: str
-
-    @property
-    def size_mb(self) -> int:
-        return ROOTFS_MB
+    size_mb: int = ROOTFS_MB  # the root disk's virtual size
 
 
-def _run(*cmd: str, cwd: Path | None = None) -> str:
+def run_tool(*cmd: str, cwd: Path | None = None) -> str:
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         raise BuildError(f"{' '.join(cmd)} failed: {result.stderr.strip() or result.stdout.strip()}")
@@ -67,14 +64,14 @@ def _kernel_package() -> str:
     """The versioned kernel package the `linux-image-cloud-amd64` meta-package points at."""
     for attempt in range(2):
         try:
-            out = _run("apt-cache", "depends", "linux-image-cloud-amd64")
+            out = run_tool("apt-cache", "depends", "linux-image-cloud-amd64")
         except BuildError:
             out = ""
         match = re.search(r"Depends:\s+(linux-image-[0-9][^\s]*-cloud-amd64)", out)
         if match:
             return match.group(1)
         if attempt == 0:  # a fresh machine has no package lists yet
-            _run("apt-get", "update", "-qq")
+            run_tool("apt-get", "update", "-qq")
     raise BuildError("apt knows no linux-image-cloud-amd64 (is a Debian mirror reachable?)")
 
 
@@ -83,7 +80,7 @@ def _download(package: str, dest: Path) -> Path:
     existing = sorted(dest.glob(f"{package}_*.deb"))
     if existing:
         return existing[-1]
-    _run("apt-get", "download", package, cwd=dest)
+    run_tool("apt-get", "download", package, cwd=dest)
     found = sorted(dest.glob(f"{package}_*.deb"))
     if not found:
         raise BuildError(f"apt-get download {package} produced no .deb")
@@ -111,8 +108,8 @@ def build(cache_dir: Path = DEFAULT_CACHE, *, test_shell: bool = True) -> BuiltT
         return result
     with tempfile.TemporaryDirectory(prefix="tt-template-") as tmp:
         work = Path(tmp)
-        _run("dpkg-deb", "-x", str(kernel_deb), str(work / "kernel"))
-        _run("dpkg-deb", "-x", str(busybox_deb), str(work / "busybox"))
+        run_tool("dpkg-deb", "-x", str(kernel_deb), str(work / "kernel"))
+        run_tool("dpkg-deb", "-x", str(busybox_deb), str(work / "busybox"))
         busybox = work / "busybox" / "bin" / "busybox"
         stage = work / "out"
         stage.mkdir()
@@ -162,7 +159,7 @@ def _build_rootfs(work: Path, busybox: Path, dest: Path, *, test_shell: bool) ->
               "tmp", "run", "root", "www", "var/log"):
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copy(busybox, root / "bin" / "busybox")
-    applets = _run(str(busybox), "--list-full").split()
+    applets = run_tool(str(busybox), "--list-full").split()
     for applet in applets:
         link = root / applet
         if link.name == "busybox" or link.exists():
@@ -183,5 +180,5 @@ def _build_rootfs(work: Path, busybox: Path, dest: Path, *, test_shell: bool) ->
     if test_shell:
         (root / "etc" / "tt-test-shell").write_text("an unauthenticated root shell on TCP 23, for tests\n")
     raw = work / "rootfs.ext4"
-    _run("mkfs.ext4", "-q", "-F", "-L", "ttroot", "-d", str(root), str(raw), f"{ROOTFS_MB}M")
-    _run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(dest))
+    run_tool("mkfs.ext4", "-q", "-F", "-L", "ttroot", "-d", str(root), str(raw), f"{ROOTFS_MB}M")
+    run_tool("qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(dest))

@@ -30,6 +30,7 @@ def domain_xml(
     network_name: str,
     console_log: str = "",
     arch: str = "",
+    seed_path: str = "",
 ) -> str:
     root = ET.Element("domain", {"type": domain_type})
     _sub(root, "name", vm.name)
@@ -63,6 +64,13 @@ def domain_xml(
     _sub(disk, "driver", name="qemu", type="qcow2")
     _sub(disk, "source", file=disk_path)
     _sub(disk, "target", dev="vda", bus="virtio")
+    if seed_path:
+        # The cloud-init seed: read-only, and left out of snapshots (it never changes).
+        seed = _sub(devices, "disk", type="file", device="disk", snapshot="no")
+        _sub(seed, "driver", name="qemu", type="raw")
+        _sub(seed, "source", file=seed_path)
+        _sub(seed, "target", dev="vdb", bus="virtio")
+        _sub(seed, "readonly")
     nic = _sub(devices, "interface", type="network")
     _sub(nic, "mac", address=vm.mac)
     _sub(nic, "source", network=network_name)
@@ -74,6 +82,10 @@ def domain_xml(
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
+    # qemu-guest-agent's channel (libvirt picks the socket's path): shutdown, the
+    # guest's addresses and fsfreeze go through it when the guest runs the agent.
+    agent = _sub(devices, "channel", type="unix")
+    _sub(agent, "target", type="virtio", name="org.qemu.guest_agent.0")
     # No USB controller or memory balloon: test guests use neither, and under
     # TCG the controller's polling alone costs CPU that other guests need.
     _sub(devices, "controller", type="usb", model="none")

@@ -65,9 +65,29 @@
     });
   }
 
+  // New VM rows: choosing a template fills the row's ports with the template's default
+  // ones (its option's data-ports), unless the user has typed ports of their own.
+  function offerDefaultPorts(root) {
+    (root || document).querySelectorAll("select[name$='template']").forEach(function (select) {
+      if (select.dataset.portsBound) return;
+      var scope = select.closest("tr") || select.form;
+      var ports = scope && scope.querySelector("input[name$='ports']");
+      if (!ports) return;
+      select.dataset.portsBound = "1";
+      var offered = "";
+      select.addEventListener("change", function () {
+        var option = select.options[select.selectedIndex];
+        var wanted = (option && option.dataset.ports) || "";
+        if (ports.value.trim() === "" || ports.value === offered) ports.value = wanted;
+        offered = wanted;
+      });
+    });
+  }
+
   function init(root) {
     startCooldowns(root);
     enableCopy(root);
+    offerDefaultPorts(root);
   }
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -32,7 +32,7 @@ from django.db import connections
 from playwright.sync_api import Page, expect, sync_playwright
 
 from envs.models import Env, Operation
-from vms.models import Snapshot, Vm
+from vms.models import Snapshot, Vm, VmTemplate
 
 pytestmark = pytest.mark.browser
 
@@ -111,11 +111,14 @@ def test_it_runs_an_env_from_sign_in_to_destroy(server, page, alice, template, m
     snap(page, "02-my-envs-empty")
 
     # Create an Env with one VM; its task waits in the broker as it would for a worker.
+    # Choosing the template offers its default ports.
     monkeypatch.setitem(settings.Q_CLUSTER, "sync", False)
+    VmTemplate.objects.filter(pk=template.pk).update(default_ports=["80"])
     page.click("text=New Env")
     page.fill("#id_name", "browser-demo")
     page.fill("#id_lifetime_hours", "2")
     page.select_option("#id_vms-0-template", label=template.name)
+    expect(page.locator("#id_vms-0-ports")).to_have_value("80")
     page.fill("#id_vms-0-name", "web")
     page.fill("#id_vms-0-mem_mb", "128")
     page.fill("#id_vms-0-ports", "22, 80")
@@ -140,6 +143,8 @@ def test_it_runs_an_env_from_sign_in_to_destroy(server, page, alice, template, m
     expect(page.locator("#operations .status-op-succeeded")).to_have_count(1)
     expect(page.locator("#operations")).not_to_have_attribute("hx-get", f"/envs/{env.pk}/operations/")
     assert page.evaluate("window.ttSameDocument") is True, "the page was reloaded"
+    ssh_line = f"ssh -p {vm.port_mappings.get(inner_port=22).public_port} tt@{vm.node.public_host}"
+    expect(page.locator(f"#vm-{vm.pk} li.ssh code")).to_have_text(ssh_line)
     snap(page, "05-env-running")
 
     # From here tasks run inline: the on_commit enqueue fires under live_server.
@@ -148,6 +153,7 @@ def test_it_runs_an_env_from_sign_in_to_destroy(server, page, alice, template, m
     # Open the VM's page and take a snapshot there.
     page.click(f"#vm-{vm.pk} >> text=Manage")
     expect(page).to_have_url(f"{base}/vms/{vm.pk}/")
+    expect(page.locator("#ssh code")).to_have_text(ssh_line)
     page.fill("#snap-name", "clean")
     page.click("text=Take snapshot")
     expect(page.locator(".msg-success")).to_contain_text("Taking snapshot clean of web")

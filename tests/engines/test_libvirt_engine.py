@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
+from engines.cloudinit import CloudInitSpec
 from engines.libvirt import xml
 from engines.libvirt.engine import MIB, LibvirtEngine
 from engines.network.firewall import MemoryFirewall
@@ -164,6 +165,90 @@ def test_it_takes_a_snapshot_of_a_stopped_vm_and_leaves_it_stopped(engine, templ
     engine.destroy_snapshot(vm, SnapshotSpec(name="cold", path=result.path))
     assert domain(vm).snapshotListNames() == []
     engine.destroy_snapshot(vm, SnapshotSpec(name="cold", path=result.path))  # already gone: fine
+
+
+class FakeAgent:
+    """What a guest agent would answer (the test driver has none): it counts freezes and thaws."""
+
+    def __init__(self, monkeypatch, *, answers: bool = True):
+        self.calls: list[str] = []
+        self.answers = answers
+        monkeypatch.setattr(libvirt.virDomain, "fsFreeze", lambda dom, *args: self.freeze())
+        monkeypatch.setattr(libvirt.virDomain, "fsThaw", lambda dom, *args: self.thaw())
+
+    def freeze(self) -> int:
+        if not self.answers:
+            raise libvirt.libvirtError("Guest agent is not responding: QEMU guest agent is not connected")
+        self.calls.append("freeze")
+        return 1
+
+    def thaw(self) -> int:
+        self.calls.append("thaw")
+        return 1
+
+
+def test_it_snapshots_a_running_vm_live_with_its_filesystems_frozen(engine, template, monkeypatch):
+    agent = FakeAgent(monkeypatch)
+    vm = make_vm(template)
+    vm = vm.replace(runtime_image=engine.create_vm(vm))
+    engine.start_vm(vm)
+    monkeypatch.setattr(engine, "stop_vm", boom)  # the live path never stops it
+    said = []
+    result = engine.create_snapshot(vm, "live", lambda pct, msg: said.append(msg))
+    assert domain(vm).isActive() and domain(vm).snapshotListNames() == ["live"]
+    assert agent.calls[-2:] == ["freeze", "thaw"]
+    assert "snapshot taken live: filesystems frozen by the guest agent, then thawed" in said
+    assert result.path == "live"
+
+
+def test_it_thaws_the_guest_when_the_live_snapshot_fails(engine, template, monkeypatch):
+    agent = FakeAgent(monkeypatch)
+    vm = make_vm(template)
+    vm = vm.replace(runtime_image=engine.create_vm(vm))
+    engine.start_vm(vm)
+    monkeypatch.setattr(libvirt.virDomain, "snapshotCreateXML", boom)
+    with pytest.raises(EngineError) as exc:
+        engine.create_snapshot(vm, "live")
+    assert exc.value.code == ErrorCode.SNAPSHOT_CREATE
+    assert agent.calls[-2:] == ["freeze", "thaw"] and domain(vm).isActive()
+
+
+def test_it_stops_a_vm_whose_agent_does_not_answer_and_says_so(engine, template, monkeypatch):
+    FakeAgent(monkeypatch, answers=False)
+    vm = make_vm(template)
+    vm = vm.replace(runtime_image=engine.create_vm(vm))
+    engine.start_vm(vm)
+    said = []
+    engine.create_snapshot(vm, "cold", lambda pct, msg: said.append(msg))
+    assert "no guest agent answered: stopping the VM for a consistent snapshot" in said
+    assert "snapshotting storage (VM stopped)" in said
+    assert domain(vm).isActive()  # started again, as it was
+
+
+@pytest.mark.parametrize(("agent_answers", "asked"), [
+    (True, ["guest agent"]),
+    (False, ["guest agent", "ACPI power button"]),
+])
+def test_it_asks_the_guest_agent_before_the_acpi_button_then_forces(engine, template, monkeypatch,
+                                                                     agent_answers, asked):
+    flags = {libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT: "guest agent",
+             libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN: "ACPI power button"}
+    tried = []
+
+    def shutdown_flags(dom, flag):
+        tried.append(flags[flag])
+        if flag == libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT and not agent_answers:
+            raise libvirt.libvirtError("QEMU guest agent is not connected")
+        return 0  # accepted, but this guest never powers off: it is forced off
+
+    monkeypatch.setattr(libvirt.virDomain, "shutdownFlags", shutdown_flags)
+    monkeypatch.setattr(engine, "stop_timeout", 0.2)
+    vm = make_vm(template)
+    vm = vm.replace(runtime_image=engine.create_vm(vm))
+    engine.start_vm(vm)
+    engine.stop_vm(vm)
+    assert tried == asked
+    assert not domain(vm).isActive()
 
 
 def test_it_keeps_the_image_when_asked(engine, template):
@@ -548,3 +633,49 @@ def test_it_names_each_vms_port_after_its_node_and_id():
     assert tap_name("tt-local-36").startswith(port_prefix("tt-local"))
     assert not tap_name("tt-local-36").startswith(port_prefix("tt-itest"))
     assert tap_name("tt-my-node-2") == port_prefix("tt-my-node") + "2"  # node names may hold dashes
+
+
+# --- the cloud-init seed -------------------------------------------------------------------
+
+
+def with_seed(vm: VmSpec) -> VmSpec:
+    seed = CloudInitSpec(hostname="web", instance_id=f"{vm.name}-1", ssh_keys=("ssh-ed25519 AAAA x",))
+    return vm.replace(template=dataclasses.replace(vm.template, cloud_init=True), cloud_init=seed)
+
+
+def test_it_gives_a_cloud_init_vm_its_seed_and_the_agent_channel(engine, template):
+    vm = with_seed(make_vm(template))
+    engine.create_vm(vm)
+    seed = LibvirtEngine.seed_name(vm)
+    assert pool_volume_names() == {TEMPLATE_VOLUME, LibvirtEngine.image_name(vm), seed}
+    devices = ET.fromstring(domain(vm).XMLDesc(0)).find("devices")
+    (seed_disk,) = [d for d in devices.iterfind("disk") if d.find("target").get("dev") == "vdb"]
+    assert seed_disk.find("source").get("file") == volume(seed).path()
+    assert seed_disk.find("readonly") is not None  # and so left out of snapshots
+    channels = [c.find("target").get("name") for c in devices.iterfind("channel")]
+    assert channels == ["org.qemu.guest_agent.0"]
+    assert engine.inventory("tt-vm-").images == {LibvirtEngine.image_name(vm): vm.name, seed: vm.name}
+
+    engine.destroy_vm(vm.replace(keep_image=True))  # a kept disk; the seed never is
+    assert pool_volume_names() == {TEMPLATE_VOLUME, LibvirtEngine.image_name(vm)}
+
+
+def test_it_writes_the_seed_afresh_when_a_create_is_retried(engine, template):
+    vm = with_seed(make_vm(template))
+    engine.create_vm(vm)
+    engine.create_vm(vm)
+    assert pool_volume_names() == {TEMPLATE_VOLUME, LibvirtEngine.image_name(vm), LibvirtEngine.seed_name(vm)}
+
+
+def test_it_leaves_no_seed_when_a_create_fails(engine, template, monkeypatch):
+    vm = with_seed(make_vm(template))
+    failed_create(monkeypatch, engine, vm, (engine, "set_net"))
+    assert_nothing_left(engine, vm)
+
+
+def test_a_vm_without_cloud_init_gets_no_seed_disk(engine, template):
+    vm = make_vm(template)
+    engine.create_vm(vm)
+    assert pool_volume_names() == {TEMPLATE_VOLUME, LibvirtEngine.image_name(vm)}
+    disks = ET.fromstring(domain(vm).XMLDesc(0)).find("devices").findall("disk")
+    assert [d.find("target").get("dev") for d in disks] == ["vda"]

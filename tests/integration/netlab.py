@@ -182,3 +182,33 @@ def client_send_udp(host: str, port: int, payload: bytes) -> None:
         ["ip", "netns", "exec", NETNS, sys.executable, "-c", code, host, str(port), payload.decode()],
         check=True,
     )
+
+
+def client_ssh(host: str, port: int, key: str, command: str, *, user: str = "tt",
+               timeout: float = 30) -> subprocess.CompletedProcess:
+    """`command` run over SSH from the client namespace as `user`, with the private key
+    file `key` and nothing else (no agent, no password, no host key kept)."""
+    return subprocess.run(
+        ["ip", "netns", "exec", NETNS, "ssh", "-F", "/dev/null", "-i", key, "-p", str(port),
+         "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+         f"{user}@{host}", command],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def wait_for_ssh(host: str, port: int, key: str, deadline_s: float = 300) -> str:
+    """Poll until `true` runs over SSH with `key`; the time it took, and the last refusal if none."""
+    start = time.monotonic()
+    last = ""
+    while time.monotonic() - start < deadline_s:
+        try:
+            result = client_ssh(host, port, key, "true", timeout=15)
+        except subprocess.TimeoutExpired:
+            last = "timed out"
+            continue
+        if result.returncode == 0:
+            return f"{time.monotonic() - start:.1f}"
+        last = result.stderr.strip()
+        time.sleep(1)
+    raise AssertionError(f"ssh -p {port} tt@{host} did not succeed in {deadline_s} s: {last}")

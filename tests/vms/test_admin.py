@@ -166,6 +166,31 @@ def test_it_manages_templates(client, root, template):
     assert not alpine.enabled
 
 
+@pytest.mark.parametrize(("given", "kept"), [('["22", "53/udp"]', ["22", "53/udp"]), ("", [])])
+def test_it_keeps_a_templates_default_ports(client, root, template, given, kept):
+    response = client.post(reverse("admin:vms_vmtemplate_change", args=[template.pk]), {
+        "name": template.name, "path": template.path, "memo": "", "compatible_engines": ["libvirt"],
+        "features": "[]", "default_ports": given, "enabled": "on", "kernel": "", "initrd": "", "cmdline": "",
+        "size_mb": "20", "min_cpu": "1", "min_mem_mb": "64",
+    })
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    template.refresh_from_db()
+    assert template.default_ports == kept
+
+
+@pytest.mark.parametrize("given", ['"22"', "[22]", '["70000"]', '["ssh"]', "{}"])
+def test_it_refuses_default_ports_users_could_not_type(client, root, template, given):
+    response = client.post(reverse("admin:vms_vmtemplate_change", args=[template.pk]), {
+        "name": template.name, "path": template.path, "memo": "", "compatible_engines": ["libvirt"],
+        "features": "[]", "default_ports": given, "enabled": "on", "kernel": "", "initrd": "", "cmdline": "",
+        "size_mb": "20", "min_cpu": "1", "min_mem_mb": "64",
+    })
+    assert response.status_code == 200
+    assert "default_ports" in response.context["adminform"].form.errors
+    template.refresh_from_db()
+    assert template.default_ports == []
+
+
 def test_it_counts_live_vms_per_template(client, root, alice, template, run_tasks):
     make_env(alice, name="a", vms=3)
     row = client.get(TEMPLATES).context["cl"].result_list[0]

@@ -54,8 +54,11 @@ def test_it_shows_the_port_map_as_copyable_lines(client, alice, vm, page):
         suffix = "/udp" if mapping.protocol == "udp" else ""
         assert f"<code class=\"copy-src\">203.0.113.10:{mapping.public_port}</code>" in body
         assert f"<code>{mapping.inner_port}{suffix}</code>" in body
-    # Each line has a copy button (portal.js copies the line's .copy-src).
-    assert body.count('class="btn btn-xs copy"') == vm.port_mappings.count() == 2
+    # Each line has a copy button (portal.js copies the line's .copy-src), and so has the
+    # ssh line of port 22.
+    ssh = f"ssh -p {vm.port_mappings.get(inner_port=22).public_port} tt@203.0.113.10"
+    assert f'<code class="copy-src">{ssh}</code>' in body
+    assert body.count('class="btn btn-xs copy"') == vm.port_mappings.count() + 1 == 3
     assert "→" in body
     assert vm.ip in body and "running" in body
 
@@ -361,3 +364,33 @@ def test_it_shows_the_console_log_escaped(client, alice, vm, monkeypatch):
     assert seen == [(vm.node_id, vm.engine_name)]
     assert "TT-READY name=web" in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "<script>alert(1)" not in body
+
+
+# --- what the guest agent reports --------------------------------------------------------
+
+
+def guest_part(client, vm: Vm) -> str:
+    return client.get(reverse("vms:guest", args=[vm.pk])).content.decode()
+
+
+def test_the_vm_page_asks_for_the_guests_addresses_only_where_an_agent_runs(client, alice, vm):
+    client.force_login(alice)
+    assert reverse("vms:guest", args=[vm.pk]) not in client.get(vm_page(vm)).content.decode()
+    assert "Its template has no guest agent." in guest_part(client, vm)
+    Vm.objects.filter(pk=vm.pk).update(features=["guest-agent"])
+    assert f'hx-get="{reverse("vms:guest", args=[vm.pk])}"' in client.get(vm_page(vm)).content.decode()
+
+
+def test_it_shows_what_the_agent_reports_beside_the_expected_address(client, alice, vm, monkeypatch):
+    from engines.libvirt.engine import LibvirtEngine
+
+    client.force_login(alice)
+    Vm.objects.filter(pk=vm.pk).update(features=["guest-agent"])
+    monkeypatch.setattr(LibvirtEngine, "guest_addresses", lambda self, spec: None)  # still booting
+    assert "The guest agent does not answer (yet)" in guest_part(client, vm)
+    monkeypatch.setattr(LibvirtEngine, "guest_addresses", lambda self, spec: [("ens3", f"{spec.ip}/16")])
+    body = guest_part(client, vm)
+    assert f"<code>{vm.ip}/16</code> <span class=\"muted\">ens3</span>" in body
+    assert f"<code>{vm.ip}</code>" in body  # what we expect, beside it
+    Vm.objects.filter(pk=vm.pk).update(status=Vm.Status.STOPPED)
+    assert "It is not running." in guest_part(client, vm)

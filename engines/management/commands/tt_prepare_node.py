@@ -3,7 +3,9 @@
 Starts virtlogd/libvirtd with the qemu.conf this host needs, creates the VM
 network (bridge + per-MAC DHCP) and storage pool, installs the node's nftables
 table and rebuilds every port map, egress and blacklist entry from the
-database, and (with --template) installs the busybox template.
+database, and (with --template) installs templates: `--template` alone the busybox
+one, `--template debian` the Debian 12 one (about a minute the first time, cached
+after), `--template busybox --template debian` both.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from engines.models import EngineKind, Node
 from engines.registry import forget_engines, get_engine
 from ttportal.errors import TTError
 from vms.models import Vm, specs_of
+
+# --template's choices: the installer in engines.templates of each.
+TEMPLATES = {"busybox": "install_busybox_template", "debian": "install_debian_template"}
 
 
 class Command(BaseCommand):
@@ -31,7 +36,10 @@ class Command(BaseCommand):
         parser.add_argument("--network-name", default="tt-net")
         parser.add_argument("--port-min", type=int, default=20000)
         parser.add_argument("--port-max", type=int, default=29999)
-        parser.add_argument("--template", action="store_true", help="also install the busybox template")
+        parser.add_argument(
+            "--template", action="append", nargs="?", const="busybox", choices=sorted(TEMPLATES),
+            help="also install this template (busybox if none is named); repeat for several",
+        )
 
     def handle(self, *args, **o):
         if not o["uri"].startswith("test://"):
@@ -51,10 +59,11 @@ class Command(BaseCommand):
         for spec in specs:  # DHCP entries too: a recreated network has none
             engine.set_net(spec)
         self.stdout.write(f"node {node.name}: pool, network and firewall ready; {len(specs)} VMs rewired")
-        if o["template"]:
-            from engines.templates import install_busybox_template
+        wanted = ["busybox"] if o["template"] is True else list(dict.fromkeys(o["template"] or []))
+        from engines import templates  # here: it imports vms' models, not needed otherwise
 
-            template = install_busybox_template(node)
+        for kind in wanted:
+            template = getattr(templates, TEMPLATES[kind])(node)
             self.stdout.write(f"template {template.name} ready ({template.path})")
 
     def _prepare_host(self, o) -> None:

@@ -1,0 +1,82 @@
+"""Real guests: the Debian 12 template, booted on the real node, reached over SSH from the
+client namespace through the VM's forwarded port, as a user would.
+
+The template is built once per machine (about a minute) and cached after.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from accounts.services import ssh_key_add, ssh_key_delete
+from engines.templates import DEBIAN_TEMPLATE, install_debian_template
+from envs.models import Env
+from envs.services import env_create
+from tests.integration import netlab
+from tests.integration.conftest import public_port, run
+from vms.models import Vm
+from vms.services import vm_add
+from vms.specs import NewVm
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def debian(qnode):
+    return install_debian_template(qnode)
+
+
+def user_key(tmp_path: Path, name: str) -> tuple[str, str]:
+    """A key pair made as a user makes one: (private key file, public key line)."""
+    private = tmp_path / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@laptop", "-f", str(private)],
+        check=True,
+    )
+    return str(private), (tmp_path / f"{name}.pub").read_text()
+
+
+def debian_vm(name: str, **kwargs) -> NewVm:
+    return NewVm(name=name, template=DEBIAN_TEMPLATE, mem_mb=512, ports=[22], **kwargs)
+
+
+def ssh(vm: Vm, key: str, command: str) -> subprocess.CompletedProcess:
+    return netlab.client_ssh(vm.node.public_host, public_port(vm, 22), key, command)
+
+
+def test_a_debian_vm_lets_its_owner_in_with_their_key(qnode, debian, alice, run_tasks, tmp_path):
+    first_key, first_line = user_key(tmp_path, "first")
+    first = ssh_key_add(user=alice, public_key=first_line)
+    op = run(env_create, run_tasks, owner=alice, by=alice, name="deb", vms=[debian_vm("web")])
+    env = Env.objects.get(pk=op.env_id)
+    web = env.vms.get()
+    netlab.wait_for_ssh(qnode.public_host, public_port(web, 22), first_key)
+
+    who = ssh(web, first_key, "hostname; id -un; sudo -n id -u")
+    assert who.returncode == 0, who.stderr
+    assert who.stdout.split() == ["web", "tt", "0"]
+
+    # The owner's keys change: the next VM has the new one and not the deleted one.
+    second_key, second_line = user_key(tmp_path, "second")
+    ssh_key_add(user=alice, public_key=second_line)
+    ssh_key_delete(key=first, by=alice)
+    user_data = (
+        "#cloud-config\n"
+        "write_files:\n"
+        "  - path: /var/tmp/from-user-data.txt\n"
+        "    content: written by the VM's own cloud-config\n"
+    )
+    run(vm_add, run_tasks, env=env, spec=debian_vm("db", user_data=user_data), by=alice)
+    db = env.vms.get(name="db")
+    netlab.wait_for_ssh(qnode.public_host, public_port(db, 22), second_key)
+
+    read = ssh(db, second_key, "hostname; cat /var/tmp/from-user-data.txt")
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.splitlines() == ["db", "written by the VM's own cloud-config"]
+    refused = ssh(db, first_key, "true")
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr
+    # The first VM keeps the key it was made with.
+    assert ssh(web, first_key, "true").returncode == 0
