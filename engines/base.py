@@ -124,8 +124,9 @@ class VmEngine(Network, Storage, ABC):
         """Boot a stopped VM; a running one is left alone."""
 
     @abstractmethod
-    def stop_vm(self, vm: VmSpec, *, force: bool = False) -> None:
-        """Shut the VM down (gracefully unless forced); a stopped one is left alone."""
+    def stop_vm(self, vm: VmSpec, *, force: bool = False) -> str:
+        """Shut the VM down (gracefully unless forced); a stopped one is left alone.
+        Says how it went ("by the guest agent", "forced off", …) for the operation's log."""
 
     @abstractmethod
     def update_vm(self, vm: VmSpec) -> None:
@@ -239,7 +240,7 @@ class VmEngine(Network, Storage, ABC):
             was_running = self.power_state(vm) == PowerState.RUNNING
             if was_running:
                 progress(10, "stopping VM")
-                self.stop_vm(vm)
+                progress(20, f"VM {self.stop_vm(vm)}")
         return was_running
 
     def _restore_power(self, vm: VmSpec, running: bool, progress: Progress) -> None:

@@ -129,3 +129,14 @@ def public_key_line(kind: str = "ed25519", comment: str = "alice@laptop", bits: 
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
     return f"{line.decode()} {comment}".rstrip() + "\n"
+
+
+def no_guest_agent(monkeypatch) -> None:
+    """The test driver pretends every guest runs an agent that freezes its filesystems; make
+    it answer as a guest without one does, so a snapshot takes the stopped path."""
+    import libvirt
+
+    def not_connected(dom, *args):
+        raise libvirt.libvirtError("Guest agent is not responding: QEMU guest agent is not connected")
+
+    monkeypatch.setattr(libvirt.virDomain, "fsFreeze", not_connected)

@@ -161,7 +161,10 @@ def power(vm: Vm, action: str, progress: Progress) -> None:
     engine = get_engine(vm.node)
     progress(50, doing)
     with step(code):
-        (engine.start_vm if action == "start" else engine.stop_vm)(vm.to_spec())
+        if action == "start":
+            engine.start_vm(vm.to_spec())
+        else:
+            progress(90, f"VM {engine.stop_vm(vm.to_spec())}")  # by its agent, the ACPI button, or forced
     Vm.objects.filter(pk=vm.pk, status=transient).update(status=final)
 
 

@@ -393,22 +393,27 @@ class LibvirtEngine(VmEngine):
             dom.create()
 
     @reconnecting
-    def stop_vm(self, vm: VmSpec, *, force: bool = False) -> None:
+    def stop_vm(self, vm: VmSpec, *, force: bool = False) -> str:
         """Guest agent or ACPI shutdown, forced off after `stop_timeout` so a stopped VM uses nothing."""
         dom = self._domain(vm)
         if dom is None or not dom.isActive():
-            return
+            return "already stopped"
+        asked = ""
         if not force:
-            self._ask_to_shut_down(dom, vm)
+            asked = self._ask_to_shut_down(dom, vm)
             deadline = time.monotonic() + self.stop_timeout
             while dom.isActive() and time.monotonic() < deadline:
                 time.sleep(0.2)
-        if dom.isActive():
-            try:
-                dom.destroy()
-            except libvirt.libvirtError as exc:
-                if dom.isActive():  # it may have shut down between the check and the call
-                    raise exc
+            if not dom.isActive():
+                return f"shut down when asked through the {asked}"
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as exc:
+            if dom.isActive():  # it may have shut down between the check and the call
+                raise exc
+        if force:
+            return "forced off"
+        return f"forced off after {self.stop_timeout:g} s (asked through the {asked or 'nothing'})"
 
     # How a guest is asked to power off, in order: its agent (a clean shutdown even when
     # nothing in the guest handles the ACPI button), then the ACPI button.
@@ -428,7 +433,7 @@ class LibvirtEngine(VmEngine):
                 log.debug("%s: %s shutdown refused: %s", vm.name, method, exc)
         try:  # a driver without these flags (libvirt's test driver) takes a plain request
             dom.shutdown()
-            return "shutdown request"
+            return "driver's own shutdown request"
         except libvirt.libvirtError:
             log.warning("%s refused every shutdown request; forcing it off", vm.name)
             return ""

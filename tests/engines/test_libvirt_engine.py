@@ -168,7 +168,7 @@ def test_it_takes_a_snapshot_of_a_stopped_vm_and_leaves_it_stopped(engine, templ
 
 
 class FakeAgent:
-    """What a guest agent would answer (the test driver has none): it counts freezes and thaws."""
+    """A guest agent that counts freezes and thaws (the test driver only pretends to freeze)."""
 
     def __init__(self, monkeypatch, *, answers: bool = True):
         self.calls: list[str] = []

@@ -14,7 +14,7 @@ from envs import runner, tasks
 from envs.models import Env, Operation
 from envs.runner import Step, execute
 from envs.services import env_create, env_destroy, env_set_deny_outgoing, env_stop
-from tests.support import T0, domain_state, done, refused, tt_volumes
+from tests.support import T0, domain_state, done, no_guest_agent, refused, tt_volumes
 from ttportal.errors import CooldownActive, EngineError, InvalidInput
 from vms.models import PortMapping, Snapshot, Vm
 from vms.services import (
@@ -219,8 +219,13 @@ def test_it_records_which_vm_failed_and_carries_on_with_the_others(alice, env, r
     assert dict(env.vms.values_list("name", "status")) == {"web": "stopped", "db": "running"}
 
 
-def test_it_records_a_failed_snapshot_and_removes_it(alice, vm, run_tasks, monkeypatch):
-    failing(monkeypatch, LibvirtEngine, "storage_create_snapshot", libvirt.libvirtError("disk full"))
+@pytest.mark.parametrize("path", ["live", "stopped"])
+def test_it_records_a_failed_snapshot_and_removes_it(alice, vm, run_tasks, monkeypatch, path):
+    # The test driver "has" a guest agent: a running VM is snapshotted live unless it fails to freeze.
+    if path == "stopped":
+        no_guest_agent(monkeypatch)
+    method = {"live": "storage_snapshot_live", "stopped": "storage_create_snapshot"}[path]
+    failing(monkeypatch, LibvirtEngine, method, libvirt.libvirtError("disk full"))
     with run_tasks():
         op = snapshot_create(vm=vm, by=alice, name="s1")
     op = done(op)
@@ -229,7 +234,7 @@ def test_it_records_a_failed_snapshot_and_removes_it(alice, vm, run_tasks, monke
     assert not Snapshot.objects.exists()
     assert op.target == "demo/web@s1"
     vm.refresh_from_db()
-    assert vm.status == "running" and domain_state(vm) == "running"  # restarted after the attempt
+    assert vm.status == "running" and domain_state(vm) == "running"  # never stopped, or restarted
 
 
 def test_it_records_a_failed_apply_and_keeps_the_snapshot(alice, vm, run_tasks, monkeypatch):
@@ -334,8 +339,12 @@ def test_it_does_not_create_twice_when_the_task_is_retried(alice, template, run_
     assert (len(creates), len(starts)) == (2, 2)
 
 
-def test_it_does_not_snapshot_twice_when_the_task_is_retried(alice, vm, run_tasks, monkeypatch):
-    snapshots = counting(monkeypatch, LibvirtEngine, "storage_create_snapshot")
+@pytest.mark.parametrize("path", ["live", "stopped"])
+def test_it_does_not_snapshot_twice_when_the_task_is_retried(alice, vm, run_tasks, monkeypatch, path):
+    if path == "stopped":
+        no_guest_agent(monkeypatch)
+    method = {"live": "storage_snapshot_live", "stopped": "storage_create_snapshot"}[path]
+    snapshots = counting(monkeypatch, LibvirtEngine, method)
     with run_tasks():
         op = snapshot_create(vm=vm, by=alice, name="s1")
     assert done(op).status == "succeeded"

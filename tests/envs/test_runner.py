@@ -23,7 +23,7 @@ from envs import lease, operations, recovery, runner
 from envs.lease import LeaseLost
 from envs.models import Env, Operation
 from envs.services import env_create, env_destroy, env_start, env_stop
-from tests.support import T0, domain, domain_state, done, held_by_a_live_worker, tt_volumes
+from tests.support import T0, domain, domain_state, done, held_by_a_live_worker, no_guest_agent, tt_volumes
 from ttportal.errors import ErrorCode, IllegalState, TTError
 from vms.models import Snapshot, Vm
 from vms.services import snapshot_create, vm_start, vm_stop
@@ -238,6 +238,7 @@ def test_it_resumes_a_create_whose_worker_died_while_booting(alice, template, mo
 def test_it_restores_the_power_state_when_a_snapshot_resumes(env, alice, monkeypatch, time_machine):
     web = env.vms.get(name="web")
     original = LibvirtEngine.storage_create_snapshot
+    no_guest_agent(monkeypatch)  # the snapshot stops the VM
 
     def die_after_stopping(self, spec, name):
         raise Killed  # the VM was stopped for the snapshot

@@ -7,18 +7,20 @@ The template is built once per machine (about a minute) and cached after.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from accounts.services import ssh_key_add, ssh_key_delete
+from engines.registry import get_engine
 from engines.templates import DEBIAN_TEMPLATE, install_debian_template
 from envs.models import Env
 from envs.services import env_create
 from tests.integration import netlab
 from tests.integration.conftest import public_port, run
 from vms.models import Vm
-from vms.services import vm_add
+from vms.services import snapshot_apply, snapshot_create, vm_add
 from vms.specs import NewVm
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,6 +45,17 @@ def debian_vm(name: str, **kwargs) -> NewVm:
     return NewVm(name=name, template=DEBIAN_TEMPLATE, mem_mb=512, ports=[22], **kwargs)
 
 
+def wait_for(probe, what: str, deadline_s: float = 120):
+    """Poll `probe` until it answers something truthy; that answer."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        answer = probe()
+        if answer:
+            return answer
+        time.sleep(1)
+    raise AssertionError(f"no {what} in {deadline_s} s")
+
+
 def ssh(vm: Vm, key: str, command: str) -> subprocess.CompletedProcess:
     return netlab.client_ssh(vm.node.public_host, public_port(vm, 22), key, command)
 
@@ -58,6 +71,24 @@ def test_a_debian_vm_lets_its_owner_in_with_their_key(qnode, debian, alice, run_
     who = ssh(web, first_key, "hostname; id -un; sudo -n id -u")
     assert who.returncode == 0, who.stderr
     assert who.stdout.split() == ["web", "tt", "0"]
+
+    # Its guest agent reports the address its MAC implies.
+    engine = get_engine(qnode)
+    reported = wait_for(lambda: engine.guest_addresses(web.to_spec()), "the guest agent's addresses")
+    assert (f"{web.ip}/16") in [address for _interface, address in reported]
+
+    # A snapshot of the running VM is taken live, its filesystems frozen; applying it brings
+    # the file back as it was (the VM is asked to stop through its agent, then booted again).
+    assert ssh(web, first_key, "echo before > /var/tmp/state").returncode == 0
+    taken = run(snapshot_create, run_tasks, vm=web, by=alice, name="before")
+    assert "snapshot taken live: filesystems frozen by the guest agent, then thawed" in taken.log
+    web.refresh_from_db()
+    assert web.status == "running"
+    assert ssh(web, first_key, "echo after > /var/tmp/state && cat /var/tmp/state").stdout == "after\n"
+    applied = run(snapshot_apply, run_tasks, snapshot=web.snapshots.get(name="before"), by=alice)
+    assert "VM shut down when asked through the guest agent" in applied.log
+    netlab.wait_for_ssh(qnode.public_host, public_port(web, 22), first_key)
+    assert ssh(web, first_key, "cat /var/tmp/state").stdout == "before\n"
 
     # The owner's keys change: the next VM has the new one and not the deleted one.
     second_key, second_line = user_key(tmp_path, "second")
