@@ -11,7 +11,10 @@ inside the guest).
 The build is cached under a fingerprint of everything that goes in: this
 builder's version, the guest files, and the exact version apt would install of
 each package. A second build with the same inputs reuses the first one.
-mmdebstrap's output is reproducible for a fixed SOURCE_DATE_EPOCH.
+Builds aim at the same bytes from the same inputs (a fixed SOURCE_DATE_EPOCH,
+build logs removed, file times clamped, a fixed ext4 UUID, hash seed and time):
+measured with `bench/debian_guest.py --reproduce`, the kernel and initramfs are
+identical across two builds, the root disk image not yet (some file still differs).
 """
 
 from __future__ import annotations
@@ -22,15 +25,17 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 from engines.libvirt.template_builder import DEFAULT_CACHE, BuildError, BuiltTemplate, run_tool
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 3
 SUITE = "bookworm"
 GUEST_FILES = Path(__file__).with_name("guest-debian")
 PACKAGES = (
     "linux-image-cloud-amd64", "systemd-sysv", "systemd-resolved", "dbus", "udev", "iproute2",
+    "e2fsprogs",  # resize2fs: cloud-init grows the root filesystem to a VM's larger disk
     "openssh-server", "sudo", "cloud-init", "qemu-guest-agent",
 )
 # Timers and services a short-lived test VM has no use for, and which cost boot time
@@ -84,14 +89,27 @@ def build(cache_dir: Path = DEFAULT_CACHE) -> BuiltTemplate:
         stage = work / "out"
         stage.mkdir()
         _copy_boot_files(root, stage)
-        raw = work / "rootfs.ext4"
-        run_tool("mkfs.ext4", "-q", "-F", "-L", "ttroot", "-d", str(root), str(raw), f"{DISK_MB}M")
-        run_tool("qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(stage / "rootfs.qcow2"))
+        _make_root_disk(root, work / "rootfs.ext4", stage / "rootfs.qcow2", out.name)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             shutil.rmtree(out)
         shutil.move(str(stage), out)
     return result
+
+
+def _make_root_disk(root: Path, raw: Path, dest: Path, name: str) -> None:
+    """ext4 of the root tree, then qcow2. Its UUID, hash seed and timestamps come from the
+    build's name and SOURCE_DATE_EPOCH, so the same inputs give the same bytes."""
+    fixed = str(uuid.uuid5(uuid.NAMESPACE_URL, f"tt-portal:{name}"))
+    env = {**os.environ, "E2FSPROGS_FAKE_TIME": SOURCE_DATE_EPOCH}
+    result = subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-L", "ttroot", "-U", fixed, "-E", f"hash_seed={fixed}",
+         "-d", str(root), str(raw), f"{DISK_MB}M"],
+        capture_output=True, text=True, env=env,
+    )
+    if result.returncode != 0:
+        raise BuildError(f"mkfs.ext4 failed: {result.stderr.strip()}")
+    run_tool("qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(dest))
 
 
 def _scratch(cache_dir: Path) -> Path:
@@ -114,6 +132,9 @@ def _mmdebstrap(root: Path) -> None:
         # The network is systemd-networkd's: resolv.conf is resolved's stub.
         'ln -sf ../run/systemd/resolve/stub-resolv.conf "$1"/etc/resolv.conf',
         'rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*_Packages',
+        # What a build writes with the wall clock in it: logs (and files' times: _clamp_times).
+        'rm -f "$1"/var/log/dpkg.log "$1"/var/log/alternatives.log "$1"/var/log/apt/*.log'
+        ' "$1"/var/cache/ldconfig/aux-cache "$1"/var/lib/systemd/random-seed',
     ]
     cmd = ["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(PACKAGES)}"]
     cmd += [f"--customize-hook={hook}" for hook in hooks]
@@ -123,6 +144,18 @@ def _mmdebstrap(root: Path) -> None:
     if result.returncode != 0:
         tail = (result.stderr.strip() or result.stdout.strip())[-2000:]
         raise BuildError(f"mmdebstrap failed: {tail}")
+    _clamp_times(root, int(SOURCE_DATE_EPOCH))
+
+
+def _clamp_times(root: Path, epoch: int) -> None:
+    """No file newer than SOURCE_DATE_EPOCH (what mmdebstrap's tarball mode does, and its
+    directory mode does not): maintainer scripts leave the build's wall-clock times."""
+    for top, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            path = os.path.join(top, name)
+            if os.lstat(path).st_mtime > epoch:
+                os.utime(path, (epoch, epoch), follow_symlinks=False)
+    os.utime(root, (epoch, epoch))
 
 
 def _copy_boot_files(root: Path, stage: Path) -> None:

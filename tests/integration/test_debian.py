@@ -63,7 +63,8 @@ def ssh(vm: Vm, key: str, command: str) -> subprocess.CompletedProcess:
 def test_a_debian_vm_lets_its_owner_in_with_their_key(qnode, debian, alice, run_tasks, tmp_path):
     first_key, first_line = user_key(tmp_path, "first")
     first = ssh_key_add(user=alice, public_key=first_line)
-    op = run(env_create, run_tasks, owner=alice, by=alice, name="deb", vms=[debian_vm("web")])
+    # A disk larger than the template's: cloud-init grows the root filesystem to it.
+    op = run(env_create, run_tasks, owner=alice, by=alice, name="deb", vms=[debian_vm("web", disk_mb=3072)])
     env = Env.objects.get(pk=op.env_id)
     web = env.vms.get()
     netlab.wait_for_ssh(qnode.public_host, public_port(web, 22), first_key)
@@ -71,6 +72,12 @@ def test_a_debian_vm_lets_its_owner_in_with_their_key(qnode, debian, alice, run_
     who = ssh(web, first_key, "hostname; id -un; sudo -n id -u")
     assert who.returncode == 0, who.stderr
     assert who.stdout.split() == ["web", "tt", "0"]
+    # cloud-init ran every module without an error, and no unit failed.
+    status = ssh(web, first_key, "cloud-init status --wait --long; systemctl --failed --no-legend")
+    assert status.returncode == 0 and "status: done" in status.stdout, status.stdout + status.stderr
+    assert "failed" not in status.stdout.split("detail:")[-1], status.stdout
+    size_mb = int(ssh(web, first_key, "df -BM --output=size / | tail -n 1").stdout.strip().rstrip("M"))
+    assert size_mb > 2048, f"the root filesystem was not grown: {size_mb} MiB"
 
     # Its guest agent reports the address its MAC implies.
     engine = get_engine(qnode)
