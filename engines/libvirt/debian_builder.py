@@ -99,7 +99,8 @@ def build(cache_dir: Path = DEFAULT_CACHE) -> BuiltTemplate:
 
 def _make_root_disk(root: Path, raw: Path, dest: Path, name: str) -> None:
     """ext4 of the root tree, then qcow2. Its UUID, hash seed and timestamps come from the
-    build's name and SOURCE_DATE_EPOCH, so the same inputs give the same bytes."""
+    build's name and SOURCE_DATE_EPOCH rather than chance and the clock (see the module's
+    note on how far the bytes are the same from one build to the next)."""
     fixed = str(uuid.uuid5(uuid.NAMESPACE_URL, f"tt-portal:{name}"))
     env = {**os.environ, "E2FSPROGS_FAKE_TIME": SOURCE_DATE_EPOCH}
     result = subprocess.run(
