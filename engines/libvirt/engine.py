@@ -252,14 +252,19 @@ class LibvirtEngine(VmEngine):
     @reconnecting
     def storage_create_snapshot(self, vm: VmSpec, name: str) -> str:
         dom = self._require_domain(vm)
+        if not self._has_snapshot(dom, name):  # else a retried task already made it
+            dom.snapshotCreateXML(xml.snapshot_xml(name), 0)
+        return name
+
+    @staticmethod
+    def _has_snapshot(dom: libvirt.virDomain, name: str) -> bool:
         try:
             dom.snapshotLookupByName(name)
-            return name  # a retried task already made it
+            return True
         except libvirt.libvirtError as exc:
             if not is_missing(exc):
                 raise
-        dom.snapshotCreateXML(xml.snapshot_xml(name), 0)
-        return name
+            return False
 
     @reconnecting
     def storage_snapshot_live(self, vm: VmSpec, name: str) -> str | None:
@@ -268,12 +273,8 @@ class LibvirtEngine(VmEngine):
         # the VM the snapshot gives back boots clean whatever its memory held.
         dom = self._require_domain(vm)
         self._thaw(dom)  # an attempt cut short may have left them frozen
-        try:
-            dom.snapshotLookupByName(name)
+        if self._has_snapshot(dom, name):
             return name  # a retried task already made it
-        except libvirt.libvirtError as exc:
-            if not is_missing(exc):
-                raise
         try:
             frozen = dom.fsFreeze()
         except libvirt.libvirtError as exc:  # no agent in the guest, or not answering
