@@ -22,6 +22,9 @@ APT_PACKAGES=(
   # a real QEMU node: libvirt's daemon, QEMU, DHCP for the VM network, the firewall
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   dnsmasq-base nftables
+  # a docker node: podman serving the Docker API, runc (crun fails on hybrid cgroups), its
+  # network stack with DNS, and nsenter (util-linux) to name each container's bridge port
+  podman runc netavark aardvark-dns iptables util-linux
   # the template builders (busybox; Debian with mmdebstrap) and the cloud-init seeds (vfat)
   e2fsprogs cpio xz-utils mmdebstrap dosfstools mtools
   # SSH into guests, and ssh-keygen (the tests compare fingerprints with it)
@@ -92,6 +95,14 @@ run() {
   say "preparing this host as node 'local' (public address $public_host) with templates: ${templates[*]}"
   "$PY" manage.py tt_prepare_node local --uri qemu:///system --public-host "$public_host" \
     --vm-network "${TT_VM_NETWORK:-10.100.0.0/16}" "${templates[@]}"
+  # Containers beside the VMs: a docker node with its own bridge, network and ports
+  # (TT_DOCKER_NODE=0 skips it).
+  if [ "${TT_DOCKER_NODE:-1}" = 1 ]; then
+    say "preparing this host as node 'docker' too (podman's Docker API) with the busybox image"
+    "$PY" manage.py tt_prepare_node docker --kind docker --public-host "$public_host" \
+      --vm-network "${TT_DOCKER_VM_NETWORK:-10.99.0.0/16}" --bridge ttbr-docker --network-name tt-docker-net \
+      --port-min 40000 --port-max 44999 --template busybox
+  fi
   local bind="${TT_BIND:-127.0.0.1:8000}"
   say "TT Portal on http://$bind/ (admin at /admin/); Ctrl-C stops it"
   "$PY" manage.py tt_qcluster &

@@ -19,6 +19,15 @@ SQLite database; all of it is removed on exit. TCG guests on 2 cores are very
 sensitive to other load on the machine: run it on an otherwise idle host.
 
     .venv/bin/python bench/env_ready.py [--rounds 4]
+
+With `--engine docker`: an Env of 3 containers from the busybox image on a docker
+node (`benchd`: bridge ttbr-benchd, 10.104.0.0/16, nft table tt_benchd, podman's
+Docker API), until each answers HTTP with its own address through its forwarded
+port from the client namespace, against 3 bare `podman run -d -p 127.0.0.1:H:80`
+of the same image until each answers on its published port. It ends with the
+same `ratio <x>` line.
+
+    .venv/bin/python bench/env_ready.py --engine docker [--rounds 4]
 """
 
 from __future__ import annotations
@@ -55,13 +64,13 @@ def prepare_node():
     return node, template, user
 
 
-def tt_round(rnd: int, template, user) -> dict:
+def tt_round(rnd: int, template, user, mem_mb: int = MEM_MB) -> dict:
     from envs.models import Env
     from envs.services import env_create, env_destroy
     from vms.specs import NewVm
 
     waiter = c.HttpWaiter(netns=c.NETNS)
-    specs = [NewVm(name=f"vm{i}", template=template.name, mem_mb=MEM_MB, ports=[80]) for i in range(VMS)]
+    specs = [NewVm(name=f"vm{i}", template=template.name, mem_mb=mem_mb, ports=[80]) for i in range(VMS)]
     t0 = time.monotonic()
     op = env_create(owner=user, by=user, name=f"bench-{rnd}", vms=specs)
     op.refresh_from_db()
@@ -88,6 +97,26 @@ def tt_round(rnd: int, template, user) -> dict:
     if done.status != "succeeded":
         raise RuntimeError(f"env_destroy {done.status}: {done.error_message}")
     return {"total": max(ready.values()), "started": created, "each": ready}
+
+
+def bare_podman_round(rnd: int, image: str, cleanup: c.Cleanup) -> dict:
+    """3 plain `podman run`s of the same image, each port 80 published on the host."""
+    names = [f"tt-bench-bare-{rnd}-{i}" for i in range(VMS)]
+    cleanup.add("bare containers", remove_containers, names)
+    ports = [free_port() for _ in range(VMS)]
+    waiter = c.HttpWaiter()
+    t0 = time.monotonic()
+    for name, port in zip(names, ports, strict=True):
+        c.sh("podman", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:80", image)
+    started = time.monotonic() - t0
+    targets = {name: (f"http://127.0.0.1:{port}/", "<h1>") for name, port in zip(names, ports, strict=True)}
+    ready = waiter.wait(targets, t0, deadline=DEADLINE_S)
+    remove_containers(names)
+    return {"total": max(ready.values()), "started": started, "each": ready}
+
+
+def remove_containers(names: list[str]) -> None:
+    c.sh("podman", "rm", "-f", "-t", "0", *names, check=False)
 
 
 def free_port() -> int:
@@ -148,6 +177,35 @@ def show(rnd: int, side: str, result: dict) -> None:
           f"(launched after {result['started']:5.2f} s; each: {each})")
 
 
+def run_docker(rounds: int) -> None:
+    import _docker as d
+
+    c.header(f"env_ready --engine docker: Env of {VMS} busybox containers until HTTP answers, "
+             "TT vs bare podman run")
+    results: dict[str, list[dict]] = {"tt": [], "bare": []}
+    with c.Cleanup() as cleanup:
+        var_dir = tempfile.mkdtemp(prefix="tt-bench-db-")
+        cleanup.add("database dir", shutil.rmtree, var_dir, ignore_errors=True)
+        c.setup_django(var_dir)
+        cleanup.add("client netns", c.destroy_client)
+        c.create_client()
+        cleanup.add("bench docker node", d.remove_node)
+        t = time.monotonic()
+        _node, template = d.prepare_node()
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.create_user(username="bench", password="bench-pw")
+        print(f"  node {d.NODE['name']} prepared with image {template.path} in {time.monotonic() - t:.1f} s")
+        for rnd in range(1, rounds + 1):
+            order = ("tt", "bare") if rnd % 2 else ("bare", "tt")
+            for side in order:
+                result = (tt_round(rnd, template, user, mem_mb=32) if side == "tt"
+                          else bare_podman_round(rnd, template.path, cleanup))
+                results[side].append(result)
+                show(rnd, side, result)
+    summarise(results, "bare podman")
+
+
 def run(rounds: int) -> None:
     c.header(f"env_ready: Env of {VMS} busybox VMs ({MEM_MB} MiB) until HTTP answers, TT vs bare QEMU")
     results: dict[str, list[dict]] = {"tt": [], "bare": []}
@@ -172,6 +230,10 @@ def run(rounds: int) -> None:
                 result = tt_round(rnd, template, user) if side == "tt" else bare_round(rnd, boot, cleanup)
                 results[side].append(result)
                 show(rnd, side, result)
+    summarise(results, "bare")
+
+
+def summarise(results: dict[str, list[dict]], bare_name: str) -> None:
     tt = [r["total"] for r in results["tt"]]
     bare = [r["total"] for r in results["bare"]]
     for side, totals in (("TT", tt), ("bare", bare)):
@@ -182,17 +244,20 @@ def run(rounds: int) -> None:
     paired = [t / b for t, b in zip(tt, bare, strict=True)]
     listed = ", ".join(f"{x:.2f}" for x in paired)
     print(f"  per-round ratios TT/bare: {listed}; their median {c.median(paired):.3f}")
-    print(f"  {c.verdict('ratio TT/bare (medians)', c.median(tt) / c.median(bare), TARGET)}")
+    print(f"  {c.verdict(f'ratio TT/{bare_name} (medians)', c.median(tt) / c.median(bare), TARGET)}")
+    print(f"ratio {c.median(tt) / c.median(bare):.2f}")
 
 
 def main() -> None:
     parser = c.arg_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=4, help="rounds per side, at least 2 (default 4)")
+    parser.add_argument("--engine", choices=("qemu", "docker"), default="qemu",
+                        help="qemu: VMs against bare QEMU; docker: containers against bare podman run")
     args = parser.parse_args()
     if args.rounds < 2:
         parser.error("--rounds must be at least 2")
     c.require_root()
-    run(args.rounds)
+    (run_docker if args.engine == "docker" else run)(args.rounds)
 
 
 if __name__ == "__main__":

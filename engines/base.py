@@ -171,6 +171,11 @@ class VmEngine(Network, Storage, ABC):
         no init(): the portal reads it on a page view, which must not set up a node."""
         return None
 
+    def health(self) -> tuple[bool, str]:
+        """(usable, what was found) for the node's admin page: the engine answering, its
+        version, what the host lacks. Cheap, and safe to call on a node not initialised."""
+        return True, "no health check for this engine"
+
     def check_feat(self, wanted: set[Feature] | frozenset[Feature]) -> set[Feature]:
         """Return the wanted features this engine lacks (empty set: all supported)."""
         return set(wanted) - set(self.features)

@@ -60,6 +60,14 @@ class Node(models.Model):
         max_length=15, default="ttbr0", validators=[RegexValidator(r"^[a-zA-Z0-9_-]{1,15}$")],
         help_text="Linux bridge of the VM network (at most 15 characters).",
     )
+    binary = models.CharField(
+        max_length=255, blank=True,
+        help_text="Firecracker nodes: the firecracker binary (empty: `firecracker` on PATH).",
+    )
+    jailer = models.CharField(
+        max_length=255, blank=True,
+        help_text="Firecracker nodes: the jailer binary; empty runs firecracker without it.",
+    )
     cpu_capacity = models.PositiveIntegerField(default=0, help_text="vCPUs offered; 0 = unlimited")
     mem_capacity_mb = models.PositiveIntegerField(default=0, help_text="MiB offered; 0 = unlimited")
     enabled = models.BooleanField(default=True)

@@ -16,6 +16,8 @@ from ttportal.errors import EngineError, ErrorCode
 
 DRIVERS: dict[str, str] = {
     "libvirt": "engines.libvirt.engine.LibvirtEngine",
+    "docker": "engines.docker.engine.DockerEngine",
+    "firecracker": "engines.firecracker.engine.FirecrackerEngine",
 }
 
 _instances: dict[tuple, VmEngine] = {}
@@ -42,12 +44,15 @@ def node_firewall(node: Node) -> Firewall:
         return MemoryFirewall()
     from engines.network.nftables import NftablesFirewall
 
+    others = Node.objects.exclude(pk=node.pk).exclude(uri__startswith="test://")
     return NftablesFirewall(vm_network=node.vm_network, bridge=node.bridge, table=nft_table_name(node),
-                            port_prefix=port_prefix(f"tt-{node.name}"), host_open=settings.TT_VM_HOST_PORTS)
+                            port_prefix=port_prefix(f"tt-{node.name}"), host_open=settings.TT_VM_HOST_PORTS,
+                            other_networks=tuple(others.values_list("vm_network", flat=True)))
 
 
 def node_options(node: Node) -> dict:
     return {
+        "node_name": node.name,
         "pool_name": node.pool_name,
         "pool_path": str(settings.TT_POOL_DIR / node.pool_name),
         "network_name": node.network_name,
@@ -58,6 +63,8 @@ def node_options(node: Node) -> dict:
         "console_dir": "" if node.is_test_driver else str(settings.TT_CONSOLE_DIR),
         "stop_timeout": settings.TT_STOP_TIMEOUT,
         "firewall": node_firewall(node),
+        "binary": node.binary,
+        "jailer": node.jailer,
     }
 
 

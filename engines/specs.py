@@ -23,6 +23,7 @@ class Feature(enum.StrEnum):
     FLAT = "flat"
     RAND_UUID = "rand_uuid"
     KEEP_IMAGE = "keep_image"
+    DISK_LIMIT = "disk_limit"  # a VM's disk gets the size asked for (overlay storage has none)
 
 
 class PowerState(enum.StrEnum):
@@ -140,4 +141,6 @@ class Inventory:
 
     instances: frozenset[str]  # engine names of VMs (domains, containers)
     images: dict[str, str]  # runtime image name -> engine name of the VM it was made for
-    reservations: dict[str, str]  # MAC -> IP the node's DHCP hands out
+    # MAC -> IP the node's DHCP hands out; None where the engine keeps no such list (a
+    # container is created with its address, a Firecracker guest is booted with it).
+    reservations: dict[str, str] | None

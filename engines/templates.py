@@ -1,4 +1,5 @@
-"""Registering templates on a libvirt node: the built-in busybox and Debian ones, or an operator's qcow2.
+"""Registering templates: the built-in busybox and Debian ones, an operator's qcow2 (QEMU nodes), the
+busybox image and an operator's own image (docker nodes).
 
 Control-plane glue (it writes VmTemplate rows), so it lives beside the registry, not
 among the Django-free drivers in engines/libvirt/."""
@@ -17,6 +18,8 @@ from engines.registry import get_engine
 from vms.models import CLOUD_INIT, VmTemplate
 
 BUSYBOX_TEMPLATE = "tt/busybox"
+BUSYBOX_IMAGE_TEMPLATE = "tt/busybox-container"
+MIB = 1024 * 1024
 DEBIAN_TEMPLATE = "debian/12"
 # Measured with bench/debian_guest.py: it boots to SSH with cloud-init done in 160 MiB and
 # panics (out of memory) in 128 MiB; 256 leaves room for what a user runs in it.
@@ -101,5 +104,43 @@ def register_qcow2_template(node: Node, *, name: str, image: Path, memo: str = "
         name=name,
         defaults=dict(path=volume, kernel="", initrd="", cmdline="", size_mb=size_mb,
                       min_mem_mb=min_mem_mb, compatible_engines=["libvirt"], memo=memo, enabled=True),
+    )
+    return template
+
+
+def install_busybox_image(node: Node, *, name: str = BUSYBOX_IMAGE_TEMPLATE,
+                          cache_dir: Path = template_builder.DEFAULT_CACHE) -> VmTemplate:
+    """Build (or reuse) the busybox container image, import it on the docker node, register it."""
+    from engines.docker import image_builder
+
+    test_shell = settings.TT_TEMPLATE_TEST_SHELL
+    built = image_builder.build(cache_dir, test_shell=test_shell)
+    size = get_engine(node).import_rootfs(str(built.rootfs), built.reference, image_builder.CMD)
+    template, _ = VmTemplate.objects.update_or_create(
+        name=name,
+        defaults=dict(
+            path=built.reference, kernel="", initrd="", cmdline="", size_mb=-(-size // MIB), min_cpu=1,
+            min_mem_mb=16, compatible_engines=["docker"],
+            features=["http:80", *(["telnet:23"] if test_shell else [])], default_ports=["80"], enabled=True,
+            memo=(
+                "A busybox container built offline from Debian's busybox-static: the address its MAC "
+                "implies, HTTP on 80 naming the VM and its IP, the same TT-READY line in its log as the "
+                "QEMU template prints on its console."
+                + (" WARNING: an UNAUTHENTICATED root shell listens on TCP 23, for tests (see tt/busybox)."
+                   if test_shell else " No shell listens on the network.")
+            ),
+        ),
+    )
+    return template
+
+
+def register_image_template(node: Node, *, name: str, image: str, memo: str = "",
+                            min_mem_mb: int = 16) -> VmTemplate:
+    """An operator's own container image, already on the docker node (nothing is pulled)."""
+    size = get_engine(node).image_size(image)
+    template, _ = VmTemplate.objects.update_or_create(
+        name=name,
+        defaults=dict(path=image, kernel="", initrd="", cmdline="", size_mb=-(-size // MIB),
+                      min_mem_mb=min_mem_mb, compatible_engines=["docker"], memo=memo, enabled=True),
     )
     return template

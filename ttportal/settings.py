@@ -131,6 +131,10 @@ TT_POOL_DIR = Path(env_str("TT_POOL_DIR", "/var/lib/ttportal/pools"))
 TT_CONSOLE_DIR = Path(env_str("TT_CONSOLE_DIR", "/var/log/ttportal/console"))
 # How long a guest gets for an ACPI shutdown before it is forced off.
 TT_STOP_TIMEOUT = env_int("TT_STOP_TIMEOUT", 30, minimum=0)
+# Firecracker's own API contract (OpenAPI), against which the Firecracker driver's
+# request shapes are checked (tests/engines/firecracker).
+TT_FIRECRACKER_SPEC = Path(env_str(
+    "TT_FIRECRACKER_SPEC", str(BASE_DIR.parent / "shared" / "firecracker" / "firecracker-v1.16.1.yaml")))
 # What VMs may reach on their node's host besides DHCP and DNS (a package cache,
 # say): protocol:port pairs. Everything else listening on the host is closed to them.
 TT_VM_HOST_PORTS = env_ports("TT_VM_HOST_PORTS")
@@ -257,5 +261,6 @@ SPECTACULAR_SETTINGS = {
         "SnapshotStatusEnum": "vms.models.Snapshot.Status",
         "OperationStatusEnum": "envs.models.Operation.Status",
         "OperationKindEnum": "envs.models.Operation.Kind",
+        "EngineKindEnum": "engines.models.EngineKind",
     },
 }

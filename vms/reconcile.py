@@ -185,8 +185,10 @@ def reconcile_reservations(node: Node, engine, inventory) -> int:
     stopped VMs' missing ones are added back, and only MACs no live VM has are
     removed.
     """
-    live = {vm.mac: vm for vm in Vm.objects.live().filter(node=node).exclude(mac=None)}
     have = inventory.reservations
+    if have is None:  # the engine gives each VM its address itself: nothing to keep
+        return 0
+    live = {vm.mac: vm for vm in Vm.objects.live().filter(node=node).exclude(mac=None)}
     repaired = []
     for mac, ip in have.items():
         if mac not in live:

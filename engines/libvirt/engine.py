@@ -25,7 +25,8 @@ from engines.errors import EngineError, ErrorCode, step
 from engines.libvirt import dhcp, xml
 from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
-from engines.network.firewall import Element, Firewall, MemoryFirewall
+from engines.network.firewall import Firewall, MemoryFirewall
+from engines.network.wiring import FirewalledNetwork
 from engines.specs import Feature, Inventory, PowerState, SnapshotSpec, VmSpec
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,11 @@ class DomainMissing(LookupError):
     """The VM has no domain on the node."""
 
 
-class LibvirtEngine(VmEngine):
+class LibvirtEngine(FirewalledNetwork, VmEngine):
     kind = "libvirt"
     features = frozenset(
         {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT,
-         Feature.RAND_UUID, Feature.KEEP_IMAGE}
+         Feature.RAND_UUID, Feature.KEEP_IMAGE, Feature.DISK_LIMIT}
     )
 
     def __init__(self, *, uri: str, options: dict | None = None):
@@ -122,6 +123,18 @@ class LibvirtEngine(VmEngine):
             self._pool().refresh(0)
         except libvirt.libvirtError:
             log.warning("could not refresh pool %s after reconnecting", self.pool_name)
+
+    def health(self) -> tuple[bool, str]:
+        try:
+            conn = self.conn
+            version = conn.getLibVersion()
+        except libvirt.libvirtError as exc:
+            return False, f"libvirt at {self.uri} does not answer: {exc.get_error_message()}"
+        major, minor, micro = version // 1_000_000, version // 1000 % 1000, version % 1000
+        if self.is_test_driver:
+            return True, f"libvirt {major}.{minor}.{micro} test driver: boots nothing (tests only)"
+        accel = "KVM" if host_has_working_kvm() else "TCG (no usable KVM)"
+        return True, f"libvirt {major}.{minor}.{micro} at {self.uri}, QEMU with {accel}"
 
     # --- init ---------------------------------------------------------------
     def init(self) -> None:
@@ -498,43 +511,14 @@ class LibvirtEngine(VmEngine):
         else:
             dhcp.drop(self._network(), mac)
 
-    # --- network ----------------------------------------------------------------
+    # --- network: the firewall elements are FirewalledNetwork's; the address is DHCP's ---
     @reconnecting
-    def set_net(self, vm: VmSpec, previous: VmSpec | None = None) -> None:
-        """DHCP entry (the guest gets the address its MAC implies) and firewall elements.
-
-        With `previous` (what is installed now) only the difference is applied.
-        """
+    def put_address(self, vm: VmSpec) -> None:
         dhcp.put(self._network(), vm.mac, vm.ip, vm.name)
-        if previous is not None:
-            self.firewall.apply(previous, vm)
-        else:
-            self.firewall.add_vm(vm)
 
     @reconnecting
-    def resync_net(self, vm: VmSpec) -> None:
-        dhcp.put(self._network(), vm.mac, vm.ip, vm.name)
-        self.firewall.replace_vm(vm)
-
-    @reconnecting
-    def unset_net(self, vm: VmSpec) -> None:
-        self.firewall.remove_vm(vm)
+    def drop_address(self, vm: VmSpec) -> None:
         dhcp.drop(self._network(), vm.mac)
-
-    def deny_outgoing(self, vm: VmSpec) -> None:
-        self.firewall.change([], [Element("denied", (vm.ip,))])
-
-    def allow_outgoing(self, vm: VmSpec) -> None:
-        self.firewall.change([Element("denied", (vm.ip,))], [])
-
-    def set_reach(self, vm: VmSpec, previous: VmSpec) -> None:
-        self.firewall.apply(previous, vm)
-
-    def set_blacklist(self, vm: VmSpec, previous: VmSpec | None = None) -> None:
-        if previous is not None:
-            self.firewall.apply(previous, vm)
-        else:
-            self.firewall.replace_vm(vm)
 
 
 def _volume_format(volume_xml: str) -> str:

@@ -70,7 +70,7 @@ def _pids(name: str) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
-def _socket_answers(path: str) -> bool:
+def socket_answers(path: str) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(2)
         try:
@@ -97,7 +97,7 @@ def ensure_daemons(*, restart_libvirtd: bool = False) -> list[str]:
         subprocess.run(["libvirtd", "-d"], check=True)
         done.append("started libvirtd")
     for _ in range(100):
-        if _socket_answers(LIBVIRT_SOCKET):
+        if socket_answers(LIBVIRT_SOCKET):
             return done
         time.sleep(0.1)
     raise HostNotReady(f"libvirtd started but {LIBVIRT_SOCKET} does not answer")

@@ -75,7 +75,7 @@ def _kernel_package() -> str:
     raise BuildError("apt knows no linux-image-cloud-amd64 (is a Debian mirror reachable?)")
 
 
-def _download(package: str, dest: Path) -> Path:
+def download_deb(package: str, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     existing = sorted(dest.glob(f"{package}_*.deb"))
     if existing:
@@ -99,8 +99,8 @@ def build(cache_dir: Path = DEFAULT_CACHE, *, test_shell: bool = True) -> BuiltT
     """Build (or reuse from the cache) the kernel, initramfs and qcow2 root disk."""
     debs = cache_dir / "debs"
     kernel_pkg = _kernel_package()
-    kernel_deb = _download(kernel_pkg, debs)
-    busybox_deb = _download("busybox-static", debs)
+    kernel_deb = download_deb(kernel_pkg, debs)
+    busybox_deb = download_deb("busybox-static", debs)
     out = cache_dir / "templates" / f"busybox-{_fingerprint(kernel_deb, busybox_deb, test_shell)}"
     kernel_version = kernel_pkg.removeprefix("linux-image-")
     result = BuiltTemplate(out / "vmlinuz", out / "initrd.img", out / "rootfs.qcow2", CMDLINE, kernel_version)

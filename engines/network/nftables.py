@@ -11,13 +11,15 @@
 unless br_netfilter is loaded, and nothing here depends on it). Bridge hooks see
 every bridge of the host, so each chain first lets through what does not come from
 one of this node's VM ports (other nodes' bridges, podman's, libvirt's default
-network):
+network). A container's port is named before its first process runs (the
+docker engine renames it between podman's init and start).
 
     set  ports, port_macs  : port . MAC . IP and port . MAC of each VM (anti-spoofing)
     set  vm_ports          : each VM's port, counting the frames dropped as spoofed
     map  port_env          : port -> the VM's Env (as a packet mark)
     set  port_reach        : port . Env for every Env whose VMs may send to that port
-    (and one rule refuses frames a VM sends the host to be routed back to another VM)
+    set  vm_nets           : the VM networks of every node of this host
+    (and one rule refuses frames a VM sends the host to be routed to a VM of any node)
 
 One rule per purpose, whatever the number of VMs and Envs; a change adds or
 removes one VM's elements in a single `nft -f` transaction across both tables
@@ -65,19 +67,23 @@ def nft(script: str = "", *, args: tuple[str, ...] = ()) -> str:
 
 class NftablesFirewall(Firewall):
     def __init__(self, *, vm_network: str, bridge: str, table: str, port_prefix: str,
-                 host_open: tuple[tuple[str, int], ...] = ()):
+                 host_open: tuple[tuple[str, int], ...] = (), other_networks: tuple[str, ...] = ()):
         self.table = table
         self.net = ipaddress.IPv4Network(vm_network)
         self.gateway = str(self.net.network_address + 1)
         self.bridge = bridge
         self.port_prefix = port_prefix  # engines.specs.port_prefix of the node
         self.host_open = host_open
+        # The VM networks of this host's other nodes: a VM reaches their VMs only as
+        # anyone does (their forwarded ports), never routed through this host.
+        self.other_networks = tuple(other_networks)
 
     # --- the tables ---------------------------------------------------------
     def ruleset(self) -> str:
         t, b = f"ip {self.table}", f"bridge {self.table}"
         net, gw, br, ours = str(self.net), self.gateway, self.bridge, self.port_prefix
         host_open = ", ".join(f"{proto} . {port}" for proto, port in self.host_open)
+        vm_nets = ", ".join(sorted({net, *self.other_networks}))
         # ARP from a VM: its own port, MAC and address, in the frame and in the ARP body.
         dhcp = "ether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67"  # before it has an address
         own_arp = ("ether type arp iifname . ether saddr . arp saddr ip @ports "
@@ -126,6 +132,9 @@ add set {b} port_macs {{ type ifname . ether_addr; }}
 add set {b} vm_ports {{ type ifname; counter; }}
 add map {b} port_env {{ type ifname : mark; }}
 add set {b} port_reach {{ type ifname . mark; }}
+add set {b} vm_nets {{ type ipv4_addr; flags interval; }}
+flush set {b} vm_nets
+add element {b} vm_nets {{ {vm_nets} }}
 add chain {b} prerouting {{ type filter hook prerouting priority -200; policy accept; }}
 add chain {b} forward {{ type filter hook forward priority 0; policy accept; }}
 add chain {b} input {{ type filter hook input priority 0; policy accept; }}
@@ -145,7 +154,7 @@ add rule {b} forward meta mark {HAIRPIN_MARK} accept
 add rule {b} forward meta mark set iifname map @port_env
 add rule {b} forward oifname . meta mark @port_reach accept
 add rule {b} forward counter drop comment "isolated"
-add rule {b} input ether type ip ip daddr {net} ip daddr != {gw} counter drop comment "routed between VMs"
+add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop comment "routed between VMs"
 """
 
     def ensure(self) -> None:
@@ -247,7 +256,7 @@ add rule {b} input ether type ip ip daddr {net} ip daddr != {gw} counter drop co
     def installed(self, owners: set[str]) -> list[Element]:
         found = []
         for name, elems in self.listing().items():
-            if name == "host_open":
+            if name in ("host_open", "vm_nets"):  # the node's own, no VM's
                 continue
             for raw in elems:
                 element = _element(name, raw)

@@ -108,3 +108,55 @@ def run(service, run_tasks, **kwargs):
 def shell(vm, command: str) -> str:
     """Run a command in the guest through its test shell (its forwarded port 23)."""
     return netlab.guest_run(vm.node.public_host, public_port(vm, 23), command)
+
+
+DOCKER_NODE = dict(
+    name="itest-d", kind="docker", uri="unix:///run/podman/podman.sock", public_host=netlab.NODE_ADDR,
+    vm_network="10.103.0.0/16", bridge="ttbr-itd", network_name="tt-itd-net", port_min=31000, port_max=31999,
+)
+
+
+def _clean_docker_node() -> None:
+    import docker
+
+    client = docker.DockerClient(base_url=DOCKER_NODE["uri"], version="1.41")
+    prefix = f"tt-{DOCKER_NODE['name']}-"
+    for container in client.containers.list(all=True):
+        if container.name.startswith(prefix):
+            container.remove(force=True)
+    for image in client.images.list():
+        for tag in image.tags:
+            if "/tt/vm-" in f"/{tag}":
+                client.images.remove(tag)
+
+
+@pytest.fixture
+def dnode(db, client_ns):
+    """A real docker node (podman's Docker API), prepared as the run command prepares one."""
+    opts = {k: v for k, v in DOCKER_NODE.items() if k != "name"}
+    call_command("tt_prepare_node", DOCKER_NODE["name"], template=True, **opts)
+    _clean_docker_node()
+    node = Node.objects.get(name=DOCKER_NODE["name"])
+    get_engine(node).firewall.rebuild([])
+    yield node
+    _clean_docker_node()
+    get_engine(node).firewall.rebuild([])
+    forget_engines()
+
+
+@pytest.fixture
+def boot_containers(dnode, alice, run_tasks):
+    """Create an Env of containers from the busybox image and wait until each answers HTTP."""
+
+    def boot(name="itest-d", vms=("web",), ports=(80, 23), **kwargs) -> Env:
+        specs = [NewVm(name=v, template="tt/busybox-container", mem_mb=32, ports=list(ports)) for v in vms]
+        with run_tasks():
+            op = env_create(owner=alice, by=alice, name=name, vms=specs, **kwargs)
+        op.refresh_from_db()
+        assert op.status == "succeeded", f"{op.error_code}: {op.error_message}\n{op.log}"
+        env = Env.objects.get(pk=op.env_id)
+        for vm in env.vms.all():
+            netlab.wait_for_http(f"http://{dnode.public_host}:{public_port(vm, 80)}/", expect=vm.ip)
+        return env
+
+    return boot

@@ -1,0 +1,432 @@
+"""Containers as VMs, through the Docker Engine API (the `docker` SDK), served by podman here.
+
+A container is the VM: created (never `run`, which pulls) from the template's local
+image on the node's bridge network, with its fixed MAC and IP in the network's
+*endpoint config* (podman 4.3 ignores the top-level MacAddress), its name, labels
+and limits. Its writable layer is its runtime image: a reference, not a file.
+Snapshots are commits to `tt/vm-<id>:snap-<name>`; applying one recreates the
+container from that image with the same name, labels, address and limits.
+
+Forwarded ports, egress denial, the blacklist and isolation are the node's
+nftables table, exactly as for QEMU nodes (FirewalledNetwork): nothing is
+published through the engine. The one step of our own: after each start, the
+host end of the container's veth pair is renamed to the VM's port name, which
+the bridge rules bind the VM to (engines.docker.hostport).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import tarfile
+import time
+
+import docker
+from docker.errors import APIError, ImageNotFound, NotFound
+
+from engines.base import VmEngine
+from engines.docker import hostport
+from engines.errors import EngineError, ErrorCode, step
+from engines.libvirt.host import allow_loopback_forwarding
+from engines.network.firewall import Firewall, MemoryFirewall
+from engines.network.wiring import FirewalledNetwork
+from engines.specs import Feature, Inventory, PowerState, SnapshotSpec, VmSpec
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.41"  # what podman 4.3 serves; the SDK must not ask for more
+LABEL_VM, LABEL_ENV, LABEL_NODE = "tt.vm", "tt.env", "tt.node"
+CPU_PERIOD = 100_000  # µs; cpu_num vCPUs = cpu_num periods of CPU time per period
+
+
+class ContainerMissing(LookupError):
+    """The VM has no container on the node."""
+
+
+def snapshot_repository(vm: VmSpec) -> str:
+    return f"tt/vm-{vm.id}"
+
+
+def snapshot_reference(vm: VmSpec, name: str) -> str:
+    return f"{snapshot_repository(vm)}:snap-{name}"
+
+
+def base_reference(vm: VmSpec) -> str:
+    """The image the VM's container is made from when it is no longer the template's
+    (after a snapshot was applied or its limits changed): one tag per VM, moved each time."""
+    return f"{snapshot_repository(vm)}:base"
+
+
+def kept_reference(vm: VmSpec) -> str:
+    """Where keep_image leaves the container's last state when the VM is destroyed."""
+    return f"{snapshot_repository(vm)}:kept"
+
+
+class DockerEngine(FirewalledNetwork, VmEngine):
+    kind = "docker"
+    # No DISK_LIMIT: overlay storage has no size limit to give a container.
+    features = frozenset(
+        {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT, Feature.RAND_UUID,
+         Feature.KEEP_IMAGE}
+    )
+
+    def __init__(self, *, uri: str, options: dict | None = None):
+        super().__init__(uri=uri, options=options)
+        self.network_name = self.options.get("network_name", "tt-net")
+        self.bridge = self.options.get("bridge", "ttbr0")
+        self.vm_network = self.options.get("vm_network", "10.100.0.0/16")
+        self.gateway_ip = self.options.get("gateway_ip", "10.100.0.1")
+        self.node_name = self.options.get("node_name", "")
+        self.stop_timeout = int(self.options.get("stop_timeout", 30))
+        self.firewall: Firewall = self.options.get("firewall") or MemoryFirewall()
+        self._client: docker.DockerClient | None = None
+
+    # --- plumbing -------------------------------------------------------------
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = docker.DockerClient(base_url=self.uri, version=API_VERSION, timeout=120)
+        return self._client
+
+    def _container(self, name: str):
+        try:
+            return self.client.containers.get(name)
+        except NotFound:
+            return None
+
+    def _require_container(self, vm: VmSpec):
+        container = self._container(vm.name)
+        if container is None:
+            raise ContainerMissing(f"VM {vm.name} has no container on {self.uri}")
+        return container
+
+    def _image_exists(self, reference: str) -> bool:
+        try:
+            self.client.images.get(reference)
+            return True
+        except ImageNotFound:
+            return False
+
+    def health(self) -> tuple[bool, str]:
+        try:
+            version = self.client.version()
+        except Exception as exc:  # any failure to answer is the finding
+            return False, f"the Docker API at {self.uri} does not answer: {exc}"
+        names = ", ".join(f"{c['Name']} {c['Version']}" for c in version.get("Components", [])[:1])
+        return True, f"{names or 'Docker'} (API {version.get('ApiVersion')}) at {self.uri}"
+
+    # --- init -----------------------------------------------------------------
+    def init(self) -> None:
+        with step(ErrorCode.ENGINE_INIT):
+            self.client.ping()
+            self._ensure_network()
+            self.firewall.ensure()
+
+    def _ensure_network(self) -> None:
+        """The node's bridge network: its VM network as subnet, the gateway on the host."""
+        try:
+            network = self.client.networks.get(self.network_name)
+        except NotFound:
+            network = None
+        if network is not None and not self._network_is_current(network.attrs):
+            if network.attrs.get("Containers"):
+                raise EngineError(
+                    f"network {self.network_name} has another subnet or bridge than the node's "
+                    f"({self.vm_network} on {self.bridge}) and containers still use it",
+                    code=ErrorCode.ENGINE_INIT,
+                )
+            log.warning("network %s does not match the node; recreating it", self.network_name)
+            network.remove()
+            network = None
+        if network is None:
+            ipam = docker.types.IPAMConfig(
+                pool_configs=[docker.types.IPAMPool(subnet=self.vm_network, gateway=self.gateway_ip)]
+            )
+            self.client.networks.create(
+                self.network_name, driver="bridge", ipam=ipam, check_duplicate=True,
+                options={"com.docker.network.bridge.name": self.bridge},
+                labels={LABEL_NODE: self.node_name},
+            )
+
+    def _network_is_current(self, attrs: dict) -> bool:
+        configs = (attrs.get("IPAM") or {}).get("Config") or []
+        subnets = {(c.get("Subnet"), c.get("Gateway")) for c in configs}
+        bridge = (attrs.get("Options") or {}).get("com.docker.network.bridge.name")
+        # podman reports no bridge option back through this API: a missing one is its own.
+        return subnets == {(self.vm_network, self.gateway_ip)} and bridge in (None, self.bridge)
+
+    # --- storage: the container's writable layer ---------------------------------
+    @staticmethod
+    def layer_reference(vm: VmSpec) -> str:
+        return f"container:{vm.name}"
+
+    def create_image(self, vm: VmSpec) -> str:
+        """The writable layer comes with the container (define_vm); here the template's
+        image must be on the node, since nothing is ever pulled."""
+        if not self._image_exists(vm.template.path):
+            raise EngineError(
+                f"template image {vm.template.path!r} is not on node {self.node_name or self.uri} "
+                "(no registry is reachable: build or load it there)",
+                code=ErrorCode.STORAGE_CREATE_IMAGE,
+            )
+        return self.layer_reference(vm)
+
+    def destroy_image(self, vm: VmSpec) -> None:
+        """The layer goes with the container, its tags with the definition (undefine_vm)."""
+
+    def create_seed(self, vm: VmSpec) -> None:
+        raise EngineError("containers boot no cloud-init seed", code=ErrorCode.UNSUPPORTED)
+
+    def destroy_seed(self, vm: VmSpec) -> None:
+        pass  # never made
+
+    def storage_create_snapshot(self, vm: VmSpec, name: str) -> str:
+        reference = snapshot_reference(vm, name)
+        if self._image_exists(reference):  # a retried task already committed it
+            return reference
+        container = self._require_container(vm)
+        container.commit(repository=snapshot_repository(vm), tag=f"snap-{name}",
+                         conf={"Labels": {LABEL_VM: str(vm.id)}})
+        return reference
+
+    def storage_snapshot_live(self, vm: VmSpec, name: str) -> str | None:
+        return None  # the base flow stops the container, commits, starts it again
+
+    def thaw_guest(self, vm: VmSpec) -> None:
+        pass  # nothing is frozen
+
+    def storage_destroy_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
+        reference = snapshot.path or snapshot_reference(vm, snapshot.name)
+        try:
+            image = self.client.images.get(reference)
+        except ImageNotFound:
+            return
+        # By image id: podman's `ancestor` filter knows only full names (docker.io/…).
+        users = [c.name for c in self.client.containers.list(all=True)
+                 if c.attrs.get("Image") == image.id and c.name != vm.name]
+        if users and len(image.tags) <= 1:
+            raise EngineError(
+                f"snapshot image {reference} is still used by container(s) {', '.join(sorted(users))}: "
+                "remove them first",
+                code=ErrorCode.SNAPSHOT_DESTROY,
+            )
+        self._untag(reference)
+
+    def storage_apply_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
+        reference = snapshot.path or snapshot_reference(vm, snapshot.name)
+        image = self.client.images.get(reference)
+        self._recreate_from(vm, image)
+
+    def _recreate_from(self, vm: VmSpec, image) -> None:
+        """The VM's container made anew from `image` (its `base` from now on)."""
+        image.tag(snapshot_repository(vm), "base")
+        self._remove_container(vm.name)
+        self._create_container(vm, base_reference(vm))
+
+    def _untag(self, reference: str) -> None:
+        try:
+            # Without force: a tag that is the image's last name and still in use by a
+            # container is refused rather than the container removed with it.
+            self.client.images.remove(reference, noprune=False)
+        except ImageNotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code == 409:
+                log.info("image %s is still used; its tag stays: %s", reference, exc.explanation)
+            else:
+                raise
+
+    def import_rootfs(self, tarball: str, reference: str, command: str) -> int:
+        """A root filesystem tarball as a local image (nothing is pulled); its size in
+        bytes. An image of that reference is kept: the tag is a content fingerprint."""
+        if not self._image_exists(reference):
+            answer = self.client.api.import_image_from_file(tarball, changes=[f'CMD ["{command}"]'])
+            # podman's import takes no tag (it says `latest` or nothing): tag the id it answers.
+            image_id = json.loads(answer.strip().splitlines()[-1])["id"]
+            repository, _, tag = reference.rpartition(":")
+            self.client.images.get(image_id).tag(repository, tag)
+        return self.image_size(reference)
+
+    def image_size(self, reference: str) -> int:
+        """The image's size in bytes; EngineError when the node has no such image."""
+        try:
+            return int(self.client.images.get(reference).attrs.get("Size") or 0)
+        except ImageNotFound:
+            raise EngineError(f"node has no image {reference!r} (nothing is pulled: build or load it there)",
+                              code=ErrorCode.NOT_FOUND) from None
+
+    # --- lifecycle ---------------------------------------------------------------
+    def _create_container(self, vm: VmSpec, image: str):
+        endpoint = self.client.api.create_endpoint_config(ipv4_address=vm.ip)
+        # The SDK offers mac_address only from API 1.44; podman reads it here.
+        endpoint["MacAddress"] = vm.mac
+        container = self.client.containers.create(
+            image, name=vm.name, hostname=vm.name, detach=True,
+            labels={LABEL_VM: str(vm.id), LABEL_ENV: str(vm.env_id), LABEL_NODE: self.node_name},
+            cpu_period=CPU_PERIOD, cpu_quota=CPU_PERIOD * vm.cpu_num, mem_limit=f"{vm.mem_mb}m",
+            stop_signal="SIGTERM", network=self.network_name,
+            networking_config={self.network_name: endpoint},
+        )
+        if vm.uuid:  # rand_uuid: its own machine-id, as a VM has its own SMBIOS UUID
+            container.put_archive("/etc", _file_tar("machine-id", vm.uuid.replace("-", "") + "\n"))
+        return container
+
+    def define_vm(self, vm: VmSpec) -> None:
+        if self._container(vm.name) is not None:
+            return  # a retried task already created it
+        image = base_reference(vm) if self._image_exists(base_reference(vm)) else vm.template.path
+        self._create_container(vm, image)
+
+    def undefine_vm(self, vm: VmSpec) -> None:
+        """The container, and every image tag of the VM (its snapshots and base) but the
+        one keep_image asks for: the VM is gone, so are they."""
+        container = self._container(vm.name)
+        if container is not None and vm.keep_image:
+            container.commit(repository=snapshot_repository(vm), tag="kept",
+                             conf={"Labels": {LABEL_VM: str(vm.id)}})
+            log.info("%s: last state kept as image %s", vm.name, kept_reference(vm))
+        self._remove_container(vm.name)
+        for tag in self._tags_of(vm):
+            if not tag.endswith(":kept"):
+                self._untag(tag)
+
+    def _tags_of(self, vm: VmSpec) -> list[str]:
+        """The VM's image tags, as the engine names them (podman prefixes docker.io/)."""
+        repository = snapshot_repository(vm)
+        return [tag for image in self.client.images.list() for tag in image.tags
+                if tag.rpartition(":")[0].removeprefix("docker.io/").removeprefix("localhost/") == repository]
+
+    def _remove_container(self, name: str) -> None:
+        container = self._container(name)
+        if container is None:
+            return
+        with contextlib.suppress(NotFound):
+            container.remove(force=True)
+
+    def update_vm(self, vm: VmSpec) -> None:
+        """New limits: podman's Docker API has no container update, so the container is
+        committed and made again from that image (its writable layer carried over)."""
+        container = self._require_container(vm)
+        host = container.attrs.get("HostConfig") or {}
+        if host.get("Memory") == vm.mem_mb * 1024 * 1024 and host.get("CpuQuota") == CPU_PERIOD * vm.cpu_num:
+            return
+        image = container.commit(repository=snapshot_repository(vm), tag="base",
+                                 conf={"Labels": {LABEL_VM: str(vm.id)}})
+        self._recreate_from(vm, image)
+
+    def start_vm(self, vm: VmSpec) -> None:
+        container = self._require_container(vm)
+        if container.status == "running":
+            return
+        # Network first, process second: the port gets its name while nothing of the
+        # image runs yet (podman's init), so the firewall binds every frame it sends.
+        initialised = self._init_container(vm.name)
+        if initialised:
+            self._name_port(vm, container)
+        container.start()
+        if not initialised:  # an engine without init: named just after the start
+            log.warning("%s: the engine has no container init; its port is named after the start", vm.name)
+            self._name_port(vm, container)
+
+    def _init_container(self, name: str) -> bool:
+        """podman's `init`: namespaces and network set up, the runtime waiting to start the
+        image's process. False where the API has no such call (Docker itself)."""
+        api = self.client.api
+        response = api._post(f"{api.base_url}/v4.0.0/libpod/containers/{name}/init")
+        if response.status_code == 404 and "no such container" not in response.text.lower():
+            return False
+        api._raise_for_status(response)
+        return True
+
+    def _name_port(self, vm: VmSpec, container) -> None:
+        container.reload()
+        netns = (container.attrs.get("NetworkSettings") or {}).get("SandboxKey")
+        try:
+            if not netns:
+                raise hostport.HostPortError("it has no network namespace")
+            was = hostport.name_container_port(netns, vm.tap, self.bridge)
+        except hostport.HostPortError as exc:
+            with contextlib.suppress(APIError):  # its network torn down with it
+                container.stop(timeout=0)
+            raise EngineError(f"{vm.name}: could not name its port {vm.tap}: {exc}",
+                              code=ErrorCode.START_VM) from exc
+        log.info("%s: its port %s is now %s", vm.name, was, vm.tap)
+        # podman makes the bridge afresh when its first container starts: let
+        # 127.0.0.1:PORT on the node reach the container, as on QEMU nodes.
+        with contextlib.suppress(OSError):
+            allow_loopback_forwarding(self.bridge)
+
+    def stop_vm(self, vm: VmSpec, *, force: bool = False) -> str:
+        container = self._container(vm.name)
+        if container is None or container.status != "running":
+            return "already stopped"
+        if force:
+            container.kill()
+            container.wait(timeout=self.stop_timeout + 30)
+            return "killed"
+        started = time.monotonic()
+        container.stop(timeout=self.stop_timeout)
+        took = time.monotonic() - started
+        container.reload()
+        code = container.attrs.get("State", {}).get("ExitCode")
+        if code == 137 or took >= self.stop_timeout:
+            return f"killed after {self.stop_timeout} s (SIGTERM ignored)"
+        return f"ended on SIGTERM in {took:.1f} s (exit code {code})"
+
+    def power_state(self, vm: VmSpec) -> PowerState:
+        container = self._container(vm.name)
+        if container is None:
+            return PowerState.MISSING
+        return PowerState.RUNNING if container.status in ("running", "paused") else PowerState.STOPPED
+
+    def guest_addresses(self, vm: VmSpec) -> list[tuple[str, str]] | None:
+        container = self._container(vm.name)
+        if container is None or container.status != "running":
+            return None
+        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        found = networks.get(self.network_name) or {}
+        if not found.get("IPAddress"):
+            return None
+        return [("eth0", f"{found['IPAddress']}/{found.get('IPPrefixLen', 0)}")]
+
+    def console_log(self, vm_name: str, limit: int = 16_384) -> str | None:
+        """The container's own log (its PID 1's output) is its console."""
+        try:
+            raw = self.client.containers.get(vm_name).logs(tail=500)
+        except (NotFound, APIError, OSError):
+            return None
+        text = raw.decode("utf-8", errors="replace")
+        if len(text) > limit:
+            text = text[-limit:].split("\n", 1)[-1]
+        return text
+
+    # --- what the node holds --------------------------------------------------------
+    def inventory(self, prefix: str) -> Inventory:
+        names = frozenset(
+            c.name for c in self.client.containers.list(all=True, filters={"name": prefix})
+            if c.name.startswith(prefix)
+        )
+        # Layers go with their containers, and addresses are set per container: no
+        # image or reservation can outlive its VM here.
+        return Inventory(instances=names, images={}, reservations=None)
+
+    def remove_instance(self, name: str) -> None:
+        self._remove_container(name)
+
+    def remove_image(self, name: str) -> None:
+        pass  # see inventory: there are none
+
+    def set_reservation(self, mac: str, ip: str, name: str, *, present: bool) -> None:
+        pass  # the container is created with its address; the network keeps no list
+
+
+def _file_tar(name: str, content: str) -> bytes:
+    data = content.encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = len(data), 0o444
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
