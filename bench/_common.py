@@ -22,6 +22,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -143,7 +144,7 @@ def header(title: str) -> None:
 
 
 def _kvm() -> bool:
-    from engines.libvirt.engine import host_has_working_kvm
+    from engines.kvm import host_has_working_kvm
 
     return host_has_working_kvm()
 
@@ -166,6 +167,18 @@ def setup_django(var_dir: str, *, inline_tasks: bool = True) -> None:
 
     django.setup()
     call_command("migrate", verbosity=0)
+
+
+def throwaway_site(cleanup: Cleanup, *, client: bool = True) -> str:
+    """A migrated throwaway database (its folder removed at the end) and, unless told
+    otherwise, the client namespace: what every benchmark starts from. The folder."""
+    var_dir = tempfile.mkdtemp(prefix="tt-bench-db-")
+    cleanup.add("database dir", shutil.rmtree, var_dir, ignore_errors=True)
+    setup_django(var_dir)
+    if client:
+        cleanup.add("client netns", destroy_client)
+        create_client()
+    return var_dir
 
 
 # --- libvirt -------------------------------------------------------------------

@@ -14,8 +14,6 @@ changed file is back to what the snapshot held.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 
 import _common as c
@@ -26,9 +24,7 @@ def run(rounds: int, mb: int) -> None:
     c.header(f"docker_snapshot: snapshot create + apply of a container with a {mb} MB writable layer")
     creates, applies = [], []
     with c.Cleanup() as cleanup:
-        var_dir = tempfile.mkdtemp(prefix="tt-bench-db-")
-        cleanup.add("database dir", shutil.rmtree, var_dir, ignore_errors=True)
-        c.setup_django(var_dir)
+        c.throwaway_site(cleanup, client=False)
         cleanup.add("bench docker node", d.remove_node)
         _node, template = d.prepare_node()
         from django.contrib.auth import get_user_model

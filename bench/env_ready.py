@@ -184,11 +184,7 @@ def run_docker(rounds: int) -> None:
              "TT vs bare podman run")
     results: dict[str, list[dict]] = {"tt": [], "bare": []}
     with c.Cleanup() as cleanup:
-        var_dir = tempfile.mkdtemp(prefix="tt-bench-db-")
-        cleanup.add("database dir", shutil.rmtree, var_dir, ignore_errors=True)
-        c.setup_django(var_dir)
-        cleanup.add("client netns", c.destroy_client)
-        c.create_client()
+        c.throwaway_site(cleanup)
         cleanup.add("bench docker node", d.remove_node)
         t = time.monotonic()
         _node, template = d.prepare_node()
@@ -210,11 +206,7 @@ def run(rounds: int) -> None:
     c.header(f"env_ready: Env of {VMS} busybox VMs ({MEM_MB} MiB) until HTTP answers, TT vs bare QEMU")
     results: dict[str, list[dict]] = {"tt": [], "bare": []}
     with c.Cleanup() as cleanup:
-        var_dir = tempfile.mkdtemp(prefix="tt-bench-db-")
-        cleanup.add("database dir", shutil.rmtree, var_dir, ignore_errors=True)
-        c.setup_django(var_dir)
-        cleanup.add("client netns", c.destroy_client)
-        c.create_client()
+        c.throwaway_site(cleanup)
         cleanup.add("bench node", c.remove_node)
         t = time.monotonic()
         _node, template, user = prepare_node()

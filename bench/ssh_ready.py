@@ -161,11 +161,7 @@ def run(rounds: int) -> None:
     c.header(f"ssh_ready: one Debian VM ({MEM_MB} MiB) until SSH works, TT (API, NAT) vs bare QEMU")
     results: dict[str, list[float]] = {"tt": [], "bare": []}
     with c.Cleanup() as cleanup:
-        var_dir = tempfile.mkdtemp(prefix="tt-bench-db-")
-        cleanup.add("database dir", shutil.rmtree, var_dir, ignore_errors=True)
-        c.setup_django(var_dir)
-        cleanup.add("client netns", c.destroy_client)
-        c.create_client()
+        var_dir = c.throwaway_site(cleanup)
         key, key_line = make_key(Path(var_dir))
         cleanup.add("bench node", c.remove_node)
         t = time.monotonic()

@@ -7,7 +7,7 @@ from django.db.models import Count, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from engines.models import Node
-from engines.registry import forget_engines
+from engines.registry import driver_class, forget_engines, node_options
 from vms.models import PortMapping, live_vms
 
 TEST_DRIVER_WARNING = "libvirt test driver: boots nothing; for tests only"
@@ -34,6 +34,16 @@ def _of(used: int, capacity: int, unit: str = "") -> str:
     return f"{used} / {capacity if capacity else '∞'}{unit}"
 
 
+def node_health(node: Node) -> tuple[bool, str]:
+    """The node's driver's own check (VmEngine.health), through a driver that is not
+    initialised: a page view must not set up a node. Whatever goes wrong (an unknown kind,
+    a daemon that does not answer, a driver bug) is the finding, never a failed page."""
+    try:
+        return driver_class(node.kind)(uri=node.uri, options=node_options(node)).health()
+    except Exception as exc:
+        return False, f"{exc.__class__.__name__}: {exc}"
+
+
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
     list_display = (
@@ -43,13 +53,15 @@ class NodeAdmin(admin.ModelAdmin):
     list_filter = ("kind", "enabled")
     search_fields = ("name", "uri", "public_host", "notes")
     actions = ("reconcile",)
-    readonly_fields = ("driver_warning", "live_vm_count", "cpu_in_use", "mem_in_use", "ports_in_use",
-                       "created_at")
+    readonly_fields = ("driver_warning", "health", "live_vm_count", "cpu_in_use", "mem_in_use",
+                       "ports_in_use", "created_at")
     fieldsets = (
-        (None, {"fields": ("driver_warning", "name", "kind", "uri", "enabled", "notes")}),
+        (None, {"fields": ("driver_warning", "name", "kind", "uri", "health", "enabled", "notes")}),
         ("Network", {"fields": ("public_host", "vm_network", "mac_prefix", "network_name", "bridge",
                                 ("port_min", "port_max"))}),
         ("Storage", {"fields": ("pool_name",)}),
+        ("Firecracker", {"fields": ("binary", "jailer"),
+                         "description": "Firecracker nodes only: the binaries VMs are started with."}),
         ("Capacity", {"fields": (("cpu_capacity", "mem_capacity_mb"),
                                  ("live_vm_count", "cpu_in_use", "mem_in_use", "ports_in_use"))}),
         ("Record", {"fields": ("created_at",)}),
@@ -106,6 +118,14 @@ class NodeAdmin(admin.ModelAdmin):
         tcp, udp = getattr(node, "tcp_used", 0), getattr(node, "udp_used", 0)
         # Each protocol has the whole range to itself.
         return f"tcp {tcp} / {size}, udp {udp} / {size}"
+
+    @admin.display(description="health")
+    def health(self, node: Node) -> str:
+        """What the node's engine says of itself now (asked on each view: never cached)."""
+        if not node.pk:  # the add page: no node yet
+            return ""
+        ok, message = node_health(node)
+        return f"{'✔' if ok else '✘'} {message}"
 
     @admin.display(description="warning")
     def driver_warning(self, node: Node) -> str:

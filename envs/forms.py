@@ -24,7 +24,7 @@ from envs.models import Operation
 from ttportal.errors import InvalidInput, TTError
 from ttportal.hours import MIN_SECONDS, hours, parse_hours
 from ttportal.refusals import refused
-from vms.models import Vm, VmTemplate
+from vms.models import Vm, VmTemplate, engine_kinds_in_service
 from vms.specs import NewVm
 
 EXTRA_VM_ROWS = 3
@@ -106,9 +106,27 @@ class TemplateSelect(forms.Select):
         return option
 
 
+class TemplateChoiceField(forms.ModelChoiceField):
+    """The runnable templates, each labelled with the engines it would run on:
+    "tt/busybox-container (Docker)"."""
+
+    def __init__(self, **kwargs):
+        super().__init__(queryset=VmTemplate.objects.none(), widget=TemplateSelect, **kwargs)
+        self.kinds: frozenset[str] = frozenset()
+
+    def offer(self, kinds: frozenset[str]) -> None:
+        """Offer what enabled nodes of these engine kinds can run."""
+        self.kinds = kinds
+        self.queryset = VmTemplate.objects.runnable(kinds).order_by("name")
+
+    def label_from_instance(self, template: VmTemplate) -> str:
+        engines = template.engine_labels(self.kinds)
+        return f"{template.name} ({', '.join(engines)})" if engines else template.name
+
+
 class VmRowForm(forms.Form):
     name = forms.CharField(widget=forms.TextInput(attrs={"size": 12}))
-    template = forms.ModelChoiceField(queryset=VmTemplate.objects.none(), widget=TemplateSelect)
+    template = TemplateChoiceField()
     cpu_num = forms.IntegerField(label="vCPUs", initial=1, widget=_number())
     mem_mb = forms.IntegerField(label="Memory (MiB)", initial=256, widget=_number())
     disk_mb = forms.IntegerField(label="Disk (MiB)", required=False, help_text="Empty: the template's size.",
@@ -128,9 +146,10 @@ class VmRowForm(forms.Form):
         "run on first boot.",
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, kinds: frozenset[str] | None = None, **kwargs):
+        """`kinds`: engine_kinds_in_service(), read once for all the rows of a formset."""
         super().__init__(*args, **kwargs)
-        self.fields["template"].queryset = VmTemplate.objects.filter(enabled=True).order_by("name")
+        self.fields["template"].offer(engine_kinds_in_service() if kinds is None else kinds)
 
     def to_new_vm(self) -> NewVm:
         data = self.cleaned_data
@@ -152,8 +171,17 @@ class AddVmForm(VmRowForm):
         self.fields["idempotency_key"].initial = uuid.uuid4().hex
 
 
+class BaseVmRowFormSet(forms.BaseFormSet):
+    """Its rows offer the same templates: what the nodes run is read once, not per row."""
+
+    def __init__(self, *args, form_kwargs=None, **kwargs):
+        form_kwargs = {"kinds": engine_kinds_in_service(), **(form_kwargs or {})}
+        super().__init__(*args, form_kwargs=form_kwargs, **kwargs)
+
+
 VmRowFormSet = forms.formset_factory(
-    VmRowForm, extra=EXTRA_VM_ROWS, min_num=1, validate_min=True, max_num=100, validate_max=True,
+    VmRowForm, formset=BaseVmRowFormSet, extra=EXTRA_VM_ROWS, min_num=1, validate_min=True, max_num=100,
+    validate_max=True,
 )
 
 

@@ -29,7 +29,16 @@ from ttportal.hours import hours, parse_hours
 from ttportal.portal import act, back_url, post_action, refused_here
 from vms import services as vm_services
 from vms import state
-from vms.models import PortMapping, Vm, VmTemplate, live_vms, port_label, ssh_commands
+from vms.models import (
+    PortMapping,
+    Vm,
+    VmTemplate,
+    engine_kinds_in_service,
+    engine_label,
+    live_vms,
+    port_label,
+    ssh_commands,
+)
 
 # How many operations the Env page lists (the admin has the whole log).
 OPERATIONS_SHOWN = 25
@@ -74,17 +83,21 @@ def env_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def env_create(request: HttpRequest) -> HttpResponse:
     """A new Env owned by the signed-in user, through envs.services.env_create."""
+    kinds = engine_kinds_in_service()  # read once: the form's rows and the table offer the same
+    offer = {"kinds": kinds}
     if request.method == "POST":
         form = EnvForm(request.POST)
-        formset = VmRowFormSet(request.POST, prefix="vms")
+        formset = VmRowFormSet(request.POST, prefix="vms", form_kwargs=offer)
         op = create_env_from(form, formset, by=request.user, owner=request.user)
         if op is not None:
             messages.success(request, f"Env {op.env.name}: creating its VMs (operation {op.pk}).")
             return HttpResponseRedirect(_env_url(op.env))
     else:
         form = EnvForm()
-        formset = VmRowFormSet(prefix="vms")
-    templates = VmTemplate.objects.filter(enabled=True).order_by("name")
+        formset = VmRowFormSet(prefix="vms", form_kwargs=offer)
+    templates = list(VmTemplate.objects.runnable(kinds).order_by("name"))
+    for template in templates:
+        template.engines = template.engine_labels(kinds)
     return render(request, "envs/create.html", {
         "form": form, "formset": formset, "templates": templates,
         "max_hours": hours(settings.TT_MAX_ENV_LIFETIME),
@@ -103,7 +116,7 @@ _VM_URLS = ("detail", "start", "stop", "destroy")
 # What a row of the Env page's VM table shows: plain values, no model instances (a
 # hundred Vm objects with their JSON fields cost more than the rest of the page).
 _VM_ROW_FIELDS = ("pk", "name", "status", "net_busy", "net_kind", "addr", "ip", "cpu_num", "mem_mb",
-                  "disk_mb", "template__name", "node__public_host", "snapshot_count")
+                  "disk_mb", "template__name", "node__public_host", "node__kind", "snapshot_count")
 
 
 def _gate(cooldown: int) -> str:
@@ -141,6 +154,7 @@ def _vm_rows(env: Env) -> list[dict]:
         row["ports"] = [(f"{host}:{public}", port_label(inner, protocol))
                         for public, inner, protocol in ports[row["pk"]]]
         row["ssh"] = ssh_commands(host, ports[row["pk"]])
+        row["engine"] = engine_label(row["node__kind"])
         row["size"] = f"{row['cpu_num']} vCPU · {mib(row['mem_mb'])}"
         row["disk"] = f"disk {mib(row['disk_mb'])}"
         row["show_ip"] = row["ip"] and row["ip"] != row["addr"]

@@ -178,7 +178,9 @@ class TemplateFilter(StrictFilterSet):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Templates to make VMs from (staff also see disabled ones)"),
+    list=extend_schema(summary="Templates to make VMs from (staff also see those that cannot run now)",
+                       description="A template is offered when it is enabled and an enabled node runs "
+                       "one of its engines. Staff see every template, `runnable` false where it is not."),
     retrieve=extend_schema(summary="One template"),
 )
 class TemplateViewSet(viewsets.ReadOnlyModelViewSet):
@@ -189,4 +191,4 @@ class TemplateViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         templates = VmTemplate.objects.all()
-        return templates if self.request.user.is_staff else templates.filter(enabled=True)
+        return templates.with_runnable() if self.request.user.is_staff else templates.runnable()

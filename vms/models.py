@@ -4,17 +4,49 @@ from __future__ import annotations
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
 from engines.cloudinit import CloudInitSpec
-from engines.models import Node
+from engines.models import EngineKind, Node
 from engines.specs import PortSpec, TemplateSpec, VmSpec
 from envs.models import Env, Peering
 from ttportal.validators import validate_dns_label
 
 # A template feature: the guest runs cloud-init and reads a NoCloud seed on first boot.
 CLOUD_INIT = "cloud-init"
+
+
+def engine_kinds_in_service() -> frozenset[str]:
+    """The engine kinds some enabled node runs: a template can be run if it supports one."""
+    return frozenset(Node.objects.filter(enabled=True).order_by().values_list("kind", flat=True).distinct())
+
+
+class VmTemplateQuerySet(models.QuerySet):
+    """What can be offered to users: templates that are enabled and that some enabled node
+    can run (vms.specs.pick_node refuses the others anyway, so offering them only sets
+    up a refusal).
+
+    compatible_engines is a JSON list, and SQLite has no containment lookup on JSON: the
+    engines are compared here, in Python, and the result filters by id. Two queries
+    (the kinds in service, the enabled templates' engines) whatever the numbers."""
+
+    def _runnable_ids(self, kinds: frozenset[str] | None) -> list[int]:
+        kinds = engine_kinds_in_service() if kinds is None else kinds
+        rows = self.filter(enabled=True).order_by().values_list("pk", "compatible_engines")
+        return [pk for pk, engines in rows if isinstance(engines, list) and not kinds.isdisjoint(engines)]
+
+    def with_runnable(self, kinds: frozenset[str] | None = None) -> VmTemplateQuerySet:
+        """Every template, each with `runnable` (bool): staff see those that are not, marked."""
+        ids = self._runnable_ids(kinds)
+        if not ids:  # nothing is runnable: no CASE to build
+            return self.annotate(runnable=Value(False))
+        return self.annotate(runnable=Case(When(pk__in=ids, then=Value(True)), default=Value(False)))
+
+    def runnable(self, kinds: frozenset[str] | None = None) -> VmTemplateQuerySet:
+        """The templates a new VM can be made from now (`kinds`: engine_kinds_in_service(),
+        when the caller has read it already)."""
+        return self.with_runnable(kinds).filter(runnable=True)
 
 
 class VmTemplate(models.Model):
@@ -42,11 +74,19 @@ class VmTemplate(models.Model):
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = VmTemplateQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def engine_labels(self, kinds: frozenset[str], *, in_service: bool = True) -> list[str]:
+        """Its engines as people read them ("Docker", "QEMU/KVM (libvirt)"): those an enabled
+        node runs (`kinds`: engine_kinds_in_service()), or with in_service=False the others."""
+        engines = self.compatible_engines if isinstance(self.compatible_engines, list) else []
+        return [engine_label(kind) for kind in engines if (kind in kinds) == in_service]
 
     @property
     def min_disk_mb(self) -> int:
@@ -61,6 +101,11 @@ class VmTemplate(models.Model):
             kernel=self.kernel, initrd=self.initrd, cmdline=self.cmdline,
             cloud_init=CLOUD_INIT in (self.features or []),
         )
+
+
+def engine_label(kind: str) -> str:
+    """An engine kind as people read it; a kind no longer known, as stored."""
+    return EngineKind(kind).label if kind in EngineKind.values else kind
 
 
 def live_vms(prefix: str = "vms") -> Q:

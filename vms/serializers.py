@@ -10,6 +10,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from engines.models import EngineKind
 from ttportal import limits
 from ttportal.api_fields import Boolean, Integer, Name, StrictSerializer, Text
 from vms.models import PortMapping, Snapshot, Vm, VmTemplate
@@ -53,13 +54,18 @@ class TemplateSerializer(serializers.ModelSerializer):
         child=serializers.CharField(), read_only=True,
         help_text='The ports a VM of it usually forwards, as `ports` takes them ("22", "53/udp").',
     )
+    # Annotated by VmTemplate.objects.with_runnable() (TemplateViewSet.get_queryset).
+    runnable = serializers.BooleanField(
+        read_only=True, help_text="A VM can be made from it now: it is enabled and an enabled node runs one "
+        "of its engines (only staff see templates where this is false).",
+    )
 
     # Where the image lives on a node (path, kernel…) is the operators' business.
     class Meta:
         model = VmTemplate
         fields = [
             "id", "name", "memo", "compatible_engines", "features", "default_ports", "size_mb", "min_cpu",
-            "min_mem_mb", "enabled", "created_at",
+            "min_mem_mb", "enabled", "runnable", "created_at",
         ]
 
 
@@ -76,14 +82,18 @@ class VmSerializer(serializers.HyperlinkedModelSerializer):
     env = serializers.PrimaryKeyRelatedField(read_only=True)
     env_name = serializers.CharField(source="env.name", read_only=True)
     node = serializers.CharField(source="node.name", read_only=True)
+    engine = serializers.ChoiceField(
+        source="node.kind", choices=EngineKind.choices, read_only=True,
+        help_text="The engine that runs it: its node's kind.",
+    )
     template = serializers.CharField(source="template.name", read_only=True)
     ports = PortSerializer(source="port_mappings", many=True, read_only=True)
 
     class Meta:
         model = Vm
         fields = [
-            "id", "url", "name", "env", "env_name", "status", "node", "template", "net_kind", "addr",
-            "ip", "mac", "cpu_num", "mem_mb", "disk_mb", "keep_image", "rand_uuid", "uuid",
+            "id", "url", "name", "env", "env_name", "status", "node", "engine", "template", "net_kind",
+            "addr", "ip", "mac", "cpu_num", "mem_mb", "disk_mb", "keep_image", "rand_uuid", "uuid",
             "net_blacklist", "features", "ports", "user_data", "created_at", "destroyed_at",
         ]
         read_only_fields = fields

@@ -78,8 +78,10 @@ def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Check
         if clean.name in names:
             raise ConflictingInput(at("name"), f"this Env already has a VM named {clean.name}")
         names.add(clean.name)
-        wanted = wanted_features(clean.net_kind, rand_uuid=clean.rand_uuid, keep_image=clean.keep_image)
-        node = pick_node(template, clean.cpu_num, clean.mem_mb, wanted, at("template"), pending)
+        wanted = wanted_features(clean.net_kind, rand_uuid=clean.rand_uuid, keep_image=clean.keep_image,
+                                 disk_mb=clean.disk_mb, template=template)
+        node = pick_node(template, clean.cpu_num, clean.mem_mb, wanted, at("template"), pending,
+                         feature_fields={Feature.DISK_LIMIT: at("disk_mb")})
         placed, cpu, mem = pending.get(node.pk, (0, 0, 0))
         pending[node.pk] = (placed + 1, cpu + clean.cpu_num, mem + clean.mem_mb)
         checked.append((clean, ports, node))

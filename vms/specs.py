@@ -128,23 +128,33 @@ def resolve_template(value, field_name: str) -> VmTemplate:
     return template
 
 
-def wanted_features(net_kind: str, *, rand_uuid: bool, keep_image: bool) -> set[Feature]:
+def wanted_features(net_kind: str, *, rand_uuid: bool, keep_image: bool, disk_mb: int | None,
+                    template: VmTemplate) -> set[Feature]:
+    """What the engine of a new VM must offer. `disk_mb`: the disk asked for (None: the
+    template's size); one larger than the template's needs an engine that sets a disk's
+    size (DISK_LIMIT), and the template's own size is what every engine gives."""
     wanted = {Feature.START_STOP, Feature.NAT if net_kind == Vm.NetKind.NAT else Feature.FLAT}
     if rand_uuid:
         wanted.add(Feature.RAND_UUID)
     if keep_image:
         wanted.add(Feature.KEEP_IMAGE)
+    if disk_mb is not None and disk_mb > template.min_disk_mb:
+        wanted.add(Feature.DISK_LIMIT)
     return wanted
 
 
 def pick_node(
     template: VmTemplate, cpu: int, mem_mb: int, wanted: set[Feature], field_name: str,
-    pending: dict[int, tuple[int, int, int]] | None = None,
+    pending: dict[int, tuple[int, int, int]] | None = None, *,
+    feature_fields: dict[Feature, str] | None = None,
 ) -> Node:
     """The enabled, compatible node with room and the least live VMs.
 
     `pending` maps node id -> (VMs, vCPUs, MiB) that earlier VMs of the same
     request will take there: they are not in the database yet, but count.
+    `feature_fields` names the request's field that asked for a feature (DISK_LIMIT:
+    "disk_mb"): when that feature alone is what no compatible node offers, the refusal
+    names that field, which the user can change, rather than the template.
     """
     from django.db.models import Count, Sum
 
@@ -166,7 +176,7 @@ def pick_node(
         )
     capable = [n for n in candidates if not (wanted - set(driver_class(n.kind).features))]
     if not capable:
-        raise Unsupported(f"no node offers the features {sorted(wanted)}", field=field_name)
+        raise _unsupported(template, candidates, wanted, field_name, feature_fields or {})
     pending = pending or {}
 
     def load(node: Node) -> tuple[int, int, int]:
@@ -181,6 +191,29 @@ def pick_node(
             continue
         return node
     raise Exhausted("no node has enough free CPU and memory for this VM", field=field_name)
+
+
+# What a feature a request field asked for lets a VM have, for refusals that name that field.
+_FEATURE_GIVES = {Feature.DISK_LIMIT: "a disk larger than its template's"}
+
+
+def _unsupported(template: VmTemplate, candidates: list[Node], wanted: set[Feature], field_name: str,
+                 feature_fields: dict[Feature, str]) -> Unsupported:
+    """Why no candidate node will do. When one feature a field asked for is all that keeps
+    some node from taking the VM, that field is at fault (the user can change it); else
+    the features, against the template."""
+    for feature, asked_by in feature_fields.items():
+        if feature not in wanted:
+            continue
+        rest = wanted - {feature}
+        kinds = sorted({n.kind for n in candidates if not (rest - set(driver_class(n.kind).features))})
+        if kinds:
+            gives = _FEATURE_GIVES.get(feature, feature)
+            why = f"{template.name} runs here on {' or '.join(kinds)}, which cannot give a VM {gives}"
+            if feature == Feature.DISK_LIMIT:
+                why += f": leave it empty for the template's size ({template.min_disk_mb} MiB)"
+            return Unsupported(why, field=asked_by)
+    return Unsupported(f"no node offers the features {sorted(wanted)}", field=field_name)
 
 
 def _at_least(value: int, field_name: str, minimum: int, rule: str) -> int:

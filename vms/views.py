@@ -26,7 +26,7 @@ from ttportal.hours import parse_hours
 from ttportal.limits import SNAPSHOT_LIFE_MAX, SNAPSHOT_LIFE_MIN
 from ttportal.portal import act, back_url, post_action
 from vms import services, state
-from vms.models import Snapshot, Vm, VmTemplate, ssh_commands
+from vms.models import Snapshot, Vm, VmTemplate, engine_kinds_in_service, ssh_commands
 
 
 def _vm_for(request: HttpRequest, pk: int) -> Vm:
@@ -103,11 +103,15 @@ def vm_guest(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def template_list(request: HttpRequest) -> HttpResponse:
-    """What a new VM can be made from (staff also see disabled templates)."""
+    """What a new VM can be made from, with the engines it runs on; staff also see the
+    templates that cannot run now (disabled, or no enabled node runs their engines)."""
+    kinds = engine_kinds_in_service()
     templates = VmTemplate.objects.order_by("name")
-    if not request.user.is_staff:
-        templates = templates.filter(enabled=True)
-    return render(request, "vms/templates.html", {"templates": templates})
+    templates = list(templates.with_runnable(kinds) if request.user.is_staff else templates.runnable(kinds))
+    for template in templates:
+        template.engines = template.engine_labels(kinds)
+        template.idle_engines = template.engine_labels(kinds, in_service=False)
+    return render(request, "vms/templates.html", {"templates": templates, "staff": request.user.is_staff})
 
 
 @require_POST

@@ -110,8 +110,8 @@ class DockerEngine(FirewalledNetwork, VmEngine):
             return False
 
     def health(self) -> tuple[bool, str]:
-        try:
-            version = self.client.version()
+        try:  # a page waits for this: a short timeout of its own
+            version = docker.DockerClient(base_url=self.uri, version=API_VERSION, timeout=5).version()
         except Exception as exc:  # any failure to answer is the finding
             return False, f"the Docker API at {self.uri} does not answer: {exc}"
         names = ", ".join(f"{c['Name']} {c['Version']}" for c in version.get("Components", [])[:1])

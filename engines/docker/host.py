@@ -8,14 +8,12 @@ detached, and left running. Idempotent, like the QEMU node's preparation.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
-from engines.libvirt.host import HostNotReady, socket_answers
+from engines.libvirt.host import HostNotReady, require, socket_answers
 
 CONTAINERS_CONF = Path("/etc/containers/containers.conf")
 DEFAULT_SOCKET = "/run/podman/podman.sock"
@@ -28,14 +26,7 @@ WANTED = {
 
 
 def check_prerequisites() -> None:
-    problems = []
-    if os.geteuid() != 0:
-        problems.append("must run as root (podman's system service, bridges and nftables need it)")
-    for binary, package in REQUIRED_BINARIES.items():
-        if shutil.which(binary) is None and not Path("/usr/sbin", binary).exists():
-            problems.append(f"{binary} is missing (apt-get install {package})")
-    if problems:
-        raise HostNotReady("; ".join(problems))
+    require(REQUIRED_BINARIES, root_for="podman's system service, bridges and nftables")
 
 
 def ensure_containers_conf(path: Path = CONTAINERS_CONF) -> bool:

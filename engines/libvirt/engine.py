@@ -22,6 +22,7 @@ import libvirt
 from engines import cloudinit
 from engines.base import VmEngine
 from engines.errors import EngineError, ErrorCode, step
+from engines.kvm import host_has_working_kvm
 from engines.libvirt import dhcp, xml
 from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
@@ -32,17 +33,6 @@ from engines.specs import Feature, Inventory, PowerState, SnapshotSpec, VmSpec
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 SEED_SUFFIX = "-seed.img"  # a VM's cloud-init CIDATA volume
-
-
-def host_has_working_kvm() -> bool:
-    """KVM only where the CPU offers it and /dev/kvm is usable; never by trying and waiting."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " vmx" in flags or " svm" in flags
 
 
 class DomainMissing(LookupError):

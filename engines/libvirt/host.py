@@ -32,10 +32,15 @@ class HostNotReady(RuntimeError):
 
 
 def check_prerequisites() -> None:
+    require(REQUIRED_BINARIES, root_for="libvirt's system daemon, bridges and nftables")
+
+
+def require(binaries: dict[str, str], *, root_for: str) -> None:
+    """Root, and each binary (-> the Debian package that has it); every problem in one error."""
     problems = []
     if os.geteuid() != 0:
-        problems.append("must run as root (libvirt's system daemon, bridges and nftables need it)")
-    for binary, package in REQUIRED_BINARIES.items():
+        problems.append(f"must run as root ({root_for} need it)")
+    for binary, package in binaries.items():
         if shutil.which(binary) is None and not Path("/usr/sbin", binary).exists():
             problems.append(f"{binary} is missing (apt-get install {package})")
     if problems:

@@ -6,6 +6,8 @@ import pytest
 from django.urls import reverse
 
 from engines.admin import TEST_DRIVER_WARNING
+from engines.docker.engine import DockerEngine
+from engines.libvirt.engine import LibvirtEngine
 from engines.models import Node
 from envs.services import env_destroy
 from tests.admin_support import count_queries, make_env, make_operator, messages_of
@@ -118,3 +120,87 @@ def test_it_reconciles_a_node_from_the_admin(client, alice, node, template, run_
     assert ("warning", f"{node.name}: 1 VMs had drifted (see their operations)") in messages_of(response)
     vm.refresh_from_db()
     assert vm.status == "stopped"
+
+
+# --- health, and every engine kind's fields ------------------------------------------------
+
+
+def health_of(response) -> str:
+    """The health read-only field of a node's change page, as rendered."""
+    for fieldset in response.context["adminform"]:
+        for line in fieldset:
+            for field in line:
+                if field.is_readonly and field.field["name"] == "health":
+                    return str(field.contents())
+    raise AssertionError("no health field on the page")
+
+
+@pytest.fixture
+def docker_node(db, monkeypatch):
+    """A docker node whose socket does not exist; its engine must never be set up by a page view."""
+    def no_init(self):
+        raise AssertionError("a page view initialised the docker engine")
+
+    monkeypatch.setattr(DockerEngine, "init", no_init)
+    return Node.objects.create(name="dock-1", kind="docker", uri="unix:///nonexistent.sock",
+                               public_host="203.0.113.20", vm_network="10.101.0.0/16")
+
+
+def test_it_shows_the_health_of_a_libvirt_test_driver_node(client, root, node):
+    response = client.get(reverse("admin:engines_node_change", args=[node.pk]))
+    assert response.status_code == 200
+    ok, message = LibvirtEngine(uri=node.uri).health()
+    assert ok
+    assert health_of(response) == f"✔ {message}"
+
+
+def test_it_shows_a_docker_node_whose_socket_is_missing_as_unhealthy(client, root, docker_node):
+    response = client.get(reverse("admin:engines_node_change", args=[docker_node.pk]))
+    assert response.status_code == 200
+    health = health_of(response)
+    assert health.startswith("✘ ") and "unix:///nonexistent.sock" in health, health
+    assert "Docker" in response.content.decode()  # the kind, as chosen in the form
+
+
+def test_it_lists_every_kind_with_its_capacity_and_asks_no_engine(client, root, node, docker_node,
+                                                                   monkeypatch):
+    # The list stays quick whatever the nodes: their engines are asked on each node's own page.
+    monkeypatch.setattr("engines.admin.node_health", lambda node: pytest.fail("the list asked an engine"))
+    response = client.get(NODES)
+    assert response.status_code == 200
+    text = response.content.decode()
+    rows = {row.name: row for row in response.context["cl"].result_list}
+    assert set(rows) == {"local-test", "dock-1"}
+    assert "Docker" in text and "QEMU/KVM (libvirt)" in text
+    assert text.count("0 / ∞ MiB") == 2  # capacity, whatever the kind
+
+
+def test_it_shows_a_health_check_that_raises_as_its_message(client, root, node, monkeypatch):
+    def broken(self):
+        raise RuntimeError("the driver fell over")
+
+    monkeypatch.setattr(LibvirtEngine, "health", broken)
+    response = client.get(reverse("admin:engines_node_change", args=[node.pk]))
+    assert response.status_code == 200
+    assert health_of(response) == "✘ RuntimeError: the driver fell over"
+
+
+def test_it_shows_no_health_on_the_add_page(client, root):
+    response = client.get(reverse("admin:engines_node_add"))
+    assert response.status_code == 200
+    assert health_of(response) == ""
+
+
+def test_it_keeps_a_firecracker_nodes_binaries(client, root):
+    form = {**NODE_FORM, "name": "fc-1", "kind": "firecracker", "uri": "unix:///run/fc",
+            "binary": "/opt/fc/firecracker", "jailer": "/opt/fc/jailer"}
+    response = client.post(reverse("admin:engines_node_add"), form)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    fc = Node.objects.get(name="fc-1")
+    assert (fc.kind, fc.binary, fc.jailer) == ("firecracker", "/opt/fc/firecracker", "/opt/fc/jailer")
+    response = client.get(reverse("admin:engines_node_change", args=[fc.pk]))
+    assert response.status_code == 200
+    assert [name for name, _ in response.context["adminform"].fieldsets].count("Firecracker") == 1
+    text = response.content.decode()
+    assert 'value="/opt/fc/firecracker"' in text and 'value="/opt/fc/jailer"' in text
+    assert health_of(response).startswith(("✔ ", "✘ "))

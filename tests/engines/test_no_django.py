@@ -24,6 +24,15 @@ ENGINE_MODULES = [
     "engines.libvirt.template_builder",
     "engines.network.firewall",
     "engines.network.nftables",
+    "engines.network.wiring",
+    "engines.kvm",
+    "engines.docker.engine",
+    "engines.docker.host",
+    "engines.docker.hostport",
+    "engines.docker.image_builder",
+    "engines.firecracker.engine",
+    "engines.firecracker.host",
+    "engines.firecracker.schemas",
 ]
 
 BLOCK_DJANGO = """

@@ -3,6 +3,8 @@ when a component is missing: preparing the node raises and says what is missing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import libvirt
 import pytest
 from django.core.management import call_command
@@ -59,37 +61,48 @@ def _clean_node() -> None:
         dhcp.drop(net, mac)
 
 
-@pytest.fixture
-def qnode(db, client_ns):
-    """The real node, prepared exactly as the run command prepares one, with the busybox template."""
-    # Prepare first: on a fresh machine it is what starts libvirtd, which the clean-up talks to.
-    opts = {k: v for k, v in NODE.items() if k != "name"}
-    call_command("tt_prepare_node", NODE["name"], template=True, **opts)
-    _clean_node()
-    node = Node.objects.get(name=NODE["name"])
+def _prepared(spec: dict, clean) -> Iterator[Node]:
+    """A real node prepared exactly as the run command prepares one, with its busybox
+    template, and nothing of earlier tests on it (before and after)."""
+    # Prepare first: on a fresh machine it is what starts the engine's daemon.
+    opts = {k: v for k, v in spec.items() if k != "name"}
+    call_command("tt_prepare_node", spec["name"], template=True, **opts)
+    clean()
+    node = Node.objects.get(name=spec["name"])
     get_engine(node).firewall.rebuild([])
     yield node
-    _clean_node()
+    clean()
     get_engine(node).firewall.rebuild([])
     forget_engines()
 
 
 @pytest.fixture
-def boot_env(qnode, alice, run_tasks):
-    """Create an Env of VMs from the busybox template and wait until each answers HTTP."""
+def qnode(db, client_ns):
+    """The real QEMU node."""
+    yield from _prepared(NODE, _clean_node)
 
-    def boot(name="itest", vms=("web",), ports=(80, 23), **kwargs) -> Env:
-        specs = [NewVm(name=v, template="tt/busybox", mem_mb=128, ports=list(ports)) for v in vms]
+
+def booter(node: Node, alice, run_tasks, *, template: str, mem_mb: int, default_name: str):
+    """Create an Env of VMs from `template` on `node` and wait until each answers HTTP."""
+
+    def boot(name=default_name, vms=("web",), ports=(80, 23), **kwargs) -> Env:
+        specs = [NewVm(name=v, template=template, mem_mb=mem_mb, ports=list(ports)) for v in vms]
         with run_tasks():
             op = env_create(owner=alice, by=alice, name=name, vms=specs, **kwargs)
         op.refresh_from_db()
         assert op.status == "succeeded", f"{op.error_code}: {op.error_message}\n{op.log}"
         env = Env.objects.get(pk=op.env_id)
         for vm in env.vms.all():
-            netlab.wait_for_http(f"http://{qnode.public_host}:{public_port(vm, 80)}/", expect=vm.ip)
+            netlab.wait_for_http(f"http://{node.public_host}:{public_port(vm, 80)}/", expect=vm.ip)
         return env
 
     return boot
+
+
+@pytest.fixture
+def boot_env(qnode, alice, run_tasks):
+    """Create an Env of VMs from the busybox template and wait until each answers HTTP."""
+    return booter(qnode, alice, run_tasks, template="tt/busybox", mem_mb=128, default_name="itest")
 
 
 def public_port(vm, inner: int, protocol: str = "tcp") -> int:
@@ -132,31 +145,11 @@ def _clean_docker_node() -> None:
 
 @pytest.fixture
 def dnode(db, client_ns):
-    """A real docker node (podman's Docker API), prepared as the run command prepares one."""
-    opts = {k: v for k, v in DOCKER_NODE.items() if k != "name"}
-    call_command("tt_prepare_node", DOCKER_NODE["name"], template=True, **opts)
-    _clean_docker_node()
-    node = Node.objects.get(name=DOCKER_NODE["name"])
-    get_engine(node).firewall.rebuild([])
-    yield node
-    _clean_docker_node()
-    get_engine(node).firewall.rebuild([])
-    forget_engines()
+    """A real docker node (podman's Docker API)."""
+    yield from _prepared(DOCKER_NODE, _clean_docker_node)
 
 
 @pytest.fixture
 def boot_containers(dnode, alice, run_tasks):
     """Create an Env of containers from the busybox image and wait until each answers HTTP."""
-
-    def boot(name="itest-d", vms=("web",), ports=(80, 23), **kwargs) -> Env:
-        specs = [NewVm(name=v, template="tt/busybox-container", mem_mb=32, ports=list(ports)) for v in vms]
-        with run_tasks():
-            op = env_create(owner=alice, by=alice, name=name, vms=specs, **kwargs)
-        op.refresh_from_db()
-        assert op.status == "succeeded", f"{op.error_code}: {op.error_message}\n{op.log}"
-        env = Env.objects.get(pk=op.env_id)
-        for vm in env.vms.all():
-            netlab.wait_for_http(f"http://{dnode.public_host}:{public_port(vm, 80)}/", expect=vm.ip)
-        return env
-
-    return boot
+    return booter(dnode, alice, run_tasks, template="tt/busybox-container", mem_mb=32, default_name="itest-d")

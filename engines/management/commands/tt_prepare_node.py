@@ -124,7 +124,7 @@ class Command(BaseCommand):
 
 
 def _kvm() -> bool:
-    from engines.libvirt.engine import host_has_working_kvm
+    from engines.kvm import host_has_working_kvm
 
     return host_has_working_kvm()
 

@@ -16,7 +16,8 @@ def test_it_adds_runc_and_the_ulimits_to_an_empty_host(tmp_path):
 
 def test_it_keeps_what_an_operator_set_and_replaces_only_our_keys(tmp_path):
     conf = tmp_path / "containers.conf"
-    conf.write_text('[containers]\nlog_driver = "k8s-file"\n\n[engine]\nruntime = "crun"\n\n[network]\nx = 1\n')
+    conf.write_text('[containers]\nlog_driver = "k8s-file"\n\n[engine]\nruntime = "crun"\n'
+                    '\n[network]\nx = 1\n')
     assert ensure_containers_conf(conf) is True
     text = conf.read_text()
     assert 'log_driver = "k8s-file"' in text and "[network]\nx = 1" in text
