@@ -206,7 +206,7 @@ def shoot(base: str, out: Path) -> None:
         snap("05-create")
         page.fill("#id_name", "Bad Name")
         page.fill("#id_lifetime_hours", "999")
-        page.select_option("#id_vms-0-template", label="tt/busybox")
+        page.select_option("#id_vms-0-template", label="tt/busybox (QEMU/KVM (libvirt))")
         page.fill("#id_vms-0-name", "web")
         page.fill("#id_vms-0-mem_mb", "16")
         page.fill("#id_vms-0-ports", "22, 80")
