@@ -87,7 +87,9 @@ class DockerEngine(FirewalledNetwork, VmEngine):
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = docker.DockerClient(base_url=self.uri, version=API_VERSION, timeout=120)
+            # Longer than a stop may take: container.stop waits for it in one request.
+            timeout = max(120, self.stop_timeout + 60)
+            self._client = docker.DockerClient(base_url=self.uri, version=API_VERSION, timeout=timeout)
         return self._client
 
     def _container(self, name: str):
@@ -153,9 +155,17 @@ class DockerEngine(FirewalledNetwork, VmEngine):
     def _network_is_current(self, attrs: dict) -> bool:
         configs = (attrs.get("IPAM") or {}).get("Config") or []
         subnets = {(c.get("Subnet"), c.get("Gateway")) for c in configs}
-        bridge = (attrs.get("Options") or {}).get("com.docker.network.bridge.name")
-        # podman reports no bridge option back through this API: a missing one is its own.
+        bridge = (attrs.get("Options") or {}).get("com.docker.network.bridge.name") or self._podman_bridge()
         return subnets == {(self.vm_network, self.gateway_ip)} and bridge in (None, self.bridge)
+
+    def _podman_bridge(self) -> str | None:
+        """podman's Docker API reports no bridge option back; its own API names the bridge
+        (None from an engine without that API: Docker reports the option itself)."""
+        api = self.client.api
+        response = api._get(f"{api.base_url}/v4.0.0/libpod/networks/{self.network_name}/json")
+        if response.status_code != 200:
+            return None
+        return response.json().get("network_interface")
 
     # --- storage: the container's writable layer ---------------------------------
     @staticmethod

@@ -100,6 +100,11 @@ class Firewall(ABC):
     def spoof_drops(self) -> dict[str, int]:
         """Frames dropped as spoofed, per VM port."""
 
+    @abstractmethod
+    def drops_per_vm(self) -> dict[str, dict[str, int]]:
+        """Packets each VM was refused, by reason: VM ip -> {"egress_denied": n,
+        "blacklisted": n}, for every VM that has egress denied or a blacklist."""
+
     def apply(self, old: VmSpec | None, new: VmSpec | None) -> None:
         before, after = elements_of(old), elements_of(new)
         self.change([e for e in before if e not in after], [e for e in after if e not in before])
@@ -190,3 +195,9 @@ class MemoryFirewall(Firewall):
 
     def spoof_drops(self) -> dict[str, int]:
         return {key[0]: 0 for key in self.state.tables["vm_ports"]}
+
+    def drops_per_vm(self) -> dict[str, dict[str, int]]:
+        """Nothing is ever dropped here (nothing boots): zeros, for the VMs a real node counts."""
+        tables = self.state.tables
+        ips = {key[0] for key in tables["denied"]} | {key[0] for key in tables["blacklist"]}
+        return {ip: {"egress_denied": 0, "blacklisted": 0} for ip in sorted(ips)}

@@ -5,6 +5,8 @@
     map  fwd_tcp / fwd_udp : public port -> VM ip . inner port   (DNAT, one rule each)
     set  denied            : VM ips that may reach nothing beyond the node network
     set  blacklist         : VM ip . blocked ip pairs
+    (both count, per element, the packets they dropped: each is looked up only by a rule
+    that drops what matches, so an element's counter is that VM's blocked attempts)
     set  host_open         : protocol . port on the host VMs may use beyond DHCP and DNS
 
 `bridge <table>` (frames on the node's bridge: between VMs they reach no ip hook
@@ -47,6 +49,10 @@ log = logging.getLogger(__name__)
 # DNATed frame back through the bridge; this mark, set once NAT is done, lets the
 # bridge tell it from a frame sent straight to another Env's VM.
 HAIRPIN_MARK = "0x74740001"
+
+
+# The sets whose elements count what they dropped, and what each counts.
+COUNTED_SETS = {"denied": "egress_denied", "blacklist": "blacklisted"}
 
 
 class NftError(RuntimeError):
@@ -92,8 +98,8 @@ class NftablesFirewall(Firewall):
 add table {t}
 add map {t} fwd_tcp {{ type inet_service : ipv4_addr . inet_service; }}
 add map {t} fwd_udp {{ type inet_service : ipv4_addr . inet_service; }}
-add set {t} denied {{ type ipv4_addr; }}
-add set {t} blacklist {{ type ipv4_addr . ipv4_addr; }}
+add set {t} denied {{ type ipv4_addr; counter; }}
+add set {t} blacklist {{ type ipv4_addr . ipv4_addr; counter; }}
 add set {t} host_open {{ type inet_proto . inet_service; }}
 flush set {t} host_open
 {f"add element {t} host_open {{ {host_open} }}" if host_open else ""}
@@ -118,8 +124,8 @@ add rule {t} postrouting oifname "{br}" ip saddr 127.0.0.0/8 masquerade
 add rule {t} postrouting oifname "{br}" ip saddr {net} ct status dnat masquerade
 add rule {t} forwarded ip daddr {net} ct status dnat meta mark set {HAIRPIN_MARK}
 add rule {t} forward ip saddr . ip daddr @blacklist counter drop comment "blacklisted"
-add rule {t} forward ip saddr @denied ct state established,related accept
-add rule {t} forward ip saddr @denied ip daddr != {net} counter drop comment "egress denied"
+add rule {t} forward ct state established,related accept
+add rule {t} forward ip daddr != {net} ip saddr @denied counter drop comment "egress denied"
 add rule {t} input iifname "{br}" ip saddr . ip daddr @blacklist counter drop comment "blacklisted"
 add rule {t} input iifname "{br}" ct state established,related accept
 add rule {t} input iifname "{br}" udp sport 68 udp dport 67 accept
@@ -158,8 +164,26 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
 """
 
     def ensure(self) -> None:
-        """Create the tables and (re)write their rules; elements already there are kept."""
+        """Create the tables and (re)write their rules; elements already there are kept,
+        but for sets made by an older version without their counters: those are made
+        again, empty (the node's rebuild from the database fills them)."""
+        outdated = self._sets_without_counters()
+        if outdated:
+            log.warning("nft table %s: sets %s had no counters; made again, their elements come back "
+                        "with the next rebuild", self.table, ", ".join(outdated))
+            chains = ("prerouting", "output", "postrouting", "forward", "forwarded", "input")
+            nft("".join(f"flush chain ip {self.table} {c}\n" for c in chains)
+                + "".join(f"delete set ip {self.table} {name}\n" for name in outdated))
         nft(self.ruleset())
+
+    def _sets_without_counters(self) -> list[str]:
+        try:
+            items = self._json("ip")
+        except NftError:
+            return []  # no table yet
+        return sorted(item["set"]["name"] for item in items
+                      if "set" in item and item["set"]["name"] in COUNTED_SETS
+                      and not any("counter" in stmt for stmt in item["set"].get("stmt") or ()))
 
     def drop_table(self) -> None:
         for family in ("ip", "bridge"):
@@ -245,6 +269,19 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
                         name = f"{family}: {rule['comment']}"
                         totals[name] = totals.get(name, 0) + expr["counter"]["packets"]
         return totals
+
+    def drops_per_vm(self) -> dict[str, dict[str, int]]:
+        drops: dict[str, dict[str, int]] = {}
+        listing = self.listing()
+        for name, reason in COUNTED_SETS.items():
+            for raw in listing.get(name, []):
+                if not (isinstance(raw, dict) and "elem" in raw):
+                    continue
+                value = raw["elem"]["val"]
+                vm_ip = value["concat"][0] if isinstance(value, dict) else value
+                per_vm = drops.setdefault(vm_ip, {r: 0 for r in COUNTED_SETS.values()})
+                per_vm[reason] += raw["elem"].get("counter", {}).get("packets", 0)
+        return drops
 
     def spoof_drops(self) -> dict[str, int]:
         drops = {}

@@ -69,6 +69,7 @@ def test_it_cuts_egress_and_blacklists_single_addresses(boot_containers, dnode, 
         run(env_set_deny_outgoing, run_tasks, env=env, deny=True, by=alice)
         assert shell(vm, fetch.format(a)) == "BLOCKED"
         assert get_engine(dnode).firewall.counters()["ip: egress denied"] > 0
+        assert get_engine(dnode).firewall.drops_per_vm()[vm.ip]["egress_denied"] > 0
         run(env_set_deny_outgoing, run_tasks, env=env, deny=False, by=alice)
         assert shell(vm, fetch.format(a)) == "REACHED"
         run(vm_set_blacklist, run_tasks, vm=vm, addresses=[a], by=alice)

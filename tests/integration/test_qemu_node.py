@@ -76,6 +76,8 @@ def test_it_cuts_egress_and_blacklists_single_addresses(boot_env, qnode, run_tas
         # Inbound forwarding still works while egress is denied.
         assert netlab.client_get(f"http://{qnode.public_host}:{public_port(vm, 80)}/") is not None
         assert get_engine(qnode).firewall.counters()["ip: egress denied"] > 0
+        # Counted per VM too: what the VM page and /metrics show as its blocked attempts.
+        assert get_engine(qnode).firewall.drops_per_vm()[vm.ip]["egress_denied"] > 0
 
         run(env_set_deny_outgoing, run_tasks, env=env, deny=False, by=alice)
         assert shell(vm, fetch.format(a)) == "REACHED"
@@ -84,6 +86,7 @@ def test_it_cuts_egress_and_blacklists_single_addresses(boot_env, qnode, run_tas
         assert shell(vm, fetch.format(a)) == "BLOCKED"
         assert shell(vm, fetch.format(b)) == "REACHED"
         assert get_engine(qnode).firewall.counters()["ip: blacklisted"] > 0
+        assert get_engine(qnode).firewall.drops_per_vm()[vm.ip]["blacklisted"] > 0
 
         run(vm_set_blacklist, run_tasks, vm=vm, addresses=[], by=alice)
         assert shell(vm, fetch.format(a)) == "REACHED"

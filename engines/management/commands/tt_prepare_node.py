@@ -135,7 +135,9 @@ def _notes(node: Node) -> str:
     if node.kind == EngineKind.DOCKER:
         return "containers through the Docker API (podman with runc here); images are local, never pulled"
     if node.kind == EngineKind.FIRECRACKER:
-        return "Firecracker microVMs (KVM and the firecracker binary checked at preparation)"
+        return ("Firecracker microVMs (KVM and the binary checked at preparation). The driver is tested "
+                "against Firecracker v1.16.1's API contract (every request validated by a fake firecracker "
+                "that enforces the call order), not by booting: the project's CI machines have no KVM")
     return f"QEMU through libvirt ({'KVM' if _kvm() else 'TCG: no usable KVM on this host'})"
 
 
