@@ -167,23 +167,21 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
         """Create the tables and (re)write their rules; elements already there are kept,
         but for sets made by an older version without their counters: those are made
         again, empty (the node's rebuild from the database fills them)."""
-        outdated = self._sets_without_counters()
-        if outdated:
-            log.warning("nft table %s: sets %s had no counters; made again, their elements come back "
-                        "with the next rebuild", self.table, ", ".join(outdated))
-            chains = ("prerouting", "output", "postrouting", "forward", "forwarded", "input")
-            nft("".join(f"flush chain ip {self.table} {c}\n" for c in chains)
-                + "".join(f"delete set ip {self.table} {name}\n" for name in outdated))
-        nft(self.ruleset())
-
-    def _sets_without_counters(self) -> list[str]:
         try:
             items = self._json("ip")
         except NftError:
-            return []  # no table yet
-        return sorted(item["set"]["name"] for item in items
-                      if "set" in item and item["set"]["name"] in COUNTED_SETS
-                      and not any("counter" in stmt for stmt in item["set"].get("stmt") or ()))
+            items = []  # no table yet
+        outdated = sorted(item["set"]["name"] for item in items
+                          if "set" in item and item["set"]["name"] in COUNTED_SETS
+                          and not any("counter" in stmt for stmt in item["set"].get("stmt") or ()))
+        if outdated:
+            log.warning("nft table %s: sets %s had no counters; made again, their elements come back "
+                        "with the next rebuild", self.table, ", ".join(outdated))
+            # The rules that use them go first (the ruleset writes them again).
+            chains = [item["chain"]["name"] for item in items if "chain" in item]
+            nft("".join(f"flush chain ip {self.table} {c}\n" for c in chains)
+                + "".join(f"delete set ip {self.table} {name}\n" for name in outdated))
+        nft(self.ruleset())
 
     def drop_table(self) -> None:
         for family in ("ip", "bridge"):
