@@ -4,6 +4,10 @@
 #   ./tt.sh run    install what is missing, migrate, create the first operator,
 #                  register the local node, then run the web server and the
 #                  task workers in the foreground until Ctrl-C
+#   ./tt.sh run --production
+#                  the same with TT_DEBUG=0 (as does TT_DEBUG=0 ./tt.sh run): static
+#                  files collected, served by gunicorn on TT_BIND behind a proxy
+#                  that terminates TLS (README "Production serving")
 #   ./tt.sh test   install what is missing, then run ruff and the whole test suite
 #   ./tt.sh setup  only install (apt packages, the Python environment)
 #
@@ -83,8 +87,39 @@ setup() {
   mkdir -p "${TT_VAR_DIR:-$ROOT/var}"
 }
 
+debug_is_off() {
+  # As ttportal/config.py's env_bool reads TT_DEBUG: unset is on; 0/false/no/off/empty is off.
+  [ -n "${TT_DEBUG+set}" ] || return 1
+  local value="${TT_DEBUG,,}"
+  value="${value//[[:space:]]/}"
+  case "$value" in 0|false|no|off|"") return 0 ;; *) return 1 ;; esac
+}
+
+production_secret() {
+  # Production needs a secret key. Without TT_SECRET_KEY or TT_SECRET_KEY_FILE, make one
+  # once in TT_VAR_DIR (readable by root alone) and keep it: sessions survive restarts.
+  # Several web hosts must share one: set TT_SECRET_KEY (or the file) on each.
+  [ -n "${TT_SECRET_KEY:-}" ] || [ -n "${TT_SECRET_KEY_FILE:-}" ] && return 0
+  local file="${TT_VAR_DIR:-$ROOT/var}/secret_key"
+  if [ ! -s "$file" ]; then
+    say "generating a secret key in $file (kept there, never printed)"
+    (umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(64))' > "$file.new" && mv "$file.new" "$file")
+  fi
+  export TT_SECRET_KEY_FILE="$file"
+}
+
 run() {
+  local production=0
+  for arg in "$@"; do
+    case "$arg" in
+      --production) production=1 ;;
+      *) echo "usage: $0 run [--production]" >&2; exit 2 ;;
+    esac
+  done
+  if [ "$production" = 1 ]; then export TT_DEBUG=0; fi
+  debug_is_off && production=1
   setup
+  [ "$production" = 1 ] && production_secret
   say "migrating the database"
   "$PY" manage.py migrate --noinput
   "$PY" manage.py tt_first_admin
@@ -104,10 +139,22 @@ run() {
       --port-min 40000 --port-max 44999 --template busybox
   fi
   local bind="${TT_BIND:-127.0.0.1:8000}"
-  say "TT Portal on http://$bind/ (admin at /admin/); Ctrl-C stops it"
+  if [ "$production" = 1 ]; then
+    say "collecting static files into ${TT_VAR_DIR:-$ROOT/var}/static"
+    "$PY" manage.py collectstatic --noinput -v0
+    # Prints what a production setting still lacks; only errors stop here.
+    "$PY" manage.py check --deploy --fail-level ERROR
+    say "TT Portal (production: gunicorn) on http://$bind/ for the TLS proxy (admin at /admin/, /healthz, /readyz, /metrics); Ctrl-C stops it"
+  else
+    say "TT Portal on http://$bind/ (admin at /admin/); Ctrl-C stops it"
+  fi
   "$PY" manage.py tt_qcluster &
   CLUSTER=$!
-  "$PY" manage.py runserver --noreload "$bind" &
+  if [ "$production" = 1 ]; then
+    TT_BIND="$bind" "$VENV/bin/gunicorn" -c ttportal/gunicorn_conf.py &
+  else
+    "$PY" manage.py runserver --noreload "$bind" &
+  fi
   WEB=$!
   trap 'stop_all; exit 0' INT TERM
   # Whichever stops first takes the other down: half a portal is worse than none.
@@ -126,7 +173,7 @@ stop_all() {
     kill -0 "$CLUSTER" 2>/dev/null || kill -0 "$WEB" 2>/dev/null || break
     sleep 0.5
   done
-  kill -KILL $(descendants "$CLUSTER") "$CLUSTER" "$WEB" 2>/dev/null || true
+  kill -KILL $(descendants "$CLUSTER") "$CLUSTER" $(descendants "$WEB") "$WEB" 2>/dev/null || true
 }
 
 descendants() {
@@ -154,5 +201,5 @@ case "${1:-}" in
   run) shift; run "$@" ;;
   test) shift; run_tests "$@" ;;
   setup) setup ;;
-  *) echo "usage: $0 run | test [pytest args] | setup" >&2; exit 2 ;;
+  *) echo "usage: $0 run [--production] | test [pytest args] | setup" >&2; exit 2 ;;
 esac

@@ -1,6 +1,9 @@
 from django.contrib import admin
+from django.utils.html import format_html_join
 
-from accounts.models import ApiToken, SshKey
+from accounts.models import ApiToken, GroupQuota, SshKey, UserQuota
+from accounts.quotas import NAMES, amount
+from vms.usage import report
 
 
 @admin.register(ApiToken)
@@ -29,3 +32,49 @@ class SshKeyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+class QuotaAdminMixin:
+    """Overrides of the TT_QUOTA_* defaults: an empty field inherits (accounts/quotas.py:
+    the user's own override, else the most generous of their groups', else the default)."""
+
+    limit_fieldsets = (
+        ("What one may hold at once (empty: inherit)",
+         {"fields": ("envs", "vms", "vcpus", "mem_mb", "disk_mb", "snapshots")}),
+        ("How long an Env may live, in seconds (empty: inherit)", {"fields": ("lifetime", "extension")}),
+        (None, {"fields": ("note", "updated_at")}),
+    )
+    readonly_fields = ("updated_at",)
+    list_display_limits = (*NAMES, "updated_at")
+
+
+@admin.register(UserQuota)
+class UserQuotaAdmin(QuotaAdminMixin, admin.ModelAdmin):
+    list_display = ("user", *QuotaAdminMixin.list_display_limits)
+    list_select_related = ("user",)
+    search_fields = ("user__username", "note")
+    autocomplete_fields = ("user",)
+    readonly_fields = ("updated_at", "in_effect")
+
+    def get_fieldsets(self, request, obj=None):
+        shown = ("user", "in_effect") if obj is not None else ("user",)
+        return ((None, {"fields": shown}), *self.limit_fieldsets)
+
+    @admin.display(description="in effect now")
+    def in_effect(self, quota: UserQuota):
+        """The user's limits as resolved (this override, their groups', the defaults) and their use."""
+        rows = [(line.label, amount(line.limit, line.unit),
+                 "per Env" if line.used is None else amount(line.used, line.unit), line.source)
+                for line in report(quota.user)]
+        return format_html_join("", "<div>{}: limit {} · in use {} · from {}</div>", rows)
+
+
+@admin.register(GroupQuota)
+class GroupQuotaAdmin(QuotaAdminMixin, admin.ModelAdmin):
+    list_display = ("group", *QuotaAdminMixin.list_display_limits)
+    list_select_related = ("group",)
+    search_fields = ("group__name", "note")
+    autocomplete_fields = ("group",)
+
+    def get_fieldsets(self, request, obj=None):
+        return ((None, {"fields": ("group",)}), *self.limit_fieldsets)

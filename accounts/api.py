@@ -1,5 +1,5 @@
 """Personal API tokens: create (the secret is shown once), list, revoke; personal SSH
-public keys: add, list, delete.
+public keys: add, list, delete; one's quotas.
 
 Creating one needs a password or a browser session, not a token: a token that
 leaked could otherwise mint itself successors and outlive its own expiry.
@@ -11,11 +11,13 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import mixins, status, viewsets
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts import services
 from accounts.models import ApiToken, SshKey
 from accounts.serializers import (
     NewTokenSerializer,
+    QuotaSerializer,
     SshKeyCreate,
     SshKeySerializer,
     TokenCreate,
@@ -23,6 +25,7 @@ from accounts.serializers import (
 )
 from envs.api import parse
 from ttportal.api_query import StrictFilterSet, TextFilter
+from vms.usage import report
 
 
 class TokenFilter(StrictFilterSet):
@@ -112,3 +115,14 @@ class SshKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Des
 
     def perform_destroy(self, instance):
         services.ssh_key_delete(key=instance, by=self.request.user)
+
+
+class QuotaView(APIView):
+    """GET /api/quota/: your limits and what you use (staff too: their own)."""
+
+    @extend_schema(
+        responses=QuotaSerializer,
+        summary="Your quotas: each limit, what you use, where the limit comes from",
+    )
+    def get(self, request):
+        return Response(QuotaSerializer.of(request.user, report(request.user)))

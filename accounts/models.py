@@ -1,11 +1,13 @@
 """API tokens: knox's hashed token (digest, owner, created, expiry) plus what
-people need to manage several of them: a name, a public id, the last use."""
+people need to manage several of them: a name, a public id, the last use.
+SSH public keys. Quota overrides per user and per group (accounts/quotas.py)."""
 
 from __future__ import annotations
 
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from knox.models import AbstractAuthToken, AuthTokenManager
@@ -82,3 +84,70 @@ class SshKey(models.Model):
     def lines_of(user) -> list[str]:
         """`user`'s keys as authorized_keys lines, oldest first: what a new VM of theirs gets."""
         return [key.line for key in SshKey.objects.filter(user=user).order_by("created", "pk")]
+
+
+class QuotaOverride(models.Model):
+    """Limits an operator sets instead of the settings' defaults (TT_QUOTA_*); an empty
+    field inherits. accounts.quotas.limits_for says how a user's limits are resolved:
+    their own override, else the most generous of their groups', else the default.
+
+    The field names are the quotas' names (accounts.quotas.QUOTAS), the API's too."""
+
+    envs = models.PositiveIntegerField("live Envs", null=True, blank=True)
+    vms = models.PositiveIntegerField("live VMs", null=True, blank=True, help_text="In all Envs together.")
+    vcpus = models.PositiveIntegerField("vCPUs", null=True, blank=True, help_text="Of all live VMs together.")
+    mem_mb = models.PositiveIntegerField("memory (MiB)", null=True, blank=True,
+                                         help_text="Of all live VMs together.")
+    disk_mb = models.PositiveIntegerField("disk (MiB)", null=True, blank=True,
+                                          help_text="Of all live VMs together.")
+    snapshots = models.PositiveIntegerField("snapshots", null=True, blank=True,
+                                            help_text="Of all live VMs together.")
+    lifetime = models.PositiveIntegerField(
+        "longest lifetime (s)", null=True, blank=True,
+        help_text="Seconds an Env may live, counted from its start (TT_MAX_ENV_LIFETIME bounds it too).",
+    )
+    extension = models.PositiveIntegerField(
+        "longest extension (s)", null=True, blank=True,
+        help_text="Seconds one extension may move an Env's end by (from its current end, or from now "
+        "once that has passed).",
+    )
+    note = models.CharField(max_length=200, blank=True, help_text="Why, for the next operator.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    def clean(self) -> None:
+        longest = settings.TT_MAX_ENV_LIFETIME
+        errors = {
+            name: f"must be at most TT_MAX_ENV_LIFETIME ({longest} s): no Env lives longer"
+            for name in ("lifetime", "extension")
+            if getattr(self, name) is not None and getattr(self, name) > longest
+        }
+        if errors:
+            raise ValidationError(errors)
+
+
+class UserQuota(QuotaOverride):
+    """One user's own limits: what they set wins over every group's and the defaults."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota")
+
+    class Meta:
+        verbose_name = "user quota"
+
+    def __str__(self) -> str:
+        return f"quota of {self.user}"
+
+
+class GroupQuota(QuotaOverride):
+    """Limits for a group's members: a member with several such groups gets, quota by quota,
+    the most generous of them (and their own override, if they have one, before any)."""
+
+    group = models.OneToOneField("auth.Group", on_delete=models.CASCADE, related_name="quota")
+
+    class Meta:
+        verbose_name = "group quota"
+
+    def __str__(self) -> str:
+        return f"quota of group {self.group}"

@@ -1,5 +1,5 @@
 """API tokens as the API shows them (never the secret, except once in the create answer),
-and SSH public keys."""
+SSH public keys, and one's quotas."""
 
 from __future__ import annotations
 
@@ -80,3 +80,43 @@ class SshKeyCreate(StrictSerializer):
     name = Text(rule=limits.TOKEN_NAME_RULE, pattern=limits.TOKEN_NAME_PATTERN,
                 max_length=limits.TOKEN_NAME_MAX, required=False,
                 help_text="Default: the key's comment, else its fingerprint.")
+
+
+_SOURCE_HELP = 'Where the limit comes from: "user" (your own override), "group <name>" (the most ' \
+    'generous of your groups\' overrides) or "default" (the TT_QUOTA_* setting).'
+
+
+class CountedQuota(serializers.Serializer):
+    limit = serializers.IntegerField(help_text="The most you may hold at once.")
+    used = serializers.IntegerField(help_text="What you hold now (live Envs, live VMs and their snapshots).")
+    source = serializers.CharField(help_text=_SOURCE_HELP)
+
+
+class DurationQuota(serializers.Serializer):
+    limit = serializers.IntegerField(help_text="Seconds.")
+    source = serializers.CharField(help_text=_SOURCE_HELP)
+
+
+class QuotaSerializer(serializers.Serializer):
+    """Each of your quotas (accounts/quotas.py). A request that would take you past one is
+    refused with 403 quota_exceeded, naming the quota, its limit, the use and what it adds."""
+
+    user = serializers.CharField(help_text="Whose quotas these are (yours).")
+    envs = CountedQuota(help_text="Live Envs (not destroyed).")
+    vms = CountedQuota(help_text="Live VMs, in all your Envs together.")
+    vcpus = CountedQuota(help_text="vCPUs of your live VMs together.")
+    mem_mb = CountedQuota(help_text="Memory of your live VMs together, MiB.")
+    disk_mb = CountedQuota(help_text="Disk of your live VMs together, MiB.")
+    snapshots = CountedQuota(help_text="Snapshots of your live VMs together.")
+    lifetime = DurationQuota(help_text="The longest an Env may live, counted from its start, seconds.")
+    extension = DurationQuota(help_text="The most one extension may move an Env's end, seconds.")
+
+    @staticmethod
+    def of(user, lines) -> dict:
+        """The body for `user` from vms.usage.report(user)."""
+        body: dict = {"user": user.get_username()}
+        for line in lines:
+            body[line.name] = {"limit": line.limit, "source": line.source}
+            if line.used is not None:
+                body[line.name]["used"] = line.used
+        return body

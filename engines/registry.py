@@ -84,6 +84,14 @@ def get_engine(node: Node) -> VmEngine:
         return engine
 
 
+def drops_per_vm(node: Node) -> dict[str, dict[str, int]]:
+    """What the node's firewall refused each VM (Firewall.drops_per_vm), read without
+    setting up the node: a real node's counters are in its nftables tables; the test
+    driver's live in its engine's memory."""
+    firewall = get_engine(node).firewall if node.is_test_driver else node_firewall(node)
+    return firewall.drops_per_vm()
+
+
 def console_log(node: Node, vm_name: str) -> str | None:
     """The end of a VM's serial console (see VmEngine.console_log), read through a
     driver that is not initialised: showing a log must not set up the node."""

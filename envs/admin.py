@@ -16,16 +16,23 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from envs import lease, recovery, services
-from envs.admin_forms import EnvAddForm, VmRowFormSet
+from envs.admin_forms import EnvActionForm, EnvAddForm, VmRowFormSet
 from envs.forms import create_env_from
 from envs.models import Env, Operation, Peering
-from ttportal.admin_actions import OperateMixin, service_action
+from ttportal.admin_actions import OperateMixin, run_service, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter, format_seconds
 from vms.models import Vm, live_vms
 
 
-def _extend_by_a_day(env: Env, by):
-    return services.env_extend(env=env, by=by, extend_by=timedelta(days=1))
+@admin.action(description="Extend the selected Envs by a day", permissions=["operate"])
+def extend_by_a_day(modeladmin, request, queryset):
+    """Bound by each owner's quota (longest lifetime, longest extension) unless the operator
+    ticked "Ignore the owner's quota" in the action bar (then recorded on each operation)."""
+    ignore = EnvActionForm.ignore_quota_in(request)
+    run_service(modeladmin, request, queryset,
+                lambda env, by: services.env_extend(env=env, by=by, extend_by=timedelta(days=1),
+                                                    ignore_quota=ignore),
+                "extended by a day, the owners' quotas ignored" if ignore else "extended by a day")
 
 
 class VmInline(ReadOnlyTabularInline):
@@ -56,8 +63,7 @@ class EnvAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
                        lambda env, by: services.env_start(env=env, by=by)),
         service_action("stop", "Stop the selected Envs", "stop queued",
                        lambda env, by: services.env_stop(env=env, by=by)),
-        service_action("extend_by_a_day", "Extend the selected Envs by a day", "extended by a day",
-                       _extend_by_a_day),
+        extend_by_a_day,
         service_action("deny_outgoing", "Deny outgoing traffic", "deny outgoing queued",
                        lambda env, by: services.env_set_deny_outgoing(env=env, deny=True, by=by)),
         service_action("allow_outgoing", "Allow outgoing traffic", "allow outgoing queued",
@@ -66,6 +72,7 @@ class EnvAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
                        lambda env, by: services.env_destroy(env=env, by=by)),
     )
 
+    action_form = EnvActionForm
     add_form_template = "admin/envs/env/add_env.html"
 
     def get_queryset(self, request):
@@ -108,7 +115,7 @@ class EnvAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
 
     def _render_add(self, request, form: EnvAddForm, formset, extra_context=None):
         adminform = helpers.AdminForm(
-            form, [(None, {"fields": ["owner", "name", "lifetime_hours", "deny_outgoing"]})],
+            form, [(None, {"fields": ["owner", "name", "lifetime_hours", "deny_outgoing", "ignore_quota"]})],
             prepopulated_fields={}, model_admin=self,
         )
         errors = helpers.AdminErrorList(form, [formset]) if request.method == "POST" else []

@@ -250,6 +250,8 @@ def create_env_from(form: EnvForm, formset, *, by, owner=None) -> Operation | No
             owner=owner or form.cleaned_data["owner"], by=by, name=form.cleaned_data["name"],
             vms=[row.to_new_vm() for row in rows], lifetime=form.lifetime_seconds(),
             deny_outgoing=form.cleaned_data["deny_outgoing"],
+            # Only the admin's form has the box (staff only); the portal's never does.
+            ignore_quota=form.cleaned_data.get("ignore_quota", False),
             idempotency_key=form.cleaned_data["idempotency_key"],
         )
     except Exception as exc:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
@@ -70,6 +71,28 @@ def register(steps: dict[str, Step]) -> None:
         if kind in STEPS and STEPS[kind] is not step:
             raise RuntimeError(f"two steps registered for operation kind {kind}")
         STEPS[kind] = step
+
+
+# Told (operation id, final status) once an operation has ended, after that is committed:
+# notifications' hook, registered in its AppConfig.ready(). A hook only enqueues work of
+# its own; whatever it raises is logged and changes nothing about the operation.
+FINISH_HOOKS: list[Callable[[int, str], None]] = []
+
+
+def on_finish(hook: Callable[[int, str], None]) -> None:
+    if hook not in FINISH_HOOKS:
+        FINISH_HOOKS.append(hook)
+
+
+def _announce(operation_id: int, status: str) -> None:
+    def run() -> None:
+        for hook in list(FINISH_HOOKS):
+            try:
+                hook(operation_id, status)
+            except Exception:
+                log.exception("operation %s: a finish hook failed", operation_id)
+
+    transaction.on_commit(run)
 
 
 def step_of(op: Operation) -> Step:
@@ -211,7 +234,10 @@ def finish(held: Lease, *, error: TTError | None = None) -> bool:
             error_message=str(error)[:4000],
             log=Concat(F("log"), Value(f"failed: {error.code}: {error}\n")),
         )
-    return bool(held.mine().update(**fields))
+    done = bool(held.mine().update(**fields))
+    if done:
+        _announce(held.op_id, fields["status"])
+    return done
 
 
 # --- ending one from outside ------------------------------------------------------

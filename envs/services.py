@@ -6,19 +6,22 @@ engine work in registered steps, no transaction held across engine calls.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
+from accounts import quotas
+from accounts.quotas import Usage
 from envs import lease, policy, recovery, runner
 from envs.models import Env, Operation
 from envs.operations import idempotent, record, sweep
 from ttportal import limits
 from ttportal.errors import ConflictingInput, ErrorCode, IllegalState, InvalidInput, TTError
-from vms import state
+from vms import state, usage
 from vms.models import Vm
-from vms.services import build_vms, claim_for_destroy
+from vms.services import check_vms, claim_for_destroy, insert_vms
 from vms.specs import NewVm, check_name
 
 K = Operation.Kind
@@ -70,52 +73,86 @@ def _end_from(
 @idempotent
 def env_create(
     *, owner, name: str, vms: list[NewVm], by, lifetime=None, end_at=None,
-    deny_outgoing: bool = False, idempotency_key: str = "",
+    deny_outgoing: bool = False, ignore_quota: bool = False, idempotency_key: str = "",
 ) -> Operation:
-    """A new Env with its VMs; a task creates and boots them. Returns the operation (op.env)."""
+    """A new Env with its VMs; a task creates and boots them. Returns the operation (op.env).
+
+    Bound by the owner's quota (accounts/quotas.py: live Envs, VMs, vCPUs, memory, disk,
+    lifetime), also when staff ask for them, unless staff say `ignore_quota` (recorded in
+    the operation's params). Without a lifetime or end, the Env gets the default lifetime,
+    or the owner's longest lifetime if that is shorter."""
     if by is not None and by.pk != owner.pk and not by.is_staff:
         raise policy.Forbidden("only staff may create an Env for another user")
+    # The owner's row is locked first: one owner's creates are counted one at a time.
+    allowed = usage.admit(owner, by=by, ignore_quota=ignore_quota)
     check_name(name, "name")
     if not isinstance(vms, list | tuple) or not vms:
         raise InvalidInput("vms", "must list at least one VM")
     now = timezone.now()
+    # The default lifetime, no longer than the owner's longest (a 0 quota is refused below).
+    if allowed is not None and lifetime is None and end_at is None and allowed["lifetime"]:
+        lifetime = min(settings.TT_DEFAULT_ENV_LIFETIME, allowed["lifetime"])
     end = _end_from(now, lifetime=lifetime, end_at=end_at, start_at=now)
     if Env.objects.live().filter(owner=owner, name=name).exists():
         raise ConflictingInput("name", f"{owner.get_username()} already has a live Env named {name}")
+    used = usage.usage_of(owner) if allowed is not None else None  # before this Env counts
     env = Env.objects.create(
         owner=owner, name=name, start_at=now, end_at=end,
         deny_outgoing=bool(deny_outgoing), last_mgmt_at=now,
     )
-    created = build_vms(env, list(vms))
+    checked = check_vms(env, list(vms))
+    if allowed is not None:  # after the input's own checks: bad input is told as such
+        quotas.check_lifetime(owner, allowed, current=0, wanted=_seconds(end - now))
+        usage.check_adds(owner, allowed, Usage.of_vms([spec for spec, _, _ in checked], envs=1), used=used)
+    created = insert_vms(env, checked)
+    params = {"vm_ids": [vm.pk for vm in created], "start": True}
     return record(K.ENV_CREATE, env=env, by=by, idempotency_key=idempotency_key,
-                  params={"vm_ids": [vm.pk for vm in created], "start": True})
+                  params=_quota_noted(params, allowed))
 
+
+def _seconds(delta: timedelta) -> int:
+    """Whole seconds, rounded up: a quota is never passed by a fraction of one."""
+    return math.ceil(delta.total_seconds())
+
+
+def _quota_noted(params: dict, allowed) -> dict:
+    """The operation's params, saying so when staff had the owner's quota ignored (audit)."""
+    return {**params, "ignore_quota": True} if allowed is None else params
 
 
 @idempotent
 def env_extend(
     *, env: Env, by, end_at=None, lifetime=None, extend_by: timedelta | None = None,
-    idempotency_key: str = "",
+    ignore_quota: bool = False, idempotency_key: str = "",
 ) -> Operation:
     """Move the end of the Env: never before now, never past start + max lifetime.
 
     `lifetime` counts from now ("2 more hours from now"); `extend_by` from the
     current end, or from now when the end has passed but the sweep has not run.
+    A later end is bound by the owner's quota (the longest lifetime, from the Env's
+    start, and the longest single extension), also for staff unless they say
+    `ignore_quota` (recorded in the operation's params).
     """
     policy.check_can_manage(by, env)
     if end_at is None and lifetime is None and extend_by is None:
         raise InvalidInput("end_at", "give end_at or lifetime")
+    # No lock on the owner: these quotas bound this Env alone, whose row is locked below.
+    allowed = usage.admit(env.owner, by=by, ignore_quota=ignore_quota, lock=False)
     env = Env.objects.select_for_update().get(pk=env.pk)
     policy.check_live(env)
     now = timezone.now()
     new_end = _end_from(now, lifetime=lifetime, end_at=end_at, extend_by=extend_by,
                         current_end=env.end_at, start_at=env.start_at)
     old_end = env.end_at
+    if allowed is not None and new_end > old_end:  # an earlier end is never refused
+        quotas.check_lifetime(env.owner, allowed, current=_seconds(old_end - env.start_at),
+                              wanted=_seconds(new_end - env.start_at))
+        quotas.check_extension(env.owner, allowed, _seconds(new_end - max(old_end, now)))
     Env.objects.filter(pk=env.pk).update(end_at=new_end)
     env.end_at = new_end
     return record(K.ENV_EXTEND, env=env, by=by, idempotency_key=idempotency_key, run=False,
                   status=Operation.Status.SUCCEEDED,
-                  params={"from": old_end.isoformat(), "to": new_end.isoformat()})
+                  params=_quota_noted({"from": old_end.isoformat(), "to": new_end.isoformat()}, allowed))
 
 
 def _env_power(env: Env, action: str, kind: str, by, idempotency_key: str) -> Operation | None:

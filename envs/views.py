@@ -28,7 +28,7 @@ from ttportal.errors import InvalidInput
 from ttportal.hours import hours, parse_hours
 from ttportal.portal import act, back_url, post_action, refused_here
 from vms import services as vm_services
-from vms import state
+from vms import state, usage
 from vms.models import (
     PortMapping,
     Vm,
@@ -76,6 +76,7 @@ def env_list(request: HttpRequest) -> HttpResponse:
         env.cooldown = policy.cooldown_remaining(env, now)
     return render(request, "envs/list.html", {
         "envs": rows, "show_destroyed": show_destroyed, "now": now, "warn_seconds": WARN_SECONDS,
+        "quota": usage.report(request.user),  # the user's own, staff too (two queries)
     })
 
 
@@ -100,7 +101,7 @@ def env_create(request: HttpRequest) -> HttpResponse:
         template.engines = template.engine_labels(kinds)
     return render(request, "envs/create.html", {
         "form": form, "formset": formset, "templates": templates,
-        "max_hours": hours(settings.TT_MAX_ENV_LIFETIME),
+        "max_hours": hours(settings.TT_MAX_ENV_LIFETIME), "quota": usage.report(request.user),
     })
 
 

@@ -176,6 +176,24 @@ def db_state(db):
 
 
 @pytest.fixture(autouse=True)
+def _forget_node_probes():
+    """What nodes answered is reused for a few seconds per process (ttportal.probes),
+    keyed by node id: never from one test to the next."""
+    from ttportal import probes
+
+    probes.forget()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
     # The default PBKDF2 costs ~0.5 s per named user; tests only need logins to work.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def quotas_out_of_the_way(settings):
+    """For tests of something else that a user's default quota would refuse (the API's
+    own bounds, many Envs alive at once): every quota as good as unlimited."""
+    for name in ("ENVS", "VMS", "VCPUS", "MEM_MB", "DISK_MB", "SNAPSHOTS"):
+        setattr(settings, f"TT_QUOTA_{name}", 10**9)
+    settings.TT_QUOTA_MAX_LIFETIME = settings.TT_QUOTA_MAX_EXTENSION = settings.TT_MAX_ENV_LIFETIME

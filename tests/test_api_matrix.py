@@ -11,6 +11,7 @@ import pytest
 
 from accounts.services import ssh_key_add, token_create
 from envs.models import Peering
+from notifications.services import send_test_notification, webhook_create
 from tests.api_support import ROLES, build_world, client_as
 from tests.support import public_key_line
 
@@ -19,7 +20,7 @@ from tests.support import public_key_line
 class Endpoint:
     method: str
     path: str  # formatted with the world: {env}, {peer}, {running}, {stopped}, {snapshot}, {op}, {template},
-    # {token}, {key}
+    # {token}, {key}, {webhook}, {delivery}
     scope: str  # owned | list | create | global | personal | password_only
     ok: int = 200
     body: Any = None
@@ -81,11 +82,27 @@ ENDPOINTS = [
     # SSH keys
     Endpoint("post", "/api/keys/", "create", 201, {"public_key": public_key_line(comment="more")}),
     Endpoint("delete", "/api/keys/{key}/", "personal", 204),
+    # quotas: every signed-in caller gets their own
+    Endpoint("get", "/api/quota/", "create"),
+    # notifications
+    Endpoint("get", "/api/webhooks/", "list"),
+    Endpoint("get", "/api/webhooks/{webhook}/", "personal"),
+    Endpoint("post", "/api/webhooks/", "create", 201, {"endpoint": "https://more.example.com/"}),
+    Endpoint("post", "/api/webhooks/{webhook}/test/", "personal", 202),
+    Endpoint("delete", "/api/webhooks/{webhook}/", "personal", 204),
+    Endpoint("get", "/api/notifications/deliveries/", "list"),
+    Endpoint("get", "/api/notifications/deliveries/{delivery}/", "personal"),
+    Endpoint("get", "/api/notifications/settings/", "create"),
+    Endpoint("put", "/api/notifications/settings/", "create", 200, {"email_enabled": False}),
+    Endpoint("post", "/api/notifications/settings/test-email/", "create", 202),
 ]
-PERSONAL_LISTS = ("/api/tokens/", "/api/keys/")  # staff do not see others' either
+# Staff do not see others' either.
+PERSONAL_LISTS = ("/api/tokens/", "/api/keys/", "/api/webhooks/", "/api/notifications/deliveries/")
 
 # Mutations reached by POST/PUT/DELETE on their own URL (not a list's POST or a detail's DELETE).
-ACTIONS = [e for e in ENDPOINTS if e.method in ("post", "put") and e.path.count("/") > 3]
+_READABLE = {e.path for e in ENDPOINTS if e.method == "get"}  # a PUT of what a GET reads is no action
+ACTIONS = [e for e in ENDPOINTS if e.method in ("post", "put") and e.path.count("/") > 3
+           and e.path not in _READABLE]
 
 
 def expected(endpoint: Endpoint, role: str) -> int:
@@ -114,6 +131,8 @@ def world(alice, make_env, run_tasks):
     w = build_world(alice, make_env, run_tasks)
     w.token, _ = token_create(user=alice, name="ci")
     w.key = ssh_key_add(user=alice, public_key=public_key_line())
+    w.webhook, _ = webhook_create(user=alice, endpoint="https://ci.example.com/hook")
+    w.delivery = send_test_notification(user=alice, channel="webhook", webhook=w.webhook)
     # Another Env of alice's, asked to peer with the first (what the peer endpoints act on).
     w.peer = make_env(alice, name="peer")
     Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=alice)
@@ -124,6 +143,7 @@ def _url(endpoint: Endpoint, w) -> str:
     return endpoint.path.format(
         env=w.env.pk, peer=w.peer.pk, running=w.running.pk, stopped=w.stopped.pk, snapshot=w.snapshot.pk,
         op=w.operation.pk, template=w.running.template_id, token=w.token.public_id, key=w.key.pk,
+        webhook=w.webhook.pk, delivery=w.delivery.pk,
     )
 
 
@@ -135,6 +155,8 @@ def _visible_ids(endpoint: Endpoint, w) -> set:
         "/api/operations/": {w.operation.pk},
         "/api/tokens/": {str(w.token.public_id)},
         "/api/keys/": {w.key.pk},
+        "/api/webhooks/": {w.webhook.pk},
+        "/api/notifications/deliveries/": {w.delivery.pk},
     }.get(endpoint.path, set())
 
 
@@ -152,7 +174,7 @@ def test_it_gives_each_caller_exactly_what_it_should(endpoint, role, world, alic
         assert response.json()["code"] == expected_code(endpoint, role), response.json()
         assert db_state() == before  # a refusal changes nothing
         return
-    if want == 202:
+    if want == 202 and endpoint.kind:
         op = response.json()
         assert op["kind"] == endpoint.kind
         assert op["status"] in ("queued", "succeeded")

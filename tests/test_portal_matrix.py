@@ -9,14 +9,17 @@ here fails test_it_covers_every_portal_route.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import pytest
+import time_machine
 from django.test import Client
 from django.urls import URLPattern, URLResolver, reverse
 
 from accounts.models import ApiToken, SshKey
 from accounts.services import ssh_key_add, token_create
 from envs.models import Operation, Peering
+from notifications.services import warn_expiring_due, webhook_create
 from tests.api_support import build_world
 from tests.support import public_key_line
 from ttportal import portal_urls
@@ -26,8 +29,9 @@ from ttportal import portal_urls
 class Route:
     name: str
     method: str
-    target: str = ""  # env | peered | running | stopped | snapshot | token | key | "" (no argument)
-    scope: str = "owned"  # owned | mine (any signed-in user, their own data) | public
+    target: str = ""  # env | peered | running | stopped | snapshot | token | key | webhook | link | ""
+    scope: str = "owned"  # owned | mine (any signed-in user, their own data) | public | link (anyone
+    # holding the link, signed in or not)
     data: dict = field(default_factory=dict)
     kind: str = ""  # the operation an accepted POST records
     ok: int = 0  # what an allowed caller gets; 0: 200 for GET, 302 (back to a page) for POST
@@ -84,6 +88,16 @@ ROUTES = [
     # SSH keys: personal too
     Route("accounts:ssh_keys", "post", scope="mine", data={"public_key": public_key_line(comment="more")}),
     Route("accounts:ssh_key_delete", "post", "key"),
+    # notifications: personal too; the extend link of an expiry warning works for whoever holds it
+    Route("notifications:settings", "get", scope="mine"),
+    Route("notifications:settings", "post", scope="mine", data={"endpoint": "https://more.example.com/"},
+          ok=200),
+    Route("notifications:email", "post", scope="mine", data={"email_enabled": "on"}),
+    Route("notifications:email_test", "post", scope="mine"),
+    Route("notifications:webhook_test", "post", "webhook"),
+    Route("notifications:webhook_delete", "post", "webhook"),
+    Route("notifications:extend", "get", "link", scope="link"),
+    Route("notifications:extend", "post", "link", scope="link", ok=200),
 ]
 
 ROLES = ["owner", "other", "anonymous", "token_only", "staff"]
@@ -108,6 +122,11 @@ def world(alice, make_env, run_tasks):
     w = build_world(alice, make_env, run_tasks)
     w.token, w.secret = token_create(user=alice, name="ci")
     w.key = ssh_key_add(user=alice, public_key=public_key_line())
+    w.webhook, _ = webhook_create(user=alice, endpoint="https://ci.example.com/hook")
+    # The link of a warning about the Env's end (sent as the sweep would, 10 min before it).
+    with time_machine.travel(w.env.end_at - timedelta(minutes=10), tick=False):
+        (warning,) = warn_expiring_due()
+    w.link = warning.payload["extend_url"].rstrip("/").rsplit("/", 1)[1]
     # Another Env of alice's, asked to peer with the first (what unpeer acts on).
     w.peer = make_env(alice, name="peer")
     Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=alice)
@@ -127,7 +146,7 @@ def _client(role: str, alice, bob, olga, secret: str) -> Client:
 def _url(route: Route, w) -> str:
     target = {
         "env": w.env.pk, "running": w.running.pk, "stopped": w.stopped.pk, "snapshot": w.snapshot.pk,
-        "token": w.token.public_id, "key": w.key.pk,
+        "token": w.token.public_id, "key": w.key.pk, "webhook": w.webhook.pk, "link": w.link,
     }.get(route.target)
     if route.target == "peered":
         return reverse(route.name, args=[w.env.pk, w.peer.pk])
@@ -136,6 +155,8 @@ def _url(route: Route, w) -> str:
 
 def _expected(route: Route, role: str) -> int:
     signed_in = role not in ("anonymous", "token_only")
+    if route.scope == "link":
+        return route.success
     if route.scope == "public":
         # Sign-out redirects; sign-in shows its form, or sends a signed-in user on.
         return 302 if route.method == "post" or signed_in else 200
@@ -143,7 +164,7 @@ def _expected(route: Route, role: str) -> int:
         return 302  # to sign in
     if route.scope == "mine" or role == "owner":
         return route.success
-    if route.target in ("token", "key"):
+    if route.target in ("token", "key", "webhook"):
         return 404  # staff too: tokens and keys are personal
     return route.success if role == "staff" else 404
 
@@ -166,6 +187,12 @@ def test_it_gives_each_caller_exactly_what_it_should(route, role, world, alice, 
     assert response.status_code == want, response.content[:500]
     if want == 302 and role in ("anonymous", "token_only") and route.scope != "public":
         assert response["Location"].startswith(reverse("login"))
+    if route.scope == "link":  # whoever holds it acts as the Env's owner; a GET changes nothing
+        if route.method == "post":
+            assert Operation.objects.filter(kind="env_extend").latest("pk").requested_by == alice
+        else:
+            assert db_state() == before
+        return
     if want != 404 and route.scope != "public" and role not in ("anonymous", "token_only"):
         user = {"owner": alice, "other": bob, "staff": olga}[role]
         if route.kind:  # an accepted action is recorded as asked by this caller

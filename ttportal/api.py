@@ -33,6 +33,7 @@ from ttportal.errors import (
     IllegalState,
     InvalidInput,
     NotFound,
+    QuotaExceeded,
     TTError,
     Unsupported,
 )
@@ -46,6 +47,7 @@ STATUS_FOR_ERROR: dict[type[TTError], int] = {
     ConflictingInput: status.HTTP_422_UNPROCESSABLE_ENTITY,
     IdempotencyKeyReused: status.HTTP_422_UNPROCESSABLE_ENTITY,
     Forbidden: status.HTTP_403_FORBIDDEN,
+    QuotaExceeded: status.HTTP_403_FORBIDDEN,  # its body names the quota, limit, use and request
     NotFound: status.HTTP_404_NOT_FOUND,
     IllegalState: status.HTTP_409_CONFLICT,
     Exhausted: status.HTTP_409_CONFLICT,

@@ -28,8 +28,8 @@ class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField(
         help_text="Stable error code: invalid (400 and 422), forbidden, not_found, not_authenticated, "
         "authentication_failed, method_not_allowed, illegal_state, cooldown (429), "
-        "idempotency_key_reused (422), unsupported_feature, resources_exhausted, parse_error, "
-        "internal, or an engine step code."
+        "idempotency_key_reused (422), unsupported_feature, resources_exhausted, quota_exceeded (403), "
+        "parse_error, internal, or an engine step code."
     )
     message = serializers.CharField()
     field = serializers.CharField(
@@ -40,6 +40,18 @@ class ErrorSerializer(serializers.Serializer):
         help_text="Every field error, DRF style, keyed by field path (400 and 422).",
     )
     retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait (429 only).")
+    # quota_exceeded (403) only: refused because used + requested > limit (GET /api/quota/).
+    quota = serializers.CharField(
+        required=False, help_text="quota_exceeded only: the quota the request would exceed (envs, vms, "
+        "vcpus, mem_mb, disk_mb, snapshots, lifetime or extension, as GET /api/quota/ names them).",
+    )
+    limit = serializers.IntegerField(required=False, help_text="quota_exceeded only: the owner's limit.")
+    used = serializers.IntegerField(
+        required=False, help_text="quota_exceeded only: what is in use (lifetime: the Env's, in seconds).",
+    )
+    requested = serializers.IntegerField(
+        required=False, help_text="quota_exceeded only: what the request would add.",
+    )
 
 
 _MUTATING = {"POST", "PUT", "PATCH", "DELETE"}

@@ -4,8 +4,9 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from accounts.api import SshKeyViewSet, TokenViewSet
+from accounts.api import QuotaView, SshKeyViewSet, TokenViewSet
 from envs.api import EnvViewSet, OperationViewSet
+from notifications.api import DeliveryViewSet, NotificationSettingsView, TestEmailView, WebhookViewSet
 from ttportal.api import not_found
 from vms.api import SnapshotViewSet, TemplateViewSet, VmViewSet
 
@@ -17,11 +18,16 @@ router.register("templates", TemplateViewSet, basename="template")
 router.register("operations", OperationViewSet, basename="operation")
 router.register("tokens", TokenViewSet, basename="token")
 router.register("keys", SshKeyViewSet, basename="ssh-key")
+router.register("webhooks", WebhookViewSet, basename="webhook")
+router.register("notifications/deliveries", DeliveryViewSet, basename="delivery")
 
 app_name = "api"
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("quota/", QuotaView.as_view(), name="quota"),
+    path("notifications/settings/", NotificationSettingsView.as_view(), name="notification-settings"),
+    path("notifications/settings/test-email/", TestEmailView.as_view(), name="notification-test-email"),
     path("", include(router.urls)),
     # Whatever no route above takes is a JSON 404 too, never Django's HTML page.
     re_path(r"", not_found),

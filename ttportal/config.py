@@ -6,6 +6,7 @@ variable, never fall back silently to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -94,3 +95,81 @@ def env_ports(name: str) -> tuple[tuple[str, int], ...]:
             )
         pairs.append((proto, int(port)))
     return tuple(pairs)
+
+
+def env_seconds_list(name: str, default: tuple[int, ...], *, minimum: int = 1) -> tuple[int, ...]:
+    """Comma-separated numbers of seconds like `3600,600`, largest first, each once
+    (an empty value: none)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    values = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        if not item.isdigit() or int(item) < minimum:
+            raise ImproperlyConfigured(
+                f"{name} must list numbers of seconds of at least {minimum}, like 3600,600; got {raw!r}"
+            )
+        values.append(int(item))
+    if len(set(values)) != len(values):
+        raise ImproperlyConfigured(f"{name} lists a number twice: {raw!r}")
+    return tuple(sorted(values, reverse=True))
+
+
+def env_url(name: str, default: str) -> str:
+    """An http(s) URL with a host, without a trailing slash."""
+    from urllib.parse import urlsplit
+
+    raw = os.environ.get(name, default).strip()
+    parts = urlsplit(raw)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ImproperlyConfigured(f"{name} must be a URL like https://tt.example.com, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def env_networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated networks in CIDR form (`127.0.0.1/32,::1/128`); empty: none."""
+    raw = os.environ.get(name, default)
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must list networks like 127.0.0.1/32,10.0.0.0/8,::1/128, got {item!r}"
+            ) from None
+    return tuple(networks)
+
+
+def env_origins(name: str) -> list[str]:
+    """Origins with their scheme (`https://tt.example.com`), comma-separated."""
+    origins = env_list(name, [])
+    for origin in origins:
+        if not origin.startswith(("https://", "http://")) or origin.rstrip("/").count("/") != 2:
+            raise ImproperlyConfigured(
+                f"{name} must list origins like https://tt.example.com (scheme and host, no path), "
+                f"got {origin!r}"
+            )
+    return origins
+
+
+def env_secret(name: str, file_name: str) -> str:
+    """A secret given as a variable, or as a file named by a second variable (so it
+    stays out of the environment of every process); empty when neither is set."""
+    value = os.environ.get(name, "")
+    if value:
+        return value
+    path = os.environ.get(file_name, "")
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.read().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{file_name}: cannot read {path!r}: {exc.strerror}") from None
+    if not value:
+        raise ImproperlyConfigured(f"{file_name}: {path!r} is empty")
+    return value

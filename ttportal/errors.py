@@ -12,9 +12,15 @@ from __future__ import annotations
 from engines.errors import EngineError, ErrorCode, TTError, step
 
 __all__ = [
-    "ConflictingInput", "CooldownActive", "EngineError", "ErrorCode", "Exhausted", "Forbidden",
-    "IdempotencyKeyReused", "IllegalState", "InvalidInput", "NotFound", "TTError", "Unsupported", "step",
+    "QUOTA_EXCEEDED", "ConflictingInput", "CooldownActive", "EngineError", "ErrorCode", "Exhausted",
+    "Forbidden", "IdempotencyKeyReused", "IllegalState", "InvalidInput", "NotFound", "QuotaExceeded",
+    "TTError", "Unsupported", "step",
 ]
+
+# The code of a quota refusal. Request-side only (a refusal records no operation), so it
+# is kept here rather than in engines.errors.ErrorCode, which Operation.error_code's
+# choices are made from.
+QUOTA_EXCEEDED = "quota_exceeded"
 
 
 class InvalidInput(TTError):
@@ -74,3 +80,23 @@ class CooldownActive(TTError):
             f"another management operation ran on this Env recently; retry in {retry_after} s"
         )
         self.retry_after = retry_after
+
+
+class QuotaExceeded(TTError):
+    """A request that would take its owner past one of their quotas (accounts/quotas.py).
+    Nothing was changed. Besides the message it names the quota, its limit, what is in
+    use and what the request would add (refused because used + requested > limit), which
+    the API returns as fields of the error body."""
+
+    code = QUOTA_EXCEEDED  # type: ignore[assignment]
+
+    def __init__(self, message: str, *, quota: str, limit: int, used: int, requested: int):
+        super().__init__(message)
+        self.quota = quota
+        self.limit = limit
+        self.used = used
+        self.requested = requested
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "quota": self.quota, "limit": self.limit, "used": self.used,
+                "requested": self.requested}

@@ -112,3 +112,12 @@ def matches(pattern: str, value) -> bool:
 ENV_REF_MAX = 255
 ENV_REF_PATTERN = r"^[^/\x00]+/[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 ENV_REF_RULE = "must name an Env as owner/name"
+
+# Webhooks (notifications/): an http(s) URL of printable ASCII with a host (a name, an
+# IPv4 or a bracketed IPv6 address) and maybe a port, no user:password@ and no #fragment;
+# the rest (a valid port, a host name's labels, an address allowed) is checked on the data.
+WEBHOOK_URL_MAX = 2000
+WEBHOOK_URL_PATTERN = r"^https?://([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?([/?][!$-~]*)?$"
+WEBHOOK_URL_RULE = ("must be an http:// or https:// URL with a host, without user:password@ or a #fragment "
+                    f"(at most {WEBHOOK_URL_MAX} characters)")
+WEBHOOKS_MAX = 20

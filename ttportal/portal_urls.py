@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from accounts import views as account_views
 from envs import views as env_views
+from notifications.urls import portal_patterns as notification_patterns
 from vms import views as vm_views
 
 env_patterns = [
@@ -49,4 +50,5 @@ urlpatterns = [
     path("", include((env_patterns, "envs"))),
     path("", include((vm_patterns, "vms"))),
     path("", include((token_patterns, "accounts"))),
+    path("notifications/", include((notification_patterns, "notifications"))),
 ]

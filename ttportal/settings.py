@@ -10,17 +10,33 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from ttportal.config import env_bool, env_database, env_int, env_list, env_ports, env_redis, env_str
+from ttportal.config import (
+    env_bool,
+    env_database,
+    env_int,
+    env_list,
+    env_networks,
+    env_origins,
+    env_ports,
+    env_redis,
+    env_seconds_list,
+    env_secret,
+    env_str,
+    env_url,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("TT_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("TT_DEBUG", True)
-SECRET_KEY = env_str("TT_SECRET_KEY", "")
+# TT_SECRET_KEY, or TT_SECRET_KEY_FILE naming a file that holds it (what
+# `./tt.sh run --production` generates in TT_VAR_DIR when neither is set).
+SECRET_KEY = env_secret("TT_SECRET_KEY", "TT_SECRET_KEY_FILE")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("TT_SECRET_KEY must be set when TT_DEBUG is off")
+        raise ImproperlyConfigured(
+            "TT_SECRET_KEY must be set when TT_DEBUG is off (or TT_SECRET_KEY_FILE, a file holding it)")
     SECRET_KEY = "insecure-local-development-key-not-for-production"
 ALLOWED_HOSTS = env_list("TT_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 
@@ -144,6 +160,26 @@ TT_TEMPLATE_TEST_SHELL = env_bool("TT_TEMPLATE_TEST_SHELL", True)
 # Allocation retries when two requests race for the same MAC or port.
 TT_ALLOCATION_RETRIES = env_int("TT_ALLOCATION_RETRIES", 50, minimum=1)
 
+# --- Quotas (accounts/quotas.py) ---
+# What one user may hold at once, and how long their Envs may live. Operators override
+# any of them per user or per group in the admin; a user's limit is their own override,
+# else the most generous of their groups', else these. 0 allows none.
+TT_QUOTA_ENVS = env_int("TT_QUOTA_ENVS", 5, minimum=0)  # live Envs
+TT_QUOTA_VMS = env_int("TT_QUOTA_VMS", 20, minimum=0)  # live VMs, in all Envs together
+TT_QUOTA_VCPUS = env_int("TT_QUOTA_VCPUS", 16, minimum=0)  # of all live VMs
+TT_QUOTA_MEM_MB = env_int("TT_QUOTA_MEM_MB", 16384, minimum=0)  # MiB, of all live VMs
+TT_QUOTA_DISK_MB = env_int("TT_QUOTA_DISK_MB", 102400, minimum=0)  # MiB, of all live VMs
+TT_QUOTA_SNAPSHOTS = env_int("TT_QUOTA_SNAPSHOTS", 50, minimum=0)  # of all live VMs
+# Seconds an Env may live from its start, and the most one extension may move its end.
+TT_QUOTA_MAX_LIFETIME = env_int("TT_QUOTA_MAX_LIFETIME", TT_MAX_ENV_LIFETIME, minimum=0)
+TT_QUOTA_MAX_EXTENSION = env_int("TT_QUOTA_MAX_EXTENSION", min(24 * 3600, TT_MAX_ENV_LIFETIME), minimum=0)
+for _name, _value in (("TT_QUOTA_MAX_LIFETIME", TT_QUOTA_MAX_LIFETIME),
+                      ("TT_QUOTA_MAX_EXTENSION", TT_QUOTA_MAX_EXTENSION)):
+    if _value > TT_MAX_ENV_LIFETIME:
+        raise ImproperlyConfigured(
+            f"{_name} ({_value}) must not exceed TT_MAX_ENV_LIFETIME ({TT_MAX_ENV_LIFETIME})"
+        )
+
 # --- Operations that survive crashes (envs/runner.py, envs/recovery.py) ----
 # A running operation's worker renews its lease every TT_OPERATION_LEASE / 6 s;
 # one not renewed for TT_OPERATION_LEASE s (or whose worker is gone from this
@@ -264,3 +300,121 @@ SPECTACULAR_SETTINGS = {
         "EngineKindEnum": "engines.models.EngineKind",
     },
 }
+
+# --- Notifications (notifications/) ------------------------------------------
+INSTALLED_APPS += ["notifications"]
+# Warn an Env's owner this many seconds before its end, largest first ("" for none).
+# At least 60: the sweep that sends them runs once a minute.
+TT_EXPIRY_WARNINGS = env_seconds_list("TT_EXPIRY_WARNINGS", (3600, 600), minimum=60)
+# Where people reach the portal: the links in notifications (Env page, "extend by 1 h").
+TT_PUBLIC_URL = env_url("TT_PUBLIC_URL", "http://127.0.0.1:8000")
+# Email through Django's email backend. TT_EMAIL_BACKEND takes smtp, console (the
+# default: printed to the log), locmem, dummy, or a backend's dotted path.
+_EMAIL_BACKENDS = {
+    name: f"django.core.mail.backends.{name}.EmailBackend" for name in ("smtp", "console", "locmem", "dummy")
+}
+_email_backend = env_str("TT_EMAIL_BACKEND", "console").strip()
+EMAIL_BACKEND = _EMAIL_BACKENDS.get(_email_backend, _email_backend)
+if "." not in EMAIL_BACKEND:
+    raise ImproperlyConfigured(
+        f"TT_EMAIL_BACKEND must be smtp, console, locmem, dummy or a dotted path, got {_email_backend!r}"
+    )
+EMAIL_HOST = env_str("TT_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("TT_EMAIL_PORT", 25, minimum=1)
+if EMAIL_PORT > 65535:
+    raise ImproperlyConfigured(f"TT_EMAIL_PORT must be at most 65535, got {EMAIL_PORT}")
+EMAIL_HOST_USER = env_str("TT_EMAIL_HOST_USER", "")
+# Never logged or shown: Django's error pages hide settings named *PASSWORD*, and a
+# delivery's recorded error has it blanked out (notifications/channels/email.py).
+EMAIL_HOST_PASSWORD = env_str("TT_EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("TT_EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("TT_EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("TT_EMAIL_USE_TLS (STARTTLS) and TT_EMAIL_USE_SSL (TLS from the start) "
+                               "exclude each other: set one")
+EMAIL_TIMEOUT = 30
+DEFAULT_FROM_EMAIL = env_str("TT_DEFAULT_FROM_EMAIL", "TT Portal <tt-portal@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# A delivery that fails for a reason that may pass (a network error, an HTTP 5xx or
+# 429, an SMTP 4xx) is tried again TT_NOTIFY_RETRY_BASE s later, then twice that,
+# and so on, up to TT_NOTIFY_MAX_ATTEMPTS attempts in all.
+TT_NOTIFY_MAX_ATTEMPTS = env_int("TT_NOTIFY_MAX_ATTEMPTS", 5, minimum=1)
+TT_NOTIFY_RETRY_BASE = env_int("TT_NOTIFY_RETRY_BASE", 60, minimum=1)
+# Seconds a webhook receiver gets to connect and answer.
+TT_WEBHOOK_TIMEOUT = env_int("TT_WEBHOOK_TIMEOUT", 10, minimum=1)
+# Webhooks are sent only to public addresses unless this is on (a receiver on the
+# operators' own network). VM networks of the nodes are refused either way.
+TT_WEBHOOK_ALLOW_PRIVATE = env_bool("TT_WEBHOOK_ALLOW_PRIVATE", False)
+# The API's enums of notifications/, named in the schema.
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update({
+    "DeliveryStatusEnum": "notifications.models.Delivery.Status",
+    "DeliveryChannelEnum": "notifications.models.Delivery.Channel",
+    "NotificationEventEnum": "notifications.models.Notification.Kind",
+})
+
+# --- Production serving and metrics ------------------------------------------
+# TT_DEBUG=0 (`./tt.sh run --production`) serves through gunicorn
+# (ttportal/gunicorn_conf.py: TT_BIND, TT_WEB_WORKERS) behind a proxy that
+# terminates TLS. README "Production serving" and "Metrics".
+#
+# The proxy must overwrite X-Forwarded-Proto and append to X-Forwarded-For; only
+# these peers may send them (ttportal/proxy.py drops them from anyone else, and
+# gunicorn's forwarded_allow_ips is the same list).
+TT_TRUSTED_PROXIES = env_networks("TT_TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
+# Who may read /metrics without a staff session: the client's address, as the
+# trusted proxies report it (a request through a proxy is never the proxy's own).
+TT_METRICS_ALLOWED = env_networks("TT_METRICS_ALLOWED", "127.0.0.1/32,::1/128")
+# A node's engine or firewall is asked (by /readyz, /metrics and the VM page) for at
+# most this long, and its answer reused for this long, in each web process: a node
+# that hangs costs a page a bounded wait, and a probe every few seconds costs the
+# node nothing.
+TT_NODE_PROBE_TIMEOUT = env_int("TT_NODE_PROBE_TIMEOUT", 3, minimum=1)
+TT_NODE_PROBE_CACHE = env_int("TT_NODE_PROBE_CACHE", 10, minimum=0)
+# /readyz takes a node whose engine finished an operation this recently as up,
+# without asking it again.
+TT_NODE_CONTACT_FRESH = env_int("TT_NODE_CONTACT_FRESH", 60, minimum=0)
+
+_security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware")
+MIDDLEWARE[_security:_security + 1] = [
+    "ttportal.proxy.TrustedProxies",
+    "django.middleware.security.SecurityMiddleware",
+    # /healthz and /readyz, answered before sessions and before the Host header is
+    # checked against ALLOWED_HOSTS: a probe dials an address, not the site's name.
+    "ttportal.health.HealthChecks",
+    # Static files from the web process itself: collected (collectstatic) into
+    # STATIC_ROOT, with hashed names cached for ever, and gzipped.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+]
+# With DEBUG on (development, tests) files come straight from static/ and the apps:
+# no collectstatic needed. With it off, only what collectstatic put in STATIC_ROOT.
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = DEBUG
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+                    else "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# Security: what `manage.py check --deploy` asks for, for a site served over
+# HTTPS by the proxy. A request is secure when the proxy says so.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+# Plain HTTP is redirected to HTTPS (TT_SSL_REDIRECT=0 when the proxy does it),
+# except the probes and a local Prometheus, which speak plain HTTP to the web
+# server itself (SecurityMiddleware matches these against the path without its "/").
+SECURE_SSL_REDIRECT = not DEBUG and env_bool("TT_SSL_REDIRECT", True)
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$", r"^metrics$"]
+# HSTS is sent on HTTPS answers only. A year, and for subdomains, by default; the
+# preload flag is the domain owner's decision (hstspreload.org), so it is opt-in and
+# check --deploy's reminder of it (security.W021) is silenced while it is off.
+SECURE_HSTS_SECONDS = 0 if DEBUG else env_int("TT_HSTS_SECONDS", 365 * 24 * 3600, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("TT_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("TT_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+# Origins (scheme and host) allowed to POST besides the site itself: only needed
+# when the proxy changes the Host header or forms are posted from another origin.
+CSRF_TRUSTED_ORIGINS = env_origins("TT_CSRF_TRUSTED_ORIGINS")

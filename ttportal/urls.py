@@ -4,6 +4,7 @@ from django.views import defaults
 
 from ttportal.api import handler
 from ttportal.errors import ErrorCode
+from ttportal.metrics import metrics
 
 admin.site.site_header = "TT Portal operations"
 admin.site.site_title = "TT Portal"
@@ -13,6 +14,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # The REST API, its schema (/api/schema/) and Swagger UI (/api/docs/).
     path("api/", include("ttportal.api_urls")),
+    # Prometheus (ttportal/metrics.py); /healthz and /readyz are ttportal.health's middleware.
+    path("metrics", metrics, name="metrics"),
     # The portal: My Envs at "/", sign-in under accounts/.
     path("", include("ttportal.portal_urls")),
 ]

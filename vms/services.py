@@ -15,6 +15,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import SshKey
+from accounts.quotas import Usage
 from engines.models import Node
 from engines.registry import driver_class
 from engines.specs import Feature
@@ -23,7 +24,7 @@ from envs.models import Env, Operation
 from envs.operations import idempotent, record, sweep
 from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
-from vms import allocation, state
+from vms import allocation, state, usage
 from vms.models import CLOUD_INIT, Snapshot, Vm
 from vms.specs import (
     NewVm,
@@ -115,19 +116,24 @@ def build_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Vm]:
 
 
 @idempotent
-def vm_add(*, env: Env, spec: NewVm, by, idempotency_key: str = "") -> Operation:
+def vm_add(*, env: Env, spec: NewVm, by, ignore_quota: bool = False, idempotency_key: str = "") -> Operation:
     """Add one VM to a live Env: created, then booted, by a task.
 
     The request is checked whole before the cooldown is: bad input is told as such,
-    not as "retry in N s" (and retrying it would not help)."""
+    not as "retry in N s" (and retrying it would not help). Then the owner's quota
+    (live VMs, vCPUs, memory, disk), which staff may say to ignore (recorded)."""
     policy.check_can_manage(by, env)
+    owner = env.owner
+    allowed = usage.admit(owner, by=by, ignore_quota=ignore_quota)  # the owner's row, before the Env's
     env = _locked_env(env)
     policy.check_live(env)
     checked = check_vms(env, [spec], field="")
+    usage.check_adds(owner, allowed, Usage.of_vms([clean for clean, _, _ in checked]))
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
     (vm,) = insert_vms(env, checked)
+    params = {"vm_ids": [vm.pk], "start": not env.is_stopped}
     return record(K.VM_ADD, env=env, vm=vm, by=by, idempotency_key=idempotency_key,
-                  params={"vm_ids": [vm.pk], "start": not env.is_stopped})
+                  params=params if allowed is not None else {**params, "ignore_quota": True})
 
 
 # --- power --------------------------------------------------------------------
@@ -260,16 +266,21 @@ def _check_life_time(life_time) -> int | None:
 
 
 @idempotent
-def snapshot_create(*, vm: Vm, name: str, by, life_time=None, idempotency_key: str = "") -> Operation:
-    """Snapshot the VM (stopped for consistency, then back to its power state)."""
+def snapshot_create(*, vm: Vm, name: str, by, life_time=None, ignore_quota: bool = False,
+                    idempotency_key: str = "") -> Operation:
+    """Snapshot the VM (stopped for consistency, then back to its power state). Bound by the
+    owner's snapshot quota, which staff may say to ignore (recorded)."""
     policy.check_can_manage(by, vm.env)
     check_name(name, "name")
     seconds = _check_life_time(life_time)
     _require_feature(vm, Feature.SNAPSHOT)
     if vm.snapshots.filter(name=name).exists():
         raise ConflictingInput("name", f"VM {vm.name} already has a snapshot named {name}")
+    owner = vm.env.owner
+    allowed = usage.admit(owner, by=by, ignore_quota=ignore_quota)  # the owner's row, before the Env's
     env = _locked_env(vm.env)
     policy.check_live(env)
+    usage.check_adds(owner, allowed, Usage(snapshots=1))
     now = timezone.now()
     policy.claim_mgmt_slot(env, now, by=by)
     previous = state.claim(vm, "snapshot")
@@ -277,8 +288,10 @@ def snapshot_create(*, vm: Vm, name: str, by, life_time=None, idempotency_key: s
         vm=vm, name=name, life_time=seconds, created_at=now,
         expires_at=now + timedelta(seconds=seconds) if seconds else None,
     )
+    params = {"previous_status": previous}
     return record(K.SNAPSHOT_CREATE, env=env, vm=vm, snapshot=snapshot, by=by,
-                  idempotency_key=idempotency_key, params={"previous_status": previous})
+                  idempotency_key=idempotency_key,
+                  params=params if allowed is not None else {**params, "ignore_quota": True})
 
 
 @idempotent

@@ -26,6 +26,7 @@ from ttportal.hours import parse_hours
 from ttportal.limits import SNAPSHOT_LIFE_MAX, SNAPSHOT_LIFE_MIN
 from ttportal.portal import act, back_url, post_action
 from vms import services, state
+from vms.blocked import blocked_counts
 from vms.models import Snapshot, Vm, VmTemplate, engine_kinds_in_service, ssh_commands
 
 
@@ -75,6 +76,8 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_change_net": live and state.can(vm, "network") and not vm.net_busy,
         "cooldown": cooldown, "here": reverse("vms:detail", args=[vm.pk]),
         "console": console, "console_error": console_error,
+        # What its node's firewall refused it (None: the node could not be asked).
+        "blocked": blocked_counts(vm.node, vm.ip) if vm.is_live else None,
     })
 
 

@@ -111,8 +111,9 @@ def main() -> None:
     var = tempfile.mkdtemp(prefix="tt-var-")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("TT_")},
            "TT_VAR_DIR": var, "TT_MGMT_COOLDOWN": "60",
-           # Production-like: the portal's own 404 page, static files served by --insecure.
-           "TT_DEBUG": "0", "TT_SECRET_KEY": "screenshots-only-not-secret",
+           # DEBUG on: with it off the portal wants HTTPS (secure cookies, a redirect) and
+           # collected static files, which this plain-HTTP runserver does not give.
+           "TT_DEBUG": "1", "TT_SECRET_KEY": "screenshots-only-not-secret",
            "DJANGO_SETTINGS_MODULE": "ttportal.settings"}
     os.environ.update(env)
     sys.path.insert(0, str(ROOT))

@@ -210,7 +210,10 @@ def test_it_searches_and_filters_envs(client, root, alice, bob, template):
     assert names("status__exact=active") == {"mine", "theirs"}
 
 
-def test_it_lists_envs_and_operations_in_a_constant_number_of_queries(client, root, alice, template):
+def test_it_lists_envs_and_operations_in_a_constant_number_of_queries(client, root, alice, template,
+                                                                      settings):
+    # Ten Envs of two VMs: more than the default quotas allow.
+    settings.TT_QUOTA_ENVS, settings.TT_QUOTA_VMS, settings.TT_QUOTA_VCPUS = 10, 20, 20
     make_env(alice, name="first", vms=2)
     one = count_queries(client, ENVS), count_queries(client, OPS)
     for i in range(9):

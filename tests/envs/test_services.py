@@ -196,6 +196,7 @@ def test_it_lets_staff_extend_any_env(alice, olga, make_env):
 
 
 def test_it_measures_the_maximum_from_the_start_not_from_now(alice, make_env, time_machine, settings):
+    settings.TT_QUOTA_MAX_EXTENSION = settings.TT_MAX_ENV_LIFETIME  # the global bound, not a quota
     env = make_env(alice)
     time_machine.shift(3600)
     with pytest.raises(InvalidInput) as caught:

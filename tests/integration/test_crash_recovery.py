@@ -62,7 +62,9 @@ def ends_in_time(op: Operation, killed_at: float, delays: list[float]) -> Operat
     return op
 
 
-def test_operations_end_and_the_node_agrees_after_the_cluster_is_killed(qnode, alice, cluster):
+def test_operations_end_and_the_node_agrees_after_the_cluster_is_killed(qnode, alice, cluster,
+                                                                        quotas_out_of_the_way):
+    # Up to 15 Envs of alice's alive at once: more than her default quota.
     seed = int(os.environ.get("TT_CRASH_SEED", time.time()))
     rng = random.Random(seed)
     print(f"crash recovery: seed {seed} (TT_CRASH_SEED={seed} repeats these kill points)")

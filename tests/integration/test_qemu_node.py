@@ -4,6 +4,7 @@ asked, come back from snapshots, and leave nothing behind."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -12,6 +13,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 from django.urls import reverse
+from prometheus_client.parser import text_string_to_metric_families
 
 from engines.libvirt.connection import get_connection
 from engines.registry import get_engine
@@ -57,7 +59,7 @@ def test_it_boots_two_vms_each_reachable_on_its_own_forwarded_port(boot_env, qno
     assert f"TT-READY name={web.engine_name} ip={web.ip}" in page
 
 
-def test_it_cuts_egress_and_blacklists_single_addresses(boot_env, qnode, run_tasks, alice):
+def test_it_cuts_egress_and_blacklists_single_addresses(boot_env, qnode, run_tasks, alice, client):
     server = netlab.ClientServer(8080)
     try:
         env = boot_env()
@@ -76,8 +78,16 @@ def test_it_cuts_egress_and_blacklists_single_addresses(boot_env, qnode, run_tas
         # Inbound forwarding still works while egress is denied.
         assert netlab.client_get(f"http://{qnode.public_host}:{public_port(vm, 80)}/") is not None
         assert get_engine(qnode).firewall.counters()["ip: egress denied"] > 0
-        # Counted per VM too: what the VM page and /metrics show as its blocked attempts.
+        # Counted per VM too: what /metrics and the VM page show as its blocked attempts.
         assert get_engine(qnode).firewall.drops_per_vm()[vm.ip]["egress_denied"] > 0
+        client.force_login(alice)
+        metrics = client.get("/metrics").content.decode()
+        blocked = {tuple(sorted(s.labels.items())): s.value
+                   for family in text_string_to_metric_families(metrics) for s in family.samples
+                   if s.name == "tt_vm_blocked_packets_total"}
+        assert blocked[(("node", qnode.name), ("reason", "egress_denied"), ("vm", str(vm.pk)))] > 0
+        page = client.get(reverse("vms:detail", args=[vm.pk])).content.decode()
+        assert re.search(r"Blocked: [1-9]\d* outgoing", page)
 
         run(env_set_deny_outgoing, run_tasks, env=env, deny=False, by=alice)
         assert shell(vm, fetch.format(a)) == "REACHED"

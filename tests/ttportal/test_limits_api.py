@@ -17,8 +17,10 @@ from tests.support import T0
 from ttportal import limits
 from vms.models import Vm
 
-pytestmark = pytest.mark.usefixtures("frozen_clock")
+pytestmark = pytest.mark.usefixtures("frozen_clock", "quotas_out_of_the_way")
 
+# These are the API's own bounds (a VM of 64 vCPUs, the longest extension): a user's quota,
+# a rule of its own (tests/*/test_quotas.py), must not be what refuses them.
 VM = {"name": "web", "template": "tt/busybox"}
 
 

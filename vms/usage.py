@@ -1,0 +1,88 @@
+"""What an owner uses against their quota (accounts/quotas.py), counted where Envs, VMs and
+snapshots are, and the one admission step every service that adds to it takes.
+
+"In use" is what is live: Envs not destroyed, VMs not destroyed (live_vms(): a stopped
+VM, or one in error, still holds its node's resources) and the snapshots of those VMs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db.models import Count, IntegerField, OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from accounts import quotas
+from accounts.quotas import Limits, Usage
+from envs.models import Env
+from vms.models import Snapshot, Vm, live_vms
+
+
+def _per_owner(queryset, owner_field: str, aggregate) -> Coalesce:
+    """One number of the owner's rows, as a subquery of the user's row (0 when none)."""
+    rows = (queryset.filter(**{owner_field: OuterRef("pk")}).order_by().values(owner_field)
+            .annotate(total=aggregate).values("total")[:1])
+    return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
+
+
+def usage_of(owner) -> Usage:
+    """What `owner` holds now. One query."""
+    vms = Vm.objects.filter(live_vms(""))
+    counts = {  # prefixed: the user model has relations named envs (and maybe more)
+        "use_envs": _per_owner(Env.objects.live(), "owner", Count("pk")),
+        "use_vms": _per_owner(vms, "env__owner", Count("pk")),
+        "use_vcpus": _per_owner(vms, "env__owner", Sum("cpu_num")),
+        "use_mem_mb": _per_owner(vms, "env__owner", Sum("mem_mb")),
+        "use_disk_mb": _per_owner(vms, "env__owner", Sum("disk_mb")),
+        "use_snapshots": _per_owner(Snapshot.objects.filter(live_vms("vm")), "vm__env__owner", Count("pk")),
+    }
+    row = get_user_model().objects.filter(pk=owner.pk).values(**counts).first() or {}
+    return Usage(**{name.removeprefix("use_"): value for name, value in row.items()})
+
+
+def admit(owner, *, by, ignore_quota: bool = False, lock: bool = True) -> Limits | None:
+    """The first step of a service that adds to `owner`'s use: the owner's row locked (with
+    `lock`, before anything is counted and before any Env row is locked) and their limits.
+    None when staff said to ignore the owner's quota (refused for anyone else)."""
+    if not quotas.enforced(by=by, ignore_quota=ignore_quota):
+        return None
+    if lock:
+        quotas.lock(owner)
+    return quotas.limits_for(owner)
+
+
+def check_adds(owner, limits: Limits | None, adds: Usage, *, used: Usage | None = None) -> None:
+    """Refuse (QuotaExceeded) when `adds` would take the owner past a limit; `limits` is
+    what `admit` returned (None: not enforced). `used`: the owner's use, counted by the
+    caller before it wrote anything (else counted now)."""
+    if limits is not None:
+        quotas.check_counts(owner, limits, usage_of(owner) if used is None else used, adds)
+
+
+# --- what the portal and the API show ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuotaLine:
+    name: str
+    label: str
+    unit: str
+    limit: int
+    used: int | None  # None: lifetime and extension bound each Env, nothing is summed
+    source: str
+
+    @property
+    def full(self) -> bool:
+        return self.used is not None and self.used >= self.limit
+
+
+def report(owner) -> list[QuotaLine]:
+    """Each quota of `owner`: its limit, what is in use and where the limit comes from.
+    Two queries (the limits, the use)."""
+    limits, used = quotas.limits_for(owner), usage_of(owner).as_dict()
+    return [
+        QuotaLine(name=q.name, label=q.label, unit=q.unit, limit=limits[q.name], used=used.get(q.name),
+                  source=limits.sources[q.name])
+        for q in quotas.QUOTAS
+    ]
