@@ -32,6 +32,7 @@ class ErrorCode(enum.StrEnum):
     ILLEGAL_STATE = "illegal_state", "Illegal state for this action"
     UNSUPPORTED = "unsupported_feature", "Engine lacks a feature"
     EXHAUSTED = "resources_exhausted", "No free address or port"
+    NO_CAPACITY = "no_capacity", "No node has room for it"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused", "Idempotency key used for another request"
     # Engine failures (the seed's ERR_TT_* codes).
     STORAGE_CREATE_IMAGE = "storage_create_image", "Creating the runtime image failed"

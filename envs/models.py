@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from engines.errors import ErrorCode
 from ttportal.validators import validate_dns_label
@@ -62,6 +63,16 @@ class Env(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status != self.Status.DESTROYED
+
+    @cached_property
+    def node_count(self) -> int:
+        """How many nodes its live VMs run on (placement keeps an Env on one while it fits)."""
+        return self.vms.live().order_by().values("node_id").distinct().count() if self.pk else 0
+
+    @property
+    def spans_nodes(self) -> bool:
+        """Its live VMs run on more than one node (no single node had room for them all)."""
+        return self.node_count > 1
 
     def seconds_left(self, now=None) -> int:
         now = now or timezone.now()

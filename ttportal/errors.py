@@ -13,7 +13,8 @@ from engines.errors import EngineError, ErrorCode, TTError, step
 
 __all__ = [
     "QUOTA_EXCEEDED", "ConflictingInput", "CooldownActive", "EngineError", "ErrorCode", "Exhausted",
-    "Forbidden", "IdempotencyKeyReused", "IllegalState", "InvalidInput", "NotFound", "QuotaExceeded",
+    "Forbidden", "IdempotencyKeyReused", "IllegalState", "InvalidInput", "NoCapacity", "NotFound",
+    "QuotaExceeded",
     "TTError", "Unsupported", "step",
 ]
 
@@ -57,7 +58,17 @@ class Unsupported(TTError):
 
 
 class Exhausted(TTError):
+    """Allocation lost the last free address or port of a node (a race placement could
+    not see)."""
+
     code = ErrorCode.EXHAUSTED
+
+
+class NoCapacity(TTError):
+    """Placement (vms/placement.py) found no node with room for a new VM: the message
+    says which filter removed which node. Nothing was created."""
+
+    code = ErrorCode.NO_CAPACITY
 
 
 class IdempotencyKeyReused(TTError):

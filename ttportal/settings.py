@@ -159,6 +159,14 @@ TT_VM_HOST_PORTS = env_ports("TT_VM_HOST_PORTS")
 TT_TEMPLATE_TEST_SHELL = env_bool("TT_TEMPLATE_TEST_SHELL", True)
 # Allocation retries when two requests race for the same MAC or port.
 TT_ALLOCATION_RETRIES = env_int("TT_ALLOCATION_RETRIES", 50, minimum=1)
+# Placement (vms/placement.py): of the nodes that pass the filters (enabled, engine,
+# features, free vCPUs, memory, public ports and addresses), "spread" picks the one
+# with the most free memory (load shared out, the Nova/Incus default); "pack" the one
+# with the least that still fits (nodes filled one by one, others left free). Either
+# way an Env's VMs stay on one node while it has room.
+TT_PLACEMENT = env_str("TT_PLACEMENT", "spread").strip().lower()
+if TT_PLACEMENT not in ("spread", "pack"):
+    raise ImproperlyConfigured(f"TT_PLACEMENT must be spread or pack, got {TT_PLACEMENT!r}")
 
 # --- Quotas (accounts/quotas.py) ---
 # What one user may hold at once, and how long their Envs may live. Operators override

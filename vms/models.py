@@ -24,7 +24,7 @@ def engine_kinds_in_service() -> frozenset[str]:
 
 class VmTemplateQuerySet(models.QuerySet):
     """What can be offered to users: templates that are enabled and that some enabled node
-    can run (vms.specs.pick_node refuses the others anyway, so offering them only sets
+    can run (vms.placement refuses the others anyway, so offering them only sets
     up a refusal).
 
     compatible_engines is a JSON list, and SQLite has no containment lookup on JSON: the

@@ -26,13 +26,13 @@ from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
 from vms import allocation, state, usage
 from vms.models import CLOUD_INIT, Snapshot, Vm
+from vms.placement import Ask, Placer
 from vms.specs import (
     NewVm,
     check_name,
     int_in,
     parse_blacklist,
     parse_ports,
-    pick_node,
     validate_new_vm,
     wanted_features,
 )
@@ -61,17 +61,19 @@ def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Check
     `field` is how the request names them: "vms" (a list, so errors say
     `vms[1].name`) or "" (one VM, the fields named bare).
     """
-    live = env.vms.live().count()
+    on = list(env.vms.live().values_list("name", "node_id")) if env.pk else []
+    live = len(on)
     if live + len(specs) > settings.TT_MAX_VMS_PER_ENV:
         if field == "vms":  # the request's own list is too long (the schema's maxItems)
             raise InvalidInput(field, f"an Env holds at most {settings.TT_MAX_VMS_PER_ENV} VMs")
         raise IllegalState(f"an Env holds at most {settings.TT_MAX_VMS_PER_ENV} VMs, "
                            f"and {env.name} has {live}")
     checked = []
-    names = set(env.vms.live().values_list("name", flat=True))
-    # Nodes are picked before any VM is saved: count what this request already
-    # placed, or a many-VM request would overcommit one node's capacity.
-    pending: dict[int, tuple[int, int, int]] = {}
+    names = {name for name, _ in on}
+    # Nodes are picked before any VM is saved: the placer counts what this request
+    # already placed (or a many-VM request would overcommit a node) and keeps the
+    # Env on the node(s) it is on while they have room.
+    placer = Placer(env_nodes={node_id for _, node_id in on})
     for i, spec in enumerate(specs):
         prefix = f"{field}[{i}]" if field else ""
         at = lambda name, prefix=prefix: f"{prefix}.{name}" if prefix else name  # noqa: E731
@@ -81,10 +83,8 @@ def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Check
         names.add(clean.name)
         wanted = wanted_features(clean.net_kind, rand_uuid=clean.rand_uuid, keep_image=clean.keep_image,
                                  disk_mb=clean.disk_mb, template=template)
-        node = pick_node(template, clean.cpu_num, clean.mem_mb, wanted, at("template"), pending,
-                         feature_fields={Feature.DISK_LIMIT: at("disk_mb")})
-        placed, cpu, mem = pending.get(node.pk, (0, 0, 0))
-        pending[node.pk] = (placed + 1, cpu + clean.cpu_num, mem + clean.mem_mb)
+        node = placer.place(Ask.of(template, clean.cpu_num, clean.mem_mb, wanted, ports), at("template"),
+                            feature_fields={Feature.DISK_LIMIT: at("disk_mb")})
         checked.append((clean, ports, node))
     return checked
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from engines.models import Node
-from engines.registry import driver_class
 from engines.specs import Feature
 from ttportal import limits
-from ttportal.errors import ConflictingInput, Exhausted, InvalidInput, Unsupported
+from ttportal.errors import ConflictingInput, InvalidInput
 from ttportal.limits import NAME_RULE
-from vms.models import CLOUD_INIT, Vm, VmTemplate, live_vms
+from vms.models import CLOUD_INIT, Vm, VmTemplate
+from vms.placement import pick_node  # noqa: F401  (placement lived here; callers import it from here)
 from vms.userdata import check_user_data
 
 
@@ -141,79 +140,6 @@ def wanted_features(net_kind: str, *, rand_uuid: bool, keep_image: bool, disk_mb
     if disk_mb is not None and disk_mb > template.min_disk_mb:
         wanted.add(Feature.DISK_LIMIT)
     return wanted
-
-
-def pick_node(
-    template: VmTemplate, cpu: int, mem_mb: int, wanted: set[Feature], field_name: str,
-    pending: dict[int, tuple[int, int, int]] | None = None, *,
-    feature_fields: dict[Feature, str] | None = None,
-) -> Node:
-    """The enabled, compatible node with room and the least live VMs.
-
-    `pending` maps node id -> (VMs, vCPUs, MiB) that earlier VMs of the same
-    request will take there: they are not in the database yet, but count.
-    `feature_fields` names the request's field that asked for a feature (DISK_LIMIT:
-    "disk_mb"): when that feature alone is what no compatible node offers, the refusal
-    names that field, which the user can change, rather than the template.
-    """
-    from django.db.models import Count, Sum
-
-    live = live_vms()
-    nodes = (
-        Node.objects.filter(enabled=True, kind__in=template.compatible_engines or [])
-        .annotate(
-            live_vms=Count("vms", filter=live),
-            cpu_used=Sum("vms__cpu_num", filter=live, default=0),
-            mem_used=Sum("vms__mem_mb", filter=live, default=0),
-        )
-        .order_by("live_vms", "name")
-    )
-    candidates = list(nodes)
-    if not candidates:
-        raise ConflictingInput(
-            field_name,
-            f"no enabled node runs an engine this template supports ({template.compatible_engines})",
-        )
-    capable = [n for n in candidates if not (wanted - set(driver_class(n.kind).features))]
-    if not capable:
-        raise _unsupported(template, candidates, wanted, field_name, feature_fields or {})
-    pending = pending or {}
-
-    def load(node: Node) -> tuple[int, int, int]:
-        vms, cpu_more, mem_more = pending.get(node.pk, (0, 0, 0))
-        return node.live_vms + vms, node.cpu_used + cpu_more, node.mem_used + mem_more
-
-    for node in sorted(capable, key=lambda n: (load(n)[0], n.name)):
-        _, cpu_used, mem_used = load(node)
-        if node.cpu_capacity and cpu_used + cpu > node.cpu_capacity:
-            continue
-        if node.mem_capacity_mb and mem_used + mem_mb > node.mem_capacity_mb:
-            continue
-        return node
-    raise Exhausted("no node has enough free CPU and memory for this VM", field=field_name)
-
-
-# What a feature a request field asked for lets a VM have, for refusals that name that field.
-_FEATURE_GIVES = {Feature.DISK_LIMIT: "a disk larger than its template's"}
-
-
-def _unsupported(template: VmTemplate, candidates: list[Node], wanted: set[Feature], field_name: str,
-                 feature_fields: dict[Feature, str]) -> Unsupported:
-    """Why no candidate node will do. When one feature a field asked for is all that keeps
-    some node from taking the VM, that field is at fault (the user can change it); else
-    the features, against the template."""
-    for feature, asked_by in feature_fields.items():
-        if feature not in wanted:
-            continue
-        rest = wanted - {feature}
-        kinds = sorted({n.kind for n in candidates if not (rest - set(driver_class(n.kind).features))})
-        if kinds:
-            gives = _FEATURE_GIVES.get(feature, feature)
-            why = f"{template.name} runs here on {' or '.join(kinds)}, which cannot give a VM {gives}"
-            if feature == Feature.DISK_LIMIT:
-                why += f": leave it empty for the template's size ({template.min_disk_mb} MiB)"
-            return Unsupported(why, field=asked_by)
-    return Unsupported(f"no node offers the features {sorted(wanted)}", field=field_name)
 
 
 def _at_least(value: int, field_name: str, minimum: int, rule: str) -> int:

@@ -98,11 +98,12 @@ def test_it_sends_non_staff_to_the_login_page(client, alice):
 def test_it_lists_nodes_in_a_constant_number_of_queries(client, root, node, alice, template):
     make_env(alice, name="first", vms=1, ports=(22, "53/udp"))
     one = count_queries(client, NODES)
-    # More VMs, spread over more nodes (placement picks the least loaded): a query
-    # per node or per VM would show here.
+    # More VMs, spread over more nodes (placement keeps each Env on one node and spreads
+    # Envs over the nodes): a query per node or per VM would show here.
     for name in ("spare-1", "spare-2"):
         Node.objects.create(name=name, uri=f"qemu+ssh://{name}/system", public_host="198.51.100.8")
-    make_env(alice, name="more", vms=9, ports=(22, "53/udp"))
+    for i in range(3):
+        make_env(alice, name=f"more-{i}", vms=3, ports=(22, "53/udp"))
     assert Vm.objects.count() == 10
     assert Node.objects.filter(vms__isnull=False).distinct().count() == 3
     assert count_queries(client, NODES) == one

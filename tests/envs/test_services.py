@@ -17,7 +17,7 @@ from envs.services import (
     env_stop,
 )
 from tests.support import T0, domain_names, done, held_by_a_live_worker, refused
-from ttportal.errors import CooldownActive, Exhausted, Forbidden, IllegalState, InvalidInput
+from ttportal.errors import CooldownActive, Forbidden, IllegalState, InvalidInput, NoCapacity
 from vms.models import PortMapping, Snapshot, Vm
 from vms.services import snapshot_create
 from vms.specs import NewVm
@@ -452,10 +452,10 @@ def test_it_gives_ports_back_for_reuse(alice, make_env, run_tasks, node, db_stat
     node.save()
     first = make_env(alice, name="first", vms=[NewVm(name="vm", template="tt/busybox", ports=[22])])
     assert PortMapping.objects.get().public_port == 20000
-    with refused(db_state, Exhausted) as caught:
+    with refused(db_state, NoCapacity) as caught:
         env_create(owner=alice, by=alice, name="second",
                    vms=[NewVm(name="vm", template="tt/busybox", ports=[22])])
-    assert caught.value.code == "resources_exhausted"
+    assert caught.value.code == "no_capacity"
     with run_tasks():
         env_destroy(env=first, by=alice)
     second = make_env(alice, name="second", vms=[NewVm(name="vm", template="tt/busybox", ports=[22])])

@@ -66,7 +66,7 @@ def test_each_vm_bound_is_taken_at_its_limit_and_refused_past_it(
     # Valid as a request: what may still refuse it is the node's room (409), never a 400.
     assert response.status_code in (202, 409), response.content
     if response.status_code == 409:
-        assert response.json()["code"] == "resources_exhausted"
+        assert response.json()["code"] == "no_capacity"
 
 
 def test_an_env_holds_at_most_the_configured_number_of_vms(alice, template, settings, db_state):

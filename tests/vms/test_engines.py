@@ -270,12 +270,16 @@ def test_it_places_a_larger_disk_on_an_engine_that_can_size_it(alice, node, temp
     both = VmTemplate.objects.create(name="tt/both", path=template.path, size_mb=20, min_mem_mb=16,
                                      compatible_engines=["libvirt", "docker"])
     env_create(owner=alice, by=alice, name="busy", vms=[NewVm(name="vm0", template=template.name)])
-    # The docker node is the less loaded; only libvirt can give a disk its size.
+    # The docker node is the less loaded; only libvirt can give a disk its size. The
+    # small VM could run on either, and stays with its Env on the libvirt node.
     op = env_create(owner=alice, by=alice, name="demo",
                     vms=[NewVm(name="big", template=both.name, disk_mb=64),
                          NewVm(name="small", template=both.name)])
     placed = {vm.name: vm.node.kind for vm in op.env.vms.select_related("node")}
-    assert placed == {"big": "libvirt", "small": "docker"}
+    assert placed == {"big": "libvirt", "small": "libvirt"}
+    # Alone in its Env, the small one goes to the less loaded docker node.
+    op = env_create(owner=alice, by=alice, name="alone", vms=[NewVm(name="small", template=both.name)])
+    assert op.env.vms.get().node.kind == "docker"
 
 
 def env_form(template: VmTemplate, **fields) -> dict:

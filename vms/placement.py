@@ -1,0 +1,276 @@
+"""Where a new VM runs: filters, then a weigher, the way Nova and Incus place.
+
+Each filter is a small named function that either passes a node or says why it
+cannot take the VM; the weigher orders the nodes left (TT_PLACEMENT: "spread" by
+free memory, or "pack"). The VMs of one Env go to one node while it passes the
+filters: a node already holding the Env (or chosen for an earlier VM of the same
+request) is preferred over the weigher's pick.
+
+A `Placer` reads every node's use in a fixed number of queries, then places a
+request's VMs in memory, counting what earlier VMs of the request take (they are
+not in the database yet). When the filters leave no node, the refusal says which
+filter removed which node. Allocation (vms/allocation.py) still has the last
+word on addresses and ports: a race that took the last one is `resources_exhausted`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models import Count, Sum
+
+from engines.models import Node
+from engines.registry import driver_class
+from engines.specs import Feature
+from ttportal.errors import ConflictingInput, NoCapacity, Unsupported
+from vms.models import PortMapping, VmTemplate, live_vms
+
+SPREAD, PACK = "spread", "pack"
+STRATEGIES = (SPREAD, PACK)
+# The free memory the weigher counts for a node of unlimited memory (capacity 0):
+# more than any real node has, so such nodes come first when spreading, last when packing.
+UNLIMITED_MEM_MB = 1 << 40
+# At most this many nodes are named in a refusal (then "and N more").
+REASONS_SHOWN = 10
+
+
+@dataclass
+class Ask:
+    """What one new VM needs of its node."""
+
+    template: VmTemplate
+    cpu: int
+    mem_mb: int
+    wanted: set[Feature]
+    ports: Counter = field(default_factory=Counter)  # protocol -> how many public ports
+
+    @classmethod
+    def of(cls, template: VmTemplate, cpu: int, mem_mb: int, wanted: set[Feature],
+           ports: Iterable[tuple[str, int]] = ()) -> Ask:
+        return cls(template, cpu, mem_mb, set(wanted), Counter(protocol for protocol, _ in ports))
+
+
+@dataclass
+class Load:
+    """What a node has in use: its live VMs (from the database) plus this request's."""
+
+    vms: int = 0
+    cpu: int = 0
+    mem_mb: int = 0
+    ports: Counter = field(default_factory=Counter)  # protocol -> public ports in use
+
+    def add(self, ask: Ask) -> None:
+        self.vms += 1
+        self.cpu += ask.cpu
+        self.mem_mb += ask.mem_mb
+        self.ports.update(ask.ports)
+
+
+def free_mem(node: Node, load: Load) -> int:
+    """MiB the node has left (UNLIMITED_MEM_MB when its memory is unlimited)."""
+    if not node.mem_capacity_mb:
+        return UNLIMITED_MEM_MB
+    return node.mem_capacity_mb - load.mem_mb
+
+
+def usable_addresses(node: Node) -> int:
+    lo, hi = node.host_index_bounds()
+    return max(0, hi - lo + 1)
+
+
+# --- filters: each returns None (the node passes) or why it cannot take the VM ------
+
+Filter = Callable[[Node, Load, Ask], "str | None"]
+
+
+def enabled(node: Node, load: Load, ask: Ask) -> str | None:
+    return None if node.enabled else "disabled"
+
+
+def engine_kind(node: Node, load: Load, ask: Ask) -> str | None:
+    if node.kind in (ask.template.compatible_engines or []):
+        return None
+    return f"engine {node.kind} does not run {ask.template.name}"
+
+
+def features(node: Node, load: Load, ask: Ask) -> str | None:
+    missing = ask.wanted - set(driver_class(node.kind).features)
+    return f"engine {node.kind} lacks {', '.join(sorted(missing))}" if missing else None
+
+
+def cpu(node: Node, load: Load, ask: Ask) -> str | None:
+    if not node.cpu_capacity:
+        return None
+    free = node.cpu_capacity - load.cpu
+    return None if ask.cpu <= free else f"{max(free, 0)} vCPUs free, {ask.cpu} asked"
+
+
+def memory(node: Node, load: Load, ask: Ask) -> str | None:
+    if not node.mem_capacity_mb:
+        return None
+    free = free_mem(node, load)
+    return None if ask.mem_mb <= free else f"{max(free, 0)} MiB free, {ask.mem_mb} MiB asked"
+
+
+def ports(node: Node, load: Load, ask: Ask) -> str | None:
+    size = node.port_max - node.port_min + 1
+    for protocol, asked in sorted(ask.ports.items()):
+        free = size - load.ports[protocol]
+        if asked > free:
+            return f"{max(free, 0)} {protocol} ports free, {asked} asked"
+    return None
+
+
+def addresses(node: Node, load: Load, ask: Ask) -> str | None:
+    if usable_addresses(node) - load.vms >= 1:
+        return None
+    return f"no free address in {node.vm_network}"
+
+
+# In order: the first that removes a node is the one its refusal names. The first
+# three say whether a node could ever run the VM; the others whether it has room now.
+FILTERS: tuple[Filter, ...] = (enabled, engine_kind, features, cpu, memory, ports, addresses)
+STATIC_FILTERS = (enabled, engine_kind, features)
+
+
+# --- the weigher ----------------------------------------------------------------
+
+
+def weight(node: Node, load: Load, strategy: str) -> tuple:
+    """Sort key: the first node wins. Spread: most free memory, then fewer live VMs;
+    pack: least free memory that still fits, then more live VMs (fill a node up). The
+    name last, so equal nodes are chosen the same way every time."""
+    if strategy == PACK:
+        return free_mem(node, load), -load.vms, node.name
+    return -free_mem(node, load), load.vms, node.name
+
+
+# --- placing a request's VMs ----------------------------------------------------
+
+
+class Placer:
+    """Places the new VMs of one Env, one `place` call per VM, in request order.
+
+    `env_nodes`: the nodes the Env's live VMs are on already (vm_add), preferred
+    like the nodes chosen for earlier VMs of the same request.
+    """
+
+    def __init__(self, env_nodes: Iterable[int] = (), *, strategy: str | None = None):
+        self.strategy = strategy or settings.TT_PLACEMENT
+        self.preferred: set[int] = set(env_nodes)
+        self._nodes: list[Node] | None = None
+        self._loads: dict[int, Load] = {}
+
+    def _load(self) -> list[Node]:
+        """Every node with what its live VMs use: two queries, whatever the VM count."""
+        if self._nodes is None:
+            live = live_vms()
+            self._nodes = list(
+                Node.objects.annotate(
+                    live_vms=Count("vms", filter=live),
+                    cpu_used=Sum("vms__cpu_num", filter=live, default=0),
+                    mem_used=Sum("vms__mem_mb", filter=live, default=0),
+                ).order_by("name")
+            )
+            self._loads = {n.pk: Load(n.live_vms, n.cpu_used, n.mem_used) for n in self._nodes}
+            in_use = (
+                PortMapping.objects.filter(live_vms("vm"))
+                .values("node_id", "protocol").annotate(n=Count("id")).order_by()
+            )
+            for row in in_use:
+                if row["node_id"] in self._loads:
+                    self._loads[row["node_id"]].ports[row["protocol"]] += row["n"]
+        return self._nodes
+
+    def refusals(self, ask: Ask) -> dict[int, tuple[Filter, str]]:
+        """node id -> (the filter that removes it, why) for every node that cannot take `ask`."""
+        removed = {}
+        for node in self._load():
+            load = self._loads[node.pk]
+            for check in FILTERS:
+                why = check(node, load, ask)
+                if why is not None:
+                    removed[node.pk] = (check, why)
+                    break
+        return removed
+
+    def place(self, ask: Ask, field_name: str, *,
+              feature_fields: dict[Feature, str] | None = None) -> Node:
+        """The node for `ask`, counted as taken; raises the refusal when none will do."""
+        nodes = self._load()
+        removed = self.refusals(ask)
+        passing = [n for n in nodes if n.pk not in removed]
+        if not passing:
+            raise self._refusal(ask, nodes, removed, field_name, feature_fields or {})
+        # One Env, one node: a node the Env is on already wins while it passes.
+        pool = [n for n in passing if n.pk in self.preferred] or passing
+        chosen = min(pool, key=lambda n: weight(n, self._loads[n.pk], self.strategy))
+        self._loads[chosen.pk].add(ask)
+        self.preferred.add(chosen.pk)
+        return chosen
+
+    def _refusal(self, ask: Ask, nodes: list[Node], removed: dict[int, tuple[Filter, str]],
+                 field_name: str, feature_fields: dict[Feature, str]) -> Exception:
+        template = ask.template
+        if all(check in STATIC_FILTERS for check, _ in removed.values()):
+            # No node could ever run it as asked: the request (or the template) is at fault,
+            # not the nodes' load, and retrying would not help.
+            runs = [n for n in nodes if removed.get(n.pk, (None,))[0] is features]
+            if not runs:
+                return ConflictingInput(
+                    field_name,
+                    f"no enabled node runs an engine this template supports ({template.compatible_engines})",
+                )
+            return unsupported(template, runs, ask.wanted, field_name, feature_fields)
+        # The nodes that could run it but are full first (what an operator may free up),
+        # then those that never could; by name within each filter.
+        order = sorted(nodes, key=lambda n: (-FILTERS.index(removed[n.pk][0]), n.name))
+        reasons = [f"{n.name}: {removed[n.pk][1]}" for n in order]
+        more = len(reasons) - REASONS_SHOWN
+        text = "; ".join(reasons[:REASONS_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+        return NoCapacity(f"no node has room: {text}", field=field_name)
+
+
+# What a feature a request field asked for lets a VM have, for refusals that name that field.
+_FEATURE_GIVES = {Feature.DISK_LIMIT: "a disk larger than its template's"}
+
+
+def unsupported(template: VmTemplate, candidates: list[Node], wanted: set[Feature], field_name: str,
+                feature_fields: dict[Feature, str]) -> Unsupported:
+    """Why no candidate node will do. When one feature a field asked for is all that keeps
+    some node from taking the VM, that field is at fault (the user can change it); else
+    the features, against the template."""
+    for feature, asked_by in feature_fields.items():
+        if feature not in wanted:
+            continue
+        rest = wanted - {feature}
+        kinds = sorted({n.kind for n in candidates if not (rest - set(driver_class(n.kind).features))})
+        if kinds:
+            gives = _FEATURE_GIVES.get(feature, feature)
+            why = f"{template.name} runs here on {' or '.join(kinds)}, which cannot give a VM {gives}"
+            if feature == Feature.DISK_LIMIT:
+                why += f": leave it empty for the template's size ({template.min_disk_mb} MiB)"
+            return Unsupported(why, field=asked_by)
+    return Unsupported(f"no node offers the features {sorted(wanted)}", field=field_name)
+
+
+def pick_node(
+    template: VmTemplate, cpu: int, mem_mb: int, wanted: set[Feature], field_name: str,
+    pending: dict[int, tuple[int, int, int]] | None = None, *,
+    feature_fields: dict[Feature, str] | None = None,
+    ports: Iterable[tuple[str, int]] = (), env_nodes: Iterable[int] = (),
+) -> Node:
+    """One VM's node (a Placer for a single VM). `pending` maps node id -> (VMs, vCPUs,
+    MiB) that earlier VMs of the same request take there; they are preferred too."""
+    placer = Placer(env_nodes)
+    placer._load()
+    for node_id, (vms, cpu_more, mem_more) in (pending or {}).items():
+        if node_id in placer._loads:
+            load = placer._loads[node_id]
+            load.vms, load.cpu, load.mem_mb = load.vms + vms, load.cpu + cpu_more, load.mem_mb + mem_more
+            placer.preferred.add(node_id)
+    return placer.place(Ask.of(template, cpu, mem_mb, wanted, ports), field_name,
+                        feature_fields=feature_fields)
