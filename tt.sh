@@ -8,6 +8,11 @@
 #                  the same with TT_DEBUG=0 (as does TT_DEBUG=0 ./tt.sh run): static
 #                  files collected, served by gunicorn on TT_BIND behind a proxy
 #                  that terminates TLS (README "Production serving")
+#   ./tt.sh node-worker NAME [tt_prepare_node options]
+#                  one more host of a site: prepare this host as node NAME against
+#                  the site's TT_DATABASE_URL (PostgreSQL) and TT_REDIS_URL, then run
+#                  the node's own task cluster in the foreground (README "Running on
+#                  several hosts")
 #   ./tt.sh test   install what is missing, then run ruff and the whole test suite
 #   ./tt.sh setup  only install (apt packages, the Python environment)
 #
@@ -185,6 +190,26 @@ descendants() {
   done
 }
 
+node_worker() {
+  if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
+    echo "usage: $0 node-worker NAME [--vm-network CIDR] [--bridge BR] [--port-min N --port-max N] ..." >&2
+    exit 2
+  fi
+  local name="$1"; shift
+  local missing=()
+  [ -n "${TT_DATABASE_URL:-}" ] || missing+=("TT_DATABASE_URL (the site's PostgreSQL)")
+  [ -n "${TT_REDIS_URL:-}" ] || missing+=("TT_REDIS_URL (the site's Redis broker)")
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "tt.sh: a node worker shares the site's state; set ${missing[*]}" >&2
+    exit 2
+  fi
+  setup
+  local public_host="${TT_PUBLIC_HOST:-$(primary_address)}"
+  say "preparing this host as node '$name' (public address $public_host) and running its task cluster; Ctrl-C stops it"
+  # exec: SIGTERM and Ctrl-C reach the cluster itself, which stops cleanly.
+  exec "$PY" manage.py tt_node_worker "$name" --public-host "$public_host" --template busybox "$@"
+}
+
 run_tests() {
   setup
   say "ruff"
@@ -199,7 +224,8 @@ run_tests() {
 
 case "${1:-}" in
   run) shift; run "$@" ;;
+  node-worker) shift; node_worker "$@" ;;
   test) shift; run_tests "$@" ;;
   setup) setup ;;
-  *) echo "usage: $0 run [--production] | test [pytest args] | setup" >&2; exit 2 ;;
+  *) echo "usage: $0 run [--production] | node-worker NAME [options] | test [pytest args] | setup" >&2; exit 2 ;;
 esac

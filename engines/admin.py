@@ -1,14 +1,19 @@
-"""Nodes in the admin: where engines run, and how much of each is in use."""
+"""Nodes in the admin: the fleet. Where engines run, whether each node's cluster still
+beats, how much of each is used and free, and what waits in its queue."""
 
 from __future__ import annotations
 
+import threading
+
 from django.contrib import admin, messages
-from django.db.models import Count, OuterRef, Subquery, Sum
+from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from engines.models import Node
 from engines.registry import driver_class, forget_engines, node_options
-from vms.models import PortMapping, live_vms
+from vms import fleet
+from vms.models import PortMapping, Vm, live_vms
 
 TEST_DRIVER_WARNING = "libvirt test driver: boots nothing; for tests only"
 
@@ -31,7 +36,14 @@ def _ports_used(protocol: str):
 
 
 def _of(used: int, capacity: int, unit: str = "") -> str:
-    return f"{used} / {capacity if capacity else '∞'}{unit}"
+    if not capacity:
+        return f"{used} / ∞{unit}"
+    return f"{used} / {capacity}{unit} ({capacity - used} free)"
+
+
+# The queue depths of the change list being drawn: read from the broker once per page
+# (one query or one Redis pipeline), not once per row. Per thread: one request each.
+_page = threading.local()
 
 
 def node_health(node: Node) -> tuple[bool, str]:
@@ -47,16 +59,20 @@ def node_health(node: Node) -> tuple[bool, str]:
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
     list_display = (
-        "name", "kind", "uri", "public_host", "vm_network", "port_range", "enabled",
-        "live_vm_count", "cpu_in_use", "mem_in_use", "ports_in_use", "driver_warning",
+        "name", "kind", "state", "last_beat", "queue_depth", "live_vm_count", "running_count",
+        "cpu_in_use", "mem_in_use", "ports_in_use", "port_range", "public_host", "vm_network",
+        "driver_warning",
     )
-    list_filter = ("kind", "enabled")
+    list_filter = ("kind", "enabled", "drained", "own_cluster")
     search_fields = ("name", "uri", "public_host", "notes")
-    actions = ("reconcile",)
-    readonly_fields = ("driver_warning", "health", "live_vm_count", "cpu_in_use", "mem_in_use",
+    actions = ("reconcile", "drain", "undrain")
+    readonly_fields = ("driver_warning", "health", "state", "last_beat", "beat_detail", "queue_depth",
+                       "down_since", "live_vm_count", "running_count", "cpu_in_use", "mem_in_use",
                        "ports_in_use", "created_at")
     fieldsets = (
         (None, {"fields": ("driver_warning", "name", "kind", "uri", "health", "enabled", "notes")}),
+        ("Fleet", {"fields": (("state", "down_since"), "drained", "own_cluster", "last_beat", "beat_detail",
+                              "queue_depth")}),
         ("Network", {"fields": ("public_host", "vm_network", "mac_prefix", "network_name", "bridge",
                                 ("port_min", "port_max"))}),
         ("Storage", {"fields": ("pool_name",)}),
@@ -80,9 +96,21 @@ class NodeAdmin(admin.ModelAdmin):
             level = messages.WARNING if drifted else messages.SUCCESS
             self.message_user(request, f"{node}: {drifted} VMs had drifted (see their operations)", level)
 
+    @admin.action(description="Drain: place nothing new there (what runs keeps running)")
+    def drain(self, request, queryset):
+        changed = fleet.set_drained(queryset, True)
+        self.message_user(request, f"{changed} nodes drained", messages.SUCCESS)
+
+    @admin.action(description="Undrain: place new VMs there again")
+    def undrain(self, request, queryset):
+        changed = fleet.set_drained(queryset, False)
+        self.message_user(request, f"{changed} nodes take new VMs again", messages.SUCCESS)
+
     def get_queryset(self, request):
-        # What scheduling counts as using a node (vms.specs.pick_node): its live VMs.
-        return super().get_queryset(request).annotate(
+        # What scheduling counts as using a node (vms.placement): its live VMs.
+        running = Q(vms__status=Vm.Status.RUNNING)
+        return super().get_queryset(request).select_related("heartbeat").annotate(
+            running_vms=Count("vms", filter=running),
             live_vms=Count("vms", filter=live_vms()),
             cpu_used=Sum("vms__cpu_num", filter=live_vms(), default=0),
             mem_used=Sum("vms__mem_mb", filter=live_vms(), default=0),
@@ -119,6 +147,54 @@ class NodeAdmin(admin.ModelAdmin):
         # Each protocol has the whole range to itself.
         return f"tcp {tcp} / {size}, udp {udp} / {size}"
 
+    @admin.display(description="state")
+    def state(self, node: Node) -> str:
+        if not node.pk:
+            return ""
+        state = fleet.state_of(node)
+        if state == fleet.State.DOWN:
+            why = f"since {timezone.localtime(node.down_since):%Y-%m-%d %H:%M:%S}" if node.down_since else (
+                fleet.beat_lateness(node) or "")
+            return f"down ({why})"
+        return state
+
+    @admin.display(description="last heartbeat", ordering="heartbeat__beat_at")
+    def last_beat(self, node: Node) -> str:
+        beat = getattr(node, "heartbeat", None) if node.pk else None
+        if beat is None:
+            return "never"
+        age = (timezone.now() - beat.beat_at).total_seconds()
+        who = "its own cluster" if node.own_cluster else "the site's cluster"
+        return f"{age:.0f} s ago ({who})"
+
+    @admin.display(description="free, as last beaten")
+    def beat_detail(self, node: Node) -> str:
+        beat = getattr(node, "heartbeat", None) if node.pk else None
+        if beat is None:
+            return "no heartbeat yet"
+        cpu = "∞" if beat.cpu_free is None else beat.cpu_free
+        mem = "∞" if beat.mem_free_mb is None else f"{beat.mem_free_mb} MiB"
+        engine = "engine answers" if beat.engine_ok else "engine does not answer"
+        return (f"vCPUs {cpu}, memory {mem}, ports {beat.ports_free}, addresses {beat.addresses_free}; "
+                f"{beat.vms_running} running; host {beat.host_cpus} CPUs, {beat.host_mem_mb} MiB; "
+                f"{engine}: {beat.engine_note}; worker {beat.worker}")
+
+    @admin.display(description="queue")
+    def queue_depth(self, node: Node) -> str:
+        if not node.pk:
+            return ""
+        queue = node.name if node.own_cluster else fleet.site_queue()
+        depths = getattr(_page, "depths", None)
+        if depths is None or queue not in depths:
+            depths = fleet.queue_depths([queue])
+        depth = depths.get(queue)
+        shown = "?" if depth is None else str(depth)
+        return shown if node.own_cluster else f"{shown} (site queue)"
+
+    @admin.display(description="running", ordering="running_vms")
+    def running_count(self, node: Node) -> int:
+        return getattr(node, "running_vms", 0)
+
     @admin.display(description="health")
     def health(self, node: Node) -> str:
         """What the node's engine says of itself now (asked on each view: never cached)."""
@@ -136,7 +212,15 @@ class NodeAdmin(admin.ModelAdmin):
             names = list(Node.objects.filter(uri__startswith="test://").values_list("name", flat=True))
             if names:
                 self.message_user(request, f"{', '.join(names)}: {TEST_DRIVER_WARNING}", messages.WARNING)
-        return super().changelist_view(request, extra_context)
+        queues = [fleet.site_queue(), *Node.objects.filter(own_cluster=True).values_list("name", flat=True)]
+        _page.depths = fleet.queue_depths(queues)
+        try:
+            response = super().changelist_view(request, extra_context)
+            if hasattr(response, "render"):
+                response.render()  # the rows are drawn here, while the depths are set
+            return response
+        finally:
+            _page.depths = None
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and obj.is_test_driver:

@@ -56,6 +56,7 @@ class ErrorCode(enum.StrEnum):
     # The control plane's own.
     DRIFT = "drift", "The node does not run what the database says"
     WORKER_LOST = "worker_lost", "The worker running it was lost, every attempt"
+    NODE_DOWN = "node_down", "Its node's task cluster stopped beating"
     TIMEOUT = "timeout", "It ran past the task time limit"
     CANCELLED = "cancelled", "An operator ended it"
     INTERNAL = "internal", "Internal error"

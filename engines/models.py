@@ -71,6 +71,20 @@ class Node(models.Model):
     cpu_capacity = models.PositiveIntegerField(default=0, help_text="vCPUs offered; 0 = unlimited")
     mem_capacity_mb = models.PositiveIntegerField(default=0, help_text="MiB offered; 0 = unlimited")
     enabled = models.BooleanField(default=True)
+    drained = models.BooleanField(
+        default=False,
+        help_text="Drained: no new VM is placed here; what runs keeps running and can be managed.",
+    )
+    own_cluster = models.BooleanField(
+        default=False,
+        help_text="Its tasks run on a task cluster named after the node, on its own host "
+        "(./tt.sh node-worker NAME), which must beat: a node that stops beating is down. "
+        "Off: the site's cluster runs them (one host).",
+    )
+    down_since = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Set when its cluster stopped beating; cleared by the next beat.",
+    )
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -123,3 +137,28 @@ class Node(models.Model):
     @property
     def is_test_driver(self) -> bool:
         return self.uri.startswith("test://")
+
+
+class NodeHeartbeat(models.Model):
+    """The last beat of a node's task cluster, with what the node has free.
+
+    Its own table, not columns of Node: beats come every few seconds, and placement
+    locks Node rows (vms/placement.py); a beat never waits for a placement.
+    """
+
+    node = models.OneToOneField(Node, on_delete=models.CASCADE, primary_key=True, related_name="heartbeat")
+    beat_at = models.DateTimeField()
+    worker = models.CharField(max_length=200, help_text="The worker process that beat.")
+    cpu_free = models.IntegerField(null=True, blank=True, help_text="vCPUs free; empty = unlimited.")
+    mem_free_mb = models.BigIntegerField(null=True, blank=True, help_text="MiB free; empty = unlimited.")
+    ports_free = models.IntegerField(help_text="Public ports free (TCP and UDP counted apart: the fewer).")
+    addresses_free = models.IntegerField()
+    vms_running = models.IntegerField(help_text="Instances the engine reports running.")
+    host_cpus = models.PositiveIntegerField(default=0, help_text="CPUs of the host the cluster runs on.")
+    host_mem_mb = models.PositiveBigIntegerField(default=0, help_text="Memory of that host.")
+    engine_ok = models.BooleanField(default=True)
+    engine_note = models.CharField(max_length=500, blank=True,
+                                   help_text="What the engine's health check said.")
+
+    def __str__(self) -> str:
+        return f"{self.node_id} at {self.beat_at:%H:%M:%S}"

@@ -101,7 +101,7 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
     ordering_fields = ["start_at", "end_at", "name", "id"]
 
     def get_queryset(self):
-        live_vms = Vm.objects.live().order_by("name", "id")
+        live_vms = Vm.objects.live().select_related("node").order_by("name", "id")
         return (
             Env.objects.visible_to(self.request.user)
             .select_related("owner")

@@ -16,9 +16,10 @@ from datetime import datetime, timedelta
 
 from django.db import IntegrityError, models, transaction
 
+from engines.models import Node
 from envs.models import Env, Operation
 from envs.runner import dispatch
-from ttportal.errors import IdempotencyKeyReused, InvalidInput, TTError
+from ttportal.errors import IdempotencyKeyReused, InvalidInput, NodeDown, TTError
 from ttportal.limits import IDEMPOTENCY_KEY_MAX
 
 
@@ -41,8 +42,17 @@ def record(
     With `run=False` and a final `status` it is a record of something already
     done (or found), with `error` for a failure. Only such a record may have no
     Env (drift on a node that no Env owns), and then it names its `target`.
+
+    The operation runs on its node's task cluster (runner.dispatch): its VM's node, or
+    the node of most of its Env's VMs. An operation to run on a node that is down is
+    refused (node_down), inside the caller's transaction, so nothing it claimed stays.
     """
+    node = _node_of(env, vm, snapshot)
+    if run and node is not None and node.down_since is not None:
+        raise NodeDown(f"node {node.name} is down since {node.down_since:%Y-%m-%d %H:%M:%S} UTC (its task "
+                       f"cluster stopped beating): nothing can be done there until it beats again")
     op = Operation.objects.create(
+        node=node,
         kind=kind,
         env=env,
         vm=vm,
@@ -64,6 +74,19 @@ def record(
     if run:
         transaction.on_commit(lambda: dispatch(op.pk))
     return op
+
+
+def _node_of(env: Env | None, vm, snapshot) -> Node | None:
+    """The node whose cluster runs the operation: its VM's, or the node of most of the
+    Env's live VMs (an Env spans nodes only when no node had room for all of them)."""
+    if snapshot is not None and vm is None:
+        vm = snapshot.vm
+    if vm is not None:
+        return vm.node
+    if env is None or env.pk is None:
+        return None
+    busiest = env.vms.live().values("node").annotate(n=models.Count("id")).order_by("-n", "node").first()
+    return Node.objects.get(pk=busiest["node"]) if busiest else None
 
 
 def _describe(env: Env, vm, snapshot) -> str:

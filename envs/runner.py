@@ -105,8 +105,20 @@ def step_of(op: Operation) -> Step:
 # --- dispatch ---------------------------------------------------------------
 
 
+def queue_of(operation_id: int) -> str:
+    """The cluster (queue) that runs the operation: its node's own, when the node has one,
+    else the site's. Always named: django-q2 sends an unnamed task to the queue of the
+    process that sends it, and a node's worker dispatches too (recovery, hand-back)."""
+    node = (
+        Operation.objects.filter(pk=operation_id, node__own_cluster=True)
+        .values_list("node__name", flat=True).first()
+    )
+    return node or settings.Q_CLUSTER["name"]
+
+
 def dispatch(operation_id: int) -> None:
-    """Hand the operation to the broker (again). Duplicates are harmless: one claim wins."""
+    """Hand the operation to its cluster's queue (again). Duplicates are harmless: one
+    claim wins."""
     from django_q.tasks import async_task
 
     Operation.objects.filter(pk=operation_id).update(dispatched_at=timezone.now())
@@ -116,6 +128,7 @@ def dispatch(operation_id: int) -> None:
         "envs.tasks.run_operation",
         operation_id,
         task_name=f"operation-{operation_id}",
+        cluster=queue_of(operation_id),
         sync=bool(settings.Q_CLUSTER.get("sync")),
     )
 

@@ -36,3 +36,20 @@ def expire_snapshots() -> int:
     from vms.services import snapshot_expire_due
 
     return len(snapshot_expire_due())
+
+
+def fleet_sweep() -> str:
+    """The site's cluster, once a minute (beside its keepers): beat for the nodes it
+    serves, mark late nodes down and fail what waits for them."""
+    from vms import fleet
+
+    beaten = fleet.beat_served_nodes()
+    swept = fleet.sweep()
+    return f"beat {beaten}; down {swept.marked_down}; failed {len(swept.failed_ops)}"
+
+
+def node_beat(name: str) -> bool:
+    """A node's own cluster, on its own schedule (cluster=name)."""
+    from vms import fleet
+
+    return fleet.beat_named(name)

@@ -117,7 +117,8 @@ _VM_URLS = ("detail", "start", "stop", "destroy")
 # What a row of the Env page's VM table shows: plain values, no model instances (a
 # hundred Vm objects with their JSON fields cost more than the rest of the page).
 _VM_ROW_FIELDS = ("pk", "name", "status", "net_busy", "net_kind", "addr", "ip", "cpu_num", "mem_mb",
-                  "disk_mb", "template__name", "node__public_host", "node__kind", "snapshot_count")
+                  "disk_mb", "template__name", "node__public_host", "node__kind", "node__name",
+                  "node__down_since", "snapshot_count")
 
 
 def _gate(cooldown: int) -> str:
@@ -149,8 +150,11 @@ def _vm_rows(env: Env) -> list[dict]:
     urls = {name: _url_maker(f"vms:{name}") for name in _VM_URLS}
     for row in rows:
         row["urls"] = {name: make(row["pk"]) for name, make in urls.items()}
-        row["actions"] = {action: live and state.allowed(row["status"], action)
+        node_up = row["node__down_since"] is None
+        row["actions"] = {action: live and node_up and state.allowed(row["status"], action)
                           for action in ("start", "stop", "destroy")}
+        if not node_up:
+            row["status"] = Vm.UNKNOWN
         host = row["node__public_host"]
         row["ports"] = [(f"{host}:{public}", port_label(inner, protocol))
                         for public, inner, protocol in ports[row["pk"]]]

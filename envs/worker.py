@@ -3,6 +3,9 @@
 The keeper thread starts with its worker process (django-q's post_spawn
 signal): it runs the recovery pass at once (the worker may replace one that
 died with operations in hand) and then every TT_OPERATION_LEASE / 3 seconds.
+Every TT_NODE_BEAT seconds it beats (vms/fleet.py): in a node's own cluster for
+that node; in the site's cluster for the nodes the site serves, then the sweep
+that marks late nodes down.
 
 A clean stop (`manage.py tt_qcluster`, SIGTERM or Ctrl-C): the cluster process
 raises a flag every worker sees. From then on no worker starts another
@@ -25,6 +28,7 @@ from django.db import connection
 from django.utils import timezone
 
 from envs import recovery, runner
+from vms import fleet
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +71,40 @@ def on_worker_spawn(sender=None, **kwargs) -> None:
     _keeper.start()
 
 
+def cluster_name() -> str:
+    """The queue this process's cluster serves: the site's, or a node's."""
+    from django_q.conf import Conf
+
+    return Conf.CLUSTER_NAME
+
+
+def beat() -> None:
+    """One beat of this cluster (see the module's docstring)."""
+    name = cluster_name()
+    if name == settings.Q_CLUSTER["name"]:
+        fleet.beat_served_nodes()
+        fleet.sweep()
+    else:
+        fleet.beat_named(name)
+
+
 def keep() -> None:
-    """Recover operations now and every lease / 3 s; enforce the stop deadline."""
+    """Recover operations now and every lease / 3 s, beat every TT_NODE_BEAT s; enforce
+    the stop deadline."""
     period = settings.TT_OPERATION_LEASE / 3
-    next_pass = 0.0
+    next_pass = next_beat = 0.0
     started_at = timezone.now()
     while True:
         if _past_stop_deadline():
             _give_up_and_exit()
+        if time.monotonic() >= next_beat and not stop_requested():
+            try:
+                beat()
+            except Exception:
+                log.exception("the beat failed; trying again in %s s", settings.TT_NODE_BEAT)
+            finally:
+                connection.close()
+            next_beat = time.monotonic() + settings.TT_NODE_BEAT
         if time.monotonic() >= next_pass and not stop_requested():
             try:
                 recovery.recover(started_at=started_at)

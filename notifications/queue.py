@@ -17,7 +17,10 @@ def enqueue(func: str, arg: int, *, name: str) -> bool:
 
     try:
         # django-q reads its own `sync` flag once at import; ours per call (tests run inline).
-        async_task(func, arg, task_name=name, sync=bool(settings.Q_CLUSTER.get("sync")))
+        # The site's queue by name: a node's worker, which runs finish hooks, would
+        # otherwise enqueue into its own.
+        async_task(func, arg, task_name=name, cluster=settings.Q_CLUSTER["name"],
+                   sync=bool(settings.Q_CLUSTER.get("sync")))
     except Exception:
         log.exception("could not enqueue %s(%s); the notifications sweep will", func, arg)
         return False

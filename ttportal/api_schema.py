@@ -29,6 +29,7 @@ class ErrorSerializer(serializers.Serializer):
         help_text="Stable error code: invalid (400 and 422), forbidden, not_found, not_authenticated, "
         "authentication_failed, method_not_allowed, illegal_state, cooldown (429), "
         "idempotency_key_reused (422), unsupported_feature, resources_exhausted (409), no_capacity (409), "
+        "node_down (409), "
         "quota_exceeded (403), "
         "parse_error, internal, or an engine step code."
     )

@@ -13,7 +13,7 @@ from engines.errors import EngineError, ErrorCode, TTError, step
 
 __all__ = [
     "QUOTA_EXCEEDED", "ConflictingInput", "CooldownActive", "EngineError", "ErrorCode", "Exhausted",
-    "Forbidden", "IdempotencyKeyReused", "IllegalState", "InvalidInput", "NoCapacity", "NotFound",
+    "Forbidden", "IdempotencyKeyReused", "IllegalState", "InvalidInput", "NoCapacity", "NodeDown", "NotFound",
     "QuotaExceeded",
     "TTError", "Unsupported", "step",
 ]
@@ -69,6 +69,13 @@ class NoCapacity(TTError):
     says which filter removed which node. Nothing was created."""
 
     code = ErrorCode.NO_CAPACITY
+
+
+class NodeDown(TTError):
+    """The VM's node is down (its task cluster stopped beating, vms/fleet.py): nothing
+    can be done to it until the node beats again. Nothing was changed."""
+
+    code = ErrorCode.NODE_DOWN
 
 
 class IdempotencyKeyReused(TTError):

@@ -202,14 +202,25 @@ TT_WORKER_STOP_TIMEOUT = env_int("TT_WORKER_STOP_TIMEOUT", 15, minimum=0)
 # drift at once, and removed once they have been reported this long.
 TT_DRIFT_GRACE = env_int("TT_DRIFT_GRACE", 3600, minimum=0)
 
+# --- Several hosts (vms/fleet.py) ----------------------------------------------
+# Each node's task cluster beats every TT_NODE_BEAT s with what the node has free; a
+# node with a cluster of its own that has not beaten for TT_NODE_DOWN_AFTER beats is
+# down: nothing is placed there and its queued operations fail as node_down.
+TT_NODE_BEAT = env_int("TT_NODE_BEAT", 10, minimum=1)
+TT_NODE_DOWN_AFTER = env_int("TT_NODE_DOWN_AFTER", 3, minimum=2)
+
 # --- Task queue (django-q2) ------------------------------------------------
 # `retry` must exceed `timeout`, or a slow task is handed to a second worker
 # while the first still runs it. The broker's redelivery is not what recovers
 # a lost operation (it takes `retry` seconds, and the Redis broker has none):
 # operation leases do (envs/recovery.py).
 _TASK_TIMEOUT = env_int("TT_TASK_TIMEOUT", 900, minimum=10)
+# One name for the whole site (the default cluster: web-side work and the sweeps);
+# a node with a cluster of its own runs `tt_qcluster --cluster-name NODE` (its queue).
+# django-q2 needs ALT_CLUSTERS present, even empty, or a named cluster fails at start-up.
 Q_CLUSTER = {
     "name": "ttportal",
+    "ALT_CLUSTERS": {},
     "workers": env_int("TT_Q_WORKERS", 2, minimum=1),
     "recycle": 500,
     "timeout": _TASK_TIMEOUT,
@@ -301,7 +312,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "EnvStatusEnum": "envs.models.Env.Status",
-        "VmStatusEnum": "vms.models.Vm.Status",
+        "VmStatusEnum": "vms.serializers.SHOWN_STATUSES",  # with unknown (node down)
         "SnapshotStatusEnum": "vms.models.Snapshot.Status",
         "OperationStatusEnum": "envs.models.Operation.Status",
         "OperationKindEnum": "envs.models.Operation.Kind",

@@ -208,6 +208,17 @@ class Vm(models.Model):
         """Domain/volume name: unique per node, and across nodes sharing one libvirt daemon."""
         return f"tt-{self.node.name}-{self.pk}"
 
+    # What people are shown while the VM's node is down (vms/fleet.py): its last
+    # known status may no longer be true, and nothing can be asked of it.
+    UNKNOWN = "unknown"
+
+    @property
+    def shown_status(self) -> str:
+        """The status, or `unknown` while its node is down (the row keeps the last known)."""
+        if self.status != Vm.Status.DESTROYED and self.node.down_since is not None:
+            return Vm.UNKNOWN
+        return self.status
+
     def to_spec(self, *, ports=None, reach: tuple[int, ...] | None = None) -> VmSpec:
         """The plain description a driver works from (no models cross that line).
 

@@ -11,6 +11,13 @@ request's VMs in memory, counting what earlier VMs of the request take (they are
 not in the database yet). When the filters leave no node, the refusal says which
 filter removed which node. Allocation (vms/allocation.py) still has the last
 word on addresses and ports: a race that took the last one is `resources_exhausted`.
+
+Capacity is never oversold by concurrent requests: inside a transaction the Placer
+first locks every Node row (SELECT ... FOR UPDATE, in one order), then reads the
+use. A concurrent placement waits for the lock and, under READ COMMITTED, reads
+the VMs the first one committed. Lock order everywhere: owner, Env, nodes.
+Heartbeats live in their own table and never wait on this lock. (SQLite runs
+one writing transaction at a time, BEGIN IMMEDIATE: the same effect.)
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Sum
+from django.utils import timezone
 
 from engines.models import Node
 from engines.registry import driver_class
@@ -90,6 +100,33 @@ def enabled(node: Node, load: Load, ask: Ask) -> str | None:
     return None if node.enabled else "disabled"
 
 
+def beat_lateness(node: Node, now: datetime | None = None) -> str | None:
+    """Why a node with a cluster of its own counts as down by its heartbeat (missed
+    TT_NODE_DOWN_AFTER beats, or never beat), else None. A node the site's cluster
+    serves is never late: it is up while the site is (vms/fleet.py)."""
+    if not node.own_cluster:
+        return None
+    beat_at = getattr(getattr(node, "heartbeat", None), "beat_at", None)
+    if beat_at is None:
+        return "its cluster has never beaten"
+    late = ((now or timezone.now()) - beat_at).total_seconds()
+    limit = settings.TT_NODE_BEAT * settings.TT_NODE_DOWN_AFTER
+    return f"no beat for {late:.0f} s" if late > limit else None
+
+
+def up(node: Node, load: Load, ask: Ask) -> str | None:
+    """Not marked down, and no heartbeat missed: the sweep may not have marked a node
+    down yet that has stopped beating."""
+    if node.down_since is not None:
+        return "down"
+    why = beat_lateness(node)
+    return f"down: {why}" if why else None
+
+
+def drained(node: Node, load: Load, ask: Ask) -> str | None:
+    return "drained" if node.drained else None
+
+
 def engine_kind(node: Node, load: Load, ask: Ask) -> str | None:
     if node.kind in (ask.template.compatible_engines or []):
         return None
@@ -130,9 +167,10 @@ def addresses(node: Node, load: Load, ask: Ask) -> str | None:
     return f"no free address in {node.vm_network}"
 
 
-# In order: the first that removes a node is the one its refusal names. The first
-# three say whether a node could ever run the VM; the others whether it has room now.
-FILTERS: tuple[Filter, ...] = (enabled, engine_kind, features, cpu, memory, ports, addresses)
+# In order: the first that removes a node is the one its refusal names. The static
+# filters say whether a node could ever run the VM (the request or the template is at
+# fault when they remove every node); the others whether it can take it now.
+FILTERS: tuple[Filter, ...] = (enabled, engine_kind, features, up, drained, cpu, memory, ports, addresses)
 STATIC_FILTERS = (enabled, engine_kind, features)
 
 
@@ -164,12 +202,16 @@ class Placer:
         self._nodes: list[Node] | None = None
         self._loads: dict[int, Load] = {}
 
-    def _load(self) -> list[Node]:
-        """Every node with what its live VMs use: two queries, whatever the VM count."""
+    def nodes(self) -> list[Node]:
+        """Every node (locked, inside a transaction) with what its live VMs use: three
+        queries, whatever the number of nodes and VMs."""
         if self._nodes is None:
+            if not connection.get_autocommit():
+                # Held to the end of the request's transaction: see the module's docstring.
+                list(Node.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
             live = live_vms()
             self._nodes = list(
-                Node.objects.annotate(
+                Node.objects.select_related("heartbeat").annotate(
                     live_vms=Count("vms", filter=live),
                     cpu_used=Sum("vms__cpu_num", filter=live, default=0),
                     mem_used=Sum("vms__mem_mb", filter=live, default=0),
@@ -185,10 +227,14 @@ class Placer:
                     self._loads[row["node_id"]].ports[row["protocol"]] += row["n"]
         return self._nodes
 
+    def load_of(self, node: Node) -> Load:
+        self.nodes()
+        return self._loads[node.pk]
+
     def refusals(self, ask: Ask) -> dict[int, tuple[Filter, str]]:
         """node id -> (the filter that removes it, why) for every node that cannot take `ask`."""
         removed = {}
-        for node in self._load():
+        for node in self.nodes():
             load = self._loads[node.pk]
             for check in FILTERS:
                 why = check(node, load, ask)
@@ -200,7 +246,7 @@ class Placer:
     def place(self, ask: Ask, field_name: str, *,
               feature_fields: dict[Feature, str] | None = None) -> Node:
         """The node for `ask`, counted as taken; raises the refusal when none will do."""
-        nodes = self._load()
+        nodes = self.nodes()
         removed = self.refusals(ask)
         passing = [n for n in nodes if n.pk not in removed]
         if not passing:
@@ -266,7 +312,7 @@ def pick_node(
     """One VM's node (a Placer for a single VM). `pending` maps node id -> (VMs, vCPUs,
     MiB) that earlier VMs of the same request take there; they are preferred too."""
     placer = Placer(env_nodes)
-    placer._load()
+    placer.nodes()
     for node_id, (vms, cpu_more, mem_more) in (pending or {}).items():
         if node_id in placer._loads:
             load = placer._loads[node_id]

@@ -77,8 +77,21 @@ class PortSerializer(serializers.ModelSerializer):
         fields = ["protocol", "inner_port", "public_port", "endpoint"]
 
 
+# A VM's status as clients see it: `unknown` while its node is down.
+SHOWN_STATUSES = [*Vm.Status.choices, (Vm.UNKNOWN, "Unknown: its node is down")]
+
+
+def shown_status_field() -> serializers.ChoiceField:
+    return serializers.ChoiceField(
+        source="shown_status", choices=SHOWN_STATUSES, read_only=True,
+        help_text="unknown while the VM's node is down (its task cluster stopped beating): "
+        "the VM is kept, and shows its real status once the node beats again.",
+    )
+
+
 class VmSerializer(serializers.HyperlinkedModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:vm-detail")
+    status = shown_status_field()
     env = serializers.PrimaryKeyRelatedField(read_only=True)
     env_name = serializers.CharField(source="env.name", read_only=True)
     node = serializers.CharField(source="node.name", read_only=True)
@@ -101,6 +114,7 @@ class VmSerializer(serializers.HyperlinkedModelSerializer):
 
 class VmBriefSerializer(serializers.HyperlinkedModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:vm-detail")
+    status = shown_status_field()
 
     class Meta:
         model = Vm
