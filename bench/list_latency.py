@@ -49,8 +49,10 @@ PORTS_PER_VM = 2
 # --- the worker: one database, one dataset size ------------------------------
 
 
-def build(scale: int) -> dict:
-    """Rows for USERS/scale users, ENVS_PER_USER Envs each, VMS/scale VMs. Returns who to ask as."""
+def build(scale: int, nodes: list | None = None) -> dict:
+    """Rows for USERS/scale users, ENVS_PER_USER Envs each, VMS/scale VMs, going round
+    `nodes` (default: NODES nodes sharing one network). Returns who to ask as.
+    bench/fleet.py builds the same rows over its own nodes."""
     from datetime import timedelta
 
     from django.contrib.auth import get_user_model
@@ -67,11 +69,13 @@ def build(scale: int) -> dict:
         [user_model(username=f"user{i:03d}", password="!") for i in range(USERS // scale)]
     )
     staff = user_model.objects.create(username="olga", password="!", is_staff=True)
-    nodes = Node.objects.bulk_create([
-        Node(name=f"bench-{i}", kind="libvirt", uri="test:///default", public_host=f"203.0.113.{i + 1}",
-             vm_network="10.100.0.0/16", port_min=20000, port_max=29999, notes="list_latency rows")
-        for i in range(NODES)
-    ])
+    if nodes is None:
+        nodes = Node.objects.bulk_create([
+            Node(name=f"bench-{i}", kind="libvirt", uri="test:///default", public_host=f"203.0.113.{i + 1}",
+                 vm_network="10.100.0.0/16", port_min=20000, port_max=29999, notes="list_latency rows")
+            for i in range(NODES)
+        ])
+    n_nodes = len(nodes)
     template = VmTemplate.objects.create(name="tt/busybox", path="busybox.qcow2",
                                          compatible_engines=["libvirt"], size_mb=20)
 
@@ -87,24 +91,25 @@ def build(scale: int) -> dict:
     others = envs[1:]
     owners = [big_env] * big + [others[i % len(others)] for i in range(total - big)]
     per_env: dict[int, int] = {}
-    vms, per_node = [], [0] * NODES
+    vms, per_node = [], [0] * n_nodes
     statuses = [Vm.Status.RUNNING] * 6 + [Vm.Status.STOPPED] * 3 + [Vm.Status.ERROR]
     for i, env in enumerate(owners):
-        n = i % NODES
+        n = i % n_nodes
+        node = nodes[n]
         host = per_node[n] = per_node[n] + 1  # unique per node: MAC and IP from one counter
         k = per_env[env.id] = per_env.get(env.id, 0) + 1
-        ip = f"10.100.{host >> 8}.{host & 0xFF}"
+        mac = node.mac_for_index(host + 1)  # host indexes start at 2 (.0 and the gateway .1 skipped)
         vms.append(Vm(
-            env=env, node=nodes[n], template=template, name=f"vm{k}", status=statuses[i % len(statuses)],
-            net_kind=Vm.NetKind.NAT, addr=nodes[n].public_host, runtime_image=f"tt-bench-{i}.qcow2",
-            cpu_num=1, mem_mb=256, disk_mb=1024, mac=f"52:54:00:00:{host >> 8:02x}:{host & 0xFF:02x}", ip=ip,
+            env=env, node=node, template=template, name=f"vm{k}", status=statuses[i % len(statuses)],
+            net_kind=Vm.NetKind.NAT, addr=node.public_host, runtime_image=f"tt-bench-{i}.qcow2",
+            cpu_num=1, mem_mb=256, disk_mb=1024, mac=mac, ip=node.ip_for_mac(mac),
             net_blacklist=["192.0.2.1"] if i % 7 == 0 else [], created_at=now,
         ))
     vms = Vm.objects.bulk_create(vms, batch_size=2000)
 
-    ports, next_port = [], [20000] * NODES
+    ports, next_port = [], [node.port_min for node in nodes]
     for i, vm in enumerate(vms):
-        n = i % NODES
+        n = i % n_nodes
         for inner in (22, 80)[:PORTS_PER_VM]:
             ports.append(PortMapping(vm=vm, node=nodes[n], protocol="tcp", inner_port=inner,
                                      public_port=next_port[n]))
@@ -141,6 +146,27 @@ def build(scale: int) -> dict:
     }
 
 
+def pages(data: dict) -> list[tuple]:
+    """(name, rows shown, client, path, headers) of each page measured, for what `build` returned."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.urls import reverse
+
+    users = get_user_model().objects
+    portal, api, staff_api = Client(), Client(), Client()
+    portal.force_login(users.get(pk=data["me"]))
+    token = {"HTTP_AUTHORIZATION": f"Token {data['user_token']}"}
+    staff_token = {"HTTP_AUTHORIZATION": f"Token {data['staff_token']}"}
+    rows = data["rows"]
+    return [
+        ("My Envs (portal)", rows["my_envs"], portal, reverse("envs:list"), {}),
+        ("Env page, big Env (portal)", rows["env_vms"], portal,
+         reverse("envs:detail", args=[data["big_env"]]), {}),
+        ("API VM list (user)", rows["my_vms"], api, reverse("api:vm-list"), token),
+        ("API VM list (staff)", rows["all_vms"], staff_api, reverse("api:vm-list"), staff_token),
+    ]
+
+
 def measure(client, path: str, requests: int, headers: dict) -> dict:
     from django.db import connection, reset_queries
     from django.test.utils import CaptureQueriesContext
@@ -172,11 +198,8 @@ def worker(scale: int, requests: int, out: Path) -> None:
     import django
 
     django.setup()
-    from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
-    from django.test import Client
-    from django.urls import reverse
 
     import ttportal.wsgi  # noqa: F401  the server's start-up, which freezes what it loaded (gc.freeze)
 
@@ -188,21 +211,8 @@ def worker(scale: int, requests: int, out: Path) -> None:
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")  # fresh statistics, as autovacuum would give a live database
 
-    users = get_user_model().objects
-    portal, api, staff_api = Client(), Client(), Client()
-    portal.force_login(users.get(pk=data["me"]))
-    token = {"HTTP_AUTHORIZATION": f"Token {data['user_token']}"}
-    staff_token = {"HTTP_AUTHORIZATION": f"Token {data['staff_token']}"}
-    rows = data["rows"]
-    pages = [
-        ("My Envs (portal)", rows["my_envs"], portal, reverse("envs:list"), {}),
-        ("Env page, big Env (portal)", rows["env_vms"], portal,
-         reverse("envs:detail", args=[data["big_env"]]), {}),
-        ("API VM list (user)", rows["my_vms"], api, reverse("api:vm-list"), token),
-        ("API VM list (staff)", rows["all_vms"], staff_api, reverse("api:vm-list"), staff_token),
-    ]
     results = []
-    for name, nrows, client, path, headers in pages:
+    for name, nrows, client, path, headers in pages(data):
         results.append({"page": name, "rows": nrows, **measure(client, path, requests, headers)})
     out.write_text(json.dumps({"vendor": connection.vendor, "scale": scale, "counts": data["counts"],
                                "build_s": built, "results": results}))

@@ -3,17 +3,20 @@ while it fits; an Env that fits nowhere refused up front with 409 no_capacity.""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
-from engines.models import Node
+from engines.models import Node, NodeHeartbeat
 from engines.specs import Feature
 from envs.models import Env
 from envs.services import env_create
 from tests.api_support import client_for
-from tests.support import refused
+from tests.support import T0, refused
 from tests.ttportal.test_settings import start_django
 from ttportal.errors import ConflictingInput, NoCapacity, Unsupported
 from vms import placement
@@ -101,6 +104,57 @@ def test_it_filters_a_disabled_node(node, template):
     spare = other_node("spare", 1, enabled=False)
     assert reason(template, spare) == ("enabled", "disabled")
     assert place(template) == node
+
+
+def test_it_filters_a_drained_node(alice, node, template, make_env):
+    env = make_env(alice, name="running")
+    node.drained = True
+    node.save()
+    spare = other_node("spare", 1)
+    assert reason(template, node) == ("drained", "drained")
+    assert place(template) == spare
+    # Draining places nothing new there; what runs there keeps running.
+    assert set(env.vms.values_list("status", flat=True)) == {Vm.Status.RUNNING}
+
+
+def test_it_filters_a_node_marked_down(node, template):
+    spare = other_node("spare", 1)
+    Node.objects.filter(pk=node.pk).update(down_since=timezone.now())
+    assert reason(template, Node.objects.get(pk=node.pk)) == ("up", "down")
+    assert place(template) == spare
+
+
+def test_it_filters_a_node_of_its_own_cluster_whose_beat_is_late(node, template, settings, time_machine):
+    settings.TT_NODE_BEAT, settings.TT_NODE_DOWN_AFTER = 10, 3
+    time_machine.move_to(T0, tick=False)
+    b = other_node("b", 1, own_cluster=True)
+    assert reason(template, b) == ("up", "down: its cluster has never beaten")
+    NodeHeartbeat.objects.create(node=b, beat_at=T0, worker="b:1", ports_free=100, addresses_free=10,
+                                 vms_running=0)
+    time_machine.move_to(T0 + timedelta(seconds=30), tick=False)  # three beats missed: not yet late
+    assert b.pk not in Placer().refusals(ask(template))
+    time_machine.move_to(T0 + timedelta(seconds=31), tick=False)
+    assert reason(template, b) == ("up", "down: no beat for 31 s")
+
+
+def test_a_node_the_site_serves_needs_no_beat_of_its_own(node, template):
+    # One host: the site's cluster runs the node's tasks; it is up while the site is.
+    assert not NodeHeartbeat.objects.exists()
+    assert place(template) == node
+
+
+def test_a_full_fleet_refuses_naming_each_node_and_why(alice, node, template, db_state):
+    node.cpu_capacity = 1
+    node.save()
+    other_node("drained", 1, drained=True)
+    other_node("gone", 2, down_since=timezone.now())
+    other_node("small", 3, cpu_capacity=1)
+    with refused(db_state, NoCapacity) as caught:
+        env_create(owner=alice, by=alice, name="e", vms=vms(1, cpu_num=2))
+    message = caught.value.message
+    for said in ("local-test: 1 vCPUs free, 2 asked", "small: 1 vCPUs free, 2 asked", "drained: drained",
+                 "gone: down"):
+        assert said in message, message
 
 
 def test_it_refuses_a_template_no_enabled_node_runs(alice, node, template, db_state):
