@@ -201,9 +201,13 @@ def worker(scale: int, requests: int, out: Path) -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    import ttportal.wsgi  # noqa: F401  the server's start-up, which freezes what it loaded (gc.freeze)
-
     call_command("migrate", verbosity=0, interactive=False)
+    # TT_DEBUG=0 serves only collected static files (the manifest), as `./tt.sh run --production`.
+    call_command("collectstatic", interactive=False, verbosity=0)
+    # The server's start-up (after collectstatic: WhiteNoise reads STATIC_ROOT then), which
+    # freezes what it loaded (gc.freeze).
+    import ttportal.wsgi  # noqa: F401
+
     started = time.perf_counter()
     data = build(scale)
     built = time.perf_counter() - started
@@ -245,7 +249,8 @@ def run_database(label: str, requests: int, verbose: bool) -> list[dict]:
         runs = []
         for scale in (1, 10):
             env = {**os.environ, "TT_VAR_DIR": str(tmp / f"var-{scale}"), "TT_DEBUG": "0",
-                   "TT_SECRET_KEY": "list-latency-bench-key", "TT_LOG_LEVEL": "WARNING"}
+                   "TT_SECRET_KEY": "list-latency-bench-key", "TT_LOG_LEVEL": "WARNING",
+                   "TT_SSL_REDIRECT": "0"}  # plain-HTTP requests, as a proxy that redirects itself forwards
             env.pop("TT_DATABASE_URL", None)
             env.pop("TT_REDIS_URL", None)
             if label == "postgres":

@@ -1,10 +1,12 @@
 """Who holds an operation, whether that worker still lives, and the heartbeat that says so.
 
-A worker is named `host:pid/boot.pidns.start`: the host and pid people read,
+A worker is named `host:pid/boot.pidns.start#queue`: the host and pid people read,
 then what makes the name unique for ever (this boot of the kernel, the pid
-namespace, the process's start time). On the same host, in the same pid
-namespace, a worker whose process is gone (or whose pid now belongs to another
-process) is known dead at once; anywhere else its lease must run out.
+namespace, the process's start time), then the task queue its cluster serves (the
+site's, or a node's own: vms/fleet.py), so an operation says which cluster ran it.
+On the same host, in the same pid namespace, a worker whose process is gone (or
+whose pid now belongs to another process) is known dead at once; anywhere else its
+lease must run out.
 """
 
 from __future__ import annotations
@@ -61,8 +63,15 @@ def _start_time(pid: int) -> str | None:
 
 def identity(pid: int | None = None) -> str:
     """This process as a lease holder (a forked worker gets its own name)."""
+    from django_q.conf import Conf
+
     pid = pid or os.getpid()
-    return f"{socket.gethostname()}:{pid}/{_boot_and_pidns()}.{_start_time(pid) or '?'}"
+    return f"{socket.gethostname()}:{pid}/{_boot_and_pidns()}.{_start_time(pid) or '?'}#{Conf.CLUSTER_NAME}"
+
+
+def queue_of(worker: str) -> str:
+    """The task queue of the cluster `worker` belongs to ("" for a name without one)."""
+    return worker.rpartition("#")[2] if "#" in worker else ""
 
 
 def holder_is_gone(worker: str) -> bool:
@@ -71,7 +80,7 @@ def holder_is_gone(worker: str) -> bool:
     try:
         where, fingerprint = worker.split("/", 1)
         host, pid = where.rsplit(":", 1)
-        boot, pidns, start = fingerprint.split(".")
+        boot, pidns, start = fingerprint.partition("#")[0].split(".")
     except ValueError:
         return False
     if host != socket.gethostname() or f"{boot}.{pidns}" != _boot_and_pidns() or start == "?":
@@ -80,10 +89,12 @@ def holder_is_gone(worker: str) -> bool:
 
 
 def describe(worker: str) -> str:
-    """`host pid N` for people; the fingerprint is for the liveness check."""
+    """`host pid N (queue Q)` for people; the fingerprint is for the liveness check."""
     where = worker.split("/", 1)[0]
     host, _, pid = where.rpartition(":")
-    return f"{host} pid {pid}" if host else where
+    queue = queue_of(worker)
+    shown = f"{host} pid {pid}" if host else where
+    return f"{shown} (queue {queue})" if queue else shown
 
 
 # --- the lease ----------------------------------------------------------------

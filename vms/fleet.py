@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from engines.errors import ErrorCode, TTError
@@ -157,8 +156,8 @@ def fail_if_waiting(op: Operation, now: datetime) -> bool:
     node_name = op.node.name if op.node_id else "?"
     error = TTError(f"node {node_name} is down: its task cluster stopped beating, so nothing runs "
                     f"there until it beats again", code=ErrorCode.NODE_DOWN)
-    with transaction.atomic():
-        ended = end_now(op, error)
+    # No transaction around it: settling asks the engine, and end_now's writes are fenced.
+    ended = end_now(op, error)
     if ended:
         log.warning("operation %s (%s) failed: node %s is down", op.pk, op.kind, node_name)
     return ended

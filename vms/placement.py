@@ -177,6 +177,12 @@ STATIC_FILTERS = (enabled, engine_kind, features)
 # --- the weigher ----------------------------------------------------------------
 
 
+def cluster_of(node: Node) -> str:
+    """The task cluster that runs the node's operations (envs.runner.queue_of's rule):
+    nodes of one cluster are on one host."""
+    return node.name if node.own_cluster else settings.Q_CLUSTER["name"]
+
+
 def weight(node: Node, load: Load, strategy: str) -> tuple:
     """Sort key: the first node wins. Spread: most free memory, then fewer live VMs;
     pack: least free memory that still fits, then more live VMs (fill a node up). The
@@ -251,12 +257,28 @@ class Placer:
         passing = [n for n in nodes if n.pk not in removed]
         if not passing:
             raise self._refusal(ask, nodes, removed, field_name, feature_fields or {})
+        if self.preferred:
+            # An Env spans nodes of one cluster only (one host): its operations run on one
+            # cluster, which drives the engines and nftables of the nodes on its own host.
+            clusters = {cluster_of(n) for n in nodes if n.pk in self.preferred}
+            same_host = [n for n in passing if cluster_of(n) in clusters]
+            if not same_host:
+                raise self._spanning_refusal(ask, nodes, removed, clusters, field_name)
+            passing = same_host
         # One Env, one node: a node the Env is on already wins while it passes.
         pool = [n for n in passing if n.pk in self.preferred] or passing
         chosen = min(pool, key=lambda n: weight(n, self._loads[n.pk], self.strategy))
         self._loads[chosen.pk].add(ask)
         self.preferred.add(chosen.pk)
         return chosen
+
+    def _spanning_refusal(self, ask: Ask, nodes: list[Node], removed: dict[int, tuple[Filter, str]],
+                          clusters: set[str], field_name: str) -> NoCapacity:
+        on_host = [n for n in nodes if cluster_of(n) in clusters]
+        reasons = "; ".join(f"{n.name}: {removed[n.pk][1]}" for n in on_host if n.pk in removed)
+        return NoCapacity(
+            f"no node on the host of this Env's other VMs has room ({reasons}); an Env's VMs may span "
+            f"nodes of one host only", field=field_name)
 
     def _refusal(self, ask: Ask, nodes: list[Node], removed: dict[int, tuple[Filter, str]],
                  field_name: str, feature_fields: dict[Feature, str]) -> Exception:

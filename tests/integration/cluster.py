@@ -34,8 +34,12 @@ def database_url() -> str:
 
 
 class Cluster:
-    def __init__(self, log_path: Path, **env: str):
+    """`manage.py tt_qcluster` (the site's cluster), or another command that becomes a
+    cluster (`tt_node_worker NAME ...`: a node's own)."""
+
+    def __init__(self, log_path: Path, command: tuple[str, ...] = ("tt_qcluster",), **env: str):
         self.log_path = log_path
+        self.command = command
         self.env = {**os.environ, "TT_DATABASE_URL": database_url(), "TT_Q_WORKERS": "2", **env}
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -46,10 +50,17 @@ class Cluster:
         log.write(f"\n===== start {self.starts} at {time.time():.3f}\n")
         log.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "tt_qcluster"], cwd=ROOT, env=self.env,
+            [sys.executable, "manage.py", *self.command], cwd=ROOT, env=self.env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
+
+    def runs(self, pid: int) -> bool:
+        """Whether process `pid` is part of this cluster (its process group)."""
+        try:
+            return self.proc is not None and os.getpgid(pid) == self.proc.pid
+        except ProcessLookupError:
+            return False
 
     def kill(self) -> float:
         """SIGKILL to the whole process group; returns when it happened (time.time())."""

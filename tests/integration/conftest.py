@@ -37,16 +37,17 @@ def client_ns():
     netlab.destroy_client()
 
 
-def _clean_node() -> None:
-    conn = get_connection(NODE["uri"])
-    prefix = f"tt-{NODE['name']}-"
+def _clean_node(spec: dict = NODE) -> None:
+    """Nothing of earlier tests on the libvirt node of `spec`: domains, volumes, DHCP entries."""
+    conn = get_connection(spec["uri"])
+    prefix = f"tt-{spec['name']}-"
     for dom in conn.listAllDomains():
         if dom.name().startswith(prefix):
             if dom.isActive():
                 dom.destroy()
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
     try:
-        pool = conn.storagePoolLookupByName(NODE["pool_name"])
+        pool = conn.storagePoolLookupByName(spec["pool_name"])
         pool.refresh(0)
         for vol in pool.listAllVolumes():
             if vol.name().startswith(prefix):
@@ -54,7 +55,7 @@ def _clean_node() -> None:
     except libvirt.libvirtError:
         pass
     try:  # DHCP entries of VMs from earlier tests (the test database starts empty each time)
-        net = conn.networkLookupByName(NODE["network_name"])
+        net = conn.networkLookupByName(spec["network_name"])
     except libvirt.libvirtError:
         return
     for mac in dhcp.reservations(net):

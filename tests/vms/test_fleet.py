@@ -14,14 +14,14 @@ from django_q.brokers import get_broker
 from django_q.models import Schedule
 
 from engines.models import Node, NodeHeartbeat
-from envs import runner, worker
+from envs import lease, runner, worker
 from envs.management.commands import tt_node_worker
 from envs.models import Operation
-from envs.services import env_create
+from envs.services import env_create, env_stop
 from tests.admin_support import make_operator
 from tests.api_support import client_for
 from tests.support import T0, domain_state, refused
-from ttportal.errors import NodeDown
+from ttportal.errors import NoCapacity, NodeDown
 from vms import fleet
 from vms.models import Vm
 from vms.services import vm_stop
@@ -206,22 +206,28 @@ def test_operations_go_to_their_node_s_queue(alice, bob, node, b, settings, monk
 
 
 def test_an_env_operation_goes_to_the_node_of_most_of_its_vms(alice, node, b, run_tasks):
+    Node.objects.filter(pk=b.pk).update(own_cluster=False, cpu_capacity=1)  # a second node of this host
     node.cpu_capacity = 2
     node.save()
-    Node.objects.filter(pk=b.pk).update(drained=True)
     with run_tasks():
         op = env_create(owner=alice, by=alice, name="e", vms=[
-            NewVm(name=f"vm{i}", template="tt/busybox") for i in range(2)])
-    Node.objects.filter(pk=b.pk).update(drained=False)
+            NewVm(name=f"vm{i}", template="tt/busybox") for i in range(3)])
     env = op.env
-    from vms.services import vm_add
-    with run_tasks():
-        vm_add(env=env, spec=NewVm(name="vm2", template="tt/busybox"), by=alice)
     assert sorted(env.vms.values_list("node__name", flat=True)) == ["b", "local-test", "local-test"]
-    from envs.services import env_stop
     with run_tasks():
         stop = env_stop(env=env, by=alice)
     assert stop.node == node
+
+
+def test_an_env_never_spans_hosts(alice, node, b, db_state):
+    Node.objects.filter(pk=b.pk).update(cpu_capacity=1)  # b, first by name, takes vm0
+    node.cpu_capacity = 2
+    node.save()
+    with refused(db_state, NoCapacity) as caught:
+        env_create(owner=alice, by=alice, name="e", vms=[
+            NewVm(name=f"vm{i}", template="tt/busybox") for i in range(3)])
+    assert "no node on the host of this Env's other VMs has room (b: 0 vCPUs free, 1 asked)" in \
+        caught.value.message
 
 
 # --- the broker and joining ---------------------------------------------------------
@@ -238,6 +244,11 @@ def test_queue_depths_come_from_the_broker(db):
     finally:
         broker.purge_queue() if hasattr(broker, "purge_queue") else None
         broker.delete_queue()
+
+
+def test_a_worker_says_which_queue_it_serves(db):
+    assert lease.queue_of(lease.identity()) == "ttportal"
+    assert lease.describe(lease.identity()).endswith("(queue ttportal)")
 
 
 def test_joining_routes_the_node_and_schedules_its_beat(b):
