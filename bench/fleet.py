@@ -15,17 +15,24 @@ VMs use, and the nodes differ the same way at both sizes (by index):
 
 So at 10 nodes 5 nodes can take a VM, at 100 nodes 71, and every filter removes some.
 
-Heartbeats flow while everything is measured: a thread with its own database
-connection (closed at the end) calls vms.fleet.beat(node) for every node that beats
-(all but the down and the late ones) as their clusters would, each node every --beat
-seconds (TT_NODE_BEAT, 10 s, by default) spread evenly over the interval, so 100 nodes
-beat ten times as often as 10; after each round it runs vms.fleet.sweep() as the site's
-cluster does. The thread shares the GIL with the measuring thread, which real node
-clusters (other hosts) do not: the figures include that contention. `--beat 0` turns
-the beats off, to see what they cost. On SQLite a beat's write waits while a
-placement's transaction holds the write lock (and a placement waits for a beat's
-write): SQLite runs one writer at a time (BEGIN IMMEDIATE, a 30 s busy timeout), which
-is part of what SQLite costs, so it is measured as it is.
+Heartbeats flow while everything is measured: vms.fleet.beat(node) for every node that
+beats (all but the down and the late ones), as their clusters would, each node every
+--beat seconds (TT_NODE_BEAT's 10 s by default) spread evenly over the interval, so 100
+nodes beat ten times as often as 10; after each round vms.fleet.sweep(), as the site's
+cluster runs it. The beats run in a process of their own by default (this script with
+--beater; a thread there, its own database connection, closed at the end): node clusters
+beat from other hosts, so they share the database with the portal, not its interpreter.
+`--beats-in thread` runs them in a thread of the measuring process instead (its own
+connection too), which adds GIL contention real clusters do not cause: on SQLite, where
+every fetched row hands the GIL over, that alone took the API list's p95 from ~20 to
+100-175 ms in a trial. Here they still share this machine's CPUs (2 here) with the
+portal and the database, as beats share a real database server's. `--beat 0`: no beats.
+
+On SQLite a beat's write waits while a placement's transaction holds the write lock,
+and a placement waits for a beat's: SQLite runs one writer at a time (BEGIN IMMEDIATE,
+30 s busy timeout), and a waiting writer polls with back-off, so back-to-back placements
+can hold a beat off for seconds. That is what SQLite costs, so it is measured as it is;
+a fleet of nodes with clusters of their own runs on PostgreSQL anyway.
 
 What is measured, in this order, at each size (each in its own fresh database):
 
@@ -33,7 +40,7 @@ What is measured, in this order, at each size (each in its own fresh database):
   warm-up requests, then --requests timed ones): My Envs, the Env page of an Env of
   100 VMs (at 100 nodes: one VM on each node), the API's VM list as a user and as staff;
 - a lock probe: inside a transaction that holds placement's lock (Placer.nodes(): every
-  Node row SELECT ... FOR UPDATE), the beat thread is asked for one beat; on PostgreSQL
+  Node row SELECT ... FOR UPDATE), the beater is asked for one beat; on PostgreSQL
   it must finish before the transaction ends (beats write NodeHeartbeat only), on SQLite
   it waits for the commit;
 - placement per Env: envs.services.env_create of an Env of 3 VMs (1 vCPU, 256 MiB, port
@@ -44,19 +51,21 @@ What is measured, in this order, at each size (each in its own fresh database):
   --envs timed;
 - pure placement: Placer().place(...) of the same 3 VMs in transaction.atomic() (lock,
   use read, filters, weigher; nothing written), --envs times;
-- the beats themselves (their duration, and how many per second the thread managed).
+- the beats themselves (their duration, how many per second the beater managed, the sweeps).
 
 Queries per request are counted at both sizes; "queries constant" means each list page,
-env_create and the pure placement made as many queries at 100 nodes as at 10 (for
-env_create and beats, the most common count). Target (issue 13): placement <= 20 ms p95
-per Env at 100 nodes, lists p95 <= 50 ms, queries constant in the number of nodes.
+env_create, the pure placement and a beat made as many queries at 100 nodes as at 10 (for
+env_create and beats, the most common count; a note says when counts varied). Target
+(issue 13): placement <= 20 ms p95 per Env at 100 nodes, lists p95 <= 50 ms, queries
+constant in the number of nodes.
 
 Runs on SQLite (a temporary TT_VAR_DIR) and on PostgreSQL (a fresh database
 tt_bench_<pid>_<nodes> on 127.0.0.1:5432, dropped afterwards), each size a subprocess of
 this script (settings are read once at import), TT_DEBUG=0 as in production. The last
 line is PostgreSQL's when it ran, else SQLite's (the line before it says which):
 
-    .venv/bin/python bench/fleet.py [--requests 100] [--envs 50] [--beat 10] [--only sqlite|postgres]
+    .venv/bin/python bench/fleet.py [--requests 100] [--envs 50] [--beat 10] [--beats-in thread]
+                                    [--only sqlite|postgres]
 
     fleet: placement p95 <ms> ms at 100 nodes, list p95 <ms> ms, queries constant: yes|no
 """
@@ -192,7 +201,8 @@ class Beater(threading.Thread):
             self.stopped_at = time.monotonic()
             connections.close_all()
 
-    def _beat(self, node) -> float:
+    def _beat(self, node, *, counted: bool = True) -> float:
+        """One beat (counted in the figures unless it is a probe's); when it ended."""
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
 
@@ -202,8 +212,9 @@ class Beater(threading.Thread):
             start = time.monotonic()
             beat(node)
             done = time.monotonic()
-        self.times.append((done - start) * 1000)
-        self.queries[len(captured.captured_queries)] += 1
+        if counted:
+            self.times.append((done - start) * 1000)
+            self.queries[len(captured.captured_queries)] += 1
         return done
 
     def _wait(self, due: float) -> None:
@@ -218,7 +229,7 @@ class Beater(threading.Thread):
                 if left <= 0:
                     return
                 continue
-            self.probed.put(self._beat(Node.objects.get(pk=self.node_ids[0])))
+            self.probed.put(self._beat(Node.objects.get(pk=self.node_ids[0]), counted=False))
 
     def probe(self) -> None:
         self.probes.put(None)
@@ -316,17 +327,22 @@ def beater_main(node_ids: list[int], interval: float) -> None:
     django.setup()
     beater = Beater(node_ids, interval)
     beater.start()
-    print("ready", flush=True)
-    for line in sys.stdin:
-        if line.strip() == "probe":
-            beater.probe()
-            print(f"probed {beater.probed_at(120)}", flush=True)
-        elif line.strip() == "stop":
-            break
+    told = False  # to stop; else the worker is gone (its end closed our stdin): stop quietly
+    with contextlib.suppress(BrokenPipeError):
+        print("ready", flush=True)
+        for line in sys.stdin:
+            if line.strip() == "probe":
+                beater.probe()
+                print(f"probed {beater.probed_at(120)}", flush=True)
+            elif line.strip() == "stop":
+                told = True
+                break
     try:
-        print(json.dumps(beater.stop()), flush=True)
+        result = beater.stop()
     except Exception as exc:
-        print(json.dumps({"error": repr(exc)}), flush=True)
+        result = {"error": repr(exc)}
+    if told:
+        print(json.dumps(result), flush=True)
 
 
 def stats(times: list[float]) -> dict:
@@ -524,8 +540,8 @@ def print_table(label: str, runs: list[dict]) -> dict:
               f"{growth(a['p95'], b['p95']):>10} {a['queries']:>7} / {b['queries']:<5}"
               f"{'' if same else '  GROWS'}")
     for run in runs:
-        for key in ("create", "pure"):
-            if len(run[key]["query_counts"]) > 1:
+        for key in ("create", "pure", "beats"):
+            if run[key] and len(run[key]["query_counts"]) > 1:
                 print(f"   note: {key} at {run['nodes']} nodes made {run[key]['query_counts']} queries "
                       f"(most often {run[key]['queries']})")
     for run in runs:

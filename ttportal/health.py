@@ -4,10 +4,13 @@
   database outage never gets a healthy web process restarted.
 - /readyz (readiness): the database answers; the task broker answers (the ORM
   broker's table, or Redis' PING when TT_REDIS_URL is set); every enabled node
-  is up. A node counts as up when its engine finished an operation in the last
-  TT_NODE_CONTACT_FRESH seconds, else when its engine's own health check
-  (engines.admin.node_health) passes, asked for at most TT_NODE_PROBE_TIMEOUT
-  seconds and reused for TT_NODE_PROBE_CACHE seconds (ttportal.probes).
+  is up. A node with a task cluster of its own (another host, vms/fleet.py) is up
+  while its heartbeat is fresh and says its engine answers: the web host need not
+  reach its engine. Any other node counts as up when its engine finished an
+  operation in the last TT_NODE_CONTACT_FRESH seconds, else when its engine's own
+  health check (engines.admin.node_health) passes, asked for at most
+  TT_NODE_PROBE_TIMEOUT seconds and reused for TT_NODE_PROBE_CACHE seconds
+  (ttportal.probes).
   200 when all pass, 503 naming those that fail. `?exclude=nodes` (or
   `database`, `broker`; repeatable or comma-separated) leaves a check out, as
   Kubernetes' own /readyz does: a load balancer that should keep the portal
@@ -35,6 +38,7 @@ from engines.admin import node_health
 from engines.models import Node
 from envs.models import Operation
 from ttportal import probes
+from vms import fleet
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +96,7 @@ def check_broker() -> dict:
 
 def last_contacts(nodes: list[Node], now: datetime) -> dict[int, datetime]:
     """node id -> when its engine last finished an operation successfully (in the last
-    day: older is no news). There is no node heartbeat yet (issue 13): an operation
-    that succeeded is the engine having answered."""
+    day: older is no news): an operation that succeeded is the engine having answered."""
     rows = (
         Operation.objects.filter(status=Operation.Status.SUCCEEDED, vm__node__in=nodes,
                                  created_at__gte=now - timedelta(days=1), finished_at__isnull=False)
@@ -111,17 +114,25 @@ def _health(node: Node) -> tuple[bool, str]:
 
 def check_nodes() -> dict:
     now = timezone.now()
-    nodes = list(Node.objects.filter(enabled=True).order_by("name"))
+    nodes = list(Node.objects.filter(enabled=True).select_related("heartbeat").order_by("name"))
     contacts = last_contacts(nodes, now)
     fresh = timedelta(seconds=settings.TT_NODE_CONTACT_FRESH)
     recent = {node.pk for node in nodes if node.pk in contacts and now - contacts[node.pk] <= fresh}
+    beating = {node.pk for node in nodes if node.own_cluster}
     outcomes = probes.ask_many({("health", node.pk): partial(_health, node)
-                                for node in nodes if node.pk not in recent})
+                                for node in nodes if node.pk not in recent | beating})
     found = {}
     for node in nodes:
         last = contacts.get(node.pk)
         entry = {"ok": True, "engine": node.kind, "last_contact": last.isoformat() if last else None}
-        if node.pk in recent:
+        if node.pk in beating:
+            entry["checked"] = "heartbeat"
+            beat = getattr(node, "heartbeat", None)
+            if fleet.state_of(node, now) == fleet.State.DOWN:
+                entry.update(ok=False, reason="down: its cluster stopped beating")
+            elif beat is not None and not beat.engine_ok:
+                entry.update(ok=False, reason="engine unhealthy")
+        elif node.pk in recent:
             entry["checked"] = "recent operation"
         else:
             entry["checked"] = "engine health"

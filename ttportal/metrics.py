@@ -35,6 +35,7 @@ from engines.models import Node
 from envs.models import Env, Operation
 from ttportal import probes
 from ttportal.proxy import client_address, in_networks
+from vms import fleet
 from vms.blocked import REASONS, drops_of_nodes
 from vms.models import PortMapping, Vm, live_vms
 
@@ -53,7 +54,7 @@ class PortalCollector:
     def collect(self):
         now = timezone.now()
         nodes = list(
-            Node.objects.annotate(
+            Node.objects.select_related("heartbeat").annotate(
                 live_vm_count=Count("vms", filter=live_vms()),
                 cpu_used=Sum("vms__cpu_num", filter=live_vms(), default=0),
                 mem_used=Sum("vms__mem_mb", filter=live_vms(), default=0),
@@ -61,9 +62,10 @@ class PortalCollector:
         )
         yield from self.vms(nodes)
         yield from self.nodes(nodes)
+        yield from self.fleet(nodes, now)
         yield from self.envs(now)
         yield from self.operations()
-        yield from self.queue()
+        yield from self.queue(nodes)
         yield from self.blocked(nodes)
 
     # --- VMs and nodes ------------------------------------------------------------
@@ -108,6 +110,22 @@ class PortalCollector:
                 ports_used.add_metric([node.name, protocol], used)
                 ports_free.add_metric([node.name, protocol], max(0, size - used))
         yield from (enabled, live, *families.values(), ports_used, ports_free)
+
+    def fleet(self, nodes: list[Node], now):
+        state = GaugeMetricFamily(
+            "tt_node_state", "1 for the node's state (up, down, drained, disabled), 0 for the others.",
+            labels=["node", "state"])
+        age = GaugeMetricFamily(
+            "tt_node_heartbeat_age_seconds", "Seconds since the node's cluster last beat (none: never).",
+            labels=["node"])
+        for node in nodes:
+            current = fleet.state_of(node, now)
+            for name in (fleet.State.UP, fleet.State.DOWN, fleet.State.DRAINED, fleet.State.DISABLED):
+                state.add_metric([node.name, name], 1 if name == current else 0)
+            beat = getattr(node, "heartbeat", None)
+            if beat is not None:
+                age.add_metric([node.name], max(0.0, (now - beat.beat_at).total_seconds()))
+        yield from (state, age)
 
     # --- Envs -----------------------------------------------------------------------
     def envs(self, now):
@@ -158,28 +176,24 @@ class PortalCollector:
         return family
 
     # --- task queue -------------------------------------------------------------------
-    def queue(self):
-        from django_q.brokers import get_broker
-        from django_q.conf import Conf
-
+    def queue(self, nodes: list[Node]):
+        """Tasks waiting in the site's queue and in each node's own (vms/fleet.py)."""
         errors = GaugeMetricFamily("tt_scrape_errors", "Parts of this scrape that could not be read.",
                                    labels=["source"])
+        queues = [fleet.site_queue(), *(node.name for node in nodes if node.own_cluster)]
         if "redis" in settings.Q_CLUSTER:  # Redis can hang on a dead route: bounded
-            outcome = probes.ask(("broker", "queue_size"), lambda: get_broker().queue_size(), ttl=0)
-            depth = outcome.value if outcome.ok else None
+            outcome = probes.ask(("broker", "queue_depths"), lambda: fleet.queue_depths(queues), ttl=0)
+            depths = outcome.value if outcome.ok else dict.fromkeys(queues)
         else:  # the ORM broker's queue is a table of the database
-            try:
-                depth = get_broker().queue_size()
-            except Exception as exc:
-                log.warning("metrics: task queue size: %s: %s", exc.__class__.__name__, exc)
-                depth = None
-        if depth is None:
+            depths = fleet.queue_depths(queues)
+        if any(depth is None for depth in depths.values()):
             errors.add_metric(["task_queue"], 1)
         else:
             errors.add_metric(["task_queue"], 0)
             depth_family = GaugeMetricFamily("tt_task_queue_depth", "Tasks waiting in the django-q2 broker.",
                                              labels=["queue"])
-            depth_family.add_metric([Conf.CLUSTER_NAME], depth or 0)
+            for queue, depth in depths.items():
+                depth_family.add_metric([queue], depth)
             yield depth_family
         yield errors
 

@@ -13,13 +13,13 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django_q.brokers import get_broker
 from django_q.conf import Conf
-from django_q.models import OrmQ
 from prometheus_client.parser import text_string_to_metric_families
 
-from engines.models import Node
+from engines.models import Node, NodeHeartbeat
 from envs.models import Env, Operation
-from tests.support import TEST_URI
+from tests.support import T0, TEST_URI
 from vms import blocked
 from vms.models import PortMapping, Vm
 from vms.specs import NewVm
@@ -170,14 +170,39 @@ def test_it_counts_operations_and_histograms_their_durations(scraper, alice):
                  kind="env_create", status="queued") is None
 
 
-def test_it_shows_the_task_queue_depth(scraper):
-    now = timezone.now()
-    for _ in range(3):
-        OrmQ.objects.create(key=Conf.CLUSTER_NAME, payload="x", lock=now - timedelta(seconds=1))
-    OrmQ.objects.create(key=Conf.CLUSTER_NAME, payload="x", lock=now + timedelta(minutes=5))  # handed out
+def test_it_shows_the_task_queue_depths(scraper, node):
+    b = Node.objects.create(name="b", uri=node.uri, public_host="203.0.113.30", vm_network="10.130.0.0/16",
+                            own_cluster=True)
+    site, own = get_broker(Conf.PREFIX), get_broker(b.name)
+    try:
+        for _ in range(4):
+            site.enqueue("x")
+        own.enqueue("y")
+        assert site.dequeue()  # taken by a worker: no longer waiting
+        families = scrape(scraper)
+        assert value(families, "tt_task_queue_depth", queue=Conf.PREFIX) == 3
+        assert value(families, "tt_task_queue_depth", queue="b") == 1
+        assert value(families, "tt_scrape_errors", source="task_queue") == 0
+    finally:
+        site.delete_queue()
+        own.delete_queue()
+
+
+def test_it_shows_each_node_s_state_and_heartbeat(scraper, node, time_machine):
+    time_machine.move_to(T0, tick=False)
+    b = Node.objects.create(name="b", uri=node.uri, public_host="203.0.113.30", vm_network="10.130.0.0/16",
+                            own_cluster=True)
+    NodeHeartbeat.objects.create(node=b, beat_at=T0 - timedelta(seconds=12), worker="b:1", ports_free=1,
+                                 addresses_free=1, vms_running=0)
+    Node.objects.filter(pk=node.pk).update(drained=True)
     families = scrape(scraper)
-    assert value(families, "tt_task_queue_depth", queue=Conf.CLUSTER_NAME) == 3
-    assert value(families, "tt_scrape_errors", source="task_queue") == 0
+    assert value(families, "tt_node_state", node="b", state="up") == 1
+    assert value(families, "tt_node_state", node="b", state="down") == 0
+    assert value(families, "tt_node_heartbeat_age_seconds", node="b") == 12
+    assert value(families, "tt_node_state", node=node.name, state="drained") == 1
+    assert value(families, "tt_node_heartbeat_age_seconds", node=node.name) is None  # never beat
+    time_machine.move_to(T0 + timedelta(minutes=5), tick=False)  # b missed its beats
+    assert value(scrape(scraper), "tt_node_state", node="b", state="down") == 1
 
 
 def test_it_exports_what_each_vms_firewall_dropped(scraper, alice, node, template, make_env, monkeypatch):
