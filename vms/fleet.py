@@ -42,9 +42,8 @@ log = logging.getLogger(__name__)
 def beat(node: Node, now: datetime | None = None) -> NodeHeartbeat:
     """Write the node's heartbeat with its free capacity, and bring it up if it was down."""
     now = now or timezone.now()
-    placer = Placer()
-    nodes = {n.pk: n for n in placer.nodes()}
-    node = nodes.get(node.pk, node)
+    placer = Placer(only=[node.pk])
+    node = next(iter(placer.nodes()), node)
     load = placer.load_of(node)
     size = node.port_max - node.port_min + 1
     engine_ok, note, running = _engine_view(node)

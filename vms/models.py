@@ -193,7 +193,13 @@ class Vm(models.Model):
                 violation_error_message="This Env already has a VM with this name.",
             ),
         ]
-        indexes = [models.Index(fields=["node", "status"], name="vm_node_status_idx")]
+        indexes = [
+            models.Index(fields=["node", "status"], name="vm_node_status_idx"),
+            # What placement sums per node (vms/placement.py), read from the index alone:
+            # the live VMs only (partial), with the columns it sums.
+            models.Index(fields=["node", "cpu_num", "mem_mb"], condition=~Q(status="destroyed"),
+                         name="vm_live_node_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.env.name}/{self.name}"
