@@ -123,6 +123,11 @@ class VmEngine(Network, Storage, ABC):
     def start_vm(self, vm: VmSpec) -> None:
         """Boot a stopped VM; a running one is left alone."""
 
+    def suspend_vm(self, vm: VmSpec) -> str:
+        """Save a running VM's memory to disk and stop it (Feature.SUSPEND); the next
+        start_vm resumes it where it was. Returns what was done, for the operation's log."""
+        raise NotImplementedError(f"{type(self).__name__} cannot suspend a VM")
+
     @abstractmethod
     def stop_vm(self, vm: VmSpec, *, force: bool = False) -> str:
         """Shut the VM down (gracefully unless forced); a stopped one is left alone.

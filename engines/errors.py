@@ -45,6 +45,7 @@ class ErrorCode(enum.StrEnum):
     UNDEFINE_VM = "undefine_vm", "Removing the VM definition failed"
     START_VM = "start_vm", "Starting the VM failed"
     STOP_VM = "stop_vm", "Stopping the VM failed"
+    SUSPEND_VM = "suspend_vm", "Suspending the VM failed"
     UPDATE_VM = "update_vm", "Updating the VM failed"
     META_CREATE_CACHE = "meta_create_cache", "Caching the VM config failed"
     META_RESTORE_CACHE = "meta_restore_cache", "Restoring the VM config failed"

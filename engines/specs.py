@@ -24,11 +24,13 @@ class Feature(enum.StrEnum):
     RAND_UUID = "rand_uuid"
     KEEP_IMAGE = "keep_image"
     DISK_LIMIT = "disk_limit"  # a VM's disk gets the size asked for (overlay storage has none)
+    SUSPEND = "suspend"  # the guest's memory saved to disk and restored by the next start
 
 
 class PowerState(enum.StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
+    SUSPENDED = "suspended"  # not running, its memory saved: the next start resumes it
     MISSING = "missing"  # the engine has no such VM
 
 

@@ -164,6 +164,7 @@ class Operation(models.Model):
         VM_ADD = "vm_add", "Add VM"
         VM_START = "vm_start", "Start VM"
         VM_STOP = "vm_stop", "Stop VM"
+        VM_SUSPEND = "vm_suspend", "Suspend VM"
         VM_DESTROY = "vm_destroy", "Destroy VM"
         VM_SET_BLACKLIST = "vm_set_blacklist", "Set blacklist"
         VM_SET_PORTS = "vm_set_ports", "Set forwarded ports"

@@ -44,6 +44,8 @@ def _clean_test_driver():
         if dom.name().startswith("tt-"):
             if dom.isActive():
                 dom.destroy()
+            if dom.hasManagedSaveImage(0):
+                dom.managedSaveRemove(0)
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
     for pool in conn.listAllStoragePools():
         if pool.name().startswith("tt-"):

@@ -63,6 +63,7 @@ ENDPOINTS = [
     # VM actions
     Endpoint("post", "/api/vms/{stopped}/start/", "owned", 202, None, "vm_start"),
     Endpoint("post", "/api/vms/{running}/stop/", "owned", 202, None, "vm_stop"),
+    Endpoint("post", "/api/vms/{running}/suspend/", "owned", 202, None, "vm_suspend"),
     Endpoint("post", "/api/vms/{running}/destroy/", "owned", 202, None, "vm_destroy"),
     Endpoint("put", "/api/vms/{running}/blacklist/", "owned", 202, {"addresses": ["192.0.2.7"]},
              "vm_set_blacklist"),

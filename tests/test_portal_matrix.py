@@ -76,6 +76,7 @@ ROUTES = [
     # VM and snapshot actions
     Route("vms:start", "post", "stopped", kind="vm_start"),
     Route("vms:stop", "post", "running", kind="vm_stop"),
+    Route("vms:suspend", "post", "running", kind="vm_suspend"),
     Route("vms:destroy", "post", "running", kind="vm_destroy"),
     Route("vms:blacklist", "post", "running", data={"addresses": "192.0.2.7"}, kind="vm_set_blacklist"),
     Route("vms:ports", "post", "running", data={"ports": "22, 8080"}, kind="vm_set_ports"),

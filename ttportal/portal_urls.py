@@ -28,6 +28,7 @@ vm_patterns = [
     path("vms/<int:pk>/", vm_views.vm_detail, name="detail"),
     path("vms/<int:pk>/guest/", vm_views.vm_guest, name="guest"),
     path("vms/<int:pk>/start/", vm_views.vm_start, name="start"),
+    path("vms/<int:pk>/suspend/", vm_views.vm_suspend, name="suspend"),
     path("vms/<int:pk>/stop/", vm_views.vm_stop, name="stop"),
     path("vms/<int:pk>/destroy/", vm_views.vm_destroy, name="destroy"),
     path("vms/<int:pk>/blacklist/", vm_views.vm_blacklist, name="blacklist"),

@@ -119,6 +119,8 @@ class VmAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
                        lambda vm, by: services.vm_start(vm=vm, by=by)),
         service_action("stop", "Stop the selected VMs", "stop queued",
                        lambda vm, by: services.vm_stop(vm=vm, by=by)),
+        service_action("suspend", "Suspend the selected VMs (memory saved; start resumes them)",
+                       "suspend queued", lambda vm, by: services.vm_suspend(vm=vm, by=by)),
         service_action("destroy", "Destroy the selected VMs", "destroy queued",
                        lambda vm, by: services.vm_destroy(vm=vm, by=by)),
     )

@@ -82,6 +82,18 @@ class VmViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveMo
         op = services.vm_stop(vm=vm, by=request.user, idempotency_key=idempotency_key(request))
         return accepted(request, op, lambda: self.current(vm))
 
+    @operation_action(
+        summary="Suspend the VM",
+        description="Its memory is saved to its node's disk and it stops; starting it resumes it where it "
+        "was. Engines without the suspend feature (docker) refuse with 422 unsupported_feature.",
+        unchanged=VmSerializer,
+    )
+    @action(detail=True, methods=["post"])
+    def suspend(self, request, pk=None):
+        vm = self.get_object()
+        op = services.vm_suspend(vm=vm, by=request.user, idempotency_key=idempotency_key(request))
+        return accepted(request, op, lambda: self.current(vm))
+
     @operation_action(summary="Destroy the VM", description="Its addresses, ports and snapshots are freed.")
     @action(detail=True, methods=["post"], url_path="destroy", url_name="destroy")
     def destroy_vm(self, request, pk=None):

@@ -138,6 +138,8 @@ class Vm(models.Model):
         STARTING = "starting"
         RUNNING = "running"
         STOPPING = "stopping"
+        SUSPENDING = "suspending"
+        SUSPENDED = "suspended"  # stopped with its memory saved: the next start resumes it
         SNAPSHOTTING = "snapshotting"
         RESTORING = "restoring"
         DESTROYING = "destroying"

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 K = Operation.Kind
 S = Vm.Status
 
-_POWER_TO_STATUS = {PowerState.RUNNING: S.RUNNING, PowerState.STOPPED: S.STOPPED}
+_POWER_TO_STATUS = {PowerState.RUNNING: S.RUNNING, PowerState.STOPPED: S.STOPPED,
+                    PowerState.SUSPENDED: S.SUSPENDED}
 
 
 def reconcile_nodes() -> int:

@@ -140,12 +140,13 @@ def vm_add(*, env: Env, spec: NewVm, by, ignore_quota: bool = False, idempotency
 
 
 # The status a power action leaves a VM in: asking for it again changes nothing.
-POWER_TARGET = {"start": Vm.Status.RUNNING, "stop": Vm.Status.STOPPED}
+POWER_TARGET = {"start": Vm.Status.RUNNING, "stop": Vm.Status.STOPPED, "suspend": Vm.Status.SUSPENDED}
+POWER_FEATURE = {"start": Feature.START_STOP, "stop": Feature.START_STOP, "suspend": Feature.SUSPEND}
 
 
 def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) -> Operation | None:
     policy.check_can_manage(by, vm.env)
-    _require_feature(vm, Feature.START_STOP)
+    _require_feature(vm, POWER_FEATURE[action])
     env = _locked_env(vm.env)
     policy.check_live(env)
     vm.refresh_from_db(fields=["status"])
@@ -168,6 +169,13 @@ def vm_start(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
 def vm_stop(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Stop the VM; None when it is stopped already (nothing recorded)."""
     return _vm_power_request(vm, "stop", K.VM_STOP, by, idempotency_key)
+
+
+@idempotent
+def vm_suspend(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
+    """Save the running VM's memory to its node's disk and stop it; the next start resumes
+    it where it was (processes, files in memory). None when it is suspended already."""
+    return _vm_power_request(vm, "suspend", K.VM_SUSPEND, by, idempotency_key)
 
 
 # --- destroy ------------------------------------------------------------------

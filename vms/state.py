@@ -14,19 +14,25 @@ S = Vm.Status
 
 # action -> (statuses it may start from, status while it runs)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
-    "start": (frozenset({S.STOPPED, S.ERROR}), S.STARTING),
+    # Starting a suspended VM resumes it from its saved memory.
+    "start": (frozenset({S.STOPPED, S.SUSPENDED, S.ERROR}), S.STARTING),
+    # A suspended VM is resumed or destroyed, never shut down: it is not running.
     "stop": (frozenset({S.RUNNING, S.ERROR}), S.STOPPING),
-    "snapshot": (frozenset({S.STOPPED, S.RUNNING}), S.SNAPSHOTTING),
-    "apply": (frozenset({S.STOPPED, S.RUNNING}), S.RESTORING),
-    "destroy": (frozenset({S.STOPPED, S.RUNNING, S.ERROR}), S.DESTROYING),
+    "suspend": (frozenset({S.RUNNING}), S.SUSPENDING),
+    # A suspended VM's snapshot is of its disk, and it stays suspended; applying one
+    # to a suspended VM discards its saved memory (it belongs to the disk reverted).
+    "snapshot": (frozenset({S.STOPPED, S.RUNNING, S.SUSPENDED}), S.SNAPSHOTTING),
+    "apply": (frozenset({S.STOPPED, S.RUNNING, S.SUSPENDED}), S.RESTORING),
+    "destroy": (frozenset({S.STOPPED, S.RUNNING, S.SUSPENDED, S.ERROR}), S.DESTROYING),
     # Network changes run beside the VM's power state, so they keep it; they
     # claim `net_busy` instead (see claim_network).
-    "network": (frozenset({S.STOPPED, S.RUNNING, S.STARTING, S.STOPPING}), ""),
+    "network": (frozenset({S.STOPPED, S.RUNNING, S.STARTING, S.STOPPING, S.SUSPENDED, S.SUSPENDING}), ""),
 }
 
-STABLE = frozenset({S.STOPPED, S.RUNNING})
+STABLE = frozenset({S.STOPPED, S.RUNNING, S.SUSPENDED})
 # What a VM is in only while an operation holds it.
-TRANSIENT = frozenset({S.CREATING, S.STARTING, S.STOPPING, S.SNAPSHOTTING, S.RESTORING, S.DESTROYING})
+TRANSIENT = frozenset({S.CREATING, S.STARTING, S.STOPPING, S.SUSPENDING, S.SNAPSHOTTING, S.RESTORING,
+                       S.DESTROYING})
 
 
 def claim(vm: Vm, action: str) -> str:

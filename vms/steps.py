@@ -28,7 +28,8 @@ K = Operation.Kind
 S = Vm.Status
 log = logging.getLogger(__name__)
 
-_STATUS_OF_POWER = {PowerState.RUNNING: S.RUNNING, PowerState.STOPPED: S.STOPPED}
+_STATUS_OF_POWER = {PowerState.RUNNING: S.RUNNING, PowerState.STOPPED: S.STOPPED,
+                    PowerState.SUSPENDED: S.SUSPENDED}
 
 
 # --- the VMs of an operation ---------------------------------------------------
@@ -150,6 +151,7 @@ def settle_created(op: Operation) -> None:
 _POWER = {
     "start": (S.STARTING, S.RUNNING, ErrorCode.START_VM, "booting"),
     "stop": (S.STOPPING, S.STOPPED, ErrorCode.STOP_VM, "shutting down"),
+    "suspend": (S.SUSPENDING, S.SUSPENDED, ErrorCode.SUSPEND_VM, "saving its memory"),
 }
 
 
@@ -162,7 +164,11 @@ def power(vm: Vm, action: str, progress: Progress) -> None:
     progress(50, doing)
     with step(code):
         if action == "start":
+            resuming = engine.power_state(vm.to_spec()) == PowerState.SUSPENDED
             engine.start_vm(vm.to_spec())
+            progress(90, "VM resumed from its saved memory" if resuming else "VM booted")
+        elif action == "suspend":
+            progress(90, f"VM {engine.suspend_vm(vm.to_spec())}")
         else:
             progress(90, f"VM {engine.stop_vm(vm.to_spec())}")  # by its agent, the ACPI button, or forced
     Vm.objects.filter(pk=vm.pk, status=transient).update(status=final)
@@ -174,7 +180,7 @@ def power_vms(op: Operation, progress: Progress, action: str) -> None:
 
 def settle_power(op: Operation) -> None:
     for vm in vms_of(op):
-        settle_vm(vm, S.STARTING, S.STOPPING)
+        settle_vm(vm, S.STARTING, S.STOPPING, S.SUSPENDING)
 
 
 # --- destroy --------------------------------------------------------------------------
@@ -357,6 +363,7 @@ STEPS: dict[str, Step] = {
     K.VM_ADD: CREATE,
     K.VM_START: Step(run=lambda op, progress: power_vms(op, progress, "start"), settle=settle_power),
     K.VM_STOP: Step(run=lambda op, progress: power_vms(op, progress, "stop"), settle=settle_power),
+    K.VM_SUSPEND: Step(run=lambda op, progress: power_vms(op, progress, "suspend"), settle=settle_power),
     K.VM_DESTROY: Step(run=destroy_vms, settle=settle_destroyed),
     K.VM_SET_BLACKLIST: Step(run=_set_blacklist, settle=_unset_blacklist),
     K.VM_SET_PORTS: Step(run=_set_ports, settle=_unset_ports),

@@ -17,7 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from engines.registry import console_log, get_engine
+from engines.registry import console_log, driver_class, get_engine
+from engines.specs import Feature
 from envs import policy
 from envs.models import Env
 from envs.views import operations_context
@@ -61,13 +62,15 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     snapshots = list(vm.snapshots.order_by("created_at", "id"))
     cooldown = policy.cooldown_remaining(env, now)
     actions = {action: live and state.can(vm, action)
-               for action in ("start", "stop", "snapshot", "apply", "destroy")}
+               for action in ("start", "stop", "suspend", "snapshot", "apply", "destroy")}
+    actions["suspend"] = actions["suspend"] and Feature.SUSPEND in driver_class(vm.node.kind).features
     try:
         console, console_error = console_log(vm.node, vm.engine_name), ""
     except OSError as exc:  # e.g. a log the portal's user may not read
         console, console_error = None, exc.strerror or str(exc)
     return render(request, "vms/detail.html", {
         **operations_context(env, vm), "vm": vm, "live": live, "actions": actions,
+        "start_label": "Resume" if vm.status == Vm.Status.SUSPENDED else "Start",
         "ports": [(f"{vm.node.public_host}:{pm.public_port}", pm.inner_label) for pm in ports],
         "ports_text": ", ".join(pm.inner_label for pm in ports),
         "ssh": ssh_commands(vm.node.public_host,
@@ -139,6 +142,8 @@ vm_start = post_action(_vm_for, services.vm_start, target="vm", back=_back,
                        says=lambda vm: f"Starting {vm.name}")
 vm_stop = post_action(_vm_for, services.vm_stop, target="vm", back=_back,
                       says=lambda vm: f"Stopping {vm.name}")
+vm_suspend = post_action(_vm_for, services.vm_suspend, target="vm", back=_back,
+                         says=lambda vm: f"Suspending {vm.name}")
 vm_destroy = post_action(_vm_for, services.vm_destroy, target="vm", back=_back,
                          says=lambda vm: f"Destroying {vm.name}")
 # Addresses or ports: one per line, or separated by commas or spaces; empty clears.

@@ -43,7 +43,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     kind = "libvirt"
     features = frozenset(
         {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT,
-         Feature.RAND_UUID, Feature.KEEP_IMAGE, Feature.DISK_LIMIT}
+         Feature.RAND_UUID, Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.SUSPEND}
     )
 
     def __init__(self, *, uri: str, options: dict | None = None):
@@ -316,6 +316,10 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     def storage_apply_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
         dom = self._require_domain(vm)
         snap = dom.snapshotLookupByName(snapshot.path or snapshot.name)
+        if dom.hasManagedSaveImage(0):
+            # A suspended VM's saved memory belongs to the disk being reverted: it goes,
+            # and the VM ends stopped (its memory would not match the snapshot's disk).
+            dom.managedSaveRemove(0)
         dom.revertToSnapshot(snap, 0)
         # A snapshot taken of a running guest reverts to running; the flow
         # decides the power state afterwards, so leave it stopped here.
@@ -388,13 +392,39 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
 
     @reconnecting
     def start_vm(self, vm: VmSpec) -> None:
+        """Boot a stopped VM, or resume a suspended one (libvirt restores its managed save)."""
         dom = self._require_domain(vm)
         if not dom.isActive():
-            if f"'{vm.tap}'" not in dom.XMLDesc(0):
+            suspended = bool(dom.hasManagedSaveImage(0))
+            if not suspended and f"'{vm.tap}'" not in dom.XMLDesc(0):
                 # Defined before its port was named by us: the firewall binds the
-                # VM to that name, so it takes it at this boot.
+                # VM to that name, so it takes it at this boot. (A saved image restores
+                # with the definition it was saved with: never redefined.)
                 self.conn.defineXML(self._domain_xml(vm))
             dom.create()
+            if suspended:
+                self._sync_guest_clock(dom, vm)
+
+    @staticmethod
+    def _sync_guest_clock(dom: libvirt.virDomain, vm: VmSpec) -> None:
+        """A resumed guest's clock stands where it was saved: its agent, if it has one,
+        sets it from the host's. Without one (the busybox template) it lags by the time
+        the VM was suspended, until the guest corrects it itself (NTP, hwclock)."""
+        try:
+            dom.setTime(None, libvirt.VIR_DOMAIN_TIME_SYNC)
+        except libvirt.libvirtError as exc:
+            log.info("%s: no guest agent set the clock after the resume (%s)", vm.name, exc)
+
+    @reconnecting
+    def suspend_vm(self, vm: VmSpec) -> str:
+        dom = self._require_domain(vm)
+        if not dom.isActive():
+            if dom.hasManagedSaveImage(0):
+                return "suspended already"
+            raise RuntimeError(f"{vm.name} is not running: there is no memory to save")
+        started = time.monotonic()
+        dom.managedSave(0)
+        return f"memory saved in {time.monotonic() - started:.1f} s"
 
     @reconnecting
     def stop_vm(self, vm: VmSpec, *, force: bool = False) -> str:
@@ -447,7 +477,9 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         dom = self._domain(vm)
         if dom is None:
             return PowerState.MISSING
-        return PowerState.RUNNING if dom.isActive() else PowerState.STOPPED
+        if dom.isActive():
+            return PowerState.RUNNING
+        return PowerState.SUSPENDED if dom.hasManagedSaveImage(0) else PowerState.STOPPED
 
     @reconnecting
     def guest_addresses(self, vm: VmSpec) -> list[tuple[str, str]] | None:
@@ -484,6 +516,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
             return
         if dom.isActive():
             dom.destroy()
+        if dom.hasManagedSaveImage(0):
+            dom.managedSaveRemove(0)  # a suspended VM's saved memory goes with it
         # Snapshot metadata goes with the domain; the snapshot data lives in the
         # overlay image, which destroy_image removes.
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)

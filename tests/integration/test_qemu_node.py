@@ -22,7 +22,15 @@ from envs.services import env_destroy, env_set_deny_outgoing
 from tests.integration import netlab
 from tests.integration.conftest import public_port, run, shell
 from vms.models import Vm
-from vms.services import snapshot_apply, snapshot_create, vm_destroy, vm_set_blacklist, vm_start, vm_stop
+from vms.services import (
+    snapshot_apply,
+    snapshot_create,
+    vm_destroy,
+    vm_set_blacklist,
+    vm_start,
+    vm_stop,
+    vm_suspend,
+)
 
 
 def domain(vm: Vm):
@@ -140,6 +148,41 @@ def test_it_stops_and_starts_with_the_same_address_and_ports(boot_env, qnode, ru
     assert vm.status == "running"
     assert (vm.ip, sorted(vm.port_mappings.values_list("inner_port", "public_port"))) == (ip, ports)
     netlab.wait_for_http(f"http://{qnode.public_host}:{public_port(vm, 80)}/", expect=ip)
+
+
+def test_suspend_keeps_memory_and_resume_brings_it_back(boot_env, qnode, run_tasks, alice):
+    env = boot_env()
+    vm = env.vms.get()
+    netlab.wait_for_shell(qnode.public_host, public_port(vm, 23))
+    # /tmp is a tmpfs here: the file lives in the guest's memory alone.
+    shell(vm, "mount -t tmpfs tmpfs /tmp && echo held-in-memory > /tmp/marker && cat /proc/uptime")
+    run(vm_suspend, run_tasks, vm=vm, by=alice)
+    vm.refresh_from_db()
+    dom = domain(vm)
+    assert vm.status == "suspended" and not dom.isActive() and dom.hasManagedSaveImage(0)
+    assert netlab.client_get(f"http://{qnode.public_host}:{public_port(vm, 80)}/", timeout=2) is None
+
+    # A snapshot of the suspended VM is of its disk; it stays suspended.
+    snap = run(snapshot_create, run_tasks, vm=vm, name="while-suspended", by=alice).snapshot
+    vm.refresh_from_db()
+    assert vm.status == "suspended" and dom.hasManagedSaveImage(0)
+
+    started = time.monotonic()
+    op = run(vm_start, run_tasks, vm=vm, by=alice)
+    netlab.wait_for_http(f"http://{qnode.public_host}:{public_port(vm, 80)}/", expect=vm.ip)
+    print(f"resume: HTTP again {time.monotonic() - started:.2f} s after the start request")
+    assert "resumed from its saved memory" in op.log
+    netlab.wait_for_shell(qnode.public_host, public_port(vm, 23))
+    assert shell(vm, "cat /tmp/marker").strip() == "held-in-memory"  # not a reboot: memory came back
+
+    # Applying a snapshot to a suspended VM discards its saved memory: it ends stopped.
+    run(vm_suspend, run_tasks, vm=vm, by=alice)
+    run(snapshot_apply, run_tasks, snapshot=snap, by=alice)
+    vm.refresh_from_db()
+    assert vm.status == "stopped" and not dom.isActive() and not dom.hasManagedSaveImage(0)
+    run(vm_start, run_tasks, vm=vm, by=alice)
+    netlab.wait_for_shell(qnode.public_host, public_port(vm, 23))
+    assert shell(vm, "cat /tmp/marker 2>/dev/null || echo gone").strip() == "gone"  # booted afresh
 
 
 @pytest.mark.parametrize("keep_image", [False, True])
