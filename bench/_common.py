@@ -280,7 +280,9 @@ def volume_path(pool: str, volume: str) -> str:
 
 
 def drop_nft_table(name: str) -> None:
+    """The node's tables of both families: `ip` (NAT, egress) and `bridge` (isolation)."""
     sh("nft", "delete", "table", "ip", name, check=False)
+    sh("nft", "delete", "table", "bridge", name, check=False)
 
 
 def remove_node() -> None:
