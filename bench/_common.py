@@ -210,7 +210,9 @@ def remove_domains(prefix: str) -> None:
             if dom.isActive():
                 dom.destroy()
         with contextlib.suppress(libvirt.libvirtError):
-            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+            # Snapshot metadata and a suspended VM's saved memory go with the domain.
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                              | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
     # Serial console logs and libvirt's own QEMU logs outlive their domains
     # (also those of VMs the services destroyed).
     for folder in (CONSOLE_DIR, LIBVIRT_QEMU_LOGS):

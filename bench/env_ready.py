@@ -28,6 +28,12 @@ of the same image until each answers on its published port. It ends with the
 same `ratio <x>` line.
 
     .venv/bin/python bench/env_ready.py --engine docker [--rounds 4]
+
+With `--warm`: the same Env from a full warm pool against the same Env cold, both
+through a real task cluster (bench/_warm.py says how); it ends with one line
+`warm: <s> s, cold: <s> s, ratio <x>`.
+
+    .venv/bin/python bench/env_ready.py --warm [--rounds 3]
 """
 
 from __future__ import annotations
@@ -242,14 +248,24 @@ def summarise(results: dict[str, list[dict]], bare_name: str) -> None:
 
 def main() -> None:
     parser = c.arg_parser(__doc__)
-    parser.add_argument("--rounds", type=int, default=4, help="rounds per side, at least 2 (default 4)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per side, at least 2 (default 4; "
+                        "3 with --warm)")
+    parser.add_argument("--warm", action="store_true", help="a full warm pool against cold, on QEMU")
     parser.add_argument("--engine", choices=("qemu", "docker"), default="qemu",
                         help="qemu: VMs against bare QEMU; docker: containers against bare podman run")
     args = parser.parse_args()
-    if args.rounds < 2:
+    rounds = args.rounds or (3 if args.warm else 4)
+    if rounds < 2:
         parser.error("--rounds must be at least 2")
+    if args.warm and args.engine != "qemu":
+        parser.error("--warm is for the qemu engine (docker cannot save a container's memory)")
     c.require_root()
-    (run_docker if args.engine == "docker" else run)(args.rounds)
+    if args.warm:
+        from _warm import run_warm
+
+        run_warm(rounds)
+    else:
+        (run_docker if args.engine == "docker" else run)(rounds)
 
 
 if __name__ == "__main__":

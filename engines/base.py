@@ -128,6 +128,15 @@ class VmEngine(Network, Storage, ABC):
         start_vm resumes it where it was. Returns what was done, for the operation's log."""
         raise NotImplementedError(f"{type(self).__name__} cannot suspend a VM")
 
+    def disk_held(self, vm: VmSpec) -> int | None:
+        """Bytes the VM holds on the node's disk (image, saved memory); None when unknown."""
+        return None
+
+    def wait_booted(self, vm: VmSpec, *, timeout: float) -> str:
+        """Wait until the running VM's guest says it is up (a warm spare is saved only
+        then); says how it told. Raises when it does not within `timeout` seconds."""
+        raise NotImplementedError(f"{type(self).__name__} cannot tell when a guest is up")
+
     @abstractmethod
     def stop_vm(self, vm: VmSpec, *, force: bool = False) -> str:
         """Shut the VM down (gracefully unless forced); a stopped one is left alone.

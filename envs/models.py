@@ -16,7 +16,7 @@ class EnvQuerySet(models.QuerySet):
     def visible_to(self, user) -> EnvQuerySet:
         """The one scoping rule: staff see every Env, everyone else only their own."""
         if user.is_staff:
-            return self
+            return self.filter(is_warm_pool=False)
         return self.filter(owner=user)
 
     def live(self) -> EnvQuerySet:
@@ -38,6 +38,9 @@ class Env(models.Model):
     is_stopped = models.BooleanField(default=False)
     deny_outgoing = models.BooleanField(default=False)
     last_mgmt_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The Env of a warm pool's spares (vms/warm.py): owned by the site, never expired,
+    # shown in the admin only.
+    is_warm_pool = models.BooleanField(default=False, editable=False)
     destroyed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = EnvQuerySet.as_manager()
@@ -176,6 +179,8 @@ class Operation(models.Model):
         ENV_UNPEER = "env_unpeer", "End a peering"
         VM_RECONCILE = "vm_reconcile", "Reconcile VM"
         NODE_DRIFT = "node_drift", "Drift on a node"
+        WARM_FILL = "warm_fill", "Fill warm pool"
+        WARM_DISCARD = "warm_discard", "Discard warm spares"
 
     class Status(models.TextChoices):
         QUEUED = "queued"

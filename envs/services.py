@@ -103,7 +103,7 @@ def env_create(
     checked = check_vms(env, list(vms))
     if allowed is not None:  # after the input's own checks: bad input is told as such
         quotas.check_lifetime(owner, allowed, current=0, wanted=_seconds(end - now))
-        usage.check_adds(owner, allowed, Usage.of_vms([spec for spec, _, _ in checked], envs=1), used=used)
+        usage.check_adds(owner, allowed, Usage.of_vms([c.clean for c in checked], envs=1), used=used)
     created = insert_vms(env, checked)
     params = {"vm_ids": [vm.pk for vm in created], "start": True}
     return record(K.ENV_CREATE, env=env, by=by, idempotency_key=idempotency_key,
@@ -222,6 +222,8 @@ def env_destroy(*, env: Env, by, idempotency_key: str = "", kind: str = K.ENV_DE
     env = Env.objects.select_for_update().get(pk=env.pk)
     if env.status == Env.Status.DESTROYED:
         raise IllegalState(f"Env {env.name} is destroyed")
+    if env.is_warm_pool:
+        raise IllegalState(f"Env {env.name} holds a warm pool's spares: switch the pool off instead")
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
     # A destroy left half-way (its worker lost) is taken over here, so an Env
     # still marked destroying may be destroyed again.
@@ -233,7 +235,7 @@ def env_destroy(*, env: Env, by, idempotency_key: str = "", kind: str = K.ENV_DE
 def env_expire_due(now=None, limit: int = 100) -> list[Operation]:
     """Queue the destruction of Envs whose end has passed, one at a time."""
     now = now or timezone.now()
-    due = Env.objects.filter(status=Env.Status.ACTIVE, end_at__lte=now).order_by("end_at")
+    due = Env.objects.filter(status=Env.Status.ACTIVE, end_at__lte=now, is_warm_pool=False).order_by("end_at")
     return sweep(due.values_list("pk", flat=True), env_expire_one, now, limit)
 
 

@@ -53,3 +53,18 @@ def node_beat(name: str) -> bool:
     from vms import fleet
 
     return fleet.beat_named(name)
+
+
+def warm_tend(pool_id: int) -> str:
+    """One warm pool: discard the spares it must not hold, fill what it lacks."""
+    from vms import warm
+
+    return warm.tend(pool_id)
+
+
+def warm_tend_all() -> str:
+    """Every warm pool, once a minute: what a lost tend task or a change the pools were
+    not told of (a template edited outside the admin) left to do."""
+    from vms import warm
+
+    return "; ".join(warm.tend_all()) or "no warm pools"

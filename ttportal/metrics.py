@@ -67,6 +67,7 @@ class PortalCollector:
         yield from self.operations()
         yield from self.queue(nodes)
         yield from self.blocked(nodes)
+        yield self.warm_spares()
 
     # --- VMs and nodes ------------------------------------------------------------
     def vms(self, nodes: list[Node]):
@@ -126,6 +127,17 @@ class PortalCollector:
             if beat is not None:
                 age.add_metric([node.name], max(0.0, (now - beat.beat_at).total_seconds()))
         yield from (state, age)
+
+    def warm_spares(self) -> GaugeMetricFamily:
+        """Each warm pool's live spares by status (suspended: ready to be taken)."""
+        family = GaugeMetricFamily("tt_warm_spares", "Live spares of each warm pool, by status.",
+                                   labels=["node", "template", "status"])
+        rows = (Vm.objects.live().filter(warm_pool__isnull=False)
+                .values_list("warm_pool__node__name", "warm_pool__template__name", "status")
+                .annotate(n=Count("id")).order_by())
+        for node, template, status, n in rows:
+            family.add_metric([node, template, status], n)
+        return family
 
     # --- Envs -----------------------------------------------------------------------
     def envs(self, now):

@@ -207,6 +207,9 @@ TT_DRIFT_GRACE = env_int("TT_DRIFT_GRACE", 3600, minimum=0)
 # node with a cluster of its own that has not beaten for TT_NODE_DOWN_AFTER beats is
 # down: nothing is placed there and its queued operations fail as node_down.
 TT_NODE_BEAT = env_int("TT_NODE_BEAT", 10, minimum=1)
+# Warm pools (vms/warm.py): how long a spare's guest may take to say it is up before
+# the spare is discarded.
+TT_WARM_BOOT_TIMEOUT = env_int("TT_WARM_BOOT_TIMEOUT", 180, minimum=5)
 TT_NODE_DOWN_AFTER = env_int("TT_NODE_DOWN_AFTER", 3, minimum=2)
 
 # --- Task queue (django-q2) ------------------------------------------------
@@ -228,7 +231,9 @@ Q_CLUSTER = {
     "max_attempts": 3,
     "catch_up": False,
     "save_limit": 1000,
-    "poll": 0.5,
+    # The ORM broker looks for new tasks this often when its queue is empty (ms; Redis
+    # blocks instead): it is the pick-up latency of every operation, a warm create's too.
+    "poll": env_int("TT_Q_POLL_MS", 50, minimum=10) / 1000,
     "ack_failures": True,
     "label": "Task queue",
     "sync": env_bool("TT_Q_SYNC", False),
@@ -313,6 +318,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "EnvStatusEnum": "envs.models.Env.Status",
         "VmStatusEnum": "vms.serializers.SHOWN_STATUSES",  # with unknown (node down)
+        "StartKindEnum": "vms.models.StartKind",
         "SnapshotStatusEnum": "vms.models.Snapshot.Status",
         "OperationStatusEnum": "envs.models.Operation.Status",
         "OperationKindEnum": "envs.models.Operation.Kind",

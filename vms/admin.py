@@ -16,7 +16,11 @@ from engines.specs import tap_name
 from ttportal import limits
 from ttportal.admin_actions import OperateMixin, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter
-from vms import services
+from vms import (
+    services,
+    warm,
+    warm_admin,  # noqa: F401  (registers WarmPool)
+)
 from vms.models import PortMapping, Snapshot, Vm, VmTemplate, live_vms
 
 
@@ -68,6 +72,11 @@ class VmTemplateAdmin(admin.ModelAdmin):
             live_vms=Count("vms", filter=live_vms())
         )
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change:
+            warm.template_changed(obj)  # its pools' spares were made from the old one
+
     @admin.display(description="engines")
     def engines(self, template: VmTemplate) -> str:
         return ", ".join(template.compatible_engines or [])
@@ -108,11 +117,12 @@ class VmAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
         (None, {"fields": ("name", "env", "owner", "node", "template", "status")}),
         ("Resources", {"fields": ("cpu_num", "mem_mb", "disk_mb", "features")}),
         ("Network", {"fields": ("net_kind", "mac", "ip", "addr", "net_blacklist", "port", "spoofed")}),
-        ("Engine", {"fields": ("uuid", "rand_uuid", "keep_image", "runtime_image", "latest_meta")}),
+        ("Engine", {"fields": ("uuid", "rand_uuid", "keep_image", "runtime_image", "latest_meta",
+                               "start_kind", "warm_pool")}),
         ("Record", {"fields": ("created_at", "destroyed_at")}),
     )
     readonly_fields = ("owner", "status", "mac", "ip", "addr", "uuid", "runtime_image", "latest_meta",
-                       "created_at", "destroyed_at", "port", "spoofed")
+                       "created_at", "destroyed_at", "port", "spoofed", "start_kind", "warm_pool")
     inlines = (PortMappingInline, SnapshotInline)
     actions = (
         service_action("start", "Start the selected VMs", "start queued",

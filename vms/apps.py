@@ -7,6 +7,9 @@ class VmsConfig(AppConfig):
 
     def ready(self) -> None:
         from envs import runner
-        from vms import steps
+        from vms import steps, warm, warm_steps
 
         runner.register(steps.STEPS)
+        runner.register(warm_steps.STEPS)
+        # A create that took spares has their pools refilled once it has ended.
+        runner.on_finish(warm.after_operation)

@@ -122,8 +122,8 @@ def live_vms(prefix: str = "vms") -> Q:
 
 class VmQuerySet(models.QuerySet):
     def visible_to(self, user) -> VmQuerySet:
-        if user.is_staff:
-            return self
+        if user.is_staff:  # warm spares are the site's, shown with their pools in the admin
+            return self.exclude(env__is_warm_pool=True)
         return self.filter(env__owner=user)
 
     def live(self) -> VmQuerySet:
@@ -131,7 +131,14 @@ class VmQuerySet(models.QuerySet):
         return self.filter(live_vms(""))
 
 
+class StartKind(models.TextChoices):
+    COLD = "cold", "cold (booted)"
+    WARM = "warm", "warm (restored from a spare)"
+
+
 class Vm(models.Model):
+    StartKind = StartKind
+
     class Status(models.TextChoices):
         CREATING = "creating"
         STOPPED = "stopped"
@@ -182,6 +189,16 @@ class Vm(models.Model):
     ip = models.GenericIPAddressField(protocol="IPv4", null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     destroyed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Warm start (vms/warm.py): while `warm_pool` is set the VM is a spare of that pool,
+    # in the pool's own Env, booted from the template `warm_key` fingerprints and saved.
+    # A create that takes it moves the row (pk, engine name, MAC, IP) into its Env.
+    warm_pool = models.ForeignKey("WarmPool", null=True, blank=True, editable=False,
+                                  on_delete=models.PROTECT, related_name="spares")
+    warm_key = models.CharField(max_length=64, blank=True, editable=False)
+    start_kind = models.CharField(
+        max_length=8, choices=StartKind.choices, default=StartKind.COLD, editable=False,
+        help_text="How it was first started: booted, or restored from a warm spare.",
+    )
 
     objects = VmQuerySet.as_manager()
 
@@ -362,3 +379,30 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.vm}@{self.name}"
+
+
+class WarmPool(models.Model):
+    """Spare VMs of one template kept booted and saved on one node (vms/warm.py): a create
+    that asks for a VM of a size the pool covers takes a spare and restores it."""
+
+    node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="warm_pools")
+    template = models.ForeignKey(VmTemplate, on_delete=models.PROTECT, related_name="warm_pools")
+    size = models.PositiveSmallIntegerField(
+        default=2, validators=[MaxValueValidator(32)],
+        help_text="Spares kept ready for each VM size it covers (at most 32); 0 keeps none.",
+    )
+    # [{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}, ...]; disk 0: the template's size.
+    vm_sizes = models.JSONField(default=list, help_text="The VM sizes it covers.")
+    enabled = models.BooleanField(default=True, help_text="Off: its spares are discarded, none made.")
+    env = models.OneToOneField(Env, on_delete=models.PROTECT, related_name="warm_pool", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["node__name", "template__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["node", "template"], name="warm_pool_one_per_node_template"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node.name}/{self.template.name}"

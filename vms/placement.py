@@ -181,6 +181,9 @@ def addresses(node: Node, load: Load, ask: Ask) -> str | None:
 # fault when they remove every node); the others whether it can take it now.
 FILTERS: tuple[Filter, ...] = (enabled, engine_kind, features, up, drained, cpu, memory, ports, addresses)
 STATIC_FILTERS = (enabled, engine_kind, features)
+# What a warm spare already holds on its node (it is a live VM there): taking it needs
+# none of it again.
+HELD_BY_SPARE = (cpu, memory, addresses)
 
 
 # --- the weigher ----------------------------------------------------------------
@@ -295,6 +298,28 @@ class Placer:
         pool = [n for n in passing if n.pk in self.preferred] or passing
         chosen = min(pool, key=lambda n: weight(n, self._loads[n.pk], self.strategy))
         self._loads[chosen.pk].add(ask)
+        self.preferred.add(chosen.pk)
+        return chosen
+
+    def place_on_spare(self, ask: Ask, nodes: Iterable[Node]) -> Node | None:
+        """The node of one of these nodes' spares that the VM can take (vms/warm.py), counted
+        as taken (its ports: the spare holds its CPU, memory and address already); None
+        when none will do, and the VM is placed cold with place()."""
+        mine = {n.pk: n for n in self.nodes()}  # as read under the placement lock
+        clusters = {cluster_of(n) for n in mine.values() if n.pk in self.preferred}
+        fits = []
+        for node in (mine[n.pk] for n in nodes if n.pk in mine):
+            load = self._loads[node.pk]
+            if clusters and cluster_of(node) not in clusters:
+                continue
+            if all(check(node, load, ask) is None for check in FILTERS if check not in HELD_BY_SPARE):
+                fits.append(node)
+        if not fits:
+            return None
+        # An Env's earlier VMs' node first, then the weigher's order.
+        chosen = min(fits, key=lambda n: (n.pk not in self.preferred,
+                                          weight(n, self._loads[n.pk], self.strategy)))
+        self._loads[chosen.pk].ports.update(ask.ports)
         self.preferred.add(chosen.pk)
         return chosen
 

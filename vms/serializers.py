@@ -101,13 +101,18 @@ class VmSerializer(serializers.HyperlinkedModelSerializer):
     )
     template = serializers.CharField(source="template.name", read_only=True)
     ports = PortSerializer(source="port_mappings", many=True, read_only=True)
+    start_kind = serializers.ChoiceField(
+        choices=Vm.StartKind.choices, read_only=True,
+        help_text="How it was started: cold (booted from its template) or warm (a spare of its node's "
+        "warm pool, booted ahead and restored from its saved memory).",
+    )
 
     class Meta:
         model = Vm
         fields = [
             "id", "url", "name", "env", "env_name", "status", "node", "engine", "template", "net_kind",
             "addr", "ip", "mac", "cpu_num", "mem_mb", "disk_mb", "keep_image", "rand_uuid", "uuid",
-            "net_blacklist", "features", "ports", "user_data", "created_at", "destroyed_at",
+            "net_blacklist", "features", "ports", "user_data", "start_kind", "created_at", "destroyed_at",
         ]
         read_only_fields = fields
 

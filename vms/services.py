@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.utils import timezone
@@ -24,7 +25,7 @@ from envs.models import Env, Operation
 from envs.operations import idempotent, record, sweep
 from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
-from vms import allocation, state, usage
+from vms import allocation, state, usage, warm
 from vms.models import CLOUD_INIT, Snapshot, Vm
 from vms.placement import Ask, Placer
 from vms.specs import (
@@ -52,7 +53,14 @@ def _require_feature(vm: Vm, feature: Feature) -> None:
 # --- creating VMs -------------------------------------------------------------
 
 
-Checked = tuple[NewVm, list[tuple[str, int]], Node]
+class Checked(NamedTuple):
+    """A new VM as checked: the clean request, its ports, its node, and the warm spare it
+    will take there (vms/warm.py), if any."""
+
+    clean: NewVm
+    ports: list[tuple[str, int]]
+    node: Node
+    spare: Vm | None = None
 
 
 def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Checked]:
@@ -74,6 +82,7 @@ def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Check
     # already placed (or a many-VM request would overcommit a node) and keeps the
     # Env on the node(s) it is on while they have room.
     placer = Placer(env_nodes={node_id for _, node_id in on})
+    taken: set[int] = set()
     for i, spec in enumerate(specs):
         prefix = f"{field}[{i}]" if field else ""
         at = lambda name, prefix=prefix: f"{prefix}.{name}" if prefix else name  # noqa: E731
@@ -83,17 +92,29 @@ def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Check
         names.add(clean.name)
         wanted = wanted_features(clean.net_kind, rand_uuid=clean.rand_uuid, keep_image=clean.keep_image,
                                  disk_mb=clean.disk_mb, template=template)
-        node = placer.place(Ask.of(template, clean.cpu_num, clean.mem_mb, wanted, ports), at("template"),
-                            feature_fields={Feature.DISK_LIMIT: at("disk_mb")})
-        checked.append((clean, ports, node))
+        ask = Ask.of(template, clean.cpu_num, clean.mem_mb, wanted, ports)
+        spare = warm.spare_for(placer, ask, clean, taken)
+        if spare is not None:
+            taken.add(spare.pk)
+            checked.append(Checked(clean, ports, spare.node, spare))
+            continue
+        node = placer.place(ask, at("template"), feature_fields={Feature.DISK_LIMIT: at("disk_mb")})
+        checked.append(Checked(clean, ports, node))
     return checked
 
 
 def insert_vms(env: Env, checked: list[Checked]) -> list[Vm]:
-    """Insert checked VMs (status creating) with addresses and ports. Inside a transaction."""
+    """Insert checked VMs (status creating) with addresses and ports, or move the warm spares
+    they take into the Env (status starting). Inside a transaction."""
     vms = []
-    for clean, ports, node in checked:
+    for clean, ports, node, spare in checked:
         template = clean.template
+        vm = warm.adopt(spare, env=env, clean=clean) if spare is not None else None
+        if vm is not None:
+            for protocol, inner in ports:
+                allocation.allocate_port(vm, protocol, inner)
+            vms.append(vm)
+            continue
         vm = Vm(
             env=env, node=node, template=template, name=clean.name, status=Vm.Status.CREATING,
             net_kind=clean.net_kind, cpu_num=clean.cpu_num, mem_mb=clean.mem_mb, disk_mb=clean.disk_mb,
@@ -128,7 +149,7 @@ def vm_add(*, env: Env, spec: NewVm, by, ignore_quota: bool = False, idempotency
     env = _locked_env(env)
     policy.check_live(env)
     checked = check_vms(env, [spec], field="")
-    usage.check_adds(owner, allowed, Usage.of_vms([clean for clean, _, _ in checked]))
+    usage.check_adds(owner, allowed, Usage.of_vms([c.clean for c in checked]))
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
     (vm,) = insert_vms(env, checked)
     params = {"vm_ids": [vm.pk], "start": not env.is_stopped}

@@ -21,7 +21,7 @@ from engines.registry import get_engine
 from engines.specs import PortSpec, PowerState, SnapshotSpec
 from envs.models import Operation
 from envs.runner import Progress, Step
-from vms import allocation, state
+from vms import allocation, restore, state
 from vms.models import PortMapping, Snapshot, Vm
 
 K = Operation.Kind
@@ -117,8 +117,21 @@ def create_vm(vm: Vm, *, start: bool, progress: Progress) -> None:
 
 
 def create_vms(op: Operation, progress: Progress) -> None:
+    """Warm VMs (spares taken by the request: vms/warm.py) are rewired and restored
+    together first, the engine calls in parallel; each that will not restore is
+    discarded and boots cold with the others, one after another."""
     start = op.params.get("start", True)
-    each_vm(op, progress, lambda vm, share: create_vm(vm, start=start, progress=share))
+    restored = restore.restore_spares(op, start=start)
+
+    def work(vm: Vm, share: Progress) -> None:
+        if vm.pk in restored and restore.settle_restore(vm, restored[vm.pk], start=start, progress=share):
+            return
+        create_vm(vm, start=start, progress=share)
+        vm.refresh_from_db(fields=["status"])
+        if vm.start_kind == Vm.StartKind.COLD and vm.status in (S.RUNNING, S.STOPPED):
+            share(100, "cold: booted from the template" if vm.status == S.RUNNING else "cold: created")
+
+    each_vm(op, progress, work)
 
 
 def roll_back_creation(vm: Vm) -> None:
@@ -143,7 +156,7 @@ def settle_created(op: Operation) -> None:
         if vm.status == S.CREATING:
             roll_back_creation(vm)
         else:
-            settle_vm(vm, S.STARTING)
+            settle_vm(vm, S.STARTING, S.SUSPENDING)
 
 
 # --- power --------------------------------------------------------------------------

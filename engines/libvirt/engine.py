@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import libvirt
+import libvirt_qemu
 
 from engines import cloudinit
 from engines.base import VmEngine
@@ -414,6 +415,59 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
             dom.setTime(None, libvirt.VIR_DOMAIN_TIME_SYNC)
         except libvirt.libvirtError as exc:
             log.info("%s: no guest agent set the clock after the resume (%s)", vm.name, exc)
+
+    # What a guest prints on its serial console once its services run (the busybox
+    # template's rcS does); a guest with an agent answers it instead.
+    READY_MARK = "TT-READY"
+
+    def wait_booted(self, vm: VmSpec, *, timeout: float) -> str:
+        """Polls (every 50 ms) the console log for READY_MARK, or the guest agent's ping."""
+        if self.is_test_driver:
+            return "the test driver boots nothing"
+        started = time.monotonic()
+        deadline, next_ping = started + timeout, started
+        while True:
+            ping = time.monotonic() >= next_ping  # an agent that is not there costs its timeout
+            next_ping = time.monotonic() + 1 if ping else next_ping
+            how = self._guest_says_up(vm, ping=ping)
+            if how:
+                return f"{how} after {time.monotonic() - started:.1f} s"
+            if time.monotonic() > deadline:
+                raise EngineError(f"the guest of {vm.name} did not say it was up within {timeout:g} s "
+                                  f"(no {self.READY_MARK} line on its console, no agent)",
+                                  code=ErrorCode.START_VM)
+            time.sleep(0.05)
+
+    @reconnecting
+    def _guest_says_up(self, vm: VmSpec, *, ping: bool) -> str:
+        dom = self._require_domain(vm)
+        if not dom.isActive():
+            raise EngineError(f"{vm.name} stopped while booting", code=ErrorCode.START_VM)
+        log_text = read_console_tail(self.console_path(vm.name), 4096) if self.console_dir else None
+        if log_text and self.READY_MARK in log_text:
+            return "its console said so"
+        if not ping:
+            return ""
+        try:
+            libvirt_qemu.qemuAgentCommand(dom, '{"execute": "guest-ping"}', 1, 0)
+        except libvirt.libvirtError:
+            return ""
+        return "its agent answered"
+
+    # Where libvirt's QEMU driver keeps managed save images (qemu.conf's save_image_dir).
+    SAVE_DIR = "/var/lib/libvirt/qemu/save"
+
+    @reconnecting
+    def disk_held(self, vm: VmSpec) -> int | None:
+        """Bytes the VM's overlay image and saved memory take on the node (the saved memory
+        only when the node is this host)."""
+        volume = self._volume(self.image_name(vm))
+        held = volume.info()[2] if volume is not None else 0
+        if self.is_test_driver or urlsplit(self.uri).hostname:
+            return held
+        with contextlib.suppress(FileNotFoundError):
+            held += os.path.getsize(os.path.join(self.SAVE_DIR, f"{vm.name}.save"))
+        return held
 
     @reconnecting
     def suspend_vm(self, vm: VmSpec) -> str:

@@ -23,6 +23,9 @@ NODE = dict(
     bridge="ttbr-it", pool_name="tt-it-pool", network_name="tt-it-net", port_min=30000, port_max=30999,
 )
 
+# Snapshot metadata and a suspended VM's saved memory go with the domain.
+UNDEFINE_ALL = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+
 
 def pytest_collection_modifyitems(items):
     for item in items:
@@ -45,7 +48,7 @@ def _clean_node(spec: dict = NODE) -> None:
         if dom.name().startswith(prefix):
             if dom.isActive():
                 dom.destroy()
-            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+            dom.undefineFlags(UNDEFINE_ALL)
     try:
         pool = conn.storagePoolLookupByName(spec["pool_name"])
         pool.refresh(0)

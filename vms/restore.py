@@ -1,0 +1,93 @@
+"""The create operation's warm path: the spares a request took (vms/warm.py), rewired for
+their new Env and restored from their saved memory, together.
+
+Only engine calls run in the threads (libvirt connections are thread-safe, and an
+nftables transaction is atomic on its own); every database read and write stays in
+the operation's own thread, so the runner's transaction rules and fencing hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from engines.errors import ErrorCode, TTError, step
+from engines.registry import get_engine
+from envs.models import Operation
+from envs.runner import Progress
+from vms.models import Vm
+
+log = logging.getLogger(__name__)
+S = Vm.Status
+# At most this many restores at once: each reads its saved memory and starts a QEMU.
+PARALLEL = 8
+
+
+@dataclass(frozen=True)
+class Restored:
+    """How one spare's restore went: the engine's times, or the error it raised."""
+
+    into_task_ms: float  # from the task's start to this batch's first engine call
+    rewire_ms: float
+    restore_s: float
+    error: Exception | None = None
+
+
+def restore_spares(op: Operation, *, start: bool) -> dict[int, Restored]:
+    """Rewire (and with `start`, restore) every warm VM of the operation still to be
+    started, in parallel; {vm id: Restored}. A retried operation finds a restored one
+    running and leaves it so (both calls are idempotent)."""
+    vms = list(Vm.objects.filter(pk__in=op.vm_ids, status=S.STARTING, start_kind=Vm.StartKind.WARM)
+               .select_related("node", "template", "env"))
+    if not vms:
+        return {}
+    jobs = {vm.pk: (get_engine(vm.node), vm.to_spec()) for vm in vms}
+    begun = op.started_at or timezone.now()
+    into_task_ms = (timezone.now() - begun).total_seconds() * 1000
+
+    def work(pk: int) -> tuple[int, Restored]:
+        engine, spec = jobs[pk]
+        t0 = time.monotonic()
+        rewired = t0
+        try:
+            with step(ErrorCode.FIREWALL_SET_NET):
+                engine.resync_net(spec)
+            rewired = time.monotonic()
+            if start:
+                with step(ErrorCode.START_VM):
+                    engine.start_vm(spec)
+        except Exception as exc:  # handled by the caller, in the operation's thread
+            return pk, Restored(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired, exc)
+        return pk, Restored(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired)
+
+    with ThreadPoolExecutor(max_workers=min(PARALLEL, len(jobs)), thread_name_prefix="tt-restore") as pool:
+        return dict(pool.map(work, jobs))
+
+
+def settle_restore(vm: Vm, restored: Restored, *, start: bool, progress: Progress) -> bool:
+    """Record one spare's restore. True when it is done (running, or suspended in an Env
+    that is stopped); False when it failed and was discarded: the VM, still holding its
+    row, addresses and ports, is then to be booted cold (status creating)."""
+    if restored.error is None:
+        final = S.RUNNING if start else S.SUSPENDED
+        Vm.objects.filter(pk=vm.pk, status=S.STARTING).update(status=final)
+        vm.refresh_from_db()
+        how = (f"restored from a spare in {restored.restore_s:.2f} s" if start
+               else "a spare, kept suspended (its Env is stopped)")
+        progress(100, f"warm: {how} (network rewired in {restored.rewire_ms:.0f} ms, "
+                      f"engine called {restored.into_task_ms:.0f} ms into the task)")
+        return True
+    why = restored.error.message if isinstance(restored.error, TTError) else str(restored.error)
+    log.warning("spare %s of %s did not restore (%s); booting it cold", vm.engine_name, vm, why)
+    progress(10, f"warm spare did not restore ({why}): discarded, booting cold")
+    # Domain, image, saved memory and wiring go; the row keeps its MAC, IP and ports.
+    get_engine(vm.node).destroy_vm(vm.to_spec())
+    Vm.objects.filter(pk=vm.pk, status=S.STARTING).update(
+        status=S.CREATING, start_kind=Vm.StartKind.COLD, runtime_image="", latest_meta=None,
+    )
+    vm.refresh_from_db()
+    return False

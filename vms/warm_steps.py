@@ -1,0 +1,74 @@
+"""Task bodies of the warm pools' operations (vms/warm.py): filling a pool with spares
+(create, boot, wait for the guest to say it is up, save its memory) and discarding
+spares. Safe to run again after a crash at any point, as every step (vms/steps.py):
+each spare moves one status at a time, and a spare that fails is discarded on the
+spot, so none is left half made.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+
+from engines.errors import ErrorCode, TTError, step
+from engines.registry import get_engine
+from envs.models import Operation
+from envs.runner import Progress, Step
+from vms import steps
+from vms.models import Vm
+
+log = logging.getLogger(__name__)
+K = Operation.Kind
+S = Vm.Status
+
+
+def fill_spare(vm: Vm, progress: Progress) -> None:
+    """creating -> starting -> running (the guest up) -> suspending -> suspended."""
+    steps.create_vm(vm, start=True, progress=progress)
+    vm.refresh_from_db()
+    if vm.status == S.RUNNING:
+        progress(70, "waiting for the guest to say it is up")
+        with step(ErrorCode.START_VM):
+            waited = get_engine(vm.node).wait_booted(vm.to_spec(), timeout=settings.TT_WARM_BOOT_TIMEOUT)
+        progress(75, f"guest up ({waited})")
+        Vm.objects.filter(pk=vm.pk, status=S.RUNNING).update(status=S.SUSPENDING)
+        vm.refresh_from_db()
+    steps.power(vm, "suspend", progress)
+
+
+def _fill(op: Operation, progress: Progress) -> None:
+    def work(vm: Vm, share: Progress) -> None:
+        try:
+            fill_spare(vm, share)
+        except TTError:
+            discard_now(vm)
+            raise
+
+    steps.each_vm(op, progress, work)
+
+
+def discard_now(vm: Vm) -> None:
+    """Best effort: a spare that failed to be made goes at once (else the pool's next
+    tend discards it)."""
+    try:
+        vm.refresh_from_db()
+        steps.destroy_vm(vm, lambda pct, msg: None)
+    except Exception:
+        log.exception("could not discard the failed spare %s; the pool's next tend will", vm)
+
+
+def _settle_fill(op: Operation) -> None:
+    # What is left is either gone (never created) or settled to what the engine has;
+    # the pool's next tend discards every spare that is not suspended.
+    for vm in steps.vms_of(op):
+        if vm.status == S.CREATING:
+            steps.roll_back_creation(vm)
+        else:
+            steps.settle_vm(vm, S.STARTING, S.SUSPENDING)
+
+
+STEPS: dict[str, Step] = {
+    K.WARM_FILL: Step(run=_fill, settle=_settle_fill),
+    K.WARM_DISCARD: Step(run=steps.destroy_vms, settle=steps.settle_destroyed),
+}
