@@ -14,7 +14,8 @@ unless br_netfilter is loaded, and nothing here depends on it). Bridge hooks see
 every bridge of the host, so each chain first lets through what does not come from
 one of this node's VM ports (other nodes' bridges, podman's, libvirt's default
 network). A container's port is named before its first process runs (the
-docker engine renames it between podman's init and start).
+docker engine renames it between podman's init and start). The forward chain
+runs before br_netfilter's own forward hook (see BRIDGE_FORWARD_PRIORITY).
 
     set  ports, port_macs  : port . MAC . IP and port . MAC of each VM (anti-spoofing)
     set  vm_ports          : each VM's port, counting the frames dropped as spoofed
@@ -49,6 +50,21 @@ log = logging.getLogger(__name__)
 # DNATed frame back through the bridge; this mark, set once NAT is done, lets the
 # bridge tell it from a frame sent straight to another Env's VM.
 HAIRPIN_MARK = "0x74740001"
+
+
+# The bridge forward chain's priority: `filter` (-200), before br_netfilter's forward hook
+# (NF_BR_PRI_BRNF, 0). Where br_netfilter is active (built into some kernels, loaded by
+# podman or Docker elsewhere; bridge-nf-call-iptables=1 by default), that hook hands each
+# bridged IPv4/IPv6/ARP frame to the ip FORWARD hook, and when the frame comes back the
+# kernel resumes the bridge hooks only *above* priority 0: a chain at priority 0 ordered
+# after br_netfilter's hook is never run. Which of two priority-0 hooks comes first is
+# registration order (the newer first), and br_netfilter registers its hooks when the
+# first bridge appears: a table made before any bridge existed (a docker node on a fresh
+# host, whose bridge podman makes only at its first container's start) had its isolation
+# rules silently skipped for every frame, the other Env's VMs reachable. Running first, the
+# chain also clears the Env it put in the packet mark once a frame is accepted: the ip
+# hooks br_netfilter runs next would see it (netavark masquerades what carries 0x2000).
+BRIDGE_FORWARD_PRIORITY = -200
 
 
 # The sets whose elements count what they dropped, and what each counts.
@@ -142,7 +158,7 @@ add set {b} vm_nets {{ type ipv4_addr; flags interval; }}
 flush set {b} vm_nets
 add element {b} vm_nets {{ {vm_nets} }}
 add chain {b} prerouting {{ type filter hook prerouting priority -200; policy accept; }}
-add chain {b} forward {{ type filter hook forward priority 0; policy accept; }}
+add chain {b} forward {{ type filter hook forward priority {BRIDGE_FORWARD_PRIORITY}; policy accept; }}
 add chain {b} input {{ type filter hook input priority 0; policy accept; }}
 flush chain {b} prerouting
 flush chain {b} forward
@@ -158,7 +174,7 @@ add rule {b} prerouting iifname @vm_ports drop comment "spoofed"
 add rule {b} prerouting counter drop comment "spoofed, unknown port"
 add rule {b} forward meta mark {HAIRPIN_MARK} accept
 add rule {b} forward meta mark set iifname map @port_env
-add rule {b} forward oifname . meta mark @port_reach accept
+add rule {b} forward oifname . meta mark @port_reach meta mark set 0 accept
 add rule {b} forward counter drop comment "isolated"
 add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop comment "routed between VMs"
 """
@@ -181,7 +197,21 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
             chains = [item["chain"]["name"] for item in items if "chain" in item]
             nft("".join(f"flush chain ip {self.table} {c}\n" for c in chains)
                 + "".join(f"delete set ip {self.table} {name}\n" for name in outdated))
-        nft(self.ruleset())
+        nft(self._outdated_chains() + self.ruleset())
+
+    def _outdated_chains(self) -> str:
+        """Commands deleting the bridge forward chain an older version hooked at priority 0
+        (a base chain's priority cannot be changed in place; the ruleset makes it again)."""
+        try:
+            items = json.loads(nft(args=("-j", "list", "chain", "bridge", self.table, "forward")))
+        except (NftError, ValueError):
+            return ""  # no table or chain yet
+        chains = [item["chain"] for item in items.get("nftables", []) if "chain" in item]
+        if not chains or chains[0].get("prio") == BRIDGE_FORWARD_PRIORITY:
+            return ""
+        log.warning("nft table bridge %s: forward chain at priority %s, made again at %s (before "
+                    "br_netfilter's hook)", self.table, chains[0].get("prio"), BRIDGE_FORWARD_PRIORITY)
+        return f"flush chain bridge {self.table} forward\ndelete chain bridge {self.table} forward\n"
 
     def drop_table(self) -> None:
         for family in ("ip", "bridge"):
@@ -228,7 +258,7 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
             nft(self._script(self.installed(owners), add))
 
     def rebuild(self, vms: list[VmSpec]) -> None:
-        script = self.ruleset()
+        script = self._outdated_chains() + self.ruleset()
         for e_table in ("fwd_tcp", "fwd_udp", "denied", "blacklist", *BRIDGE_SETS):
             family = "bridge" if e_table in BRIDGE_SETS else "ip"
             kind = "map" if e_table.startswith("fwd_") or e_table == "port_env" else "set"
