@@ -6,7 +6,8 @@ Each round: env_create (the service the API calls) of 3 busybox VMs (1 vCPU, 128
 port 80), clock from the call, until each answers HTTP with its own address through
 its forwarded port, polled every 20 ms from the client namespace. The warm rounds
 run with the node's pool full (3 spares of that size), refilled by the cluster before
-each round. Then the pool is switched off (its spares discarded) and the cold rounds run. The
+each round: first with spares saved to disk (the pool's default), then paused in memory.
+Then the pool is switched off (its spares discarded) and the cold rounds run. The
 parts of the control plane come from the create operation: the service's own time,
 the broker's pick-up (created -> started), the task's start to its first engine call,
 and each VM's rewiring and restore.
@@ -29,8 +30,8 @@ TARGET_S = 1.0
 TARGET_RATIO = 0.2
 DEADLINE_S = 300
 _WARM_LINE = re.compile(
-    r"(\S+): warm: restored from a spare in ([\d.]+) s \(network rewired in (\d+) ms, "
-    r"engine called (\d+) ms into the task\)"
+    r"(\S+): warm: (?:restored|resumed) from a (?:saved|paused) spare in ([\d.]+) s "
+    r"\(network rewired in (\d+) ms, engine called (\d+) ms into the task\)"
 )
 
 
@@ -43,6 +44,17 @@ def wait_for(what: str, check, deadline_s: float = 240, interval: float = 0.2):
         if time.monotonic() > limit:
             raise RuntimeError(f"{what}: not within {deadline_s} s")
         time.sleep(interval)
+
+
+# Each warm side: spares saved to disk (the default), then paused in memory.
+KEEPS = ("saved", "paused")
+
+
+def pool_kept(pool, keep: str) -> bool:
+    from vms import warm
+
+    key = warm.fingerprint(pool.template, keep)
+    return not pool.spares.live().exclude(warm_key=key).exists()
 
 
 def pool_full(pool) -> bool:
@@ -88,7 +100,7 @@ def show(rnd: int, side: str, r: dict) -> None:
     each = "  ".join(f"{k} {v:5.2f}" for k, v in sorted(r["each"].items()))
     print(f"  round {rnd} {side}: all {VMS} answer HTTP after {r['total']:5.2f} s ({'/'.join(r['kinds'])}; "
           f"each: {each})")
-    if side == "warm":
+    if side.startswith("warm"):
         into = max(float(w[3]) for w in r["warm"]) / 1000 if r["warm"] else float("nan")
         rewire = ", ".join(f"{float(w[2]):.0f}" for w in r["warm"])
         restore = ", ".join(f"{float(w[1]):.2f}" for w in r["warm"])
@@ -104,11 +116,33 @@ def held_per_spare(pool) -> str:
     spares = list(pool.spares.live().select_related("node", "template", "env"))
     engine = get_engine(pool.node)
     disk = [engine.disk_held(vm.to_spec()) or 0 for vm in spares]
-    return (f"{statistics.mean(disk) / 2**20:.0f} MiB on disk each (overlay and saved memory), no memory "
-            f"resident (no QEMU runs), {MEM_MB} MiB of the node's capacity reserved")
+    memory = [engine.memory_held(vm.to_spec()) or 0 for vm in spares]
+    return (f"per spare: {statistics.mean(disk) / 2**20:.0f} MiB on disk (overlay and saved memory), "
+            f"{statistics.mean(memory) / 2**20:.0f} MiB of memory resident, {MEM_MB} MiB of the node's "
+            "capacity reserved")
 
 
 def run_warm(rounds: int) -> None:
+    c.header(f"env_ready --warm: Env of {VMS} busybox VMs ({MEM_MB} MiB) until HTTP answers, "
+             "warm pool vs cold, through a real task cluster")
+    results: dict[str, list[dict]] = {"saved": [], "paused": [], "cold": []}
+    with c.Cleanup() as cleanup:
+        var_dir = tempfile.mkdtemp(prefix="tt-bench-db-")
+        cleanup.add("database dir", shutil.rmtree, var_dir, ignore_errors=True)
+        c.setup_django(var_dir, inline_tasks=False)
+        cleanup.add("client netns", c.destroy_client)
+        c.create_client()
+        cleanup.add("bench node", c.remove_node)
+        work = Path(tempfile.mkdtemp(prefix="tt-bench-warm-"))
+        cleanup.add("cluster work dir", shutil.rmtree, work, ignore_errors=True)
+        rounds_on(prepare(work, cleanup), rounds, results)
+    summarise(results)
+
+
+def prepare(work: Path, cleanup: c.Cleanup):
+    """The node, its template, a user, an operator, the task cluster and a full pool."""
+    import io
+
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
@@ -117,58 +151,58 @@ def run_warm(rounds: int) -> None:
     from vms import warm
     from vms.models import VmTemplate, WarmPool
 
-    c.header(f"env_ready --warm: Env of {VMS} busybox VMs ({MEM_MB} MiB) until HTTP answers, "
-             "warm pool vs cold, through a real task cluster")
-    results: dict[str, list[dict]] = {"warm": [], "cold": []}
-    with c.Cleanup() as cleanup:
-        var_dir = tempfile.mkdtemp(prefix="tt-bench-db-")
-        cleanup.add("database dir", shutil.rmtree, var_dir, ignore_errors=True)
-        c.setup_django(var_dir, inline_tasks=False)
-        cleanup.add("client netns", c.destroy_client)
-        c.create_client()
-        cleanup.add("bench node", c.remove_node)
-        opts = {k: v for k, v in c.NODE.items() if k != "name"}
-        import io
+    opts = {k: v for k, v in c.NODE.items() if k != "name"}
+    call_command("tt_prepare_node", c.NODE["name"], template=True, stdout=io.StringIO(), **opts)
+    node = Node.objects.get(name=c.NODE["name"])
+    users = get_user_model().objects
+    user = users.create_user(username="bench", password="bench-pw")
+    operator = users.create_user(username="operator", password="bench-pw", is_staff=True)
+    cluster = Cluster(work / "cluster.log")
+    cleanup.add("task cluster", cluster.close)
+    cluster.start()
+    template = VmTemplate.objects.get(name="tt/busybox")
+    pool = warm.pool_save(pool=WarmPool(node=node, template=template, size=VMS, vm_sizes=[
+        {"cpu_num": 1, "mem_mb": MEM_MB, "disk_mb": 0}]), by=operator)
+    t = time.monotonic()
+    wait_for("the pool to fill", lambda: pool_full(pool))
+    print(f"  pool of {VMS} spares filled in {time.monotonic() - t:.1f} s; {held_per_spare(pool)}")
+    return pool, user, operator
 
-        call_command("tt_prepare_node", c.NODE["name"], template=True, stdout=io.StringIO(), **opts)
-        node = Node.objects.get(name=c.NODE["name"])
-        users = get_user_model().objects
-        user = users.create_user(username="bench", password="bench-pw")
-        operator = users.create_user(username="operator", password="bench-pw", is_staff=True)
-        work = Path(tempfile.mkdtemp(prefix="tt-bench-warm-"))
-        cleanup.add("cluster work dir", shutil.rmtree, work, ignore_errors=True)
-        cluster = Cluster(work / "cluster.log")
-        cleanup.add("task cluster", cluster.close)
-        cluster.start()
-        template = VmTemplate.objects.get(name="tt/busybox")
-        pool = warm.pool_save(pool=WarmPool(node=node, template=template, size=VMS, vm_sizes=[
-            {"cpu_num": 1, "mem_mb": MEM_MB, "disk_mb": 0}]), by=operator)
-        t = time.monotonic()
-        wait_for("the pool to fill", lambda: pool_full(pool))
-        print(f"  pool of {VMS} spares filled in {time.monotonic() - t:.1f} s; {held_per_spare(pool)}")
+
+def rounds_on(prepared, rounds: int, results: dict[str, list[dict]]) -> None:
+    from vms import warm
+
+    pool, user, operator = prepared
+    for keep in KEEPS:
+        if pool.keep != keep:  # the other spares are stale now: the pool makes new ones
+            pool.keep = keep
+            warm.pool_save(pool=pool, by=operator)
+            wait_for("the pool to refill", lambda keep=keep: pool_full(pool) and pool_kept(pool, keep))
+            print(f"  pool switched to {keep} spares; {held_per_spare(pool)}")
         for rnd in range(1, rounds + 1):
             wait_for("the pool to refill", lambda: pool_full(pool))
             result = one_round(rnd, "warm", user)
-            results["warm"].append(result)
-            show(rnd, "warm", result)
-        pool.enabled = False
-        warm.pool_save(pool=pool, by=operator)
-        wait_for("the pool to empty", lambda: not pool.spares.live().exists())
-        for rnd in range(1, rounds + 1):
-            result = one_round(rnd, "cold", user)
-            results["cold"].append(result)
-            show(rnd, "cold", result)
-    summarise(results)
+            results[keep].append(result)
+            show(rnd, f"warm, {keep}", result)
+    pool.enabled = False
+    warm.pool_save(pool=pool, by=operator)
+    wait_for("the pool to empty", lambda: not pool.spares.live().exists())
+    for rnd in range(1, rounds + 1):
+        result = one_round(rnd, "cold", user)
+        results["cold"].append(result)
+        show(rnd, "cold", result)
 
 
 def summarise(results: dict[str, list[dict]]) -> None:
-    warm_s = statistics.median(r["total"] for r in results["warm"])
-    cold_s = statistics.median(r["total"] for r in results["cold"])
-    for side in ("warm", "cold"):
-        listed = ", ".join(f"{r['total']:.2f}" for r in results[side])
-        print(f"  median {side} {statistics.median(r['total'] for r in results[side]):5.2f} s over "
-              f"{len(results[side])} rounds: {listed}")
-    ratio = warm_s / cold_s
-    print(f"  {c.verdict('warm Env of 3 VMs, seconds', warm_s, TARGET_S)}")
-    print(f"  {c.verdict('ratio warm/cold', ratio, TARGET_RATIO)}")
-    print(f"warm: {warm_s:.2f} s, cold: {cold_s:.2f} s, ratio {ratio:.2f}")
+    medians = {side: statistics.median(r["total"] for r in rs) for side, rs in results.items()}
+    for side, rs in results.items():
+        listed = ", ".join(f"{r['total']:.2f}" for r in rs)
+        print(f"  median {side:<6} {medians[side]:5.2f} s over {len(rs)} rounds: {listed}")
+    cold = medians["cold"]
+    for keep in KEEPS:
+        print(f"  {c.verdict(f'warm ({keep} spares), seconds', medians[keep], TARGET_S)}; "
+              f"{c.verdict('ratio warm/cold', medians[keep] / cold, TARGET_RATIO)}")
+    print(f"  warm (saved spares): {medians['saved']:.2f} s, cold: {cold:.2f} s, "
+          f"ratio {medians['saved'] / cold:.2f}")
+    print("  the last line: warm = a pool of paused spares")
+    print(f"warm: {medians['paused']:.2f} s, cold: {cold:.2f} s, ratio {medians['paused'] / cold:.2f}")

@@ -120,13 +120,23 @@ class VmEngine(Network, Storage, ABC):
         """Remove the definition; a missing one is not an error."""
 
     @abstractmethod
-    def start_vm(self, vm: VmSpec) -> None:
-        """Boot a stopped VM; a running one is left alone."""
+    def start_vm(self, vm: VmSpec) -> str | None:
+        """Boot a stopped VM; a running one is left alone. May say what it did ("booted",
+        "restored" from saved memory, "resumed" from a pause, "running" already)."""
 
     def suspend_vm(self, vm: VmSpec) -> str:
         """Save a running VM's memory to disk and stop it (Feature.SUSPEND); the next
         start_vm resumes it where it was. Returns what was done, for the operation's log."""
         raise NotImplementedError(f"{type(self).__name__} cannot suspend a VM")
+
+    def pause_vm(self, vm: VmSpec) -> str:
+        """Stop the running VM's vCPUs, its memory kept where it is (Feature.SUSPEND): the next
+        start_vm resumes it at once. Returns what was done."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pause a VM")
+
+    def memory_held(self, vm: VmSpec) -> int | None:
+        """Bytes of the node's memory the VM holds now; None when unknown."""
+        return None
 
     def disk_held(self, vm: VmSpec) -> int | None:
         """Bytes the VM holds on the node's disk (image, saved memory); None when unknown."""

@@ -393,6 +393,12 @@ class WarmPool(models.Model):
     )
     # [{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}, ...]; disk 0: the template's size.
     vm_sizes = models.JSONField(default=list, help_text="The VM sizes it covers.")
+    class Keep(models.TextChoices):
+        SAVED = "saved", "saved to disk: no memory held, restored in about half a second"
+        PAUSED = "paused", "paused in memory: its memory held, resumed at once"
+
+    keep = models.CharField(max_length=8, choices=Keep.choices, default=Keep.SAVED,
+                            help_text="How a spare waits to be taken.")
     enabled = models.BooleanField(default=True, help_text="Off: its spares are discarded, none made.")
     env = models.OneToOneField(Env, on_delete=models.PROTECT, related_name="warm_pool", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -35,6 +35,7 @@ class Restored:
     rewire_ms: float
     restore_s: float
     error: Exception | None = None
+    was: str = ""  # how the spare waited: "saved" (memory on disk) or "paused" (in memory)
 
 
 def restore_spares(op: Operation, *, start: bool) -> dict[int, Restored]:
@@ -52,17 +53,17 @@ def restore_spares(op: Operation, *, start: bool) -> dict[int, Restored]:
     def work(pk: int) -> tuple[int, Restored]:
         engine, spec = jobs[pk]
         t0 = time.monotonic()
-        rewired = t0
+        rewired, was = t0, ""
         try:
             with step(ErrorCode.FIREWALL_SET_NET):
                 engine.resync_net(spec)
             rewired = time.monotonic()
             if start:
                 with step(ErrorCode.START_VM):
-                    engine.start_vm(spec)
+                    was = "paused" if engine.start_vm(spec) == "resumed" else "saved"
         except Exception as exc:  # handled by the caller, in the operation's thread
-            return pk, Restored(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired, exc)
-        return pk, Restored(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired)
+            return pk, Restored(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired, exc, was)
+        return pk, Restored(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired, None, was)
 
     with ThreadPoolExecutor(max_workers=min(PARALLEL, len(jobs)), thread_name_prefix="tt-restore") as pool:
         return dict(pool.map(work, jobs))
@@ -76,8 +77,8 @@ def settle_restore(vm: Vm, restored: Restored, *, start: bool, progress: Progres
         final = S.RUNNING if start else S.SUSPENDED
         Vm.objects.filter(pk=vm.pk, status=S.STARTING).update(status=final)
         vm.refresh_from_db()
-        how = (f"restored from a spare in {restored.restore_s:.2f} s" if start
-               else "a spare, kept suspended (its Env is stopped)")
+        how = (f"{'resumed' if restored.was == 'paused' else 'restored'} from a {restored.was} spare in "
+               f"{restored.restore_s:.2f} s" if start else "a spare, kept suspended (its Env is stopped)")
         progress(100, f"warm: {how} (network rewired in {restored.rewire_ms:.0f} ms, "
                       f"engine called {restored.into_task_ms:.0f} ms into the task)")
         return True

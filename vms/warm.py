@@ -62,11 +62,11 @@ POOL_ENV_LIFETIME = timedelta(days=365 * 100)
 # --- what a spare is made from ----------------------------------------------------------
 
 
-def fingerprint(template: VmTemplate) -> str:
-    """What a spare was booted from: a change to the template (image, kernel, command line,
-    features) makes every spare of it stale."""
+def fingerprint(template: VmTemplate, keep: str) -> str:
+    """What a spare was booted from and how it waits: a change to the template (image,
+    kernel, command line, features) or to the pool's `keep` makes every spare of it stale."""
     spec = asdict(template.to_spec())
-    data = {"pk": template.pk, "spec": spec, "features": sorted(template.features or [])}
+    data = {"pk": template.pk, "spec": spec, "features": sorted(template.features or []), "keep": keep}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -207,15 +207,17 @@ def spare_for(placer: placement.Placer, ask: placement.Ask, clean, taken: set[in
     spares = (
         Vm.objects.filter(
             warm_pool__enabled=True, warm_pool__template=template, status=S.SUSPENDED,
-            cpu_num=clean.cpu_num, mem_mb=clean.mem_mb, disk_mb=clean.disk_mb, warm_key=fingerprint(template),
+            cpu_num=clean.cpu_num, mem_mb=clean.mem_mb, disk_mb=clean.disk_mb,
+            warm_key__in=[fingerprint(template, keep) for keep in WarmPool.Keep.values],
         )
         .exclude(pk__in=taken)
         .select_related("node", "warm_pool")
         .order_by("pk")
     )
     by_node: dict[int, Vm] = {}
-    for spare in spares[:64]:  # the oldest spare of each node
-        by_node.setdefault(spare.node_id, spare)
+    for spare in spares[:64]:  # the oldest current spare of each node
+        if spare.warm_key == fingerprint(template, spare.warm_pool.keep):
+            by_node.setdefault(spare.node_id, spare)
     node = placer.place_on_spare(ask, {spare.node for spare in by_node.values()})
     return by_node[node.pk] if node is not None else None
 
@@ -302,7 +304,7 @@ def tend(pool_id: int) -> str:
         if pool.node.down_since is not None:
             return f"{pool}: node down, nothing done"
         blocked = _blocked(pool)
-        key = fingerprint(pool.template)
+        key = fingerprint(pool.template, pool.keep)
         wanted = {} if blocked else {
             (s["cpu_num"], s["mem_mb"], disk_of(s, pool.template)): pool.size for s in pool.vm_sizes
         }
@@ -365,7 +367,7 @@ def _fill(pool: WarmPool, shapes: list[tuple[int, int, int]], key: str) -> str:
     said = f"filling {len(made)}" if made else ""
     if made:
         record(K.WARM_FILL, env=pool.env, by=None, target=f"warm pool {pool}",
-               params={"vm_ids": [vm.pk for vm in made], "pool": pool.pk, "start": True})
+               params={"vm_ids": [vm.pk for vm in made], "pool": pool.pk, "start": True, "keep": pool.keep})
     if refused:
         said += f"{'; ' if said else ''}no room for more on {node.name}: {refused}"
     return said

@@ -29,7 +29,7 @@ class WarmPoolForm(forms.ModelForm):
 
     class Meta:
         model = WarmPool
-        fields = ("node", "template", "size", "enabled")
+        fields = ("node", "template", "size", "keep", "enabled")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -64,18 +64,18 @@ class SpareInline(ReadOnlyTabularInline):
 
     @admin.display(description="current template", boolean=True)
     def fresh(self, vm: Vm) -> bool:
-        return vm.warm_key == warm.fingerprint(vm.template)
+        return vm.warm_key == warm.fingerprint(vm.template, vm.warm_pool.keep)
 
 
 @admin.register(WarmPool)
 class WarmPoolAdmin(OperateMixin, admin.ModelAdmin):
     form = WarmPoolForm
-    list_display = ("__str__", "enabled", "size", "sizes_shown", "spares_ready", "held")
+    list_display = ("__str__", "enabled", "keep", "size", "sizes_shown", "spares_ready", "held")
     list_filter = ("enabled", "node")
     list_select_related = ("node", "template")
     readonly_fields = ("spares_ready", "held", "disk_held", "env", "created_at", "updated_at")
     fieldsets = (
-        (None, {"fields": ("node", "template", "size", "sizes", "enabled")}),
+        (None, {"fields": ("node", "template", "size", "sizes", "keep", "enabled")}),
         ("What it holds", {"fields": ("spares_ready", "held", "disk_held", "env", "created_at",
                                       "updated_at")}),
     )
@@ -113,7 +113,7 @@ class WarmPoolAdmin(OperateMixin, admin.ModelAdmin):
         held = warm.held_by(pool)
         return f"{held['cpu']} vCPUs, {held['mem_mb']} MiB of the node's memory"
 
-    @admin.display(description="disk held on the node")
+    @admin.display(description="held on the node")
     def disk_held(self, pool: WarmPool) -> str:
         """Each spare's image and saved memory, as the node has them (asked on each view)."""
         spares = list(pool.spares.live().select_related("node", "template", "env"))
@@ -121,12 +121,18 @@ class WarmPoolAdmin(OperateMixin, admin.ModelAdmin):
             return "-"
         try:
             engine = get_engine(pool.node)
-            sizes = [engine.disk_held(vm.to_spec()) for vm in spares]
+            specs = [vm.to_spec() for vm in spares]
+            disk = [engine.disk_held(spec) for spec in specs]
+            memory = [engine.memory_held(spec) for spec in specs]
         except Exception as exc:  # a page view must not fail on an unreachable node
             return f"unknown ({exc.__class__.__name__})"
-        known = [s for s in sizes if s is not None]
-        if not known:
-            return "unknown (the node's files are not on this host)"
-        total = sum(known)
-        return (f"{total / MIB:.0f} MiB for {len(known)} spares "
-                f"({total / len(known) / MIB:.0f} MiB each: overlay image and saved memory)")
+        return (f"disk: {_per_spare(disk)} (overlay image and saved memory); "
+                f"memory: {_per_spare(memory)} resident")
+
+
+def _per_spare(sizes: list[int | None]) -> str:
+    known = [s for s in sizes if s is not None]
+    if not known:
+        return "unknown (not readable from this host)"
+    total = sum(known)
+    return f"{total / MIB:.0f} MiB for {len(known)} spares ({total / len(known) / MIB:.0f} MiB each)"

@@ -16,15 +16,16 @@ from engines.registry import get_engine
 from envs.models import Operation
 from envs.runner import Progress, Step
 from vms import steps
-from vms.models import Vm
+from vms.models import Vm, WarmPool
 
 log = logging.getLogger(__name__)
 K = Operation.Kind
 S = Vm.Status
 
 
-def fill_spare(vm: Vm, progress: Progress) -> None:
-    """creating -> starting -> running (the guest up) -> suspending -> suspended."""
+def fill_spare(vm: Vm, progress: Progress, *, keep: str) -> None:
+    """creating -> starting -> running (the guest up) -> suspending -> suspended (saved to
+    disk, or paused in memory: the pool's `keep`)."""
     steps.create_vm(vm, start=True, progress=progress)
     vm.refresh_from_db()
     if vm.status == S.RUNNING:
@@ -34,13 +35,18 @@ def fill_spare(vm: Vm, progress: Progress) -> None:
         progress(75, f"guest up ({waited})")
         Vm.objects.filter(pk=vm.pk, status=S.RUNNING).update(status=S.SUSPENDING)
         vm.refresh_from_db()
+    if vm.status == S.SUSPENDING and keep == WarmPool.Keep.PAUSED:
+        with step(ErrorCode.SUSPEND_VM):
+            progress(90, f"VM {get_engine(vm.node).pause_vm(vm.to_spec())}")
+        Vm.objects.filter(pk=vm.pk, status=S.SUSPENDING).update(status=S.SUSPENDED)
+        return
     steps.power(vm, "suspend", progress)
 
 
 def _fill(op: Operation, progress: Progress) -> None:
     def work(vm: Vm, share: Progress) -> None:
         try:
-            fill_spare(vm, share)
+            fill_spare(vm, share, keep=op.params.get("keep", WarmPool.Keep.SAVED))
         except TTError:
             discard_now(vm)
             raise

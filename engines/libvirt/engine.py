@@ -392,19 +392,53 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         self.remove_instance(vm.name)
 
     @reconnecting
-    def start_vm(self, vm: VmSpec) -> None:
-        """Boot a stopped VM, or resume a suspended one (libvirt restores its managed save)."""
+    def start_vm(self, vm: VmSpec) -> str:
+        """Boot a stopped VM, or resume a suspended one (libvirt restores its managed save;
+        a paused one's vCPUs run again). Says which: booted, restored, resumed, running."""
+        dom = self._require_domain(vm)
+        if dom.isActive() and self._paused(dom):
+            dom.resume()
+            self._sync_guest_clock(dom, vm)
+            return "resumed"
+        if dom.isActive():
+            return "running"
+        suspended = bool(dom.hasManagedSaveImage(0))
+        if not suspended and f"'{vm.tap}'" not in dom.XMLDesc(0):
+            # Defined before its port was named by us: the firewall binds the
+            # VM to that name, so it takes it at this boot. (A saved image restores
+            # with the definition it was saved with: never redefined.)
+            self.conn.defineXML(self._domain_xml(vm))
+        dom.create()
+        if not suspended:
+            return "booted"
+        if self._paused(dom):  # it was saved paused (a paused spare, then saved)
+            dom.resume()
+        self._sync_guest_clock(dom, vm)
+        return "restored"
+
+    @staticmethod
+    def _paused(dom: libvirt.virDomain) -> bool:
+        return dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+
+    @reconnecting
+    def pause_vm(self, vm: VmSpec) -> str:
         dom = self._require_domain(vm)
         if not dom.isActive():
-            suspended = bool(dom.hasManagedSaveImage(0))
-            if not suspended and f"'{vm.tap}'" not in dom.XMLDesc(0):
-                # Defined before its port was named by us: the firewall binds the
-                # VM to that name, so it takes it at this boot. (A saved image restores
-                # with the definition it was saved with: never redefined.)
-                self.conn.defineXML(self._domain_xml(vm))
-            dom.create()
-            if suspended:
-                self._sync_guest_clock(dom, vm)
+            raise RuntimeError(f"{vm.name} is not running: there is nothing to pause")
+        if not self._paused(dom):
+            dom.suspend()
+        return "paused in memory"
+
+    @reconnecting
+    def memory_held(self, vm: VmSpec) -> int | None:
+        """Bytes of the node's memory the VM's QEMU holds (resident), 0 when none runs."""
+        dom = self._domain(vm)
+        if dom is None or not dom.isActive():
+            return 0
+        try:
+            return int(dom.memoryStats().get("rss", 0)) * 1024
+        except libvirt.libvirtError:
+            return None
 
     @staticmethod
     def _sync_guest_clock(dom: libvirt.virDomain, vm: VmSpec) -> None:
@@ -532,7 +566,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         if dom is None:
             return PowerState.MISSING
         if dom.isActive():
-            return PowerState.RUNNING
+            # Paused (a warm spare kept in memory): not running, and the next start resumes it.
+            return PowerState.SUSPENDED if self._paused(dom) else PowerState.RUNNING
         return PowerState.SUSPENDED if dom.hasManagedSaveImage(0) else PowerState.STOPPED
 
     @reconnecting

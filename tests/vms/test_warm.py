@@ -47,7 +47,7 @@ def test_a_pool_fills_with_booted_and_saved_spares(pool):
     assert len(made) == 2
     for spare in made:
         assert spare.status == S.SUSPENDED and spare.env == pool.env
-        assert spare.warm_key == warm.fingerprint(pool.template)
+        assert spare.warm_key == warm.fingerprint(pool.template, "saved")
         assert spare.mac and spare.ip  # its own addresses, from the allocator
         assert domain(spare).hasManagedSaveImage(0)
     assert len({s.mac for s in made}) == 2 and len({s.ip for s in made}) == 2
@@ -64,7 +64,7 @@ def test_a_create_takes_a_spare_restores_it_and_the_pool_refills(alice, pool, ru
     assert vm.env.owner == alice and vm.name == "vm0"
     assert domain(vm).isActive() and not domain(vm).hasManagedSaveImage(0)
     assert vm.port_mappings.get().inner_port == 80
-    assert "vm0: warm: restored from a spare" in op.log
+    assert "vm0: warm: restored from a saved spare" in op.log
     # The take queued a tend: the pool is full again, with a new spare.
     now = spares(pool)
     assert len(now) == 2 and vm.pk not in {s.pk for s in now}
@@ -82,7 +82,7 @@ def test_more_vms_than_spares_take_them_all_and_boot_the_rest_cold(alice, pool, 
     op, vms = create(alice, run_tasks, n=3)
     assert sorted(vm.start_kind for vm in vms) == ["cold", "warm", "warm"]
     assert {vm.node_id for vm in vms} == {pool.node_id}
-    assert op.log.count("warm: restored") == 2 and op.log.count("cold: booted") == 1
+    assert op.log.count("warm: restored from a saved spare") == 2 and op.log.count("cold: booted") == 1
 
 
 def test_a_spare_that_will_not_restore_is_discarded_and_the_vm_boots_cold(alice, pool, run_tasks,
@@ -124,7 +124,7 @@ def test_a_template_change_makes_its_spares_stale_and_they_are_replaced(alice, p
         warm.template_changed(template)
     now = spares(pool)
     assert len(now) == 2 and not old & {s.pk for s in now}
-    assert all(s.warm_key == warm.fingerprint(template) and s.status == S.SUSPENDED for s in now)
+    assert all(s.warm_key == warm.fingerprint(template, "saved") and s.status == S.SUSPENDED for s in now)
     assert Vm.objects.filter(pk__in=old, status=S.DESTROYED).count() == 2
     assert Operation.objects.filter(kind="warm_discard", status="succeeded").exists()
 
@@ -224,3 +224,26 @@ def test_a_vm_added_to_a_stopped_env_keeps_the_spare_suspended(alice, pool, run_
     vm = env.vms.get(name="late")
     assert vm.start_kind == "warm" and vm.status == S.SUSPENDED
     assert "kept suspended" in op.log
+
+
+def test_a_paused_pool_keeps_its_spares_in_memory_and_a_create_resumes_one(alice, node, template, olga,
+                                                                           run_tasks):
+    with run_tasks():
+        pool = warm.pool_save(pool=WarmPool(node=node, template=template, size=1, keep="paused",
+                                            vm_sizes=[{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}]), by=olga)
+    (spare,) = spares(pool)
+    dom = domain(spare)
+    assert spare.status == S.SUSPENDED and dom.isActive() and not dom.hasManagedSaveImage(0)
+    assert "paused in memory" in Operation.objects.get(kind="warm_fill").log
+    op, (vm,) = create(alice, run_tasks)
+    assert vm.pk == spare.pk and vm.status == S.RUNNING and vm.start_kind == "warm"
+    assert "warm: resumed from a paused spare" in op.log
+    import libvirt
+
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    # A pool switched from paused to saved makes its paused spares stale.
+    pool.keep = "saved"
+    with run_tasks():
+        warm.pool_save(pool=pool, by=olga)
+    (saved,) = spares(pool)
+    assert domain(saved).hasManagedSaveImage(0) and saved.warm_key == warm.fingerprint(template, "saved")
