@@ -192,8 +192,9 @@ class Vm(models.Model):
     # Warm start (vms/warm.py): while `warm_pool` is set the VM is a spare of that pool,
     # in the pool's own Env, booted from the template `warm_key` fingerprints and saved.
     # A create that takes it moves the row (pk, engine name, MAC, IP) into its Env.
+    # (A pool is deleted only once it holds no live spare: vms.warm.pool_delete.)
     warm_pool = models.ForeignKey("WarmPool", null=True, blank=True, editable=False,
-                                  on_delete=models.PROTECT, related_name="spares")
+                                  on_delete=models.SET_NULL, related_name="spares")
     warm_key = models.CharField(max_length=64, blank=True, editable=False)
     start_kind = models.CharField(
         max_length=8, choices=StartKind.choices, default=StartKind.COLD, editable=False,

@@ -88,6 +88,12 @@ class WarmPoolAdmin(OperateMixin, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         warm.pool_save(pool=obj, by=request.user)
 
+    def has_delete_permission(self, request, obj=None):
+        # A pool is deleted once it holds no spare (switched off, they are discarded).
+        if obj is not None and obj.spares.live().exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
     def delete_model(self, request, obj):
         warm.pool_delete(pool=obj, by=request.user)
 

@@ -60,7 +60,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='vm',
             name='warm_pool',
-            field=models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='spares', to='vms.warmpool'),
+            field=models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='spares', to='vms.warmpool'),
         ),
         migrations.AddConstraint(
             model_name='warmpool',
