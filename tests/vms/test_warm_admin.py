@@ -39,7 +39,8 @@ def test_an_operator_sets_up_a_pool_and_sees_what_it_holds(client, root, node, t
 def test_bad_sizes_and_a_cloud_init_template_are_refused_naming_the_field(client, root, node, template,
                                                                           run_tasks):
     response = add_pool(client, node, template, run_tasks, sizes="1x128\nplenty")
-    assert response.status_code == 200 and "&#x27;plenty&#x27;: one size per line" in response.content.decode()
+    assert response.status_code == 200
+    assert "&#x27;plenty&#x27;: one size per line" in response.content.decode()
     template.features = [CLOUD_INIT]
     template.save()
     response = add_pool(client, node, template, run_tasks)
