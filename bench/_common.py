@@ -173,12 +173,13 @@ def setup_django(var_dir: str, *, inline_tasks: bool = True) -> None:
     call_command("migrate", verbosity=0)
 
 
-def throwaway_site(cleanup: Cleanup, *, client: bool = True) -> str:
+def throwaway_site(cleanup: Cleanup, *, client: bool = True, inline_tasks: bool = True) -> str:
     """A migrated throwaway database (its folder removed at the end) and, unless told
-    otherwise, the client namespace: what every benchmark starts from. The folder."""
+    otherwise, the client namespace: what every benchmark starts from. The folder.
+    `inline_tasks=False`: tasks go to the broker, for a real cluster (setup_django)."""
     var_dir = tempfile.mkdtemp(prefix="tt-bench-db-")
     cleanup.add("database dir", shutil.rmtree, var_dir, ignore_errors=True)
-    setup_django(var_dir)
+    setup_django(var_dir, inline_tasks=inline_tasks)
     if client:
         cleanup.add("client netns", destroy_client)
         create_client()

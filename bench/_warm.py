@@ -127,11 +127,7 @@ def run_warm(rounds: int) -> None:
              "warm pool vs cold, through a real task cluster")
     results: dict[str, list[dict]] = {"saved": [], "paused": [], "cold": []}
     with c.Cleanup() as cleanup:
-        var_dir = tempfile.mkdtemp(prefix="tt-bench-db-")
-        cleanup.add("database dir", shutil.rmtree, var_dir, ignore_errors=True)
-        c.setup_django(var_dir, inline_tasks=False)
-        cleanup.add("client netns", c.destroy_client)
-        c.create_client()
+        c.throwaway_site(cleanup, inline_tasks=False)
         cleanup.add("bench node", c.remove_node)
         work = Path(tempfile.mkdtemp(prefix="tt-bench-warm-"))
         cleanup.add("cluster work dir", shutil.rmtree, work, ignore_errors=True)

@@ -118,11 +118,7 @@ def main() -> None:
     seed = args.seed if args.seed is not None else int(time.time())
     c.header(f"crash_recovery: {args.rounds} kills of the task cluster during env_create")
     with c.Cleanup() as cleanup:
-        var_dir = tempfile.mkdtemp(prefix="tt-bench-db-")
-        cleanup.add("database dir", shutil.rmtree, var_dir, ignore_errors=True)
-        c.setup_django(var_dir, inline_tasks=False)
-        cleanup.add("client netns", c.destroy_client)
-        c.create_client()
+        c.throwaway_site(cleanup, inline_tasks=False)
         cleanup.add("bench node", c.remove_node)
         run(args.rounds, seed)
 

@@ -199,3 +199,14 @@ def quotas_out_of_the_way(settings):
     for name in ("ENVS", "VMS", "VCPUS", "MEM_MB", "DISK_MB", "SNAPSHOTS"):
         setattr(settings, f"TT_QUOTA_{name}", 10**9)
     settings.TT_QUOTA_MAX_LIFETIME = settings.TT_QUOTA_MAX_EXTENSION = settings.TT_MAX_ENV_LIFETIME
+
+
+@pytest.fixture
+def postgres(db):
+    """Races between transactions are tested on PostgreSQL (CI's PostgreSQL pass): SQLite
+    runs one writing transaction at a time (BEGIN IMMEDIATE), so there is none to test."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a race between transactions: tested on PostgreSQL (CI's PostgreSQL pass); SQLite "
+                    "serialises every writing transaction")

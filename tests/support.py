@@ -9,12 +9,13 @@ holds plain constants and functions that test modules import by name.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import libvirt
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from engines.libvirt.connection import get_connection
 from envs.models import Env, Operation
@@ -140,3 +141,27 @@ def no_guest_agent(monkeypatch) -> None:
         raise libvirt.libvirtError("Guest agent is not responding: QEMU guest agent is not connected")
 
     monkeypatch.setattr(libvirt.virDomain, "fsFreeze", not_connected)
+
+
+def all_at_once(n: int, request: Callable[[int], str]) -> list[str]:
+    """`request(i)` for i in 0..n-1, each in its own thread (and database connection), all
+    released together by a barrier: what each returned, or the exception it raised, named
+    and shown whole (a failure of the test, not an outcome)."""
+    start = threading.Barrier(n)
+    outcomes = [""] * n
+
+    def run(i: int) -> None:
+        try:
+            start.wait()
+            outcomes[i] = request(i)
+        except Exception as exc:
+            outcomes[i] = f"{exc.__class__.__name__}: {exc}"
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return outcomes

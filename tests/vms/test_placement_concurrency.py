@@ -12,16 +12,15 @@ there is no race to test there. CI runs this in its PostgreSQL pass.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 
 import pytest
-from django.db import connection
 from django.db.models import Sum
 
 from engines.models import Node
 from envs.services import env_create
 from tests.conftest import make_user
+from tests.support import all_at_once
 from ttportal.errors import NoCapacity
 from vms.models import Vm
 from vms.specs import NewVm
@@ -29,13 +28,6 @@ from vms.specs import NewVm
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CREATES = 50
-
-
-@pytest.fixture
-def postgres(db):
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent placement is tested on PostgreSQL (CI's PostgreSQL pass): SQLite "
-                    "serialises every writing transaction")
 
 
 def test_fifty_parallel_creates_never_oversell_a_node(postgres, node, template, monkeypatch,
@@ -47,27 +39,16 @@ def test_fifty_parallel_creates_never_oversell_a_node(postgres, node, template, 
     owners = [make_user(f"user{i}") for i in range(CREATES)]
     # Only the database is under test: no task is handed to a broker.
     monkeypatch.setattr("envs.operations.dispatch", lambda operation_id: None)
-    start = threading.Barrier(CREATES)
-    outcomes: list[str] = [""] * CREATES
 
-    def create(i: int) -> None:
+    def create(i: int) -> str:
         try:
-            start.wait()
             env_create(owner=owners[i], by=owners[i], name="e", vms=[
                 NewVm(name="a", template="tt/busybox", cpu_num=1, mem_mb=64)])
-            outcomes[i] = "created"
         except NoCapacity:
-            outcomes[i] = "no_capacity"
-        except Exception as exc:  # anything else is a failure of the test, shown whole
-            outcomes[i] = f"{exc.__class__.__name__}: {exc}"
-        finally:
-            connection.close()
+            return "no_capacity"
+        return "created"
 
-    threads = [threading.Thread(target=create, args=(i,)) for i in range(CREATES)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    outcomes = all_at_once(CREATES, create)
     assert Counter(outcomes) == {"created": 20, "no_capacity": 30}
     used = dict(Vm.objects.live().values_list("node__name").annotate(cpu=Sum("cpu_num")))
     assert used == {"local-test": 10, "b": 10}

@@ -10,14 +10,13 @@ test_placement_concurrency.py says why; CI runs it in its PostgreSQL pass.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 
 import pytest
-from django.db import connection
 
 from envs.services import env_create
 from tests.conftest import make_user
+from tests.support import all_at_once
 from vms import warm
 from vms.models import Vm, WarmPool
 from vms.specs import NewVm
@@ -26,13 +25,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 CREATES = 20
 SPARES = 5
-
-
-@pytest.fixture
-def postgres(db):
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent takes are tested on PostgreSQL (CI's PostgreSQL pass): SQLite "
-                    "serialises every writing transaction")
 
 
 def test_twenty_parallel_creates_take_each_spare_exactly_once(postgres, node, template, olga, monkeypatch,
@@ -44,25 +36,13 @@ def test_twenty_parallel_creates_take_each_spare_exactly_once(postgres, node, te
     owners = [make_user(f"user{i}") for i in range(CREATES)]
     # Only the database is under test from here: no task is handed to a broker.
     monkeypatch.setattr("envs.operations.dispatch", lambda operation_id: None)
-    start = threading.Barrier(CREATES)
-    outcomes: list[str] = [""] * CREATES
 
-    def create(i: int) -> None:
-        try:
-            start.wait()
-            env_create(owner=owners[i], by=owners[i], name="e", vms=[
-                NewVm(name="a", template="tt/busybox", cpu_num=1, mem_mb=128)])
-            outcomes[i] = "created"
-        except Exception as exc:  # shown whole
-            outcomes[i] = f"{exc.__class__.__name__}: {exc}"
-        finally:
-            connection.close()
+    def create(i: int) -> str:
+        env_create(owner=owners[i], by=owners[i], name="e", vms=[
+            NewVm(name="a", template="tt/busybox", cpu_num=1, mem_mb=128)])
+        return "created"
 
-    threads = [threading.Thread(target=create, args=(i,)) for i in range(CREATES)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    outcomes = all_at_once(CREATES, create)
     assert Counter(outcomes) == {"created": CREATES}
     made = list(Vm.objects.filter(env__owner__in=owners).values_list("pk", "start_kind", "env_id"))
     assert len(made) == CREATES
