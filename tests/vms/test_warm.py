@@ -247,3 +247,116 @@ def test_a_paused_pool_keeps_its_spares_in_memory_and_a_create_resumes_one(alice
         warm.pool_save(pool=pool, by=olga)
     (saved,) = spares(pool)
     assert domain(saved).hasManagedSaveImage(0) and saved.warm_key == warm.fingerprint(template, "saved")
+
+
+# --- whatever dies under a fill or a warm create, no spare leaks -------------------------
+
+
+class Killed(BaseException):
+    """SIGKILL as the database and the engine see it: the worker stops dead, no roll-back."""
+
+
+@pytest.fixture
+def leases(settings):
+    settings.TT_OPERATION_LEASE = 30
+    settings.TT_OPERATION_MAX_ATTEMPTS = 2
+
+
+def unfilled(node, template, olga, size=1) -> tuple[WarmPool, Operation]:
+    """A pool whose fill is recorded, not run (its task is run by hand)."""
+    pool = warm.pool_save(pool=WarmPool(node=node, template=template, size=size,
+                                        vm_sizes=[{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}]), by=olga)
+    warm.tend(pool.pk)
+    return pool, Operation.objects.get(kind="warm_fill")
+
+
+def test_a_fill_whose_worker_died_before_the_save_is_finished_by_the_next(node, template, olga, leases,
+                                                                          monkeypatch, time_machine):
+    from datetime import timedelta
+
+    from envs import runner
+    from tests.support import T0
+
+    real_save = LibvirtEngine.suspend_vm
+    calls = []
+
+    def die_at_first_save(self, spec):
+        calls.append(spec.name)
+        if len(calls) == 1:
+            raise Killed
+        return real_save(self, spec)
+
+    monkeypatch.setattr(LibvirtEngine, "suspend_vm", die_at_first_save)
+    pool, fill = unfilled(node, template, olga)
+    with pytest.raises(Killed):
+        runner.execute(fill.pk)
+    (spare,) = spares(pool)
+    assert spare.status == S.SUSPENDING and domain(spare).isActive()
+    time_machine.move_to(T0 + timedelta(seconds=31))
+    runner.execute(fill.pk)
+    assert (done(fill).status, fill.attempt) == ("succeeded", 2)
+    spare.refresh_from_db()
+    assert spare.status == S.SUSPENDED and domain(spare).hasManagedSaveImage(0)
+
+
+def test_a_fill_lost_every_attempt_leaves_nothing_once_tended(node, template, olga, leases, monkeypatch,
+                                                              time_machine):
+    from datetime import timedelta
+
+    from envs import runner
+    from tests.support import T0, domain_names, tt_volumes
+
+    def die(self, spec, *, timeout):
+        raise Killed
+
+    monkeypatch.setattr(LibvirtEngine, "wait_booted", die)
+    pool, fill = unfilled(node, template, olga)
+    for attempt in (1, 2):
+        time_machine.move_to(T0 + timedelta(seconds=40 * attempt))
+        with pytest.raises(Killed):
+            runner.execute(fill.pk)
+    time_machine.move_to(T0 + timedelta(seconds=200))
+    runner.execute(fill.pk)  # past the last attempt: settled, worker_lost
+    assert (done(fill).status, fill.error_code) == ("failed", "worker_lost")
+    (spare,) = spares(pool)
+    assert spare.status == S.RUNNING  # settled to what the node has: booted, never saved
+    monkeypatch.undo()
+    assert "discarding 1" in warm.tend(pool.pk)
+    discard = Operation.objects.get(kind="warm_discard")
+    runner.execute(discard.pk)
+    assert done(discard).status == "succeeded"
+    spare.refresh_from_db()
+    assert spare.status == S.DESTROYED and spare.mac is None
+    assert not any(n.startswith("tt-local-test") for n in domain_names()) and not tt_volumes()
+
+
+def test_a_warm_create_whose_worker_died_after_the_restore_is_finished_by_the_next(
+    alice, pool, leases, monkeypatch, time_machine
+):
+    from datetime import timedelta
+
+    from envs import runner
+    from tests.support import T0
+
+    real_start = LibvirtEngine.start_vm
+    calls = []
+
+    def die_after_restore(self, spec):
+        said = real_start(self, spec)
+        calls.append(spec.name)
+        if len(calls) == 1:
+            raise Killed
+        return said
+
+    monkeypatch.setattr(LibvirtEngine, "start_vm", die_after_restore)
+    op = env_create(owner=alice, by=alice, name="e1", vms=[NewVm(name="vm0", template="tt/busybox",
+                                                                 mem_mb=128)])
+    with pytest.raises(Killed):
+        runner.execute(op.pk)
+    vm = Env.objects.get(pk=op.env_id).vms.get()
+    assert vm.status == S.STARTING and vm.start_kind == "warm" and domain(vm).isActive()
+    time_machine.move_to(T0 + timedelta(seconds=31))
+    runner.execute(op.pk)
+    assert done(op).status == "succeeded"
+    vm.refresh_from_db()
+    assert vm.status == S.RUNNING and vm.start_kind == "warm"
