@@ -360,3 +360,15 @@ def test_a_warm_create_whose_worker_died_after_the_restore_is_finished_by_the_ne
     assert done(op).status == "succeeded"
     vm.refresh_from_db()
     assert vm.status == S.RUNNING and vm.start_kind == "warm"
+
+
+@pytest.mark.parametrize("keep", ["saved", "paused"])
+def test_reconciliation_finds_every_spare_where_it_should_be(node, template, olga, run_tasks, keep):
+    from vms import reconcile
+
+    with run_tasks():
+        pool = warm.pool_save(pool=WarmPool(node=node, template=template, size=2, keep=keep,
+                                            vm_sizes=[{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}]), by=olga)
+    assert reconcile.reconcile_node(node.pk) == 0  # nothing to report or settle
+    assert [s.status for s in spares(pool)] == [S.SUSPENDED, S.SUSPENDED]
+    assert not Operation.objects.filter(kind="node_drift").exists()
