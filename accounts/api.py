@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import services
+from accounts.lockout import PasswordAuthentication
 from accounts.models import ApiToken, SshKey
 from accounts.serializers import (
     NewTokenSerializer,
@@ -56,13 +57,15 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     lookup_url_kwarg = "id"
     ordering_fields = ["created", "expiry", "last_used_at", "name"]
     filterset_class = TokenFilter
+    # 429: how often one makes tokens, how many one holds, failed passwords (accounts/lockout.py).
+    rate_limited = frozenset({"create"})
 
     def get_queryset(self):
         return ApiToken.objects.visible_to(self.request.user).unexpired().select_related("user")
 
     def get_authenticators(self):
         if self.request is not None and self.request.method == "POST":
-            return [BasicAuthentication(), SessionAuthentication()]
+            return [PasswordAuthentication(), SessionAuthentication()]
         return super().get_authenticators()
 
     @extend_schema(

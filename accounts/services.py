@@ -3,20 +3,25 @@ changes them)."""
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.db.models import Min
+from django.utils import timezone
 
 from accounts import sshkeys
 from accounts.models import ApiToken, SshKey
-from ttportal import limits
-from ttportal.errors import ConflictingInput, Forbidden, InvalidInput
+from ttportal import limits, ratelimit
+from ttportal.errors import ConflictingInput, Forbidden, InvalidInput, RateLimited
 
 
 def token_create(*, user, name: str, expires_in=None) -> tuple[ApiToken, str]:
-    """A new token for `user`. Returns the row and the secret, which is never stored."""
+    """A new token for `user`. Returns the row and the secret, which is never stored.
+    Bound by how many live tokens one may hold (TT_MAX_TOKENS_PER_USER) and how often one
+    may make them (TT_RATE_TOKEN_CREATE)."""
     name = (name or "").strip() if isinstance(name, str) else name
     if not isinstance(name, str) or not name:
         raise InvalidInput("name", "must be a non-empty name")
@@ -29,7 +34,31 @@ def token_create(*, user, name: str, expires_in=None) -> tuple[ApiToken, str]:
     limit = settings.TT_API_TOKEN_MAX_TTL
     if not 60 <= expires_in <= limit:
         raise InvalidInput("expires_in", f"must be between 60 and {limit} seconds")
-    return ApiToken.objects.create(user=user, expiry=timedelta(seconds=expires_in), name=name)
+    with transaction.atomic():
+        # The user's row, locked: concurrent creates of one user count their live tokens in turn.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        _check_live_tokens(user)
+        ratelimit.take("token_create", user=user)
+        return ApiToken.objects.create(user=user, expiry=timedelta(seconds=expires_in), name=name)
+
+
+def _check_live_tokens(user) -> None:
+    """At most TT_MAX_TOKENS_PER_USER unexpired tokens: refused until one is revoked, or
+    until the first of them expires (Retry-After)."""
+    most = settings.TT_MAX_TOKENS_PER_USER
+    if not most:
+        return
+    now = timezone.now()
+    live = ApiToken.objects.filter(user=user).unexpired()
+    if live.count() < most:
+        return
+    first_expiry = live.aggregate(first=Min("expiry"))["first"]
+    wait = math.ceil((first_expiry - now).total_seconds()) if first_expiry else 60
+    raise RateLimited(
+        f"you have {most} live API tokens, the most one may hold: revoke one (or wait {wait} s, "
+        "until the first expires)",
+        limit_name="live_tokens", limit=most, retry_after=wait,
+    )
 
 
 def token_revoke(*, token: ApiToken, by) -> None:

@@ -21,7 +21,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts import services
 from accounts.forms import SshKeyForm, TokenForm
 from accounts.models import ApiToken, SshKey
-from ttportal.errors import InvalidInput
+from ttportal.errors import InvalidInput, RateLimited
+from ttportal.portal import rate_limited
 
 
 def _page(request: HttpRequest, form: TokenForm, **extra) -> HttpResponse:
@@ -48,6 +49,8 @@ def token_list(request: HttpRequest) -> HttpResponse:
         except InvalidInput as exc:
             field = {"name": "name", "expires_in": "expires_in_days"}.get(exc.field or "")
             form.add_error(field, exc.message)
+        except RateLimited as exc:
+            return rate_limited(request, exc, reverse("accounts:tokens"))
         else:
             # Rendered, not redirected: the secret must not survive this response.
             return _page(request, TokenForm(), new_token=token, secret=secret)

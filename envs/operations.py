@@ -14,12 +14,14 @@ import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, models, transaction
 
 from engines.models import Node
 from envs.models import Env, Operation
 from envs.runner import dispatch
-from ttportal.errors import IdempotencyKeyReused, InvalidInput, NodeDown, TTError
+from ttportal import ratelimit
+from ttportal.errors import IdempotencyKeyReused, InvalidInput, NodeDown, RateLimited, TTError
 from ttportal.limits import IDEMPOTENCY_KEY_MAX
 
 
@@ -45,12 +47,15 @@ def record(
 
     The operation runs on its node's task cluster (runner.dispatch): its VM's node, or
     the node of most of its Env's VMs. An operation to run on a node that is down is
-    refused (node_down), inside the caller's transaction, so nothing it claimed stays.
+    refused (node_down), inside the caller's transaction, so nothing it claimed stays;
+    so is one past its requester's cap on queued operations (`check_queue`).
     """
     node = _node_of(env, vm, snapshot)
     if run and node is not None and node.down_since is not None:
         raise NodeDown(f"node {node.name} is down since {node.down_since:%Y-%m-%d %H:%M:%S} UTC (its task "
                        f"cluster stopped beating): nothing can be done there until it beats again")
+    if run and kind not in UNCAPPED:
+        check_queue(by)
     op = Operation.objects.create(
         node=node,
         kind=kind,
@@ -74,6 +79,28 @@ def record(
     if run:
         transaction.on_commit(lambda: dispatch(op.pk))
     return op
+
+
+# Destroying gives back what the user holds: never held up by the cap.
+UNCAPPED = frozenset({Operation.Kind.ENV_DESTROY, Operation.Kind.VM_DESTROY, Operation.Kind.SNAPSHOT_DESTROY})
+# What a refusal by the cap suggests waiting: operations take seconds to minutes.
+QUEUE_RETRY_AFTER = 10
+
+
+def check_queue(by) -> None:
+    """Refuse one more operation from a user who has TT_MAX_QUEUED_OPERATIONS_PER_USER queued
+    or running (staff and tasks are not capped), so one user cannot fill the workers' queue.
+    Counted without a lock: concurrent requests of one user may pass it by a few."""
+    most = settings.TT_MAX_QUEUED_OPERATIONS_PER_USER
+    if not most or not ratelimit.counted(by):
+        return
+    live = Operation.objects.filter(requested_by=by, status__in=Operation.LIVE).count()
+    if live >= most:
+        raise RateLimited(
+            f"you have {live} operations queued or running, the most one may have at once "
+            f"({most}); retry when some have finished",
+            limit_name="queued_operations", limit=most, retry_after=QUEUE_RETRY_AFTER,
+        )
 
 
 def _node_of(env: Env | None, vm, snapshot) -> Node | None:

@@ -4,7 +4,8 @@ Isolation is per Env: without a peering, a VM reaches only the VMs of its own
 Env (engines/network/firewall.py). A peering takes both owners: the owner of
 one Env asks (naming the other as `owner/name`, which its owner shares), the
 owner of the other accepts by asking back; one person who may manage both
-(staff, or the owner of both) peers them at once. Either owner ends it.
+(staff, or the owner of both) peers them at once. Either owner ends it. How often one user may ask
+(peer and unpeer together) is bound (TT_RATE_PEER).
 
 Starting or ending a peering rewrites the reach of every VM of both Envs, as an
 operation (envs/steps.py), with each VM's network claimed meanwhile.
@@ -19,7 +20,7 @@ from django.utils import timezone
 from envs import policy
 from envs.models import Env, Operation, Peering
 from envs.operations import idempotent, record
-from ttportal import limits
+from ttportal import limits, ratelimit
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import state
 from vms.models import Vm
@@ -82,13 +83,14 @@ def env_peer(*, env: Env, other: Env, by, idempotency_key: str = "") -> Operatio
     if current is not None and current.status == Peering.Status.ACTIVE:
         raise IllegalState(f"{env.name} is peered with {other.owner}/{other.name} already")
     both = policy.may_manage(by, other)
+    if current is not None and current.asked_for_id == env.pk and not both:
+        raise IllegalState(f"asked already: the owner of {other.owner}/{other.name} has to accept")
+    ratelimit.take("peer", user=by)
     if current is None and not both:
         peering = Peering.objects.create(env_a=a, env_b=b, asked_for=env, requested_by=by)
         return record(K.ENV_PEER, env=env, by=by, idempotency_key=idempotency_key, run=False,
                       status=Operation.Status.SUCCEEDED, target=f"{env.name} -> {other.owner}/{other.name}",
                       params={"peering": peering.pk, "asked": True})
-    if current is not None and current.asked_for_id == env.pk and not both:
-        raise IllegalState(f"asked already: the owner of {other.owner}/{other.name} has to accept")
     peering = current or Peering(env_a=a, env_b=b, asked_for=env, requested_by=by, created_at=now)
     previous = peering.status if current else Peering.Status.ENDED
     peering.status, peering.accepted_by, peering.accepted_at = Peering.Status.ACTIVE, by, now
@@ -105,6 +107,7 @@ def env_unpeer(*, env: Env, other: Env, by, idempotency_key: str = "") -> Operat
     peering = Peering.objects.filter(env_a=a, env_b=b).current().first()
     if peering is None:
         raise IllegalState(f"{env.name} is not peered with {other.owner}/{other.name}")
+    ratelimit.take("peer", user=by)
     previous = peering.status
     peering.status, peering.ended_at = Peering.Status.ENDED, timezone.now()
     peering.save(update_fields=["status", "ended_at"])

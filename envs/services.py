@@ -17,7 +17,7 @@ from accounts.quotas import Usage
 from envs import lease, policy, recovery, runner
 from envs.models import Env, Operation
 from envs.operations import idempotent, record, sweep
-from ttportal import limits
+from ttportal import limits, ratelimit
 from ttportal.errors import ConflictingInput, ErrorCode, IllegalState, InvalidInput, TTError
 from vms import state, usage
 from vms.models import Vm
@@ -131,7 +131,8 @@ def env_extend(
     current end, or from now when the end has passed but the sweep has not run.
     A later end is bound by the owner's quota (the longest lifetime, from the Env's
     start, and the longest single extension), also for staff unless they say
-    `ignore_quota` (recorded in the operation's params).
+    `ignore_quota` (recorded in the operation's params). How often one user may extend
+    is bound too (TT_RATE_EXTEND).
     """
     policy.check_can_manage(by, env)
     if end_at is None and lifetime is None and extend_by is None:
@@ -148,6 +149,7 @@ def env_extend(
         quotas.check_lifetime(env.owner, allowed, current=_seconds(old_end - env.start_at),
                               wanted=_seconds(new_end - env.start_at))
         quotas.check_extension(env.owner, allowed, _seconds(new_end - max(old_end, now)))
+    ratelimit.take("extend", user=by)  # last: a request refused for its input is not counted
     Env.objects.filter(pk=env.pk).update(end_at=new_end)
     env.end_at = new_end
     return record(K.ENV_EXTEND, env=env, by=by, idempotency_key=idempotency_key, run=False,

@@ -59,6 +59,7 @@ class WebhookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.De
     ordering_fields = ["name", "created"]
     filterset_class = WebhookFilter
     refuses_on_data = True  # 422: a URL we do not send to, a name taken, the limit
+    rate_limited = frozenset({"test"})  # 429: one test per channel per TT_RATE_TEST_NOTIFICATION
 
     def get_queryset(self):
         return Webhook.objects.filter(user=self.request.user)
@@ -135,6 +136,8 @@ class NotificationSettingsView(APIView):
 
 
 class TestEmailView(APIView):
+    rate_limited = frozenset({"post"})  # 429: one test per channel per TT_RATE_TEST_NOTIFICATION
+
     @extend_schema(request=None, responses=_TEST_ANSWER,
                    summary="Send a test notification to your email address, the way real ones go")
     def post(self, request):

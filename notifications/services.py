@@ -37,7 +37,7 @@ from notifications.channels import email as email_channel
 from notifications.channels import webhook as webhook_channel
 from notifications.models import Delivery, Notification, NotificationSettings, Webhook
 from notifications.queue import deliver_on_commit, enqueue
-from ttportal import limits
+from ttportal import limits, ratelimit
 from ttportal.errors import ConflictingInput, Forbidden, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def webhook_delete(*, webhook: Webhook, by) -> None:
 def send_test_notification(*, user, channel: str, webhook: Webhook | None = None) -> Delivery:
     """A test notification to `user` through one channel, the way real ones go (a task,
     the same sending code, the same delivery record). Sent even with email turned off:
-    it was asked for."""
+    it was asked for. How often is bound per channel (TT_RATE_TEST_NOTIFICATION: email,
+    and webhooks together)."""
     if channel == Delivery.Channel.WEBHOOK:
         if webhook is None or webhook.user_id != user.pk:
             raise Forbidden("you can only test your own webhooks")
@@ -113,6 +114,7 @@ def send_test_notification(*, user, channel: str, webhook: Webhook | None = None
     now = timezone.now()
     label = "email address" if channel == Delivery.Channel.EMAIL else f"webhook {webhook.name}"
     with transaction.atomic():
+        ratelimit.take("test_notification", user=user, key=str(channel))
         notification = Notification.objects.create(
             key=f"test:{uuid.uuid4().hex}", kind=K.TEST, user=user, created_at=now,
             payload=messages.test(label),

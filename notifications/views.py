@@ -20,8 +20,8 @@ from notifications import services
 from notifications.forms import EmailForm, WebhookForm
 from notifications.links import LinkRefused
 from notifications.models import Delivery, NotificationSettings, Webhook
-from ttportal.errors import InvalidInput, TTError
-from ttportal.portal import describe, refused_here
+from ttportal.errors import InvalidInput, RateLimited, TTError
+from ttportal.portal import describe, rate_limited, refused_here
 
 # How many of the user's latest deliveries the page lists.
 DELIVERIES_SHOWN = 20
@@ -85,11 +85,19 @@ def _sent(request: HttpRequest, delivery: Delivery) -> None:
                          "(reload to see how it went).")
 
 
+def _test(request: HttpRequest, **target) -> HttpResponse:
+    try:
+        delivery = services.send_test_notification(user=request.user, **target)
+    except RateLimited as exc:
+        return rate_limited(request, exc, _back().url)
+    _sent(request, delivery)
+    return _back()
+
+
 @require_POST
 @login_required
 def email_test(request: HttpRequest) -> HttpResponse:
-    _sent(request, services.send_test_notification(user=request.user, channel=Delivery.Channel.EMAIL))
-    return _back()
+    return _test(request, channel=Delivery.Channel.EMAIL)
 
 
 def _webhook(request: HttpRequest, pk: int) -> Webhook:
@@ -100,10 +108,7 @@ def _webhook(request: HttpRequest, pk: int) -> Webhook:
 @require_POST
 @login_required
 def webhook_test(request: HttpRequest, pk: int) -> HttpResponse:
-    hook = _webhook(request, pk)
-    _sent(request, services.send_test_notification(user=request.user, channel=Delivery.Channel.WEBHOOK,
-                                                   webhook=hook))
-    return _back()
+    return _test(request, channel=Delivery.Channel.WEBHOOK, webhook=_webhook(request, pk))
 
 
 @require_POST
@@ -134,10 +139,14 @@ def extend(request: HttpRequest, token: str) -> HttpResponse:
     except LinkRefused as exc:
         return _link_page(request, "notifications/link_refused.html",
                           {"title": exc.title, "message": exc.message}, status=exc.status)
-    except TTError as exc:  # refused by env_extend: past the longest lifetime, say
-        return _link_page(request, "notifications/link_refused.html",
-                          {"title": "The Env was not extended", "message": describe(refused_here(exc))},
-                          status=409)
+    except TTError as exc:  # refused by env_extend: past the longest lifetime, too many extends, say
+        limited = isinstance(exc, RateLimited)
+        response = _link_page(request, "notifications/link_refused.html",
+                              {"title": "The Env was not extended", "message": describe(refused_here(exc))},
+                              status=429 if limited else 409)
+        if limited:
+            response["Retry-After"] = str(exc.retry_after)
+        return response
     env = notification.env
     return _link_page(request, "notifications/extend.html", {
         "env": env, "left": env.seconds_left(now), "new_end": max(env.end_at, now) + services.EXTEND_BY,

@@ -16,6 +16,7 @@ from engines.libvirt.connection import get_connection
 from engines.models import Node
 from engines.registry import forget_engines
 from tests.support import T0, TEMPLATE_VOLUME, TEST_POOL, TEST_URI
+from ttportal import ratelimit
 from vms.models import VmTemplate
 
 
@@ -25,6 +26,18 @@ def _sync_tasks(settings):
     # tests/integration.
     settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
     settings.TT_MGMT_COOLDOWN = 0
+
+
+@pytest.fixture(autouse=True)
+def _forget_rate_counts(request, django_db_blocker):
+    """Rate limits count in the database's cache table (ttportal/ratelimit.py), which a
+    test that commits (live server, transaction=True) would leave to the next one."""
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    if {"live_server", "transactional_db"} & set(request.fixturenames) or (
+            marker is not None and marker.kwargs.get("transaction")):
+        with django_db_blocker.unblock():
+            ratelimit.clear()
 
 
 @pytest.fixture

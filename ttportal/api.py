@@ -36,6 +36,7 @@ from ttportal.errors import (
     NodeDown,
     NotFound,
     QuotaExceeded,
+    RateLimited,
     TTError,
     Unsupported,
 )
@@ -57,6 +58,7 @@ STATUS_FOR_ERROR: dict[type[TTError], int] = {
     NodeDown: status.HTTP_409_CONFLICT,
     Unsupported: status.HTTP_422_UNPROCESSABLE_ENTITY,
     CooldownActive: status.HTTP_429_TOO_MANY_REQUESTS,
+    RateLimited: status.HTTP_429_TOO_MANY_REQUESTS,  # its body names the limit
     EngineError: status.HTTP_502_BAD_GATEWAY,
     TTError: status.HTTP_500_INTERNAL_SERVER_ERROR,
 }
@@ -101,7 +103,18 @@ def invalid_body(errors: dict[str, list[str]]) -> dict:
     return {"code": str(ErrorCode.INVALID), "field": field, "message": messages[0], "errors": errors}
 
 
+class Refused(exceptions.APIException):
+    """A refusal raised where DRF expects its own exceptions (an authenticator: DRF then
+    leaves the request unauthenticated before the handler answers it)."""
+
+    def __init__(self, error: TTError):
+        super().__init__(error.message)
+        self.error = error
+
+
 def exception_handler(exc, context):
+    if isinstance(exc, Refused):
+        exc = exc.error
     error = refusal(exc)
     if error is not None:
         code = status_for(error)
@@ -109,7 +122,7 @@ def exception_handler(exc, context):
         headers = {}
         if error.field:
             body["errors"] = {error.field: [error.message]}
-        if isinstance(error, CooldownActive):
+        if isinstance(error, CooldownActive | RateLimited):
             body["retry_after"] = error.retry_after
             headers["Retry-After"] = str(error.retry_after)
         if code >= 500:

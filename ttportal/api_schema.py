@@ -18,7 +18,8 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 )
 RETRY_AFTER = OpenApiParameter(
     "Retry-After", int, location=OpenApiParameter.HEADER, response=[429],
-    description="Seconds until the Env's management cooldown lets another long operation run.",
+    description="Seconds to wait before retrying: until the Env's management cooldown lets another long "
+    "operation run (cooldown), or until the limit named in the body allows one more (rate_limited).",
 )
 
 
@@ -30,7 +31,8 @@ class ErrorSerializer(serializers.Serializer):
         "authentication_failed, method_not_allowed, illegal_state, cooldown (429), "
         "idempotency_key_reused (422), unsupported_feature, resources_exhausted (409), no_capacity (409), "
         "node_down (409), "
-        "quota_exceeded (403), "
+        "quota_exceeded (403), rate_limited (429: a limit on how often or how much one user may act, "
+        "or failed logins), "
         "parse_error, internal, or an engine step code."
     )
     message = serializers.CharField()
@@ -47,7 +49,18 @@ class ErrorSerializer(serializers.Serializer):
         required=False, help_text="quota_exceeded only: the quota the request would exceed (envs, vms, "
         "vcpus, mem_mb, disk_mb, snapshots, lifetime or extension, as GET /api/quota/ names them).",
     )
-    limit = serializers.IntegerField(required=False, help_text="quota_exceeded only: the owner's limit.")
+    limit = serializers.IntegerField(
+        required=False, help_text="quota_exceeded: the owner's limit; rate_limited: how many it allows "
+        "(in `period` seconds, or at once when there is no period).",
+    )
+    # rate_limited (429) only.
+    limit_name = serializers.CharField(
+        required=False, help_text="rate_limited only: the limit: extend, peer, token_create, live_tokens, "
+        "test_notification, queued_operations, login_failures_per_account or login_failures_per_address.",
+    )
+    period = serializers.IntegerField(
+        required=False, help_text="rate_limited only: the window of a rate, in seconds.",
+    )
     used = serializers.IntegerField(
         required=False, help_text="quota_exceeded only: what is in use (lifetime: the Env's, in seconds).",
     )
@@ -73,7 +86,15 @@ class AutoSchema(SpectacularAutoSchema):
             codes += [409, 422, 429]
         elif self.method == "POST" and getattr(self.view, "refuses_on_data", False):
             codes.append(422)  # a rule on the data or on what the user already has
+        if self._is_rate_limited():
+            codes.append(429)
         return codes
+
+    def _is_rate_limited(self) -> bool:
+        """A view lists its actions (a viewset's, or an APIView's methods, lower case) that
+        ttportal.ratelimit or the login lockout may refuse: `rate_limited = {"create"}`."""
+        action = getattr(self.view, "action", None) or self.method.lower()
+        return action in getattr(self.view, "rate_limited", ())
 
     def _get_response_bodies(self, direction="response"):
         bodies = super()._get_response_bodies(direction)
@@ -93,4 +114,6 @@ class AutoSchema(SpectacularAutoSchema):
         params = list(super().get_override_parameters())
         if self.method in _MUTATING and getattr(self.view, "operation_actions", False):
             params += [IDEMPOTENCY_KEY, RETRY_AFTER]
+        elif self._is_rate_limited():
+            params.append(RETRY_AFTER)
         return params

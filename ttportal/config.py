@@ -173,3 +173,24 @@ def env_secret(name: str, file_name: str) -> str:
     if not value:
         raise ImproperlyConfigured(f"{file_name}: {path!r} is empty")
     return value
+
+
+_RATE_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
+                 "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+
+
+def env_rate(name: str, default: str | None) -> str | None:
+    """A rate like `30/h` (at most 30 in any hour; s, m, h or d, as DRF's throttles read it),
+    or `off` (no limit)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in ("off", "none", ""):
+        return None
+    count, _, period = value.partition("/")
+    if not count.isdigit() or int(count) < 1 or period not in _RATE_PERIODS:
+        raise ImproperlyConfigured(
+            f"{name} must be a rate like 30/h (a count of at least 1 per s, m, h or d) or off, got {raw!r}"
+        )
+    return f"{int(count)}/{period[0]}"

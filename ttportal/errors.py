@@ -12,9 +12,10 @@ from __future__ import annotations
 from engines.errors import EngineError, ErrorCode, TTError, step
 
 __all__ = [
-    "QUOTA_EXCEEDED", "ConflictingInput", "CooldownActive", "EngineError", "ErrorCode", "Exhausted",
+    "QUOTA_EXCEEDED", "RATE_LIMITED", "ConflictingInput", "CooldownActive",
+    "EngineError", "ErrorCode", "Exhausted",
     "Forbidden", "IdempotencyKeyReused", "IllegalState", "InvalidInput", "NoCapacity", "NodeDown", "NotFound",
-    "QuotaExceeded",
+    "QuotaExceeded", "RateLimited",
     "TTError", "Unsupported", "step",
 ]
 
@@ -22,6 +23,9 @@ __all__ = [
 # is kept here rather than in engines.errors.ErrorCode, which Operation.error_code's
 # choices are made from.
 QUOTA_EXCEEDED = "quota_exceeded"
+# The code of a refusal by a rate limit or a cap on activity (ttportal/ratelimit.py), and of a
+# login locked out after too many failures (accounts/lockout.py). Request-side only, likewise.
+RATE_LIMITED = "rate_limited"
 
 
 class InvalidInput(TTError):
@@ -118,3 +122,29 @@ class QuotaExceeded(TTError):
     def as_dict(self) -> dict:
         return {**super().as_dict(), "quota": self.quota, "limit": self.limit, "used": self.used,
                 "requested": self.requested}
+
+
+class RateLimited(TTError):
+    """A request past one of the limits on how much one user may do (ttportal/ratelimit.py)
+    or on failed logins (accounts/lockout.py). Nothing was changed. It names the limit
+    (`limit_name`: extend, peer, token_create, live_tokens, test_notification,
+    queued_operations, login_failures), what it allows (`limit` per `period` seconds, or
+    at once when there is no period) and when to retry (`retry_after`, seconds): the API
+    answers 429 with a Retry-After header, the portal says it in its message."""
+
+    code = RATE_LIMITED  # type: ignore[assignment]
+
+    def __init__(self, message: str, *, limit_name: str, limit: int, retry_after: int,
+                 period: int | None = None):
+        super().__init__(message)
+        self.limit_name = limit_name
+        self.limit = limit
+        self.period = period
+        self.retry_after = max(1, int(retry_after))
+
+    def as_dict(self) -> dict:
+        body = {**super().as_dict(), "limit_name": self.limit_name, "limit": self.limit,
+                "retry_after": self.retry_after}
+        if self.period is not None:
+            body["period"] = self.period
+        return body

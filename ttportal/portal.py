@@ -3,7 +3,9 @@
 Every action is a POST form that works without JavaScript: the service's
 answer becomes a flash message and the browser is redirected to where the
 form came from (a safe `next`), or to the object's page. A refusal says what
-the API and the admin say (ttportal.refusals).
+the API and the admin say (ttportal.refusals). A rate limit's refusal is a 429
+page with Retry-After, as in the API (a redirect would hide the status), saying
+the same and linking back.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from envs.models import Operation
-from ttportal.errors import CooldownActive, Forbidden, TTError
+from ttportal.errors import CooldownActive, Forbidden, RateLimited, TTError
 from ttportal.refusals import refused
 
 
@@ -27,7 +30,18 @@ def describe(exc: TTError) -> str:
     """A refusal as one sentence for a flash message."""
     if isinstance(exc, CooldownActive):
         return f"Not yet: another operation ran on this Env moments ago; available in {exc.retry_after} s."
+    if isinstance(exc, RateLimited):
+        return f"Not now: {exc.message}."
     return str(exc)
+
+
+def rate_limited(request: HttpRequest, error: RateLimited, back: str) -> HttpResponse:
+    """The portal's answer to a rate limit: the refusal as a message on a 429 page with
+    Retry-After, and a link back to where the form came from."""
+    messages.error(request, describe(error))
+    response = render(request, "rate_limited.html", {"back": back, "error": error}, status=429)
+    response["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def back_url(request: HttpRequest, default: str) -> str:
@@ -51,12 +65,15 @@ def refused_here(exc: Exception) -> TTError:
 
 def act(
     request: HttpRequest, call: Callable[[], Operation | None], success: str, default: str
-) -> HttpResponseRedirect:
+) -> HttpResponse:
     """Run one service call for the signed-in user and redirect back with its outcome."""
     try:
         op = call()
     except Exception as exc:
-        messages.error(request, describe(refused_here(exc)))
+        error = refused_here(exc)
+        if isinstance(error, RateLimited):
+            return rate_limited(request, error, back_url(request, default))
+        messages.error(request, describe(error))
     else:
         if op is None:  # the service found it so already: nothing was recorded
             messages.info(request, "Nothing to do: it is so already.")
@@ -85,7 +102,7 @@ def post_action(
 
     @require_POST
     @login_required
-    def view(request: HttpRequest, pk: int) -> HttpResponseRedirect:
+    def view(request: HttpRequest, pk: int) -> HttpResponse:
         obj = find(request, pk)
         extra = fields(request) if fields else {}
         return act(request, lambda: service(**{target: obj}, **extra, by=request.user), says(obj), back(obj))

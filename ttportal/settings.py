@@ -6,6 +6,7 @@ TT_DEBUG=0 and TT_ALLOWED_HOSTS.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -18,6 +19,7 @@ from ttportal.config import (
     env_networks,
     env_origins,
     env_ports,
+    env_rate,
     env_redis,
     env_seconds_list,
     env_secret,
@@ -65,6 +67,9 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "ttportal.api.JsonErrors",
 ]
+
+# Last: it turns a locked-out login's answer into the lockout page (accounts/lockout.py).
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
 
 # A failed CSRF check is a JSON error under /api/ like every other API refusal.
 CSRF_FAILURE_VIEW = "ttportal.api.csrf_failure"
@@ -325,6 +330,64 @@ SPECTACULAR_SETTINGS = {
         "EngineKindEnum": "engines.models.EngineKind",
     },
 }
+
+# --- Limits on what one user may do (ttportal/ratelimit.py) --------------------------
+# Rates like "30/h" (at most 30 in any hour; per s, m, h or d), or "off". They bound each
+# non-staff user whatever interface they use (portal, API, notification links); a refusal
+# is rate_limited: a 429 with Retry-After in the API, a message in the portal.
+TT_RATE_EXTEND = env_rate("TT_RATE_EXTEND", "30/h")  # Env extensions
+TT_RATE_PEER = env_rate("TT_RATE_PEER", "30/h")  # peer and unpeer requests together
+TT_RATE_TOKEN_CREATE = env_rate("TT_RATE_TOKEN_CREATE", "20/h")  # new API tokens
+TT_RATE_TEST_NOTIFICATION = env_rate("TT_RATE_TEST_NOTIFICATION", "1/m")  # per channel (email, webhook)
+# At most this many unexpired API tokens per user (staff too); 0: no limit.
+TT_MAX_TOKENS_PER_USER = env_int("TT_MAX_TOKENS_PER_USER", 50, minimum=0)
+# A non-staff user may have at most this many operations queued or running at once; 0: no limit.
+TT_MAX_QUEUED_OPERATIONS_PER_USER = env_int("TT_MAX_QUEUED_OPERATIONS_PER_USER", 20, minimum=0)
+# The counts live in the "limits" cache, shared by every web process: Redis when TT_REDIS_URL is
+# set, else a table of the database (created by `manage.py createcachetable`). Django's default
+# local-memory cache is per process: behind gunicorn's workers each would count on its own.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "limits": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _redis["url"],
+         "KEY_PREFIX": "tt"}
+        if _redis else
+        {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "tt_limits_cache"}
+    ),
+}
+
+# --- Failed logins (django-axes; accounts/lockout.py) -------------------------------
+# The portal's sign-in, the admin's and POST /api/tokens/ (Basic auth) all go through
+# django.contrib.auth.authenticate(request=...), which axes watches. After
+# TT_LOGIN_FAILURE_LIMIT failures for one account (from anywhere), or
+# TT_LOGIN_ADDRESS_FAILURE_LIMIT from one client address (any accounts), within
+# TT_LOGIN_LOCKOUT seconds, that account or address is refused, the right password
+# included, until TT_LOGIN_LOCKOUT seconds after its last failure, or until an operator
+# deletes its access attempts in the admin (Axes > Access attempts).
+TT_LOGIN_FAILURE_LIMIT = env_int("TT_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+TT_LOGIN_ADDRESS_FAILURE_LIMIT = env_int("TT_LOGIN_ADDRESS_FAILURE_LIMIT", 20, minimum=1)
+TT_LOGIN_LOCKOUT = env_int("TT_LOGIN_LOCKOUT", 900, minimum=1)
+INSTALLED_APPS += ["axes"]
+# Axes first: it refuses a locked-out account before any backend checks the password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = TT_LOGIN_FAILURE_LIMIT
+# Separate criteria: the account's failures and the address's failures each lock.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_COOLOFF_TIME = timedelta(seconds=TT_LOGIN_LOCKOUT)
+# The address limit of its own, and the time of the last failure, is ours (accounts/lockout.py).
+AXES_HANDLER = "accounts.lockout.LoginFailures"
+# The client's address as ttportal.proxy tells it (X-Forwarded-For only from TT_TRUSTED_PROXIES).
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip"
+# A page (the API: a JSON 429) saying until when, with Retry-After.
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.locked_out_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# Tries while locked out do not push the end further: the time the page gives stays true.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A success does not wipe the failures: it would wipe its address's too, every account's.
+AXES_RESET_ON_SUCCESS = False
 
 # --- Notifications (notifications/) ------------------------------------------
 INSTALLED_APPS += ["notifications"]
