@@ -91,7 +91,8 @@ def refusal(request, credentials=None) -> RateLimited:
     now = timezone.now()
     cool_off = get_cool_off(request)
     ends = [c.last_failure + cool_off for c in criteria if c.last_failure is not None]
-    retry_after = max(1, math.ceil(((max(ends) if ends else now + cool_off) - now).total_seconds()))
+    # Axes counts a failure until it is more than the cool-off old: one second past its end.
+    retry_after = max(1, math.floor(((max(ends) if ends else now + cool_off) - now).total_seconds()) + 1)
     by_address = bool(criteria) and all(c.parameter == "ip_address" for c in criteria)
     limit = settings.TT_LOGIN_ADDRESS_FAILURE_LIMIT if by_address else settings.TT_LOGIN_FAILURE_LIMIT
     who = "from this address" if by_address else "for this account"
