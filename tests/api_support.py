@@ -82,3 +82,27 @@ def build_world(owner, make_env, run_tasks) -> World:
     assert (running.status, stopped.status) == ("running", "stopped")
     return World(env=env, running=running, stopped=stopped, snapshot=snapshot,
                  operation=env.operations.order_by("pk").first())
+
+
+def assert_rate_limited(response, *, limit_name: str, limit: int, period: int | None = None) -> int:
+    """A refusal by a rate limit or cap (ttportal/ratelimit.py): 429, Retry-After, and a
+    body naming the limit. Returns the seconds to wait."""
+    assert response.status_code == 429, response.content
+    wait = int(response["Retry-After"])
+    assert wait > 0
+    body = response.json()
+    assert (body["code"], body["limit_name"], body["limit"], body["retry_after"]) == (
+        "rate_limited", limit_name, limit, wait), body
+    assert body.get("period") == period
+    return wait
+
+
+def assert_portal_rate_limited(response, *, says: str) -> int:
+    """The portal's answer to the same refusal: a 429 page with Retry-After, saying it."""
+    assert response.status_code == 429
+    wait = int(response["Retry-After"])
+    assert wait > 0
+    page = response.content.decode()
+    assert says in page, page
+    assert f"retry in {wait} s" in page or f"Try again in\n    {wait} s" in page
+    return wait
