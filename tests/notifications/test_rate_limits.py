@@ -7,8 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
+from envs.services import env_extend
 from notifications import services
 from notifications.models import Delivery
 from tests.api_support import assert_portal_rate_limited, assert_rate_limited, client_for
@@ -58,3 +60,17 @@ def test_the_portal_is_limited_too(client, alice, hooks):
     refused = client.post(reverse("notifications:webhook_test", args=[hooks[1].pk]))
     assert_portal_rate_limited(refused, says="(webhook)")
     assert Delivery.objects.count() == 2
+
+
+def test_the_extend_link_counts_as_an_extend_of_its_owner(alice, make_env, time_machine, settings):
+    settings.TT_RATE_EXTEND = "1/h"
+    env = make_env(alice, lifetime=4 * 3600)
+    time_machine.move_to(env.end_at - timedelta(hours=1), tick=False)
+    (notification,) = services.warn_expiring_due()
+    link = notification.payload["extend_url"].removeprefix(settings.TT_PUBLIC_URL)
+    env_extend(env=env, by=alice, extend_by=timedelta(minutes=10))  # the owner's one extend this hour
+
+    response = Client().post(link)
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) > 0
+    assert b"at most 1 Env extensions per hour" in response.content

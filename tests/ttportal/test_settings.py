@@ -35,6 +35,10 @@ def test_it_starts_with_no_configuration():
         ("TT_DATABASE_URL", "nosuchdb://x/y", "TT_DATABASE_URL is not a valid database URL"),
         ("TT_DEBUG", "maybe", "TT_DEBUG must be a boolean"),
         ("TT_REDIS_URL", "localhost:6379", "TT_REDIS_URL must be a URL"),
+        ("TT_RATE_EXTEND", "30", "TT_RATE_EXTEND must be a rate like 30/h"),
+        ("TT_RATE_PEER", "0/h", "TT_RATE_PEER must be a rate like 30/h"),
+        ("TT_RATE_TEST_NOTIFICATION", "1/week", "TT_RATE_TEST_NOTIFICATION must be a rate like 30/h"),
+        ("TT_LOGIN_FAILURE_LIMIT", "0", "TT_LOGIN_FAILURE_LIMIT must be at least 1"),
     ],
 )
 def test_it_refuses_a_bad_variable_by_name(name, value, message):
