@@ -38,7 +38,8 @@ def test_a_body_nested_3000_deep_is_a_400_never_a_500(endpoint, world, alice, db
     before = db_state()
     response = getattr(client, endpoint.method)(_url(endpoint, world), DEEP, content_type="application/json")
     assert response.status_code < 500, response.content
-    if endpoint.body is not None and endpoint.scope != "password_only":  # it reads its body: refused as malformed, nothing done
+    # An endpoint that reads its body: refused as malformed, nothing done.
+    if endpoint.body is not None and endpoint.scope != "password_only":
         assert response.status_code == 400, response.content
         assert response.json() == {"code": "parse_error", "message": RULE}
         assert db_state() == before
