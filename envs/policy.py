@@ -5,6 +5,10 @@ acts on their own Envs, VMs and snapshots with no permission at all; anyone else
 them only as staff holding the Django model permission the action maps to in ACTIONS.
 Superusers hold every permission (Django's has_perm). `is_staff` alone grants nothing
 but the admin's door: seeing another user's objects needs the view permission too.
+
+The table (ACTIONS: action -> permission) and the decision (`check`) are written once, in
+ttportal.permissions, re-exported here: envs.models, vms.models and accounts.quotas need
+them too, and importing this module from there would be a cycle (tests/test_layers.py).
 """
 
 from __future__ import annotations
