@@ -22,6 +22,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import CharField, F, Value
 
 from accounts.models import GroupQuota, UserQuota
+from ttportal import permissions
 from ttportal.errors import Forbidden, QuotaExceeded
 
 
@@ -121,8 +122,9 @@ def enforced(*, by, ignore_quota: bool) -> bool:
     say: the portal and the API never offer it)."""
     if not ignore_quota:
         return True
-    if by is None or not getattr(by, "is_staff", False):
-        raise Forbidden("only staff may ignore the owner's quota")
+    if by is None or not permissions.may(by, "ignore_quota"):
+        raise Forbidden(f"only staff with the permission {permissions.permission_for('ignore_quota')} "
+                        "may ignore the owner's quota")
     return False
 
 

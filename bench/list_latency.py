@@ -68,7 +68,12 @@ def build(scale: int, nodes: list | None = None) -> dict:
     users = user_model.objects.bulk_create(
         [user_model(username=f"user{i:03d}", password="!") for i in range(USERS // scale)]
     )
+    # Staff see every Env through the view permissions (ttportal.permissions), as an operator would.
     staff = user_model.objects.create(username="olga", password="!", is_staff=True)
+    from django.contrib.auth.models import Permission
+
+    staff.user_permissions.set(Permission.objects.filter(
+        codename__in=("view_env", "view_vm", "view_snapshot", "view_operation")))
     if nodes is None:
         nodes = Node.objects.bulk_create([
             Node(name=f"bench-{i}", kind="libvirt", uri="test:///default", public_host=f"203.0.113.{i + 1}",

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from engines.models import Node
 from engines.registry import driver_class, forget_engines, node_options
+from ttportal.admin_actions import OperateMixin, allowed, policy_bound
 from vms import fleet
 from vms.models import PortMapping, Vm, live_vms
 
@@ -57,7 +58,7 @@ def node_health(node: Node) -> tuple[bool, str]:
 
 
 @admin.register(Node)
-class NodeAdmin(admin.ModelAdmin):
+class NodeAdmin(OperateMixin, admin.ModelAdmin):
     list_display = (
         "name", "kind", "state", "last_beat", "queue_depth", "live_vm_count", "running_count",
         "cpu_in_use", "mem_in_use", "ports_in_use", "port_range", "public_host", "vm_network",
@@ -87,6 +88,8 @@ class NodeAdmin(admin.ModelAdmin):
     def reconcile(self, request, queryset):
         from vms.reconcile import reconcile_node
 
+        if not allowed(self, request, "node_reconcile"):
+            return
         for node in queryset:
             try:
                 drifted = reconcile_node(node.pk)
@@ -98,13 +101,21 @@ class NodeAdmin(admin.ModelAdmin):
 
     @admin.action(description="Drain: place nothing new there (what runs keeps running)")
     def drain(self, request, queryset):
+        if not allowed(self, request, "node_drain"):
+            return
         changed = fleet.set_drained(queryset, True)
         self.message_user(request, f"{changed} nodes drained", messages.SUCCESS)
 
     @admin.action(description="Undrain: place new VMs there again")
     def undrain(self, request, queryset):
+        if not allowed(self, request, "node_undrain"):
+            return
         changed = fleet.set_drained(queryset, False)
         self.message_user(request, f"{changed} nodes take new VMs again", messages.SUCCESS)
+
+    policy_bound(reconcile, "node_reconcile")
+    policy_bound(drain, "node_drain")
+    policy_bound(undrain, "node_undrain")
 
     def get_queryset(self, request):
         # What scheduling counts as using a node (vms.placement): its live VMs.

@@ -19,12 +19,12 @@ from envs import lease, recovery, services
 from envs.admin_forms import EnvActionForm, EnvAddForm, VmRowFormSet
 from envs.forms import create_env_from
 from envs.models import Env, Operation, Peering
-from ttportal.admin_actions import OperateMixin, run_service, service_action
+from ttportal.admin_actions import OperateMixin, policy_bound, run_service, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter, format_seconds
 from vms.models import Vm, live_vms
 
 
-@admin.action(description="Extend the selected Envs by a day", permissions=["operate"])
+@admin.action(description="Extend the selected Envs by a day")
 def extend_by_a_day(modeladmin, request, queryset):
     """Bound by each owner's quota (longest lifetime, longest extension) unless the operator
     ticked "Ignore the owner's quota" in the action bar (then recorded on each operation)."""
@@ -33,6 +33,9 @@ def extend_by_a_day(modeladmin, request, queryset):
                 lambda env, by: services.env_extend(env=env, by=by, extend_by=timedelta(days=1),
                                                     ignore_quota=ignore),
                 "extended by a day, the owners' quotas ignored" if ignore else "extended by a day")
+
+
+policy_bound(extend_by_a_day, "env_extend")
 
 
 class VmInline(ReadOnlyTabularInline):
@@ -60,16 +63,18 @@ class EnvAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
     inlines = (VmInline,)
     actions = (
         service_action("start", "Start the selected Envs", "start queued",
-                       lambda env, by: services.env_start(env=env, by=by)),
+                       lambda env, by: services.env_start(env=env, by=by), policy_action="env_start"),
         service_action("stop", "Stop the selected Envs", "stop queued",
-                       lambda env, by: services.env_stop(env=env, by=by)),
+                       lambda env, by: services.env_stop(env=env, by=by), policy_action="env_stop"),
         extend_by_a_day,
         service_action("deny_outgoing", "Deny outgoing traffic", "deny outgoing queued",
-                       lambda env, by: services.env_set_deny_outgoing(env=env, deny=True, by=by)),
+                       lambda env, by: services.env_set_deny_outgoing(env=env, deny=True, by=by),
+                       policy_action="env_set_deny_outgoing"),
         service_action("allow_outgoing", "Allow outgoing traffic", "allow outgoing queued",
-                       lambda env, by: services.env_set_deny_outgoing(env=env, deny=False, by=by)),
+                       lambda env, by: services.env_set_deny_outgoing(env=env, deny=False, by=by),
+                       policy_action="env_set_deny_outgoing"),
         service_action("destroy", "Destroy the selected Envs", "destroy queued",
-                       lambda env, by: services.env_destroy(env=env, by=by)),
+                       lambda env, by: services.env_destroy(env=env, by=by), policy_action="env_destroy"),
     )
 
     action_form = EnvActionForm
@@ -183,9 +188,10 @@ class OperationAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
     readonly_fields = fields
     actions = (
         service_action("retry_now", "Retry the selected stuck operations now", "handed to a worker",
-                       lambda op, by: services.operation_retry(op=op, by=by)),
+                       lambda op, by: services.operation_retry(op=op, by=by),
+                       policy_action="operation_retry"),
         service_action("fail_now", "End the selected operations now (failed, settled)", "ended",
-                       lambda op, by: services.operation_fail(op=op, by=by)),
+                       lambda op, by: services.operation_fail(op=op, by=by), policy_action="operation_fail"),
     )
 
     @admin.display(description="duration")

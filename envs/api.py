@@ -15,7 +15,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from envs import peering, services
+from envs import peering, policy, services
 from envs.models import Env, Operation
 from envs.serializers import (
     DenyOutgoing,
@@ -130,8 +130,9 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
         if username in (None, "", request.user.get_username()):
             return request.user
         # Refuse before looking the name up, so nobody can probe which usernames exist.
-        if not request.user.is_staff:
-            raise Forbidden("only staff may create an Env for another user")
+        if not policy.may(request.user, "env_create"):
+            raise Forbidden(f"only staff with the permission {policy.permission_for('env_create')} "
+                            "may create an Env for another user")
         owner = get_user_model().objects.filter(username=username, is_active=True).first()
         if owner is None:
             raise ConflictingInput("owner", "must name an active user")

@@ -9,13 +9,15 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from engines.errors import ErrorCode
+from ttportal import permissions
 from ttportal.validators import validate_dns_label
 
 
 class EnvQuerySet(models.QuerySet):
     def visible_to(self, user) -> EnvQuerySet:
-        """The one scoping rule: staff see every Env, everyone else only their own."""
-        if user.is_staff:
+        """The one scoping rule: staff with envs.view_env see every Env (envs.policy), everyone
+        else only their own."""
+        if permissions.sees_others(user, "env_view"):
             return self.filter(is_warm_pool=False)
         return self.filter(owner=user)
 
@@ -148,7 +150,7 @@ class Peering(models.Model):
 
 class OperationQuerySet(models.QuerySet):
     def visible_to(self, user) -> OperationQuerySet:
-        if user.is_staff:
+        if permissions.sees_others(user, "operation_view"):
             return self
         return self.filter(env__owner=user)
 

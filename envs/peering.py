@@ -73,7 +73,7 @@ def _rewire(kind: str, peering: Peering, env: Env, *, by, idempotency_key: str, 
 @idempotent
 def env_peer(*, env: Env, other: Env, by, idempotency_key: str = "") -> Operation:
     """Ask for (or accept, or make) a peering of `env` with `other`."""
-    policy.check_can_manage(by, env)
+    policy.check_can_manage(by, env, "env_peer")
     if other.pk == env.pk:
         raise InvalidInput("env", "an Env's VMs always reach each other; name another Env")
     a, b = _pair(env, other)
@@ -82,7 +82,7 @@ def env_peer(*, env: Env, other: Env, by, idempotency_key: str = "") -> Operatio
     now = timezone.now()
     if current is not None and current.status == Peering.Status.ACTIVE:
         raise IllegalState(f"{env.name} is peered with {other.owner}/{other.name} already")
-    both = policy.may_manage(by, other)
+    both = policy.may_manage(by, other, "env_peer")
     if current is not None and current.asked_for_id == env.pk and not both:
         raise IllegalState(f"asked already: the owner of {other.owner}/{other.name} has to accept")
     ratelimit.take("peer", user=by)
@@ -101,7 +101,7 @@ def env_peer(*, env: Env, other: Env, by, idempotency_key: str = "") -> Operatio
 @idempotent
 def env_unpeer(*, env: Env, other: Env, by, idempotency_key: str = "") -> Operation:
     """End (or decline, or withdraw) the peering of `env` with `other`: either owner may."""
-    policy.check_can_manage(by, env)
+    policy.check_can_manage(by, env, "env_unpeer")
     a, b = _pair(env, other)
     env = a if env.pk == a.pk else b
     peering = Peering.objects.filter(env_a=a, env_b=b).current().first()

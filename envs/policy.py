@@ -1,4 +1,15 @@
-"""Who may act on an Env, and how often long operations may run on it."""
+"""Who may act on an Env, and how often long operations may run on it.
+
+One rule for every interface (API, portal, admin, admin actions, tasks): an Env's owner
+acts on their own Envs, VMs and snapshots with no permission at all; anyone else acts on
+them only as staff holding the Django model permission the action maps to in ACTIONS.
+Superusers hold every permission (Django's has_perm). `is_staff` alone grants nothing
+but the admin's door: seeing another user's objects needs the view permission too.
+
+The table (ACTIONS: action -> permission) and the decision (`check`) are written once, in
+ttportal.permissions, re-exported here: envs.models, vms.models and accounts.quotas need
+them too, and importing this module from there would be a cycle (tests/test_layers.py).
+"""
 
 from __future__ import annotations
 
@@ -9,31 +20,27 @@ from django.conf import settings
 
 from envs.models import Env
 from ttportal.errors import CooldownActive, Forbidden, IllegalState
+from ttportal.permissions import ACTIONS, check, may, permission_for  # noqa: F401  (the one table)
 
 
-def check_can_manage(user, env: Env) -> None:
-    """Owner or staff; `None` is the system itself (expiry sweeps)."""
-    if user is None:
-        return
-    if not user.is_authenticated or not user.is_active:
-        raise Forbidden("sign in first")
-    if user.is_staff or env.owner_id == user.pk:
-        return
-    raise Forbidden("you do not own this Env")
+def check_can_manage(user, env: Env, action: str) -> None:
+    """`action` (a key of ACTIONS) on this Env, or on one of its VMs or snapshots."""
+    check(user, action, owner_id=env.owner_id)
 
 
-def may_manage(user, env: Env) -> bool:
+def may_manage(user, env: Env, action: str) -> bool:
     try:
-        check_can_manage(user, env)
+        check_can_manage(user, env, action)
     except Forbidden:
         return False
     return True
 
 
-def check_staff(user) -> None:
+def check_staff(user, action: str) -> None:
     """Operators only (actions on the platform rather than on one's own Envs)."""
-    if user is None or not user.is_authenticated or not user.is_active or not user.is_staff:
+    if user is None or not user.is_authenticated:
         raise Forbidden("only staff may do this")
+    check(user, action)
 
 
 def check_live(env: Env) -> None:

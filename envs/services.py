@@ -81,8 +81,7 @@ def env_create(
     lifetime), also when staff ask for them, unless staff say `ignore_quota` (recorded in
     the operation's params). Without a lifetime or end, the Env gets the default lifetime,
     or the owner's longest lifetime if that is shorter."""
-    if by is not None and by.pk != owner.pk and not by.is_staff:
-        raise policy.Forbidden("only staff may create an Env for another user")
+    policy.check(by, "env_create", owner_id=owner.pk)  # for another user: staff with envs.add_env
     # The owner's row is locked first: one owner's creates are counted one at a time.
     allowed = usage.admit(owner, by=by, ignore_quota=ignore_quota)
     check_name(name, "name")
@@ -134,7 +133,7 @@ def env_extend(
     `ignore_quota` (recorded in the operation's params). How often one user may extend
     is bound too (TT_RATE_EXTEND).
     """
-    policy.check_can_manage(by, env)
+    policy.check_can_manage(by, env, "env_extend")
     if end_at is None and lifetime is None and extend_by is None:
         raise InvalidInput("end_at", "give end_at or lifetime")
     # No lock on the owner: these quotas bound this Env alone, whose row is locked below.
@@ -160,7 +159,7 @@ def env_extend(
 def _env_power(env: Env, action: str, kind: str, by, idempotency_key: str) -> Operation | None:
     """Claim every VM of the Env that can take `action`. None when there is nothing to do
     (every VM is there already): no operation is recorded and no cooldown is used."""
-    policy.check_can_manage(by, env)
+    policy.check_can_manage(by, env, f"env_{action}")
     env = Env.objects.select_for_update().get(pk=env.pk)
     policy.check_live(env)
     vms = list(env.vms.live().order_by("pk"))
@@ -200,7 +199,7 @@ def env_start(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
 def env_set_deny_outgoing(*, env: Env, deny: bool, by, idempotency_key: str = "") -> Operation | None:
     """Cut every VM of the Env off from everything beyond the node network (or allow it
     again). None when it is so already (nothing recorded)."""
-    policy.check_can_manage(by, env)
+    policy.check_can_manage(by, env, "env_set_deny_outgoing")
     if not isinstance(deny, bool):
         raise InvalidInput("deny_outgoing", "must be true or false")
     env = Env.objects.select_for_update().get(pk=env.pk)
@@ -220,7 +219,7 @@ def env_set_deny_outgoing(*, env: Env, deny: bool, by, idempotency_key: str = ""
 @idempotent
 def env_destroy(*, env: Env, by, idempotency_key: str = "", kind: str = K.ENV_DESTROY) -> Operation:
     """Destroy every VM and release their ports; the Env row and its operations stay on record."""
-    policy.check_can_manage(by, env)
+    policy.check_can_manage(by, env, "env_destroy")
     env = Env.objects.select_for_update().get(pk=env.pk)
     if env.status == Env.Status.DESTROYED:
         raise IllegalState(f"Env {env.name} is destroyed")
@@ -258,7 +257,7 @@ def env_expire_one(env_id: int, *, now=None) -> Operation | None:
 
 def operation_retry(*, op: Operation, by) -> Operation:
     """Hand a stuck operation to a worker now instead of at the next recovery pass."""
-    policy.check_staff(by)
+    policy.check_staff(by, "operation_retry")
     op.refresh_from_db()
     if not op.is_live:
         raise IllegalState(f"operation {op.pk} has ended ({op.status})")
@@ -279,7 +278,7 @@ def operation_fail(*, op: Operation, by) -> Operation:
     out (its next write matches nothing) and whatever its engine call still
     finishes is left to reconciliation.
     """
-    policy.check_staff(by)
+    policy.check_staff(by, "operation_fail")
     error = TTError(f"ended by {by.get_username()} from the admin", code=ErrorCode.CANCELLED)
     if not runner.end_now(op, error):
         raise IllegalState(f"operation {op.pk} has ended ({op.status})")

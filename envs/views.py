@@ -60,7 +60,7 @@ def _env_url(env: Env) -> str:
 @login_required
 @require_GET
 def env_list(request: HttpRequest) -> HttpResponse:
-    """My Envs (staff: everyone's). One query for the rows whatever their number."""
+    """My Envs (staff with envs.view_env: everyone's). One query for the rows whatever their number."""
     show_destroyed = request.GET.get("destroyed") == "1"
     envs = Env.objects.visible_to(request.user).select_related("owner").annotate(
         vm_count=Count("vms", filter=live_vms()),
@@ -76,6 +76,7 @@ def env_list(request: HttpRequest) -> HttpResponse:
         env.cooldown = policy.cooldown_remaining(env, now)
     return render(request, "envs/list.html", {
         "envs": rows, "show_destroyed": show_destroyed, "now": now, "warn_seconds": WARN_SECONDS,
+        "all_envs": policy.may(request.user, "env_view"),  # the same rule as visible_to
         "quota": usage.report(request.user),  # the user's own, staff too (two queries)
     })
 

@@ -48,3 +48,20 @@ def count_queries(client, url: str) -> int:
         response = client.get(url)
     assert response.status_code == 200
     return len(ctx.captured_queries)
+
+
+def offered_actions(client, changelist_url: str) -> set[str]:
+    """The actions the changelist's action bar offers the signed-in user."""
+    response = client.get(changelist_url)
+    assert response.status_code == 200
+    form = response.context["action_form"]  # None when no action is offered
+    return {name for name, _ in form.fields["action"].choices if name} if form else set()
+
+
+def grant(user, *perms: str) -> None:
+    """Give `user` these permissions ("app.codename"); a fresh object, so no stale cache."""
+    from django.contrib.auth.models import Permission
+
+    for perm in perms:
+        app, codename = perm.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))

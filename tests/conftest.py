@@ -1,4 +1,6 @@
-"""Shared fixtures: named users (alice owns, bob is an outsider, olga operates),
+"""Shared fixtures: named users (alice owns, bob is an outsider, olga operates: staff in the
+group "operators", which holds every permission of the project's apps; stan is staff
+with no permission at all),
 a node on libvirt's in-process test driver, a template, a way to run the
 tasks that services enqueue on commit, and a clock frozen at T0.
 
@@ -89,9 +91,42 @@ def bob(db):
     return make_user("bob")
 
 
+# What an operator is given: every permission of the project's own apps (Envs, VMs,
+# snapshots, operations, nodes, warm pools, quotas, notifications), none of auth's.
+OPERATOR_APPS = ("accounts", "engines", "envs", "notifications", "vms")
+
+
+def operators_group():
+    from django.contrib.auth.models import Group, Permission
+
+    group, made = Group.objects.get_or_create(name="operators")
+    if made:
+        group.permissions.set(Permission.objects.filter(content_type__app_label__in=OPERATOR_APPS))
+    return group
+
+
+def make_staff(username: str, *perms: str):
+    """A staff user holding exactly `perms` ("app.codename")."""
+    from django.contrib.auth.models import Permission
+
+    user = make_user(username, is_staff=True)
+    for perm in perms:
+        app, codename = perm.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
+    return user
+
+
 @pytest.fixture
 def olga(db):
-    return make_user("olga", is_staff=True)
+    user = make_user("olga", is_staff=True)
+    user.groups.add(operators_group())
+    return user
+
+
+@pytest.fixture
+def stan(db):
+    """Staff without a single permission: the admin's door, and nothing behind it."""
+    return make_user("stan", is_staff=True)
 
 
 @pytest.fixture

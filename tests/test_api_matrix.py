@@ -1,6 +1,12 @@
 """Who gets what, over every API endpoint: the owner, another user, nobody, an expired
 token, a revoked token and staff, each exactly what they should (and a refusal changes
-nothing). Another user's objects are 404, never 403, so their existence is not told."""
+nothing). Another user's objects are 404, never 403, so their existence is not told.
+
+Staff act through permissions, never through is_staff alone: an operator (olga, every
+permission) may do everything; staff without any permission (stan) see and act on
+nothing of alice's (404, like any other user); staff who may only view get 403 on
+every action; staff holding one action's permission may take exactly the actions it
+maps to (PERMISSION_OF_KIND) and are refused every other."""
 
 from __future__ import annotations
 
@@ -10,11 +16,12 @@ from typing import Any
 import pytest
 
 from accounts.services import ssh_key_add, token_create
-from envs.models import Peering
+from envs.models import Operation, Peering
 from notifications.services import send_test_notification, webhook_create
-from tests.api_support import ROLES, build_world, client_as
+from tests.api_support import ROLES, build_world, client_as, client_for
+from tests.conftest import make_staff
 from tests.support import public_key_line
-from ttportal import ratelimit
+from ttportal import permissions, ratelimit
 
 
 @dataclass(frozen=True)
@@ -22,14 +29,14 @@ class Endpoint:
     method: str
     path: str  # formatted with the world: {env}, {peer}, {running}, {stopped}, {snapshot}, {op}, {template},
     # {token}, {key}, {webhook}, {delivery}
-    scope: str  # owned | list | create | global | personal | password_only
+    scope: str  # owned | list | create | global | personal | password_only | for_other (alice's, named)
     ok: int = 200
     body: Any = None
     kind: str = ""  # the operation kind a 202 answers with
 
     @property
     def id(self) -> str:
-        return f"{self.method} {self.path}"
+        return f"{self.method} {self.path}" + (" for alice" if self.scope == "for_other" else "")
 
 
 ENDPOINTS = [
@@ -52,6 +59,9 @@ ENDPOINTS = [
     # Env actions
     Endpoint("post", "/api/envs/", "create", 202,
              {"name": "fresh", "vms": [{"name": "a", "template": "tt/busybox"}]}, "env_create"),
+    Endpoint("post", "/api/envs/", "for_other", 202,
+             {"name": "fresh", "owner": "alice", "vms": [{"name": "a", "template": "tt/busybox"}]},
+             "env_create"),
     Endpoint("post", "/api/envs/{env}/extend/", "owned", 202, {"lifetime": 7200}, "env_extend"),
     Endpoint("post", "/api/envs/{env}/start/", "owned", 202, None, "env_start"),
     Endpoint("post", "/api/envs/{env}/stop/", "owned", 202, None, "env_stop"),
@@ -107,22 +117,48 @@ ACTIONS = [e for e in ENDPOINTS if e.method in ("post", "put") and e.path.count(
            and e.path not in _READABLE]
 
 
+# Beyond ROLES: staff without a single permission, and staff who may only view.
+STAFF_ROLES = ["staff_bare", "staff_viewer"]
+VIEW_PERMISSIONS = ("envs.view_env", "vms.view_vm", "vms.view_snapshot", "envs.view_operation")
+# What each action on another user's objects takes (the policy's table must agree:
+# test_the_policy_maps_each_action_as_the_matrix_expects).
+PERMISSION_OF_KIND = {
+    "env_create": "envs.add_env",  # for another user
+    **dict.fromkeys(("env_extend", "env_start", "env_stop", "env_set_deny_outgoing", "env_peer",
+                     "env_unpeer"), "envs.change_env"),
+    "env_destroy": "envs.delete_env",
+    "vm_add": "vms.add_vm",
+    **dict.fromkeys(("vm_start", "vm_stop", "vm_suspend", "vm_set_blacklist", "vm_set_ports"),
+                    "vms.change_vm"),
+    "vm_destroy": "vms.delete_vm",
+    "snapshot_create": "vms.add_snapshot",
+    "snapshot_apply": "vms.change_snapshot",
+    "snapshot_destroy": "vms.delete_snapshot",
+}
+
+
 def expected(endpoint: Endpoint, role: str) -> int:
     if role in ("anonymous", "expired", "revoked"):
         return 401
     scope = endpoint.scope
     if scope == "password_only":
         return 401  # a token cannot mint tokens (see accounts/api.py)
+    if scope == "for_other":  # alice names herself; anyone else needs envs.add_env
+        return endpoint.ok if role in ("owner", "staff") else 403
     if role == "owner" or scope in ("list", "create", "global"):
         return endpoint.ok
     if scope == "personal":
         return 404  # staff too: tokens and keys are personal
-    return endpoint.ok if role == "staff" else 404  # owned
+    if role == "staff_viewer":  # sees alice's objects, may not act on them
+        return endpoint.ok if endpoint.method == "get" else 403
+    return endpoint.ok if role == "staff" else 404  # owned: invisible to bob and to stan
 
 
 def expected_code(endpoint: Endpoint, role: str) -> str:
     if expected(endpoint, role) == 404:
         return "not_found"
+    if expected(endpoint, role) == 403:
+        return "forbidden"
     if role in ("expired", "revoked") and endpoint.scope != "password_only":
         return "authentication_failed"  # a token was sent, and it does not work
     return "not_authenticated"
@@ -163,10 +199,18 @@ def _visible_ids(endpoint: Endpoint, w) -> set:
     }.get(endpoint.path, set())
 
 
-@pytest.mark.parametrize("role", ROLES)
+def _client(role: str, alice, bob, olga, stan):
+    if role == "staff_bare":
+        return client_for(stan)
+    if role == "staff_viewer":
+        return client_for(make_staff("vera", *VIEW_PERMISSIONS))
+    return client_as(role, owner=alice, other=bob, staff=olga)
+
+
+@pytest.mark.parametrize("role", ROLES + STAFF_ROLES)
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.id)
-def test_it_gives_each_caller_exactly_what_it_should(endpoint, role, world, alice, bob, olga, db_state):
-    client = client_as(role, owner=alice, other=bob, staff=olga)
+def test_it_gives_each_caller_exactly_what_it_should(endpoint, role, world, alice, bob, olga, stan, db_state):
+    client = _client(role, alice, bob, olga, stan)
     want = expected(endpoint, role)
     before = db_state()
 
@@ -185,8 +229,42 @@ def test_it_gives_each_caller_exactly_what_it_should(endpoint, role, world, alic
     if endpoint.scope == "list":
         ids = {item["id"] for item in response.json()["results"]}
         mine = _visible_ids(endpoint, world)
-        sees = role == "owner" or (role == "staff" and endpoint.path not in PERSONAL_LISTS)
+        sees = role == "owner" or (role in ("staff", "staff_viewer") and endpoint.path not in PERSONAL_LISTS)
         assert (mine <= ids) if sees else not (mine & ids), (role, ids)
+
+
+# Every action on alice's objects that a permission allows.
+STAFF_ACTIONS = [e for e in ENDPOINTS if e.kind and e.scope in ("owned", "for_other")]
+
+
+def test_the_policy_maps_each_action_as_the_matrix_expects():
+    assert {e.kind for e in STAFF_ACTIONS} == set(PERMISSION_OF_KIND)
+    assert {kind: permissions.ACTIONS[kind] for kind in PERMISSION_OF_KIND} == PERMISSION_OF_KIND
+
+
+@pytest.mark.parametrize("endpoint", STAFF_ACTIONS, ids=lambda e: e.id)
+def test_staff_holding_an_actions_permission_may_take_it(endpoint, world, db_state):
+    perm = PERMISSION_OF_KIND[endpoint.kind]
+    user = make_staff("pat", *VIEW_PERMISSIONS, perm)
+
+    response = getattr(client_for(user), endpoint.method)(_url(endpoint, world), endpoint.body, format="json")
+
+    assert response.status_code == endpoint.ok, response.content
+    op = Operation.objects.get(pk=response.json()["id"])
+    assert (op.kind, op.requested_by) == (endpoint.kind, user)
+
+
+@pytest.mark.parametrize("perm", sorted(set(PERMISSION_OF_KIND.values())))
+def test_staff_holding_one_permission_are_refused_every_other_action(perm, world, db_state):
+    client = client_for(make_staff("pat", *VIEW_PERMISSIONS, perm))
+    others = [e for e in STAFF_ACTIONS if PERMISSION_OF_KIND[e.kind] != perm]
+    assert others
+    for endpoint in others:
+        before = db_state()
+        response = getattr(client, endpoint.method)(_url(endpoint, world), endpoint.body, format="json")
+        assert response.status_code == 403, (endpoint.id, response.content)
+        assert response.json()["code"] == "forbidden"
+        assert db_state() == before, endpoint.id
 
 
 @pytest.mark.parametrize("endpoint", ACTIONS, ids=lambda e: e.id)

@@ -1,6 +1,8 @@
 """Who gets what, over every portal page and action: the owner, another user, nobody
-(also when an API token is sent: the portal signs in by session only), and staff.
-Another user's objects are 404, never 403, and a refusal changes nothing.
+(also when an API token is sent: the portal signs in by session only), and staff:
+an operator (olga, every permission), staff without any permission (stan: alice's
+objects are as invisible to him as to bob) and staff who may only view (403 on every
+action). Another user's objects are 404, never 403, and a refusal changes nothing.
 
 ROUTES must name every route in ttportal/portal_urls.py: a new page without a row
 here fails test_it_covers_every_portal_route.
@@ -21,6 +23,7 @@ from accounts.services import ssh_key_add, token_create
 from envs.models import Operation, Peering
 from notifications.services import warn_expiring_due, webhook_create
 from tests.api_support import build_world
+from tests.conftest import make_staff
 from tests.support import public_key_line
 from ttportal import portal_urls
 
@@ -101,7 +104,8 @@ ROUTES = [
     Route("notifications:extend", "post", "link", scope="link", ok=200),
 ]
 
-ROLES = ["owner", "other", "anonymous", "token_only", "staff"]
+ROLES = ["owner", "other", "anonymous", "token_only", "staff", "staff_bare", "staff_viewer"]
+VIEW_PERMISSIONS = ("envs.view_env", "vms.view_vm", "vms.view_snapshot", "envs.view_operation")
 
 
 def _route_names(patterns, prefix: str = "") -> set[str]:
@@ -134,11 +138,16 @@ def world(alice, make_env, run_tasks):
     return w
 
 
-def _client(role: str, alice, bob, olga, secret: str) -> Client:
+def _user(role: str, alice, bob, olga, stan=None):
+    if role == "staff_viewer":
+        return make_staff("vera", *VIEW_PERMISSIONS)
+    return {"owner": alice, "other": bob, "staff": olga, "staff_bare": stan}.get(role)
+
+
+def _client(role: str, user, secret: str) -> Client:
     if role == "token_only":  # a valid API token, and no session
         return Client(HTTP_AUTHORIZATION=f"Token {secret}")
     client = Client()
-    user = {"owner": alice, "other": bob, "staff": olga}.get(role)
     if user is not None:
         client.force_login(user)
     return client
@@ -167,7 +176,9 @@ def _expected(route: Route, role: str) -> int:
         return route.success
     if route.target in ("token", "key", "webhook"):
         return 404  # staff too: tokens and keys are personal
-    return route.success if role == "staff" else 404
+    if role == "staff_viewer":  # sees alice's objects, may not act on them
+        return route.success if route.method == "get" else 403
+    return route.success if role == "staff" else 404  # invisible to bob and to stan
 
 
 def _tokens(alice) -> list:
@@ -176,9 +187,10 @@ def _tokens(alice) -> list:
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
-def test_it_gives_each_caller_exactly_what_it_should(route, role, world, alice, bob, olga, template,
+def test_it_gives_each_caller_exactly_what_it_should(route, role, world, alice, bob, olga, stan, template,
                                                     db_state):
-    client = _client(role, alice, bob, olga, world.secret)
+    user = _user(role, alice, bob, olga, stan)
+    client = _client(role, user, world.secret)
     data = {k: (str(template.pk) if v == "TEMPLATE" else v) for k, v in route.data.items()}
     before, tokens_before = db_state(), _tokens(alice)
 
@@ -194,8 +206,7 @@ def test_it_gives_each_caller_exactly_what_it_should(route, role, world, alice, 
         else:
             assert db_state() == before
         return
-    if want != 404 and route.scope != "public" and role not in ("anonymous", "token_only"):
-        user = {"owner": alice, "other": bob, "staff": olga}[role]
+    if want < 400 and route.scope != "public" and role not in ("anonymous", "token_only"):
         if route.kind:  # an accepted action is recorded as asked by this caller
             assert Operation.objects.filter(kind=route.kind).latest("pk").requested_by == user
         if route.name == "accounts:tokens" and route.method == "post":
@@ -215,7 +226,7 @@ MUTATIONS = [route for route in ROUTES if route.method == "post" and route.name 
 
 @pytest.mark.parametrize("route", MUTATIONS, ids=lambda r: r.id)
 def test_it_refuses_get_on_every_mutation(route, world, alice, db_state):
-    client = _client("owner", alice, None, None, world.secret)
+    client = _client("owner", alice, world.secret)
     before = db_state()
     assert client.get(_url(route, world)).status_code == 405
     assert db_state() == before

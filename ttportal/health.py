@@ -15,6 +15,9 @@
   `database`, `broker`; repeatable or comma-separated) leaves a check out, as
   Kubernetes' own /readyz does: a load balancer that should keep the portal
   in service while one node is down asks `/readyz?exclude=nodes`.
+  Anybody gets the status (200/503, `{"status": ...}`); the checks themselves (node
+  names, engines, last contacts) only a caller /metrics lets in: an address in
+  TT_METRICS_ALLOWED, or a signed-in staff session holding engines.view_node.
 
 Answered by a middleware before sessions, CSRF and the ALLOWED_HOSTS check (a
 probe dials an address, not the site's name), and exempt from the HTTPS
@@ -27,8 +30,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 from functools import partial
+from importlib import import_module
 
 from django.conf import settings
+from django.contrib import auth
 from django.db import connection
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
@@ -37,7 +42,8 @@ from django.utils import timezone
 from engines.admin import node_health
 from engines.models import Node
 from envs.models import Operation
-from ttportal import probes
+from ttportal import permissions, probes
+from ttportal.proxy import client_address, in_networks
 from vms import fleet
 
 log = logging.getLogger(__name__)
@@ -62,14 +68,32 @@ def readyz(request: HttpRequest) -> HttpResponse:
             log.warning("readiness check %s failed: %s: %s", name, exc.__class__.__name__, exc)
             checks[name] = {"ok": False, "error": exc.__class__.__name__}
     failing = [name for name, check in checks.items() if not check["ok"]]
-    body = {"status": "not ready" if failing else "ready", "checks": checks}
-    if failing:
-        body["failing"] = failing
+    body = {"status": "not ready" if failing else "ready"}
+    if may_see_details(request):  # the fleet's names and state are not the public's
+        body["checks"] = checks
+        if failing:
+            body["failing"] = failing
     response = JsonResponse(body, status=503 if failing else 200)
     # Each failure is logged above, once with its reason; not again per probe as a
     # server error by django.request.
     response._has_been_logged = True
     return response
+
+
+def may_see_details(request: HttpRequest) -> bool:
+    """As /metrics: an allowed address, or a staff session with engines.view_node. This
+    middleware runs before the session's, so the session is read here, only if needed."""
+    if in_networks(client_address(request), settings.TT_METRICS_ALLOWED):
+        return True
+    if not request.COOKIES.get(settings.SESSION_COOKIE_NAME):
+        return False
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(
+        request.COOKIES[settings.SESSION_COOKIE_NAME])
+    try:
+        return permissions.may(auth.get_user(request), "node_view")
+    except Exception:  # a session that cannot be read (database down): no details
+        log.warning("readyz: could not read the caller's session", exc_info=True)
+        return False
 
 
 def check_database() -> dict:

@@ -63,6 +63,14 @@ USER_DATA_MAX = 16384
 USER_DATA_PATTERN = r"^#cloud-config[ \t]*(\r?\n[^\x00]*)?$"
 USER_DATA_RULE = (f"must be a #cloud-config document: the first line #cloud-config, then YAML "
                   f"(at most {USER_DATA_MAX} characters)")
+# How deeply its lists and mappings may nest: real cloud-configs go 4 or 5 deep
+# (write_files: - content: ...); a parser recurses per level.
+USER_DATA_DEPTH_MAX = 20
+USER_DATA_DEPTH_RULE = f"must not nest lists and mappings more than {USER_DATA_DEPTH_MAX} levels deep"
+
+# An API request's JSON body: how deeply its arrays and objects may nest (ttportal.parsers).
+JSON_DEPTH_MAX = 32
+JSON_DEPTH_RULE = f"JSON body nested more than {JSON_DEPTH_MAX} levels deep"
 
 # Text that names something stored (a template, a user): any printable characters,
 # none of the control characters no name has (NUL is one no database stores).

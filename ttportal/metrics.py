@@ -33,7 +33,7 @@ from prometheus_client.utils import floatToGoString
 
 from engines.models import Node
 from envs.models import Env, Operation
-from ttportal import probes
+from ttportal import permissions, probes
 from ttportal.proxy import client_address, in_networks
 from vms import fleet
 from vms.blocked import REASONS, drops_of_nodes
@@ -243,7 +243,7 @@ REGISTRY.register(PortalCollector())
 
 
 def may_read(request: HttpRequest) -> bool:
-    if request.user.is_authenticated and request.user.is_staff:
+    if permissions.may(request.user, "node_view"):
         return True
     return in_networks(client_address(request), settings.TT_METRICS_ALLOWED)
 

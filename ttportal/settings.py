@@ -299,7 +299,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "ttportal.api_schema.AutoSchema",
     "EXCEPTION_HANDLER": "ttportal.api.exception_handler",
     # JSON only: one request format to validate, document and test.
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["ttportal.parsers.BoundedJSONParser"],  # DRF's, nesting bounded
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {

@@ -126,13 +126,14 @@ class VmAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
     inlines = (PortMappingInline, SnapshotInline)
     actions = (
         service_action("start", "Start the selected VMs", "start queued",
-                       lambda vm, by: services.vm_start(vm=vm, by=by)),
+                       lambda vm, by: services.vm_start(vm=vm, by=by), policy_action="vm_start"),
         service_action("stop", "Stop the selected VMs", "stop queued",
-                       lambda vm, by: services.vm_stop(vm=vm, by=by)),
+                       lambda vm, by: services.vm_stop(vm=vm, by=by), policy_action="vm_stop"),
         service_action("suspend", "Suspend the selected VMs (memory saved; start resumes them)",
-                       "suspend queued", lambda vm, by: services.vm_suspend(vm=vm, by=by)),
+                       "suspend queued", lambda vm, by: services.vm_suspend(vm=vm, by=by),
+                       policy_action="vm_suspend"),
         service_action("destroy", "Destroy the selected VMs", "destroy queued",
-                       lambda vm, by: services.vm_destroy(vm=vm, by=by)),
+                       lambda vm, by: services.vm_destroy(vm=vm, by=by), policy_action="vm_destroy"),
     )
 
     def get_queryset(self, request):
@@ -181,7 +182,8 @@ class SnapshotAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
     readonly_fields = fields
     actions = (
         service_action("destroy", "Destroy the selected snapshots", "destroy queued",
-                       lambda snapshot, by: services.snapshot_destroy(snapshot=snapshot, by=by)),
+                       lambda snapshot, by: services.snapshot_destroy(snapshot=snapshot, by=by),
+                       policy_action="snapshot_destroy"),
     )
 
     def get_queryset(self, request):

@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 
+from envs import policy
 from envs.api import OperationsActionsMixin, accepted, operation_action, parse
 from ttportal.api import idempotency_key
 from ttportal.api_query import BoolFilter, IdFilter, StrictFilterSet, TextFilter
@@ -203,4 +204,6 @@ class TemplateViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         templates = VmTemplate.objects.all()
-        return templates.with_runnable() if self.request.user.is_staff else templates.runnable()
+        if policy.may(self.request.user, "template_view_all"):
+            return templates.with_runnable()
+        return templates.runnable()

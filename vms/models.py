@@ -11,6 +11,7 @@ from engines.cloudinit import CloudInitSpec
 from engines.models import EngineKind, Node
 from engines.specs import PortSpec, TemplateSpec, VmSpec
 from envs.models import Env, Peering
+from ttportal import permissions
 from ttportal.validators import validate_dns_label
 
 # A template feature: the guest runs cloud-init and reads a NoCloud seed on first boot.
@@ -122,7 +123,8 @@ def live_vms(prefix: str = "vms") -> Q:
 
 class VmQuerySet(models.QuerySet):
     def visible_to(self, user) -> VmQuerySet:
-        if user.is_staff:  # warm spares are the site's, shown with their pools in the admin
+        # Warm spares are the site's, shown with their pools in the admin.
+        if permissions.sees_others(user, "vm_view"):
             return self.exclude(env__is_warm_pool=True)
         return self.filter(env__owner=user)
 
@@ -348,7 +350,7 @@ def port_label(port: int, protocol: str) -> str:
 
 class SnapshotQuerySet(models.QuerySet):
     def visible_to(self, user) -> SnapshotQuerySet:
-        if user.is_staff:
+        if permissions.sees_others(user, "snapshot_view"):
             return self
         return self.filter(vm__env__owner=user)
 

@@ -143,7 +143,7 @@ def vm_add(*, env: Env, spec: NewVm, by, ignore_quota: bool = False, idempotency
     The request is checked whole before the cooldown is: bad input is told as such,
     not as "retry in N s" (and retrying it would not help). Then the owner's quota
     (live VMs, vCPUs, memory, disk), which staff may say to ignore (recorded)."""
-    policy.check_can_manage(by, env)
+    policy.check_can_manage(by, env, "vm_add")
     owner = env.owner
     allowed = usage.admit(owner, by=by, ignore_quota=ignore_quota)  # the owner's row, before the Env's
     env = _locked_env(env)
@@ -166,7 +166,7 @@ POWER_FEATURE = {"start": Feature.START_STOP, "stop": Feature.START_STOP, "suspe
 
 
 def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) -> Operation | None:
-    policy.check_can_manage(by, vm.env)
+    policy.check_can_manage(by, vm.env, f"vm_{action}")
     _require_feature(vm, POWER_FEATURE[action])
     env = _locked_env(vm.env)
     policy.check_live(env)
@@ -228,7 +228,7 @@ def claim_for_destroy(env: Env, vms: list[Vm], *, by) -> list[int]:
 
 @idempotent
 def vm_destroy(*, vm: Vm, by, idempotency_key: str = "") -> Operation:
-    policy.check_can_manage(by, vm.env)
+    policy.check_can_manage(by, vm.env, "vm_destroy")
     env = _locked_env(vm.env)
     if env.status == Env.Status.DESTROYED:
         raise IllegalState(f"Env {env.name} is destroyed")
@@ -247,7 +247,7 @@ def vm_destroy(*, vm: Vm, by, idempotency_key: str = "") -> Operation:
 def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Operation | None:
     """Make the VM unable to reach exactly these addresses (an empty list clears it).
     None when it is so already (nothing recorded)."""
-    policy.check_can_manage(by, vm.env)
+    policy.check_can_manage(by, vm.env, "vm_set_blacklist")
     blacklist = parse_blacklist(addresses, "addresses")  # named as the parameter and the forms
     policy.check_live(vm.env)
     vm.refresh_from_db(fields=["net_blacklist"])  # the caller's copy may predate the last change
@@ -264,7 +264,7 @@ def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Ope
 def vm_set_ports(*, vm: Vm, ports, by, idempotency_key: str = "") -> Operation | None:
     """Make the VM's forwarded inner ports exactly `ports`; kept ones keep their public port.
     None when they are so already (nothing recorded)."""
-    policy.check_can_manage(by, vm.env)
+    policy.check_can_manage(by, vm.env, "vm_set_ports")
     wanted = parse_ports(ports, "ports")
     if vm.net_kind == Vm.NetKind.FLAT and wanted:
         raise ConflictingInput("ports", "FLAT VMs are reached at their own address and have no port map")
@@ -299,7 +299,7 @@ def snapshot_create(*, vm: Vm, name: str, by, life_time=None, ignore_quota: bool
                     idempotency_key: str = "") -> Operation:
     """Snapshot the VM (stopped for consistency, then back to its power state). Bound by the
     owner's snapshot quota, which staff may say to ignore (recorded)."""
-    policy.check_can_manage(by, vm.env)
+    policy.check_can_manage(by, vm.env, "snapshot_create")
     check_name(name, "name")
     seconds = _check_life_time(life_time)
     _require_feature(vm, Feature.SNAPSHOT)
@@ -327,7 +327,7 @@ def snapshot_create(*, vm: Vm, name: str, by, life_time=None, ignore_quota: bool
 def snapshot_apply(*, snapshot: Snapshot, by, idempotency_key: str = "") -> Operation:
     """Put the VM back to the snapshot: its disk and its config; power state as it was."""
     vm = snapshot.vm
-    policy.check_can_manage(by, vm.env)
+    policy.check_can_manage(by, vm.env, "snapshot_apply")
     env = _locked_env(vm.env)
     policy.check_live(env)
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
@@ -344,7 +344,7 @@ def snapshot_apply(*, snapshot: Snapshot, by, idempotency_key: str = "") -> Oper
 def snapshot_destroy(*, snapshot: Snapshot, by, idempotency_key: str = "",
                      kind: str = K.SNAPSHOT_DESTROY) -> Operation:
     vm = snapshot.vm
-    policy.check_can_manage(by, vm.env)
+    policy.check_can_manage(by, vm.env, "snapshot_destroy")
     if not Snapshot.objects.filter(pk=snapshot.pk, status=Snapshot.Status.READY).update(
         status=Snapshot.Status.DESTROYING
     ):

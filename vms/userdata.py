@@ -26,6 +26,7 @@ def check_user_data(value, field: str) -> str:
     if not limits.matches(limits.USER_DATA_PATTERN, value):
         raise InvalidInput(field, limits.USER_DATA_RULE)
     try:
+        check_depth(value, field)
         # safe_load: YAML tags cannot name Python objects. Aliases are shared, not
         # copied, so a "billion laughs" document costs no more than its own size.
         document = yaml.safe_load(value)
@@ -37,3 +38,26 @@ def check_user_data(value, field: str) -> str:
     if document is not None and not isinstance(document, dict):
         raise ConflictingInput(field, "must be a YAML mapping of cloud-config keys (packages:, runcmd:, …)")
     return value
+
+
+def check_depth(value: str, field: str) -> None:
+    """Refuse lists and mappings nested deeper than USER_DATA_DEPTH_MAX (a 422 naming
+    `field`), before anything builds them: PyYAML's composer and constructor recurse per
+    level (thousands of `[` are a RecursionError). Parsing events comes from a loop in
+    both parsers (libyaml's when installed, fast; PyYAML's own otherwise), so counting
+    them is safe at any depth, and stops at the first level too deep."""
+    depth = 0
+    try:
+        for event in yaml.parse(value, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > limits.USER_DATA_DEPTH_MAX:
+                    raise ConflictingInput(field, limits.USER_DATA_DEPTH_RULE)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        # libyaml's scanner reads a run of `[` ahead of its events and stops at its own
+        # limit (1,000): the same rule, said as ours.
+        if "maximum nesting depth" in str(exc):
+            raise ConflictingInput(field, limits.USER_DATA_DEPTH_RULE) from None
+        raise

@@ -113,11 +113,12 @@ def template_list(request: HttpRequest) -> HttpResponse:
     templates that cannot run now (disabled, or no enabled node runs their engines)."""
     kinds = engine_kinds_in_service()
     templates = VmTemplate.objects.order_by("name")
-    templates = list(templates.with_runnable(kinds) if request.user.is_staff else templates.runnable(kinds))
+    all_of_them = policy.may(request.user, "template_view_all")
+    templates = list(templates.with_runnable(kinds) if all_of_them else templates.runnable(kinds))
     for template in templates:
         template.engines = template.engine_labels(kinds)
         template.idle_engines = template.engine_labels(kinds, in_service=False)
-    return render(request, "vms/templates.html", {"templates": templates, "staff": request.user.is_staff})
+    return render(request, "vms/templates.html", {"templates": templates, "staff": all_of_them})
 
 
 @require_POST

@@ -153,7 +153,7 @@ def pool_save(*, pool: WarmPool, by) -> WarmPool:
     follow on commit (tend)."""
     from envs import policy
 
-    policy.check_staff(by)
+    policy.check_staff(by, "warm_pool_save")
     check_pool(pool.node, pool.template)
     for size in pool.vm_sizes:
         check_size(size, pool.template, "vm_sizes")
@@ -173,7 +173,7 @@ def pool_delete(*, pool: WarmPool, by) -> None:
     """Remove a pool that holds no live spare (switch it off first: tend discards them)."""
     from envs import policy
 
-    policy.check_staff(by)
+    policy.check_staff(by, "warm_pool_delete")
     with transaction.atomic():
         pool = WarmPool.objects.select_for_update().get(pk=pool.pk)
         if pool.spares.live().exists():

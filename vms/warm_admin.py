@@ -82,7 +82,7 @@ class WarmPoolAdmin(OperateMixin, admin.ModelAdmin):
     inlines = (SpareInline,)
     actions = (
         service_action("tend", "Tend the selected pools now (discard stale spares, fill)", "tending queued",
-                       lambda pool, by: warm.enqueue_tend(pool.pk)),
+                       lambda pool, by: warm.enqueue_tend(pool.pk), policy_action="warm_pool_tend"),
     )
 
     def save_model(self, request, obj, form, change):

@@ -11,10 +11,17 @@ Headers of every attempt:
 The timestamp is part of what is signed, so a receiver that refuses timestamps more
 than a few minutes old cannot be fed an old body again (a replay).
 
-Only the address the host name resolved to, and that was checked, is connected to (a
-name that resolves elsewhere a moment later cannot slip past the check): public
-addresses only unless TT_WEBHOOK_ALLOW_PRIVATE, and never a node's VM network.
-Redirects are not followed.
+Where we send (refused_address): public addresses only unless TT_WEBHOOK_ALLOW_PRIVATE;
+never a node's VM network nor a node's own addresses (its public host and the host of
+its engine URI, when they are written as addresses); never IPv6 site-local (fec0::/10)
+or local-use NAT64 (64:ff9b:1::/48). An IPv6 address that carries an IPv4 one
+(IPv4-mapped ::ffff:a.b.c.d, IPv4-compatible ::a.b.c.d, NAT64 64:ff9b::/96, 6to4
+2002::/16, Teredo 2001::/32) is judged by the IPv4 it carries as well: `::127.0.0.1`
+is loopback. An address in the URL is checked when the webhook is saved; at each
+delivery the host name is resolved, every address it resolves to is checked (one
+refused refuses the delivery: a name that also points inward is not trusted), and only
+a checked address is connected to (a name that resolves elsewhere a moment later
+cannot slip past the check). Redirects are not followed.
 """
 
 from __future__ import annotations
@@ -87,13 +94,46 @@ def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+# IPv6 ranges refused whatever they carry: site-local (deprecated, RFC 3879, yet routed
+# inside some sites) and local-use NAT64 (RFC 8215: the IPv4 inside sits where the
+# site's own prefix length says, so it cannot be read out).
+REFUSED_V6 = (ipaddress.ip_network("fec0::/10"), ipaddress.ip_network("64:ff9b:1::/48"))
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # ::a.b.c.d (deprecated, still parsed)
+
+
+def embedded_ipv4(address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 one carries (none for an IPv4 or a plain IPv6 one)."""
+    if address.version != 6:
+        return []
+    found = []
+    if address.ipv4_mapped:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour:
+        found.append(address.sixtofour)
+    if address.teredo:  # (server, client): the client is the one tunnelled to
+        found.extend(address.teredo)
+    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):  # not :: nor ::1
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
 def refused_address(address) -> str:
     """Why we do not send to `address` ("" if we do)."""
     if address.is_unspecified or address.is_multicast:
         return f"must not be sent to {address}"
+    for net in REFUSED_V6:
+        if address.version == 6 and address in net:
+            return f"must not be sent to {address} ({net} is a site's own range)"
+    for inner in embedded_ipv4(address):
+        refusal = refused_address(inner)
+        if refusal:
+            return f"must not be sent to {address}, which carries the IPv4 address {inner}: {refusal}"
     for net in _vm_networks():
         if address in net:
             return f"must not be sent into a VM network ({address} is in {net})"
+    if address in _node_addresses():
+        return f"must not be sent to a node of this site ({address})"
     if not settings.TT_WEBHOOK_ALLOW_PRIVATE and not address.is_global:
         return (f"must be a public address, and {address} is not (an operator allows private ones "
                 "with TT_WEBHOOK_ALLOW_PRIVATE=1)")
@@ -110,6 +150,24 @@ def _vm_networks() -> list:
         except ValueError:
             continue
     return nets
+
+
+def _node_addresses() -> set:
+    """The nodes' own addresses: their public host and their engine URI's host, where
+    written as an address (a name is not resolved here: see the module's docstring)."""
+    from engines.models import Node
+
+    found = set()
+    for public_host, uri in Node.objects.values_list("public_host", "uri"):
+        try:
+            engine_host = urlsplit(uri).hostname
+        except ValueError:
+            engine_host = None
+        for host in (public_host, engine_host):
+            address = _literal((host or "").strip("[]"))
+            if address is not None:
+                found.add(address)
+    return found
 
 
 # --- signing ------------------------------------------------------------------------------
@@ -161,10 +219,14 @@ def send(url: str, *, secret: str, body: bytes, event: str, delivery_id: int) ->
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         return Outcome(False, retry=True, error=f"cannot resolve {parts.hostname}: {exc}")
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-    allowed = [a for a in addresses if not refused_address(a)]
-    if not allowed:
-        return Outcome(False, error=f"{parts.hostname}: {refused_address(addresses[0])}")
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    if not addresses:
+        return Outcome(False, retry=True, error=f"cannot resolve {parts.hostname}: no address")
+    for address in addresses:  # every one: a name that also points inward is not sent to
+        refusal = refused_address(address)
+        if refusal:
+            return Outcome(False, error=f"{parts.hostname}: {refusal}")
+    allowed = addresses
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",

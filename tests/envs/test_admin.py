@@ -12,7 +12,15 @@ from django.utils import timezone
 from envs import services
 from envs.models import Env, Operation
 from envs.services import env_destroy, operation_fail, operation_retry
-from tests.admin_support import count_queries, make_env, make_operator, messages_of, post_action
+from tests.admin_support import (
+    count_queries,
+    grant,
+    make_env,
+    make_operator,
+    messages_of,
+    offered_actions,
+    post_action,
+)
 from tests.support import RETRY, lose_a_race
 from ttportal.errors import Forbidden
 from vms.models import Vm
@@ -282,3 +290,55 @@ def test_only_staff_may_end_or_retry_an_operation(alice, stuck_start):
             service(op=stuck_start, by=alice)
     stuck_start.refresh_from_db()
     assert stuck_start.status == "running"
+
+
+# --- staff act through permissions -----------------------------------------------------------
+
+
+def test_staff_without_permissions_see_no_env_and_act_on_none(client, stan, alice, template, run_tasks,
+                                                              db_state):
+    env = make_env(alice, run=run_tasks)
+    client.force_login(stan)
+    before = db_state()
+    for url in (ENVS, OPS, reverse("admin:envs_env_change", args=[env.pk])):
+        assert client.get(url).status_code == 403, url
+    response = client.post(ENVS, {"action": "destroy", "_selected_action": [env.pk], "index": "0"})
+    assert response.status_code == 403
+    assert db_state() == before
+
+
+def test_staff_are_offered_and_allowed_only_what_their_permissions_say(client, stan, alice, template,
+                                                                       run_tasks, db_state):
+    env = make_env(alice, run=run_tasks)
+    grant(stan, "envs.view_env")
+    client.force_login(stan)
+    assert offered_actions(client, ENVS) == set()  # may look, may not act
+    grant(stan, "envs.change_env")
+    stan = type(stan).objects.get(pk=stan.pk)  # has_perm caches per user object
+    assert offered_actions(client, ENVS) == {"start", "stop", "extend_by_a_day", "deny_outgoing",
+                                             "allow_outgoing"}
+    # Destroying takes envs.delete_env: posted anyway, it is refused and nothing changes.
+    before = db_state()
+    post_action(client, ENVS, "destroy", [env])
+    assert db_state() == before
+    with run_tasks():
+        response = post_action(client, ENVS, "stop", [env])
+    assert ("success", "Stop queued: 1 env.") in messages_of(response)
+    assert Operation.objects.get(kind=Operation.Kind.ENV_STOP).requested_by == stan
+    with pytest.raises(Forbidden, match=r"envs\.delete_env"):
+        env_destroy(env=env, by=stan)
+    grant(stan, "envs.delete_env")
+    assert "destroy" in offered_actions(client, ENVS)
+
+
+def test_ending_or_retrying_an_operation_takes_the_change_permission(client, stan, stuck_start):
+    grant(stan, "envs.view_operation")
+    client.force_login(stan)
+    assert offered_actions(client, OPS) == set()
+    for service in (operation_fail, operation_retry):
+        with pytest.raises(Forbidden, match=r"envs\.change_operation"):
+            service(op=stuck_start, by=type(stan).objects.get(pk=stan.pk))
+    grant(stan, "envs.change_operation")
+    assert offered_actions(client, OPS) == {"retry_now", "fail_now"}
+    response = post_action(client, OPS, "fail_now", [stuck_start])
+    assert ("success", "Ended: 1 operation.") in messages_of(response)

@@ -170,20 +170,20 @@ def test_it_creates_once_on_a_double_submit(client, root, alice, template):
     assert Env.objects.count() == Operation.objects.count() == 1
 
 
-def test_it_lets_a_staff_user_with_the_add_permission_create(client, olga, alice, template, run_tasks):
-    olga.user_permissions.add(*Permission.objects.filter(
+def test_it_lets_a_staff_user_with_the_add_permission_create(client, stan, alice, template, run_tasks):
+    stan.user_permissions.add(*Permission.objects.filter(
         content_type__app_label="envs", codename__in=["add_env", "view_env"]))
-    client.force_login(olga)
+    client.force_login(stan)
     assert client.get(ADD).status_code == 200
     with run_tasks():
         response = client.post(ADD, form_data(alice, [vm_row(template, "vm0")]))
     assert response.status_code == 302
     op = Operation.objects.get()
-    assert (op.requested_by, op.env.owner, op.status) == (olga, alice, Operation.Status.SUCCEEDED)
+    assert (op.requested_by, op.env.owner, op.status) == (stan, alice, Operation.Status.SUCCEEDED)
 
 
-def test_it_refuses_staff_without_the_add_permission(client, olga, alice, template):
-    client.force_login(olga)
+def test_it_refuses_staff_without_the_add_permission(client, stan, alice, template):
+    client.force_login(stan)
     assert client.get(ADD).status_code == 403
     assert client.post(ADD, form_data(alice, [vm_row(template, "vm0")])).status_code == 403
     assert nothing_written()

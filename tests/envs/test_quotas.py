@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -150,13 +150,19 @@ def test_staff_may_say_to_ignore_the_owners_quota_and_it_is_recorded(alice, olga
     assert "ignore_quota" not in op.params
 
 
-def test_only_staff_may_ignore_a_quota(alice, bob, template, db_state, make_env):
+def test_only_staff_may_ignore_a_quota(alice, bob, stan, template, db_state, make_env):
+    rule = "only staff with the permission accounts.change_userquota may ignore the owner's quota"
     with refused(db_state, Forbidden) as caught:
         env_create(owner=alice, by=alice, name="mine", vms=_vms(template, "v"), ignore_quota=True)
-    assert caught.value.message == "only staff may ignore the owner's quota"
+    assert caught.value.message == rule
     env = make_env(alice)
     with refused(db_state, Forbidden):
         env_extend(env=env, by=alice, extend_by=timedelta(hours=1), ignore_quota=True)
+    # Staff without the permission neither: is_staff alone is no licence.
+    stan.user_permissions.add(*Permission.objects.filter(codename="change_env"))
+    with refused(db_state, Forbidden) as caught:
+        env_extend(env=env, by=stan, extend_by=timedelta(hours=1), ignore_quota=True)
+    assert caught.value.message == rule
 
 
 def test_the_api_never_offers_to_ignore_a_quota(alice, olga, template, db_state):

@@ -174,6 +174,99 @@ def test_it_never_sends_into_a_vm_network(alice, node, settings, receiver, run_t
     assert "VM network" in refused.value.message
 
 
+# IPv4 hidden in IPv6, each form with a private IPv4 inside; and IPv6 ranges of a site's own.
+HIDDEN_IPV4 = [
+    ("http://[::127.0.0.1]/", "127.0.0.1"),                    # IPv4-compatible
+    ("http://[::ffff:127.0.0.1]/", "127.0.0.1"),               # IPv4-mapped
+    ("http://[::ffff:169.254.169.254]/", "169.254.169.254"),   # cloud metadata, mapped
+    ("http://[64:ff9b::7f00:1]/", "127.0.0.1"),                # NAT64
+    ("http://[64:ff9b::a01:203]/", "10.1.2.3"),                # NAT64, RFC 1918
+    ("http://[2002:7f00:1::1]/", "127.0.0.1"),                 # 6to4
+    ("http://[2002:c0a8:101::1]/", "192.168.1.1"),             # 6to4, RFC 1918
+    ("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "192.0.2.45"),  # Teredo (its client)
+]
+
+
+@pytest.mark.parametrize(("url", "inner"), HIDDEN_IPV4, ids=[url for url, _ in HIDDEN_IPV4])
+def test_it_judges_the_ipv4_an_ipv6_address_carries(alice, settings, url, inner):
+    settings.TT_WEBHOOK_ALLOW_PRIVATE = False
+    with pytest.raises(ConflictingInput) as refused:
+        services.webhook_create(user=alice, endpoint=url)
+    assert refused.value.field == "endpoint"
+    assert f"carries the IPv4 address {inner}" in refused.value.message
+    assert not Webhook.objects.exists()
+
+
+def test_it_refuses_hidden_ipv4_of_a_vm_network_or_a_node_even_with_private_allowed(alice, node, settings):
+    settings.TT_WEBHOOK_ALLOW_PRIVATE = True
+    for url, why in (("http://[::ffff:10.100.3.4]/", "VM network"),      # the node's VM network
+                     ("http://[64:ff9b::a64:304]/", "VM network"),
+                     ("http://[::ffff:203.0.113.10]/", "node of this site"),  # its public host
+                     ("http://203.0.113.10:8080/", "node of this site")):
+        with pytest.raises(ConflictingInput) as refused:
+            services.webhook_create(user=alice, endpoint=url)
+        assert why in refused.value.message, url
+    assert not Webhook.objects.exists()
+
+
+def test_it_refuses_a_nodes_engine_host(alice, node, settings):
+    settings.TT_WEBHOOK_ALLOW_PRIVATE = True
+    node.uri = "qemu+ssh://tt@192.0.2.77/system"
+    node.save()
+    with pytest.raises(ConflictingInput) as refused:
+        services.webhook_create(user=alice, endpoint="https://192.0.2.77/")
+    assert "node of this site (192.0.2.77)" in refused.value.message
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_it_refuses_site_local_ipv6(alice, settings, allow_private):
+    settings.TT_WEBHOOK_ALLOW_PRIVATE = allow_private
+    for url in ("http://[fec0::1]/", "http://[feff:ffff::1]/", "http://[64:ff9b:1::a01:203]/"):
+        with pytest.raises(ConflictingInput) as refused:
+            services.webhook_create(user=alice, endpoint=url)
+        assert "is a site's own range" in refused.value.message, url
+
+
+def test_it_takes_a_global_ipv6_address_and_a_nat64_one_of_a_public_ipv4(alice, settings):
+    settings.TT_WEBHOOK_ALLOW_PRIVATE = False
+    for url in ("https://[2001:4860:4860::8888]/hook", "https://[64:ff9b::808:808]/hook"):
+        services.webhook_create(user=alice, endpoint=url)
+    assert Webhook.objects.count() == 2
+
+
+def test_it_refuses_a_name_that_also_resolves_inward_when_sending(alice, receiver, settings, run_tasks,
+                                                                   monkeypatch):
+    """DNS can change after the webhook was saved: every address is checked at delivery, and
+    one refused address refuses the delivery (nothing is sent, even to the good ones)."""
+    import socket
+
+    hook, _ = services.webhook_create(user=alice, endpoint=f"http://hooks.example.com:{receiver.port}/x")
+    settings.TT_WEBHOOK_ALLOW_PRIVATE = True
+
+    def resolve(host, port, *args, **kwargs):
+        assert host == "hooks.example.com"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+                (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("fec0::5", port, 0, 0))]
+
+    monkeypatch.setattr(channel.socket, "getaddrinfo", resolve)
+    delivery = send_test(alice, hook, run_tasks)
+    assert delivery.status == "failed"
+    assert "fec0::5" in delivery.last_error
+    assert receiver.received == []
+
+    def resolve_mapped(host, port, *args, **kwargs):
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::ffff:203.0.113.10", port, 0, 0))]
+
+    from engines.models import Node
+
+    Node.objects.create(name="n2", uri="test:///default", public_host="203.0.113.10")
+    monkeypatch.setattr(channel.socket, "getaddrinfo", resolve_mapped)
+    delivery = send_test(alice, hook, run_tasks)
+    assert delivery.status == "failed"
+    assert "carries the IPv4 address 203.0.113.10" in delivery.last_error
+    assert receiver.received == []
+
+
 @pytest.mark.parametrize(("url", "refusal"), [
     ("ftp://example.com/", InvalidInput),
     ("example.com/hook", InvalidInput),

@@ -3,6 +3,7 @@ ALLOWED_HOSTS check; readiness names what fails and never an engine's own words.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from datetime import timedelta
@@ -190,3 +191,30 @@ def test_a_node_of_another_host_is_checked_by_its_heartbeat(client, node, health
     NodeHeartbeat.objects.filter(pk=beat.pk).update(beat_at=timezone.now() - timedelta(hours=1))
     status, body = ready(client)
     assert body["checks"]["nodes"]["nodes"]["b"]["reason"] == "down: its cluster stopped beating"
+
+
+# --- who sees the details ---------------------------------------------------------------------
+
+OUTSIDE = {"REMOTE_ADDR": "198.18.0.5"}  # not in TT_METRICS_ALLOWED (loopback by default)
+
+
+def test_an_anonymous_caller_from_outside_gets_the_status_only(client, node, health_calls):
+    answers, _ = health_calls
+    answers[node.name] = (False, "down")
+    assert ready(client, **OUTSIDE) == (503, {"status": "not ready"})  # not which, nor why
+    assert ready(client, "/readyz?exclude=nodes", **OUTSIDE) == (200, {"status": "ready"})
+
+
+def test_an_allowed_address_sees_the_details(client, node, settings):
+    settings.TT_METRICS_ALLOWED = (ipaddress.ip_network("198.18.0.0/15"),)
+    status, body = ready(client, **OUTSIDE)
+    assert status == 200
+    assert body["checks"]["nodes"]["nodes"][node.name]["engine"] == "libvirt"
+
+
+def test_staff_see_the_details_with_view_node_only(client, node, stan, olga):
+    client.force_login(stan)  # staff, no permission: the status only
+    assert ready(client, **OUTSIDE) == (200, {"status": "ready"})
+    client.force_login(olga)  # an operator (engines.view_node among the rest)
+    status, body = ready(client, **OUTSIDE)
+    assert status == 200 and node.name in body["checks"]["nodes"]["nodes"]

@@ -300,8 +300,10 @@ def test_it_lets_anonymous_scrapers_in_by_address_only(client, db, remote, heade
     assert response.status_code == (200 if allowed else 403)
 
 
-def test_it_lets_staff_in_from_anywhere_and_nobody_else(client, alice, olga):
+def test_it_lets_staff_with_view_node_in_from_anywhere_and_nobody_else(client, alice, stan, olga):
     client.force_login(alice)
+    assert client.get("/metrics", REMOTE_ADDR=OUTSIDE).status_code == 403
+    client.force_login(stan)  # staff without engines.view_node
     assert client.get("/metrics", REMOTE_ADDR=OUTSIDE).status_code == 403
     client.force_login(olga)
     assert client.get("/metrics", REMOTE_ADDR=OUTSIDE).status_code == 200

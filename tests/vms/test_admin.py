@@ -9,7 +9,15 @@ import time_machine
 from django.urls import reverse
 
 from envs.models import Operation
-from tests.admin_support import count_queries, make_env, make_operator, messages_of, post_action
+from tests.admin_support import (
+    count_queries,
+    grant,
+    make_env,
+    make_operator,
+    messages_of,
+    offered_actions,
+    post_action,
+)
 from tests.support import take_snapshot
 from vms.models import PortMapping, Snapshot, Vm, VmTemplate
 
@@ -215,3 +223,35 @@ def test_it_lists_in_a_constant_number_of_queries(client, root, alice, template,
         for vm in env.vms.all():
             take_snapshot(vm, run_tasks)
     assert [count_queries(client, url) for url in urls] == one
+
+
+# --- staff act through permissions -----------------------------------------------------------
+
+
+def test_staff_without_permissions_get_403_on_vms_and_snapshots(client, stan, vm, db_state):
+    client.force_login(stan)
+    before = db_state()
+    for url in (VMS, SNAPSHOTS, reverse("admin:vms_vm_change", args=[vm.pk])):
+        assert client.get(url).status_code == 403, url
+    destroy = {"action": "destroy", "_selected_action": [vm.pk], "index": "0"}
+    assert client.post(VMS, destroy).status_code == 403
+    assert db_state() == before
+
+
+def test_staff_holding_change_vm_stop_vms_but_do_not_destroy_them(client, stan, vm, run_tasks, db_state):
+    grant(stan, "vms.view_vm", "vms.view_snapshot")
+    client.force_login(stan)
+    assert offered_actions(client, VMS) == offered_actions(client, SNAPSHOTS) == set()
+    grant(stan, "vms.change_vm")
+    assert offered_actions(client, VMS) == {"start", "stop", "suspend"}
+    before = db_state()
+    post_action(client, VMS, "destroy", [vm])  # not offered: refused, nothing changes
+    assert db_state() == before
+    with run_tasks():
+        response = post_action(client, VMS, "stop", [vm])
+    assert ("success", "Stop queued: 1 vm.") in messages_of(response)
+    vm.refresh_from_db()
+    assert vm.status == Vm.Status.STOPPED
+    grant(stan, "vms.delete_vm", "vms.delete_snapshot")
+    assert "destroy" in offered_actions(client, VMS)
+    assert offered_actions(client, SNAPSHOTS) == {"destroy"}

@@ -4,6 +4,7 @@ were when it was made, and their own #cloud-config, checked before anything is m
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 
 from accounts.services import ssh_key_add, ssh_key_delete
 from envs.models import Env
@@ -63,6 +64,32 @@ def test_it_refuses_yaml_that_does_not_parse_to_a_mapping_naming_where(value, sa
     assert says in exc.value.message and exc.value.field == "user_data"
 
 
+DEEP = {  # each nested 3,000 levels (a RecursionError in PyYAML's composer, once a 500)
+    "flow lists": "#cloud-config\nx: " + "[" * 3000 + "]" * 3000 + "\n",
+    "flow mappings": "#cloud-config\nx: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n",
+    "block sequences": "#cloud-config\nx:\n  " + "- " * 3000 + "1\n",
+}
+
+
+def _indented(levels: int) -> str:
+    return "#cloud-config\n" + "".join(" " * i + f"k{i}:\n" for i in range(levels)) + " " * levels + "v\n"
+
+
+@pytest.mark.parametrize("value", [*DEEP.values(), _indented(limits.USER_DATA_DEPTH_MAX + 1),
+                                   "#cloud-config\nx: " + "[" * 21 + "]" * 21 + "\n"],
+                         ids=[*DEEP, "block mappings, 21 deep", "flow lists, 21 deep"])
+def test_it_refuses_user_data_nested_too_deep_naming_the_field(value):
+    with pytest.raises(ConflictingInput) as exc:
+        check_user_data(value, "vms[0].user_data")
+    assert exc.value.field == "vms[0].user_data"
+    assert exc.value.message == "must not nest lists and mappings more than 20 levels deep"
+
+
+def test_it_takes_user_data_nested_as_deep_as_allowed():
+    for value in (_indented(limits.USER_DATA_DEPTH_MAX), "#cloud-config\nx: " + "[" * 19 + "]" * 19 + "\n"):
+        assert check_user_data(value, "user_data") == value
+
+
 def test_a_document_of_many_aliases_costs_no_more_than_its_size():
     laughs = "#cloud-config\na: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
@@ -120,6 +147,8 @@ def test_the_api_takes_user_data_and_shows_it_back(alice, cloud_template, run_ta
     ({"template": "debian/12", "user_data": "runcmd: [ls]\n"}, 400, "#cloud-config"),
     ({"template": "debian/12", "user_data": "#cloud-config\nruncmd: [ls\n"}, 422, "is not valid YAML"),
     ({"template": "tt/busybox", "user_data": GOOD}, 422, "does not run cloud-init"),
+    ({"template": "debian/12", "user_data": DEEP["flow lists"]}, 422, "more than 20 levels deep"),
+    ({"template": "debian/12", "user_data": DEEP["block sequences"]}, 422, "more than 20 levels deep"),
 ])
 def test_the_api_refuses_bad_user_data_naming_the_field(alice, cloud_template, db_state, vm, status, says):
     before = db_state()
@@ -127,4 +156,17 @@ def test_the_api_refuses_bad_user_data_naming_the_field(alice, cloud_template, d
     assert response.status_code == status
     error = response.json()
     assert error["field"] == "vms[0].user_data" and says in error["message"]
+    assert db_state() == before
+
+
+def test_the_portal_refuses_deep_user_data_on_the_field(alice, cloud_template, make_env, client, db_state):
+    env = make_env(alice)
+    client.force_login(alice)
+    before = db_state()
+    response = client.post(reverse("envs:add_vm", args=[env.pk]), {
+        "name": "deep", "template": str(cloud_template.pk), "cpu_num": "1", "mem_mb": "128",
+        "net_kind": "nat", "user_data": DEEP["flow mappings"]})
+    assert response.status_code == 200
+    assert response.context["form"].errors["user_data"] == [
+        "must not nest lists and mappings more than 20 levels deep"]
     assert db_state() == before

@@ -372,3 +372,20 @@ def test_reconciliation_finds_every_spare_where_it_should_be(node, template, olg
     assert reconcile.reconcile_node(node.pk) == 0  # nothing to report or settle
     assert [s.status for s in spares(pool)] == [S.SUSPENDED, S.SUSPENDED]
     assert not Operation.objects.filter(kind="node_drift").exists()
+
+
+def test_pools_are_changed_only_with_the_warm_pool_permissions(node, template, stan, db_state):
+    from django.contrib.auth.models import Permission
+
+    from ttportal.errors import Forbidden
+
+    fresh = WarmPool(node=node, template=template, size=1,
+                     vm_sizes=[{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}])
+    with refused(db_state, Forbidden) as caught:  # staff alone
+        warm.pool_save(pool=fresh, by=stan)
+    assert "vms.change_warmpool" in caught.value.message
+    assert not WarmPool.objects.exists()
+    stan.user_permissions.add(Permission.objects.get(codename="delete_warmpool"))
+    stan = type(stan).objects.get(pk=stan.pk)
+    with refused(db_state, Forbidden):  # the permission of another verb
+        warm.pool_save(pool=fresh, by=stan)

@@ -1,0 +1,92 @@
+"""Who may act on what is not their own: the one table of actions and the Django model
+permission each takes, and the one decision (`check`) every interface reaches.
+
+An Env's owner acts on their own Envs, VMs and snapshots with no permission at all;
+anyone else only as active staff holding the action's permission. Superusers hold every
+permission (Django's has_perm). `is_staff` alone grants nothing but the admin's door.
+envs.policy applies this to Envs (check_can_manage); the querysets' visible_to use
+`sees_others`. This module imports nothing of the project's models, so every app may.
+"""
+
+from __future__ import annotations
+
+from ttportal.errors import Forbidden
+
+# Every action on someone else's objects, or on the platform, and the Django permission
+# it takes. Owners need none for their own Envs (VMs, snapshots): only the left-hand
+# actions marked "platform" below are refused to everyone without the permission.
+ACTIONS: dict[str, str] = {
+    # Envs of another user
+    "env_view": "envs.view_env",               # lists, detail pages, the Env's operations page
+    "env_create": "envs.add_env",              # create an Env owned by another user
+    "env_extend": "envs.change_env",
+    "env_start": "envs.change_env",
+    "env_stop": "envs.change_env",
+    "env_set_deny_outgoing": "envs.change_env",
+    "env_peer": "envs.change_env",
+    "env_unpeer": "envs.change_env",
+    "env_destroy": "envs.delete_env",
+    # VMs of another user's Env
+    "vm_view": "vms.view_vm",
+    "vm_add": "vms.add_vm",
+    "vm_start": "vms.change_vm",
+    "vm_stop": "vms.change_vm",
+    "vm_suspend": "vms.change_vm",
+    "vm_set_blacklist": "vms.change_vm",
+    "vm_set_ports": "vms.change_vm",
+    "vm_destroy": "vms.delete_vm",
+    # snapshots of another user's VM
+    "snapshot_view": "vms.view_snapshot",
+    "snapshot_create": "vms.add_snapshot",
+    "snapshot_apply": "vms.change_snapshot",
+    "snapshot_destroy": "vms.delete_snapshot",
+    # operations (the audit record) of another user's Envs
+    "operation_view": "envs.view_operation",
+    # platform: nobody's own, operators only
+    "ignore_quota": "accounts.change_userquota",  # act past an owner's quota
+    "operation_retry": "envs.change_operation",
+    "operation_fail": "envs.change_operation",
+    "warm_pool_save": "vms.change_warmpool",
+    "warm_pool_delete": "vms.delete_warmpool",
+    "warm_pool_tend": "vms.change_warmpool",
+    "template_view_all": "vms.view_vmtemplate",  # templates no node can run, too
+    "node_view": "engines.view_node",            # /readyz's and /metrics' details
+    "node_reconcile": "engines.change_node",
+    "node_drain": "engines.change_node",
+    "node_undrain": "engines.change_node",
+}
+
+
+def permission_for(action: str) -> str:
+    try:
+        return ACTIONS[action]
+    except KeyError:  # a typo must not turn into "allowed"
+        raise ValueError(f"no permission is mapped to {action!r} (ttportal.permissions.ACTIONS)") from None
+
+
+def may(user, action: str) -> bool:
+    """Whether `user` may take `action` on objects not their own (or on the platform):
+    active staff holding the action's permission."""
+    perm = permission_for(action)
+    return bool(user is not None and user.is_authenticated and user.is_active and user.is_staff
+                and user.has_perm(perm))
+
+
+def check(user, action: str, *, owner_id: int | None = None) -> None:
+    """The one decision: the owner (`owner_id`) may; anyone else needs the permission.
+    `user` None is the system itself (expiry sweeps, recovery)."""
+    if user is None:
+        return
+    if not user.is_authenticated or not user.is_active:
+        raise Forbidden("sign in first")
+    if owner_id is not None and owner_id == user.pk:
+        return
+    if may(user, action):
+        return
+    whose = "you do not own this Env and " if owner_id is not None else ""
+    raise Forbidden(f"{whose}{action} needs the permission {permission_for(action)}")
+
+
+def sees_others(user, action: str) -> bool:
+    """For the querysets' visible_to: whether `user` sees other users' objects of a kind."""
+    return may(user, action)
