@@ -24,6 +24,7 @@ import tarfile
 import time
 
 import docker
+import requests
 from docker.errors import APIError, ImageNotFound, NotFound
 
 from engines.base import VmEngine
@@ -32,6 +33,7 @@ from engines.errors import EngineError, ErrorCode, step
 from engines.libvirt.host import allow_loopback_forwarding
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
+from engines.retry import retry
 from engines.specs import Feature, Inventory, PowerState, SnapshotSpec, VmSpec
 
 log = logging.getLogger(__name__)
@@ -280,7 +282,7 @@ class DockerEngine(FirewalledNetwork, VmEngine):
             networking_config={self.network_name: endpoint},
         )
         if vm.uuid:  # rand_uuid: its own machine-id, as a VM has its own SMBIOS UUID
-            container.put_archive("/etc", _file_tar("machine-id", vm.uuid.replace("-", "") + "\n"))
+            write_file(container, "/etc", "machine-id", vm.uuid.replace("-", "") + "\n")
         return container
 
     def define_vm(self, vm: VmSpec) -> None:
@@ -430,6 +432,29 @@ class DockerEngine(FirewalledNetwork, VmEngine):
 
     def set_reservation(self, mac: str, ip: str, name: str, *, present: bool) -> None:
         pass  # the container is created with its address; the network keeps no list
+
+
+def write_file(container, directory: str, name: str, content: str) -> None:
+    """One file into the container, through the archive API. Writing the same file again
+    is harmless, so a transient failure is retried: podman 4.3 once answered a fresh
+    machine's first write with `500 ... passing bulk input to subprocess: write |1: broken
+    pipe`."""
+    data = _file_tar(name, content)
+    retry(lambda: container.put_archive(directory, data), transient=transient_api_error,
+          what=f"writing {directory}/{name} into {getattr(container, 'name', 'a container')}")
+
+
+# What a Docker API error says when the engine's side of a request broke, not the request.
+_TRANSIENT_WORDS = ("broken pipe", "connection reset")
+
+
+def transient_api_error(exc: BaseException) -> bool:
+    """A server-side (5xx) API error that a broken pipe or reset connection caused, or a
+    connection to the engine that broke: the same request may well succeed again."""
+    if isinstance(exc, APIError):
+        text = f"{exc.explanation or ''} {exc}".lower()
+        return exc.is_server_error() and any(word in text for word in _TRANSIENT_WORDS)
+    return isinstance(exc, requests.ConnectionError)
 
 
 def _file_tar(name: str, content: str) -> bytes:
