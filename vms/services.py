@@ -27,7 +27,7 @@ from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
 from vms import allocation, state, usage, warm
 from vms.models import CLOUD_INIT, Snapshot, Vm
-from vms.placement import Ask, Placer
+from vms.placement import Ask, Placer, check_disk_room
 from vms.specs import (
     NewVm,
     check_name,
@@ -92,7 +92,7 @@ def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Check
         names.add(clean.name)
         wanted = wanted_features(clean.net_kind, rand_uuid=clean.rand_uuid, keep_image=clean.keep_image,
                                  disk_mb=clean.disk_mb, template=template)
-        ask = Ask.of(template, clean.cpu_num, clean.mem_mb, wanted, ports)
+        ask = Ask.of(template, clean.cpu_num, clean.mem_mb, wanted, ports, disk_mb=clean.disk_mb)
         spare = warm.spare_for(placer, ask, clean, taken)
         if spare is not None:
             taken.add(spare.pk)
@@ -175,6 +175,10 @@ def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) 
         return None  # nothing to do: no operation, no cooldown
     if vm.status == Vm.Status.DESTROYED:
         raise IllegalState(f"VM {vm.name} is destroyed")
+    if action == "suspend" and state.allowed(vm.status, action):
+        # Its memory is written to the node's disk, all of it, at once.
+        check_disk_room(vm.node, more_mb=vm.mem_mb, now_mb=vm.mem_mb,
+                        what=f"the saved memory of VM {vm.name} ({vm.mem_mb} MiB)")
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
     state.claim(vm, action)
     return record(kind, env=env, vm=vm, by=by, idempotency_key=idempotency_key)
@@ -310,6 +314,9 @@ def snapshot_create(*, vm: Vm, name: str, by, life_time=None, ignore_quota: bool
     env = _locked_env(vm.env)
     policy.check_live(env)
     usage.check_adds(owner, allowed, Usage(snapshots=1))
+    # A snapshot may come to hold as much as the whole disk (counted so by placement).
+    check_disk_room(vm.node, more_mb=vm.disk_mb, now_mb=0, what=f"a snapshot of VM {vm.name} "
+                    f"(up to its disk, {vm.disk_mb} MiB)")
     now = timezone.now()
     policy.claim_mgmt_slot(env, now, by=by)
     previous = state.claim(vm, "snapshot")

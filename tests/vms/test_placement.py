@@ -303,8 +303,8 @@ def test_placement_reads_the_nodes_in_constant_queries(alice, node, template):
         for _ in range(20):
             placer.place(ask(template, ports=[("tcp", 22)]), "template")
     # The lock on the nodes (SQLite has no row locks: it serialises writers), the nodes,
-    # their VMs' use, their ports: then nothing more per VM.
-    assert len(one) == 4 and len(more) == 0
+    # their VMs' use, their ports, their snapshots: then nothing more per VM.
+    assert len(one) == 5 and len(more) == 0
     assert "pg_advisory_xact_lock" in one[0]["sql"] or connection.vendor == "sqlite"
 
 
