@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import SshKey
@@ -201,6 +202,20 @@ def vm_suspend(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Save the running VM's memory to its node's disk and stop it; the next start resumes
     it where it was (processes, files in memory). None when it is suspended already."""
     return _vm_power_request(vm, "suspend", K.VM_SUSPEND, by, idempotency_key)
+
+
+def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
+    """The disk watchdog's (vms/disk_watch.py): stop a running VM whose writable storage
+    holds `used_mb` MiB, past its disk. The site acts: no permission, no cooldown. None
+    when it is no longer stoppable (an operation holds it, or it stopped meanwhile)."""
+    with transaction.atomic():
+        env = _locked_env(vm.env)
+        try:
+            state.claim(vm, "stop")
+        except IllegalState:
+            return None
+        return record(K.VM_DISK_STOP, env=env, vm=vm, by=None,
+                      params={"used_mb": used_mb, "disk_mb": vm.disk_mb})
 
 
 # --- destroy ------------------------------------------------------------------
