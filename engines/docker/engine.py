@@ -68,13 +68,13 @@ def kept_reference(vm: VmSpec) -> str:
 
 class DockerEngine(FirewalledNetwork, VmEngine):
     kind = "docker"
-    # No DISK_LIMIT: overlay storage has no size limit to give a container.
+    # DISK_LIMIT: a container may write its disk_mb to its writable layer, and no more: the
+    # storage driver limits the layer where it can (layer_limit_supported); elsewhere the
+    # disk watchdog (vms/disk_watch.py) reads writable_sizes and stops one past it.
     features = frozenset(
         {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT, Feature.RAND_UUID,
-         Feature.KEEP_IMAGE}
+         Feature.KEEP_IMAGE, Feature.DISK_LIMIT}
     )
-    # A container's writable layer is limited to its disk_mb only where the storage driver
-    # can (layer_limit_supported); elsewhere the disk watchdog reads writable_sizes.
     bounds_disks = False
 
     def __init__(self, *, uri: str, options: dict | None = None):
