@@ -79,7 +79,7 @@ class NodeAdmin(OperateMixin, admin.ModelAdmin):
         ("Storage", {"fields": ("pool_name",)}),
         ("Firecracker", {"fields": ("binary", "jailer"),
                          "description": "Firecracker nodes only: the binaries VMs are started with."}),
-        ("Capacity", {"fields": (("cpu_capacity", "mem_capacity_mb"),
+        ("Capacity", {"fields": (("cpu_capacity", "mem_capacity_mb", "disk_capacity_mb"),
                                  ("live_vm_count", "cpu_in_use", "mem_in_use", "ports_in_use"))}),
         ("Record", {"fields": ("created_at",)}),
     )
@@ -186,7 +186,10 @@ class NodeAdmin(OperateMixin, admin.ModelAdmin):
         cpu = "∞" if beat.cpu_free is None else beat.cpu_free
         mem = "∞" if beat.mem_free_mb is None else f"{beat.mem_free_mb} MiB"
         engine = "engine answers" if beat.engine_ok else "engine does not answer"
-        return (f"vCPUs {cpu}, memory {mem}, ports {beat.ports_free}, addresses {beat.addresses_free}; "
+        disk = ("unknown" if beat.disk_free_mb is None
+                else f"{beat.disk_free_mb} MiB of {beat.disk_total_mb} MiB on its filesystem")
+        return (f"vCPUs {cpu}, memory {mem}, disk {disk}, ports {beat.ports_free}, "
+                f"addresses {beat.addresses_free}; "
                 f"{beat.vms_running} running; host {beat.host_cpus} CPUs, {beat.host_mem_mb} MiB; "
                 f"{engine}: {beat.engine_note}; worker {beat.worker}")
 

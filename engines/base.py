@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from engines.errors import ErrorCode, step
-from engines.specs import Feature, Inventory, PowerState, SnapshotResult, SnapshotSpec, VmSpec
+from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotResult, SnapshotSpec, VmSpec
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,13 @@ class VmEngine(Network, Storage, ABC):
 
     kind: str = ""
     features: frozenset[Feature] = frozenset()
+    # A new VM's image is a full copy of its template's (it takes the template's size on
+    # the node at once), not a thin overlay over it.
+    copies_template: bool = False
+    # Its VMs can write no more than their disk_mb (a disk image of that size). False: a
+    # VM's writable storage may outgrow it (a container's layer where the storage driver
+    # sets no limit), and the disk watchdog (vms/disk_watch.py) reads `writable_sizes`.
+    bounds_disks: bool = True
 
     def __init__(self, *, uri: str, options: dict | None = None):
         self.uri = uri
@@ -140,6 +147,16 @@ class VmEngine(Network, Storage, ABC):
 
     def disk_held(self, vm: VmSpec) -> int | None:
         """Bytes the VM holds on the node's disk (image, saved memory); None when unknown."""
+        return None
+
+    def disk_space(self) -> DiskSpace | None:
+        """The size and free space of the filesystem holding the node's guest disks, for the
+        node's heartbeat; None when the engine cannot say. Cheap: called on every beat."""
+        return None
+
+    def writable_sizes(self, prefix: str) -> dict[str, int] | None:
+        """Bytes each VM named with `prefix` has written to its own writable storage, in one
+        call for the whole node; None where disks bound themselves (`bounds_disks`)."""
         return None
 
     def wait_booted(self, vm: VmSpec, *, timeout: float) -> str:

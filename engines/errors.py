@@ -58,6 +58,7 @@ class ErrorCode(enum.StrEnum):
     DRIFT = "drift", "The node does not run what the database says"
     WORKER_LOST = "worker_lost", "The worker running it was lost, every attempt"
     NODE_DOWN = "node_down", "Its node's task cluster stopped beating"
+    DISK_EXCEEDED = "disk_exceeded", "Stopped: it wrote more than its disk size"
     TIMEOUT = "timeout", "It ran past the task time limit"
     CANCELLED = "cancelled", "An operator ended it"
     INTERNAL = "internal", "Internal error"

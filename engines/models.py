@@ -70,6 +70,12 @@ class Node(models.Model):
     )
     cpu_capacity = models.PositiveIntegerField(default=0, help_text="vCPUs offered; 0 = unlimited")
     mem_capacity_mb = models.PositiveIntegerField(default=0, help_text="MiB offered; 0 = unlimited")
+    disk_capacity_mb = models.PositiveIntegerField(
+        default=0,
+        help_text="MiB of disk offered to guests (their disks, snapshots, saved memory); 0 = the "
+        "size of the filesystem that holds them, as the node's heartbeat reports it. Set it when "
+        "that filesystem holds other things too.",
+    )
     enabled = models.BooleanField(default=True)
     drained = models.BooleanField(
         default=False,
@@ -156,6 +162,10 @@ class NodeHeartbeat(models.Model):
     vms_running = models.IntegerField(help_text="Instances the engine reports running.")
     host_cpus = models.PositiveIntegerField(default=0, help_text="CPUs of the host the cluster runs on.")
     host_mem_mb = models.PositiveBigIntegerField(default=0, help_text="Memory of that host.")
+    disk_total_mb = models.BigIntegerField(
+        null=True, blank=True, help_text="Size of the filesystem holding the guest disks; empty = unknown.")
+    disk_free_mb = models.BigIntegerField(
+        null=True, blank=True, help_text="What may still be written there; empty = unknown.")
     engine_ok = models.BooleanField(default=True)
     engine_note = models.CharField(max_length=500, blank=True,
                                    help_text="What the engine's health check said.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import os
 from dataclasses import dataclass, field
 
 from engines.cloudinit import CloudInitSpec
@@ -129,6 +130,31 @@ class SnapshotSpec:
     name: str
     path: str = ""  # engine reference to the snapshot data
     meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DiskSpace:
+    """The filesystem that holds a node's guest disks (its pool, or the engine's storage)."""
+
+    total_bytes: int  # its size
+    free_bytes: int  # what may still be written there (statvfs f_bavail: the root reserve aside)
+
+    @classmethod
+    def of_path(cls, path: str) -> DiskSpace:
+        """The filesystem holding `path`, on this host."""
+        st = os.statvfs(path)
+        return cls(total_bytes=st.f_blocks * st.f_frsize, free_bytes=st.f_bavail * st.f_frsize)
+
+    @property
+    def total_mb(self) -> int:
+        return self.total_bytes // MIB
+
+    @property
+    def free_mb(self) -> int:
+        return self.free_bytes // MIB
+
+
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,7 @@ class Operation(models.Model):
         NODE_DRIFT = "node_drift", "Drift on a node"
         WARM_FILL = "warm_fill", "Fill warm pool"
         WARM_DISCARD = "warm_discard", "Discard warm spares"
+        VM_DISK_STOP = "vm_disk_stop", "Stop VM past its disk"
 
     class Status(models.TextChoices):
         QUEUED = "queued"

@@ -68,3 +68,11 @@ def warm_tend_all() -> str:
     from vms import warm
 
     return "; ".join(warm.tend_all()) or "no warm pools"
+
+
+def disk_watch() -> str:
+    """Every minute: stop the VMs that wrote past their disk where the engine cannot
+    limit it (vms/disk_watch.py)."""
+    from vms import disk_watch
+
+    return disk_watch.watch_all()

@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from ttportal.config import (
     env_bool,
     env_database,
+    env_float,
     env_int,
     env_list,
     env_networks,
@@ -172,6 +173,13 @@ TT_ALLOCATION_RETRIES = env_int("TT_ALLOCATION_RETRIES", 50, minimum=1)
 TT_PLACEMENT = env_str("TT_PLACEMENT", "spread").strip().lower()
 if TT_PLACEMENT not in ("spread", "pack"):
     raise ImproperlyConfigured(f"TT_PLACEMENT must be spread or pack, got {TT_PLACEMENT!r}")
+# Disk (vms/placement.py: disk): what a node's VMs may take (disks, snapshots, saved
+# memory) must fit in (capacity - reserve) x overcommit, and its real free space less the
+# reserve must exceed what new VMs write at once. MiB kept free for the host (the
+# database, logs, the engines' own files); the ratio above 1 lets thin disks be promised
+# beyond the space (most guests never fill theirs).
+TT_NODE_DISK_RESERVE = env_int("TT_NODE_DISK_RESERVE", 2048, minimum=0)
+TT_NODE_DISK_OVERCOMMIT = env_float("TT_NODE_DISK_OVERCOMMIT", 1.0, minimum=0.1)
 
 # --- Quotas (accounts/quotas.py) ---
 # What one user may hold at once, and how long their Envs may live. Operators override

@@ -30,6 +30,7 @@ from django.utils import timezone
 from engines.errors import ErrorCode, TTError
 from engines.models import Node, NodeHeartbeat
 from engines.registry import get_engine
+from engines.specs import DiskSpace
 from envs import lease
 from envs.models import Operation
 from envs.runner import end_now
@@ -47,6 +48,7 @@ def beat(node: Node, now: datetime | None = None) -> NodeHeartbeat:
     load = placer.load_of(node)
     size = node.port_max - node.port_min + 1
     engine_ok, note, running = _engine_view(node)
+    space = disk_space(node)
     fields = dict(
         beat_at=now,
         worker=lease.identity(),
@@ -59,6 +61,8 @@ def beat(node: Node, now: datetime | None = None) -> NodeHeartbeat:
         host_mem_mb=_host_mem_mb(),
         engine_ok=engine_ok,
         engine_note=note[:500],
+        disk_total_mb=space.total_mb if space else None,
+        disk_free_mb=space.free_mb if space else None,
     )
     heartbeat, _ = NodeHeartbeat.objects.update_or_create(node=node, defaults=fields)
     # Only a down node's row is written: a beat never waits on a placement's lock otherwise.
@@ -79,6 +83,19 @@ def _engine_view(node: Node) -> tuple[bool, str, int]:
     except Exception as exc:  # the beat must still be written
         return False, f"{exc.__class__.__name__}: {exc}", running
     return ok, note, running
+
+
+def disk_space(node: Node) -> DiskSpace | None:
+    """The filesystem holding the node's guest disks, as its engine reports it; None when
+    it cannot say (then placement checks the node's disk_capacity_mb alone). The test
+    driver's pool is make-believe: not asked."""
+    if node.is_test_driver:
+        return None
+    try:
+        return get_engine(node).disk_space()
+    except Exception:  # the beat must still be written
+        log.exception("could not read the disk space of node %s", node.name)
+        return None
 
 
 def _host_mem_mb() -> int:

@@ -218,9 +218,11 @@ class Vm(models.Model):
         indexes = [
             models.Index(fields=["node", "status"], name="vm_node_status_idx"),
             # What placement sums per node (vms/placement.py), read from the index alone:
-            # the live VMs only (partial), with the columns it sums.
-            models.Index(fields=["node", "cpu_num", "mem_mb"], condition=~Q(status="destroyed"),
-                         name="vm_live_node_idx"),
+            # the live VMs only (partial), with every column it reads (status and pool: a
+            # suspended VM's saved memory). Without status in it SQLite read each VM's row:
+            # 10,000 VMs summed in 13 ms rather than 3.
+            models.Index(fields=["node", "cpu_num", "mem_mb", "disk_mb", "status", "warm_pool"],
+                         condition=~Q(status="destroyed"), name="vm_live_node_idx"),
         ]
 
     def __str__(self) -> str:

@@ -32,14 +32,14 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from engines.models import Node
 from engines.registry import driver_class
 from engines.specs import Feature
 from ttportal.errors import ConflictingInput, NoCapacity, Unsupported
-from vms.models import PortMapping, Vm, VmTemplate, live_vms
+from vms.models import PortMapping, Snapshot, Vm, VmTemplate, WarmPool, live_vms
 
 SPREAD, PACK = "spread", "pack"
 STRATEGIES = (SPREAD, PACK)
@@ -59,11 +59,17 @@ class Ask:
     mem_mb: int
     wanted: set[Feature]
     ports: Counter = field(default_factory=Counter)  # protocol -> how many public ports
+    # MiB of the node's disk it may take (its disk, grown to disk_mb; a spare's saved
+    # memory), and of that what it writes at once (saved memory; a template copy is
+    # added per engine: immediate_mb).
+    disk_mb: int = 0
+    disk_now_mb: int = 0
 
     @classmethod
     def of(cls, template: VmTemplate, cpu: int, mem_mb: int, wanted: set[Feature],
-           ports: Iterable[tuple[str, int]] = ()) -> Ask:
-        return cls(template, cpu, mem_mb, set(wanted), Counter(protocol for protocol, _ in ports))
+           ports: Iterable[tuple[str, int]] = (), *, disk_mb: int = 0, disk_now_mb: int = 0) -> Ask:
+        return cls(template, cpu, mem_mb, set(wanted), Counter(protocol for protocol, _ in ports),
+                   disk_mb=disk_mb, disk_now_mb=disk_now_mb)
 
 
 @dataclass
@@ -74,12 +80,21 @@ class Load:
     cpu: int = 0
     mem_mb: int = 0
     ports: Counter = field(default_factory=Counter)  # protocol -> public ports in use
+    # MiB of disk its VMs may take: each one's disk_mb (a template-derived disk grows to
+    # it), disk_mb again per snapshot (an estimate: a snapshot may hold up to a whole disk,
+    # and no engine reports its real size cheaply), a suspended VM's saved memory (its
+    # mem_mb). Warm spares are VMs: counted alike.
+    disk_mb: int = 0
+    # MiB this request's VMs write at once: not in the node's last reported free space yet.
+    disk_now_mb: int = 0
 
-    def add(self, ask: Ask) -> None:
+    def add(self, ask: Ask, now_mb: int | None = None) -> None:
         self.vms += 1
         self.cpu += ask.cpu
         self.mem_mb += ask.mem_mb
         self.ports.update(ask.ports)
+        self.disk_mb += ask.disk_mb
+        self.disk_now_mb += ask.disk_now_mb if now_mb is None else now_mb
 
 
 def free_mem(node: Node, load: Load) -> int:
@@ -176,14 +191,72 @@ def addresses(node: Node, load: Load, ask: Ask) -> str | None:
     return f"no free address in {node.vm_network}"
 
 
+def immediate_mb(node: Node, ask: Ask) -> int:
+    """MiB the VM writes on the node at once: a template copy where the engine copies
+    templates (a thin overlay or a container layer starts empty), and saved memory."""
+    copy = ask.template.size_mb if ask.template is not None and driver_class(node.kind).copies_template else 0
+    return ask.disk_now_mb + copy
+
+
+def disk(node: Node, load: Load, ask: Ask) -> str | None:
+    return disk_refusal(node, load, ask.disk_mb, immediate_mb(node, ask))
+
+
+def disk_refusal(node: Node, load: Load, more_mb: int, now_mb: int) -> str | None:
+    """Why the node's disk cannot take `more_mb` MiB more of commitments, `now_mb` of them
+    written at once; None when it can. Two rules:
+    - what its VMs may take, plus this, fits in (capacity - TT_NODE_DISK_RESERVE) x
+      TT_NODE_DISK_OVERCOMMIT; the capacity is the node's disk_capacity_mb, else the size
+      its heartbeat reported (neither: not checked);
+    - its free space as last reported, less the reserve and what this request writes at
+      once elsewhere on it, exceeds `now_mb` (not reported: not checked)."""
+    beat = getattr(node, "heartbeat", None)
+    reserve = settings.TT_NODE_DISK_RESERVE
+    capacity = node.disk_capacity_mb or getattr(beat, "disk_total_mb", None)
+    if capacity:
+        room = int((capacity - reserve) * settings.TT_NODE_DISK_OVERCOMMIT) - load.disk_mb
+        if more_mb > room:
+            return f"disk: {max(room, 0)} MiB left to give, {more_mb} MiB asked"
+    free = getattr(beat, "disk_free_mb", None)
+    if free is not None:
+        spare = free - reserve - load.disk_now_mb
+        if spare <= now_mb:
+            return f"disk: {max(spare, 0)} MiB free over the {reserve} MiB reserve, {now_mb} MiB needed now"
+    return None
+
+
 # In order: the first that removes a node is the one its refusal names. The static
 # filters say whether a node could ever run the VM (the request or the template is at
 # fault when they remove every node); the others whether it can take it now.
-FILTERS: tuple[Filter, ...] = (enabled, engine_kind, features, up, drained, cpu, memory, ports, addresses)
+FILTERS: tuple[Filter, ...] = (
+    enabled, engine_kind, features, up, drained, cpu, memory, disk, ports, addresses,
+)
 STATIC_FILTERS = (enabled, engine_kind, features)
 # What a warm spare already holds on its node (it is a live VM there): taking it needs
 # none of it again.
-HELD_BY_SPARE = (cpu, memory, addresses)
+HELD_BY_SPARE = (cpu, memory, disk, addresses)
+
+
+def saves_memory() -> Q:
+    """The VMs whose memory is saved on their node's disk: suspended (or being suspended),
+    but not the spares of pools that keep them paused in memory. The pools as a subquery,
+    not a join: the sum stays a scan of the VMs alone."""
+    saved_pools = WarmPool.objects.filter(keep=WarmPool.Keep.SAVED).values("pk")
+    return (Q(status__in=[Vm.Status.SUSPENDING, Vm.Status.SUSPENDED])
+            & (Q(warm_pool__isnull=True) | Q(warm_pool_id__in=saved_pools)))
+
+
+def check_disk_room(node: Node, *, more_mb: int, now_mb: int, what: str) -> None:
+    """Refuse (409 no_capacity) what would take `more_mb` MiB more of the node's disk
+    (`now_mb` of it at once): a snapshot, a suspend. Under placement's lock inside a
+    transaction, as a create's placement, so concurrent ones never oversell it."""
+    placer = Placer(only=[node.pk])
+    read = next(iter(placer.nodes()), None)
+    if read is None:
+        return
+    why = disk_refusal(read, placer.load_of(read), more_mb, now_mb)
+    if why is not None:
+        raise NoCapacity(f"node {read.name} has no room for {what}: {why}")
 
 
 # --- the weigher ----------------------------------------------------------------
@@ -238,8 +311,9 @@ class Placer:
         self._loads: dict[int, Load] = {}
 
     def nodes(self) -> list[Node]:
-        """Every node (locked, inside a transaction) with what its live VMs use: four
-        queries, whatever the number of nodes and VMs. The use is grouped by node id
+        """Every node (locked, inside a transaction) with what its live VMs use: five
+        queries, whatever the number of nodes and VMs (the lock, the nodes, their VMs'
+        use, their ports, their snapshots). The use is grouped by node id
         from the VMs' partial index (vm_live_node_idx) and the ports' unique index, not
         joined to the nodes: at 10,000 VMs that is what keeps placement within 20 ms."""
         if self._nodes is None:
@@ -252,14 +326,22 @@ class Placer:
             ports = PortMapping.objects.all()  # a destroyed VM's ports are deleted with it
             if self.only is not None:
                 vms, ports = vms.filter(node_id__in=self.only), ports.filter(node_id__in=self.only)
-            for row in vms.values("node_id").annotate(n=Count("id"), cpu=Sum("cpu_num"),
-                                                      mem=Sum("mem_mb")).order_by():
+            snapshots = Snapshot.objects.filter(live_vms("vm"))
+            if self.only is not None:
+                snapshots = snapshots.filter(vm__node_id__in=self.only)
+            for row in vms.values("node_id").annotate(n=Count("id"), cpu=Sum("cpu_num"), mem=Sum("mem_mb"),
+                                                      disk=Sum("disk_mb"),
+                                                      saved=Sum("mem_mb", filter=saves_memory())).order_by():
                 if row["node_id"] in self._loads:
                     load = self._loads[row["node_id"]]
                     load.vms, load.cpu, load.mem_mb = row["n"], row["cpu"] or 0, row["mem"] or 0
+                    load.disk_mb += (row["disk"] or 0) + (row["saved"] or 0)
             for row in ports.values("node_id", "protocol").annotate(n=Count("id")).order_by():
                 if row["node_id"] in self._loads:
                     self._loads[row["node_id"]].ports[row["protocol"]] += row["n"]
+            for row in snapshots.values("vm__node_id").annotate(disk=Sum("vm__disk_mb")).order_by():
+                if row["vm__node_id"] in self._loads:
+                    self._loads[row["vm__node_id"]].disk_mb += row["disk"] or 0
         return self._nodes
 
     def load_of(self, node: Node) -> Load:
@@ -297,7 +379,7 @@ class Placer:
         # One Env, one node: a node the Env is on already wins while it passes.
         pool = [n for n in passing if n.pk in self.preferred] or passing
         chosen = min(pool, key=lambda n: weight(n, self._loads[n.pk], self.strategy))
-        self._loads[chosen.pk].add(ask)
+        self._loads[chosen.pk].add(ask, immediate_mb(chosen, ask))
         self.preferred.add(chosen.pk)
         return chosen
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import SshKey
@@ -27,7 +28,7 @@ from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
 from vms import allocation, state, usage, warm
 from vms.models import CLOUD_INIT, Snapshot, Vm
-from vms.placement import Ask, Placer
+from vms.placement import Ask, Placer, check_disk_room
 from vms.specs import (
     NewVm,
     check_name,
@@ -92,7 +93,7 @@ def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Check
         names.add(clean.name)
         wanted = wanted_features(clean.net_kind, rand_uuid=clean.rand_uuid, keep_image=clean.keep_image,
                                  disk_mb=clean.disk_mb, template=template)
-        ask = Ask.of(template, clean.cpu_num, clean.mem_mb, wanted, ports)
+        ask = Ask.of(template, clean.cpu_num, clean.mem_mb, wanted, ports, disk_mb=clean.disk_mb)
         spare = warm.spare_for(placer, ask, clean, taken)
         if spare is not None:
             taken.add(spare.pk)
@@ -175,6 +176,10 @@ def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) 
         return None  # nothing to do: no operation, no cooldown
     if vm.status == Vm.Status.DESTROYED:
         raise IllegalState(f"VM {vm.name} is destroyed")
+    if action == "suspend" and state.allowed(vm.status, action):
+        # Its memory is written to the node's disk, all of it, at once.
+        check_disk_room(vm.node, more_mb=vm.mem_mb, now_mb=vm.mem_mb,
+                        what=f"the saved memory of VM {vm.name} ({vm.mem_mb} MiB)")
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
     state.claim(vm, action)
     return record(kind, env=env, vm=vm, by=by, idempotency_key=idempotency_key)
@@ -197,6 +202,20 @@ def vm_suspend(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Save the running VM's memory to its node's disk and stop it; the next start resumes
     it where it was (processes, files in memory). None when it is suspended already."""
     return _vm_power_request(vm, "suspend", K.VM_SUSPEND, by, idempotency_key)
+
+
+def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
+    """The disk watchdog's (vms/disk_watch.py): stop a running VM whose writable storage
+    holds `used_mb` MiB, past its disk. The site acts: no permission, no cooldown. None
+    when it is no longer stoppable (an operation holds it, or it stopped meanwhile)."""
+    with transaction.atomic():
+        env = _locked_env(vm.env)
+        try:
+            state.claim(vm, "stop")
+        except IllegalState:
+            return None
+        return record(K.VM_DISK_STOP, env=env, vm=vm, by=None,
+                      params={"used_mb": used_mb, "disk_mb": vm.disk_mb})
 
 
 # --- destroy ------------------------------------------------------------------
@@ -310,6 +329,9 @@ def snapshot_create(*, vm: Vm, name: str, by, life_time=None, ignore_quota: bool
     env = _locked_env(vm.env)
     policy.check_live(env)
     usage.check_adds(owner, allowed, Usage(snapshots=1))
+    # A snapshot may come to hold as much as the whole disk (counted so by placement).
+    check_disk_room(vm.node, more_mb=vm.disk_mb, now_mb=0, what=f"a snapshot of VM {vm.name} "
+                    f"(up to its disk, {vm.disk_mb} MiB)")
     now = timezone.now()
     policy.claim_mgmt_slot(env, now, by=by)
     previous = state.claim(vm, "snapshot")

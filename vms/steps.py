@@ -187,6 +187,22 @@ def power(vm: Vm, action: str, progress: Progress) -> None:
     Vm.objects.filter(pk=vm.pk, status=transient).update(status=final)
 
 
+def stop_for_disk(op: Operation, progress: Progress) -> None:
+    """The disk watchdog's stop: forced (a graceful one would let it write on for the
+    stop timeout), then the operation fails as disk_exceeded, which tells the owner."""
+    vm = vms_of(op).get()
+    used, disk = op.params.get("used_mb"), op.params.get("disk_mb")
+    if vm.status == S.STOPPING:
+        progress(20, f"its writable storage holds {used} MiB, past its disk of {disk} MiB: stopping it")
+        with step(ErrorCode.STOP_VM):
+            said = get_engine(vm.node).stop_vm(vm.to_spec(), force=True)
+        Vm.objects.filter(pk=vm.pk, status=S.STOPPING).update(status=S.STOPPED)
+        progress(90, f"VM {said}")
+    raise TTError(f"VM {vm.name} was stopped: it wrote {used} MiB, past its disk of {disk} MiB. Start it "
+                  f"and delete files at once, or it is stopped again at the next check",
+                  code=ErrorCode.DISK_EXCEEDED)
+
+
 def power_vms(op: Operation, progress: Progress, action: str) -> None:
     each_vm(op, progress, lambda vm, share: power(vm, action, share))
 
@@ -377,6 +393,7 @@ STEPS: dict[str, Step] = {
     K.VM_START: Step(run=lambda op, progress: power_vms(op, progress, "start"), settle=settle_power),
     K.VM_STOP: Step(run=lambda op, progress: power_vms(op, progress, "stop"), settle=settle_power),
     K.VM_SUSPEND: Step(run=lambda op, progress: power_vms(op, progress, "suspend"), settle=settle_power),
+    K.VM_DISK_STOP: Step(run=stop_for_disk, settle=settle_power),
     K.VM_DESTROY: Step(run=destroy_vms, settle=settle_destroyed),
     K.VM_SET_BLACKLIST: Step(run=_set_blacklist, settle=_unset_blacklist),
     K.VM_SET_PORTS: Step(run=_set_ports, settle=_unset_ports),

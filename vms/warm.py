@@ -353,7 +353,9 @@ def _fill(pool: WarmPool, shapes: list[tuple[int, int, int]], key: str) -> str:
     made: list[Vm] = []
     refused = ""
     for cpu, mem, disk in shapes:
-        ask = placement.Ask.of(template, cpu, mem, {Feature.SUSPEND})
+        # A saved spare's memory is written to the node's disk once it is up.
+        saved = mem if pool.keep == WarmPool.Keep.SAVED else 0
+        ask = placement.Ask.of(template, cpu, mem, {Feature.SUSPEND}, disk_mb=disk + saved, disk_now_mb=saved)
         why = placer.refusals(ask).get(node.pk)
         if why is not None:
             refused = why[1]

@@ -39,7 +39,7 @@ from engines.firecracker.process import ProcessRecord
 from engines.libvirt.console import read_console_tail
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
-from engines.specs import Feature, Inventory, PowerState, SnapshotSpec, VmSpec, tap_name
+from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotSpec, VmSpec, tap_name
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -70,6 +70,8 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
         {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT, Feature.KEEP_IMAGE,
          Feature.DISK_LIMIT}
     )
+    # A reflink where the filesystem has them, else a whole copy: counted as a copy.
+    copies_template = True
 
     def __init__(self, *, uri: str, options: dict | None = None):
         super().__init__(uri=uri, options=options)
@@ -98,6 +100,13 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
                 os.makedirs(self.layout.console_dir, exist_ok=True)
             self.hostnet.ensure_bridge(self.bridge, f"{self.gateway_ip}/{self.vm_network.prefixlen}")
             self.firewall.ensure()
+
+    def disk_space(self) -> DiskSpace | None:
+        """The filesystem of the node's pool directory (images, seeds, snapshots)."""
+        try:
+            return DiskSpace.of_path(str(self.layout.pool))
+        except OSError:
+            return None
 
     def health(self) -> tuple[bool, str]:
         problems, found = runtime_problems(self.binary, self.jailer)

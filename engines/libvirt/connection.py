@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import libvirt
 
+from engines.retry import retry
+
 log = logging.getLogger(__name__)
 
 # libvirt prints every error to stderr by default; we raise them as exceptions instead.
@@ -69,23 +71,48 @@ def wait_for_daemon(uri: str, timeout: float) -> None:
             time.sleep(0.5)
 
 
+# libvirt's errors of the connection itself (its RPC layer), not of the call: "Cannot recv
+# data: Connection reset by peer", "Cannot write data: Broken pipe", "End of file while
+# reading data". The same codes from another domain (a file the daemon cannot read, say)
+# are the call's own, and are not retried.
+TRANSIENT_CODES = frozenset({libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC})
+# Attempts of one driver call in all (the first, and the retries), and the wait between
+# them while the connection itself is still up.
+ATTEMPTS = 3
+RETRY_DELAY_S = 0.5
+
+
+def transient(exc: BaseException, uri: str) -> bool:
+    """A libvirt failure that the same call may not meet again: the connection to `uri`
+    died under it, or libvirt's RPC layer said the connection was reset or broke."""
+    if not isinstance(exc, libvirt.libvirtError):
+        return False
+    if connection_lost(uri):
+        return True
+    return exc.get_error_domain() == libvirt.VIR_FROM_RPC and exc.get_error_code() in TRANSIENT_CODES
+
+
 def reconnecting(method: Callable) -> Callable:
-    """Run a driver call again, once, when the connection died under it and the daemon
-    comes back within the engine's `reconnect_timeout`. The calls are idempotent (an
+    """Run a driver call again (ATTEMPTS in all) when it failed transiently: the
+    connection died under it and the daemon comes back within the engine's
+    `reconnect_timeout`, or libvirt's RPC layer reset it. The calls are idempotent (an
     existing image or domain is reused, a running VM is not started twice), so running
     one again finishes what the lost one began."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except libvirt.libvirtError:
-            if not connection_lost(self.uri):
-                raise
-            log.warning("lost the connection to %s during %s; waiting for the daemon",
-                        self.uri, method.__name__)
-            wait_for_daemon(self.uri, self.reconnect_timeout)
-            self.after_reconnect()
-            return method(self, *args, **kwargs)
+        def before_retry(exc: BaseException) -> None:
+            if connection_lost(self.uri):
+                log.warning("lost the connection to %s during %s; waiting for the daemon",
+                            self.uri, method.__name__)
+                wait_for_daemon(self.uri, self.reconnect_timeout)
+                self.after_reconnect()
+            else:
+                time.sleep(RETRY_DELAY_S)
+
+        return retry(lambda: method(self, *args, **kwargs), transient=lambda exc: transient(exc, self.uri),
+                     what=f"libvirt {method.__name__} on {self.uri}", attempts=ATTEMPTS,
+                     before_retry=before_retry)
 
     return wrapper
+

@@ -29,7 +29,7 @@ from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
-from engines.specs import Feature, Inventory, PowerState, SnapshotSpec, VmSpec
+from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotSpec, VmSpec
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -114,6 +114,20 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
             self._pool().refresh(0)
         except libvirt.libvirtError:
             log.warning("could not refresh pool %s after reconnecting", self.pool_name)
+
+    @reconnecting
+    def disk_space(self) -> DiskSpace | None:
+        """The filesystem of the node's pool: read here when the node is this host (statvfs,
+        the root reserve aside, as an unprivileged writer sees it), else as libvirt reports
+        the pool (its capacity and available bytes). The test driver's pool is make-believe:
+        None."""
+        if self.is_test_driver:
+            return None
+        if not urlsplit(self.uri).hostname:
+            with contextlib.suppress(OSError):
+                return DiskSpace.of_path(self.pool_path)
+        _state, capacity, _allocation, available = self._pool().info()
+        return DiskSpace(total_bytes=capacity, free_bytes=available)
 
     def health(self) -> tuple[bool, str]:
         try:

@@ -21,7 +21,7 @@ NODE_FORM = {
     "public_host": "198.51.100.7", "vm_network": "10.101.0.0/16", "mac_prefix": "52:54:01",
     "network_name": "tt-net", "bridge": "ttbr0", "port_min": "30000", "port_max": "30999",
     "pool_name": "tt-pool",
-    "cpu_capacity": "32", "mem_capacity_mb": "65536",
+    "cpu_capacity": "32", "mem_capacity_mb": "65536", "disk_capacity_mb": "0",
 }
 
 

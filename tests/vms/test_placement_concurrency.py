@@ -1,4 +1,5 @@
-"""Placement under concurrency: 50 creates at once, on PostgreSQL, never oversell a node.
+"""Placement under concurrency: 50 creates at once (20 for the disk), on PostgreSQL, never
+oversell a node.
 
 Each request runs in its own thread and connection, all released together by a
 barrier, every one for a different owner (so the owners' quota locks do not
@@ -52,3 +53,24 @@ def test_fifty_parallel_creates_never_oversell_a_node(postgres, node, template, 
     assert Counter(outcomes) == {"created": 20, "no_capacity": 30}
     used = dict(Vm.objects.live().values_list("node__name").annotate(cpu=Sum("cpu_num")))
     assert used == {"local-test": 10, "b": 10}
+
+
+def test_twenty_parallel_creates_never_oversell_a_node_s_disk(postgres, node, template, monkeypatch, settings,
+                                                              quotas_out_of_the_way):
+    settings.TT_NODE_DISK_RESERVE, settings.TT_NODE_DISK_OVERCOMMIT = 100, 1.0
+    node.disk_capacity_mb = 100 + 10 * 50  # room for ten disks of 50 MiB
+    node.save()
+    owners = [make_user(f"user{i}") for i in range(20)]
+    monkeypatch.setattr("envs.operations.dispatch", lambda operation_id: None)
+
+    def create(i: int) -> str:
+        try:
+            env_create(owner=owners[i], by=owners[i], name="e", vms=[
+                NewVm(name="a", template="tt/busybox", mem_mb=64, disk_mb=50)])
+        except NoCapacity:
+            return "no_capacity"
+        return "created"
+
+    outcomes = all_at_once(20, create)
+    assert Counter(outcomes) == {"created": 10, "no_capacity": 10}
+    assert Vm.objects.live().aggregate(disk=Sum("disk_mb"))["disk"] == 500
