@@ -24,7 +24,7 @@ class Feature(enum.StrEnum):
     FLAT = "flat"
     RAND_UUID = "rand_uuid"
     KEEP_IMAGE = "keep_image"
-    DISK_LIMIT = "disk_limit"  # a VM's disk gets the size asked for (overlay storage has none)
+    DISK_LIMIT = "disk_limit"  # a VM's disk gets the size asked for, and no more
     SUSPEND = "suspend"  # the guest's memory saved to disk and restored by the next start
 
 
