@@ -142,6 +142,9 @@ if TT_DEFAULT_ENV_LIFETIME > TT_MAX_ENV_LIFETIME:
     )
 # As many as the create form takes (VmRowFormSet max_num); node capacity is checked as well.
 TT_MAX_VMS_PER_ENV = env_int("TT_MAX_VMS_PER_ENV", 100, minimum=1)
+# Forwarded ports one VM may have (a request's list, the API schema's maxItems); the
+# owner's quota of ports (TT_QUOTA_PORTS) bounds all their VMs together.
+TT_MAX_PORTS_PER_VM = env_int("TT_MAX_PORTS_PER_VM", 32, minimum=0)
 # Where a local node keeps its storage pools and guests' serial console logs.
 TT_POOL_DIR = Path(env_str("TT_POOL_DIR", "/var/lib/ttportal/pools"))
 TT_CONSOLE_DIR = Path(env_str("TT_CONSOLE_DIR", "/var/log/ttportal/console"))
@@ -178,6 +181,7 @@ TT_QUOTA_VCPUS = env_int("TT_QUOTA_VCPUS", 16, minimum=0)  # of all live VMs
 TT_QUOTA_MEM_MB = env_int("TT_QUOTA_MEM_MB", 16384, minimum=0)  # MiB, of all live VMs
 TT_QUOTA_DISK_MB = env_int("TT_QUOTA_DISK_MB", 102400, minimum=0)  # MiB, of all live VMs
 TT_QUOTA_SNAPSHOTS = env_int("TT_QUOTA_SNAPSHOTS", 50, minimum=0)  # of all live VMs
+TT_QUOTA_PORTS = env_int("TT_QUOTA_PORTS", 64, minimum=0)  # forwarded public ports, of all live VMs
 # Seconds an Env may live from its start, and the most one extension may move its end.
 TT_QUOTA_MAX_LIFETIME = env_int("TT_QUOTA_MAX_LIFETIME", TT_MAX_ENV_LIFETIME, minimum=0)
 TT_QUOTA_MAX_EXTENSION = env_int("TT_QUOTA_MAX_EXTENSION", min(24 * 3600, TT_MAX_ENV_LIFETIME), minimum=0)

@@ -16,7 +16,7 @@ from django.db.models.functions import Coalesce
 from accounts import quotas
 from accounts.quotas import Limits, Usage
 from envs.models import Env
-from vms.models import Snapshot, Vm, live_vms
+from vms.models import PortMapping, Snapshot, Vm, live_vms
 
 
 def _per_owner(queryset, owner_field: str, aggregate) -> Coalesce:
@@ -36,6 +36,8 @@ def usage_of(owner) -> Usage:
         "use_mem_mb": _per_owner(vms, "env__owner", Sum("mem_mb")),
         "use_disk_mb": _per_owner(vms, "env__owner", Sum("disk_mb")),
         "use_snapshots": _per_owner(Snapshot.objects.filter(live_vms("vm")), "vm__env__owner", Count("pk")),
+        # A destroyed VM's ports are deleted with it, but a VM being destroyed holds them still.
+        "use_ports": _per_owner(PortMapping.objects.filter(live_vms("vm")), "vm__env__owner", Count("pk")),
     }
     row = get_user_model().objects.filter(pk=owner.pk).values(**counts).first() or {}
     return Usage(**{name.removeprefix("use_"): value for name, value in row.items()})

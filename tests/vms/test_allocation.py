@@ -140,16 +140,16 @@ def test_it_gives_back_addresses_and_ports_on_release(alice, node, template):
 
 
 def lose_first_pick(monkeypatch, taken: int) -> list:
-    """From now on the first `_pick_free` returns `taken` whatever is used, and later ones pick
-    for real. Returns the `used` set each call was given."""
-    real_pick = allocation._pick_free
+    """From now on the first `pick_free` returns `taken` whatever is used, and later ones pick
+    for real. Returns the count each call was asked for."""
+    real_pick = allocation.pick_free
     calls = []
 
-    def stale_first(lo, hi, used):
-        calls.append(used)
-        return taken if len(calls) == 1 else real_pick(lo, hi, used)
+    def stale_first(lo, hi, count, used_among):
+        calls.append(count)
+        return [taken] if len(calls) == 1 else real_pick(lo, hi, count, used_among)
 
-    monkeypatch.setattr(allocation, "_pick_free", stale_first)
+    monkeypatch.setattr(allocation, "pick_free", stale_first)
     return calls
 
 
@@ -186,7 +186,7 @@ def test_it_gives_up_after_the_retry_budget_and_writes_nothing(alice, node, temp
     allocation.save_with_address(vm)
     allocation.allocate_port(vm, "tcp", 22)
     taken = vm.port_mappings.get().public_port
-    monkeypatch.setattr(allocation, "_pick_free", lambda lo, hi, used: taken)  # always loses
+    monkeypatch.setattr(allocation, "pick_free", lambda lo, hi, count, used_among: [taken])  # always loses
     with transaction.atomic():  # as in a service: the outer transaction must stay usable
         with pytest.raises(Exhausted) as exc:
             allocation.allocate_port(vm, "tcp", 80)
@@ -372,31 +372,31 @@ def test_it_picks_again_when_two_batches_cross(alice, node, template, monkeypatc
     node.port_min, node.port_max = 20000, 20009
     node.save()
     vms = addressed_vms(new_env(alice), node, template, 2)
-    real_pick, real_lost_race = allocation._pick_free, allocation._lost_race
+    real_pick, real_lost_race = allocation.pick_free, allocation._lost_race
     # On SQLite the other writer cannot arrive while this one holds the lock: wait
     # briefly (well under SQLite's busy timeout), then go on alone.
     both_hold_one = threading.Barrier(2, timeout=30 if postgres else 1)
     local = threading.local()
     sqlstates, overlapped = [], []
 
-    def crossed_pick(lo, hi, used):
+    def crossed_pick(lo, hi, count, used_among):
         local.calls = getattr(local, "calls", 0) + 1
         if local.calls == 1:
-            return 20000 + local.me
+            return [20000 + local.me]
         if local.calls == 2:
             try:
                 both_hold_one.wait()
                 overlapped.append(True)
             except threading.BrokenBarrierError:
                 overlapped.append(False)
-            return 20000 + (1 - local.me)  # the port the other one took
-        return real_pick(lo, hi, used)
+            return [20000 + (1 - local.me)]  # the port the other one took
+        return real_pick(lo, hi, count, used_among)
 
     def recording_lost_race(exc):
         sqlstates.append(getattr(exc.__cause__, "sqlstate", None))
         return real_lost_race(exc)
 
-    monkeypatch.setattr(allocation, "_pick_free", crossed_pick)
+    monkeypatch.setattr(allocation, "pick_free", crossed_pick)
     monkeypatch.setattr(allocation, "_lost_race", recording_lost_race)
 
     def work(i: int) -> list[int]:
