@@ -17,8 +17,13 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     "or body) is refused with 422 idempotency_key_reused (IETF Idempotency-Key draft).",
 )
 RETRY_AFTER = OpenApiParameter(
-    "Retry-After", int, location=OpenApiParameter.HEADER, response=[429],
-    description="Seconds until the Env's management cooldown lets another long operation run.",
+    "Retry-After", int, location=OpenApiParameter.HEADER, response=[429, 503],
+    description="Seconds until the Env's management cooldown lets another long operation run (429), "
+    "or until the busy database is worth asking again (503 database_busy).",
+)
+BUSY_RETRY_AFTER = OpenApiParameter(
+    "Retry-After", int, location=OpenApiParameter.HEADER, response=[503],
+    description="Seconds until the busy database is worth asking again (503 database_busy).",
 )
 
 
@@ -30,7 +35,7 @@ class ErrorSerializer(serializers.Serializer):
         "authentication_failed, method_not_allowed, illegal_state, cooldown (429), "
         "idempotency_key_reused (422), unsupported_feature, resources_exhausted (409), no_capacity (409), "
         "node_down (409), "
-        "quota_exceeded (403), "
+        "quota_exceeded (403), database_busy (503: nothing was changed, send it again after Retry-After), "
         "parse_error, internal, or an engine step code."
     )
     message = serializers.CharField()
@@ -41,11 +46,11 @@ class ErrorSerializer(serializers.Serializer):
         child=serializers.ListField(child=serializers.CharField()), required=False,
         help_text="Every field error, DRF style, keyed by field path (400 and 422).",
     )
-    retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait (429 only).")
+    retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait (429 and 503 only).")
     # quota_exceeded (403) only: refused because used + requested > limit (GET /api/quota/).
     quota = serializers.CharField(
         required=False, help_text="quota_exceeded only: the quota the request would exceed (envs, vms, "
-        "vcpus, mem_mb, disk_mb, snapshots, lifetime or extension, as GET /api/quota/ names them).",
+        "vcpus, mem_mb, disk_mb, snapshots, ports, lifetime or extension, as GET /api/quota/ names them).",
     )
     limit = serializers.IntegerField(required=False, help_text="quota_exceeded only: the owner's limit.")
     used = serializers.IntegerField(
@@ -73,6 +78,8 @@ class AutoSchema(SpectacularAutoSchema):
             codes += [409, 422, 429]
         elif self.method == "POST" and getattr(self.view, "refuses_on_data", False):
             codes.append(422)  # a rule on the data or on what the user already has
+        if self.method in _MUTATING:
+            codes.append(503)  # database_busy: a lock not free in time (ttportal/busy.py)
         return codes
 
     def _get_response_bodies(self, direction="response"):
@@ -93,4 +100,6 @@ class AutoSchema(SpectacularAutoSchema):
         params = list(super().get_override_parameters())
         if self.method in _MUTATING and getattr(self.view, "operation_actions", False):
             params += [IDEMPOTENCY_KEY, RETRY_AFTER]
+        elif self.method in _MUTATING:
+            params.append(BUSY_RETRY_AFTER)
         return params

@@ -12,16 +12,17 @@ from __future__ import annotations
 from engines.errors import EngineError, ErrorCode, TTError, step
 
 __all__ = [
-    "QUOTA_EXCEEDED", "ConflictingInput", "CooldownActive", "EngineError", "ErrorCode", "Exhausted",
-    "Forbidden", "IdempotencyKeyReused", "IllegalState", "InvalidInput", "NoCapacity", "NodeDown", "NotFound",
-    "QuotaExceeded",
-    "TTError", "Unsupported", "step",
+    "DATABASE_BUSY", "QUOTA_EXCEEDED", "ConflictingInput", "CooldownActive", "DatabaseBusy", "EngineError",
+    "ErrorCode", "Exhausted", "Forbidden", "IdempotencyKeyReused", "IllegalState", "InvalidInput",
+    "NoCapacity", "NodeDown", "NotFound", "QuotaExceeded", "TTError", "Unsupported", "step",
 ]
 
 # The code of a quota refusal. Request-side only (a refusal records no operation), so it
 # is kept here rather than in engines.errors.ErrorCode, which Operation.error_code's
 # choices are made from.
 QUOTA_EXCEEDED = "quota_exceeded"
+# The database could not take the request in time (ttportal/busy.py); likewise request-side.
+DATABASE_BUSY = "database_busy"
 
 
 class InvalidInput(TTError):
@@ -118,3 +119,20 @@ class QuotaExceeded(TTError):
     def as_dict(self) -> dict:
         return {**super().as_dict(), "quota": self.quota, "limit": self.limit, "used": self.used,
                 "requested": self.requested}
+
+
+class DatabaseBusy(TTError):
+    """The database was too busy to take the request in time: a lock another transaction
+    held did not come free within the wait allowed (SQLite's busy timeout, PostgreSQL's
+    lock_timeout), or PostgreSQL aborted the transaction to break a deadlock or a
+    serialization conflict. Nothing was changed (the transaction rolled back) and the same
+    request may simply be sent again: answered 503 with Retry-After (ttportal/busy.py)."""
+
+    code = DATABASE_BUSY  # type: ignore[assignment]
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"the database is busy; nothing was changed, retry in {retry_after} s")
+        self.retry_after = retry_after
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "retry_after": self.retry_after}

@@ -64,6 +64,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "ttportal.api.JsonErrors",
+    # Last, so it sees an exception first: a busy database is a 503, not JsonErrors' 500.
+    "ttportal.busy.BusyDatabase",
 ]
 
 # A failed CSRF check is a JSON error under /api/ like every other API refusal.
@@ -162,6 +164,9 @@ TT_VM_HOST_PORTS = env_ports("TT_VM_HOST_PORTS")
 TT_TEMPLATE_TEST_SHELL = env_bool("TT_TEMPLATE_TEST_SHELL", True)
 # Allocation retries when two requests race for the same MAC or port.
 TT_ALLOCATION_RETRIES = env_int("TT_ALLOCATION_RETRIES", 50, minimum=1)
+# The Retry-After of a 503 database_busy (ttportal/busy.py): a lock held past the wait
+# allowed (SQLite's timeout below, PostgreSQL's lock_timeout) or a deadlock victim.
+TT_DATABASE_BUSY_RETRY_AFTER = env_int("TT_DATABASE_BUSY_RETRY_AFTER", 2, minimum=1)
 # Placement (vms/placement.py): of the nodes that pass the filters (enabled, engine,
 # features, free vCPUs, memory, public ports and addresses), "spread" picks the one
 # with the most free memory (load shared out, the Nova/Incus default); "pack" the one
