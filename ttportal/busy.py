@@ -64,10 +64,7 @@ class BusyDatabase:
         if error is None:
             return None
         if request.path_info.startswith("/api/"):
-            response = JsonResponse(error.as_dict(), status=503)
-        else:
-            page = render_to_string("503.html", {"message": error.message, "retry_after": error.retry_after},
-                                    request=request)
-            response = HttpResponse(page, status=503)
-        response.headers.update(retry_headers(error))
-        return response
+            return JsonResponse(error.as_dict(), status=503, headers=retry_headers(error))
+        page = render_to_string("503.html", {"message": error.message, "retry_after": error.retry_after},
+                                request=request)
+        return HttpResponse(page, status=503, headers=retry_headers(error))

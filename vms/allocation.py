@@ -4,7 +4,8 @@ The database is the referee: unique constraints on (node, mac), (node, ip) and
 (node, protocol, public_port). A request's ports are found together: random
 candidates from the node's range, one query to learn which of them are taken (an
 index lookup, whatever the number in use), and on a crowded node (too few of the
-candidates free) one more query reading what is in use, to choose from the rest.
+candidates free) one more query, an anti-join of the range against the used ports
+that returns only free ones, chosen at random by the database.
 Then one insert for them all, inside a savepoint; on a unique violation (a
 concurrent request took one between our read and our insert) we pick again, a
 bounded number of times. So a request's cost does not grow with the node's use,
@@ -19,7 +20,7 @@ import random
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 
 from engines.models import Node
 from ttportal.errors import Exhausted
@@ -33,9 +34,13 @@ SAMPLE_EXTRA = 16
 
 # used_among(candidates) -> those of them in use; used_among(None) -> all in use.
 UsedAmong = Callable[[Iterable[int] | None], set[int]]
+# free_in_range(count) -> up to `count` free ones of the whole range, at random, found by
+# the database (only the free ones travel).
+FreeInRange = Callable[[int], list[int]]
 
 
-def pick_free(lo: int, hi: int, count: int, used_among: UsedAmong) -> list[int] | None:
+def pick_free(lo: int, hi: int, count: int, used_among: UsedAmong,
+              free_in_range: FreeInRange | None = None) -> list[int] | None:
     """`count` distinct free numbers in lo..hi, chosen at random (None: fewer are free).
     One query on a node with room, two on a crowded one."""
     size = hi - lo + 1
@@ -50,6 +55,9 @@ def pick_free(lo: int, hi: int, count: int, used_among: UsedAmong) -> list[int] 
         return free[:count]
     if len(sample) == size:
         return None  # the sample was the whole range
+    if free_in_range is not None:  # crowded: the database chooses among what is left
+        free = free_in_range(count)
+        return free if len(free) == count else None
     used = used_among(None)  # crowded: choose among what is left
     free = [n for n in range(lo, hi + 1) if n not in used]
     return _rng.sample(free, count) if len(free) >= count else None
@@ -130,8 +138,11 @@ def _allocate_for(vm: Vm, node: Node, protocol: str, inners: list[int]) -> list[
         rows = in_use if ports is None else in_use.filter(public_port__in=list(ports))
         return set(rows.values_list("public_port", flat=True))
 
+    def free_in_range(count: int) -> list[int]:
+        return _free_ports(node, protocol, lo, hi, count)
+
     def attempt() -> bool:
-        ports = pick_free(lo, hi, len(inners), used_among)
+        ports = pick_free(lo, hi, len(inners), used_among, free_in_range)
         if ports is None:
             n = len(inners)
             few = f"no free {protocol} port" if n == 1 else f"fewer than {n} free {protocol} ports"
@@ -145,6 +156,35 @@ def _allocate_for(vm: Vm, node: Node, protocol: str, inners: list[int]) -> list[
     what = f"a {protocol} port" if len(inners) == 1 else f"{len(inners)} {protocol} ports"
     _with_retries(attempt, f"{what} on node {node.name}")
     return result
+
+
+# The whole range as rows, less what is used, in an order of chance: an anti-join on the
+# unique index (node, protocol, public_port). Only the chosen free ports are returned.
+_FREE_PORTS_SQL = {
+    "postgresql": (
+        "SELECT p FROM generate_series(%s, %s) AS p WHERE NOT EXISTS (SELECT 1 FROM {table} AS m "
+        "WHERE m.node_id = %s AND m.protocol = %s AND m.public_port = p) ORDER BY random() LIMIT %s"
+    ),
+    "sqlite": (
+        "WITH RECURSIVE r(p) AS (SELECT %s UNION ALL SELECT p + 1 FROM r WHERE p < %s) "
+        "SELECT p FROM r WHERE p NOT IN "
+        "(SELECT public_port FROM {table} WHERE node_id = %s AND protocol = %s) ORDER BY random() LIMIT %s"
+    ),
+}
+
+
+def _free_ports(node: Node, protocol: str, lo: int, hi: int, count: int) -> list[int]:
+    """Up to `count` free ports of the node's range, at random: one query."""
+    sql = _FREE_PORTS_SQL.get(connection.vendor)
+    if sql is None:  # a database without either: read what is used, choose in Python
+        in_use = PortMapping.objects.filter(node=node, protocol=protocol)
+        used = set(in_use.values_list("public_port", flat=True))
+        free = [port for port in range(lo, hi + 1) if port not in used]
+        return _rng.sample(free, min(count, len(free)))
+    with connection.cursor() as cursor:
+        cursor.execute(sql.format(table=connection.ops.quote_name(PortMapping._meta.db_table)),
+                       [lo, hi, node.pk, protocol, count])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def allocate_port(vm: Vm, protocol: str, inner_port: int) -> PortMapping:
