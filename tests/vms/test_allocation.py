@@ -288,7 +288,7 @@ def test_a_requests_ports_take_the_same_queries_however_many_are_asked_or_used(a
     taken = set(PortMapping.objects.values_list("public_port", flat=True))
     crowd(crowded, node, [p for p in range(20000, 30000) if p % 10 and p not in taken])  # ~9,000 more
     sparse_enough = queries_of(lambda: allocation.allocate_ports(other, [("tcp", p) for p in range(1, 33)]))
-    assert sparse_enough <= one + 1  # at most one more query on a crowded node: the anti-join
+    assert sparse_enough <= one + 2  # at most two more queries on a crowded node
     assert other.port_mappings.count() == 32
     assert_unique_allocations(node)
 
