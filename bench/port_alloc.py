@@ -1,16 +1,19 @@
 """port_alloc: one request for 32 forwarded ports on a node with 10,000 ports used, against
 the same request on an empty node (issue 22).
 
-The request is envs.services.env_create (what the portal, the API and the admin call) of
-one VM forwarding 32 TCP ports, the per-VM cap: its whole database work (the owner's lock,
-placement, the quota count, the VM's address, its 32 ports, the operation and its task
-enqueued on commit), timed from the call to its return. Both nodes have the same range,
+The request is vms.services.vm_set_ports (PUT /api/vms/<id>/ports/: the request that asks
+for ports and nothing else) giving a VM without ports 32 TCP ports, the per-VM cap: its
+whole database work (the owner's lock, the quota count, the VM's network claim, the 32
+ports, the operation and its task enqueued on commit), timed from the call to its return.
+Beside it, env_create (what the portal, the API and the admin call) of one VM with the
+same 32 ports: placement and the VM's address on top. Both nodes have the same range,
 20000-30031 (10,032 ports). On the full one, 10 VMs of another user hold 1,000 ports each,
 10,000 spread at random, so exactly the 32 asked for are free: the worst case, where
-sampling cannot find them and allocation must read what is used (once, not once per
-port). After each timed request its Env is deleted (outside the clock), so every request
-finds the node as described. The two nodes take turns, each with the other disabled, and
-each number is the median of --rounds requests after --warm-up unmeasured ones.
+sampling cannot find them and allocation must read the whole range (once, not once per
+port). After each timed request its ports (and the created Env) are deleted, outside the
+clock, so every request finds the node as described. The two nodes take turns, each with
+the other disabled, and each number is the median of --rounds requests after --warm-up
+unmeasured ones. The load average is printed: on a shared machine it moves both numbers.
 
 Runs on SQLite (a temporary TT_VAR_DIR) and on PostgreSQL (a fresh database
 tt_bench_ports_<pid> on 127.0.0.1:5432, dropped afterwards), each a subprocess of this
@@ -200,8 +203,9 @@ def main() -> None:
     if args.worker:
         worker(args.rounds, args.warm_up, args.out)
         return
-    print(f"port_alloc: env_create of 1 VM with {ASKED} ports; nodes of {PORT_MAX - PORT_MIN + 1} ports, "
-          f"the full one with {USED:,} used; median of {args.rounds} after {args.warm_up} warm-up")
+    print(f"port_alloc: one request for {ASKED} ports (vm_set_ports; env_create of such a VM beside it); "
+          f"nodes of {PORT_MAX - PORT_MIN + 1:,} ports, the full one with {USED:,} used; median of "
+          f"{args.rounds} after {args.warm_up} warm-up")
     with Cleanup() as cleanup:
         for label in ("sqlite", "postgres"):
             if args.only not in (None, label):
