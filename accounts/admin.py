@@ -40,7 +40,7 @@ class QuotaAdminMixin:
 
     limit_fieldsets = (
         ("What one may hold at once (empty: inherit)",
-         {"fields": ("envs", "vms", "vcpus", "mem_mb", "disk_mb", "snapshots")}),
+         {"fields": ("envs", "vms", "vcpus", "mem_mb", "disk_mb", "snapshots", "ports")}),
         ("How long an Env may live, in seconds (empty: inherit)", {"fields": ("lifetime", "extension")}),
         (None, {"fields": ("note", "updated_at")}),
     )

@@ -102,6 +102,8 @@ class QuotaOverride(models.Model):
                                           help_text="Of all live VMs together.")
     snapshots = models.PositiveIntegerField("snapshots", null=True, blank=True,
                                             help_text="Of all live VMs together.")
+    ports = models.PositiveIntegerField("forwarded ports", null=True, blank=True,
+                                        help_text="Public ports of all live VMs together.")
     lifetime = models.PositiveIntegerField(
         "longest lifetime (s)", null=True, blank=True,
         help_text="Seconds an Env may live, counted from its start (TT_MAX_ENV_LIFETIME bounds it too).",

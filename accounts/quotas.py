@@ -41,19 +41,20 @@ QUOTAS: tuple[Quota, ...] = (
     Quota("mem_mb", "memory", "MiB", "TT_QUOTA_MEM_MB"),
     Quota("disk_mb", "disk", "MiB", "TT_QUOTA_DISK_MB"),
     Quota("snapshots", "snapshots", "", "TT_QUOTA_SNAPSHOTS"),
+    Quota("ports", "forwarded ports", "", "TT_QUOTA_PORTS"),
     Quota("lifetime", "longest Env lifetime", "s", "TT_QUOTA_MAX_LIFETIME"),
     Quota("extension", "longest single extension", "s", "TT_QUOTA_MAX_EXTENSION"),
 )
 BY_NAME = {quota.name: quota for quota in QUOTAS}
 NAMES = tuple(BY_NAME)
 # The quotas on what a user holds at once (the others bound one Env's dates).
-COUNTED = ("envs", "vms", "vcpus", "mem_mb", "disk_mb", "snapshots")
+COUNTED = ("envs", "vms", "vcpus", "mem_mb", "disk_mb", "snapshots", "ports")
 
 
 @dataclass(frozen=True)
 class Usage:
-    """What a user holds (live Envs, live VMs and their resources, those VMs' snapshots), or
-    what one request would add to it."""
+    """What a user holds (live Envs, live VMs and their resources, those VMs' snapshots and
+    forwarded public ports), or what one request would add to it."""
 
     envs: int = 0
     vms: int = 0
@@ -61,13 +62,15 @@ class Usage:
     mem_mb: int = 0
     disk_mb: int = 0
     snapshots: int = 0
+    ports: int = 0
 
     @classmethod
-    def of_vms(cls, vms, *, envs: int = 0) -> Usage:
-        """What new VMs (anything with cpu_num, mem_mb and disk_mb) add."""
+    def of_vms(cls, vms, *, envs: int = 0, ports: int = 0) -> Usage:
+        """What new VMs (anything with cpu_num, mem_mb and disk_mb) and their `ports`
+        forwarded ports add."""
         vms = list(vms)
         return cls(envs=envs, vms=len(vms), vcpus=sum(vm.cpu_num for vm in vms),
-                   mem_mb=sum(vm.mem_mb for vm in vms), disk_mb=sum(vm.disk_mb for vm in vms))
+                   mem_mb=sum(vm.mem_mb for vm in vms), disk_mb=sum(vm.disk_mb for vm in vms), ports=ports)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

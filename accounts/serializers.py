@@ -108,6 +108,7 @@ class QuotaSerializer(serializers.Serializer):
     mem_mb = CountedQuota(help_text="Memory of your live VMs together, MiB.")
     disk_mb = CountedQuota(help_text="Disk of your live VMs together, MiB.")
     snapshots = CountedQuota(help_text="Snapshots of your live VMs together.")
+    ports = CountedQuota(help_text="Forwarded public ports of your live VMs together.")
     lifetime = DurationQuota(help_text="The longest an Env may live, counted from its start, seconds.")
     extension = DurationQuota(help_text="The most one extension may move an Env's end, seconds.")
 

@@ -164,7 +164,7 @@ def setup_django(var_dir: str, *, inline_tasks: bool = True) -> None:
         os.environ.pop(var, None)
     # The benchmark's one user makes more than a user's default quota allows (8 Envs
     # alive at once in crash_recovery): quotas are not what is measured here.
-    for quota in ("ENVS", "VMS", "VCPUS", "MEM_MB", "DISK_MB", "SNAPSHOTS"):
+    for quota in ("ENVS", "VMS", "VCPUS", "MEM_MB", "DISK_MB", "SNAPSHOTS", "PORTS"):
         os.environ.setdefault(f"TT_QUOTA_{quota}", str(10**6))
     import django
     from django.core.management import call_command

@@ -493,7 +493,7 @@ def run_database(label: str, args: argparse.Namespace, cleanup: Cleanup) -> list
                "TT_SECRET_KEY": "fleet-bench-key", "TT_LOG_LEVEL": "ERROR",
                "TT_SSL_REDIRECT": "0"}  # as list_latency: plain-HTTP requests, no redirect to HTTPS
         # The placing user makes more Envs than a default quota allows: not what is measured.
-        for quota in ("ENVS", "VMS", "VCPUS", "MEM_MB", "DISK_MB", "SNAPSHOTS"):
+        for quota in ("ENVS", "VMS", "VCPUS", "MEM_MB", "DISK_MB", "SNAPSHOTS", "PORTS"):
             env[f"TT_QUOTA_{quota}"] = str(10**9)
         for var in ("TT_DATABASE_URL", "TT_REDIS_URL", "TT_PLACEMENT"):
             env.pop(var, None)

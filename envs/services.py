@@ -21,7 +21,7 @@ from ttportal import limits, ratelimit
 from ttportal.errors import ConflictingInput, ErrorCode, IllegalState, InvalidInput, TTError
 from vms import state, usage
 from vms.models import Vm
-from vms.services import check_vms, claim_for_destroy, insert_vms
+from vms.services import check_vms, claim_for_destroy, insert_vms, ports_of
 from vms.specs import NewVm, check_name
 
 K = Operation.Kind
@@ -78,7 +78,7 @@ def env_create(
     """A new Env with its VMs; a task creates and boots them. Returns the operation (op.env).
 
     Bound by the owner's quota (accounts/quotas.py: live Envs, VMs, vCPUs, memory, disk,
-    lifetime), also when staff ask for them, unless staff say `ignore_quota` (recorded in
+    forwarded ports, lifetime), also when staff ask for them, unless staff say `ignore_quota` (recorded in
     the operation's params). Without a lifetime or end, the Env gets the default lifetime,
     or the owner's longest lifetime if that is shorter."""
     policy.check(by, "env_create", owner_id=owner.pk)  # for another user: staff with envs.add_env
@@ -102,7 +102,8 @@ def env_create(
     checked = check_vms(env, list(vms))
     if allowed is not None:  # after the input's own checks: bad input is told as such
         quotas.check_lifetime(owner, allowed, current=0, wanted=_seconds(end - now))
-        usage.check_adds(owner, allowed, Usage.of_vms([c.clean for c in checked], envs=1), used=used)
+        usage.check_adds(owner, allowed, Usage.of_vms([c.clean for c in checked], envs=1,
+                                                      ports=ports_of(checked)), used=used)
     created = insert_vms(env, checked)
     params = {"vm_ids": [vm.pk for vm in created], "start": True}
     return record(K.ENV_CREATE, env=env, by=by, idempotency_key=idempotency_key,

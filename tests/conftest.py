@@ -244,7 +244,7 @@ def _fast_password_hasher(settings):
 def quotas_out_of_the_way(settings):
     """For tests of something else that a user's default quota would refuse (the API's
     own bounds, many Envs alive at once): every quota as good as unlimited."""
-    for name in ("ENVS", "VMS", "VCPUS", "MEM_MB", "DISK_MB", "SNAPSHOTS"):
+    for name in ("ENVS", "VMS", "VCPUS", "MEM_MB", "DISK_MB", "SNAPSHOTS", "PORTS"):
         setattr(settings, f"TT_QUOTA_{name}", 10**9)
     settings.TT_QUOTA_MAX_LIFETIME = settings.TT_QUOTA_MAX_EXTENSION = settings.TT_MAX_ENV_LIFETIME
 

@@ -44,7 +44,7 @@ def _portal_rows(template, vms: list[NewVm]) -> dict:
     for i, vm in enumerate(vms):
         row = {"name": vm.name, "template": str(template.pk), "cpu_num": str(vm.cpu_num),
                "mem_mb": str(vm.mem_mb), "disk_mb": "" if vm.disk_mb is None else str(vm.disk_mb),
-               "ports": "", "net_kind": "nat"}
+               "ports": ", ".join(str(port) for port in vm.ports), "net_kind": "nat"}
         data.update({f"vms-{i}-{key}": value for key, value in row.items()})
     return data
 
@@ -53,6 +53,8 @@ def _api_vm(vm: NewVm) -> dict:
     body = {"name": vm.name, "template": vm.template, "cpu_num": vm.cpu_num, "mem_mb": vm.mem_mb}
     if vm.disk_mb is not None:
         body["disk_mb"] = vm.disk_mb
+    if vm.ports:
+        body["ports"] = list(vm.ports)
     return body
 
 

@@ -22,9 +22,11 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from ttportal.busy import busy, retry_headers
 from ttportal.errors import (
     ConflictingInput,
     CooldownActive,
+    DatabaseBusy,
     EngineError,
     ErrorCode,
     Exhausted,
@@ -60,6 +62,7 @@ STATUS_FOR_ERROR: dict[type[TTError], int] = {
     CooldownActive: status.HTTP_429_TOO_MANY_REQUESTS,
     RateLimited: status.HTTP_429_TOO_MANY_REQUESTS,  # its body names the limit
     EngineError: status.HTTP_502_BAD_GATEWAY,
+    DatabaseBusy: status.HTTP_503_SERVICE_UNAVAILABLE,  # with Retry-After (ttportal/busy.py)
     TTError: status.HTTP_500_INTERNAL_SERVER_ERROR,
 }
 
@@ -115,7 +118,7 @@ class Refused(exceptions.APIException):
 def exception_handler(exc, context):
     if isinstance(exc, Refused):
         exc = exc.error
-    error = refusal(exc)
+    error = refusal(exc) or busy(exc)
     if error is not None:
         code = status_for(error)
         body = error.as_dict()
@@ -125,7 +128,9 @@ def exception_handler(exc, context):
         if isinstance(error, CooldownActive | RateLimited):
             body["retry_after"] = error.retry_after
             headers["Retry-After"] = str(error.retry_after)
-        if code >= 500:
+        if isinstance(error, DatabaseBusy):
+            headers.update(retry_headers(error))
+        if code >= 500 and not isinstance(error, DatabaseBusy):
             log.error("API request failed: %s: %s", error.code, error)
         return Response(body, status=code, headers=headers)
     if isinstance(exc, DjangoValidationError):

@@ -17,9 +17,10 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     "or body) is refused with 422 idempotency_key_reused (IETF Idempotency-Key draft).",
 )
 RETRY_AFTER = OpenApiParameter(
-    "Retry-After", int, location=OpenApiParameter.HEADER, response=[429],
+    "Retry-After", int, location=OpenApiParameter.HEADER, response=[429, 503],
     description="Seconds to wait before retrying: until the Env's management cooldown lets another long "
-    "operation run (cooldown), or until the limit named in the body allows one more (rate_limited).",
+    "operation run (429 cooldown), until the limit named in the body allows one more (429 rate_limited), "
+    "or until the busy database is worth asking again (503 database_busy).",
 )
 
 
@@ -32,7 +33,7 @@ class ErrorSerializer(serializers.Serializer):
         "idempotency_key_reused (422), unsupported_feature, resources_exhausted (409), no_capacity (409), "
         "node_down (409), "
         "quota_exceeded (403), rate_limited (429: a limit on how often or how much one user may act, "
-        "or failed logins), "
+        "or failed logins), database_busy (503: nothing was changed, send it again after Retry-After), "
         "parse_error, internal, or an engine step code."
     )
     message = serializers.CharField()
@@ -43,11 +44,11 @@ class ErrorSerializer(serializers.Serializer):
         child=serializers.ListField(child=serializers.CharField()), required=False,
         help_text="Every field error, DRF style, keyed by field path (400 and 422).",
     )
-    retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait (429 only).")
+    retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait (429 and 503 only).")
     # quota_exceeded (403) only: refused because used + requested > limit (GET /api/quota/).
     quota = serializers.CharField(
         required=False, help_text="quota_exceeded only: the quota the request would exceed (envs, vms, "
-        "vcpus, mem_mb, disk_mb, snapshots, lifetime or extension, as GET /api/quota/ names them).",
+        "vcpus, mem_mb, disk_mb, snapshots, ports, lifetime or extension, as GET /api/quota/ names them).",
     )
     limit = serializers.IntegerField(
         required=False, help_text="quota_exceeded: the owner's limit; rate_limited: how many it allows "
@@ -88,6 +89,8 @@ class AutoSchema(SpectacularAutoSchema):
             codes.append(422)  # a rule on the data or on what the user already has
         if self._is_rate_limited():
             codes.append(429)
+        if self.method in _MUTATING:
+            codes.append(503)  # database_busy: a lock not free in time (ttportal/busy.py)
         return codes
 
     def _is_rate_limited(self) -> bool:
@@ -114,6 +117,6 @@ class AutoSchema(SpectacularAutoSchema):
         params = list(super().get_override_parameters())
         if self.method in _MUTATING and getattr(self.view, "operation_actions", False):
             params += [IDEMPOTENCY_KEY, RETRY_AFTER]
-        elif self._is_rate_limited():
+        elif self._is_rate_limited() or self.method in _MUTATING:
             params.append(RETRY_AFTER)
         return params

@@ -12,10 +12,9 @@ from __future__ import annotations
 from engines.errors import EngineError, ErrorCode, TTError, step
 
 __all__ = [
-    "QUOTA_EXCEEDED", "RATE_LIMITED", "ConflictingInput", "CooldownActive",
-    "EngineError", "ErrorCode", "Exhausted",
-    "Forbidden", "IdempotencyKeyReused", "IllegalState", "InvalidInput", "NoCapacity", "NodeDown", "NotFound",
-    "QuotaExceeded", "RateLimited",
+    "DATABASE_BUSY", "QUOTA_EXCEEDED", "RATE_LIMITED", "ConflictingInput", "CooldownActive",
+    "DatabaseBusy", "EngineError", "ErrorCode", "Exhausted", "Forbidden", "IdempotencyKeyReused",
+    "IllegalState", "InvalidInput", "NoCapacity", "NodeDown", "NotFound", "QuotaExceeded", "RateLimited",
     "TTError", "Unsupported", "step",
 ]
 
@@ -26,6 +25,8 @@ QUOTA_EXCEEDED = "quota_exceeded"
 # The code of a refusal by a rate limit or a cap on activity (ttportal/ratelimit.py), and of a
 # login locked out after too many failures (accounts/lockout.py). Request-side only, likewise.
 RATE_LIMITED = "rate_limited"
+# The database could not take the request in time (ttportal/busy.py); likewise request-side.
+DATABASE_BUSY = "database_busy"
 
 
 class InvalidInput(TTError):
@@ -148,3 +149,20 @@ class RateLimited(TTError):
         if self.period is not None:
             body["period"] = self.period
         return body
+
+
+class DatabaseBusy(TTError):
+    """The database was too busy to take the request in time: a lock another transaction
+    held did not come free within the wait allowed (SQLite's busy timeout, PostgreSQL's
+    lock_timeout), or PostgreSQL aborted the transaction to break a deadlock or a
+    serialization conflict. Nothing was changed (the transaction rolled back) and the same
+    request may simply be sent again: answered 503 with Retry-After (ttportal/busy.py)."""
+
+    code = DATABASE_BUSY  # type: ignore[assignment]
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"the database is busy; nothing was changed, retry in {retry_after} s")
+        self.retry_after = retry_after
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "retry_after": self.retry_after}

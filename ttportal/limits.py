@@ -27,8 +27,8 @@ MEM_MAX_MB = 262144
 DISK_MAX_MB = 4 * 1024 * 1024
 
 # Forwarded ports: 80, "80", "53/udp" or {"protocol": "udp", "inner_port": 53}.
+# How many one VM may forward is a setting (ports_max()).
 PORT_MIN, PORT_MAX = 1, 65535
-PORTS_MAX = 1024
 PORT_TEXT_PATTERN = (
     r"^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
     r"(/(tcp|udp))?$"
@@ -103,6 +103,15 @@ def token_ttl_max() -> int:
 
 def vms_max() -> int:
     return settings.TT_MAX_VMS_PER_ENV
+
+
+def ports_max() -> int:
+    """Forwarded ports one VM may have (its owner's quota bounds all their VMs')."""
+    return settings.TT_MAX_PORTS_PER_VM
+
+
+def ports_rule() -> str:
+    return f"at most {ports_max()} ports per VM (TT_MAX_PORTS_PER_VM)"
 
 
 def between(low: int, high: int, unit: str = "") -> str:

@@ -5,8 +5,9 @@ Services refuse with a TTError. A database IntegrityError is a refusal too: an
 invariant the database holds (a unique name, MAC, port…) caught a race the
 services' own checks could not see, two requests at once. The service raised
 it inside its atomic block, which has already rolled back, so nothing was
-written and the same request may simply be retried. Anything else is a bug
-and stays a 500.
+written and the same request may simply be retried. A database too busy to
+answer in time is no refusal but a 503 with Retry-After (ttportal/busy.py: the API's
+handler and a middleware answer it). Anything else is a bug and stays a 500.
 """
 
 from __future__ import annotations

@@ -67,6 +67,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "ttportal.api.JsonErrors",
+    # Last, so it sees an exception first: a busy database is a 503, not JsonErrors' 500.
+    "ttportal.busy.BusyDatabase",
 ]
 
 # Last: it turns a locked-out login's answer into the lockout page (accounts/lockout.py).
@@ -148,6 +150,9 @@ if TT_DEFAULT_ENV_LIFETIME > TT_MAX_ENV_LIFETIME:
     )
 # As many as the create form takes (VmRowFormSet max_num); node capacity is checked as well.
 TT_MAX_VMS_PER_ENV = env_int("TT_MAX_VMS_PER_ENV", 100, minimum=1)
+# Forwarded ports one VM may have (a request's list, the API schema's maxItems); the
+# owner's quota of ports (TT_QUOTA_PORTS) bounds all their VMs together.
+TT_MAX_PORTS_PER_VM = env_int("TT_MAX_PORTS_PER_VM", 32, minimum=0)
 # Where a local node keeps its storage pools and guests' serial console logs.
 TT_POOL_DIR = Path(env_str("TT_POOL_DIR", "/var/lib/ttportal/pools"))
 TT_CONSOLE_DIR = Path(env_str("TT_CONSOLE_DIR", "/var/log/ttportal/console"))
@@ -165,6 +170,9 @@ TT_VM_HOST_PORTS = env_ports("TT_VM_HOST_PORTS")
 TT_TEMPLATE_TEST_SHELL = env_bool("TT_TEMPLATE_TEST_SHELL", True)
 # Allocation retries when two requests race for the same MAC or port.
 TT_ALLOCATION_RETRIES = env_int("TT_ALLOCATION_RETRIES", 50, minimum=1)
+# The Retry-After of a 503 database_busy (ttportal/busy.py): a lock held past the wait
+# allowed (SQLite's timeout below, PostgreSQL's lock_timeout) or a deadlock victim.
+TT_DATABASE_BUSY_RETRY_AFTER = env_int("TT_DATABASE_BUSY_RETRY_AFTER", 2, minimum=1)
 # Placement (vms/placement.py): of the nodes that pass the filters (enabled, engine,
 # features, free vCPUs, memory, public ports and addresses), "spread" picks the one
 # with the most free memory (load shared out, the Nova/Incus default); "pack" the one
@@ -191,6 +199,7 @@ TT_QUOTA_VCPUS = env_int("TT_QUOTA_VCPUS", 16, minimum=0)  # of all live VMs
 TT_QUOTA_MEM_MB = env_int("TT_QUOTA_MEM_MB", 16384, minimum=0)  # MiB, of all live VMs
 TT_QUOTA_DISK_MB = env_int("TT_QUOTA_DISK_MB", 102400, minimum=0)  # MiB, of all live VMs
 TT_QUOTA_SNAPSHOTS = env_int("TT_QUOTA_SNAPSHOTS", 50, minimum=0)  # of all live VMs
+TT_QUOTA_PORTS = env_int("TT_QUOTA_PORTS", 64, minimum=0)  # forwarded public ports, of all live VMs
 # Seconds an Env may live from its start, and the most one extension may move its end.
 TT_QUOTA_MAX_LIFETIME = env_int("TT_QUOTA_MAX_LIFETIME", TT_MAX_ENV_LIFETIME, minimum=0)
 TT_QUOTA_MAX_EXTENSION = env_int("TT_QUOTA_MAX_EXTENSION", min(24 * 3600, TT_MAX_ENV_LIFETIME), minimum=0)

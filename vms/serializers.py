@@ -7,7 +7,9 @@ so every interface refuses the same things with the same messages.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema_field
+import copy
+
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
 from engines.models import EngineKind
@@ -34,19 +36,29 @@ PORT_ITEM_SCHEMA = {
 }
 
 
-@extend_schema_field({"type": "array", "items": PORT_ITEM_SCHEMA, "maxItems": limits.PORTS_MAX})
 class PortsField(serializers.ListField):
     """Inner ports to forward: 80, "53/udp" or {"protocol": "udp", "inner_port": 53}; a port
-    listed twice counts once. At most PORTS_MAX.
+    listed twice counts once. At most TT_MAX_PORTS_PER_VM.
 
-    Items are passed to the service as given: parse_ports is the one place that reads them."""
+    Items are passed to the service as given: parse_ports is the one place that reads them.
+    The bound is a setting, read whenever a serializer is made (DRF makes its fields anew
+    per instance), so the schema and the check say what the deployment takes."""
 
     child = serializers.JSONField()
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("max_length", limits.PORTS_MAX)
-        kwargs.setdefault("error_messages", {"max_length": f"at most {limits.PORTS_MAX} ports"})
+        kwargs.setdefault("max_length", limits.ports_max())
+        kwargs.setdefault("error_messages", {"max_length": limits.ports_rule()})
         super().__init__(**kwargs)
+
+
+class PortsFieldSchema(OpenApiSerializerFieldExtension):
+    """The ports list as the schema states it, its maxItems this field's own (a setting)."""
+
+    target_class = PortsField
+
+    def map_serializer_field(self, auto_schema, direction):
+        return {"type": "array", "items": copy.deepcopy(PORT_ITEM_SCHEMA), "maxItems": self.target.max_length}
 
 
 class TemplateSerializer(serializers.ModelSerializer):

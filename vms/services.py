@@ -27,7 +27,7 @@ from envs.operations import idempotent, record, sweep
 from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
 from vms import allocation, state, usage, warm
-from vms.models import CLOUD_INIT, Snapshot, Vm
+from vms.models import CLOUD_INIT, PortMapping, Snapshot, Vm
 from vms.placement import Ask, Placer, check_disk_room
 from vms.specs import (
     NewVm,
@@ -62,6 +62,11 @@ class Checked(NamedTuple):
     ports: list[tuple[str, int]]
     node: Node
     spare: Vm | None = None
+
+
+def ports_of(checked: list[Checked]) -> int:
+    """The public ports these new VMs take (what they add to the owner's port quota)."""
+    return sum(len(c.ports) for c in checked)
 
 
 def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Checked]:
@@ -107,13 +112,12 @@ def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Check
 def insert_vms(env: Env, checked: list[Checked]) -> list[Vm]:
     """Insert checked VMs (status creating) with addresses and ports, or move the warm spares
     they take into the Env (status starting). Inside a transaction."""
-    vms = []
+    vms, wanted = [], []
     for clean, ports, node, spare in checked:
         template = clean.template
         vm = warm.adopt(spare, env=env, clean=clean) if spare is not None else None
         if vm is not None:
-            for protocol, inner in ports:
-                allocation.allocate_port(vm, protocol, inner)
+            wanted.append((vm, ports))
             vms.append(vm)
             continue
         vm = Vm(
@@ -126,9 +130,10 @@ def insert_vms(env: Env, checked: list[Checked]) -> list[Vm]:
             ssh_keys=SshKey.lines_of(env.owner) if CLOUD_INIT in (template.features or []) else [],
         )
         allocation.save_with_address(vm)
-        for protocol, inner in ports:
-            allocation.allocate_port(vm, protocol, inner)
+        wanted.append((vm, ports))
         vms.append(vm)
+    # Every VM's ports at once: a few queries per node, however many VMs and ports.
+    allocation.allocate_ports_of(wanted)
     return vms
 
 
@@ -143,14 +148,14 @@ def vm_add(*, env: Env, spec: NewVm, by, ignore_quota: bool = False, idempotency
 
     The request is checked whole before the cooldown is: bad input is told as such,
     not as "retry in N s" (and retrying it would not help). Then the owner's quota
-    (live VMs, vCPUs, memory, disk), which staff may say to ignore (recorded)."""
+    (live VMs, vCPUs, memory, disk, forwarded ports), which staff may say to ignore (recorded)."""
     policy.check_can_manage(by, env, "vm_add")
     owner = env.owner
     allowed = usage.admit(owner, by=by, ignore_quota=ignore_quota)  # the owner's row, before the Env's
     env = _locked_env(env)
     policy.check_live(env)
     checked = check_vms(env, [spec], field="")
-    usage.check_adds(owner, allowed, Usage.of_vms([c.clean for c in checked]))
+    usage.check_adds(owner, allowed, Usage.of_vms([c.clean for c in checked], ports=ports_of(checked)))
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
     (vm,) = insert_vms(env, checked)
     params = {"vm_ids": [vm.pk], "start": not env.is_stopped}
@@ -280,27 +285,31 @@ def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Ope
 
 
 @idempotent
-def vm_set_ports(*, vm: Vm, ports, by, idempotency_key: str = "") -> Operation | None:
+def vm_set_ports(*, vm: Vm, ports, by, ignore_quota: bool = False,
+                 idempotency_key: str = "") -> Operation | None:
     """Make the VM's forwarded inner ports exactly `ports`; kept ones keep their public port.
-    None when they are so already (nothing recorded)."""
+    None when they are so already (nothing recorded). More ports than the VM has are
+    bound by the owner's port quota, which staff may say to ignore (recorded)."""
     policy.check_can_manage(by, vm.env, "vm_set_ports")
     wanted = parse_ports(ports, "ports")
     if vm.net_kind == Vm.NetKind.FLAT and wanted:
         raise ConflictingInput("ports", "FLAT VMs are reached at their own address and have no port map")
+    owner = vm.env.owner
+    allowed = usage.admit(owner, by=by, ignore_quota=ignore_quota)  # the owner's row, counted after
     policy.check_live(vm.env)
     current = {(p.protocol, p.inner_port): p for p in vm.port_mappings.all()}
     if set(current) == set(wanted):
         return None
+    # Counted net: a request that swaps ports, or drops some, asks for no more.
+    usage.check_adds(owner, allowed, Usage(ports=len(wanted) - len(current)))
     state.claim_network(vm)
     previous = [[p.protocol, p.inner_port, p.public_port] for p in current.values()]
-    for key, mapping in current.items():
-        if key not in wanted:
-            mapping.delete()
-    for protocol, inner in wanted:
-        if (protocol, inner) not in current:
-            allocation.allocate_port(vm, protocol, inner)
+    gone = [mapping.pk for key, mapping in current.items() if key not in wanted]
+    PortMapping.objects.filter(pk__in=gone).delete()
+    allocation.allocate_ports(vm, [key for key in wanted if key not in current])
+    params = {"previous": previous, "ports": [list(p) for p in wanted]}
     return record(K.VM_SET_PORTS, env=vm.env, vm=vm, by=by, idempotency_key=idempotency_key,
-                  params={"previous": previous, "ports": [list(p) for p in wanted]})
+                  params=params if allowed is not None else {**params, "ignore_quota": True})
 
 
 # --- snapshots ----------------------------------------------------------------

@@ -77,13 +77,14 @@ def _port_item(item, where: str) -> tuple[str, int]:
 
 
 def parse_ports(raw, field_name: str) -> list[tuple[str, int]]:
-    """The ports to forward, each once, in the order first listed (at most PORTS_MAX)."""
+    """The ports to forward, each once, in the order first listed (at most TT_MAX_PORTS_PER_VM
+    listed, as the API schema's maxItems says)."""
     if raw is None:
         return []
     if not isinstance(raw, list | tuple):
         raise InvalidInput(field_name, "must be a list of ports like 80 or \"53/udp\"")
-    if len(raw) > limits.PORTS_MAX:
-        raise InvalidInput(field_name, f"at most {limits.PORTS_MAX} ports")
+    if len(raw) > limits.ports_max():
+        raise InvalidInput(field_name, limits.ports_rule())
     result: list[tuple[str, int]] = []
     for i, item in enumerate(raw):
         entry = _port_item(item, f"{field_name}[{i}]")

@@ -16,7 +16,7 @@ from django.db.models.functions import Coalesce
 from accounts import quotas
 from accounts.quotas import Limits, Usage
 from envs.models import Env
-from vms.models import Snapshot, Vm, live_vms
+from vms.models import PortMapping, Snapshot, Vm, live_vms
 
 
 def _per_owner(queryset, owner_field: str, aggregate) -> Coalesce:
@@ -26,8 +26,8 @@ def _per_owner(queryset, owner_field: str, aggregate) -> Coalesce:
     return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
 
 
-def usage_of(owner) -> Usage:
-    """What `owner` holds now. One query."""
+def usage_of(owner, names: tuple[str, ...] | None = None) -> Usage:
+    """What `owner` holds now (of the quotas `names` only, the others left 0). One query."""
     vms = Vm.objects.filter(live_vms(""))
     counts = {  # prefixed: the user model has relations named envs (and maybe more)
         "use_envs": _per_owner(Env.objects.live(), "owner", Count("pk")),
@@ -36,7 +36,13 @@ def usage_of(owner) -> Usage:
         "use_mem_mb": _per_owner(vms, "env__owner", Sum("mem_mb")),
         "use_disk_mb": _per_owner(vms, "env__owner", Sum("disk_mb")),
         "use_snapshots": _per_owner(Snapshot.objects.filter(live_vms("vm")), "vm__env__owner", Count("pk")),
+        # A destroyed VM's ports are deleted with it, but a VM being destroyed holds them still.
+        "use_ports": _per_owner(PortMapping.objects.filter(live_vms("vm")), "vm__env__owner", Count("pk")),
     }
+    if names is not None:
+        counts = {key: value for key, value in counts.items() if key.removeprefix("use_") in names}
+        if not counts:
+            return Usage()
     row = get_user_model().objects.filter(pk=owner.pk).values(**counts).first() or {}
     return Usage(**{name.removeprefix("use_"): value for name, value in row.items()})
 
@@ -57,7 +63,9 @@ def check_adds(owner, limits: Limits | None, adds: Usage, *, used: Usage | None 
     what `admit` returned (None: not enforced). `used`: the owner's use, counted by the
     caller before it wrote anything (else counted now)."""
     if limits is not None:
-        quotas.check_counts(owner, limits, usage_of(owner) if used is None else used, adds)
+        if used is None:  # only what the request adds to is checked, so only that is counted
+            used = usage_of(owner, tuple(name for name, more in adds.as_dict().items() if more > 0))
+        quotas.check_counts(owner, limits, used, adds)
 
 
 # --- what the portal and the API show ------------------------------------------------------

@@ -26,7 +26,8 @@ def test_it_starts_from_the_settings_defaults(alice, settings):
     settings.TT_QUOTA_ENVS = 3
     limits = limits_for(alice)
     assert limits.values == {"envs": 3, "vms": 20, "vcpus": 16, "mem_mb": 16384, "disk_mb": 102400,
-                             "snapshots": 50, "lifetime": settings.TT_MAX_ENV_LIFETIME, "extension": 86400}
+                             "snapshots": 50, "ports": 64, "lifetime": settings.TT_MAX_ENV_LIFETIME,
+                             "extension": 86400}
     assert set(limits.sources.values()) == {"default"}
     assert limits.values == defaults()
 
@@ -71,8 +72,9 @@ def test_it_resolves_the_limits_in_one_query(alice):
 
 
 def test_it_counts_what_is_live_in_one_query(alice, bob, make_env, template, run_tasks):
-    env = make_env(alice, vms=[NewVm(name="a", template=template.name, cpu_num=2, mem_mb=512, disk_mb=30),
-                               NewVm(name="b", template=template.name)])
+    env = make_env(alice, vms=[NewVm(name="a", template=template.name, cpu_num=2, mem_mb=512, disk_mb=30,
+                                     ports=[22, 80]),
+                               NewVm(name="b", template=template.name, ports=["53/udp"])])
     make_env(alice, name="other")
     make_env(bob, name="bobs", vms=3)
     take_snapshot(env.vms.get(name="a"), run_tasks, "s1")
@@ -80,10 +82,10 @@ def test_it_counts_what_is_live_in_one_query(alice, bob, make_env, template, run
     with CaptureQueriesContext(connection) as ctx:
         used = usage_of(alice)
     assert len(ctx.captured_queries) == 1
-    assert used == Usage(envs=2, vms=3, vcpus=4, mem_mb=1024, disk_mb=70, snapshots=2)
+    assert used == Usage(envs=2, vms=3, vcpus=4, mem_mb=1024, disk_mb=70, snapshots=2, ports=3)
     with run_tasks():
         vm_destroy(vm=env.vms.get(name="b"), by=alice)  # its snapshot goes with it
-    assert usage_of(alice) == Usage(envs=2, vms=2, vcpus=3, mem_mb=768, disk_mb=50, snapshots=1)
+    assert usage_of(alice) == Usage(envs=2, vms=2, vcpus=3, mem_mb=768, disk_mb=50, snapshots=1, ports=2)
     assert usage_of(bob) != Usage() and usage_of(get_user_model().objects.create_user("nobody")) == Usage()
 
 
@@ -105,14 +107,15 @@ def test_operators_override_a_users_quota_in_the_admin(client, alice, make_env):
     add = reverse("admin:accounts_userquota_add")
     assert client.get(add).status_code == 200
     data = {"user": str(alice.pk), "envs": "9", "vms": "", "vcpus": "", "mem_mb": "", "disk_mb": "",
-            "snapshots": "", "lifetime": "", "extension": "3600", "note": "a big demo"}
+            "snapshots": "", "ports": "200", "lifetime": "", "extension": "3600", "note": "a big demo"}
     response = client.post(add, data)
     assert response.status_code == 302, response.context["adminform"].form.errors
     quota = UserQuota.objects.get(user=alice)
-    assert (quota.envs, quota.vms, quota.extension) == (9, None, 3600)  # empty: inherit
+    assert (quota.envs, quota.vms, quota.ports, quota.extension) == (9, None, 200, 3600)  # empty: inherit
     page = client.get(reverse("admin:accounts_userquota_change", args=[quota.pk])).content.decode()
     assert "live Envs: limit 9 · in use 1 · from user" in page
     assert "memory: limit 16384 MiB · in use 512 MiB · from default" in page
+    assert "forwarded ports: limit 200 · in use 0 · from user" in page
     assert "longest single extension: limit 3600 s · in use per Env · from user" in page
     assert client.get(reverse("admin:accounts_userquota_changelist")).status_code == 200
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from engines.models import Node
@@ -140,16 +141,16 @@ def test_it_gives_back_addresses_and_ports_on_release(alice, node, template):
 
 
 def lose_first_pick(monkeypatch, taken: int) -> list:
-    """From now on the first `_pick_free` returns `taken` whatever is used, and later ones pick
-    for real. Returns the `used` set each call was given."""
-    real_pick = allocation._pick_free
+    """From now on the first `pick_free` returns `taken` whatever is used, and later ones pick
+    for real. Returns the count each call was asked for."""
+    real_pick = allocation.pick_free
     calls = []
 
-    def stale_first(lo, hi, used):
-        calls.append(used)
-        return taken if len(calls) == 1 else real_pick(lo, hi, used)
+    def stale_first(lo, hi, count, *how):
+        calls.append(count)
+        return [taken] if len(calls) == 1 else real_pick(lo, hi, count, *how)
 
-    monkeypatch.setattr(allocation, "_pick_free", stale_first)
+    monkeypatch.setattr(allocation, "pick_free", stale_first)
     return calls
 
 
@@ -186,7 +187,7 @@ def test_it_gives_up_after_the_retry_budget_and_writes_nothing(alice, node, temp
     allocation.save_with_address(vm)
     allocation.allocate_port(vm, "tcp", 22)
     taken = vm.port_mappings.get().public_port
-    monkeypatch.setattr(allocation, "_pick_free", lambda lo, hi, used: taken)  # always loses
+    monkeypatch.setattr(allocation, "pick_free", lambda lo, hi, count, *how: [taken])  # always loses
     with transaction.atomic():  # as in a service: the outer transaction must stay usable
         with pytest.raises(Exhausted) as exc:
             allocation.allocate_port(vm, "tcp", 80)
@@ -259,6 +260,61 @@ def test_it_writes_no_vm_of_a_batch_whose_ports_run_out(alice, node, template, m
                         NewVm(name="b", template=template, ports=[22])])
     assert not Vm.objects.exists()
     assert not PortMapping.objects.exists()
+
+
+# --- a request's ports together (issue 22: a query per port, each reading every used one) --
+
+
+def crowd(vm: Vm, node: Node, ports) -> None:
+    PortMapping.objects.bulk_create(
+        PortMapping(vm=vm, node=node, protocol="tcp", inner_port=i + 1, public_port=port)
+        for i, port in enumerate(ports))
+
+
+def queries_of(call) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        call()
+    return len(queries)
+
+
+def test_a_requests_ports_take_the_same_queries_however_many_are_asked_or_used(alice, node, template):
+    node.port_min, node.port_max = 20000, 29999
+    node.save()
+    env = new_env(alice)
+    crowded, asker, other = addressed_vms(env, node, template, 3)
+    one = queries_of(lambda: allocation.allocate_ports(asker, [("tcp", 1)]))
+    many = queries_of(lambda: allocation.allocate_ports(asker, [("tcp", p) for p in range(2, 34)]))
+    assert many == one  # 32 ports: one pick, one insert, like one port
+    taken = set(PortMapping.objects.values_list("public_port", flat=True))
+    crowd(crowded, node, [p for p in range(20000, 30000) if p % 10 and p not in taken])  # ~9,000 more
+    sparse_enough = queries_of(lambda: allocation.allocate_ports(other, [("tcp", p) for p in range(1, 33)]))
+    assert sparse_enough <= one + 2  # at most two more queries on a crowded node
+    assert other.port_mappings.count() == 32
+    assert_unique_allocations(node)
+
+
+def test_a_crowded_node_hands_out_its_last_free_ports(alice, node, template):
+    node.port_min, node.port_max = 20000, 29999
+    node.save()
+    crowded, asker = addressed_vms(new_env(alice), node, template, 2)
+    free = {20007, 21234, 25000, 29999}
+    crowd(crowded, node, (p for p in range(20000, 30000) if p not in free))
+    wanted = [("tcp", 22), ("tcp", 80), ("udp", 53), ("tcp", 443), ("tcp", 8080)]
+    made = allocation.allocate_ports(asker, wanted)
+    assert {m.public_port for m in made if m.protocol == "tcp"} == free
+    assert sorted(asker.port_mappings.values_list("protocol", "inner_port")) == [
+        ("tcp", 22), ("tcp", 80), ("tcp", 443), ("tcp", 8080), ("udp", 53)]
+
+
+def test_a_request_for_more_ports_than_are_free_gets_none(alice, node, template):
+    node.port_min, node.port_max = 20000, 20099
+    node.save()
+    crowded, asker = addressed_vms(new_env(alice), node, template, 2)
+    crowd(crowded, node, range(20000, 20097))  # 3 free
+    with pytest.raises(Exhausted) as exc, transaction.atomic():
+        allocation.allocate_ports(asker, [("tcp", p) for p in range(1, 5)])
+    assert str(exc.value) == f"node {node.name} has fewer than 4 free tcp ports in 20000-20099"
+    assert not asker.port_mappings.exists()
 
 
 # --- many requests at once --------------------------------------------------------------
@@ -372,31 +428,31 @@ def test_it_picks_again_when_two_batches_cross(alice, node, template, monkeypatc
     node.port_min, node.port_max = 20000, 20009
     node.save()
     vms = addressed_vms(new_env(alice), node, template, 2)
-    real_pick, real_lost_race = allocation._pick_free, allocation._lost_race
+    real_pick, real_lost_race = allocation.pick_free, allocation._lost_race
     # On SQLite the other writer cannot arrive while this one holds the lock: wait
     # briefly (well under SQLite's busy timeout), then go on alone.
     both_hold_one = threading.Barrier(2, timeout=30 if postgres else 1)
     local = threading.local()
     sqlstates, overlapped = [], []
 
-    def crossed_pick(lo, hi, used):
+    def crossed_pick(lo, hi, count, *how):
         local.calls = getattr(local, "calls", 0) + 1
         if local.calls == 1:
-            return 20000 + local.me
+            return [20000 + local.me]
         if local.calls == 2:
             try:
                 both_hold_one.wait()
                 overlapped.append(True)
             except threading.BrokenBarrierError:
                 overlapped.append(False)
-            return 20000 + (1 - local.me)  # the port the other one took
-        return real_pick(lo, hi, used)
+            return [20000 + (1 - local.me)]  # the port the other one took
+        return real_pick(lo, hi, count, *how)
 
     def recording_lost_race(exc):
         sqlstates.append(getattr(exc.__cause__, "sqlstate", None))
         return real_lost_race(exc)
 
-    monkeypatch.setattr(allocation, "_pick_free", crossed_pick)
+    monkeypatch.setattr(allocation, "pick_free", crossed_pick)
     monkeypatch.setattr(allocation, "_lost_race", recording_lost_race)
 
     def work(i: int) -> list[int]:
