@@ -173,3 +173,16 @@ def env_secret(name: str, file_name: str) -> str:
     if not value:
         raise ImproperlyConfigured(f"{file_name}: {path!r} is empty")
     return value
+
+
+def service_hosts(database: dict, redis: dict | None) -> tuple[str, ...]:
+    """The hosts of the site's database and Redis (a socket path or a local file is none)."""
+    from urllib.parse import urlparse
+
+    hosts = []
+    host = database.get("HOST") or ""
+    if host and not host.startswith("/"):
+        hosts.append(host)
+    if redis:
+        hosts.append(urlparse(redis["url"]).hostname or "")
+    return tuple(sorted({h for h in hosts if h}))
