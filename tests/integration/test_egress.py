@@ -18,14 +18,11 @@ import pytest
 from django.urls import reverse
 from prometheus_client.parser import text_string_to_metric_families
 
-from accounts.services import ssh_key_add
 from engines.registry import forget_engines, get_engine
-from engines.templates import DEBIAN_TEMPLATE, install_debian_template
-from envs.models import Env
-from envs.services import env_create, env_set_deny_outgoing
+from envs.services import env_set_deny_outgoing
 from tests.integration import netlab
 from tests.integration.conftest import public_port, run, shell
-from tests.integration.test_debian import user_key
+from vms.services import vm_add
 from vms.specs import NewVm
 
 PRIVATE = netlab.ClientNet(netns="tt-private", host_if="tt-pv-host", ns_if="tt-pv-ns", node_addr="198.19.7.1",
@@ -103,28 +100,24 @@ def test_a_container_reaches_no_private_network_but_an_allowed_one(boot_containe
     check_the_boundary(dnode, vm, settings)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_dhcp_naming_another_vms_mac_is_dropped_and_the_victim_keeps_its_address(qnode, alice, run_tasks,
-                                                                                tmp_path):
-    install_debian_template(qnode)  # built once per machine, then cached
-    key, line = user_key(tmp_path, "attacker")
-    ssh_key_add(user=alice, public_key=line)
-    specs = [NewVm(name="attacker", template=DEBIAN_TEMPLATE, mem_mb=512, ports=[22]),
-             NewVm(name="victim", template="tt/busybox", mem_mb=128, ports=[80, 23])]
-    op = run(env_create, run_tasks, owner=alice, by=alice, name="dhcp", vms=specs)
-    env = Env.objects.get(pk=op.env_id)
-    attacker, victim = env.vms.get(name="attacker"), env.vms.get(name="victim")
-    netlab.wait_for_ssh(qnode.public_host, public_port(attacker, 22), key)
-    netlab.wait_for_shell(qnode.public_host, public_port(victim, 23))
-    firewall = get_engine(qnode).firewall
+def forged_dhcp_is_dropped_and_the_victim_keeps_its_address(env, attacker, key, by, run_tasks) -> None:
+    """Called from tests/integration/test_debian.py with its running Debian VM as the attacker
+    (python3, root through sudo): one Debian boot under TCG is the dearest thing in the suite.
+    The victim is a busybox VM added to the same Env, on the same node and DHCP server."""
+    node = attacker.node
+    run(vm_add, run_tasks, env=env, spec=NewVm(name="victim", template="tt/busybox", mem_mb=128,
+                                                ports=[80, 23]), by=by)
+    victim = env.vms.get(name="victim")
+    netlab.wait_for_shell(node.public_host, public_port(victim, 23))
+    firewall = get_engine(node).firewall
     counters, spoofed = firewall.counters(), firewall.spoof_drops()[attacker.to_spec().tap]
 
     script = base64.b64encode((Path(__file__).parent / "dhcp_forge.py").read_bytes()).decode()
     iface = f"$(ip -o -4 addr show | awk '$4 ~ /^{attacker.ip}\\// {{print $2}}')"
     forged = netlab.client_ssh(
-        qnode.public_host, public_port(attacker, 22), key,
+        node.public_host, public_port(attacker, 22), key,
         f"echo {script} | base64 -d > /tmp/forge.py && sudo python3 /tmp/forge.py {iface} {attacker.ip} "
-        f"{attacker.mac} {qnode.gateway_ip} {victim.mac} {victim.ip}")
+        f"{attacker.mac} {node.gateway_ip} {victim.mac} {victim.ip}")
     assert forged.stdout.strip() == "SENT 4", forged.stderr
 
     after = firewall.counters()
