@@ -1,6 +1,7 @@
 """Run as root inside a guest: DHCP packets naming another VM's MAC, as a hostile tenant would.
 
     python3 dhcp_forge.py IFACE OWN_IP OWN_MAC GATEWAY VICTIM_MAC VICTIM_IP
+    python3 dhcp_forge.py probe IFACE MAC     (a DHCPDISCOVER; prints OFFER or NONE)
 
 Sends, each once: a DHCPDECLINE and a DHCPREQUEST from the guest's own address (a UDP
 socket, port 68), a DHCPREQUEST from 0.0.0.0 (a raw frame, as a client without an address
@@ -64,5 +65,35 @@ def main(iface: str, own_ip: str, own_mac: str, gateway: str, victim_mac: str, v
     print("SENT 4")
 
 
+def probe(iface: str, mac: str, wait_s: float = 4.0) -> None:
+    """A client without an address asks for one: is there an offer for this MAC?"""
+    import time
+
+    own = bytes.fromhex(mac.replace(":", ""))
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800)) as raw:
+        raw.bind((iface, 0))
+        raw.send(raw_frame(own, bootp(1, DISCOVER, own)))
+        raw.settimeout(0.5)
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end:
+            try:
+                frame = raw.recv(2048)
+            except TimeoutError:
+                continue
+            ip = frame[14:]
+            if len(ip) < 28 or ip[9] != 17:
+                continue
+            udp = ip[(ip[0] & 0x0F) * 4:]
+            bootp_reply = udp[8:]
+            if struct.unpack("!H", udp[2:4])[0] == 68 and bootp_reply[:1] == b"\x02" \
+                    and bootp_reply[28:34] == own:
+                print("OFFER")
+                return
+    print("NONE")
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:7])
+    if sys.argv[1] == "probe":
+        probe(sys.argv[2], sys.argv[3])
+    else:
+        main(*sys.argv[1:7])

@@ -12,12 +12,15 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+import sys
 from pathlib import Path
 
 import pytest
 from django.urls import reverse
 from prometheus_client.parser import text_string_to_metric_families
 
+from engines.libvirt import dhcp
+from engines.libvirt.connection import get_connection
 from engines.registry import forget_engines, get_engine
 from envs.services import env_set_deny_outgoing
 from tests.integration import netlab
@@ -124,8 +127,37 @@ def forged_dhcp_is_dropped_and_the_victim_keeps_its_address(env, attacker, key, 
     assert after["bridge: DHCP for another MAC"] - counters["bridge: DHCP for another MAC"] == 3
     assert after["bridge: DHCP server on a VM port"] - counters["bridge: DHCP server on a VM port"] == 1
     assert firewall.spoof_drops()[attacker.to_spec().tap] - spoofed >= 4  # counted against its port
-    # The victim renews: the node's DHCP still gives it its address (a DECLINE that reached
-    # dnsmasq would have withdrawn it for ten minutes).
+    # The victim renews: the node's DHCP still gives it its address (dnsmasq stops offering
+    # an address declined to it for a while).
     renewed = shell(victim, f"udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 3 -T 2 -r {victim.ip} 2>&1")
     assert f"lease of {victim.ip} obtained" in renewed, renewed
     assert f"inet {victim.ip}/" in shell(victim, "ip -4 addr show eth0")
+
+
+def test_the_nodes_dhcp_answers_no_mac_it_has_no_entry_for(qnode):
+    """A client on the node's bridge that is not one of its VM ports (the bridge table lets
+    it through untouched), so only dnsmasq decides: no offer for an unknown MAC, an offer once
+    the MAC has a host entry (the probe works)."""
+    netns, host_if, ns_if, mac = "tt-dhcpprobe", "tt-dp-host", "tt-dp-ns", "52:54:00:7e:57:01"
+    inside = ("ip", "netns", "exec", netns)
+    netlab.sh("ip", "netns", "del", netns, check=False)
+    netlab.sh("ip", "link", "del", host_if, check=False)
+    net = get_connection(qnode.uri).networkLookupByName(qnode.network_name)
+    try:
+        netlab.sh("ip", "netns", "add", netns)
+        netlab.sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        netlab.sh("ip", "link", "set", ns_if, "netns", netns)
+        netlab.sh("ip", "link", "set", host_if, "master", qnode.bridge, "up")
+        netlab.sh(*inside, "ip", "link", "set", ns_if, "address", mac, "up")
+
+        def ask() -> str:
+            return netlab.sh(*inside, sys.executable, str(Path(__file__).parent / "dhcp_forge.py"), "probe",
+                             ns_if, mac).stdout.strip()
+
+        assert ask() == "NONE"
+        dhcp.put(net, mac, qnode.ip_for_index(0x7E5701 & 0xFFFF), "tt-dhcp-probe")
+        assert ask() == "OFFER"
+    finally:
+        dhcp.drop(net, mac)
+        netlab.sh("ip", "netns", "del", netns, check=False)
+        netlab.sh("ip", "link", "del", host_if, check=False)
