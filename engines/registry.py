@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib
 import re
 import threading
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from engines.base import VmEngine
 from engines.models import Node
+from engines.network.addresses import host_networks
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.specs import port_prefix
 from ttportal.errors import EngineError, ErrorCode
@@ -47,7 +49,18 @@ def node_firewall(node: Node) -> Firewall:
     others = Node.objects.exclude(pk=node.pk).exclude(uri__startswith="test://")
     return NftablesFirewall(vm_network=node.vm_network, bridge=node.bridge, table=nft_table_name(node),
                             port_prefix=port_prefix(f"tt-{node.name}"), host_open=settings.TT_VM_HOST_PORTS,
-                            other_networks=tuple(others.values_list("vm_network", flat=True)))
+                            other_networks=tuple(others.values_list("vm_network", flat=True)),
+                            deny_networks=denied_destinations(), allow_networks=settings.TT_VM_ALLOW_NETWORKS)
+
+
+def denied_destinations() -> tuple:
+    """Beyond the non-global ranges every firewall denies: the operator's TT_VM_DENY_NETWORKS,
+    every node's public and management addresses, and the site's services."""
+    hosts = set(settings.TT_SITE_SERVICE_HOSTS)
+    for public_host, uri in Node.objects.values_list("public_host", "uri"):
+        hosts.add(public_host)
+        hosts.add(urlsplit(uri).hostname or "")  # qemu+ssh://host/system, tcp://host:2375
+    return tuple(settings.TT_VM_DENY_NETWORKS) + tuple(host_networks(sorted(h for h in hosts if h)))
 
 
 def node_options(node: Node) -> dict:

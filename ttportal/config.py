@@ -207,3 +207,16 @@ def env_rate(name: str, default: str | None) -> str | None:
             f"{name} must be a rate like 30/h (a count of at least 1 per s, m, h or d) or off, got {raw!r}"
         )
     return f"{int(count)}/{period[0]}"
+
+
+def service_hosts(database: dict, redis: dict | None) -> tuple[str, ...]:
+    """The hosts of the site's database and Redis (a socket path or a local file is none)."""
+    from urllib.parse import urlparse
+
+    hosts = []
+    host = database.get("HOST") or ""
+    if host and not host.startswith("/"):
+        hosts.append(host)
+    if redis:
+        hosts.append(urlparse(redis["url"]).hostname or "")
+    return tuple(sorted({h for h in hosts if h}))

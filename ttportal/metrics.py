@@ -218,7 +218,8 @@ class PortalCollector:
         family = CounterMetricFamily(
             "tt_vm_blocked_packets",
             "Packets a VM sent that its node's firewall dropped: to the outside while its Env "
-            "denies outgoing traffic (egress_denied), or to an address on its blacklist (blacklisted).",
+            "denies outgoing traffic (egress_denied), to an address on its blacklist (blacklisted), or to "
+            "a network no VM may reach: private, a node's, the site's services (private_network).",
             labels=["vm", "node", "reason"],
         )
         errors = GaugeMetricFamily("tt_node_scrape_errors",

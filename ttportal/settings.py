@@ -26,6 +26,7 @@ from ttportal.config import (
     env_secret,
     env_str,
     env_url,
+    service_hosts,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -165,6 +166,13 @@ TT_FIRECRACKER_SPEC = Path(env_str(
 # What VMs may reach on their node's host besides DHCP and DNS (a package cache,
 # say): protocol:port pairs. Everything else listening on the host is closed to them.
 TT_VM_HOST_PORTS = env_ports("TT_VM_HOST_PORTS")
+# Forwarded traffic from VMs never reaches an address that is not global (private, CGNAT,
+# link-local, loopback, documentation, benchmarking, multicast, reserved; IPv6 alike), any
+# node's address, or the site's database and Redis (engines.network.addresses). The operator
+# denies more networks, and opens exceptions (an internal package mirror) that beat every
+# denial but a VM network's isolation. CIDRs, comma-separated.
+TT_VM_DENY_NETWORKS = env_networks("TT_VM_DENY_NETWORKS", "")
+TT_VM_ALLOW_NETWORKS = env_networks("TT_VM_ALLOW_NETWORKS", "")
 # The busybox test template's UNAUTHENTICATED root shell on TCP 23 (the tests drive
 # guests through it). 0 builds the template without it.
 TT_TEMPLATE_TEST_SHELL = env_bool("TT_TEMPLATE_TEST_SHELL", True)
@@ -261,6 +269,9 @@ Q_CLUSTER = {
     "sync": env_bool("TT_Q_SYNC", False),
 }
 _redis = env_redis("TT_REDIS_URL")
+# The site's own services, closed to VMs whatever network they are on (resolved when a
+# node's firewall is built).
+TT_SITE_SERVICE_HOSTS = service_hosts(DATABASES["default"], _redis)
 if _redis:
     Q_CLUSTER["redis"] = _redis["url"]
 else:

@@ -1,5 +1,6 @@
 """What each VM's node refused it: packets to the outside while its Env denies
-outgoing traffic, and packets to the addresses on its blacklist.
+outgoing traffic, packets to the addresses on its blacklist, and packets to networks
+no VM may reach (private, the nodes', the site's services: engines.network.addresses).
 
 The node's firewall counts them per VM address (Firewall.drops_per_vm); the VM page
 shows them and /metrics exports them. Asking a node is bounded in time and reused
@@ -10,10 +11,11 @@ error.
 from __future__ import annotations
 
 from engines.models import Node
+from engines.network.firewall import DROP_REASONS
 from engines.registry import drops_per_vm
 from ttportal import probes
 
-REASONS = ("egress_denied", "blacklisted")
+REASONS = DROP_REASONS
 
 
 def _drops(node: Node):
@@ -29,8 +31,8 @@ def drops_of_nodes(nodes: list[Node]) -> dict[int, dict[str, dict[str, int]] | N
 
 def blocked_counts(node: Node, ip: str | None) -> dict[str, int] | None:
     """{reason: packets} for the VM at `ip` on `node`; None when the node cannot be asked.
-    A VM its firewall has no counter for (neither egress denied nor a blacklist) was
-    refused nothing."""
+    A VM its firewall has no counter for (one created before the firewall counted every
+    VM, until the node's next rebuild) was refused nothing."""
     if not ip:
         return None
     drops = drops_of_nodes([node])[node.pk]

@@ -184,10 +184,32 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
             net = self.conn.networkDefineXML(
                 xml.network_xml(self.network_name, self.bridge, self.vm_network, mode)
             )
+        elif not self.is_test_driver:  # the test driver keeps no dnsmasq options
+            self._serve_known_macs_only(net)
         if not net.isActive():
             net.create()
         if not net.autostart():
             net.setAutostart(1)
+
+    def _serve_known_macs_only(self, net: libvirt.virNetwork) -> None:
+        """A network an older version defined serves any MAC its range covers: its definition
+        gains KNOWN_ONLY (host entries kept). A running dnsmasq reads it only when the network
+        starts again: restarted now if no running guest is on it, else at its next start. Until
+        then the bridge already keeps unknown MACs from its DHCP (engines.network.nftables)."""
+        inactive = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+        if xml.serves_known_only(inactive):
+            return
+        self.conn.networkDefineXML(xml.with_known_only(inactive))
+        if not net.isActive():
+            return
+        source = f"<source network='{self.network_name}'"
+        running = self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        if any(source in dom.XMLDesc(0) for dom in running):
+            log.warning("network %s: DHCP for known MACs only from its next start (guests run on it)",
+                        self.network_name)
+            return
+        log.warning("network %s: restarted to serve known MACs only", self.network_name)
+        net.destroy()
 
     def _lookup_network(self) -> libvirt.virNetwork | None:
         try:

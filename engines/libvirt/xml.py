@@ -8,6 +8,12 @@ import xml.etree.ElementTree as ET
 from engines.specs import VmSpec
 
 TT_XMLNS = "https://tt-portal.invalid/xmlns/vm/1"
+# libvirt passes these options to the network's dnsmasq verbatim.
+DNSMASQ_XMLNS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
+ET.register_namespace("dnsmasq", DNSMASQ_XMLNS)
+# dnsmasq answers only the clients a host entry names (it tags them "known"): a guest that
+# makes up a MAC gets no address, whatever the range below.
+KNOWN_ONLY = "dhcp-ignore=tag:!known"
 DHCP_LEASE_MINUTES = 10
 
 
@@ -114,7 +120,8 @@ def dir_pool_xml(name: str, path: str) -> str:
 
 
 def network_xml(name: str, bridge: str, vm_network: str, forward_mode: str) -> str:
-    """A bridge with the gateway address; DHCP hands out only per-MAC host entries.
+    """A bridge with the gateway address; DHCP hands out only per-MAC host entries, and
+    answers nobody else (KNOWN_ONLY).
 
     `open` forward mode adds no firewall rules of libvirt's own: our nftables
     table is the single owner of NAT and egress policy.
@@ -127,10 +134,28 @@ def network_xml(name: str, bridge: str, vm_network: str, forward_mode: str) -> s
     ip = _sub(root, "ip", address=str(net.network_address + 1), netmask=str(net.netmask))
     dhcp = _sub(ip, "dhcp")
     # The range spans the whole network, not because clients without a host
-    # entry should get addresses (every VM has one, for the address its MAC
-    # implies) but because libvirt sizes dnsmasq's lease table from the range
-    # when the network starts: a small range would refuse the VMs added later.
+    # entry should get addresses (they get none: KNOWN_ONLY; every VM has one,
+    # for the address its MAC implies) but because libvirt sizes dnsmasq's lease
+    # table from the range when the network starts, and without a range writes
+    # no DHCP service at all for a network that starts with no host entry.
     _sub(dhcp, "range", start=str(net.network_address + 2), end=str(net.broadcast_address - 1))
+    return with_known_only(_tostring(root))
+
+
+def serves_known_only(xml_desc: str) -> bool:
+    """Whether the network's dnsmasq ignores clients without a host entry."""
+    return any(option.get("value") == KNOWN_ONLY
+               for option in ET.fromstring(xml_desc).iter(f"{{{DNSMASQ_XMLNS}}}option"))
+
+
+def with_known_only(xml_desc: str) -> str:
+    """The network definition, its host entries kept, with KNOWN_ONLY among its dnsmasq options."""
+    root = ET.fromstring(xml_desc)
+    if not serves_known_only(xml_desc):
+        options = root.find(f"{{{DNSMASQ_XMLNS}}}options")
+        if options is None:
+            options = ET.SubElement(root, f"{{{DNSMASQ_XMLNS}}}options")
+        ET.SubElement(options, f"{{{DNSMASQ_XMLNS}}}option", {"value": KNOWN_ONLY})
     return _tostring(root)
 
 

@@ -2,12 +2,15 @@
 
 The NAT and egress design (DESIGN.md): port forwarding is a map lookup (public
 port -> VM ip . inner port), egress denial a set of VM addresses, the blacklist
-a set of (VM ip . blocked ip) pairs. Isolation, on the bridge itself (frames
-between VMs never reach the `ip` hooks):
+a set of (VM ip . blocked ip) pairs, and `vm_addrs` every VM's address (its
+element counts what the VM sent to networks it may not reach: `private_network`).
+Isolation, on the bridge itself (frames between VMs never reach the `ip` hooks):
 
 - `ports`: (port . MAC . IP) of each VM, `port_macs`: (port . MAC): a VM may
   send only from its own port, with its own MAC, and IPv4 or ARP only with its
   own address (DHCP before it has one);
+- `port_chaddr`: (port . MAC as a number) of each VM: a DHCP request from a port must
+  name that port's MAC as its client (`chaddr`);
 - `vm_ports`: each VM's port, with a counter of the frames dropped as spoofed;
 - `port_env`: port -> the VM's Env, `port_reach`: (port . Env) for every Env
   whose VMs may send to that port: its own, and those it is peered with.
@@ -32,8 +35,16 @@ from dataclasses import dataclass, field
 from engines.specs import VmSpec
 
 # Which table family holds each set or map.
-IP_SETS = ("fwd_tcp", "fwd_udp", "denied", "blacklist")
-BRIDGE_SETS = ("ports", "port_macs", "vm_ports", "port_env", "port_reach")
+IP_SETS = ("fwd_tcp", "fwd_udp", "denied", "blacklist", "vm_addrs")
+BRIDGE_SETS = ("ports", "port_macs", "port_chaddr", "vm_ports", "port_env", "port_reach")
+
+# Why a VM's packets were dropped, as Firewall.drops_per_vm names it.
+DROP_REASONS = ("egress_denied", "blacklisted", "private_network")
+
+
+def mac_number(mac: str) -> int:
+    """A MAC as the 48-bit number a raw payload match compares (the DHCP `chaddr`)."""
+    return int(mac.replace(":", ""), 16)
 
 
 @dataclass(frozen=True)
@@ -66,8 +77,10 @@ def elements_of(vm: VmSpec | None) -> list[Element]:
         items.append(Element("denied", (vm.ip,)))
     items.extend(Element("blacklist", (vm.ip, blocked)) for blocked in vm.blacklist)
     items += [
+        Element("vm_addrs", (vm.ip,)),
         Element("ports", (vm.tap, vm.mac, vm.ip)),
         Element("port_macs", (vm.tap, vm.mac)),
+        Element("port_chaddr", (vm.tap, mac_number(vm.mac))),
         Element("vm_ports", (vm.tap,)),
         Element("port_env", (vm.tap,), (vm.env_id,)),
     ]
@@ -103,7 +116,7 @@ class Firewall(ABC):
     @abstractmethod
     def drops_per_vm(self) -> dict[str, dict[str, int]]:
         """Packets each VM was refused, by reason: VM ip -> {"egress_denied": n,
-        "blacklisted": n}, for every VM that has egress denied or a blacklist."""
+        "blacklisted": n, "private_network": n} (DROP_REASONS), for every VM of the node."""
 
     def apply(self, old: VmSpec | None, new: VmSpec | None) -> None:
         before, after = elements_of(old), elements_of(new)
@@ -198,6 +211,5 @@ class MemoryFirewall(Firewall):
 
     def drops_per_vm(self) -> dict[str, dict[str, int]]:
         """Nothing is ever dropped here (nothing boots): zeros, for the VMs a real node counts."""
-        tables = self.state.tables
-        ips = {key[0] for key in tables["denied"]} | {key[0] for key in tables["blacklist"]}
-        return {ip: {"egress_denied": 0, "blacklisted": 0} for ip in sorted(ips)}
+        ips = {key[0] for key in self.state.tables["vm_addrs"]}
+        return {ip: dict.fromkeys(DROP_REASONS, 0) for ip in sorted(ips)}

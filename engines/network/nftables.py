@@ -3,11 +3,20 @@
 `ip <table>` (routed traffic):
 
     map  fwd_tcp / fwd_udp : public port -> VM ip . inner port   (DNAT, one rule each)
-    set  denied            : VM ips that may reach nothing beyond the node network
+    set  denied            : VM ips that may reach nothing beyond the node network (nor
+                             the node's resolver: its answers would come from upstream)
     set  blacklist         : VM ip . blocked ip pairs
-    (both count, per element, the packets they dropped: each is looked up only by a rule
-    that drops what matches, so an element's counter is that VM's blocked attempts)
+    set  vm_addrs          : every VM's ip
+    (the three count, per element, the packets they dropped: each is looked up only last
+    in rules that drop what matches, so an element's counter is that VM's blocked attempts)
+    set  private_nets      : where forwarded traffic from the VM network may not go (every
+                             destination that is not global: engines.network.addresses)
+    set  allowed_nets      : exceptions to private_nets the operator opened
     set  host_open         : protocol . port on the host VMs may use beyond DHCP and DNS
+
+`ip6 <table>`: the same two interval sets for IPv6, and one rule. VMs get no IPv6
+from the node, and the bridge drops every IPv6 frame a VM port sends; this holds
+should that ever change.
 
 `bridge <table>` (frames on the node's bridge: between VMs they reach no ip hook
 unless br_netfilter is loaded, and nothing here depends on it). Bridge hooks see
@@ -18,6 +27,8 @@ docker engine renames it between podman's init and start). The forward chain
 runs before br_netfilter's own forward hook (see BRIDGE_FORWARD_PRIORITY).
 
     set  ports, port_macs  : port . MAC . IP and port . MAC of each VM (anti-spoofing)
+    set  port_chaddr       : port . MAC of each VM, the MAC as the number a DHCP request's
+                             `chaddr` must carry (a raw payload match)
     set  vm_ports          : each VM's port, counting the frames dropped as spoofed
     map  port_env          : port -> the VM's Env (as a packet mark)
     set  port_reach        : port . Env for every Env whose VMs may send to that port
@@ -39,7 +50,8 @@ import json
 import logging
 import subprocess
 
-from engines.network.firewall import BRIDGE_SETS, Element, Firewall, elements_of
+from engines.network.addresses import DEFAULT_DENY_V4, DEFAULT_DENY_V6, collapsed
+from engines.network.firewall import BRIDGE_SETS, DROP_REASONS, IP_SETS, Element, Firewall, elements_of
 from engines.specs import VmSpec
 
 log = logging.getLogger(__name__)
@@ -68,7 +80,16 @@ BRIDGE_FORWARD_PRIORITY = -200
 
 
 # The sets whose elements count what they dropped, and what each counts.
-COUNTED_SETS = {"denied": "egress_denied", "blacklist": "blacklisted"}
+COUNTED_SETS = {"denied": "egress_denied", "blacklist": "blacklisted", "vm_addrs": "private_network"}
+assert set(COUNTED_SETS.values()) == set(DROP_REASONS)
+
+# Where the DHCP client's MAC (`chaddr`) sits in a UDP packet, in bits from the UDP header:
+# 8 bytes of UDP header, then byte 28 of BOOTP; 6 bytes long for Ethernet.
+CHADDR = "@th,288,48"
+
+
+# The node's tables, one per family, all named alike.
+FAMILIES = ("ip", "ip6", "bridge")
 
 
 class NftError(RuntimeError):
@@ -89,7 +110,8 @@ def nft(script: str = "", *, args: tuple[str, ...] = ()) -> str:
 
 class NftablesFirewall(Firewall):
     def __init__(self, *, vm_network: str, bridge: str, table: str, port_prefix: str,
-                 host_open: tuple[tuple[str, int], ...] = (), other_networks: tuple[str, ...] = ()):
+                 host_open: tuple[tuple[str, int], ...] = (), other_networks: tuple[str, ...] = (),
+                 deny_networks: tuple = (), allow_networks: tuple = ()):
         self.table = table
         self.net = ipaddress.IPv4Network(vm_network)
         self.gateway = str(self.net.network_address + 1)
@@ -99,6 +121,10 @@ class NftablesFirewall(Firewall):
         # The VM networks of this host's other nodes: a VM reaches their VMs only as
         # anyone does (their forwarded ports), never routed through this host.
         self.other_networks = tuple(other_networks)
+        # Forwarded traffic from the VMs never goes to these (beyond the defaults: the
+        # operator's, the nodes' and the site's services' addresses), but for the allowed.
+        self.deny_networks = tuple(DEFAULT_DENY_V4) + tuple(DEFAULT_DENY_V6) + tuple(deny_networks)
+        self.allow_networks = tuple(allow_networks)
 
     # --- the tables ---------------------------------------------------------
     def ruleset(self) -> str:
@@ -110,12 +136,26 @@ class NftablesFirewall(Firewall):
         dhcp = "ether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67"  # before it has an address
         own_arp = ("ether type arp iifname . ether saddr . arp saddr ip @ports "
                    "iifname . arp saddr ether . arp saddr ip @ports")
+        # A DHCP request names its client inside (`chaddr`): only the port's own MAC, from
+        # 0.0.0.0 or from the VM's address alike (a REQUEST or DECLINE naming another VM's
+        # MAC would make the server give away or disable that VM's address).
+        dhcp_chaddr = f"ether type ip udp sport 68 udp dport 67 iifname . {CHADDR} != @port_chaddr"
+        dhcp_server = "ether type ip udp sport 67"
+        dns = "meta l4proto { tcp, udp } th dport 53"
+        private = "ip daddr @private_nets ip daddr != @allowed_nets"
+        private6 = "ip6 daddr @private_nets ip6 daddr != @allowed_nets"
         return f"""
+{self._interval_sets(t, 4)}
+{self._interval_sets(f"ip6 {self.table}", 6)}
+add chain ip6 {self.table} forward {{ type filter hook forward priority 0; policy accept; }}
+flush chain ip6 {self.table} forward
+add rule ip6 {self.table} forward iifname "{br}" {private6} counter drop comment "private network"
 add table {t}
 add map {t} fwd_tcp {{ type inet_service : ipv4_addr . inet_service; }}
 add map {t} fwd_udp {{ type inet_service : ipv4_addr . inet_service; }}
 add set {t} denied {{ type ipv4_addr; counter; }}
 add set {t} blacklist {{ type ipv4_addr . ipv4_addr; counter; }}
+add set {t} vm_addrs {{ type ipv4_addr; counter; }}
 add set {t} host_open {{ type inet_proto . inet_service; }}
 flush set {t} host_open
 {f"add element {t} host_open {{ {host_open} }}" if host_open else ""}
@@ -142,7 +182,12 @@ add rule {t} forwarded ip daddr {net} ct status dnat meta mark set {HAIRPIN_MARK
 add rule {t} forward ip saddr . ip daddr @blacklist counter drop comment "blacklisted"
 add rule {t} forward ct state established,related accept
 add rule {t} forward ip daddr != {net} ip saddr @denied counter drop comment "egress denied"
+add rule {t} forward iifname "{br}" ip daddr {net} accept
+add rule {t} forward iifname "{br}" ct status dnat accept
+add rule {t} forward iifname "{br}" {private} ip saddr @vm_addrs counter drop comment "private network"
+add rule {t} forward iifname "{br}" {private} counter drop comment "private network, from no VM's address"
 add rule {t} input iifname "{br}" ip saddr . ip daddr @blacklist counter drop comment "blacklisted"
+add rule {t} input iifname "{br}" {dns} ip saddr @denied counter drop comment "DNS of a VM denied outgoing"
 add rule {t} input iifname "{br}" ct state established,related accept
 add rule {t} input iifname "{br}" udp sport 68 udp dport 67 accept
 add rule {t} input iifname "{br}" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept
@@ -151,6 +196,7 @@ add rule {t} input iifname "{br}" counter drop comment "host closed to VMs"
 add table {b}
 add set {b} ports {{ type ifname . ether_addr . ipv4_addr; }}
 add set {b} port_macs {{ type ifname . ether_addr; }}
+add set {b} port_chaddr {{ typeof iifname . {CHADDR}; }}
 add set {b} vm_ports {{ type ifname; counter; }}
 add map {b} port_env {{ type ifname : mark; }}
 add set {b} port_reach {{ type ifname . mark; }}
@@ -166,6 +212,8 @@ flush chain {b} input
 add rule {b} prerouting iifname != "{ours}*" accept
 add rule {b} forward iifname != "{ours}*" accept
 add rule {b} input iifname != "{ours}*" accept
+add rule {b} prerouting {dhcp_server} iifname @vm_ports counter drop comment "DHCP server on a VM port"
+add rule {b} prerouting {dhcp_chaddr} iifname @vm_ports counter drop comment "DHCP for another MAC"
 add rule {b} prerouting ether type ip iifname . ether saddr . ip saddr @ports accept
 add rule {b} prerouting {own_arp} accept
 add rule {b} prerouting {dhcp} iifname . ether saddr @port_macs accept
@@ -178,6 +226,19 @@ add rule {b} forward oifname . meta mark @port_reach meta mark set 0 accept
 add rule {b} forward counter drop comment "isolated"
 add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop comment "routed between VMs"
 """
+
+    def _interval_sets(self, table: str, version: int) -> str:
+        """`private_nets` and `allowed_nets` of one IP version, written afresh (settings and
+        nodes may have changed since the last start)."""
+        kind = "ipv4_addr" if version == 4 else "ipv6_addr"
+        lines = [f"add table {table}"]
+        for name, items in (("private_nets", self.deny_networks), ("allowed_nets", self.allow_networks)):
+            lines += [f"add set {table} {name} {{ type {kind}; flags interval; }}",
+                      f"flush set {table} {name}"]
+            elements = collapsed(items, version)
+            if elements:
+                lines.append(f"add element {table} {name} {{ {', '.join(elements)} }}")
+        return "\n".join(lines)
 
     def ensure(self) -> None:
         """Create the tables and (re)write their rules; elements already there are kept,
@@ -214,7 +275,7 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
         return f"flush chain bridge {self.table} forward\ndelete chain bridge {self.table} forward\n"
 
     def drop_table(self) -> None:
-        for family in ("ip", "bridge"):
+        for family in FAMILIES:
             try:
                 nft(f"delete table {family} {self.table}\n")
             except NftError as exc:
@@ -259,7 +320,7 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
 
     def rebuild(self, vms: list[VmSpec]) -> None:
         script = self._outdated_chains() + self.ruleset()
-        for e_table in ("fwd_tcp", "fwd_udp", "denied", "blacklist", *BRIDGE_SETS):
+        for e_table in (*IP_SETS, *BRIDGE_SETS):
             family = "bridge" if e_table in BRIDGE_SETS else "ip"
             kind = "map" if e_table.startswith("fwd_") or e_table == "port_env" else "set"
             script += f"flush {kind} {family} {self.table} {e_table}\n"
@@ -282,12 +343,12 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
 
     def rules(self) -> int:
         """How many rules the two tables hold (it must not grow with VMs or Envs)."""
-        return sum(1 for family in ("ip", "bridge") for item in self._json(family) if "rule" in item)
+        return sum(1 for family in FAMILIES for item in self._json(family) if "rule" in item)
 
     def counters(self) -> dict[str, int]:
         """Packets dropped per drop-rule comment (what an operator looks at)."""
         totals: dict[str, int] = {}
-        for family in ("ip", "bridge"):
+        for family in FAMILIES:
             for item in self._json(family):
                 rule = item.get("rule")
                 if not rule or "comment" not in rule:
@@ -307,7 +368,7 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
                     continue
                 value = raw["elem"]["val"]
                 vm_ip = value["concat"][0] if isinstance(value, dict) else value
-                per_vm = drops.setdefault(vm_ip, {r: 0 for r in COUNTED_SETS.values()})
+                per_vm = drops.setdefault(vm_ip, dict.fromkeys(DROP_REASONS, 0))
                 per_vm[reason] += raw["elem"].get("counter", {}).get("packets", 0)
         return drops
 
@@ -321,7 +382,7 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
     def installed(self, owners: set[str]) -> list[Element]:
         found = []
         for name, elems in self.listing().items():
-            if name in ("host_open", "vm_nets"):  # the node's own, no VM's
+            if name in ("host_open", "vm_nets", "private_nets", "allowed_nets"):  # the node's own, no VM's
                 continue
             for raw in elems:
                 element = _element(name, raw)

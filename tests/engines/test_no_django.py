@@ -22,6 +22,7 @@ ENGINE_MODULES = [
     "engines.libvirt.xml",
     "engines.libvirt.host",
     "engines.libvirt.template_builder",
+    "engines.network.addresses",
     "engines.network.firewall",
     "engines.network.nftables",
     "engines.network.wiring",

@@ -3,6 +3,7 @@ when a component is missing: preparing the node raises and says what is missing.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 
 import libvirt
@@ -81,7 +82,16 @@ def _prepared(spec: dict, clean) -> Iterator[Node]:
 
 
 @pytest.fixture
-def qnode(db, client_ns):
+def lab_internet(settings):
+    """The lab has no global address: the client namespace (198.18.0.0/29, a benchmarking
+    range every node denies to VMs) stands in for the Internet, so its network is allowed,
+    as an operator would allow an internal mirror (TT_VM_ALLOW_NETWORKS). Any other private
+    network stays closed (tests/integration/test_egress.py)."""
+    settings.TT_VM_ALLOW_NETWORKS = (ipaddress.ip_network(netlab.CLIENT.network),)
+
+
+@pytest.fixture
+def qnode(db, client_ns, lab_internet):
     """The real QEMU node."""
     yield from _prepared(NODE, _clean_node)
 
@@ -148,7 +158,7 @@ def _clean_docker_node() -> None:
 
 
 @pytest.fixture
-def dnode(db, client_ns):
+def dnode(db, client_ns, lab_internet):
     """A real docker node (podman's Docker API)."""
     yield from _prepared(DOCKER_NODE, _clean_docker_node)
 

@@ -12,6 +12,7 @@ their own `ClientNet` with other names and addresses, so both can run at once.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 import subprocess
@@ -34,6 +35,11 @@ class ClientNet:
     node_addr: str = "198.18.0.1"
     client_addrs: tuple[str, ...] = ("198.18.0.2", "198.18.0.3")
     prefix: int = 29
+
+    @property
+    def network(self) -> str:
+        """The namespace's subnet, with the node's end of the pair."""
+        return str(ipaddress.ip_interface(f"{self.node_addr}/{self.prefix}").network)
 
     def create(self) -> None:
         """Make the namespace afresh (whatever an earlier run left is removed first)."""
@@ -84,10 +90,10 @@ except Exception as exc:
 """
 
 
-def client_get(url: str, timeout: float = 3) -> str | None:
+def client_get(url: str, timeout: float = 3, netns: str = NETNS) -> str | None:
     """GET from inside the client namespace; None when it cannot connect."""
     out = subprocess.run(
-        ["ip", "netns", "exec", NETNS, sys.executable, "-c", _FETCH, url, str(timeout)],
+        ["ip", "netns", "exec", netns, sys.executable, "-c", _FETCH, url, str(timeout)],
         capture_output=True, text=True,
     )
     return out.stdout if out.returncode == 0 else None
@@ -104,17 +110,18 @@ def wait_for_http(url: str, deadline_s: float = 120, expect: str = "") -> str:
 
 
 class ClientServer:
-    """An HTTP server in the client namespace (what a guest's egress tries to reach)."""
+    """An HTTP server in the client namespace (what a guest's egress tries to reach), or in
+    another namespace `net`."""
 
-    def __init__(self, port: int = 8080):
+    def __init__(self, port: int = 8080, net: ClientNet = CLIENT):
         self.port = port
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", NETNS, sys.executable, "-m", "http.server", str(port),
+            ["ip", "netns", "exec", net.netns, sys.executable, "-m", "http.server", str(port),
              "--bind", "0.0.0.0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         for _ in range(50):
-            if client_get(f"http://127.0.0.1:{port}/", timeout=1) is not None:
+            if client_get(f"http://127.0.0.1:{port}/", timeout=1, netns=net.netns) is not None:
                 return
             time.sleep(0.1)
         raise AssertionError("the client's HTTP server did not start")

@@ -19,6 +19,7 @@ from envs.models import Env
 from envs.services import env_create
 from tests.integration import netlab
 from tests.integration.conftest import public_port, run
+from tests.integration.test_egress import forged_dhcp_is_dropped_and_the_victim_keeps_its_address
 from vms.models import Vm
 from vms.services import snapshot_apply, snapshot_create, vm_add
 from vms.specs import NewVm
@@ -118,3 +119,6 @@ def test_a_debian_vm_lets_its_owner_in_with_their_key(qnode, debian, alice, run_
     assert refused.returncode == 255 and "Permission denied" in refused.stderr
     # The first VM keeps the key it was made with.
     assert ssh(web, first_key, "true").returncode == 0
+
+    # A hostile guest's DHCP naming another VM's MAC (the tenant network boundary).
+    forged_dhcp_is_dropped_and_the_victim_keeps_its_address(env, web, first_key, alice, run_tasks)

@@ -211,7 +211,7 @@ def test_it_exports_what_each_vms_firewall_dropped(scraper, alice, node, templat
     env = make_env(alice, vms=2)
     first, second = env.vms.order_by("name")
     monkeypatch.setattr(MemoryFirewall, "drops_per_vm", lambda self: {
-        first.ip: {"egress_denied": 7, "blacklisted": 3},
+        first.ip: {"egress_denied": 7, "blacklisted": 3, "private_network": 5},
         "10.100.250.250": {"egress_denied": 99, "blacklisted": 99},  # no live VM has it
     }, raising=False)
     families = scrape(scraper)
@@ -219,7 +219,8 @@ def test_it_exports_what_each_vms_firewall_dropped(scraper, alice, node, templat
     assert samples == {
         ("tt_vm_blocked_packets_total", (("node", node.name), ("reason", reason), ("vm", str(vm.pk)))): count
         for vm, reason, count in ((first, "egress_denied", 7), (first, "blacklisted", 3),
-                                  (second, "egress_denied", 0), (second, "blacklisted", 0))
+                                  (first, "private_network", 5), (second, "egress_denied", 0),
+                                  (second, "blacklisted", 0), (second, "private_network", 0))
     }
     assert value(families, "tt_node_scrape_errors", node=node.name) == 0
 

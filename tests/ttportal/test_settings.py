@@ -39,6 +39,8 @@ def test_it_starts_with_no_configuration():
         ("TT_RATE_PEER", "0/h", "TT_RATE_PEER must be a rate like 30/h"),
         ("TT_RATE_TEST_NOTIFICATION", "1/week", "TT_RATE_TEST_NOTIFICATION must be a rate like 30/h"),
         ("TT_LOGIN_FAILURE_LIMIT", "0", "TT_LOGIN_FAILURE_LIMIT must be at least 1"),
+        ("TT_VM_DENY_NETWORKS", "10.0.0.0/8,intranet", "TT_VM_DENY_NETWORKS must list networks"),
+        ("TT_VM_ALLOW_NETWORKS", "10.1.2.0/33", "TT_VM_ALLOW_NETWORKS must list networks"),
     ],
 )
 def test_it_refuses_a_bad_variable_by_name(name, value, message):
@@ -64,3 +66,18 @@ def test_it_reads_a_postgres_url():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.stdout.split() == ["django.db.backends.postgresql", "ttportal", "db.example"], out.stderr
+
+
+def test_it_reads_the_vm_networks_and_the_sites_services():
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print([str(n) for n in s.TT_VM_DENY_NETWORKS], [str(n) for n in s.TT_VM_ALLOW_NETWORKS], "
+        "list(s.TT_SITE_SERVICE_HOSTS))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TT_")}
+    env.update(TT_VM_DENY_NETWORKS="192.0.2.0/24, 2001:db8::/32", TT_VM_ALLOW_NETWORKS="10.20.30.40",
+               TT_DATABASE_URL="postgres://tt@db.example:5432/ttportal", TT_REDIS_URL="redis://10.0.0.7:6379/0",
+               DJANGO_SETTINGS_MODULE="ttportal.settings")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == ("['192.0.2.0/24', '2001:db8::/32'] ['10.20.30.40/32'] "
+                                  "['10.0.0.7', 'db.example']"), out.stderr

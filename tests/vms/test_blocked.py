@@ -29,17 +29,17 @@ def page(client, vm) -> str:
 
 def test_it_shows_what_the_node_dropped_for_this_vm(client, alice, vm, monkeypatch):
     monkeypatch.setattr(MemoryFirewall, "drops_per_vm", lambda self: {
-        vm.ip: {"egress_denied": 12, "blacklisted": 4},
-        "10.100.0.99": {"egress_denied": 1000, "blacklisted": 1000},
+        vm.ip: {"egress_denied": 12, "blacklisted": 4, "private_network": 9},
+        "10.100.0.99": {"egress_denied": 1000, "blacklisted": 1000, "private_network": 1000},
     }, raising=False)
     client.force_login(alice)
-    assert "Blocked: 12 outgoing (egress denied), 4 blacklisted" in page(client, vm)
+    assert "Blocked: 12 outgoing (egress denied), 4 blacklisted, 9 to private networks" in page(client, vm)
 
 
 def test_it_shows_zeros_for_a_vm_the_firewall_never_refused(client, alice, vm, monkeypatch):
     monkeypatch.setattr(MemoryFirewall, "drops_per_vm", lambda self: {}, raising=False)
     client.force_login(alice)
-    assert "Blocked: 0 outgoing (egress denied), 0 blacklisted" in page(client, vm)
+    assert "Blocked: 0 outgoing (egress denied), 0 blacklisted, 0 to private networks" in page(client, vm)
 
 
 def test_it_says_unknown_when_the_node_cannot_be_asked(client, alice, vm, monkeypatch):
@@ -68,6 +68,7 @@ def test_it_asks_the_node_once_for_a_few_seconds(vm, settings, monkeypatch):
         return {vm.ip: {"egress_denied": len(asked), "blacklisted": 0}}
 
     monkeypatch.setattr(MemoryFirewall, "drops_per_vm", counting, raising=False)
-    assert blocked.blocked_counts(vm.node, vm.ip) == {"egress_denied": 1, "blacklisted": 0}
-    assert blocked.blocked_counts(vm.node, vm.ip) == {"egress_denied": 1, "blacklisted": 0}
+    once = {"egress_denied": 1, "blacklisted": 0, "private_network": 0}
+    assert blocked.blocked_counts(vm.node, vm.ip) == once
+    assert blocked.blocked_counts(vm.node, vm.ip) == once
     assert len(asked) == 1
