@@ -57,8 +57,8 @@ def wait_for(probe, what: str, deadline_s: float = 120):
     raise AssertionError(f"no {what} in {deadline_s} s")
 
 
-def ssh(vm: Vm, key: str, command: str) -> subprocess.CompletedProcess:
-    return netlab.client_ssh(vm.node.public_host, public_port(vm, 22), key, command)
+def ssh(vm: Vm, key: str, command: str, *, timeout: float = 30) -> subprocess.CompletedProcess:
+    return netlab.client_ssh(vm.node.public_host, public_port(vm, 22), key, command, timeout=timeout)
 
 
 def test_a_debian_vm_lets_its_owner_in_with_their_key(qnode, debian, alice, run_tasks, tmp_path):
@@ -74,7 +74,10 @@ def test_a_debian_vm_lets_its_owner_in_with_their_key(qnode, debian, alice, run_
     assert who.returncode == 0, who.stderr
     assert who.stdout.split() == ["web", "tt", "0"]
     # cloud-init ran every module without an error, and no unit failed.
-    status = ssh(web, first_key, "cloud-init status --wait --long; systemctl --failed --no-legend")
+    # `--wait` blocks until cloud-init ends: under TCG on a busy host its last modules may run
+    # minutes after SSH first answers.
+    status = ssh(web, first_key, "cloud-init status --wait --long; systemctl --failed --no-legend",
+                 timeout=300)
     assert status.returncode == 0 and "status: done" in status.stdout, status.stdout + status.stderr
     assert "failed" not in status.stdout.split("detail:")[-1], status.stdout
     size_mb = int(ssh(web, first_key, "df -BM --output=size / | tail -n 1").stdout.strip().rstrip("M"))
