@@ -162,7 +162,7 @@ TT_STOP_TIMEOUT = env_int("TT_STOP_TIMEOUT", 30, minimum=0)
 # Firecracker's own API contract (OpenAPI), against which the Firecracker driver's
 # request shapes are checked (tests/engines/firecracker).
 TT_FIRECRACKER_SPEC = Path(env_str(
-    "TT_FIRECRACKER_SPEC", str(BASE_DIR / "engines" / "firecracker" / "contract" / "firecracker-v1.16.1.yaml")))
+    "TT_FIRECRACKER_SPEC", str(BASE_DIR / "engines/firecracker/contract/firecracker-v1.16.1.yaml")))
 # What VMs may reach on their node's host besides DHCP and DNS (a package cache,
 # say): protocol:port pairs. Everything else listening on the host is closed to them.
 TT_VM_HOST_PORTS = env_ports("TT_VM_HOST_PORTS")
