@@ -15,9 +15,11 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import ApiToken
-from accounts.services import token_create, token_revoke
-from envs.models import Env, Operation
-from tests.support import take_snapshot
+from accounts.services import ssh_key_add, token_create, token_revoke
+from envs.models import Env, Operation, Peering
+from notifications.services import send_test_notification, webhook_create
+from tests.support import public_key_line, take_snapshot
+from ttportal import ratelimit
 from vms.models import Snapshot, Vm
 from vms.services import vm_stop
 
@@ -82,6 +84,20 @@ def build_world(owner, make_env, run_tasks) -> World:
     assert (running.status, stopped.status) == ("running", "stopped")
     return World(env=env, running=running, stopped=stopped, snapshot=snapshot,
                  operation=env.operations.order_by("pk").first())
+
+
+def build_full_world(owner, make_env, run_tasks):
+    """build_world and one of each of the owner's other objects an endpoint acts on: a token,
+    an SSH key, a webhook with a delivery, and another Env asked to peer with the first."""
+    w = build_world(owner, make_env, run_tasks)
+    w.token, _ = token_create(user=owner, name="ci")
+    w.key = ssh_key_add(user=owner, public_key=public_key_line())
+    w.webhook, _ = webhook_create(user=owner, endpoint="https://ci.example.com/hook")
+    w.delivery = send_test_notification(user=owner, channel="webhook", webhook=w.webhook)
+    ratelimit.clear()  # the world's test delivery does not use up the owner's test of a test
+    w.peer = make_env(owner, name="peer")
+    Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=owner)
+    return w
 
 
 def assert_rate_limited(response, *, limit_name: str, limit: int, period: int | None = None) -> int:

@@ -15,13 +15,11 @@ from typing import Any
 
 import pytest
 
-from accounts.services import ssh_key_add, token_create
-from envs.models import Operation, Peering
-from notifications.services import send_test_notification, webhook_create
-from tests.api_support import ROLES, build_world, client_as, client_for
+from envs.models import Operation
+from tests.api_support import ROLES, build_full_world, client_as, client_for
 from tests.conftest import make_staff
 from tests.support import public_key_line
-from ttportal import permissions, ratelimit
+from ttportal import permissions
 
 
 @dataclass(frozen=True)
@@ -166,16 +164,7 @@ def expected_code(endpoint: Endpoint, role: str) -> str:
 
 @pytest.fixture
 def world(alice, make_env, run_tasks):
-    w = build_world(alice, make_env, run_tasks)
-    w.token, _ = token_create(user=alice, name="ci")
-    w.key = ssh_key_add(user=alice, public_key=public_key_line())
-    w.webhook, _ = webhook_create(user=alice, endpoint="https://ci.example.com/hook")
-    w.delivery = send_test_notification(user=alice, channel="webhook", webhook=w.webhook)
-    ratelimit.clear()  # the world's test delivery does not use up the owner's test of the matrix
-    # Another Env of alice's, asked to peer with the first (what the peer endpoints act on).
-    w.peer = make_env(alice, name="peer")
-    Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=alice)
-    return w
+    return build_full_world(alice, make_env, run_tasks)
 
 
 def _url(endpoint: Endpoint, w) -> str:

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from accounts.services import ssh_key_add, token_create
-from envs.models import Peering
-from notifications.services import send_test_notification, webhook_create
-from tests.api_support import build_world, client_for
-from tests.support import public_key_line
+from tests.api_support import build_full_world, client_for
 from tests.test_api_matrix import ENDPOINTS, _url
 from ttportal import limits
 from ttportal.parsers import depth_of
@@ -22,14 +18,7 @@ WRITES = [e for e in ENDPOINTS if e.method in ("post", "put", "delete")]
 
 @pytest.fixture
 def world(alice, make_env, run_tasks):
-    w = build_world(alice, make_env, run_tasks)
-    w.token, _ = token_create(user=alice, name="ci")
-    w.key = ssh_key_add(user=alice, public_key=public_key_line())
-    w.webhook, _ = webhook_create(user=alice, endpoint="https://ci.example.com/hook")
-    w.delivery = send_test_notification(user=alice, channel="webhook", webhook=w.webhook)
-    w.peer = make_env(alice, name="peer")
-    Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=alice)
-    return w
+    return build_full_world(alice, make_env, run_tasks)
 
 
 @pytest.mark.parametrize("endpoint", WRITES, ids=lambda e: e.id)
