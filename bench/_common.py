@@ -166,6 +166,8 @@ def setup_django(var_dir: str, *, inline_tasks: bool = True) -> None:
     # alive at once in crash_recovery): quotas are not what is measured here.
     for quota in ("ENVS", "VMS", "VCPUS", "MEM_MB", "DISK_MB", "SNAPSHOTS", "PORTS"):
         os.environ.setdefault(f"TT_QUOTA_{quota}", str(10**6))
+    # Nor the cap on one user's queued operations (0: none), nor the per-user rates.
+    os.environ.setdefault("TT_MAX_QUEUED_OPERATIONS_PER_USER", "0")
     import django
     from django.core.management import call_command
 

@@ -495,6 +495,7 @@ def run_database(label: str, args: argparse.Namespace, cleanup: Cleanup) -> list
         # The placing user makes more Envs than a default quota allows: not what is measured.
         for quota in ("ENVS", "VMS", "VCPUS", "MEM_MB", "DISK_MB", "SNAPSHOTS", "PORTS"):
             env[f"TT_QUOTA_{quota}"] = str(10**9)
+        env["TT_MAX_QUEUED_OPERATIONS_PER_USER"] = "0"  # its creates queue tasks no worker runs
         for var in ("TT_DATABASE_URL", "TT_REDIS_URL", "TT_PLACEMENT"):
             env.pop(var, None)
         if label == "postgres":
