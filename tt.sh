@@ -14,6 +14,9 @@
 #                  the node's own task cluster in the foreground (README "Running on
 #                  several hosts")
 #   ./tt.sh test   install what is missing, then run ruff and the whole test suite
+#   ./tt.sh test --unit [pytest args]
+#                  the fast loop: ruff and every test but the real-guest (integration)
+#                  and browser ones, as any user, with no set-up once .venv exists
 #   ./tt.sh setup  only install (apt packages, the Python environment)
 #
 # Settings come from TT_* variables (see README.md); the defaults need nothing
@@ -222,10 +225,34 @@ run_tests() {
   "$VENV/bin/pytest" "$@"
 }
 
+run_unit_tests() {
+  # No need_root, no apt: the unit tests need only .venv (libvirt's in-process test
+  # driver, SQLite in memory, fakes for podman, nftables and Firecracker).
+  if [ ! -x "$VENV/bin/pytest" ] || [ ! -x "$VENV/bin/ruff" ]; then
+    echo "tt.sh: no .venv with the test packages yet. Make it once, as root: ./tt.sh setup" >&2
+    echo "  (or as any user, once the apt packages of ./tt.sh are there:" >&2
+    echo "   python3 -m venv .venv && .venv/bin/pip install '.[dev]')" >&2
+    exit 1
+  fi
+  if [ "$(cat "$VENV/.tt-installed" 2>/dev/null)" != "$(sha256sum pyproject.toml | cut -d' ' -f1)" ]; then
+    echo "tt.sh: note: pyproject.toml differs from what .venv was installed from (./tt.sh setup updates it)" >&2
+  fi
+  say "ruff"
+  "$VENV/bin/ruff" check .
+  "$PY" manage.py makemigrations --check --dry-run >/dev/null || {
+    echo "tt.sh: models changed without a migration (run: $PY manage.py makemigrations)" >&2
+    exit 1
+  }
+  say "pytest (unit: not integration, not browser)"
+  "$VENV/bin/pytest" -m "not integration and not browser" "$@"
+}
+
 case "${1:-}" in
   run) shift; run "$@" ;;
   node-worker) shift; node_worker "$@" ;;
-  test) shift; run_tests "$@" ;;
+  test)
+    shift
+    if [ "${1:-}" = --unit ]; then shift; run_unit_tests "$@"; else run_tests "$@"; fi ;;
   setup) setup ;;
-  *) echo "usage: $0 run [--production] | node-worker NAME [options] | test [pytest args] | setup" >&2; exit 2 ;;
+  *) echo "usage: $0 run [--production] | node-worker NAME [options] | test [--unit] [pytest args] | setup" >&2; exit 2 ;;
 esac
