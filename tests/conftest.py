@@ -54,6 +54,11 @@ def _clean_test_driver():
     """libvirt's test driver keeps state per process: start every test from a clean node."""
     forget_engines()
     yield
+    clean_test_driver()
+
+
+def clean_test_driver() -> None:
+    """Nothing the tests made left on libvirt's test driver, and no engine remembered."""
     conn = get_connection(TEST_URI)
     for dom in conn.listAllDomains():
         if dom.name().startswith("tt-"):
@@ -131,6 +136,10 @@ def stan(db):
 
 @pytest.fixture
 def node(db):
+    return make_node()
+
+
+def make_node() -> Node:
     return Node.objects.create(
         name="local-test", kind="libvirt", uri=TEST_URI, public_host="203.0.113.10",
         vm_network="10.100.0.0/16", port_min=20000, port_max=20999,
@@ -157,6 +166,10 @@ def create_template_volume(size_mb: int = 20) -> str:
 
 @pytest.fixture
 def template(node):
+    return make_template(node)
+
+
+def make_template(node: Node) -> VmTemplate:
     from engines.registry import get_engine
 
     get_engine(node)  # creates the pool and network on the test driver
@@ -185,6 +198,10 @@ def make_env(template, run_tasks):
 
     `vms` is a number of default VMs (vm0, vm1, ...) or a list of NewVm.
     """
+    return env_maker(template, run_tasks)
+
+
+def env_maker(template: VmTemplate, run_tasks):
     from envs.models import Env
     from envs.services import env_create
     from vms.specs import NewVm
