@@ -9,6 +9,7 @@ Plain helpers and constants (T0, TEST_URI, done, domain_state, ...) are in tests
 from __future__ import annotations
 
 import contextlib
+import os
 
 import libvirt
 import pytest
@@ -20,6 +21,12 @@ from engines.registry import forget_engines
 from tests.support import T0, TEMPLATE_VOLUME, TEST_POOL, TEST_URI
 from ttportal import ratelimit
 from vms.models import VmTemplate
+
+# Debian keeps mkfs.vfat (the cloud-init seeds) in /usr/sbin, which a user's PATH leaves out:
+# the unit tests run as any user (./tt.sh test --unit), not only as root.
+for _sbin in ("/usr/sbin", "/sbin"):
+    if _sbin not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + _sbin
 
 
 @pytest.fixture(autouse=True)
