@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APPS = ("accounts", "engines", "envs", "notifications", "vms", "ttportal")
+APPS = ("accounts", "engines", "envs", "nodes", "notifications", "vms", "ttportal")
 
 
 def _module_name(path: Path) -> str:

@@ -22,12 +22,12 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from engines.libvirt import host
-from engines.models import EngineKind, Node
-from engines.registry import forget_engines, get_engine
+from nodes.models import EngineKind, Node
+from nodes.registry import forget_engines, get_engine
 from ttportal.errors import TTError
 from vms.models import Vm, specs_of
 
-# --template's choices: the installer in engines.templates of each.
+# --template's choices: the installer in vms.template_install of each.
 TEMPLATES = {
     EngineKind.LIBVIRT: {"busybox": "install_busybox_template", "debian": "install_debian_template"},
     EngineKind.DOCKER: {"busybox": "install_busybox_image"},
@@ -87,7 +87,8 @@ class Command(BaseCommand):
         for spec in specs:  # DHCP entries too: a recreated network has none
             engine.set_net(spec)
         self.stdout.write(f"node {node.name}: pool, network and firewall ready; {len(specs)} VMs rewired")
-        from engines import templates  # here: it imports vms' models, not needed otherwise
+        # Up to vms (a known upward edge): templates are VmTemplate rows.
+        from vms import template_install as templates
 
         for kind in wanted:
             template = getattr(templates, offered[kind])(node)
@@ -180,7 +181,7 @@ def _refresh_other_firewalls(node: Node) -> None:
     """The other nodes of this host learn this node's VM network (their VMs may not be
     routed to it): their tables are written again, elements kept."""
     from engines.network.nftables import NftError
-    from engines.registry import node_firewall
+    from nodes.registry import node_firewall
 
     for other in Node.objects.exclude(pk=node.pk).exclude(uri__startswith="test://"):
         firewall = node_firewall(other)

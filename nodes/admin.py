@@ -10,10 +10,10 @@ from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from engines.models import Node
-from engines.registry import driver_class, forget_engines, node_options
+from nodes import fleet
+from nodes.models import Node
+from nodes.registry import forget_engines, node_health
 from ttportal.admin_actions import OperateMixin, allowed, policy_bound
-from vms import fleet
 from vms.models import PortMapping, Vm, live_vms
 
 TEST_DRIVER_WARNING = "libvirt test driver: boots nothing; for tests only"
@@ -45,16 +45,6 @@ def _of(used: int, capacity: int, unit: str = "") -> str:
 # The queue depths of the change list being drawn: read from the broker once per page
 # (one query or one Redis pipeline), not once per row. Per thread: one request each.
 _page = threading.local()
-
-
-def node_health(node: Node) -> tuple[bool, str]:
-    """The node's driver's own check (VmEngine.health), through a driver that is not
-    initialised: a page view must not set up a node. Whatever goes wrong (an unknown kind,
-    a daemon that does not answer, a driver bug) is the finding, never a failed page."""
-    try:
-        return driver_class(node.kind)(uri=node.uri, options=node_options(node)).health()
-    except Exception as exc:
-        return False, f"{exc.__class__.__name__}: {exc}"
 
 
 @admin.register(Node)
