@@ -17,6 +17,7 @@ from ttportal import limits
 from ttportal.admin_actions import OperateMixin, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter
 from vms import (
+    node_admin,  # noqa: F401  (the nodes' admin with what their VMs use)
     services,
     warm,
     warm_admin,  # noqa: F401  (registers WarmPool)

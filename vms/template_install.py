@@ -145,3 +145,11 @@ def register_image_template(node: Node, *, name: str, image: str, memo: str = ""
                       min_mem_mb=min_mem_mb, compatible_engines=["docker"], memo=memo, enabled=True),
     )
     return template
+
+
+# What tt_prepare_node's --template names install (nodes/management/commands).
+INSTALLERS = {
+    ("libvirt", "busybox"): install_busybox_template,
+    ("libvirt", "debian"): install_debian_template,
+    ("docker", "busybox"): install_busybox_image,
+}

@@ -24,14 +24,14 @@ from django.core.management.base import BaseCommand, CommandError
 from engines.libvirt import host
 from nodes.models import EngineKind, Node
 from nodes.registry import forget_engines, get_engine
+from nodes.signals import node_prepared
 from ttportal.errors import TTError
-from vms.models import Vm, specs_of
 
-# --template's choices: the installer in vms.template_install of each.
+# --template's choices for each kind (vms/template_install.py builds and registers them).
 TEMPLATES = {
-    EngineKind.LIBVIRT: {"busybox": "install_busybox_template", "debian": "install_debian_template"},
-    EngineKind.DOCKER: {"busybox": "install_busybox_image"},
-    EngineKind.FIRECRACKER: {},
+    EngineKind.LIBVIRT: ("busybox", "debian"),
+    EngineKind.DOCKER: ("busybox",),
+    EngineKind.FIRECRACKER: (),
 }
 DEFAULT_URI = {
     EngineKind.LIBVIRT: "qemu:///system",
@@ -80,19 +80,11 @@ class Command(BaseCommand):
         if not node.is_test_driver:
             _allow_loopback_forwarding(node)
             _refresh_other_firewalls(node)
-        live = Vm.objects.live().filter(node=node).exclude(status=Vm.Status.CREATING)
-        live = live.select_related("env", "template", "node").prefetch_related("port_mappings")
-        specs = specs_of(live)
-        engine.firewall.rebuild(specs)
-        for spec in specs:  # DHCP entries too: a recreated network has none
-            engine.set_net(spec)
-        self.stdout.write(f"node {node.name}: pool, network and firewall ready; {len(specs)} VMs rewired")
-        # Up to vms (a known upward edge): templates are VmTemplate rows.
-        from vms import template_install as templates
-
-        for kind in wanted:
-            template = getattr(templates, offered[kind])(node)
-            self.stdout.write(f"template {template.name} ready ({template.path})")
+        self.stdout.write(f"node {node.name}: pool, network and firewall ready")
+        # The VMs' side (vms.node_setup.after_node_prepared): rewire, templates.
+        for _receiver, lines in node_prepared.send(sender=Node, node=node, engine=engine, templates=wanted):
+            for line in lines:
+                self.stdout.write(line)
 
     def _prepare_host(self, o) -> None:
         try:
