@@ -14,10 +14,10 @@ from django_q.brokers import get_broker
 from django_q.models import Schedule
 
 from envs import lease, runner, worker
-from envs.management.commands import tt_node_worker
 from envs.models import Operation
 from envs.services import env_create, env_stop
 from nodes import fleet
+from nodes.management.commands import tt_node_worker
 from nodes.models import Node, NodeHeartbeat
 from tests.admin_support import make_operator
 from tests.api_support import client_for
