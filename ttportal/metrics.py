@@ -31,11 +31,11 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 
-from engines.models import Node
 from envs.models import Env, Operation
+from nodes import fleet
+from nodes.models import Node
 from ttportal import permissions, probes
 from ttportal.proxy import client_address, in_networks
-from vms import fleet
 from vms.blocked import REASONS, drops_of_nodes
 from vms.models import PortMapping, Vm, live_vms
 
@@ -189,7 +189,7 @@ class PortalCollector:
 
     # --- task queue -------------------------------------------------------------------
     def queue(self, nodes: list[Node]):
-        """Tasks waiting in the site's queue and in each node's own (vms/fleet.py)."""
+        """Tasks waiting in the site's queue and in each node's own (nodes/fleet.py)."""
         errors = GaugeMetricFamily("tt_scrape_errors", "Parts of this scrape that could not be read.",
                                    labels=["source"])
         queues = [fleet.site_queue(), *(node.name for node in nodes if node.own_cluster)]
