@@ -8,7 +8,9 @@ class VmsConfig(AppConfig):
     def ready(self) -> None:
         from envs import runner
         from nodes.signals import node_prepared
+        from ttportal import metrics
         from vms import node_setup, steps, warm, warm_steps
+        from vms.metrics import VmCollector
 
         runner.register(steps.STEPS)
         runner.register(warm_steps.STEPS)
@@ -16,3 +18,4 @@ class VmsConfig(AppConfig):
         runner.on_finish(warm.after_operation)
         # tt_prepare_node: rewire the node's VMs, install the templates asked for.
         node_prepared.connect(node_setup.after_node_prepared, dispatch_uid="vms-node-prepared")
+        metrics.register(VmCollector())
