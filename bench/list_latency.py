@@ -59,8 +59,8 @@ def build(scale: int, nodes: list | None = None) -> dict:
     from django.utils import timezone
 
     from accounts.services import token_create
-    from engines.models import Node
     from envs.models import Env, Operation
+    from nodes.models import Node
     from vms.models import PortMapping, Snapshot, Vm, VmTemplate
 
     user_model = get_user_model()

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 
-from engines.models import Node
 from envs.models import Env, Operation
 from envs.runner import dispatch
+from nodes.models import Node
 from ttportal import ratelimit
 from ttportal.errors import IdempotencyKeyReused, InvalidInput, NodeDown, RateLimited, TTError
 from ttportal.limits import IDEMPOTENCY_KEY_MAX

@@ -9,10 +9,10 @@ from __future__ import annotations
 from django.utils import timezone
 
 from engines.errors import ErrorCode, step
-from engines.registry import get_engine
 from envs.models import Env, Operation, Peering
 from envs.peering import end_peerings_of
 from envs.runner import Progress, Step
+from nodes.registry import get_engine
 from vms import state
 from vms import steps as vm_steps
 from vms.models import Vm

@@ -41,18 +41,19 @@ def expire_snapshots() -> int:
 def fleet_sweep() -> str:
     """The site's cluster, once a minute (beside its keepers): beat for the nodes it
     serves, mark late nodes down and fail what waits for them."""
-    from vms import fleet
+    from nodes import fleet
+    from vms import heartbeat
 
-    beaten = fleet.beat_served_nodes()
+    beaten = heartbeat.beat_served_nodes()
     swept = fleet.sweep()
     return f"beat {beaten}; down {swept.marked_down}; failed {len(swept.failed_ops)}"
 
 
 def node_beat(name: str) -> bool:
     """A node's own cluster, on its own schedule (cluster=name)."""
-    from vms import fleet
+    from vms import heartbeat
 
-    return fleet.beat_named(name)
+    return heartbeat.beat_named(name)
 
 
 def warm_tend(pool_id: int) -> str:

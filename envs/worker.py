@@ -3,7 +3,7 @@
 The keeper thread starts with its worker process (django-q's post_spawn
 signal): it runs the recovery pass at once (the worker may replace one that
 died with operations in hand) and then every TT_OPERATION_LEASE / 3 seconds.
-Every TT_NODE_BEAT seconds it beats (vms/fleet.py): in a node's own cluster for
+Every TT_NODE_BEAT seconds it beats (vms/heartbeat.py, nodes/fleet.py): in a node's own cluster for
 that node; in the site's cluster for the nodes the site serves, then the sweep
 that marks late nodes down.
 
@@ -28,7 +28,8 @@ from django.db import connection
 from django.utils import timezone
 
 from envs import recovery, runner
-from vms import fleet
+from nodes import fleet
+from vms import heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,17 @@ def cluster_name() -> str:
 
 
 def beat() -> None:
-    """One beat of this cluster (see the module's docstring)."""
+    """One beat of this cluster (see the module's docstring).
+
+    The node part of the worker: it belongs with nodes (and the beat with vms, which
+    counts what a node has free); it stays here until the worker can be handed jobs to
+    keep by the apps above it, so that the worker does not import them."""
     name = cluster_name()
     if name == settings.Q_CLUSTER["name"]:
-        fleet.beat_served_nodes()
+        heartbeat.beat_served_nodes()
         fleet.sweep()
     else:
-        fleet.beat_named(name)
+        heartbeat.beat_named(name)
 
 
 def keep() -> None:

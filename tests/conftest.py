@@ -16,8 +16,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from engines.libvirt.connection import get_connection
-from engines.models import Node
-from engines.registry import forget_engines
+from nodes.models import Node
+from nodes.registry import forget_engines
 from tests.support import T0, TEMPLATE_VOLUME, TEST_POOL, TEST_URI
 from ttportal import ratelimit
 from vms.models import VmTemplate
@@ -105,7 +105,7 @@ def bob(db):
 
 # What an operator is given: every permission of the project's own apps (Envs, VMs,
 # snapshots, operations, nodes, warm pools, quotas, notifications), none of auth's.
-OPERATOR_APPS = ("accounts", "engines", "envs", "notifications", "vms")
+OPERATOR_APPS = ("accounts", "envs", "nodes", "notifications", "vms")
 
 
 def operators_group():
@@ -156,7 +156,7 @@ def make_node() -> Node:
 
 def create_template_volume(size_mb: int = 20) -> str:
     conn = get_connection(TEST_URI)
-    from engines.registry import get_engine
+    from nodes.registry import get_engine
 
     pool = conn.storagePoolLookupByName(TEST_POOL)
     try:
@@ -177,7 +177,7 @@ def template(node):
 
 
 def make_template(node: Node) -> VmTemplate:
-    from engines.registry import get_engine
+    from nodes.registry import get_engine
 
     get_engine(node)  # creates the pool and network on the test driver
     create_template_volume(20)
@@ -228,7 +228,7 @@ def env_maker(template: VmTemplate, run_tasks):
 @pytest.fixture
 def firewall(node):
     """What the node's nftables table would hold (the test driver's in-memory firewall)."""
-    from engines.registry import get_engine
+    from nodes.registry import get_engine
 
     return get_engine(node).firewall.state
 

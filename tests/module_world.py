@@ -45,8 +45,8 @@ from django.conf import settings
 from django.db import transaction
 from django.test import TestCase, override_settings
 
-from engines.models import Node
-from engines.registry import forget_engines
+from nodes.models import Node
+from nodes.registry import forget_engines
 from tests.conftest import clean_test_driver, env_maker, make_node, make_template, make_user
 from vms.models import VmTemplate
 

@@ -22,11 +22,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from engines.models import Node
-from engines.registry import get_engine
 from engines.specs import PowerState
 from envs.models import Env, Operation
 from envs.operations import record
+from nodes.models import Node
+from nodes.registry import get_engine
 from ttportal.errors import ErrorCode, TTError
 from vms import state
 from vms import steps as vm_steps

@@ -18,12 +18,12 @@ from django.utils import timezone
 
 from accounts.models import SshKey
 from accounts.quotas import Usage
-from engines.models import Node
-from engines.registry import driver_class
 from engines.specs import Feature
 from envs import policy, recovery
 from envs.models import Env, Operation
 from envs.operations import idempotent, record, sweep
+from nodes.models import Node
+from nodes.registry import driver_class
 from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
 from vms import allocation, state, usage, warm

@@ -17,10 +17,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from engines.errors import EngineError, ErrorCode, TTError, step
-from engines.registry import get_engine
 from engines.specs import PortSpec, PowerState, SnapshotSpec
 from envs.models import Operation
 from envs.runner import Progress, Step
+from nodes.registry import get_engine
 from vms import allocation, restore, state
 from vms.models import PortMapping, Snapshot, Vm
 

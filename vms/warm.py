@@ -41,10 +41,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from engines.registry import driver_class
 from engines.specs import Feature
 from envs.models import Env, Operation
 from envs.operations import record
+from nodes.registry import driver_class
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import allocation, placement, state
 from vms.models import CLOUD_INIT, Vm, VmTemplate, WarmPool

@@ -12,9 +12,9 @@ import logging
 from django.conf import settings
 
 from engines.errors import ErrorCode, TTError, step
-from engines.registry import get_engine
 from envs.models import Operation
 from envs.runner import Progress, Step
+from nodes.registry import get_engine
 from vms import steps
 from vms.models import Vm, WarmPool
 

@@ -9,11 +9,11 @@ import libvirt
 import pytest
 
 from engines.libvirt.engine import LibvirtEngine
-from engines.registry import forget_engines
 from envs import runner, tasks
 from envs.models import Env, Operation
 from envs.runner import Step, execute
 from envs.services import env_create, env_destroy, env_set_deny_outgoing, env_stop
+from nodes.registry import forget_engines
 from tests.support import T0, domain_state, done, no_guest_agent, refused, tt_volumes
 from ttportal.errors import CooldownActive, EngineError, InvalidInput
 from vms.models import PortMapping, Snapshot, Vm

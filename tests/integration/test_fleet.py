@@ -22,10 +22,10 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.urls import reverse
 
-from engines.models import Node
 from envs import lease
 from envs.models import Env, Operation
 from envs.services import env_create, env_destroy
+from nodes.models import Node
 from tests.api_support import client_for
 from tests.integration import netlab
 from tests.integration.cluster import Cluster, wait_for, wait_until_done
@@ -74,7 +74,7 @@ def clusters(qnode, shared_state, tmp_path):
     _clean_node(B_NODE)
     node = Node.objects.filter(name="b").first()
     if node is not None:
-        from engines.registry import forget_engines, get_engine
+        from nodes.registry import forget_engines, get_engine
 
         get_engine(node).firewall.rebuild([])
         forget_engines()

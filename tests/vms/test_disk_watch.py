@@ -11,9 +11,9 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from engines.docker.engine import layer_limit_supported
-from engines.models import Node
 from engines.specs import MIB
 from envs.models import Operation
+from nodes.models import Node
 from tests.support import domain_state
 from vms import disk_watch
 from vms.models import Vm

@@ -7,8 +7,8 @@ from datetime import timedelta
 import libvirt
 from django.utils import timezone
 
-from engines.registry import get_engine
 from envs.models import Env, Operation
+from nodes.registry import get_engine
 from tests.support import (
     T0,
     domain,

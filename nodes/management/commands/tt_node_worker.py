@@ -22,8 +22,8 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from engines.management.commands import tt_prepare_node
-from engines.models import Node
+from nodes.management.commands import tt_prepare_node
+from nodes.models import Node
 
 HEARTBEAT_SCHEDULE = "tt: heartbeat {}"
 
