@@ -92,8 +92,9 @@ def worker(rounds: int, warm_up: int, out: Path) -> None:
     from django.db import connection
 
     from engines.models import Node
-    from envs.models import Env, Operation
+    from envs.models import Env
     from envs.services import env_create
+    from operations.models import Operation
     from vms.models import PortMapping, Vm, VmTemplate
     from vms.services import vm_set_ports
     from vms.specs import NewVm

@@ -15,10 +15,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from envs import lease, recovery, services
+from envs import services
 from envs.admin_forms import EnvActionForm, EnvAddForm, VmRowFormSet
 from envs.forms import create_env_from
-from envs.models import Env, Operation, Peering
+from envs.models import Env, Peering
+from operations import lease, recovery
+from operations.models import Operation
 from ttportal.admin_actions import OperateMixin, policy_bound, run_service, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter, format_seconds
 from vms.models import Vm, live_vms
@@ -107,7 +109,7 @@ class EnvAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
 
     def _created(self, request, op: Operation):
         env = op.env
-        op_url = reverse("admin:envs_operation_change", args=[op.pk])
+        op_url = reverse("admin:operations_operation_change", args=[op.pk])
         self.message_user(
             request,
             format_html('Env “{}” for {}: creation queued as <a href="{}">operation {}</a>.',

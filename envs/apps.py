@@ -3,13 +3,11 @@ from django.apps import AppConfig
 
 class EnvsConfig(AppConfig):
     name = "envs"
-    verbose_name = "Environments and operations"
+    verbose_name = "Environments"
 
     def ready(self) -> None:
-        from django_q.signals import post_spawn
+        from envs import kinds, steps
+        from operations import registry
 
-        from envs import runner, steps, worker
-
-        runner.register(steps.STEPS)
-        # Each new worker process of the task cluster gets its keeper thread.
-        post_spawn.connect(worker.on_worker_spawn, dispatch_uid="tt-worker-keeper")
+        kinds.register()
+        registry.register_steps(steps.STEPS)

@@ -41,7 +41,7 @@ from django.utils import timezone
 
 from engines.admin import node_health
 from engines.models import Node
-from envs.models import Operation
+from operations.models import Operation
 from ttportal import permissions, probes
 from ttportal.proxy import client_address, in_networks
 from vms import fleet

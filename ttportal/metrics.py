@@ -32,7 +32,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 
 from engines.models import Node
-from envs.models import Env, Operation
+from envs.models import Env
+from operations import registry
+from operations.models import Operation
 from ttportal import permissions, probes
 from ttportal.proxy import client_address, in_networks
 from vms import fleet
@@ -157,7 +159,7 @@ class PortalCollector:
                   for row in Operation.objects.values("kind", "status").annotate(n=Count("id")).order_by()}
         family = GaugeMetricFamily("tt_operations", "Operations by kind and status.",
                                    labels=["kind", "status"])
-        for kind in Operation.Kind.values:
+        for kind in registry.kind_values():
             for status in Operation.Status.values:
                 family.add_metric([kind, status], counts.get((kind, status), 0))
         yield family

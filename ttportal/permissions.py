@@ -41,11 +41,11 @@ ACTIONS: dict[str, str] = {
     "snapshot_apply": "vms.change_snapshot",
     "snapshot_destroy": "vms.delete_snapshot",
     # operations (the audit record) of another user's Envs
-    "operation_view": "envs.view_operation",
+    "operation_view": "operations.view_operation",
     # platform: nobody's own, operators only
     "ignore_quota": "accounts.change_userquota",  # act past an owner's quota
-    "operation_retry": "envs.change_operation",
-    "operation_fail": "envs.change_operation",
+    "operation_retry": "operations.change_operation",
+    "operation_fail": "operations.change_operation",
     "warm_pool_save": "vms.change_warmpool",
     "warm_pool_delete": "vms.delete_warmpool",
     "warm_pool_tend": "vms.change_warmpool",

@@ -21,7 +21,7 @@ from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from envs.models import Operation
+from operations.models import Operation
 from ttportal.errors import CooldownActive, Forbidden, RateLimited, TTError
 from ttportal.refusals import refused
 

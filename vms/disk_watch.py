@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from engines.models import Node
 from engines.registry import driver_class, get_engine
 from engines.specs import MIB
-from envs.models import Operation
+from operations.models import Operation
 from vms.models import Vm
 from vms.services import vm_stop_for_disk
 

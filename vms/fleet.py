@@ -4,7 +4,7 @@ beating is down, and what was queued for it fails as `node_down`.
 Who beats for whom:
 - a node with a cluster of its own (`Node.own_cluster`, `./tt.sh node-worker NAME`)
   beats from that cluster: its workers' keeper threads every TT_NODE_BEAT s
-  (envs/worker.py) and its own django-q2 schedule (`cluster=NAME`, once a minute, in
+  (operations/worker.py) and its own django-q2 schedule (`cluster=NAME`, once a minute, in
   case the keepers stall). Its beat is its liveness: one that is TT_NODE_DOWN_AFTER
   beats late is down.
 - the site's cluster beats for the nodes it serves itself (one host), and runs the
@@ -31,9 +31,9 @@ from engines.errors import ErrorCode, TTError
 from engines.models import Node, NodeHeartbeat
 from engines.registry import get_engine
 from engines.specs import DiskSpace
-from envs import lease
-from envs.models import Operation
-from envs.runner import end_now
+from operations import lease
+from operations.models import Operation
+from operations.runner import end_now
 from vms.models import Vm
 from vms.placement import Placer, beat_lateness, free_mem, usable_addresses
 

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from engines.errors import ErrorCode, TTError, step
 from engines.registry import get_engine
-from envs.models import Operation
-from envs.runner import Progress
+from operations.models import Operation
+from operations.registry import Progress
 from vms.models import Vm
 
 log = logging.getLogger(__name__)

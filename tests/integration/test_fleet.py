@@ -23,9 +23,10 @@ from django.db import connection
 from django.urls import reverse
 
 from engines.models import Node
-from envs import lease
-from envs.models import Env, Operation
+from envs.models import Env
 from envs.services import env_create, env_destroy
+from operations import lease
+from operations.models import Operation
 from tests.api_support import client_for
 from tests.integration import netlab
 from tests.integration.cluster import Cluster, wait_for, wait_until_done

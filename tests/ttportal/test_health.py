@@ -14,7 +14,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from engines.models import Node, NodeHeartbeat
-from envs.models import Operation
+from operations.models import Operation
 from tests.support import TEST_URI
 from ttportal import health
 

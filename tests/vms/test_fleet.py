@@ -14,10 +14,10 @@ from django_q.brokers import get_broker
 from django_q.models import Schedule
 
 from engines.models import Node, NodeHeartbeat
-from envs import lease, runner, worker
 from envs.management.commands import tt_node_worker
-from envs.models import Operation
 from envs.services import env_create, env_stop
+from operations import lease, runner, worker
+from operations.models import Operation
 from tests.admin_support import make_operator
 from tests.api_support import client_for
 from tests.support import T0, domain_state, refused
@@ -258,7 +258,7 @@ def test_joining_routes_the_node_and_schedules_its_beat(b):
     b.refresh_from_db()
     assert b.own_cluster
     schedule = Schedule.objects.get(name="tt: heartbeat b")
-    assert (schedule.func, schedule.cluster, schedule.args) == ("envs.tasks.node_beat", "b", "'b'")
+    assert (schedule.func, schedule.cluster, schedule.args) == ("vms.tasks.node_beat", "b", "'b'")
 
 
 def test_a_node_worker_needs_the_shared_database_and_redis(db, settings):

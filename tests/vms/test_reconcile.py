@@ -8,7 +8,8 @@ import libvirt
 from django.utils import timezone
 
 from engines.registry import get_engine
-from envs.models import Env, Operation
+from envs.models import Env
+from operations.models import Operation
 from tests.support import (
     T0,
     domain,

@@ -51,7 +51,7 @@ def join(node: Node) -> None:
     Node.objects.filter(pk=node.pk).update(own_cluster=True)
     Schedule.objects.update_or_create(
         name=HEARTBEAT_SCHEDULE.format(node.name),
-        defaults={"func": "envs.tasks.node_beat", "args": repr(node.name), "cluster": node.name,
+        defaults={"func": "vms.tasks.node_beat", "args": repr(node.name), "cluster": node.name,
                   "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
     )
 

@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class OperationsConfig(AppConfig):
+    name = "operations"
+    verbose_name = "Operations"
+
+    def ready(self) -> None:
+        from django_q.signals import post_spawn
+
+        from operations import worker
+
+        # Each new worker process of the task cluster gets its keeper thread.
+        post_spawn.connect(worker.on_worker_spawn, dispatch_uid="tt-worker-keeper")
