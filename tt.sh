@@ -7,16 +7,17 @@
 #   ./tt.sh run --production
 #                  the same with TT_DEBUG=0 (as does TT_DEBUG=0 ./tt.sh run): static
 #                  files collected, served by gunicorn on TT_BIND behind a proxy
-#                  that terminates TLS (README "Production serving")
+#                  that terminates TLS (docs/guide/production.md)
 #   ./tt.sh node-worker NAME [tt_prepare_node options]
 #                  one more host of a site: prepare this host as node NAME against
 #                  the site's TT_DATABASE_URL (PostgreSQL) and TT_REDIS_URL, then run
-#                  the node's own task cluster in the foreground (README "Running on
-#                  several hosts")
-#   ./tt.sh test   install what is missing, then run ruff and the whole test suite
+#                  the node's own task cluster in the foreground
+#                  (docs/guide/several-hosts.md)
+#   ./tt.sh test   install what is missing, then run ruff, build the docs (mkdocs
+#                  --strict: a broken link fails) and run the whole test suite
 #   ./tt.sh setup  only install (apt packages, the Python environment)
 #
-# Settings come from TT_* variables (see README.md); the defaults need nothing
+# Settings come from TT_* variables (docs/guide/configuration.md); the defaults need nothing
 # beyond this script: SQLite and django-q2's ORM broker.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -218,6 +219,15 @@ run_tests() {
     echo "tt.sh: models changed without a migration (run: $PY manage.py makemigrations)" >&2
     exit 1
   }
+  say "docs (mkdocs build --strict)"
+  local site
+  site=$(mktemp -d)
+  NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --quiet -d "$site" || {
+    rm -rf "$site"
+    echo "tt.sh: the docs do not build (a broken link or anchor, or a page missing from mkdocs.yml)" >&2
+    exit 1
+  }
+  rm -rf "$site"
   say "pytest"
   "$VENV/bin/pytest" "$@"
 }

@@ -1,5 +1,8 @@
 """The engine interface: the seed's VmEngine, Network and Storage traits.
 
+"The seed" is the design model this project implements (docs/seed.md): its traits
+map to these classes method by method, and its flows to the composite methods below.
+
 Drivers implement the small primitives; the composite flows (create, destroy,
 snapshot, apply) live once here so every engine gets the same ordering,
 error codes and roll-back.

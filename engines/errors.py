@@ -97,7 +97,8 @@ class EngineError(TTError):
 
 @contextlib.contextmanager
 def step(code: ErrorCode) -> Iterator[None]:
-    """Turn any failure inside into an EngineError carrying `code` (the seed's `.c(e!(..))`).
+    """Turn any failure inside into an EngineError carrying `code`: how the seed (docs/seed.md)
+    tags each step of a flow with its error code, `.c(e!(CODE))`.
 
     The one way a failure gets its code: drivers raise plain exceptions and the
     flow around them says which step failed. A TTError raised inside already

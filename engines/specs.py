@@ -16,7 +16,7 @@ from engines.cloudinit import CloudInitSpec
 
 
 class Feature(enum.StrEnum):
-    """What an engine can do; checked before an operation is accepted (seed: check_feat)."""
+    """What an engine can do; checked before an operation is accepted (the seed's check_feat)."""
 
     SNAPSHOT = "snapshot"
     START_STOP = "start_stop"

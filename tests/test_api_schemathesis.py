@@ -14,7 +14,7 @@ Statuses a schema-valid request may still get, beyond schemathesis' defaults: 42
 the API's answer for a rule the schema cannot state because it depends on data or
 the clock (a template that does not exist, a name already taken, an end in the past,
 an Idempotency-Key already used for another request), or on two fields together (ports
-for a FLAT VM). The README's API section
+for a FLAT VM). The API guide (docs/api.md)
 states that rule; a 400 stays a failure.
 
 The server is pytest-django's `live_server`: a real HTTP server on a free port,

@@ -472,7 +472,7 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update({
 # --- Production serving and metrics ------------------------------------------
 # TT_DEBUG=0 (`./tt.sh run --production`) serves through gunicorn
 # (ttportal/gunicorn_conf.py: TT_BIND, TT_WEB_WORKERS) behind a proxy that
-# terminates TLS. README "Production serving" and "Metrics".
+# terminates TLS: docs/guide/production.md and docs/guide/metrics.md.
 #
 # The proxy must overwrite X-Forwarded-Proto and append to X-Forwarded-For; only
 # these peers may send them (ttportal/proxy.py drops them from anyone else, and

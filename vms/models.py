@@ -1,4 +1,6 @@
-"""VmTemplate, Vm (the seed's Vm + VmState + VmResource), PortMapping, Snapshot."""
+"""VmTemplate, Vm (the seed's Vm + VmState + VmResource), PortMapping, Snapshot.
+
+The seed is the design model the project implements: docs/seed.md maps its types to these."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ skipped there without a word. So it is refused here instead, naming the line.
 What the API's schema states (the #cloud-config first line, the length, no NUL)
 is a 400 when broken; that the rest parses as a YAML mapping is a rule on what the
 text encodes, which no schema states: a 422, like an SSH key whose data does not
-decode (the API's contract, README "The contract"). Both name the field.
+decode (the API's contract: docs/api.md, "The contract"). Both name the field.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Preparing the local host as a docker node: podman serving the Docker API, with runc.
 
-HOST-NOTES: there is no Docker engine here, but podman serves the Docker Engine API
-on a unix socket; it needs the runc runtime (crun fails on this host's hybrid
+The hosts this project targets (Debian 12, no systemd) run no Docker engine, but podman
+serves the Docker Engine API on a unix socket; it needs the runc runtime (crun fails on this host's hybrid
 cgroups) and explicit ulimits. No systemd either, so the service is started here,
 detached, and left running. Idempotent, like the QEMU node's preparation.
 """

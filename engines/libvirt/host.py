@@ -1,7 +1,8 @@
 """Preparing the local host for real guests: daemons, qemu.conf, forwarding, address checks.
 
 Everything here is idempotent and reports what it could not do instead of
-half-working (HOST-NOTES: no systemd, so we start the daemons ourselves).
+half-working (the hosts this project targets run no systemd, so we start the daemons
+ourselves).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def ensure_qemu_conf(path: Path = QEMU_CONF) -> bool:
         if match:
             text = pattern.sub(f"{key} = {value}", text, count=1)
         else:
-            text += f"\n# TT Portal: see HOST-NOTES (start takes 70 s otherwise)\n{key} = {value}\n"
+            text += f"\n# TT Portal: else libvirt re-probes QEMU at every start (70 s)\n{key} = {value}\n"
         changed = True
     if changed:
         path.write_text(text)

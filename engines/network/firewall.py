@@ -1,6 +1,6 @@
 """A node's firewall as sets and maps keyed by VM, whatever the number of VMs.
 
-The NAT and egress design (DESIGN.md): port forwarding is a map lookup (public
+The NAT and egress design (docs/isolation.md): port forwarding is a map lookup (public
 port -> VM ip . inner port), egress denial a set of VM addresses, the blacklist
 a set of (VM ip . blocked ip) pairs, and `vm_addrs` every VM's address (its
 element counts what the VM sent to networks it may not reach: `private_network`).

@@ -1,6 +1,6 @@
 """The seed's Network trait, once for every engine: the node's firewall sets and maps.
 
-Every engine wires a VM the same way (DESIGN.md): forwarded ports, egress denial,
+Every engine wires a VM the same way (docs/isolation.md): forwarded ports, egress denial,
 the blacklist and isolation are elements of the node's nftables tables, keyed by
 the VM's address and its port on the node bridge. What differs is only how the
 guest gets the address its MAC implies: libvirt's DHCP hands it out, a container

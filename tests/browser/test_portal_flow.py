@@ -5,7 +5,10 @@ One user's whole flow, as the issue words it: sign in, create an Env with one
 VM, watch it reach running without reloading, take a snapshot and forward one
 more port on the VM's page, add a second VM, extend the lifetime, destroy the
 Env by typing its name. Every page is saved to
-artifacts/screenshots/ for a human to look at.
+artifacts/screenshots/ for a human to look at. With TT_SCREENSHOTS_DIR set
+(`TT_SCREENSHOTS_DIR=docs/img`), the pages the documentation shows are saved
+there too, under the names the docs use (DOC_SHOTS): the docs' pictures of the
+portal are taken by this test, never by hand.
 
 Tasks go through django-q2's own code, two ways:
 - the create is queued in django-q2's ORM broker (sync off, as in production)
@@ -39,6 +42,14 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "screenshots"
+# The screenshots the documentation shows (docs/img/): this test's name for a page -> the docs' file.
+DOC_SHOTS = {
+    "05-env-running": "env-page.png",
+    "06-vm-snapshot-taken": "vm-page.png",
+    "09b-my-envs": "my-envs.png",
+    "03-new-env-form": "new-env.png",
+    "17-admin": "admin.png",
+}
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -74,6 +85,10 @@ def page(monkeypatch):
 
 def snap(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    docs_dir = os.environ.get("TT_SCREENSHOTS_DIR")
+    if docs_dir and name in DOC_SHOTS:
+        Path(docs_dir).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(docs_dir) / DOC_SHOTS[name]), full_page=True)
 
 
 def run_queued_tasks() -> int:
@@ -190,6 +205,14 @@ def test_it_runs_an_env_from_sign_in_to_destroy(server, page, alice, template, m
     expect(page.locator(f"#vm-{vm.pk} >> a[href='/vms/{vm.pk}/#snapshots']")).to_have_text("1")
     snap(page, "09-env-two-vms")
 
+    # My Envs lists it with both VMs running.
+    page.click("nav >> text=My Envs")
+    expect(page).to_have_url(base + "/")
+    expect(page.locator("body")).to_contain_text("browser-demo")
+    snap(page, "09b-my-envs")
+    page.click("text=browser-demo")
+    expect(page).to_have_url(f"{base}/envs/{env.pk}/")
+
     # Extend the lifetime by an hour.
     end_before = env.end_at
     page.fill("#extend-hours", "1")
@@ -243,6 +266,17 @@ def test_it_creates_and_revokes_an_api_token(server, page, alice):
     expect(page.locator(".msg-success")).to_contain_text("Revoked the token ci pipeline")
     assert not ApiToken.objects.exists()
     snap(page, "16-token-revoked")
+
+
+def test_staff_reach_the_admin(server, page, olga):
+    base = server.url
+    page.goto(base + "/admin/")
+    page.fill("#id_username", "olga")
+    page.fill("#id_password", "pw-olga")
+    page.click("input[type=submit]")
+    expect(page).to_have_url(base + "/admin/")
+    expect(page.locator("#content")).to_contain_text("Envs")
+    snap(page, "17-admin")
 
 
 def test_it_can_find_chromium():

@@ -1,7 +1,7 @@
 """A client machine in its own network namespace, and a way to talk to guests.
 
-The client (198.18.0.2 and .3, in the benchmarking range HOST-NOTES reserves
-for test clients) reaches the node at 198.18.0.1 through a veth pair, exactly
+The client (198.18.0.2 and .3, in 198.18.0.0/15, the benchmarking range the tests
+keep for test clients) reaches the node at 198.18.0.1 through a veth pair, exactly
 as a user's machine would reach the node's public address. No traffic leaves
 this host.
 

@@ -1,10 +1,11 @@
 """The tenant network boundary on the real node, tried from inside real guests.
 
-A "private network routed from the host" is a namespace on 198.19.7.0/29 (the benchmarking
-range HOST-NOTES reserves for such tests, apart from the client's 198.18.0.0/29) with an HTTP
-listener: the operator's database, say. The lab has no global address: the client namespace
-stands in for the Internet, allowed explicitly (conftest's `lab_internet`), so "Internet-like
-egress keeps working" is checked as egress to an allowed network, the only kind the lab has.
+A "private network routed from the host" is a namespace on 198.19.7.0/29 (in
+198.18.0.0/15, the benchmarking range the tests keep for themselves, apart from the
+client's 198.18.0.0/29) with an HTTP listener: the operator's database, say. The lab has no
+global address: the client namespace stands in for the Internet, allowed explicitly
+(conftest's `lab_internet`), so "Internet-like egress keeps working" is checked as egress to
+an allowed network, the only kind the lab has.
 """
 
 from __future__ import annotations

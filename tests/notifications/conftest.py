@@ -35,7 +35,7 @@ class Received:
         return json.loads(self.body)
 
     def signed_with(self, secret: str) -> bool:
-        """The receiver's check, as the README shows it."""
+        """The receiver's check, as docs/guide/notifications.md shows it."""
         signed = self.headers["X-TT-Timestamp"].encode() + b"." + self.body
         expected = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected, self.headers["X-TT-Signature"])

@@ -30,7 +30,7 @@ HEARTBEAT_SCHEDULE = "tt: heartbeat {}"
 
 def require_shared_state() -> None:
     """A second host cannot share a SQLite file or the ORM broker's polling: PostgreSQL
-    and Redis, as the README's "Running on several hosts" says."""
+    and Redis, as docs/guide/several-hosts.md says."""
     if connection.vendor == "sqlite":
         raise CommandError("a node worker shares the site's database: set TT_DATABASE_URL to its "
                            "PostgreSQL (postgres://user:password@host:5432/name)")
