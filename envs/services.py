@@ -17,11 +17,10 @@ from accounts.quotas import Usage
 from envs import policy
 from envs.kinds import EnvKind
 from envs.models import Env
-from operations import lease, recovery, runner
 from operations.models import Operation
 from operations.recording import idempotent, record, sweep
 from ttportal import limits, ratelimit
-from ttportal.errors import ConflictingInput, ErrorCode, IllegalState, InvalidInput, TTError
+from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import state, usage
 from vms.models import Vm
 from vms.services import check_vms, claim_for_destroy, insert_vms, ports_of
@@ -254,34 +253,3 @@ def env_expire_one(env_id: int, *, now=None) -> Operation | None:
         return None  # a VM is mid-operation; the next sweep tries again
 
 
-# --- operators: stuck operations ------------------------------------------------------------
-
-
-def operation_retry(*, op: Operation, by) -> Operation:
-    """Hand a stuck operation to a worker now instead of at the next recovery pass."""
-    policy.check_staff(by, "operation_retry")
-    op.refresh_from_db()
-    if not op.is_live:
-        raise IllegalState(f"operation {op.pk} has ended ({op.status})")
-    now = timezone.now()
-    if not recovery.is_stuck(op, now):
-        raise IllegalState(
-            f"operation {op.pk} is held by {lease.describe(op.worker) or 'its worker'}, lease renewed "
-            f"{int((now - (op.heartbeat_at or now)).total_seconds())} s ago; it is not stuck"
-        )
-    runner.dispatch(op.pk)
-    return op
-
-
-def operation_fail(*, op: Operation, by) -> Operation:
-    """End a live operation now as failed (`cancelled`), settling what it claimed.
-
-    Meant for a stuck one; on one a live worker still runs, that worker is fenced
-    out (its next write matches nothing) and whatever its engine call still
-    finishes is left to reconciliation.
-    """
-    policy.check_staff(by, "operation_fail")
-    error = TTError(f"ended by {by.get_username()} from the admin", code=ErrorCode.CANCELLED)
-    if not runner.end_now(op, error):
-        raise IllegalState(f"operation {op.pk} has ended ({op.status})")
-    return op

@@ -76,7 +76,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     ("vms.views", "envs.policy"): VMS_ON_ENVS,
     ("vms.views", "envs.views"): VMS_ON_ENVS,
     ("vms.warm", "envs.models"): VMS_ON_ENVS,
-    ("vms.warm", "envs.policy"): VMS_ON_ENVS,
 }
 
 

@@ -87,6 +87,13 @@ def check(user, action: str, *, owner_id: int | None = None) -> None:
     raise Forbidden(f"{whose}{action} needs the permission {permission_for(action)}")
 
 
+def check_staff(user, action: str) -> None:
+    """Operators only (actions on the platform rather than on one's own Envs)."""
+    if user is None or not user.is_authenticated:
+        raise Forbidden("only staff may do this")
+    check(user, action)
+
+
 def sees_others(user, action: str) -> bool:
     """For the querysets' visible_to: whether `user` sees other users' objects of a kind."""
     return may(user, action)

@@ -47,6 +47,7 @@ from envs.models import Env
 from operations import registry
 from operations.models import Operation
 from operations.recording import record
+from ttportal import permissions
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import allocation, placement, state
 from vms.kinds import VmKind
@@ -153,9 +154,7 @@ def _site_user():
 def pool_save(*, pool: WarmPool, by) -> WarmPool:
     """Create or change a pool (the admin's form has validated its fields); its spares
     follow on commit (tend)."""
-    from envs import policy
-
-    policy.check_staff(by, "warm_pool_save")
+    permissions.check_staff(by, "warm_pool_save")
     check_pool(pool.node, pool.template)
     for size in pool.vm_sizes:
         check_size(size, pool.template, "vm_sizes")
@@ -173,9 +172,7 @@ def pool_save(*, pool: WarmPool, by) -> WarmPool:
 
 def pool_delete(*, pool: WarmPool, by) -> None:
     """Remove a pool that holds no live spare (switch it off first: tend discards them)."""
-    from envs import policy
-
-    policy.check_staff(by, "warm_pool_delete")
+    permissions.check_staff(by, "warm_pool_delete")
     with transaction.atomic():
         pool = WarmPool.objects.select_for_update().get(pk=pool.pk)
         if pool.spares.live().exists():

@@ -12,8 +12,9 @@ from django.utils import timezone
 from envs import services
 from envs.kinds import EnvKind
 from envs.models import Env
-from envs.services import env_destroy, operation_fail, operation_retry
+from envs.services import env_destroy
 from operations.models import Operation
+from operations.services import operation_fail, operation_retry
 from tests.admin_support import (
     count_queries,
     grant,
