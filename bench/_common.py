@@ -39,7 +39,7 @@ NODE = dict(
     bridge="ttbr-bench", pool_name="tt-bench-pool", network_name="tt-bench-net",
     port_min=31000, port_max=31999,
 )
-NODE_NFT_TABLE = "tt_bench"  # what engines.registry.nft_table_name gives node "bench"
+NODE_NFT_TABLE = "tt_bench"  # what nodes.registry.nft_table_name gives node "bench"
 DOMAIN_PREFIX = "tt-bench-"  # engine names of the node's VMs: tt-<node>-<id>
 
 CLIENT = ClientNet(
@@ -297,7 +297,7 @@ def remove_node() -> None:
     remove_network(NODE["network_name"])
     drop_nft_table(NODE_NFT_TABLE)
     with contextlib.suppress(Exception):
-        from engines.registry import forget_engines
+        from nodes.registry import forget_engines
 
         forget_engines()
 

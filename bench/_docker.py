@@ -31,7 +31,7 @@ def prepare_node():
     """The docker node, prepared as the run command prepares one, with the busybox image."""
     from django.core.management import call_command
 
-    from engines.models import Node
+    from nodes.models import Node
     from vms.models import VmTemplate
 
     opts = {k: v for k, v in NODE.items() if k != "name"}
@@ -51,7 +51,7 @@ def remove_node() -> None:
     c.sh("nft", "delete", "table", "ip", NFT_TABLE, check=False)
     c.sh("nft", "delete", "table", "bridge", NFT_TABLE, check=False)
     with contextlib.suppress(Exception):
-        from engines.registry import forget_engines
+        from nodes.registry import forget_engines
 
         forget_engines()
 

@@ -112,7 +112,7 @@ def show(rnd: int, side: str, r: dict) -> None:
 
 
 def held_per_spare(pool) -> str:
-    from engines.registry import get_engine
+    from nodes.registry import get_engine
 
     spares = list(pool.spares.live().select_related("node", "template", "env"))
     engine = get_engine(pool.node)
@@ -143,7 +143,7 @@ def prepare(work: Path, cleanup: c.Cleanup):
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from engines.models import Node
+    from nodes.models import Node
     from tests.integration.cluster import Cluster
     from vms import warm
     from vms.models import VmTemplate, WarmPool

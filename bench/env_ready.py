@@ -59,7 +59,7 @@ def prepare_node():
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from engines.models import Node
+    from nodes.models import Node
     from vms.models import VmTemplate
 
     opts = {k: v for k, v in c.NODE.items() if k != "name"}

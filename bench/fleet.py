@@ -15,10 +15,10 @@ VMs use, and the nodes differ the same way at both sizes (by index):
 
 So at 10 nodes 5 nodes can take a VM, at 100 nodes 71, and every filter removes some.
 
-Heartbeats flow while everything is measured: vms.fleet.beat(node) for every node that
+Heartbeats flow while everything is measured: vms.heartbeat.beat(node) for every node that
 beats (all but the down and the late ones), as their clusters would, each node every
 --beat seconds (TT_NODE_BEAT's 10 s by default) spread evenly over the interval, so 100
-nodes beat ten times as often as 10; after each round vms.fleet.sweep(), as the site's
+nodes beat ten times as often as 10; after each round nodes.fleet.sweep(), as the site's
 cluster runs it. The beats run in a process of their own by default (this script with
 --beater; a thread there, its own database connection, closed at the end): node clusters
 beat from other hosts, so they share the database with the portal, not its interpreter.
@@ -124,7 +124,7 @@ def make_nodes(count: int) -> list:
 
     from django.utils import timezone
 
-    from engines.models import Node, NodeHeartbeat
+    from nodes.models import Node, NodeHeartbeat
 
     long_ago = timezone.now() - timedelta(minutes=10)
     nodes = Node.objects.bulk_create([
@@ -147,7 +147,7 @@ def set_capacities(nodes: list) -> None:
     """Capacities just above each node's use (a few nodes full), so the filters weigh."""
     from django.db.models import Count, Sum
 
-    from engines.models import Node
+    from nodes.models import Node
     from vms.models import Vm, live_vms
 
     used = {row["node"]: row for row in Vm.objects.filter(live_vms("")).values("node").annotate(
@@ -180,8 +180,8 @@ class Beater(threading.Thread):
     def run(self) -> None:
         from django.db import connections
 
-        from engines.models import Node
-        from vms.fleet import sweep
+        from nodes.fleet import sweep
+        from nodes.models import Node
 
         try:
             nodes = list(Node.objects.filter(pk__in=self.node_ids).order_by("name"))
@@ -209,7 +209,7 @@ class Beater(threading.Thread):
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
 
-        from vms.fleet import beat
+        from vms.heartbeat import beat
 
         with CaptureQueriesContext(connection) as captured:
             start = time.monotonic()
@@ -222,7 +222,7 @@ class Beater(threading.Thread):
 
     def _wait(self, due: float) -> None:
         """Sleep until `due`, answering probes meanwhile (a probe beats for the first node)."""
-        from engines.models import Node
+        from nodes.models import Node
 
         while not self.stopping.is_set():
             left = due - time.monotonic()
@@ -431,7 +431,7 @@ def worker(count: int, requests: int, envs: int, beat_every: float, beats_in: st
     from django.core.management import call_command
     from django.db import connection
 
-    from vms.fleet import beat
+    from vms.heartbeat import beat
     from vms.models import VmTemplate
 
     call_command("migrate", verbosity=0, interactive=False)

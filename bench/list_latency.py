@@ -62,8 +62,8 @@ def build(scale: int, nodes: list | None = None) -> dict:
     from django.utils import timezone
 
     from accounts.services import token_create
-    from engines.models import Node
     from envs.models import Env
+    from nodes.models import Node
     from operations.models import Operation
     from vms.models import PortMapping, Snapshot, Vm, VmTemplate
 

@@ -7,7 +7,10 @@ class EnvsConfig(AppConfig):
 
     def ready(self) -> None:
         from envs import kinds, steps
+        from envs.metrics import EnvCollector
         from operations import registry
+        from ttportal import metrics
 
         kinds.register()
         registry.register_steps(steps.STEPS)
+        metrics.register(EnvCollector())

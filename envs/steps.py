@@ -9,10 +9,10 @@ from __future__ import annotations
 from django.utils import timezone
 
 from engines.errors import ErrorCode, step
-from engines.registry import get_engine
 from envs.kinds import EnvKind
 from envs.models import Env, Peering
 from envs.peering import end_peerings_of
+from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress, Step
 from vms import state

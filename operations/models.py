@@ -77,7 +77,7 @@ class Operation(models.Model):
     # Whose task cluster runs it (operations/runner.dispatch): the node of its VM, or of most
     # of its Env's VMs. Empty: the site's cluster (no VM yet, or a node-less record).
     node = models.ForeignKey(
-        "engines.Node", null=True, blank=True, on_delete=models.SET_NULL, related_name="operations",
+        "nodes.Node", null=True, blank=True, on_delete=models.SET_NULL, related_name="operations",
         help_text="The node whose task cluster runs it.",
     )
 

@@ -23,6 +23,9 @@ UNCAPPED = "uncapped"  # never held up by a user's cap on queued operations (giv
 CREATES_VMS = "creates_vms"  # may take warm spares: their pools refill once it ends
 DESTROYS_ENV = "destroys_env"  # takes every VM of its Env over
 
+# Names of tasks registered with register_task.
+NODE_BEAT = "node_beat"  # task(node name): one beat of that node, on its own cluster
+
 _KINDS: dict[str, str] = {}  # value -> label, in registration order
 _TAGS: dict[str, set[str]] = {}
 
@@ -62,6 +65,23 @@ def kind_values() -> list[str]:
 
 def kinds_tagged(tag: str) -> frozenset[str]:
     return frozenset(_TAGS.get(tag, ()))
+
+
+# Tasks an app lower down must schedule without naming the app that runs them (a node's
+# heartbeat schedule, made by nodes, runs vms' beat): name -> the task's dotted path.
+_TASKS: dict[str, str] = {}
+
+
+def register_task(name: str, task: Callable) -> None:
+    _TASKS[name] = f"{task.__module__}.{task.__qualname__}"
+
+
+def task_path(name: str) -> str:
+    """The dotted path of the task registered as `name` (for async_task, a Schedule's func)."""
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise RuntimeError(f"no task registered as {name}") from None
 
 
 def _nothing_to_settle(op) -> None:

@@ -89,7 +89,11 @@ def on_beat(beat_of: Callable[[str], object]) -> None:
 
 
 def beat() -> None:
-    """One beat of this cluster (see the module's docstring)."""
+    """One beat of this cluster (see the module's docstring).
+
+    The node part of the worker: it belongs with nodes (and the beat with vms, which
+    counts what a node has free); it stays here until the worker can be handed jobs to
+    keep by the apps above it, so that the worker does not import them."""
     name = cluster_name()
     for beat_of in list(BEATS):
         beat_of(name)

@@ -15,8 +15,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from engines.libvirt.connection import get_connection
-from engines.models import Node
-from engines.registry import forget_engines
+from nodes.models import Node
+from nodes.registry import forget_engines
 from tests.support import T0, TEMPLATE_VOLUME, TEST_POOL, TEST_URI
 from ttportal import ratelimit
 from vms.models import VmTemplate
@@ -93,7 +93,7 @@ def bob(db):
 
 # What an operator is given: every permission of the project's own apps (Envs, VMs,
 # snapshots, operations, nodes, warm pools, quotas, notifications), none of auth's.
-OPERATOR_APPS = ("accounts", "engines", "envs", "notifications", "operations", "vms")
+OPERATOR_APPS = ("accounts", "envs", "nodes", "notifications", "operations", "vms")
 
 
 def operators_group():
@@ -140,7 +140,7 @@ def node(db):
 
 def create_template_volume(size_mb: int = 20) -> str:
     conn = get_connection(TEST_URI)
-    from engines.registry import get_engine
+    from nodes.registry import get_engine
 
     pool = conn.storagePoolLookupByName(TEST_POOL)
     try:
@@ -157,7 +157,7 @@ def create_template_volume(size_mb: int = 20) -> str:
 
 @pytest.fixture
 def template(node):
-    from engines.registry import get_engine
+    from nodes.registry import get_engine
 
     get_engine(node)  # creates the pool and network on the test driver
     create_template_volume(20)
@@ -204,7 +204,7 @@ def make_env(template, run_tasks):
 @pytest.fixture
 def firewall(node):
     """What the node's nftables table would hold (the test driver's in-memory firewall)."""
-    from engines.registry import get_engine
+    from nodes.registry import get_engine
 
     return get_engine(node).firewall.state
 

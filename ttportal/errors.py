@@ -77,7 +77,7 @@ class NoCapacity(TTError):
 
 
 class NodeDown(TTError):
-    """The VM's node is down (its task cluster stopped beating, vms/fleet.py): nothing
+    """The VM's node is down (its task cluster stopped beating, nodes/fleet.py): nothing
     can be done to it until the node beats again. Nothing was changed."""
 
     code = ErrorCode.NODE_DOWN

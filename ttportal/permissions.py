@@ -50,10 +50,10 @@ ACTIONS: dict[str, str] = {
     "warm_pool_delete": "vms.delete_warmpool",
     "warm_pool_tend": "vms.change_warmpool",
     "template_view_all": "vms.view_vmtemplate",  # templates no node can run, too
-    "node_view": "engines.view_node",            # /readyz's and /metrics' details
-    "node_reconcile": "engines.change_node",
-    "node_drain": "engines.change_node",
-    "node_undrain": "engines.change_node",
+    "node_view": "nodes.view_node",            # /readyz's and /metrics' details
+    "node_reconcile": "nodes.change_node",
+    "node_drain": "nodes.change_node",
+    "node_undrain": "nodes.change_node",
 }
 
 

@@ -54,7 +54,10 @@ INSTALLED_APPS = [
     "django_q",
     "django_htmx",
     "operations",
-    "engines",
+    # The label `engines` with no models: only the migrations Node and NodeHeartbeat had
+    # before they moved to `nodes` (see nodes/history). The engines package is not an app.
+    "nodes.history",
+    "nodes",
     "envs",
     "vms",
 ]
@@ -233,7 +236,7 @@ TT_WORKER_STOP_TIMEOUT = env_int("TT_WORKER_STOP_TIMEOUT", 15, minimum=0)
 # drift at once, and removed once they have been reported this long.
 TT_DRIFT_GRACE = env_int("TT_DRIFT_GRACE", 3600, minimum=0)
 
-# --- Several hosts (vms/fleet.py) ----------------------------------------------
+# --- Several hosts (nodes/fleet.py) ----------------------------------------------
 # Each node's task cluster beats every TT_NODE_BEAT s with what the node has free; a
 # node with a cluster of its own that has not beaten for TT_NODE_DOWN_AFTER beats is
 # down: nothing is placed there and its queued operations fail as node_down.
@@ -356,7 +359,7 @@ SPECTACULAR_SETTINGS = {
         "SnapshotStatusEnum": "vms.models.Snapshot.Status",
         "OperationStatusEnum": "operations.models.Operation.Status",
         "OperationKindEnum": "operations.registry.kind_choices",  # every app's kinds
-        "EngineKindEnum": "engines.models.EngineKind",
+        "EngineKindEnum": "nodes.models.EngineKind",
     },
 }
 
@@ -497,7 +500,7 @@ MIDDLEWARE[_security:_security + 1] = [
     "django.middleware.security.SecurityMiddleware",
     # /healthz and /readyz, answered before sessions and before the Host header is
     # checked against ALLOWED_HOSTS: a probe dials an address, not the site's name.
-    "ttportal.health.HealthChecks",
+    "nodes.health.HealthChecks",
     # Static files from the web process itself: collected (collectstatic) into
     # STATIC_ROOT, with hashed names cached for ever, and gzipped.
     "whitenoise.middleware.WhiteNoiseMiddleware",

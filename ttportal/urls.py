@@ -1,6 +1,7 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views import defaults
+from django.views.generic import RedirectView
 
 from ttportal.api import handler
 from ttportal.errors import ErrorCode
@@ -11,10 +12,14 @@ admin.site.site_title = "TT Portal"
 admin.site.index_title = "Nodes, templates and every Env"
 
 urlpatterns = [
+    # Nodes were the `engines` app's in the admin until they became `nodes`' own: old
+    # bookmarks land on the same page. Before admin.site.urls, which would 404 them.
+    re_path(r"^admin/engines/(?P<rest>(node|nodeheartbeat)/.*)$",
+            RedirectView.as_view(url="/admin/nodes/%(rest)s", query_string=True, permanent=True)),
     path("admin/", admin.site.urls),
     # The REST API, its schema (/api/schema/) and Swagger UI (/api/docs/).
     path("api/", include("ttportal.api_urls")),
-    # Prometheus (ttportal/metrics.py); /healthz and /readyz are ttportal.health's middleware.
+    # Prometheus (ttportal/metrics.py); /healthz and /readyz are nodes.health's middleware.
     path("metrics", metrics, name="metrics"),
     # The portal: My Envs at "/", sign-in under accounts/.
     path("", include("ttportal.portal_urls")),

@@ -10,13 +10,14 @@ from django import forms
 from django.contrib import admin
 from django.db.models import Count
 
-from engines.models import EngineKind
-from engines.registry import node_firewall
 from engines.specs import tap_name
+from nodes.models import EngineKind
+from nodes.registry import node_firewall
 from ttportal import limits
 from ttportal.admin_actions import OperateMixin, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter
 from vms import (
+    node_admin,  # noqa: F401  (the nodes' admin with what their VMs use)
     services,
     warm,
     warm_admin,  # noqa: F401  (registers WarmPool)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 
-from engines.models import Node
+from nodes.models import Node
 from ttportal.errors import Exhausted
 from vms.models import PortMapping, Vm
 

@@ -10,9 +10,9 @@ error.
 
 from __future__ import annotations
 
-from engines.models import Node
 from engines.network.firewall import DROP_REASONS
-from engines.registry import drops_per_vm
+from nodes.models import Node
+from nodes.registry import drops_per_vm
 from ttportal import probes
 
 REASONS = DROP_REASONS

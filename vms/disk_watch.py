@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from engines.models import Node
-from engines.registry import driver_class, get_engine
 from engines.specs import MIB
+from nodes.models import Node
+from nodes.registry import driver_class, get_engine
 from operations.models import Operation
 from vms.models import Vm
 from vms.services import vm_stop_for_disk

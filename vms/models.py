@@ -10,9 +10,9 @@ from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
 from engines.cloudinit import CloudInitSpec
-from engines.models import EngineKind, Node
 from engines.specs import PortSpec, TemplateSpec, VmSpec
 from envs.models import Env, Peering
+from nodes.models import EngineKind, Node
 from ttportal import permissions
 from ttportal.validators import validate_dns_label
 
@@ -240,7 +240,7 @@ class Vm(models.Model):
         """Domain/volume name: unique per node, and across nodes sharing one libvirt daemon."""
         return f"tt-{self.node.name}-{self.pk}"
 
-    # What people are shown while the VM's node is down (vms/fleet.py): its last
+    # What people are shown while the VM's node is down (nodes/fleet.py): its last
     # known status may no longer be true, and nothing can be asked of it.
     UNKNOWN = "unknown"
 

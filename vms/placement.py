@@ -28,16 +28,15 @@ import functools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Q, Sum
-from django.utils import timezone
 
-from engines.models import Node
-from engines.registry import driver_class
 from engines.specs import Feature
+from nodes.fleet import beat_lateness
+from nodes.models import Node
+from nodes.registry import driver_class
 from ttportal.errors import ConflictingInput, NoCapacity, Unsupported
 from vms.models import PortMapping, Snapshot, Vm, VmTemplate, WarmPool, live_vms
 
@@ -122,20 +121,6 @@ Filter = Callable[[Node, Load, Ask], "str | None"]
 
 def enabled(node: Node, load: Load, ask: Ask) -> str | None:
     return None if node.enabled else "disabled"
-
-
-def beat_lateness(node: Node, now: datetime | None = None) -> str | None:
-    """Why a node with a cluster of its own counts as down by its heartbeat (missed
-    TT_NODE_DOWN_AFTER beats, or never beat), else None. A node the site's cluster
-    serves is never late: it is up while the site is (vms/fleet.py)."""
-    if not node.own_cluster:
-        return None
-    beat_at = getattr(getattr(node, "heartbeat", None), "beat_at", None)
-    if beat_at is None:
-        return "its cluster has never beaten"
-    late = ((now or timezone.now()) - beat_at).total_seconds()
-    limit = settings.TT_NODE_BEAT * settings.TT_NODE_DOWN_AFTER
-    return f"no beat for {late:.0f} s" if late > limit else None
 
 
 def up(node: Node, load: Load, ask: Ask) -> str | None:

@@ -22,10 +22,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from engines.models import Node
-from engines.registry import get_engine
 from engines.specs import PowerState
 from envs.models import Env
+from nodes.models import Node
+from nodes.registry import get_engine
 from operations.models import Operation
 from operations.recording import record
 from ttportal.errors import ErrorCode, TTError

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from engines.errors import ErrorCode, TTError, step
-from engines.registry import get_engine
+from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress
 from vms.models import Vm

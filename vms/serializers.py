@@ -12,7 +12,7 @@ import copy
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
-from engines.models import EngineKind
+from nodes.models import EngineKind
 from ttportal import limits
 from ttportal.api_fields import Boolean, Integer, Name, StrictSerializer, Text
 from vms.models import PortMapping, Snapshot, Vm, VmTemplate

@@ -18,11 +18,11 @@ from django.utils import timezone
 
 from accounts.models import SshKey
 from accounts.quotas import Usage
-from engines.models import Node
-from engines.registry import driver_class
 from engines.specs import Feature
 from envs import policy
 from envs.models import Env
+from nodes.models import Node
+from nodes.registry import driver_class
 from operations import recovery, registry
 from operations.models import Operation
 from operations.recording import idempotent, record, sweep

@@ -17,8 +17,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from engines.errors import EngineError, ErrorCode, TTError, step
-from engines.registry import get_engine
 from engines.specs import PortSpec, PowerState, SnapshotSpec
+from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress, Step
 from vms import allocation, restore, state

@@ -1,5 +1,5 @@
-"""django-q2 entry points of vms (and, until the nodes app takes them, the fleet's):
-thin, take ids, call a service."""
+"""django-q2 entry points of vms: thin, take ids, call a service. The node beats are here
+because a beat reports what placement counts free (vms/heartbeat.py)."""
 
 from __future__ import annotations
 
@@ -39,24 +39,25 @@ def disk_watch() -> str:
     return disk_watch.watch_all()
 
 
-# --- node tasks: the nodes app takes these over with vms/fleet.py --------------------
+# --- the fleet's beats ----------------------------------------------------------------
 
 
 def fleet_sweep() -> str:
     """The site's cluster, once a minute (beside its keepers): beat for the nodes it
     serves, mark late nodes down and fail what waits for them."""
-    from vms import fleet
+    from nodes import fleet
+    from vms import heartbeat
 
-    beaten = fleet.beat_served_nodes()
+    beaten = heartbeat.beat_served_nodes()
     swept = fleet.sweep()
     return f"beat {beaten}; down {swept.marked_down}; failed {len(swept.failed_ops)}"
 
 
 def node_beat(name: str) -> bool:
     """A node's own cluster, on its own schedule (cluster=name)."""
-    from vms import fleet
+    from vms import heartbeat
 
-    return fleet.beat_named(name)
+    return heartbeat.beat_named(name)
 
 
 def keeper_beat(cluster: str) -> None:
@@ -65,10 +66,11 @@ def keeper_beat(cluster: str) -> None:
     the sweep that marks late nodes down."""
     from django.conf import settings
 
-    from vms import fleet
+    from nodes import fleet
+    from vms import heartbeat
 
     if cluster == settings.Q_CLUSTER["name"]:
-        fleet.beat_served_nodes()
+        heartbeat.beat_served_nodes()
         fleet.sweep()
     else:
-        fleet.beat_named(cluster)
+        heartbeat.beat_named(cluster)

@@ -17,11 +17,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from engines.registry import console_log, driver_class, get_engine
 from engines.specs import Feature
 from envs import policy
 from envs.models import Env
 from envs.views import operations_context
+from nodes.registry import console_log, driver_class, get_engine
 from ttportal.errors import InvalidInput, TTError
 from ttportal.hours import parse_hours
 from ttportal.limits import SNAPSHOT_LIFE_MAX, SNAPSHOT_LIFE_MIN

@@ -41,9 +41,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from engines.registry import driver_class
 from engines.specs import Feature
 from envs.models import Env
+from nodes.registry import driver_class
 from operations import registry
 from operations.models import Operation
 from operations.recording import record

@@ -12,7 +12,7 @@ import logging
 from django.conf import settings
 
 from engines.errors import ErrorCode, TTError, step
-from engines.registry import get_engine
+from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress, Step
 from vms import steps

@@ -141,7 +141,7 @@ def refused_address(address) -> str:
 
 
 def _vm_networks() -> list:
-    from engines.models import Node
+    from nodes.models import Node
 
     nets = []
     for cidr in Node.objects.values_list("vm_network", flat=True):
@@ -155,7 +155,7 @@ def _vm_networks() -> list:
 def _node_addresses() -> set:
     """The nodes' own addresses: their public host and their engine URI's host, where
     written as an address (a name is not resolved here: see the module's docstring)."""
-    from engines.models import Node
+    from nodes.models import Node
 
     found = set()
     for public_host, uri in Node.objects.values_list("public_host", "uri"):

@@ -13,9 +13,9 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('engines', '0005_node_disk'),
-        ('envs', '0015_disk_watch'),
-        ('vms', '0009_live_vm_index_disk'),
+        ('nodes', '0001_initial'),
+        ('envs', '0016_operation_node_app'),
+        ('vms', '0010_node_app'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -42,7 +42,7 @@ class Migration(migrations.Migration):
                 ('heartbeat_at', models.DateTimeField(blank=True, help_text='When its worker last renewed the lease.', null=True)),
                 ('dispatched_at', models.DateTimeField(blank=True, help_text='When a task for it was last handed to the broker.', null=True)),
                 ('env', models.ForeignKey(blank=True, help_text='Empty only for what concerns a node alone (drift no Env owns).', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='operations', to='envs.env')),
-                ('node', models.ForeignKey(blank=True, help_text='The node whose task cluster runs it.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='operations', to='engines.node')),
+                ('node', models.ForeignKey(blank=True, help_text='The node whose task cluster runs it.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='operations', to='nodes.node')),
                 ('requested_by', models.ForeignKey(blank=True, help_text='Who asked (an operator acting for an owner shows here).', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='operations', to=settings.AUTH_USER_MODEL)),
                 ('snapshot', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='operations', to='vms.snapshot')),
                 ('vm', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='operations', to='vms.vm')),

@@ -76,8 +76,8 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("operations", "0001_initial"),
-        ("envs", "0016_operation_moved"),
-        ("vms", "0009_live_vm_index_disk"),
+        ("envs", "0017_operation_moved"),
+        ("vms", "0010_node_app"),
         ("notifications", "0002_schedule"),
         ("django_q", "0018_task_success_index"),
         ("contenttypes", "0002_remove_content_type_name"),

@@ -43,9 +43,9 @@ def seed() -> None:
     from django.core.management import call_command
     from django.utils import timezone
 
-    from engines.models import Node
     from envs.models import Env
     from envs.services import env_create
+    from nodes.models import Node
     from operations.models import Operation
     from vms.models import Snapshot, Vm, VmTemplate
     from vms.specs import NewVm

@@ -12,11 +12,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from engines.libvirt import xml
-from engines.models import Node
 from engines.network import addresses
 from engines.network.firewall import Element, MemoryFirewall, elements_of
 from engines.network.nftables import NftablesFirewall
-from engines.registry import denied_destinations, node_firewall
 from engines.specs import TemplateSpec, VmSpec
 
 
@@ -134,23 +132,6 @@ def test_a_host_is_resolved_to_its_addresses():
     assert addresses.resolve("[2001:db8::9]") == ("2001:db8::9",)
     assert "127.0.0.1" in addresses.resolve("localhost")  # /etc/hosts: no query leaves the machine
     assert addresses.resolve("") == ()
-
-
-def test_every_nodes_addresses_and_the_sites_services_are_denied(db, settings):
-    settings.TT_SITE_SERVICE_HOSTS = ("192.0.2.50",)
-    settings.TT_VM_DENY_NETWORKS = (ipaddress.ip_network("8.8.4.0/24"),)
-    settings.TT_VM_ALLOW_NETWORKS = (ipaddress.ip_network("10.9.0.0/24"),)
-    kw = dict(kind="libvirt", vm_network="10.121.0.0/16", mac_prefix="52:54:01")
-    here = Node.objects.create(name="here", uri="qemu:///system", public_host="203.0.113.10", **kw)
-    Node.objects.create(name="there", uri="qemu+ssh://198.51.100.20/system", public_host="2001:db8::20",
-                        **{**kw, "vm_network": "10.122.0.0/16", "mac_prefix": "52:54:02"})
-    denied = {str(n) for n in addresses.networks(denied_destinations())}
-    assert {"192.0.2.50/32", "8.8.4.0/24", "203.0.113.10/32", "198.51.100.20/32",
-            "2001:db8::20/128"} <= denied
-    built = node_firewall(here)
-    assert isinstance(built, NftablesFirewall)
-    assert "8.8.4.0/24" in set_elements(built.ruleset().replace("tt_here", "tt_eg"), "ip", "private_nets")
-    assert set_elements(built.ruleset().replace("tt_here", "tt_eg"), "ip", "allowed_nets") == ["10.9.0.0/24"]
 
 
 def test_the_libvirt_network_serves_known_macs_only():

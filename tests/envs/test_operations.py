@@ -9,9 +9,9 @@ import libvirt
 import pytest
 
 from engines.libvirt.engine import LibvirtEngine
-from engines.registry import forget_engines
 from envs.models import Env
 from envs.services import env_create, env_destroy, env_set_deny_outgoing, env_stop
+from nodes.registry import forget_engines
 from operations import registry, tasks
 from operations.models import Operation
 from operations.registry import Step

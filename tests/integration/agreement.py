@@ -10,8 +10,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from engines.libvirt.connection import get_connection
-from engines.models import Node
-from engines.registry import node_firewall
+from nodes.models import Node
+from nodes.registry import node_firewall
 from vms.models import PortMapping, Vm
 
 

@@ -12,10 +12,10 @@ from django.core.management import call_command
 
 from engines.libvirt import dhcp
 from engines.libvirt.connection import get_connection
-from engines.models import Node
-from engines.registry import forget_engines, get_engine
 from envs.models import Env
 from envs.services import env_create
+from nodes.models import Node
+from nodes.registry import forget_engines, get_engine
 from tests.integration import netlab
 from vms.specs import NewVm
 

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 
 from accounts.services import ssh_key_add, ssh_key_delete
-from engines.registry import get_engine
-from engines.templates import DEBIAN_TEMPLATE, install_debian_template
 from envs.models import Env
 from envs.services import env_create
+from nodes.registry import get_engine
 from tests.integration import netlab
 from tests.integration.conftest import public_port, run
 from tests.integration.test_egress import forged_dhcp_is_dropped_and_the_victim_keeps_its_address
 from vms.models import Vm
 from vms.services import snapshot_apply, snapshot_create, vm_add
 from vms.specs import NewVm
+from vms.template_install import DEBIAN_TEMPLATE, install_debian_template
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import docker
 
-from engines.registry import get_engine
 from envs.models import Env
 from envs.services import env_create
+from nodes.registry import get_engine
 from tests.integration import netlab
 from tests.integration.conftest import DOCKER_NODE, public_port, shell
 from vms import disk_watch

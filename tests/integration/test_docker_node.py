@@ -7,10 +7,10 @@ import docker
 import pytest
 from django.urls import reverse
 
-from engines.registry import get_engine
 from engines.specs import tap_name
 from envs.models import Env
 from envs.services import env_create, env_destroy, env_set_deny_outgoing
+from nodes.registry import get_engine
 from tests.integration import netlab
 from tests.integration.conftest import DOCKER_NODE, public_port, run, shell
 from vms.models import Vm

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engines.libvirt import dhcp
 from engines.libvirt.connection import get_connection
-from engines.registry import forget_engines, get_engine
 from envs.services import env_set_deny_outgoing
+from nodes.registry import forget_engines, get_engine
 from tests.integration import netlab
 from tests.integration.conftest import public_port, run, shell
 from vms.services import vm_add

@@ -22,9 +22,9 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.urls import reverse
 
-from engines.models import Node
 from envs.models import Env
 from envs.services import env_create, env_destroy
+from nodes.models import Node
 from operations import lease
 from operations.models import Operation
 from tests.api_support import client_for
@@ -75,7 +75,7 @@ def clusters(qnode, shared_state, tmp_path):
     _clean_node(B_NODE)
     node = Node.objects.filter(name="b").first()
     if node is not None:
-        from engines.registry import forget_engines, get_engine
+        from nodes.registry import forget_engines, get_engine
 
         get_engine(node).firewall.rebuild([])
         forget_engines()

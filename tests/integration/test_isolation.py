@@ -11,11 +11,11 @@ import threading
 import pytest
 
 from engines.network.nftables import NftablesFirewall
-from engines.registry import get_engine, nft_table_name
 from engines.specs import TemplateSpec, VmSpec, port_prefix
 from envs.models import Env
 from envs.peering import env_peer, env_unpeer
 from envs.services import env_create
+from nodes.registry import get_engine, nft_table_name
 from tests.integration import netlab
 from tests.integration.conftest import public_port, run, shell
 from vms.models import Vm

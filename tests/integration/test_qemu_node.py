@@ -16,9 +16,9 @@ from django.urls import reverse
 from prometheus_client.parser import text_string_to_metric_families
 
 from engines.libvirt.connection import get_connection
-from engines.registry import get_engine
 from engines.specs import tap_name
 from envs.services import env_destroy, env_set_deny_outgoing
+from nodes.registry import get_engine
 from tests.integration import netlab
 from tests.integration.conftest import public_port, run, shell
 from vms.models import Vm

@@ -11,13 +11,13 @@ from django.core.management import CommandError, call_command
 
 from engines.libvirt import template_builder
 from engines.libvirt.connection import get_connection
-from engines.templates import install_busybox_template
 from envs.services import env_create
 from tests.integration import netlab
 from tests.integration.conftest import public_port
 from tests.support import done
 from vms.models import VmTemplate
 from vms.specs import NewVm
+from vms.template_install import install_busybox_template
 
 
 def make_image(path, fmt="qcow2", size="48M"):

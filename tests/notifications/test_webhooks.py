@@ -258,7 +258,7 @@ def test_it_refuses_a_name_that_also_resolves_inward_when_sending(alice, receive
     def resolve_mapped(host, port, *args, **kwargs):
         return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::ffff:203.0.113.10", port, 0, 0))]
 
-    from engines.models import Node
+    from nodes.models import Node
 
     Node.objects.create(name="n2", uri="test:///default", public_host="203.0.113.10")
     monkeypatch.setattr(channel.socket, "getaddrinfo", resolve_mapped)

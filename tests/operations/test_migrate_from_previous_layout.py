@@ -28,7 +28,7 @@ PREVIOUS_LAYOUT = {
     "notifications": "0002_schedule",
     "vms": "0009_live_vm_index_disk",
 }
-NEW_APPS = ("operations",)
+NEW_APPS = ("operations", "nodes")
 
 # The schedules the previous layout's migrations made, by name, with their task paths.
 PREVIOUS_SCHEDULES = {

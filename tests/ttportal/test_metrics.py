@@ -17,8 +17,8 @@ from django_q.brokers import get_broker
 from django_q.conf import Conf
 from prometheus_client.parser import text_string_to_metric_families
 
-from engines.models import Node, NodeHeartbeat
 from envs.models import Env
+from nodes.models import Node, NodeHeartbeat
 from operations import registry
 from operations.models import Operation
 from tests.support import T0, TEST_URI
@@ -306,7 +306,7 @@ def test_it_lets_anonymous_scrapers_in_by_address_only(client, db, remote, heade
 def test_it_lets_staff_with_view_node_in_from_anywhere_and_nobody_else(client, alice, stan, olga):
     client.force_login(alice)
     assert client.get("/metrics", REMOTE_ADDR=OUTSIDE).status_code == 403
-    client.force_login(stan)  # staff without engines.view_node
+    client.force_login(stan)  # staff without nodes.view_node
     assert client.get("/metrics", REMOTE_ADDR=OUTSIDE).status_code == 403
     client.force_login(olga)
     assert client.get("/metrics", REMOTE_ADDR=OUTSIDE).status_code == 200

@@ -17,8 +17,8 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from engines.models import Node
 from envs.models import Env
+from nodes.models import Node
 from ttportal.errors import ErrorCode, Exhausted
 from vms import allocation, placement
 from vms.models import PortMapping, Vm

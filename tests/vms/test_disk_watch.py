@@ -11,8 +11,8 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from engines.docker.engine import layer_limit_supported
-from engines.models import Node
 from engines.specs import MIB
+from nodes.models import Node
 from operations.models import Operation
 from tests.support import domain_state
 from vms import disk_watch

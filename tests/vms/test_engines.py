@@ -15,10 +15,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from engines.docker.engine import DockerEngine
-from engines.models import EngineKind, Node
 from engines.specs import Feature
 from envs.models import Env
 from envs.services import env_create
+from nodes.models import EngineKind, Node
 from operations.models import Operation
 from tests.admin_support import make_operator
 from tests.api_support import client_for
@@ -48,7 +48,7 @@ def docker_node(db, monkeypatch):
 
 @pytest.fixture
 def container(db):
-    """What the docker engine registers (engines.templates.install_busybox_image)."""
+    """What the docker engine registers (vms.template_install.install_busybox_image)."""
     return VmTemplate.objects.create(name=CONTAINER, path="tt/busybox:test", compatible_engines=["docker"],
                                      size_mb=CONTAINER_MB, min_mem_mb=16, default_ports=["80"])
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from django.db.models import Count
 
-from engines.models import Node
 from envs.models import Env
+from nodes.models import Node
 from vms.models import Vm, VmTemplate, live_vms
 
 

@@ -12,10 +12,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from engines.docker.engine import DockerEngine
-from engines.models import Node, NodeHeartbeat
 from engines.specs import Feature
 from envs.models import Env
 from envs.services import env_create
+from nodes.models import Node, NodeHeartbeat
 from tests.api_support import client_for
 from tests.support import T0, refused
 from tests.ttportal.test_settings import start_django

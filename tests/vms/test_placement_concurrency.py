@@ -18,8 +18,8 @@ from collections import Counter
 import pytest
 from django.db.models import Sum
 
-from engines.models import Node
 from envs.services import env_create
+from nodes.models import Node
 from tests.conftest import make_user
 from tests.support import all_at_once
 from ttportal.errors import NoCapacity

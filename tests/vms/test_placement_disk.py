@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from engines.models import NodeHeartbeat
 from engines.specs import DiskSpace
 from envs.services import env_create
+from nodes.models import NodeHeartbeat
 from tests.api_support import client_for
 from tests.support import done, refused, take_snapshot
 from ttportal.errors import NoCapacity
-from vms import fleet, warm
+from vms import heartbeat, warm
 from vms.models import Vm, WarmPool
 from vms.placement import Ask, Placer, immediate_mb
 from vms.services import snapshot_create, vm_suspend
@@ -217,11 +217,12 @@ def test_taking_a_spare_needs_no_disk_again(alice, node, template, olga, run_tas
 
 
 def test_a_beat_reports_the_disk_its_engine_sees(node, monkeypatch):
-    monkeypatch.setattr(fleet, "disk_space", lambda n: DiskSpace(total_bytes=10 << 30, free_bytes=3 << 30))
-    beat = fleet.beat(node)
+    space = DiskSpace(total_bytes=10 << 30, free_bytes=3 << 30)
+    monkeypatch.setattr(heartbeat, "disk_space", lambda n: space)
+    beat = heartbeat.beat(node)
     assert (beat.disk_total_mb, beat.disk_free_mb) == (10 * 1024, 3 * 1024)
 
 
 def test_a_beat_of_the_test_driver_reports_no_disk(node):
-    beat = fleet.beat(node)
+    beat = heartbeat.beat(node)
     assert (beat.disk_total_mb, beat.disk_free_mb) == (None, None)

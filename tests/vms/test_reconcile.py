@@ -7,8 +7,8 @@ from datetime import timedelta
 import libvirt
 from django.utils import timezone
 
-from engines.registry import get_engine
 from envs.models import Env
+from nodes.registry import get_engine
 from operations.models import Operation
 from tests.support import (
     T0,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from engines.models import Node
 from envs.services import env_start, env_stop
+from nodes.models import Node
 from tests.api_support import client_for
 from tests.support import domain, done, refused, take_snapshot
 from ttportal.errors import IllegalState, Unsupported

@@ -9,7 +9,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from engines.libvirt import xml
-from engines.models import Node, validate_vm_network
+from nodes.models import Node, validate_vm_network
 
 
 def node(vm_network: str = "10.100.0.0/16", mac_prefix: str = "52:54:00") -> Node:

@@ -7,7 +7,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("envs", "0015_disk_watch"),
+        ("envs", "0016_operation_node_app"),
         ("operations", "0001_initial"),
         ("notifications", "0003_operation_moved"),
     ]

@@ -13,16 +13,17 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.models import Schedule
 
-from engines.models import Node, NodeHeartbeat
-from envs.management.commands import tt_node_worker
 from envs.services import env_create, env_stop
+from nodes import fleet
+from nodes.management.commands import tt_node_worker
+from nodes.models import Node, NodeHeartbeat
 from operations import lease, runner, worker
 from operations.models import Operation
 from tests.admin_support import make_operator
 from tests.api_support import client_for
 from tests.support import T0, domain_state, refused
 from ttportal.errors import NoCapacity, NodeDown
-from vms import fleet
+from vms import heartbeat
 from vms.models import Vm
 from vms.services import vm_stop
 from vms.specs import NewVm
@@ -71,7 +72,7 @@ def test_a_beat_says_what_the_node_has_free(alice, node, template, run_tasks):
             NewVm(name="a", template="tt/busybox", cpu_num=2, mem_mb=512, ports=[22, 80]),
             NewVm(name="b", template="tt/busybox", mem_mb=256, ports=["53/udp"]),
         ])
-    beat = fleet.beat(node)
+    beat = heartbeat.beat(node)
     assert (beat.cpu_free, beat.mem_free_mb) == (8 - 3, 4096 - 768)
     assert beat.ports_free == 1000 - 2  # the busier protocol: tcp
     assert beat.addresses_free == (2**16 - 3) - 2
@@ -80,13 +81,13 @@ def test_a_beat_says_what_the_node_has_free(alice, node, template, run_tasks):
 
 
 def test_a_beat_of_an_unlimited_node_says_so(node):
-    beat = fleet.beat(node)
+    beat = heartbeat.beat(node)
     assert (beat.cpu_free, beat.mem_free_mb) == (None, None)
 
 
 def test_a_beat_brings_a_down_node_back_up(b):
     Node.objects.filter(pk=b.pk).update(down_since=timezone.now())
-    fleet.beat(b)
+    heartbeat.beat(b)
     b.refresh_from_db()
     assert b.down_since is None
     assert fleet.state_of(b) == fleet.State.UP
@@ -145,7 +146,7 @@ def test_a_down_node_keeps_its_vms_shown_unknown_and_refuses_new_work(alice, nod
     assert api.get(reverse("api:env-detail", args=[env.pk])).json()["vms"][0]["status"] == "unknown"
     vm.refresh_from_db()
     assert vm.status == Vm.Status.RUNNING and domain_state(vm) == "running"  # never deleted
-    fleet.beat(b)
+    heartbeat.beat(b)
     assert api.get(reverse("api:vm-detail", args=[vm.pk])).json()["status"] == "running"
 
 
@@ -276,15 +277,15 @@ def test_the_admin_lists_the_fleet(client, node, b, settings):
     make_operator(client)
     Node.objects.filter(pk=b.pk).update(down_since=timezone.now())
     NodeHeartbeat.objects.filter(node=b).update(beat_at=timezone.now() - timedelta(seconds=95))
-    fleet.beat(node)
-    page = client.get(reverse("admin:engines_node_changelist")).content.decode()
+    heartbeat.beat(node)
+    page = client.get(reverse("admin:nodes_node_changelist")).content.decode()
     assert "down (since" in page and "95 s ago (its own cluster)" in page
     assert "0 s ago (the site&#x27;s cluster)" in page or "0 s ago (the site's cluster)" in page
     assert "(site queue)" in page
-    response = client.post(reverse("admin:engines_node_changelist"),
+    response = client.post(reverse("admin:nodes_node_changelist"),
                            {"action": "drain", "_selected_action": [node.pk]})
     assert response.status_code == 302
     node.refresh_from_db()
     assert node.drained
-    page = client.get(reverse("admin:engines_node_change", args=[b.pk])).content.decode()
+    page = client.get(reverse("admin:nodes_node_change", args=[b.pk])).content.decode()
     assert "Free, as last beaten" in page and "worker elsewhere:1" in page

@@ -1,4 +1,4 @@
-"""/healthz and /readyz (ttportal/health.py): no sign-in, no HTTPS redirect, no
+"""/healthz and /readyz (nodes/health.py): no sign-in, no HTTPS redirect, no
 ALLOWED_HOSTS check; readiness names what fails and never an engine's own words."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from engines.models import Node, NodeHeartbeat
+from nodes import health
+from nodes.models import Node, NodeHeartbeat
 from operations.models import Operation
 from tests.support import TEST_URI
-from ttportal import health
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_it_is_ready_when_database_broker_and_nodes_answer(client, node):
     assert body["checks"]["database"] == {"ok": True}
     broker = "redis" if "redis" in settings.Q_CLUSTER else "orm"  # CI's PostgreSQL pass: Redis
     assert body["checks"]["broker"] == {"ok": True, "broker": broker}
-    # The test driver's own health check ran (engines.admin.node_health).
+    # The test driver's own health check ran (nodes.registry.node_health).
     assert body["checks"]["nodes"] == {"ok": True, "nodes": {node.name: {
         "ok": True, "engine": "libvirt", "last_contact": None, "checked": "engine health"}}}
 
@@ -215,6 +215,6 @@ def test_an_allowed_address_sees_the_details(client, node, settings):
 def test_staff_see_the_details_with_view_node_only(client, node, stan, olga):
     client.force_login(stan)  # staff, no permission: the status only
     assert ready(client, **OUTSIDE) == (200, {"status": "ready"})
-    client.force_login(olga)  # an operator (engines.view_node among the rest)
+    client.force_login(olga)  # an operator (nodes.view_node among the rest)
     status, body = ready(client, **OUTSIDE)
     assert status == 200 and node.name in body["checks"]["nodes"]["nodes"]

@@ -8,8 +8,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from engines.errors import EngineError
-from engines.models import EngineKind, Node
-from engines.templates import register_image_template, register_qcow2_template
+from nodes.models import EngineKind, Node
+from vms.template_install import register_image_template, register_qcow2_template
 
 
 class Command(BaseCommand):

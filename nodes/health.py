@@ -4,11 +4,11 @@
   database outage never gets a healthy web process restarted.
 - /readyz (readiness): the database answers; the task broker answers (the ORM
   broker's table, or Redis' PING when TT_REDIS_URL is set); every enabled node
-  is up. A node with a task cluster of its own (another host, vms/fleet.py) is up
+  is up. A node with a task cluster of its own (another host, nodes/fleet.py) is up
   while its heartbeat is fresh and says its engine answers: the web host need not
   reach its engine. Any other node counts as up when its engine finished an
   operation in the last TT_NODE_CONTACT_FRESH seconds, else when its engine's own
-  health check (engines.admin.node_health) passes, asked for at most
+  health check (nodes.registry.node_health) passes, asked for at most
   TT_NODE_PROBE_TIMEOUT seconds and reused for TT_NODE_PROBE_CACHE seconds
   (ttportal.probes).
   200 when all pass, 503 naming those that fail. `?exclude=nodes` (or
@@ -17,7 +17,7 @@
   in service while one node is down asks `/readyz?exclude=nodes`.
   Anybody gets the status (200/503, `{"status": ...}`); the checks themselves (node
   names, engines, last contacts) only a caller /metrics lets in: an address in
-  TT_METRICS_ALLOWED, or a signed-in staff session holding engines.view_node.
+  TT_METRICS_ALLOWED, or a signed-in staff session holding nodes.view_node.
 
 Answered by a middleware before sessions, CSRF and the ALLOWED_HOSTS check (a
 probe dials an address, not the site's name), and exempt from the HTTPS
@@ -39,12 +39,12 @@ from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.utils import timezone
 
-from engines.admin import node_health
-from engines.models import Node
+from nodes import fleet
+from nodes.models import Node
+from nodes.registry import node_health
 from operations.models import Operation
 from ttportal import permissions, probes
 from ttportal.proxy import client_address, in_networks
-from vms import fleet
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def readyz(request: HttpRequest) -> HttpResponse:
 
 
 def may_see_details(request: HttpRequest) -> bool:
-    """As /metrics: an allowed address, or a staff session with engines.view_node. This
+    """As /metrics: an allowed address, or a staff session with nodes.view_node. This
     middleware runs before the session's, so the session is read here, only if needed."""
     if in_networks(client_address(request), settings.TT_METRICS_ALLOWED):
         return True

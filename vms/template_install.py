@@ -1,8 +1,9 @@
 """Registering templates: the built-in busybox and Debian ones, an operator's qcow2 (QEMU nodes), the
 busybox image and an operator's own image (docker nodes).
 
-Control-plane glue (it writes VmTemplate rows), so it lives beside the registry, not
-among the Django-free drivers in engines/libvirt/."""
+Control-plane glue: it builds through the drivers (engines/libvirt, engines/docker) and
+writes VmTemplate rows, so it lives with the templates' model, not among the Django-free
+drivers."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from pathlib import Path
 from django.conf import settings
 
 from engines.libvirt import debian_builder, template_builder
-from engines.models import Node
-from engines.registry import get_engine
+from nodes.models import Node
+from nodes.registry import get_engine
 from vms.models import CLOUD_INIT, VmTemplate
 
 BUSYBOX_TEMPLATE = "tt/busybox"
@@ -144,3 +145,11 @@ def register_image_template(node: Node, *, name: str, image: str, memo: str = ""
                       min_mem_mb=min_mem_mb, compatible_engines=["docker"], memo=memo, enabled=True),
     )
     return template
+
+
+# What tt_prepare_node's --template names install (nodes/management/commands).
+INSTALLERS = {
+    ("libvirt", "busybox"): install_busybox_template,
+    ("libvirt", "debian"): install_debian_template,
+    ("docker", "busybox"): install_busybox_image,
+}

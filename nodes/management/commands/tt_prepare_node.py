@@ -22,16 +22,16 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from engines.libvirt import host
-from engines.models import EngineKind, Node
-from engines.registry import forget_engines, get_engine
+from nodes.models import EngineKind, Node
+from nodes.registry import forget_engines, get_engine
+from nodes.signals import node_prepared
 from ttportal.errors import TTError
-from vms.models import Vm, specs_of
 
-# --template's choices: the installer in engines.templates of each.
+# --template's choices for each kind (vms/template_install.py builds and registers them).
 TEMPLATES = {
-    EngineKind.LIBVIRT: {"busybox": "install_busybox_template", "debian": "install_debian_template"},
-    EngineKind.DOCKER: {"busybox": "install_busybox_image"},
-    EngineKind.FIRECRACKER: {},
+    EngineKind.LIBVIRT: ("busybox", "debian"),
+    EngineKind.DOCKER: ("busybox",),
+    EngineKind.FIRECRACKER: (),
 }
 DEFAULT_URI = {
     EngineKind.LIBVIRT: "qemu:///system",
@@ -80,18 +80,11 @@ class Command(BaseCommand):
         if not node.is_test_driver:
             _allow_loopback_forwarding(node)
             _refresh_other_firewalls(node)
-        live = Vm.objects.live().filter(node=node).exclude(status=Vm.Status.CREATING)
-        live = live.select_related("env", "template", "node").prefetch_related("port_mappings")
-        specs = specs_of(live)
-        engine.firewall.rebuild(specs)
-        for spec in specs:  # DHCP entries too: a recreated network has none
-            engine.set_net(spec)
-        self.stdout.write(f"node {node.name}: pool, network and firewall ready; {len(specs)} VMs rewired")
-        from engines import templates  # here: it imports vms' models, not needed otherwise
-
-        for kind in wanted:
-            template = getattr(templates, offered[kind])(node)
-            self.stdout.write(f"template {template.name} ready ({template.path})")
+        self.stdout.write(f"node {node.name}: pool, network and firewall ready")
+        # The VMs' side (vms.node_setup.after_node_prepared): rewire, templates.
+        for _receiver, lines in node_prepared.send(sender=Node, node=node, engine=engine, templates=wanted):
+            for line in lines:
+                self.stdout.write(line)
 
     def _prepare_host(self, o) -> None:
         try:
@@ -180,7 +173,7 @@ def _refresh_other_firewalls(node: Node) -> None:
     """The other nodes of this host learn this node's VM network (their VMs may not be
     routed to it): their tables are written again, elements kept."""
     from engines.network.nftables import NftError
-    from engines.registry import node_firewall
+    from nodes.registry import node_firewall
 
     for other in Node.objects.exclude(pk=node.pk).exclude(uri__startswith="test://"):
         firewall = node_firewall(other)

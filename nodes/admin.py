@@ -1,75 +1,39 @@
 """Nodes in the admin: the fleet. Where engines run, whether each node's cluster still
-beats, how much of each is used and free, and what waits in its queue."""
+beats, what it had free at its last beat, and what waits in its queue.
+
+What the VMs use on each node, and reconciling a node's VMs, are vms' to show and do:
+vms/node_admin.py extends this admin with them and registers the extended one."""
 
 from __future__ import annotations
 
 import threading
 
 from django.contrib import admin, messages
-from django.db.models import Count, OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from engines.models import Node
-from engines.registry import driver_class, forget_engines, node_options
+from nodes import fleet
+from nodes.models import Node
+from nodes.registry import forget_engines, node_health
 from ttportal.admin_actions import OperateMixin, allowed, policy_bound
-from vms import fleet
-from vms.models import PortMapping, Vm, live_vms
 
 TEST_DRIVER_WARNING = "libvirt test driver: boots nothing; for tests only"
-
-# Fields that describe where the node's existing VMs live: changing them under
-# live VMs would orphan their domains, images and derived addresses.
-LOCKED_WHILE_IN_USE = ("kind", "uri", "vm_network", "mac_prefix", "pool_name", "network_name", "bridge")
-
-
-def _ports_used(protocol: str):
-    # A subquery, not a second join: joining both vms and port_mappings would
-    # multiply the rows each aggregate counts.
-    used = (
-        PortMapping.objects.filter(node=OuterRef("pk"), protocol=protocol)
-        .order_by()
-        .values("node")
-        .annotate(n=Count("pk"))
-        .values("n")[:1]
-    )
-    return Coalesce(Subquery(used), 0)
-
-
-def _of(used: int, capacity: int, unit: str = "") -> str:
-    if not capacity:
-        return f"{used} / ∞{unit}"
-    return f"{used} / {capacity}{unit} ({capacity - used} free)"
-
 
 # The queue depths of the change list being drawn: read from the broker once per page
 # (one query or one Redis pipeline), not once per row. Per thread: one request each.
 _page = threading.local()
 
 
-def node_health(node: Node) -> tuple[bool, str]:
-    """The node's driver's own check (VmEngine.health), through a driver that is not
-    initialised: a page view must not set up a node. Whatever goes wrong (an unknown kind,
-    a daemon that does not answer, a driver bug) is the finding, never a failed page."""
-    try:
-        return driver_class(node.kind)(uri=node.uri, options=node_options(node)).health()
-    except Exception as exc:
-        return False, f"{exc.__class__.__name__}: {exc}"
-
-
 @admin.register(Node)
 class NodeAdmin(OperateMixin, admin.ModelAdmin):
     list_display = (
-        "name", "kind", "state", "last_beat", "queue_depth", "live_vm_count", "running_count",
-        "cpu_in_use", "mem_in_use", "ports_in_use", "port_range", "public_host", "vm_network",
+        "name", "kind", "state", "last_beat", "queue_depth", "port_range", "public_host", "vm_network",
         "driver_warning",
     )
     list_filter = ("kind", "enabled", "drained", "own_cluster")
     search_fields = ("name", "uri", "public_host", "notes")
-    actions = ("reconcile", "drain", "undrain")
+    actions = ("drain", "undrain")
     readonly_fields = ("driver_warning", "health", "state", "last_beat", "beat_detail", "queue_depth",
-                       "down_since", "live_vm_count", "running_count", "cpu_in_use", "mem_in_use",
-                       "ports_in_use", "created_at")
+                       "down_since", "created_at")
     fieldsets = (
         (None, {"fields": ("driver_warning", "name", "kind", "uri", "health", "enabled", "notes")}),
         ("Fleet", {"fields": (("state", "down_since"), "drained", "own_cluster", "last_beat", "beat_detail",
@@ -79,25 +43,9 @@ class NodeAdmin(OperateMixin, admin.ModelAdmin):
         ("Storage", {"fields": ("pool_name",)}),
         ("Firecracker", {"fields": ("binary", "jailer"),
                          "description": "Firecracker nodes only: the binaries VMs are started with."}),
-        ("Capacity", {"fields": (("cpu_capacity", "mem_capacity_mb", "disk_capacity_mb"),
-                                 ("live_vm_count", "cpu_in_use", "mem_in_use", "ports_in_use"))}),
+        ("Capacity", {"fields": (("cpu_capacity", "mem_capacity_mb", "disk_capacity_mb"),)}),
         ("Record", {"fields": ("created_at",)}),
     )
-
-    @admin.action(description="Reconcile: record what the node really runs, rewrite its firewall")
-    def reconcile(self, request, queryset):
-        from vms.reconcile import reconcile_node
-
-        if not allowed(self, request, "node_reconcile"):
-            return
-        for node in queryset:
-            try:
-                drifted = reconcile_node(node.pk)
-            except Exception as exc:  # an unreachable node: say so, go on with the others
-                self.message_user(request, f"{node}: {exc.__class__.__name__}: {exc}", messages.ERROR)
-                continue
-            level = messages.WARNING if drifted else messages.SUCCESS
-            self.message_user(request, f"{node}: {drifted} VMs had drifted (see their operations)", level)
 
     @admin.action(description="Drain: place nothing new there (what runs keeps running)")
     def drain(self, request, queryset):
@@ -113,50 +61,15 @@ class NodeAdmin(OperateMixin, admin.ModelAdmin):
         changed = fleet.set_drained(queryset, False)
         self.message_user(request, f"{changed} nodes take new VMs again", messages.SUCCESS)
 
-    policy_bound(reconcile, "node_reconcile")
     policy_bound(drain, "node_drain")
     policy_bound(undrain, "node_undrain")
 
     def get_queryset(self, request):
-        # What scheduling counts as using a node (vms.placement): its live VMs.
-        running = Q(vms__status=Vm.Status.RUNNING)
-        return super().get_queryset(request).select_related("heartbeat").annotate(
-            running_vms=Count("vms", filter=running),
-            live_vms=Count("vms", filter=live_vms()),
-            cpu_used=Sum("vms__cpu_num", filter=live_vms(), default=0),
-            mem_used=Sum("vms__mem_mb", filter=live_vms(), default=0),
-            tcp_used=_ports_used(PortMapping.Protocol.TCP),
-            udp_used=_ports_used(PortMapping.Protocol.UDP),
-        )
-
-    def get_readonly_fields(self, request, obj=None):
-        fields = super().get_readonly_fields(request, obj)
-        if obj is not None and getattr(obj, "live_vms", 0):
-            fields = (*fields, *LOCKED_WHILE_IN_USE)
-        return fields
+        return super().get_queryset(request).select_related("heartbeat")
 
     @admin.display(description="ports")
     def port_range(self, node: Node) -> str:
         return f"{node.port_min}-{node.port_max}"
-
-    @admin.display(description="live VMs", ordering="live_vms")
-    def live_vm_count(self, node: Node) -> int:
-        return getattr(node, "live_vms", 0)
-
-    @admin.display(description="vCPUs used", ordering="cpu_used")
-    def cpu_in_use(self, node: Node) -> str:
-        return _of(getattr(node, "cpu_used", 0), node.cpu_capacity)
-
-    @admin.display(description="memory used", ordering="mem_used")
-    def mem_in_use(self, node: Node) -> str:
-        return _of(getattr(node, "mem_used", 0), node.mem_capacity_mb, " MiB")
-
-    @admin.display(description="public ports used")
-    def ports_in_use(self, node: Node) -> str:
-        size = node.port_max - node.port_min + 1 if node.port_min and node.port_max else 0
-        tcp, udp = getattr(node, "tcp_used", 0), getattr(node, "udp_used", 0)
-        # Each protocol has the whole range to itself.
-        return f"tcp {tcp} / {size}, udp {udp} / {size}"
 
     @admin.display(description="state")
     def state(self, node: Node) -> str:
@@ -204,10 +117,6 @@ class NodeAdmin(OperateMixin, admin.ModelAdmin):
         depth = depths.get(queue)
         shown = "?" if depth is None else str(depth)
         return shown if node.own_cluster else f"{shown} (site queue)"
-
-    @admin.display(description="running", ordering="running_vms")
-    def running_count(self, node: Node) -> int:
-        return getattr(node, "running_vms", 0)
 
     @admin.display(description="health")
     def health(self, node: Node) -> str:

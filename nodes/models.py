@@ -95,6 +95,8 @@ class Node(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        # The table keeps the name it had when Node was a model of the `engines` app.
+        db_table = "engines_node"
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(
@@ -169,6 +171,9 @@ class NodeHeartbeat(models.Model):
     engine_ok = models.BooleanField(default=True)
     engine_note = models.CharField(max_length=500, blank=True,
                                    help_text="What the engine's health check said.")
+
+    class Meta:
+        db_table = "engines_nodeheartbeat"  # as when it was a model of the `engines` app
 
     def __str__(self) -> str:
         return f"{self.node_id} at {self.beat_at:%H:%M:%S}"

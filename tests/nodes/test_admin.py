@@ -1,4 +1,5 @@
-"""The node admin: configuration, capacity in use, and a loud test-driver warning."""
+"""The node admin: configuration, fleet state, health, and a loud test-driver warning.
+What the VMs use on each node, and reconciling: tests/vms/test_node_admin.py."""
 
 from __future__ import annotations
 
@@ -6,15 +7,14 @@ import pytest
 from django.contrib.admin import site as admin_site
 from django.urls import reverse
 
-from engines.admin import TEST_DRIVER_WARNING
 from engines.docker.engine import DockerEngine
 from engines.libvirt.engine import LibvirtEngine
-from engines.models import Node
-from envs.services import env_destroy
+from nodes.admin import TEST_DRIVER_WARNING
+from nodes.models import Node
 from tests.admin_support import count_queries, grant, make_env, make_operator, messages_of, offered_actions
 from vms.models import Vm
 
-NODES = reverse("admin:engines_node_changelist")
+NODES = reverse("admin:nodes_node_changelist")
 
 NODE_FORM = {
     "name": "kvm-1", "kind": "libvirt", "uri": "qemu+ssh://kvm-1/system", "enabled": "on", "notes": "",
@@ -35,58 +35,27 @@ def test_it_shows_the_node_list_and_page_with_the_test_driver_warning(client, ro
     assert response.status_code == 200
     assert TEST_DRIVER_WARNING in response.content.decode()
     assert ("warning", f"local-test: {TEST_DRIVER_WARNING}") in messages_of(response)
-    response = client.get(reverse("admin:engines_node_change", args=[node.pk]))
+    response = client.get(reverse("admin:nodes_node_change", args=[node.pk]))
     assert response.status_code == 200
     assert ("warning", f"local-test: {TEST_DRIVER_WARNING}") in messages_of(response)
-    assert client.get(reverse("admin:engines_node_add")).status_code == 200
+    assert client.get(reverse("admin:nodes_node_add")).status_code == 200
 
 
 def test_it_adds_a_real_node_without_the_warning(client, root):
-    response = client.post(reverse("admin:engines_node_add"), NODE_FORM)
+    response = client.post(reverse("admin:nodes_node_add"), NODE_FORM)
     assert response.status_code == 302, response.context["adminform"].form.errors
     kvm = Node.objects.get(name="kvm-1")
     assert (kvm.port_min, kvm.port_max, kvm.cpu_capacity) == (30000, 30999, 32)
-    response = client.get(reverse("admin:engines_node_change", args=[kvm.pk]))
+    response = client.get(reverse("admin:nodes_node_change", args=[kvm.pk]))
     assert TEST_DRIVER_WARNING not in response.content.decode()
     assert [level for level, _ in messages_of(response)] == ["success"]  # "was added", no warning
 
 
 def test_it_refuses_a_bad_port_range(client, root):
-    response = client.post(reverse("admin:engines_node_add"), {**NODE_FORM, "port_min": "31000"})
+    response = client.post(reverse("admin:nodes_node_add"), {**NODE_FORM, "port_min": "31000"})
     assert response.status_code == 200
     assert "port_max" in response.context["adminform"].form.errors
     assert not Node.objects.exists()
-
-
-def test_it_shows_the_capacity_in_use(client, root, node, alice, bob, template, run_tasks):
-    Node.objects.filter(pk=node.pk).update(cpu_capacity=8, mem_capacity_mb=4096)
-    make_env(alice, name="a", vms=2, ports=(22, "53/udp"))
-    gone = make_env(bob, name="gone", run=run_tasks, ports=(80,))
-    with run_tasks():
-        env_destroy(env=gone, by=bob)  # destroyed VMs hold nothing
-    assert Vm.objects.filter(status=Vm.Status.DESTROYED).count() == 1
-    response = client.get(NODES)
-    row = response.context["cl"].result_list[0]
-    assert (row.live_vms, row.cpu_used, row.mem_used, row.tcp_used, row.udp_used) == (2, 2, 512, 2, 2)
-    text = response.content.decode()
-    for shown in ("2 / 8", "512 / 4096 MiB", "tcp 2 / 1000, udp 2 / 1000", "20000-20999"):
-        assert shown in text, shown
-
-
-def test_it_shows_unlimited_capacity_and_an_empty_node(client, root, node):
-    text = client.get(NODES).content.decode()
-    assert "0 / ∞ MiB" in text
-    assert "tcp 0 / 1000, udp 0 / 1000" in text
-
-
-def test_it_locks_where_vms_live_while_the_node_has_any(client, root, node, alice, template):
-    make_env(alice)
-    form = {**NODE_FORM, "name": "local-test", "vm_network": "10.200.0.0/16", "enabled": ""}
-    response = client.post(reverse("admin:engines_node_change", args=[node.pk]), form)
-    assert response.status_code == 302, response.context["adminform"].form.errors
-    node.refresh_from_db()
-    assert (node.vm_network, node.uri, node.mac_prefix) == ("10.100.0.0/16", "test:///default", "52:54:00")
-    assert not node.enabled  # the rest is still configurable
 
 
 def test_it_sends_non_staff_to_the_login_page(client, alice):
@@ -108,20 +77,6 @@ def test_it_lists_nodes_in_a_constant_number_of_queries(client, root, node, alic
     assert Vm.objects.count() == 10
     assert Node.objects.filter(vms__isnull=False).distinct().count() == 3
     assert count_queries(client, NODES) == one
-
-
-def test_it_reconciles_a_node_from_the_admin(client, alice, node, template, run_tasks):
-    from tests.support import domain
-
-    make_operator(client)
-    vm = make_env(alice, run=run_tasks).vms.get()
-    domain(vm).destroy()
-    response = client.post(
-        "/admin/engines/node/", {"action": "reconcile", "_selected_action": [node.pk]}, follow=True
-    )
-    assert ("warning", f"{node.name}: 1 VMs had drifted (see their operations)") in messages_of(response)
-    vm.refresh_from_db()
-    assert vm.status == "stopped"
 
 
 # --- health, and every engine kind's fields ------------------------------------------------
@@ -149,7 +104,7 @@ def docker_node(db, monkeypatch):
 
 
 def test_it_shows_the_health_of_a_libvirt_test_driver_node(client, root, node):
-    response = client.get(reverse("admin:engines_node_change", args=[node.pk]))
+    response = client.get(reverse("admin:nodes_node_change", args=[node.pk]))
     assert response.status_code == 200
     ok, message = LibvirtEngine(uri=node.uri).health()
     assert ok
@@ -157,7 +112,7 @@ def test_it_shows_the_health_of_a_libvirt_test_driver_node(client, root, node):
 
 
 def test_it_shows_a_docker_node_whose_socket_is_missing_as_unhealthy(client, root, docker_node):
-    response = client.get(reverse("admin:engines_node_change", args=[docker_node.pk]))
+    response = client.get(reverse("admin:nodes_node_change", args=[docker_node.pk]))
     assert response.status_code == 200
     health = health_of(response)
     assert health.startswith("✘ ") and "unix:///nonexistent.sock" in health, health
@@ -167,7 +122,7 @@ def test_it_shows_a_docker_node_whose_socket_is_missing_as_unhealthy(client, roo
 def test_it_lists_every_kind_with_its_capacity_and_asks_no_engine(client, root, node, docker_node,
                                                                    monkeypatch):
     # The list stays quick whatever the nodes: their engines are asked on each node's own page.
-    monkeypatch.setattr("engines.admin.node_health", lambda node: pytest.fail("the list asked an engine"))
+    monkeypatch.setattr("nodes.admin.node_health", lambda node: pytest.fail("the list asked an engine"))
     response = client.get(NODES)
     assert response.status_code == 200
     text = response.content.decode()
@@ -182,13 +137,13 @@ def test_it_shows_a_health_check_that_raises_as_its_message(client, root, node, 
         raise RuntimeError("the driver fell over")
 
     monkeypatch.setattr(LibvirtEngine, "health", broken)
-    response = client.get(reverse("admin:engines_node_change", args=[node.pk]))
+    response = client.get(reverse("admin:nodes_node_change", args=[node.pk]))
     assert response.status_code == 200
     assert health_of(response) == "✘ RuntimeError: the driver fell over"
 
 
 def test_it_shows_no_health_on_the_add_page(client, root):
-    response = client.get(reverse("admin:engines_node_add"))
+    response = client.get(reverse("admin:nodes_node_add"))
     assert response.status_code == 200
     assert health_of(response) == ""
 
@@ -196,11 +151,11 @@ def test_it_shows_no_health_on_the_add_page(client, root):
 def test_it_keeps_a_firecracker_nodes_binaries(client, root):
     form = {**NODE_FORM, "name": "fc-1", "kind": "firecracker", "uri": "unix:///run/fc",
             "binary": "/opt/fc/firecracker", "jailer": "/opt/fc/jailer"}
-    response = client.post(reverse("admin:engines_node_add"), form)
+    response = client.post(reverse("admin:nodes_node_add"), form)
     assert response.status_code == 302, response.context["adminform"].form.errors
     fc = Node.objects.get(name="fc-1")
     assert (fc.kind, fc.binary, fc.jailer) == ("firecracker", "/opt/fc/firecracker", "/opt/fc/jailer")
-    response = client.get(reverse("admin:engines_node_change", args=[fc.pk]))
+    response = client.get(reverse("admin:nodes_node_change", args=[fc.pk]))
     assert response.status_code == 200
     assert [name for name, _ in response.context["adminform"].fieldsets].count("Firecracker") == 1
     text = response.content.decode()
@@ -208,11 +163,11 @@ def test_it_keeps_a_firecracker_nodes_binaries(client, root):
     assert health_of(response).startswith(("✔ ", "✘ "))
 
 
-# --- node actions take engines.change_node --------------------------------------------------------
+# --- node actions take nodes.change_node --------------------------------------------------------
 
 
 def test_staff_who_may_only_view_nodes_cannot_drain_or_reconcile_them(client, stan, node):
-    grant(stan, "engines.view_node")
+    grant(stan, "nodes.view_node")
     client.force_login(stan)
     assert client.get(NODES).status_code == 200
     assert offered_actions(client, NODES) == set()
@@ -225,7 +180,7 @@ def test_staff_who_may_only_view_nodes_cannot_drain_or_reconcile_them(client, st
     # Not through the function the action runs either (the admin's own door aside).
     from django.test import RequestFactory
 
-    from engines.admin import NodeAdmin
+    from nodes.admin import NodeAdmin
 
     request = RequestFactory().post(NODES)
     request.user = stan
@@ -233,11 +188,11 @@ def test_staff_who_may_only_view_nodes_cannot_drain_or_reconcile_them(client, st
     NodeAdmin(Node, admin_site).drain(request, Node.objects.filter(pk=node.pk))
     node.refresh_from_db()
     assert not node.drained
-    assert any("engines.change_node" in m for m in request._messages.said)
+    assert any("nodes.change_node" in m for m in request._messages.said)
 
 
 def test_staff_holding_change_node_drain_and_undrain(client, stan, node):
-    grant(stan, "engines.view_node", "engines.change_node")
+    grant(stan, "nodes.view_node", "nodes.change_node")
     client.force_login(stan)
     assert offered_actions(client, NODES) == {"drain", "undrain", "reconcile"}
     response = client.post(NODES, {"action": "drain", "_selected_action": [node.pk], "index": "0"},
@@ -264,3 +219,9 @@ class _Messages:
 
     def add(self, level, message, extra_tags=""):
         self.said.append(str(message))
+
+
+def test_the_old_admin_address_of_the_nodes_leads_to_the_new_one(client, node):
+    response = client.get(f"/admin/engines/node/{node.pk}/change/?x=1")
+    assert response.status_code == 301
+    assert response["Location"] == f"/admin/nodes/node/{node.pk}/change/?x=1"

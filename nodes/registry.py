@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from engines.base import VmEngine
-from engines.models import Node
 from engines.network.addresses import host_networks
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.specs import port_prefix
+from nodes.models import Node
 from ttportal.errors import EngineError, ErrorCode
 
 DRIVERS: dict[str, str] = {
@@ -109,6 +109,16 @@ def console_log(node: Node, vm_name: str) -> str | None:
     """The end of a VM's serial console (see VmEngine.console_log), read through a
     driver that is not initialised: showing a log must not set up the node."""
     return driver_class(node.kind)(uri=node.uri, options=node_options(node)).console_log(vm_name)
+
+
+def node_health(node: Node) -> tuple[bool, str]:
+    """The node's driver's own check (VmEngine.health), through a driver that is not
+    initialised: a page view must not set up a node. Whatever goes wrong (an unknown kind,
+    a daemon that does not answer, a driver bug) is the finding, never a failed page."""
+    try:
+        return driver_class(node.kind)(uri=node.uri, options=node_options(node)).health()
+    except Exception as exc:
+        return False, f"{exc.__class__.__name__}: {exc}"
 
 
 def forget_engines() -> None:

@@ -1,6 +1,0 @@
-from django.apps import AppConfig
-
-
-class EnginesConfig(AppConfig):
-    name = "engines"
-    verbose_name = "Nodes and engines"
