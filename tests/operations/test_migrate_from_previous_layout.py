@@ -1,8 +1,8 @@
-"""A database made by the layout before the operations app (Operation in envs, every task
-in envs.tasks) migrates to today's without losing anything: its operations (with their
-Env, VM, snapshot, node and requester), their kinds, statuses and errors, the
-notifications that name them, the permissions on them, and the schedules, whose task
-paths now resolve to the tasks where they live.
+"""A database made by the layout before the operations and nodes apps (Operation in envs,
+Node in engines, every task in envs.tasks) migrates to today's without losing anything:
+its operations (with their Env, VM, snapshot, node and requester), their kinds, statuses
+and errors, the notifications that name them, the permissions on them, and the
+schedules, whose task paths now resolve to the tasks where they live.
 
 The old layout is rebuilt by migrating this test's database back to the last migrations
 of that layout; its rows are written with the historical models of that state.
@@ -19,8 +19,9 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-# The last migration of each project app before the operations app existed. Apps that
-# did not exist then are migrated to zero.
+# The last migration of each project app before the operations and nodes apps existed
+# (`engines` is now the label of nodes.history). Apps that did not exist then are migrated
+# to zero.
 PREVIOUS_LAYOUT = {
     "accounts": "0005_quota_ports",
     "engines": "0005_node_disk",
