@@ -65,8 +65,9 @@ def pool_full(pool) -> bool:
 
 
 def one_round(rnd: int, side: str, user) -> dict:
-    from envs.models import Env, Operation
+    from envs.models import Env
     from envs.services import env_create, env_destroy
+    from operations.models import Operation
     from vms.specs import NewVm
 
     waiter = c.HttpWaiter(netns=c.NETNS)

@@ -42,9 +42,10 @@ def run(rounds: int, seed: int) -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from envs.models import Env, Operation
+    from envs.models import Env
     from envs.services import env_create, env_destroy
     from nodes.models import Node
+    from operations.models import Operation
     from tests.integration import agreement
     from tests.integration.cluster import Cluster, kill_during, wait_until_done
     from vms.specs import NewVm

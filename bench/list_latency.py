@@ -33,6 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from envs.kinds import EnvKind
+from vms.kinds import VmKind
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 TARGET_MS = 50.0
@@ -59,8 +62,9 @@ def build(scale: int, nodes: list | None = None) -> dict:
     from django.utils import timezone
 
     from accounts.services import token_create
-    from envs.models import Env, Operation
+    from envs.models import Env
     from nodes.models import Node
+    from operations.models import Operation
     from vms.models import PortMapping, Snapshot, Vm, VmTemplate
 
     user_model = get_user_model()
@@ -127,14 +131,14 @@ def build(scale: int, nodes: list | None = None) -> dict:
     ], batch_size=5000)
 
     # A finished env_create per Env, a few more on the big Env, and one still running elsewhere.
-    ops = [Operation(kind=Operation.Kind.ENV_CREATE, status=Operation.Status.SUCCEEDED, env=env,
+    ops = [Operation(kind=EnvKind.ENV_CREATE, status=Operation.Status.SUCCEEDED, env=env,
                      target=env.name, requested_by_id=env.owner_id, progress=100,
                      log="allocating\ncreating VMs\ndone", created_at=env.start_at)
            for env in envs]
-    ops += [Operation(kind=Operation.Kind.VM_START, status=Operation.Status.SUCCEEDED, env=big_env,
+    ops += [Operation(kind=VmKind.VM_START, status=Operation.Status.SUCCEEDED, env=big_env,
                       target=f"{big_env.name}/vm{i + 1}", requested_by=me, progress=100, log="started")
             for i in range(30)]
-    ops.append(Operation(kind=Operation.Kind.ENV_STOP, status=Operation.Status.RUNNING, env=envs[1],
+    ops.append(Operation(kind=EnvKind.ENV_STOP, status=Operation.Status.RUNNING, env=envs[1],
                          target=envs[1].name, requested_by=me, progress=40, log="stopping vm1"))
     Operation.objects.bulk_create(ops, batch_size=2000)
 

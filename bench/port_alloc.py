@@ -91,9 +91,10 @@ def worker(rounds: int, warm_up: int, out: Path) -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from envs.models import Env, Operation
+    from envs.models import Env
     from envs.services import env_create
     from nodes.models import Node
+    from operations.models import Operation
     from vms.models import PortMapping, Vm, VmTemplate
     from vms.services import vm_set_ports
     from vms.specs import NewVm

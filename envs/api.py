@@ -16,7 +16,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from envs import peering, policy, services
-from envs.models import Env, Operation
+from envs.models import Env
 from envs.serializers import (
     DenyOutgoing,
     EnvCreate,
@@ -25,6 +25,8 @@ from envs.serializers import (
     OperationSerializer,
     PeerRequest,
 )
+from operations import registry
+from operations.models import Operation
 from ttportal.api import idempotency_key
 from ttportal.api_query import BoolFilter, IdFilter, StrictFilterSet, TextFilter
 from ttportal.errors import ConflictingInput, Forbidden, NotFound
@@ -219,7 +221,7 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
 
 class OperationFilter(StrictFilterSet):
     status = django_filters.ChoiceFilter(choices=Operation.Status.choices)
-    kind = django_filters.ChoiceFilter(choices=Operation.Kind.choices)
+    kind = django_filters.ChoiceFilter(choices=registry.KIND_CHOICES)
     env = IdFilter(field_name="env_id")
     vm = IdFilter(field_name="vm_id")
     snapshot = IdFilter(field_name="snapshot_id")

@@ -3,18 +3,14 @@ from django.apps import AppConfig
 
 class EnvsConfig(AppConfig):
     name = "envs"
-    verbose_name = "Environments and operations"
+    verbose_name = "Environments"
 
     def ready(self) -> None:
-        from django_q.signals import post_spawn
-
-        from envs import runner, steps, worker
+        from envs import kinds, steps
         from envs.metrics import EnvCollector
-        from envs.operation_metrics import OperationCollector
+        from operations import registry
         from ttportal import metrics
 
-        runner.register(steps.STEPS)
-        # Each new worker process of the task cluster gets its keeper thread.
-        post_spawn.connect(worker.on_worker_spawn, dispatch_uid="tt-worker-keeper")
+        kinds.register()
+        registry.register_steps(steps.STEPS)
         metrics.register(EnvCollector())
-        metrics.register(OperationCollector())

@@ -20,7 +20,7 @@ from django import forms
 from django.conf import settings
 
 from envs import services
-from envs.models import Operation
+from operations.models import Operation
 from ttportal.errors import InvalidInput, TTError
 from ttportal.hours import MIN_SECONDS, hours, parse_hours
 from ttportal.refusals import refused

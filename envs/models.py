@@ -1,4 +1,4 @@
-"""Env (the seed's Env + EnvState) and Operation (the async-op and audit record)."""
+"""Env (the seed's Env + EnvState) and Peering. The Operation record is operations.models."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from engines.errors import ErrorCode
 from ttportal import permissions
 from ttportal.validators import validate_dns_label
 
@@ -146,137 +145,3 @@ class Peering(models.Model):
 
     def other(self, env: Env) -> Env:
         return self.env_b if env.pk == self.env_a_id else self.env_a
-
-
-class OperationQuerySet(models.QuerySet):
-    def visible_to(self, user) -> OperationQuerySet:
-        if permissions.sees_others(user, "operation_view"):
-            return self
-        return self.filter(env__owner=user)
-
-
-class Operation(models.Model):
-    """One long or audited action: its progress while it runs, the record afterwards."""
-
-    class Kind(models.TextChoices):
-        ENV_CREATE = "env_create", "Create Env"
-        ENV_EXTEND = "env_extend", "Extend Env"
-        ENV_START = "env_start", "Start Env"
-        ENV_STOP = "env_stop", "Stop Env"
-        ENV_DENY_OUTGOING = "env_set_deny_outgoing", "Set outgoing traffic"
-        ENV_DESTROY = "env_destroy", "Destroy Env"
-        ENV_EXPIRE = "env_expire", "Expire Env"
-        VM_ADD = "vm_add", "Add VM"
-        VM_START = "vm_start", "Start VM"
-        VM_STOP = "vm_stop", "Stop VM"
-        VM_SUSPEND = "vm_suspend", "Suspend VM"
-        VM_DESTROY = "vm_destroy", "Destroy VM"
-        VM_SET_BLACKLIST = "vm_set_blacklist", "Set blacklist"
-        VM_SET_PORTS = "vm_set_ports", "Set forwarded ports"
-        SNAPSHOT_CREATE = "snapshot_create", "Take snapshot"
-        SNAPSHOT_APPLY = "snapshot_apply", "Apply snapshot"
-        SNAPSHOT_DESTROY = "snapshot_destroy", "Delete snapshot"
-        SNAPSHOT_EXPIRE = "snapshot_expire", "Expire snapshot"
-        ENV_PEER = "env_peer", "Peer with an Env"
-        ENV_UNPEER = "env_unpeer", "End a peering"
-        VM_RECONCILE = "vm_reconcile", "Reconcile VM"
-        NODE_DRIFT = "node_drift", "Drift on a node"
-        WARM_FILL = "warm_fill", "Fill warm pool"
-        WARM_DISCARD = "warm_discard", "Discard warm spares"
-        VM_DISK_STOP = "vm_disk_stop", "Stop VM past its disk"
-
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-
-    DONE = (Status.SUCCEEDED, Status.FAILED)
-    LIVE = (Status.QUEUED, Status.RUNNING)
-
-    kind = models.CharField(max_length=32, choices=Kind.choices)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    env = models.ForeignKey(
-        Env, null=True, blank=True, on_delete=models.CASCADE, related_name="operations",
-        help_text="Empty only for what concerns a node alone (drift no Env owns).",
-    )
-    vm = models.ForeignKey(
-        "vms.Vm", null=True, blank=True, on_delete=models.SET_NULL, related_name="operations"
-    )
-    snapshot = models.ForeignKey(
-        "vms.Snapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="operations"
-    )
-    target = models.CharField(max_length=200, blank=True, help_text="What it acted on, kept after deletion.")
-    params = models.JSONField(default=dict, blank=True)
-    progress = models.PositiveSmallIntegerField(default=0)
-    error_code = models.CharField(max_length=32, blank=True, choices=ErrorCode.choices())
-    error_message = models.TextField(blank=True)
-    log = models.TextField(blank=True)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-        related_name="operations", help_text="Who asked (an operator acting for an owner shows here).",
-    )
-    idempotency_key = models.CharField(max_length=128, blank=True, default="")
-    # What the keyed request asked (envs.operations.request_fingerprint): the same key
-    # with another request is refused rather than answered with this operation.
-    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    # The lease (envs/runner.py): who runs it, which attempt, and when that
-    # worker last said it is still at it. A lease that stops being renewed is
-    # taken over by the recovery pass (envs/recovery.py).
-    attempt = models.PositiveSmallIntegerField(
-        default=0, help_text="How many times a worker has taken it (0: not yet)."
-    )
-    worker = models.CharField(max_length=200, blank=True, help_text="The worker holding its lease.")
-    heartbeat_at = models.DateTimeField(
-        null=True, blank=True, help_text="When its worker last renewed the lease."
-    )
-    dispatched_at = models.DateTimeField(
-        null=True, blank=True, help_text="When a task for it was last handed to the broker."
-    )
-    # Whose task cluster runs it (envs/runner.dispatch): the node of its VM, or of most
-    # of its Env's VMs. Empty: the site's cluster (no VM yet, or a node-less record).
-    node = models.ForeignKey(
-        "nodes.Node", null=True, blank=True, on_delete=models.SET_NULL, related_name="operations",
-        help_text="The node whose task cluster runs it.",
-    )
-
-    objects = OperationQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["requested_by", "idempotency_key"],
-                condition=~Q(idempotency_key=""),
-                name="operation_idempotency_key_unique_per_user",
-            ),
-        ]
-        indexes = [models.Index(fields=["status", "created_at"], name="operation_status_idx")]
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.target} [{self.status}]"
-
-    @property
-    def is_done(self) -> bool:
-        return self.status in self.DONE
-
-    @property
-    def is_live(self) -> bool:
-        return self.status in self.LIVE
-
-    @property
-    def vm_ids(self) -> set[int]:
-        """Every VM it acts on: its own VM, and those an Env-wide action names."""
-        ids = {int(pk) for pk in (self.params or {}).get("vm_ids", [])}
-        if self.vm_id:
-            ids.add(self.vm_id)
-        return ids
-
-    @property
-    def duration(self):
-        if self.started_at and self.finished_at:
-            return self.finished_at - self.started_at
-        return None

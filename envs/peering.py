@@ -18,14 +18,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from envs import policy
-from envs.models import Env, Operation, Peering
-from envs.operations import idempotent, record
+from envs.kinds import EnvKind
+from envs.models import Env, Peering
+from operations.models import Operation
+from operations.recording import idempotent, record
 from ttportal import limits, ratelimit
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import state
 from vms.models import Vm
-
-K = Operation.Kind
 
 
 def find_env(ref, *, field: str = "env") -> Env:
@@ -88,14 +88,14 @@ def env_peer(*, env: Env, other: Env, by, idempotency_key: str = "") -> Operatio
     ratelimit.take("peer", user=by)
     if current is None and not both:
         peering = Peering.objects.create(env_a=a, env_b=b, asked_for=env, requested_by=by)
-        return record(K.ENV_PEER, env=env, by=by, idempotency_key=idempotency_key, run=False,
+        return record(EnvKind.ENV_PEER, env=env, by=by, idempotency_key=idempotency_key, run=False,
                       status=Operation.Status.SUCCEEDED, target=f"{env.name} -> {other.owner}/{other.name}",
                       params={"peering": peering.pk, "asked": True})
     peering = current or Peering(env_a=a, env_b=b, asked_for=env, requested_by=by, created_at=now)
     previous = peering.status if current else Peering.Status.ENDED
     peering.status, peering.accepted_by, peering.accepted_at = Peering.Status.ACTIVE, by, now
     peering.save()
-    return _rewire(K.ENV_PEER, peering, env, by=by, idempotency_key=idempotency_key, previous=previous)
+    return _rewire(EnvKind.ENV_PEER, peering, env, by=by, idempotency_key=idempotency_key, previous=previous)
 
 
 @idempotent
@@ -112,10 +112,11 @@ def env_unpeer(*, env: Env, other: Env, by, idempotency_key: str = "") -> Operat
     peering.status, peering.ended_at = Peering.Status.ENDED, timezone.now()
     peering.save(update_fields=["status", "ended_at"])
     if previous == Peering.Status.PENDING:
-        return record(K.ENV_UNPEER, env=env, by=by, idempotency_key=idempotency_key, run=False,
+        return record(EnvKind.ENV_UNPEER, env=env, by=by, idempotency_key=idempotency_key, run=False,
                       status=Operation.Status.SUCCEEDED, target=f"{env.name} -/- {other.owner}/{other.name}",
                       params={"peering": peering.pk, "asked": True})
-    return _rewire(K.ENV_UNPEER, peering, env, by=by, idempotency_key=idempotency_key, previous=previous)
+    return _rewire(EnvKind.ENV_UNPEER, peering, env, by=by, idempotency_key=idempotency_key,
+                   previous=previous)
 
 
 def peerings_of(env: Env) -> dict[str, list[Env]]:

@@ -20,7 +20,7 @@ from django.conf import settings
 
 from envs.models import Env
 from ttportal.errors import CooldownActive, Forbidden, IllegalState
-from ttportal.permissions import ACTIONS, check, may, permission_for  # noqa: F401  (the one table)
+from ttportal.permissions import ACTIONS, check, check_staff, may, permission_for  # noqa: F401  (the one table)
 
 
 def check_can_manage(user, env: Env, action: str) -> None:
@@ -34,13 +34,6 @@ def may_manage(user, env: Env, action: str) -> bool:
     except Forbidden:
         return False
     return True
-
-
-def check_staff(user, action: str) -> None:
-    """Operators only (actions on the platform rather than on one's own Envs)."""
-    if user is None or not user.is_authenticated:
-        raise Forbidden("only staff may do this")
-    check(user, action)
 
 
 def check_live(env: Env) -> None:

@@ -7,7 +7,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from envs import peering, policy
-from envs.models import Env, Operation
+from envs.models import Env
+from operations.models import Operation
 from ttportal import limits
 from ttportal.api_fields import Boolean, DateTime, Integer, Name, StrictSerializer, Text
 from vms.serializers import NewVmSerializer, VmBriefSerializer

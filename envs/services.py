@@ -14,17 +14,17 @@ from django.utils import timezone
 
 from accounts import quotas
 from accounts.quotas import Usage
-from envs import lease, policy, recovery, runner
-from envs.models import Env, Operation
-from envs.operations import idempotent, record, sweep
+from envs import policy
+from envs.kinds import EnvKind
+from envs.models import Env
+from operations.models import Operation
+from operations.recording import idempotent, record, sweep
 from ttportal import limits, ratelimit
-from ttportal.errors import ConflictingInput, ErrorCode, IllegalState, InvalidInput, TTError
+from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import state, usage
 from vms.models import Vm
 from vms.services import check_vms, claim_for_destroy, insert_vms, ports_of
 from vms.specs import NewVm, check_name
-
-K = Operation.Kind
 
 
 def _end_from(
@@ -106,7 +106,7 @@ def env_create(
                                                       ports=ports_of(checked)), used=used)
     created = insert_vms(env, checked)
     params = {"vm_ids": [vm.pk for vm in created], "start": True}
-    return record(K.ENV_CREATE, env=env, by=by, idempotency_key=idempotency_key,
+    return record(EnvKind.ENV_CREATE, env=env, by=by, idempotency_key=idempotency_key,
                   params=_quota_noted(params, allowed))
 
 
@@ -152,7 +152,7 @@ def env_extend(
     ratelimit.take("extend", user=by)  # last: a request refused for its input is not counted
     Env.objects.filter(pk=env.pk).update(end_at=new_end)
     env.end_at = new_end
-    return record(K.ENV_EXTEND, env=env, by=by, idempotency_key=idempotency_key, run=False,
+    return record(EnvKind.ENV_EXTEND, env=env, by=by, idempotency_key=idempotency_key, run=False,
                   status=Operation.Status.SUCCEEDED,
                   params=_quota_noted({"from": old_end.isoformat(), "to": new_end.isoformat()}, allowed))
 
@@ -187,13 +187,13 @@ def _env_power(env: Env, action: str, kind: str, by, idempotency_key: str) -> Op
 @idempotent
 def env_stop(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
     """Stop every running VM of the Env (the seed's is_stopped); None if none runs."""
-    return _env_power(env, "stop", K.ENV_STOP, by, idempotency_key)
+    return _env_power(env, "stop", EnvKind.ENV_STOP, by, idempotency_key)
 
 
 @idempotent
 def env_start(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
     """Start every stopped VM of the Env; None if every VM runs already."""
-    return _env_power(env, "start", K.ENV_START, by, idempotency_key)
+    return _env_power(env, "start", EnvKind.ENV_START, by, idempotency_key)
 
 
 @idempotent
@@ -213,12 +213,12 @@ def env_set_deny_outgoing(*, env: Env, deny: bool, by, idempotency_key: str = ""
         state.claim_network(vm)  # the whole change or nothing (the transaction rolls back)
     Env.objects.filter(pk=env.pk).update(deny_outgoing=deny)
     vm_ids = [vm.pk for vm in vms]
-    return record(K.ENV_DENY_OUTGOING, env=env, by=by, idempotency_key=idempotency_key,
+    return record(EnvKind.ENV_DENY_OUTGOING, env=env, by=by, idempotency_key=idempotency_key,
                   params={"deny": deny, "previous": previous, "vm_ids": vm_ids})
 
 
 @idempotent
-def env_destroy(*, env: Env, by, idempotency_key: str = "", kind: str = K.ENV_DESTROY) -> Operation:
+def env_destroy(*, env: Env, by, idempotency_key: str = "", kind: str = EnvKind.ENV_DESTROY) -> Operation:
     """Destroy every VM and release their ports; the Env row and its operations stay on record."""
     policy.check_can_manage(by, env, "env_destroy")
     env = Env.objects.select_for_update().get(pk=env.pk)
@@ -248,39 +248,8 @@ def env_expire_one(env_id: int, *, now=None) -> Operation | None:
     if env is None:
         return None
     try:
-        return env_destroy(env=env, by=None, kind=K.ENV_EXPIRE)
+        return env_destroy(env=env, by=None, kind=EnvKind.ENV_EXPIRE)
     except IllegalState:
         return None  # a VM is mid-operation; the next sweep tries again
 
 
-# --- operators: stuck operations ------------------------------------------------------------
-
-
-def operation_retry(*, op: Operation, by) -> Operation:
-    """Hand a stuck operation to a worker now instead of at the next recovery pass."""
-    policy.check_staff(by, "operation_retry")
-    op.refresh_from_db()
-    if not op.is_live:
-        raise IllegalState(f"operation {op.pk} has ended ({op.status})")
-    now = timezone.now()
-    if not recovery.is_stuck(op, now):
-        raise IllegalState(
-            f"operation {op.pk} is held by {lease.describe(op.worker) or 'its worker'}, lease renewed "
-            f"{int((now - (op.heartbeat_at or now)).total_seconds())} s ago; it is not stuck"
-        )
-    runner.dispatch(op.pk)
-    return op
-
-
-def operation_fail(*, op: Operation, by) -> Operation:
-    """End a live operation now as failed (`cancelled`), settling what it claimed.
-
-    Meant for a stuck one; on one a live worker still runs, that worker is fenced
-    out (its next write matches nothing) and whatever its engine call still
-    finishes is left to reconciliation.
-    """
-    policy.check_staff(by, "operation_fail")
-    error = TTError(f"ended by {by.get_username()} from the admin", code=ErrorCode.CANCELLED)
-    if not runner.end_now(op, error):
-        raise IllegalState(f"operation {op.pk} has ended ({op.status})")
-    return op

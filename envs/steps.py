@@ -9,15 +9,15 @@ from __future__ import annotations
 from django.utils import timezone
 
 from engines.errors import ErrorCode, step
-from envs.models import Env, Operation, Peering
+from envs.kinds import EnvKind
+from envs.models import Env, Peering
 from envs.peering import end_peerings_of
-from envs.runner import Progress, Step
 from nodes.registry import get_engine
+from operations.models import Operation
+from operations.registry import Progress, Step
 from vms import state
 from vms import steps as vm_steps
 from vms.models import Vm
-
-K = Operation.Kind
 
 
 def _create(op: Operation, progress: Progress) -> None:
@@ -62,7 +62,7 @@ def _unset_egress(op: Operation) -> None:
 def _set_reach(op: Operation, progress: Progress) -> None:
     """Each VM of both Envs: the Envs that may reach it are now what the peering says."""
     a, b = op.params["pair"]
-    joining = op.kind == K.ENV_PEER
+    joining = op.kind == EnvKind.ENV_PEER
 
     def work(vm: Vm, share: Progress) -> None:
         new = vm.to_spec()
@@ -107,12 +107,12 @@ def _undestroy(op: Operation) -> None:
 DESTROY = Step(run=_destroy, settle=_undestroy)
 
 STEPS: dict[str, Step] = {
-    K.ENV_CREATE: Step(run=_create, settle=vm_steps.settle_created),
-    K.ENV_START: Step(run=_start, settle=vm_steps.settle_power),
-    K.ENV_STOP: Step(run=_stop, settle=vm_steps.settle_power),
-    K.ENV_DENY_OUTGOING: Step(run=_set_egress, settle=_unset_egress),
-    K.ENV_PEER: Step(run=_set_reach, settle=_unset_reach),
-    K.ENV_UNPEER: Step(run=_set_reach, settle=_unset_reach),
-    K.ENV_DESTROY: DESTROY,
-    K.ENV_EXPIRE: DESTROY,
+    EnvKind.ENV_CREATE: Step(run=_create, settle=vm_steps.settle_created),
+    EnvKind.ENV_START: Step(run=_start, settle=vm_steps.settle_power),
+    EnvKind.ENV_STOP: Step(run=_stop, settle=vm_steps.settle_power),
+    EnvKind.ENV_DENY_OUTGOING: Step(run=_set_egress, settle=_unset_egress),
+    EnvKind.ENV_PEER: Step(run=_set_reach, settle=_unset_reach),
+    EnvKind.ENV_UNPEER: Step(run=_set_reach, settle=_unset_reach),
+    EnvKind.ENV_DESTROY: DESTROY,
+    EnvKind.ENV_EXPIRE: DESTROY,
 }

@@ -22,8 +22,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from envs import peering, policy, services
 from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, show_vm_error
-from envs.models import Env, Operation
+from envs.models import Env
 from envs.templatetags.portal import mib
+from operations.models import Operation
 from ttportal.errors import InvalidInput
 from ttportal.hours import hours, parse_hours
 from ttportal.portal import act, back_url, post_action, refused_here

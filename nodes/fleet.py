@@ -5,7 +5,7 @@ Who beats for whom (the beat itself, with what the node has free as placement co
 it, is vms/heartbeat.py):
 - a node with a cluster of its own (`Node.own_cluster`, `./tt.sh node-worker NAME`)
   beats from that cluster: its workers' keeper threads every TT_NODE_BEAT s
-  (envs/worker.py) and its own django-q2 schedule (`cluster=NAME`, once a minute, in
+  (operations/worker.py) and its own django-q2 schedule (`cluster=NAME`, once a minute, in
   case the keepers stall). Its beat is its liveness: one that is TT_NODE_DOWN_AFTER
   beats late is down.
 - the site's cluster beats for the nodes it serves itself (one host), and runs the
@@ -28,10 +28,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from engines.errors import ErrorCode, TTError
-from envs import lease
-from envs.models import Operation
-from envs.runner import end_now
 from nodes.models import Node, NodeHeartbeat
+from operations import lease
+from operations.models import Operation
+from operations.runner import end_now
 
 log = logging.getLogger(__name__)
 

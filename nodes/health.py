@@ -39,10 +39,10 @@ from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.utils import timezone
 
-from envs.models import Operation
 from nodes import fleet
 from nodes.models import Node
 from nodes.registry import node_health
+from operations.models import Operation
 from ttportal import permissions, probes
 from ttportal.proxy import client_address, in_networks
 

@@ -6,8 +6,8 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self) -> None:
-        from envs import runner
         from notifications import hooks
+        from operations import runner
 
         # Told when an operation has ended; it only enqueues (a failure, an expiry).
         runner.on_finish(hooks.operation_finished)

@@ -73,7 +73,7 @@ class Notification(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
     env = models.ForeignKey("envs.Env", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     operation = models.ForeignKey(
-        "envs.Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "operations.Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     # Expiry warnings: the end they warn of, and how long before it.
     end_at = models.DateTimeField(null=True, blank=True)

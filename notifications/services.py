@@ -29,7 +29,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from envs.models import Env, Operation
+from envs.kinds import EnvKind
+from envs.models import Env
 from envs.services import env_extend
 from notifications import links, messages
 from notifications.channels import Outcome
@@ -37,6 +38,7 @@ from notifications.channels import email as email_channel
 from notifications.channels import webhook as webhook_channel
 from notifications.models import Delivery, Notification, NotificationSettings, Webhook
 from notifications.queue import deliver_on_commit, enqueue
+from operations.models import Operation
 from ttportal import limits, ratelimit
 from ttportal.errors import ConflictingInput, Forbidden, InvalidInput
 
@@ -181,7 +183,7 @@ def notify_operation_finished(operation_id: int) -> Notification | None:
     if op.status == Operation.Status.FAILED:
         return _notify(user=env.owner, kind=K.OPERATION_FAILED, now=now, env=env, operation=op,
                        key=f"operation.failed:op={op.pk}", payload=lambda n: messages.failed(env, op))
-    if op.status == Operation.Status.SUCCEEDED and op.kind == Operation.Kind.ENV_EXPIRE:
+    if op.status == Operation.Status.SUCCEEDED and op.kind == EnvKind.ENV_EXPIRE:
         return _notify(user=env.owner, kind=K.ENV_EXPIRED, now=now, env=env, operation=op,
                        key=f"env.expired:env={env.pk}", payload=lambda n: messages.expired(env, op))
     return None

@@ -6,8 +6,9 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from envs.models import Env, Operation
+from envs.models import Env
 from envs.services import env_create
+from operations.models import Operation
 from vms.specs import NewVm
 
 

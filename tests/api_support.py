@@ -16,8 +16,9 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiToken
 from accounts.services import ssh_key_add, token_create, token_revoke
-from envs.models import Env, Operation, Peering
+from envs.models import Env, Peering
 from notifications.services import send_test_notification, webhook_create
+from operations.models import Operation
 from tests.support import public_key_line, take_snapshot
 from ttportal import ratelimit
 from vms.models import Snapshot, Vm

@@ -105,7 +105,7 @@ def bob(db):
 
 # What an operator is given: every permission of the project's own apps (Envs, VMs,
 # snapshots, operations, nodes, warm pools, quotas, notifications), none of auth's.
-OPERATOR_APPS = ("accounts", "envs", "nodes", "notifications", "vms")
+OPERATOR_APPS = ("accounts", "envs", "nodes", "notifications", "operations", "vms")
 
 
 def operators_group():
@@ -237,7 +237,8 @@ def firewall(node):
 def db_state(db):
     """A callable that captures every row the services write, to prove a refusal changed nothing."""
     from accounts.models import SshKey
-    from envs.models import Env, Operation
+    from envs.models import Env
+    from operations.models import Operation
     from vms.models import PortMapping, Snapshot, Vm
 
     def take() -> dict:

@@ -18,7 +18,8 @@ import pytest
 from django.db import connection, transaction
 
 from engines.libvirt.connection import get_connection
-from envs.models import Env, Operation
+from envs.models import Env
+from operations.models import Operation
 from vms.models import Snapshot, Vm
 from vms.services import snapshot_create
 

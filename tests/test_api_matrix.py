@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from envs.models import Operation
+from operations.models import Operation
 from tests.api_support import ROLES, build_full_world, client_as, client_for
 from tests.conftest import make_staff
 from tests.module_world import world_for_the_module
@@ -119,7 +119,7 @@ ACTIONS = [e for e in ENDPOINTS if e.method in ("post", "put") and e.path.count(
 
 # Beyond ROLES: staff without a single permission, and staff who may only view.
 STAFF_ROLES = ["staff_bare", "staff_viewer"]
-VIEW_PERMISSIONS = ("envs.view_env", "vms.view_vm", "vms.view_snapshot", "envs.view_operation")
+VIEW_PERMISSIONS = ("envs.view_env", "vms.view_vm", "vms.view_snapshot", "operations.view_operation")
 # What each action on another user's objects takes (the policy's table must agree:
 # test_the_policy_maps_each_action_as_the_matrix_expects).
 PERMISSION_OF_KIND = {

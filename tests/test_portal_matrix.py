@@ -21,8 +21,9 @@ from django.urls import URLPattern, URLResolver, reverse
 
 from accounts.models import ApiToken, SshKey
 from accounts.services import ssh_key_add, token_create
-from envs.models import Operation, Peering
+from envs.models import Peering
 from notifications.services import warn_expiring_due, webhook_create
+from operations.models import Operation
 from tests.api_support import build_world
 from tests.conftest import make_staff
 from tests.module_world import world_for_the_module
@@ -107,7 +108,7 @@ ROUTES = [
 ]
 
 ROLES = ["owner", "other", "anonymous", "token_only", "staff", "staff_bare", "staff_viewer"]
-VIEW_PERMISSIONS = ("envs.view_env", "vms.view_vm", "vms.view_snapshot", "envs.view_operation")
+VIEW_PERMISSIONS = ("envs.view_env", "vms.view_vm", "vms.view_snapshot", "operations.view_operation")
 
 
 def _route_names(patterns, prefix: str = "") -> set[str]:

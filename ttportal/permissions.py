@@ -41,11 +41,11 @@ ACTIONS: dict[str, str] = {
     "snapshot_apply": "vms.change_snapshot",
     "snapshot_destroy": "vms.delete_snapshot",
     # operations (the audit record) of another user's Envs
-    "operation_view": "envs.view_operation",
+    "operation_view": "operations.view_operation",
     # platform: nobody's own, operators only
     "ignore_quota": "accounts.change_userquota",  # act past an owner's quota
-    "operation_retry": "envs.change_operation",
-    "operation_fail": "envs.change_operation",
+    "operation_retry": "operations.change_operation",
+    "operation_fail": "operations.change_operation",
     "warm_pool_save": "vms.change_warmpool",
     "warm_pool_delete": "vms.delete_warmpool",
     "warm_pool_tend": "vms.change_warmpool",
@@ -85,6 +85,13 @@ def check(user, action: str, *, owner_id: int | None = None) -> None:
         return
     whose = "you do not own this Env and " if owner_id is not None else ""
     raise Forbidden(f"{whose}{action} needs the permission {permission_for(action)}")
+
+
+def check_staff(user, action: str) -> None:
+    """Operators only (actions on the platform rather than on one's own Envs)."""
+    if user is None or not user.is_authenticated:
+        raise Forbidden("only staff may do this")
+    check(user, action)
 
 
 def sees_others(user, action: str) -> bool:

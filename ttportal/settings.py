@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "django_htmx",
+    "operations",
     # The label `engines` with no models: only the migrations Node and NodeHeartbeat had
     # before they moved to `nodes` (see nodes/history). The engines package is not an app.
     "nodes.history",
@@ -221,7 +222,7 @@ for _name, _value in (("TT_QUOTA_MAX_LIFETIME", TT_QUOTA_MAX_LIFETIME),
             f"{_name} ({_value}) must not exceed TT_MAX_ENV_LIFETIME ({TT_MAX_ENV_LIFETIME})"
         )
 
-# --- Operations that survive crashes (envs/runner.py, envs/recovery.py) ----
+# --- Operations that survive crashes (operations/runner.py, operations/recovery.py) ----
 # A running operation's worker renews its lease every TT_OPERATION_LEASE / 6 s;
 # one not renewed for TT_OPERATION_LEASE s (or whose worker is gone from this
 # host) is taken over. After TT_OPERATION_MAX_ATTEMPTS takes it fails as
@@ -249,7 +250,7 @@ TT_NODE_DOWN_AFTER = env_int("TT_NODE_DOWN_AFTER", 3, minimum=2)
 # `retry` must exceed `timeout`, or a slow task is handed to a second worker
 # while the first still runs it. The broker's redelivery is not what recovers
 # a lost operation (it takes `retry` seconds, and the Redis broker has none):
-# operation leases do (envs/recovery.py).
+# operation leases do (operations/recovery.py).
 _TASK_TIMEOUT = env_int("TT_TASK_TIMEOUT", 900, minimum=10)
 # One name for the whole site (the default cluster: web-side work and the sweeps);
 # a node with a cluster of its own runs `tt_qcluster --cluster-name NODE` (its queue).
@@ -356,8 +357,8 @@ SPECTACULAR_SETTINGS = {
         "VmStatusEnum": "vms.serializers.SHOWN_STATUSES",  # with unknown (node down)
         "StartKindEnum": "vms.models.StartKind",
         "SnapshotStatusEnum": "vms.models.Snapshot.Status",
-        "OperationStatusEnum": "envs.models.Operation.Status",
-        "OperationKindEnum": "envs.models.Operation.Kind",
+        "OperationStatusEnum": "operations.models.Operation.Status",
+        "OperationKindEnum": "operations.registry.kind_choices",  # every app's kinds
         "EngineKindEnum": "nodes.models.EngineKind",
     },
 }

@@ -6,16 +6,22 @@ class VmsConfig(AppConfig):
     verbose_name = "VMs, templates and snapshots"
 
     def ready(self) -> None:
-        from envs import runner
         from nodes.signals import node_prepared
+        from operations import registry, runner, worker
         from ttportal import metrics
-        from vms import node_setup, steps, warm, warm_steps
+        from vms import kinds, node_setup, steps, tasks, warm, warm_steps
         from vms.metrics import VmCollector
 
-        runner.register(steps.STEPS)
-        runner.register(warm_steps.STEPS)
+        kinds.register()
+        registry.register_steps(steps.STEPS)
+        registry.register_steps(warm_steps.STEPS)
         # A create that took spares has their pools refilled once it has ended.
         runner.on_finish(warm.after_operation)
+        # Every worker's keeper beats: the node's free capacity (vms/heartbeat.py), and in
+        # the site's cluster the sweep that marks late nodes down (nodes/fleet.py).
+        worker.on_beat(tasks.keeper_beat)
+        # A node's own cluster beats on a schedule of its own, which nodes' tt_node_worker makes.
+        registry.register_task(registry.NODE_BEAT, tasks.node_beat)
         # tt_prepare_node: rewire the node's VMs, install the templates asked for.
         node_prepared.connect(node_setup.after_node_prepared, dispatch_uid="vms-node-prepared")
         metrics.register(VmCollector())

@@ -15,9 +15,9 @@ import logging
 from collections.abc import Iterable
 
 from engines.specs import MIB
-from envs.models import Operation
 from nodes.models import Node
 from nodes.registry import driver_class, get_engine
+from operations.models import Operation
 from vms.models import Vm
 from vms.services import vm_stop_for_disk
 

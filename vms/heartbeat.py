@@ -12,9 +12,9 @@ from datetime import datetime
 from django.utils import timezone
 
 from engines.specs import DiskSpace
-from envs import lease
 from nodes.models import Node, NodeHeartbeat
 from nodes.registry import get_engine
+from operations import lease
 from vms.models import Vm
 from vms.placement import Placer, free_mem, usable_addresses
 

@@ -23,17 +23,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from engines.specs import PowerState
-from envs.models import Env, Operation
-from envs.operations import record
+from envs.models import Env
 from nodes.models import Node
 from nodes.registry import get_engine
+from operations.models import Operation
+from operations.recording import record
 from ttportal.errors import ErrorCode, TTError
 from vms import state
 from vms import steps as vm_steps
+from vms.kinds import VmKind
 from vms.models import Snapshot, Vm, specs_of
 
 log = logging.getLogger(__name__)
-K = Operation.Kind
 S = Vm.Status
 
 _POWER_TO_STATUS = {PowerState.RUNNING: S.RUNNING, PowerState.STOPPED: S.STOPPED,
@@ -86,7 +87,7 @@ def vm_reconcile_one(vm: Vm, engine) -> int:
                 f"{vm.engine_name} is missing on node {vm.node.name}; marked error, nothing deleted",
                 code=ErrorCode.DRIFT,
             )
-        record(K.VM_RECONCILE, env=vm.env, vm=vm, by=None, run=False, error=error,
+        record(VmKind.VM_RECONCILE, env=vm.env, vm=vm, by=None, run=False, error=error,
                status=Operation.Status.FAILED if error else Operation.Status.SUCCEEDED,
                params={"was": vm.status, "now": real})
     log.warning("VM %s drifted: database said %s, node reports %s", vm, vm.status, power)
@@ -171,7 +172,7 @@ def settle_abandoned_envs() -> int:
 
 def _report(vm: Vm, message: str, **params) -> int:
     log.warning("reconcile: %s", message)
-    record(K.VM_RECONCILE, env=vm.env, vm=vm, by=None, run=False, status=Operation.Status.SUCCEEDED,
+    record(VmKind.VM_RECONCILE, env=vm.env, vm=vm, by=None, run=False, status=Operation.Status.SUCCEEDED,
            params={"settled": message, **params})
     return 1
 
@@ -203,7 +204,7 @@ def reconcile_reservations(node: Node, engine, inventory) -> int:
         return 0
     message = f"DHCP reservations on node {node.name}: " + "; ".join(repaired)
     log.warning("reconcile: %s", message)
-    record(K.NODE_DRIFT, env=None, by=None, run=False, status=Operation.Status.SUCCEEDED,
+    record(VmKind.NODE_DRIFT, env=None, by=None, run=False, status=Operation.Status.SUCCEEDED,
            target=f"{node.name}: DHCP", params={"node": node.name, "repaired": repaired})
     return len(repaired)
 
@@ -236,7 +237,8 @@ def reconcile_orphans(node: Node, engine, inventory) -> int:
 
 def _orphan(node: Node, engine, kind: str, name: str, vm: Vm | None) -> int:
     target = f"{node.name}: {kind} {name}"
-    last = Operation.objects.filter(kind=K.NODE_DRIFT, target=target).order_by("-created_at", "-pk").first()
+    drift = Operation.objects.filter(kind=VmKind.NODE_DRIFT, target=target)
+    last = drift.order_by("-created_at", "-pk").first()
     now = timezone.now()
     grace = timedelta(seconds=settings.TT_DRIFT_GRACE)
     env = vm.env if vm is not None else None
@@ -245,8 +247,9 @@ def _orphan(node: Node, engine, kind: str, name: str, vm: Vm | None) -> int:
             f"{kind} {name} on node {node.name} belongs to no live VM; it is removed after "
             f"TT_DRIFT_GRACE ({settings.TT_DRIFT_GRACE} s) unless a VM claims it", code=ErrorCode.DRIFT,
         )
-        record(K.NODE_DRIFT, env=env, vm=vm, by=None, run=False, status=Operation.Status.FAILED, error=error,
-               target=target, params={"node": node.name, "object": kind, "name": name, "action": "found"})
+        record(VmKind.NODE_DRIFT, env=env, vm=vm, by=None, run=False, status=Operation.Status.FAILED,
+               error=error, target=target,
+               params={"node": node.name, "object": kind, "name": name, "action": "found"})
         log.warning("reconcile: %s", error)
         return 1
     if now - last.created_at < grace:
@@ -254,7 +257,7 @@ def _orphan(node: Node, engine, kind: str, name: str, vm: Vm | None) -> int:
     if Vm.objects.live().filter(pk=vm.pk if vm else None).exists():
         return 0  # claimed meanwhile
     (engine.remove_instance if kind == "domain" else engine.remove_image)(name)
-    record(K.NODE_DRIFT, env=env, vm=vm, by=None, run=False, status=Operation.Status.SUCCEEDED,
+    record(VmKind.NODE_DRIFT, env=env, vm=vm, by=None, run=False, status=Operation.Status.SUCCEEDED,
            target=target, params={"node": node.name, "object": kind, "name": name, "action": "removed"})
     log.warning("reconcile: removed %s %s from node %s after its grace period", kind, name, node.name)
     return 1

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from engines.errors import ErrorCode, TTError, step
-from envs.models import Operation
-from envs.runner import Progress
 from nodes.registry import get_engine
+from operations.models import Operation
+from operations.registry import Progress
 from vms.models import Vm
 
 log = logging.getLogger(__name__)

@@ -19,14 +19,17 @@ from django.utils import timezone
 from accounts.models import SshKey
 from accounts.quotas import Usage
 from engines.specs import Feature
-from envs import policy, recovery
-from envs.models import Env, Operation
-from envs.operations import idempotent, record, sweep
+from envs import policy
+from envs.models import Env
 from nodes.models import Node
 from nodes.registry import driver_class
+from operations import recovery, registry
+from operations.models import Operation
+from operations.recording import idempotent, record, sweep
 from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
 from vms import allocation, state, usage, warm
+from vms.kinds import VmKind
 from vms.models import CLOUD_INIT, PortMapping, Snapshot, Vm
 from vms.placement import Ask, Placer, check_disk_room
 from vms.specs import (
@@ -38,8 +41,6 @@ from vms.specs import (
     validate_new_vm,
     wanted_features,
 )
-
-K = Operation.Kind
 
 
 def _locked_env(env: Env) -> Env:
@@ -159,7 +160,7 @@ def vm_add(*, env: Env, spec: NewVm, by, ignore_quota: bool = False, idempotency
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
     (vm,) = insert_vms(env, checked)
     params = {"vm_ids": [vm.pk], "start": not env.is_stopped}
-    return record(K.VM_ADD, env=env, vm=vm, by=by, idempotency_key=idempotency_key,
+    return record(VmKind.VM_ADD, env=env, vm=vm, by=by, idempotency_key=idempotency_key,
                   params=params if allowed is not None else {**params, "ignore_quota": True})
 
 
@@ -193,20 +194,20 @@ def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) 
 @idempotent
 def vm_start(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Start the VM; None when it is running already (nothing recorded)."""
-    return _vm_power_request(vm, "start", K.VM_START, by, idempotency_key)
+    return _vm_power_request(vm, "start", VmKind.VM_START, by, idempotency_key)
 
 
 @idempotent
 def vm_stop(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Stop the VM; None when it is stopped already (nothing recorded)."""
-    return _vm_power_request(vm, "stop", K.VM_STOP, by, idempotency_key)
+    return _vm_power_request(vm, "stop", VmKind.VM_STOP, by, idempotency_key)
 
 
 @idempotent
 def vm_suspend(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Save the running VM's memory to its node's disk and stop it; the next start resumes
     it where it was (processes, files in memory). None when it is suspended already."""
-    return _vm_power_request(vm, "suspend", K.VM_SUSPEND, by, idempotency_key)
+    return _vm_power_request(vm, "suspend", VmKind.VM_SUSPEND, by, idempotency_key)
 
 
 def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
@@ -219,14 +220,13 @@ def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
             state.claim(vm, "stop")
         except IllegalState:
             return None
-        return record(K.VM_DISK_STOP, env=env, vm=vm, by=None,
+        return record(VmKind.VM_DISK_STOP, env=env, vm=vm, by=None,
                       params={"used_mb": used_mb, "disk_mb": vm.disk_mb})
 
 
 # --- destroy ------------------------------------------------------------------
 
 
-_DESTROY_KINDS = (K.ENV_DESTROY, K.ENV_EXPIRE)
 
 
 def claim_for_destroy(env: Env, vms: list[Vm], *, by) -> list[int]:
@@ -239,7 +239,7 @@ def claim_for_destroy(env: Env, vms: list[Vm], *, by) -> list[int]:
     """
     who = by.get_username() if by is not None else "the expiry sweep"
     live = recovery.take_over_stuck(env, why=f"{who} destroys it")
-    if any(op.kind in _DESTROY_KINDS for op in live):
+    if any(op.kind in registry.kinds_tagged(registry.DESTROYS_ENV) for op in live):
         raise IllegalState(f"Env {env.name} is being destroyed already")
     held = {pk for op in live for pk in op.vm_ids}
     busy = sorted(vm.name for vm in vms if vm.pk in held)
@@ -261,7 +261,7 @@ def vm_destroy(*, vm: Vm, by, idempotency_key: str = "") -> Operation:
         raise IllegalState(f"VM {vm.name} is destroyed")
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
     claim_for_destroy(env, [vm], by=by)
-    return record(K.VM_DESTROY, env=env, vm=vm, by=by, idempotency_key=idempotency_key)
+    return record(VmKind.VM_DESTROY, env=env, vm=vm, by=by, idempotency_key=idempotency_key)
 
 
 # --- network ------------------------------------------------------------------
@@ -280,7 +280,7 @@ def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Ope
         return None
     state.claim_network(vm)
     Vm.objects.filter(pk=vm.pk).update(net_blacklist=blacklist)
-    return record(K.VM_SET_BLACKLIST, env=vm.env, vm=vm, by=by, idempotency_key=idempotency_key,
+    return record(VmKind.VM_SET_BLACKLIST, env=vm.env, vm=vm, by=by, idempotency_key=idempotency_key,
                   params={"previous": previous, "blacklist": blacklist})
 
 
@@ -308,7 +308,7 @@ def vm_set_ports(*, vm: Vm, ports, by, ignore_quota: bool = False,
     PortMapping.objects.filter(pk__in=gone).delete()
     allocation.allocate_ports(vm, [key for key in wanted if key not in current])
     params = {"previous": previous, "ports": [list(p) for p in wanted]}
-    return record(K.VM_SET_PORTS, env=vm.env, vm=vm, by=by, idempotency_key=idempotency_key,
+    return record(VmKind.VM_SET_PORTS, env=vm.env, vm=vm, by=by, idempotency_key=idempotency_key,
                   params=params if allowed is not None else {**params, "ignore_quota": True})
 
 
@@ -349,7 +349,7 @@ def snapshot_create(*, vm: Vm, name: str, by, life_time=None, ignore_quota: bool
         expires_at=now + timedelta(seconds=seconds) if seconds else None,
     )
     params = {"previous_status": previous}
-    return record(K.SNAPSHOT_CREATE, env=env, vm=vm, snapshot=snapshot, by=by,
+    return record(VmKind.SNAPSHOT_CREATE, env=env, vm=vm, snapshot=snapshot, by=by,
                   idempotency_key=idempotency_key,
                   params=params if allowed is not None else {**params, "ignore_quota": True})
 
@@ -367,13 +367,13 @@ def snapshot_apply(*, snapshot: Snapshot, by, idempotency_key: str = "") -> Oper
     ):
         raise IllegalState(f"snapshot {snapshot.name} is {snapshot.status}, not ready")
     previous = state.claim(vm, "apply")
-    return record(K.SNAPSHOT_APPLY, env=env, vm=vm, snapshot=snapshot, by=by,
+    return record(VmKind.SNAPSHOT_APPLY, env=env, vm=vm, snapshot=snapshot, by=by,
                   idempotency_key=idempotency_key, params={"previous_status": previous})
 
 
 @idempotent
 def snapshot_destroy(*, snapshot: Snapshot, by, idempotency_key: str = "",
-                     kind: str = K.SNAPSHOT_DESTROY) -> Operation:
+                     kind: str = VmKind.SNAPSHOT_DESTROY) -> Operation:
     vm = snapshot.vm
     policy.check_can_manage(by, vm.env, "snapshot_destroy")
     if not Snapshot.objects.filter(pk=snapshot.pk, status=Snapshot.Status.READY).update(
@@ -401,6 +401,6 @@ def snapshot_expire_one(snapshot_id: int, *, now=None) -> Operation | None:
     if snapshot is None:
         return None
     try:
-        return snapshot_destroy(snapshot=snapshot, by=None, kind=K.SNAPSHOT_EXPIRE)
+        return snapshot_destroy(snapshot=snapshot, by=None, kind=VmKind.SNAPSHOT_EXPIRE)
     except IllegalState:
         return None

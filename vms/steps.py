@@ -18,13 +18,13 @@ from django.utils import timezone
 
 from engines.errors import EngineError, ErrorCode, TTError, step
 from engines.specs import PortSpec, PowerState, SnapshotSpec
-from envs.models import Operation
-from envs.runner import Progress, Step
 from nodes.registry import get_engine
+from operations.models import Operation
+from operations.registry import Progress, Step
 from vms import allocation, restore, state
+from vms.kinds import VmKind
 from vms.models import PortMapping, Snapshot, Vm
 
-K = Operation.Kind
 S = Vm.Status
 log = logging.getLogger(__name__)
 
@@ -389,16 +389,16 @@ CREATE = Step(run=create_vms, settle=settle_created)
 SNAPSHOT_DESTROY = Step(run=_destroy_snapshot, settle=_keep_snapshot)
 
 STEPS: dict[str, Step] = {
-    K.VM_ADD: CREATE,
-    K.VM_START: Step(run=lambda op, progress: power_vms(op, progress, "start"), settle=settle_power),
-    K.VM_STOP: Step(run=lambda op, progress: power_vms(op, progress, "stop"), settle=settle_power),
-    K.VM_SUSPEND: Step(run=lambda op, progress: power_vms(op, progress, "suspend"), settle=settle_power),
-    K.VM_DISK_STOP: Step(run=stop_for_disk, settle=settle_power),
-    K.VM_DESTROY: Step(run=destroy_vms, settle=settle_destroyed),
-    K.VM_SET_BLACKLIST: Step(run=_set_blacklist, settle=_unset_blacklist),
-    K.VM_SET_PORTS: Step(run=_set_ports, settle=_unset_ports),
-    K.SNAPSHOT_CREATE: Step(run=_create_snapshot, settle=_unset_snapshot),
-    K.SNAPSHOT_APPLY: Step(run=_apply_snapshot, settle=_unapply_snapshot),
-    K.SNAPSHOT_DESTROY: SNAPSHOT_DESTROY,
-    K.SNAPSHOT_EXPIRE: SNAPSHOT_DESTROY,
+    VmKind.VM_ADD: CREATE,
+    VmKind.VM_START: Step(run=lambda op, progress: power_vms(op, progress, "start"), settle=settle_power),
+    VmKind.VM_STOP: Step(run=lambda op, progress: power_vms(op, progress, "stop"), settle=settle_power),
+    VmKind.VM_SUSPEND: Step(run=lambda op, progress: power_vms(op, progress, "suspend"), settle=settle_power),
+    VmKind.VM_DISK_STOP: Step(run=stop_for_disk, settle=settle_power),
+    VmKind.VM_DESTROY: Step(run=destroy_vms, settle=settle_destroyed),
+    VmKind.VM_SET_BLACKLIST: Step(run=_set_blacklist, settle=_unset_blacklist),
+    VmKind.VM_SET_PORTS: Step(run=_set_ports, settle=_unset_ports),
+    VmKind.SNAPSHOT_CREATE: Step(run=_create_snapshot, settle=_unset_snapshot),
+    VmKind.SNAPSHOT_APPLY: Step(run=_apply_snapshot, settle=_unapply_snapshot),
+    VmKind.SNAPSHOT_DESTROY: SNAPSHOT_DESTROY,
+    VmKind.SNAPSHOT_EXPIRE: SNAPSHOT_DESTROY,
 }

@@ -42,15 +42,18 @@ from django.db.models import Q
 from django.utils import timezone
 
 from engines.specs import Feature
-from envs.models import Env, Operation
-from envs.operations import record
+from envs.models import Env
 from nodes.registry import driver_class
+from operations import registry
+from operations.models import Operation
+from operations.recording import record
+from ttportal import permissions
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import allocation, placement, state
+from vms.kinds import VmKind
 from vms.models import CLOUD_INIT, Vm, VmTemplate, WarmPool
 
 log = logging.getLogger(__name__)
-K = Operation.Kind
 S = Vm.Status
 
 # The account that owns every pool's Env: inactive, no password, never a person.
@@ -151,9 +154,7 @@ def _site_user():
 def pool_save(*, pool: WarmPool, by) -> WarmPool:
     """Create or change a pool (the admin's form has validated its fields); its spares
     follow on commit (tend)."""
-    from envs import policy
-
-    policy.check_staff(by, "warm_pool_save")
+    permissions.check_staff(by, "warm_pool_save")
     check_pool(pool.node, pool.template)
     for size in pool.vm_sizes:
         check_size(size, pool.template, "vm_sizes")
@@ -171,9 +172,7 @@ def pool_save(*, pool: WarmPool, by) -> WarmPool:
 
 def pool_delete(*, pool: WarmPool, by) -> None:
     """Remove a pool that holds no live spare (switch it off first: tend discards them)."""
-    from envs import policy
-
-    policy.check_staff(by, "warm_pool_delete")
+    permissions.check_staff(by, "warm_pool_delete")
     with transaction.atomic():
         pool = WarmPool.objects.select_for_update().get(pk=pool.pk)
         if pool.spares.live().exists():
@@ -246,7 +245,8 @@ def after_operation(operation_id: int, status: str) -> None:
     """The runner's finish hook: a create that may have taken spares has the pools of its
     VMs' nodes and templates refilled. After the create, not at the take: a fill boots
     guests, which would compete with the restores for the node's CPUs."""
-    op = Operation.objects.filter(pk=operation_id, kind__in=(K.ENV_CREATE, K.VM_ADD)).first()
+    creates = registry.kinds_tagged(registry.CREATES_VMS)
+    op = Operation.objects.filter(pk=operation_id, kind__in=creates).first()
     if op is None:
         return
     pairs = set(Vm.objects.filter(pk__in=op.vm_ids).values_list("node_id", "template_id"))
@@ -265,7 +265,7 @@ def enqueue_tend(pool_id: int) -> None:
     from django_q.tasks import async_task
 
     try:
-        async_task("envs.tasks.warm_tend", pool_id, task_name=f"warm-tend-{pool_id}",
+        async_task("vms.tasks.warm_tend", pool_id, task_name=f"warm-tend-{pool_id}",
                    cluster=settings.Q_CLUSTER["name"], sync=bool(settings.Q_CLUSTER.get("sync")))
     except Exception:
         log.exception("could not enqueue tending warm pool %s; the minute's sweep will", pool_id)
@@ -340,7 +340,7 @@ def _discard(pool: WarmPool, spares: list[Vm]) -> str:
         ids.append(spare.pk)
     if not ids:
         return "nothing to discard"
-    record(K.WARM_DISCARD, env=pool.env, by=None, target=f"warm pool {pool}",
+    record(VmKind.WARM_DISCARD, env=pool.env, by=None, target=f"warm pool {pool}",
            params={"vm_ids": ids, "pool": pool.pk})
     return f"discarding {len(ids)}"
 
@@ -368,7 +368,7 @@ def _fill(pool: WarmPool, shapes: list[tuple[int, int, int]], key: str) -> str:
         made.append(vm)
     said = f"filling {len(made)}" if made else ""
     if made:
-        record(K.WARM_FILL, env=pool.env, by=None, target=f"warm pool {pool}",
+        record(VmKind.WARM_FILL, env=pool.env, by=None, target=f"warm pool {pool}",
                params={"vm_ids": [vm.pk for vm in made], "pool": pool.pk, "start": True, "keep": pool.keep})
     if refused:
         said += f"{'; ' if said else ''}no room for more on {node.name}: {refused}"

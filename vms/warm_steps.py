@@ -12,14 +12,14 @@ import logging
 from django.conf import settings
 
 from engines.errors import ErrorCode, TTError, step
-from envs.models import Operation
-from envs.runner import Progress, Step
 from nodes.registry import get_engine
+from operations.models import Operation
+from operations.registry import Progress, Step
 from vms import steps
+from vms.kinds import VmKind
 from vms.models import Vm, WarmPool
 
 log = logging.getLogger(__name__)
-K = Operation.Kind
 S = Vm.Status
 
 
@@ -75,6 +75,6 @@ def _settle_fill(op: Operation) -> None:
 
 
 STEPS: dict[str, Step] = {
-    K.WARM_FILL: Step(run=_fill, settle=_settle_fill),
-    K.WARM_DISCARD: Step(run=steps.destroy_vms, settle=steps.settle_destroyed),
+    VmKind.WARM_FILL: Step(run=_fill, settle=_settle_fill),
+    VmKind.WARM_DISCARD: Step(run=steps.destroy_vms, settle=steps.settle_destroyed),
 }

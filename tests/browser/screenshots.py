@@ -19,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from vms.kinds import VmKind
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -41,9 +43,10 @@ def seed() -> None:
     from django.core.management import call_command
     from django.utils import timezone
 
-    from envs.models import Env, Operation
+    from envs.models import Env
     from envs.services import env_create
     from nodes.models import Node
+    from operations.models import Operation
     from vms.models import Snapshot, Vm, VmTemplate
     from vms.specs import NewVm
 
@@ -80,11 +83,11 @@ def seed() -> None:
     Snapshot.objects.create(vm=frontend, name="clean-install", status=Snapshot.Status.READY)
     Snapshot.objects.create(vm=frontend, name="before-upgrade", status=Snapshot.Status.READY, life_time=86400,
                             expires_at=timezone.now() + timedelta(days=1))
-    Operation.objects.create(env=web, vm=frontend, kind=Operation.Kind.VM_STOP, target="web-demo/frontend",
+    Operation.objects.create(env=web, vm=frontend, kind=VmKind.VM_STOP, target="web-demo/frontend",
                              status=Operation.Status.FAILED, progress=50, requested_by=alice,
                              error_code="stop_vm", error_message="the guest ignored ACPI shutdown for 30 s",
                              started_at=timezone.now(), finished_at=timezone.now())
-    Operation.objects.create(env=web, vm=frontend, kind=Operation.Kind.SNAPSHOT_CREATE,
+    Operation.objects.create(env=web, vm=frontend, kind=VmKind.SNAPSHOT_CREATE,
                              target="web-demo/frontend@before-upgrade", status=Operation.Status.RUNNING,
                              progress=60, requested_by=alice, log="12:00:01 frontend: snapshotting disk\n",
                              started_at=timezone.now())
@@ -158,7 +161,7 @@ def finish_running(env_id: int) -> None:
     """What a worker would write when the running snapshot finishes."""
     from django.utils import timezone
 
-    from envs.models import Operation
+    from operations.models import Operation
     from vms.models import Vm
 
     Operation.objects.filter(env_id=env_id, status=Operation.Status.RUNNING).update(

@@ -34,7 +34,8 @@ from django.conf import settings
 from django.db import connections
 from playwright.sync_api import Page, expect, sync_playwright
 
-from envs.models import Env, Operation
+from envs.models import Env
+from operations.models import Operation
 from vms.models import Snapshot, Vm, VmTemplate
 
 pytestmark = pytest.mark.browser

@@ -10,8 +10,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from envs import services
-from envs.models import Env, Operation
-from envs.services import env_destroy, operation_fail, operation_retry
+from envs.kinds import EnvKind
+from envs.models import Env
+from envs.services import env_destroy
+from operations.models import Operation
+from operations.services import operation_fail, operation_retry
 from tests.admin_support import (
     count_queries,
     grant,
@@ -27,7 +30,7 @@ from vms.models import Vm
 from vms.services import vm_start, vm_stop
 
 ENVS = reverse("admin:envs_env_changelist")
-OPS = reverse("admin:envs_operation_changelist")
+OPS = reverse("admin:operations_operation_changelist")
 
 
 @pytest.fixture
@@ -53,7 +56,7 @@ def test_it_shows_the_operation_log(client, root, alice, template, run_tasks):
     response = client.get(OPS)
     assert response.status_code == 200
     assert b"env_create" in response.content
-    response = client.get(reverse("admin:envs_operation_change", args=[op.pk]))
+    response = client.get(reverse("admin:operations_operation_change", args=[op.pk]))
     assert response.status_code == 200
 
 
@@ -62,7 +65,7 @@ def test_it_stops_an_env_as_the_operator(client, root, alice, template, run_task
     with run_tasks():
         response = post_action(client, ENVS, "stop", [env])
     assert ("success", "Stop queued: 1 env.") in messages_of(response)
-    op = Operation.objects.get(kind=Operation.Kind.ENV_STOP)
+    op = Operation.objects.get(kind=EnvKind.ENV_STOP)
     assert op.requested_by == root
     assert op.status == Operation.Status.SUCCEEDED, op.error_message
     assert op.env == env
@@ -77,7 +80,7 @@ def test_it_starts_an_env_again(client, root, alice, template, run_tasks):
         post_action(client, ENVS, "stop", [env])
     with run_tasks():
         post_action(client, ENVS, "start", [env])
-    op = Operation.objects.get(kind=Operation.Kind.ENV_START)
+    op = Operation.objects.get(kind=EnvKind.ENV_START)
     assert (op.requested_by, op.status) == (root, Operation.Status.SUCCEEDED)
     env.refresh_from_db()
     assert not env.is_stopped
@@ -102,7 +105,7 @@ def test_it_reports_a_refusal_and_changes_nothing(client, root, alice, template,
     levels = messages_of(response)
     assert [level for level, _ in levels] == ["error"]
     assert "demo" in levels[0][1] and "retry in" in levels[0][1]
-    assert not Operation.objects.filter(kind=Operation.Kind.ENV_STOP).exists()
+    assert not Operation.objects.filter(kind=EnvKind.ENV_STOP).exists()
     env.refresh_from_db()
     assert not env.is_stopped
     assert env.vms.get().status == Vm.Status.RUNNING
@@ -115,7 +118,7 @@ def test_it_extends_by_a_day(client, root, alice, template):
     assert ("success", "Extended by a day: 1 env.") in messages_of(response)
     env.refresh_from_db()
     assert env.end_at == before + timedelta(days=1)
-    op = Operation.objects.get(kind=Operation.Kind.ENV_EXTEND)
+    op = Operation.objects.get(kind=EnvKind.ENV_EXTEND)
     assert (op.requested_by, op.status) == (root, Operation.Status.SUCCEEDED)
 
 
@@ -128,7 +131,7 @@ def test_it_counts_successes_and_reports_each_failure(client, root, alice, bob, 
     msgs = messages_of(response)
     assert ("success", "Extended by a day: 1 env.") in msgs
     assert ("error", "gone (bob): Env gone is destroyed") in msgs
-    assert Operation.objects.filter(kind=Operation.Kind.ENV_EXTEND).count() == 1
+    assert Operation.objects.filter(kind=EnvKind.ENV_EXTEND).count() == 1
 
 
 def test_it_denies_and_allows_outgoing_traffic(client, root, alice, template, run_tasks):
@@ -141,7 +144,7 @@ def test_it_denies_and_allows_outgoing_traffic(client, root, alice, template, ru
         post_action(client, ENVS, "allow_outgoing", [env])
     env.refresh_from_db()
     assert not env.deny_outgoing
-    ops = Operation.objects.filter(kind=Operation.Kind.ENV_DENY_OUTGOING)
+    ops = Operation.objects.filter(kind=EnvKind.ENV_DENY_OUTGOING)
     assert [(o.requested_by, o.status) for o in ops] == [(root, "succeeded")] * 2
 
 
@@ -152,7 +155,7 @@ def test_it_destroys_an_env(client, root, alice, template, run_tasks):
     env.refresh_from_db()
     assert env.status == Env.Status.DESTROYED
     assert env.vms.get().status == Vm.Status.DESTROYED
-    op = Operation.objects.get(kind=Operation.Kind.ENV_DESTROY)
+    op = Operation.objects.get(kind=EnvKind.ENV_DESTROY)
     assert (op.requested_by, op.status) == (root, Operation.Status.SUCCEEDED)
 
 
@@ -172,10 +175,10 @@ def test_it_does_not_edit_or_delete_envs_directly(client, root, alice, template)
 
 def test_it_keeps_the_operation_log_read_only(client, root, alice, template):
     op = make_env(alice).operations.get()
-    assert client.get(reverse("admin:envs_operation_add")).status_code == 403
-    change = reverse("admin:envs_operation_change", args=[op.pk])
+    assert client.get(reverse("admin:operations_operation_add")).status_code == 403
+    change = reverse("admin:operations_operation_change", args=[op.pk])
     assert client.post(change, {"status": "failed"}).status_code == 403
-    assert client.get(reverse("admin:envs_operation_delete", args=[op.pk])).status_code == 403
+    assert client.get(reverse("admin:operations_operation_delete", args=[op.pk])).status_code == 403
     op.refresh_from_db()
     assert op.status == Operation.Status.QUEUED
 
@@ -324,7 +327,7 @@ def test_staff_are_offered_and_allowed_only_what_their_permissions_say(client, s
     with run_tasks():
         response = post_action(client, ENVS, "stop", [env])
     assert ("success", "Stop queued: 1 env.") in messages_of(response)
-    assert Operation.objects.get(kind=Operation.Kind.ENV_STOP).requested_by == stan
+    assert Operation.objects.get(kind=EnvKind.ENV_STOP).requested_by == stan
     with pytest.raises(Forbidden, match=r"envs\.delete_env"):
         env_destroy(env=env, by=stan)
     grant(stan, "envs.delete_env")
@@ -332,13 +335,13 @@ def test_staff_are_offered_and_allowed_only_what_their_permissions_say(client, s
 
 
 def test_ending_or_retrying_an_operation_takes_the_change_permission(client, stan, stuck_start):
-    grant(stan, "envs.view_operation")
+    grant(stan, "operations.view_operation")
     client.force_login(stan)
     assert offered_actions(client, OPS) == set()
     for service in (operation_fail, operation_retry):
-        with pytest.raises(Forbidden, match=r"envs\.change_operation"):
+        with pytest.raises(Forbidden, match=r"operations\.change_operation"):
             service(op=stuck_start, by=type(stan).objects.get(pk=stan.pk))
-    grant(stan, "envs.change_operation")
+    grant(stan, "operations.change_operation")
     assert offered_actions(client, OPS) == {"retry_now", "fail_now"}
     response = post_action(client, OPS, "fail_now", [stuck_start])
     assert ("success", "Ended: 1 operation.") in messages_of(response)

@@ -8,7 +8,9 @@ from django.urls import reverse
 
 from envs import services
 from envs.admin_forms import EXTRA_VM_ROWS
-from envs.models import Env, Operation
+from envs.kinds import EnvKind
+from envs.models import Env
+from operations.models import Operation
 from tests.admin_support import make_env, make_operator, messages_of
 from tests.support import RETRY, lose_a_race
 from vms.models import PortMapping, Vm
@@ -78,7 +80,7 @@ def test_it_creates_an_env_with_two_vms_for_alice(client, root, alice, template,
     assert (env.owner, env.name, env.deny_outgoing) == (alice, "demo", True)
     assert (env.end_at - env.start_at).total_seconds() == 2 * 3600
     op = Operation.objects.get()
-    assert (op.kind, op.env, op.requested_by) == (Operation.Kind.ENV_CREATE, env, root)
+    assert (op.kind, op.env, op.requested_by) == (EnvKind.ENV_CREATE, env, root)
     assert op.status == Operation.Status.SUCCEEDED, op.error_message
     vms = {vm.name: vm for vm in env.vms.all()}
     assert set(vms) == {"web", "db"}

@@ -10,7 +10,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from envs import services
-from envs.models import Env, Operation
+from envs.models import Env
+from operations.models import Operation
 from tests.api_support import client_for
 from tests.support import RETRY, T0, lose_a_race
 from vms.models import Vm

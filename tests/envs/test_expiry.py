@@ -8,9 +8,11 @@ import pytest
 
 from engines.libvirt.engine import LibvirtEngine
 from envs import tasks
-from envs.models import Env, Operation
+from envs.models import Env
 from envs.services import env_expire_due, env_expire_one, env_extend
+from operations.models import Operation
 from tests.support import T0, domain, held_by_a_live_worker, take_snapshot
+from vms import tasks as vm_tasks
 from vms.models import PortMapping, Snapshot, Vm
 from vms.services import snapshot_apply, snapshot_create, snapshot_expire_due, snapshot_expire_one
 from vms.specs import NewVm
@@ -240,7 +242,7 @@ def test_it_waits_for_a_snapshot_in_use(alice, vm, time_machine, run_tasks):
     assert snapshot_expire_one(snap.pk) is None
     Snapshot.objects.filter(pk=snap.pk).update(status="ready")
     with run_tasks():
-        assert tasks.expire_snapshots() == 1
+        assert vm_tasks.expire_snapshots() == 1
     assert not Snapshot.objects.filter(pk=snap.pk).exists()
 
 

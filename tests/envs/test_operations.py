@@ -9,13 +9,16 @@ import libvirt
 import pytest
 
 from engines.libvirt.engine import LibvirtEngine
-from envs import runner, tasks
-from envs.models import Env, Operation
-from envs.runner import Step, execute
+from envs.models import Env
 from envs.services import env_create, env_destroy, env_set_deny_outgoing, env_stop
 from nodes.registry import forget_engines
+from operations import registry, tasks
+from operations.models import Operation
+from operations.registry import Step
+from operations.runner import execute
 from tests.support import T0, domain_state, done, no_guest_agent, refused, tt_volumes
 from ttportal.errors import CooldownActive, EngineError, InvalidInput
+from vms.kinds import VmKind
 from vms.models import PortMapping, Snapshot, Vm
 from vms.services import (
     snapshot_apply,
@@ -111,7 +114,7 @@ def test_it_records_a_crash_in_a_step_as_internal(alice, vm, run_tasks, monkeypa
     def crash(op, progress):
         raise KeyError("vm_ids")
 
-    crashing(monkeypatch, Operation.Kind.VM_STOP, crash)
+    crashing(monkeypatch, VmKind.VM_STOP, crash)
     op = failed_stop(vm, alice, run_tasks, "internal")
     assert op.error_message == "KeyError: 'vm_ids'"
     # The VM is not left "stopping" for ever: it shows what the engine reports.
@@ -140,7 +143,7 @@ def _crash(op, progress):
 
 def crashing(monkeypatch, kind: str, run) -> None:
     """Replace the step of `kind` by `run`, keeping its settle."""
-    monkeypatch.setitem(runner.STEPS, kind, Step(run=run, settle=runner.STEPS[kind].settle))
+    monkeypatch.setitem(registry.STEPS, kind, Step(run=run, settle=registry.STEPS[kind].settle))
 
 
 def worker_died(op: Operation, **fields) -> None:

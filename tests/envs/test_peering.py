@@ -10,9 +10,10 @@ import pytest
 from django.urls import reverse
 
 from engines.libvirt.engine import LibvirtEngine
-from envs.models import Env, Operation, Peering
+from envs.models import Env, Peering
 from envs.peering import env_peer, env_unpeer, find_env
 from envs.services import env_destroy
+from operations.models import Operation
 from tests.api_support import client_for
 from tests.support import done
 from ttportal.errors import Forbidden, IllegalState, InvalidInput

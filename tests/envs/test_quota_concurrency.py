@@ -57,7 +57,7 @@ def _create_in_parallel(owner, template, vms_each: int) -> list[str]:
 @pytest.fixture
 def no_tasks(monkeypatch):
     # The operations' tasks (engine work) are not what is tested here: none is dispatched.
-    monkeypatch.setattr("envs.operations.dispatch", lambda op_id: None)
+    monkeypatch.setattr("operations.recording.dispatch", lambda op_id: None)
 
 
 @pytest.mark.usefixtures("no_tasks")

@@ -15,8 +15,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import GroupQuota, UserQuota
-from envs.models import Env, Operation
+from envs.kinds import EnvKind
+from envs.models import Env
 from envs.services import env_create, env_destroy, env_extend
+from operations.models import Operation
 from tests.admin_support import make_operator, messages_of, post_action
 from tests.api_support import client_for
 from tests.quota_support import INTERFACES, assert_refused, create_env, new_vms
@@ -195,7 +197,7 @@ def test_the_admin_add_page_offers_the_explicit_override(client, alice, template
     assert db_state() == before
     response = client.post(add, {**data, "ignore_quota": "on"})
     assert response.status_code == 302
-    op = Operation.objects.get(kind=Operation.Kind.ENV_CREATE)
+    op = Operation.objects.get(kind=EnvKind.ENV_CREATE)
     assert (op.env.owner, op.requested_by, op.params["ignore_quota"]) == (alice, root, True)
 
 
@@ -281,11 +283,11 @@ def test_the_admin_extend_action_is_bound_unless_the_box_is_ticked(client, alice
     response = post_action(client, envs, "extend_by_a_day", [env])
     assert messages_of(response) == [("error", f"{env}: quota exceeded: alice may extend an Env by at most "
                                                "3600 s at a time; this request extends it by 86400 s")]
-    assert not Operation.objects.filter(kind=Operation.Kind.ENV_EXTEND).exists()
+    assert not Operation.objects.filter(kind=EnvKind.ENV_EXTEND).exists()
     response = client.post(envs, {"action": "extend_by_a_day", "_selected_action": [str(env.pk)],
                                   "index": "0", "ignore_quota": "on"}, follow=True)
     assert ("success", "Extended by a day, the owners' quotas ignored: 1 env.") in messages_of(response)
-    op = Operation.objects.get(kind=Operation.Kind.ENV_EXTEND)
+    op = Operation.objects.get(kind=EnvKind.ENV_EXTEND)
     assert op.params["ignore_quota"] is True
     env.refresh_from_db()
     assert env.end_at == T0 + timedelta(hours=25)

@@ -1,5 +1,5 @@
 """How often one user may extend and peer, and how many operations one user may have
-queued at once (ttportal/ratelimit.py, envs/operations.check_queue): at the limit
+queued at once (ttportal/ratelimit.py, operations/recording.check_queue): at the limit
 accepted, one past it a 429 with Retry-After naming the limit, in the API and the portal."""
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 
-from envs.models import Operation, Peering
+from envs.kinds import EnvKind
+from envs.models import Peering
 from envs.services import env_extend
+from operations.models import Operation
 from tests.api_support import assert_portal_rate_limited, assert_rate_limited, client_for
 from tests.support import T0
 from ttportal.errors import RateLimited
@@ -114,7 +116,7 @@ def test_peering_is_limited_in_the_portal_too(client, alice, env, bobs):
 def queued_for(user, env, n: int) -> None:
     """`n` operations of `user`'s waiting for a worker."""
     for _ in range(n):
-        Operation.objects.create(kind=Operation.Kind.ENV_START, env=env, requested_by=user)
+        Operation.objects.create(kind=EnvKind.ENV_START, env=env, requested_by=user)
 
 
 def test_queued_operations_are_capped_per_user_in_the_api(alice, bob, env, make_env):

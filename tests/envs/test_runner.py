@@ -19,10 +19,11 @@ import pytest
 from django.db import connection
 
 from engines.libvirt.engine import LibvirtEngine
-from envs import lease, operations, recovery, runner
-from envs.lease import LeaseLost
-from envs.models import Env, Operation
+from envs.models import Env
 from envs.services import env_create, env_destroy, env_start, env_stop
+from operations import lease, recording, recovery, runner
+from operations.lease import LeaseLost
+from operations.models import Operation
 from tests.support import T0, domain, domain_state, done, held_by_a_live_worker, no_guest_agent, tt_volumes
 from ttportal.errors import ErrorCode, IllegalState, TTError
 from vms.models import Snapshot, Vm
@@ -346,7 +347,7 @@ def test_the_lease_is_renewed_while_the_step_runs(alice, make_env, settings, tim
     time_machine.move_to(T0, tick=True)
     settings.TT_OPERATION_LEASE = 3  # renewed every 0.5 s
     env = make_env(alice, vms=1)
-    monkeypatch.setattr(operations, "dispatch", lambda op_id: None)  # a worker takes it below
+    monkeypatch.setattr(recording, "dispatch", lambda op_id: None)  # a worker takes it below
     op = vm_stop(vm=env.vms.get(), by=alice)
     op = runner.claim(op.pk, worker=A)
     beats = {op.heartbeat_at}

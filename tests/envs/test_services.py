@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from envs.models import Env, Operation
+from envs.models import Env
 from envs.services import (
     env_create,
     env_destroy,
@@ -16,6 +16,7 @@ from envs.services import (
     env_start,
     env_stop,
 )
+from operations.models import Operation
 from tests.support import T0, domain_names, done, held_by_a_live_worker, refused
 from ttportal.errors import CooldownActive, Forbidden, IllegalState, InvalidInput, NoCapacity
 from vms.models import PortMapping, Snapshot, Vm

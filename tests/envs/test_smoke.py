@@ -1,5 +1,5 @@
-from envs.models import Operation
 from envs.services import env_create, env_destroy
+from operations.models import Operation
 from vms.models import Vm
 from vms.services import snapshot_apply, snapshot_create, vm_stop
 from vms.specs import NewVm

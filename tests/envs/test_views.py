@@ -10,9 +10,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from envs import services
-from envs.models import Env, Operation
+from envs.kinds import EnvKind
+from envs.models import Env
+from operations.models import Operation
 from tests.support import RETRY, T0, lose_a_race
 from vms import services as vm_services
+from vms.kinds import VmKind
 from vms.models import Snapshot
 from vms.specs import NewVm
 
@@ -154,7 +157,7 @@ def test_it_creates_an_env_owned_by_the_signed_in_user(client, alice, template):
     assert response["Location"] == url("envs:detail", env)
     assert env.owner == alice
     op = Operation.objects.get(env=env)
-    assert op.kind == Operation.Kind.ENV_CREATE and op.requested_by == alice
+    assert op.kind == EnvKind.ENV_CREATE and op.requested_by == alice
     assert sorted(env.vms.get().port_mappings.values_list("inner_port", flat=True)) == [22, 80]
 
 
@@ -247,7 +250,7 @@ def test_it_adds_a_vm_to_an_env(client, alice, make_env, template, run_tasks):
     with run_tasks():
         response = client.post(url("envs:add_vm", env), add_vm_data(template))
     assert response.status_code == 302 and response["Location"] == url("envs:detail", env)
-    op = Operation.objects.get(env=env, kind=Operation.Kind.VM_ADD)
+    op = Operation.objects.get(env=env, kind=VmKind.VM_ADD)
     assert op.requested_by == alice and op.status == Operation.Status.SUCCEEDED
     vm = env.vms.get(name="extra")
     assert vm.status == "running"
@@ -272,7 +275,7 @@ def test_it_shows_an_add_vm_refusal_beside_the_field(client, alice, make_env, te
     for typed in values.values():  # what the user typed is still in the form
         assert f'value="{typed}"' in response.content.decode()
     assert env.vms.count() == 1
-    assert not Operation.objects.filter(kind=Operation.Kind.VM_ADD).exists()
+    assert not Operation.objects.filter(kind=VmKind.VM_ADD).exists()
 
 
 def test_it_asks_to_retry_an_add_vm_that_lost_a_race(client, alice, make_env, template, monkeypatch,
@@ -318,10 +321,10 @@ def test_it_rejects_add_vm_without_a_csrf_token(alice, make_env, template):
 @pytest.mark.parametrize(
     ("name", "data", "kind"),
     [
-        ("envs:stop", {}, Operation.Kind.ENV_STOP),
-        ("envs:extend", {"hours": "1.5"}, Operation.Kind.ENV_EXTEND),
-        ("envs:outgoing", {"deny": "1"}, Operation.Kind.ENV_DENY_OUTGOING),
-        ("envs:destroy", {"confirm": "demo"}, Operation.Kind.ENV_DESTROY),
+        ("envs:stop", {}, EnvKind.ENV_STOP),
+        ("envs:extend", {"hours": "1.5"}, EnvKind.ENV_EXTEND),
+        ("envs:outgoing", {"deny": "1"}, EnvKind.ENV_DENY_OUTGOING),
+        ("envs:destroy", {"confirm": "demo"}, EnvKind.ENV_DESTROY),
     ],
 )
 def test_it_runs_an_env_action_for_the_owner(client, alice, make_env, name, data, kind):
@@ -340,14 +343,14 @@ def test_it_starts_a_stopped_env(client, alice, make_env, run_tasks):
         services.env_stop(env=env, by=alice)
     client.force_login(alice)
     client.post(url("envs:start", env))
-    assert Operation.objects.get(env=env, kind=Operation.Kind.ENV_START).requested_by == alice
+    assert Operation.objects.get(env=env, kind=EnvKind.ENV_START).requested_by == alice
 
 
 def test_it_lets_staff_act_on_any_env(client, alice, olga, make_env):
     env = make_env(alice)
     client.force_login(olga)
     client.post(url("envs:stop", env))
-    assert Operation.objects.get(env=env, kind=Operation.Kind.ENV_STOP).requested_by == olga
+    assert Operation.objects.get(env=env, kind=EnvKind.ENV_STOP).requested_by == olga
 
 
 def test_it_extends_from_the_current_end(client, alice, make_env):
@@ -366,7 +369,7 @@ def test_it_refuses_an_extension_past_the_maximum_with_a_message(client, alice, 
     response = client.post(url("envs:extend", env), {"hours": "4"}, follow=True)  # 4 h + 4 h > 5 h
     # Named as the form names it: hours, not the service's end_at or extend_by.
     assert any(m.startswith("hours: must not end past") for m in flash(response)), flash(response)
-    assert not Operation.objects.filter(kind=Operation.Kind.ENV_EXTEND).exists()
+    assert not Operation.objects.filter(kind=EnvKind.ENV_EXTEND).exists()
 
 
 def test_it_passes_an_extension_of_a_whole_lifetime_to_env_extend(client, alice, make_env):
@@ -377,7 +380,7 @@ def test_it_passes_an_extension_of_a_whole_lifetime_to_env_extend(client, alice,
     response = client.post(url("envs:extend", env), {"hours": "168"}, follow=True)
     [message] = flash(response)
     assert message.startswith("hours: must not end past")
-    assert not Operation.objects.filter(kind=Operation.Kind.ENV_EXTEND).exists()
+    assert not Operation.objects.filter(kind=EnvKind.ENV_EXTEND).exists()
 
 
 @pytest.mark.parametrize("hours", ["168.01", *NOT_HOURS, ""])
@@ -434,7 +437,7 @@ def test_it_rejects_an_action_without_a_csrf_token(alice, make_env, name):
     client.force_login(alice)
     response = client.post(url(name, env), {"hours": "1", "deny": "1", "confirm": env.name})
     assert response.status_code == 403
-    assert not Operation.objects.exclude(kind=Operation.Kind.ENV_CREATE).exists()
+    assert not Operation.objects.exclude(kind=EnvKind.ENV_CREATE).exists()
 
 
 def test_it_rejects_the_create_form_without_a_csrf_token(alice, template):
@@ -476,7 +479,7 @@ def test_it_explains_a_refusal_by_the_cooldown(client, alice, make_env, settings
     client.force_login(alice)
     response = client.post(url("envs:stop", env), follow=True)
     assert any("available in 60 s" in m for m in flash(response))
-    assert not Operation.objects.filter(kind=Operation.Kind.ENV_STOP).exists()
+    assert not Operation.objects.filter(kind=EnvKind.ENV_STOP).exists()
 
 
 def test_it_checks_a_vm_to_add_before_the_cooldown(client, alice, make_env, template, settings, time_machine):
@@ -491,7 +494,7 @@ def test_it_checks_a_vm_to_add_before_the_cooldown(client, alice, make_env, temp
     # Valid input meets the cooldown, with when to retry.
     response = client.post(url("envs:add_vm", env), add_vm_data(template))
     assert "60 s" in response.context["form"].non_field_errors()[0]
-    assert not Operation.objects.filter(kind=Operation.Kind.VM_ADD).exists()
+    assert not Operation.objects.filter(kind=VmKind.VM_ADD).exists()
 
 
 def test_it_shows_no_cooldown_once_it_has_passed(client, alice, make_env, settings, time_machine):
@@ -509,7 +512,7 @@ def test_it_shows_no_cooldown_once_it_has_passed(client, alice, make_env, settin
 def test_it_polls_the_operations_while_one_runs(client, alice, make_env):
     env = make_env(alice)
     services.env_stop(env=env, by=alice)  # queued: its task never runs here
-    Operation.objects.filter(kind=Operation.Kind.ENV_STOP).update(
+    Operation.objects.filter(kind=EnvKind.ENV_STOP).update(
         status=Operation.Status.RUNNING, progress=40, log="12:00:00 vm0: shutting down\n"
     )
     client.force_login(alice)
@@ -524,7 +527,7 @@ def test_it_polls_the_operations_while_one_runs(client, alice, make_env):
 def test_it_says_when_a_running_operation_was_taken_over(client, alice, make_env):
     env = make_env(alice)
     services.env_stop(env=env, by=alice)
-    Operation.objects.filter(kind=Operation.Kind.ENV_STOP).update(status=Operation.Status.RUNNING, attempt=2)
+    Operation.objects.filter(kind=EnvKind.ENV_STOP).update(status=Operation.Status.RUNNING, attempt=2)
     client.force_login(alice)
     body = client.get(url("envs:operations", env), HTTP_HX_REQUEST="true").content.decode()
     assert "attempt 2" in body and "another took it over" in body
@@ -542,7 +545,7 @@ def test_it_stops_polling_when_nothing_runs(client, alice, make_env):
 
 def test_it_shows_a_failed_operation_with_its_error(client, alice, make_env):
     env = make_env(alice)
-    Operation.objects.create(env=env, kind=Operation.Kind.ENV_STOP, status=Operation.Status.FAILED,
+    Operation.objects.create(env=env, kind=EnvKind.ENV_STOP, status=Operation.Status.FAILED,
                              progress=50, error_code="stop_vm", error_message="the guest would not stop",
                              requested_by=alice, target=env.name)
     client.force_login(alice)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from django.db import connection
 
-from envs.models import Operation
+from operations.models import Operation
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,9 @@ import pytest
 from django.conf import settings as django_settings
 
 from engines.libvirt.connection import wait_for_daemon
-from envs.models import Env, Operation
+from envs.models import Env
 from envs.services import env_create, env_destroy
+from operations.models import Operation
 from tests.integration import netlab
 from tests.integration.agreement import assert_agree, assert_empty
 from tests.integration.cluster import Cluster, kill_during, wait_for, wait_until_done

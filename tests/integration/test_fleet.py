@@ -22,10 +22,11 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.urls import reverse
 
-from envs import lease
-from envs.models import Env, Operation
+from envs.models import Env
 from envs.services import env_create, env_destroy
 from nodes.models import Node
+from operations import lease
+from operations.models import Operation
 from tests.api_support import client_for
 from tests.integration import netlab
 from tests.integration.cluster import Cluster, wait_for, wait_until_done

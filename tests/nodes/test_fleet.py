@@ -13,12 +13,12 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.models import Schedule
 
-from envs import lease, runner, worker
-from envs.models import Operation
 from envs.services import env_create, env_stop
 from nodes import fleet
 from nodes.management.commands import tt_node_worker
 from nodes.models import Node, NodeHeartbeat
+from operations import lease, runner, worker
+from operations.models import Operation
 from tests.admin_support import make_operator
 from tests.api_support import client_for
 from tests.support import T0, domain_state, refused
@@ -259,7 +259,7 @@ def test_joining_routes_the_node_and_schedules_its_beat(b):
     b.refresh_from_db()
     assert b.own_cluster
     schedule = Schedule.objects.get(name="tt: heartbeat b")
-    assert (schedule.func, schedule.cluster, schedule.args) == ("envs.tasks.node_beat", "b", "'b'")
+    assert (schedule.func, schedule.cluster, schedule.args) == ("vms.tasks.node_beat", "b", "'b'")
 
 
 def test_a_node_worker_needs_the_shared_database_and_redis(db, settings):

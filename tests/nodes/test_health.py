@@ -13,9 +13,9 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from envs.models import Operation
 from nodes import health
 from nodes.models import Node, NodeHeartbeat
+from operations.models import Operation
 from tests.support import TEST_URI
 
 

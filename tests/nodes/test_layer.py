@@ -8,9 +8,6 @@ from __future__ import annotations
 from tests.test_layers import import_graph
 
 ABOVE = ("accounts", "vms", "envs", "notifications")
-# The operation framework still lives in envs; it is to move below nodes (an app of its
-# own, `operations`), and these edges with it.
-OPERATION_FRAMEWORK = {"envs.models", "envs.lease", "envs.runner"}
 
 
 def edges_up(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
@@ -18,7 +15,7 @@ def edges_up(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
         (module, target)
         for module, targets in graph.items() if module == "nodes" or module.startswith("nodes.")
         for target in targets
-        if target.split(".")[0] in ABOVE and target not in OPERATION_FRAMEWORK
+        if target.split(".")[0] in ABOVE
     }
 
 

@@ -18,8 +18,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from envs.models import Operation
 from nodes.models import Node, NodeHeartbeat
+from operations.models import Operation
 from vms.models import PortMapping, Vm, WarmPool
 
 # The last migrations before the move. "nodes" at None: that app did not exist.

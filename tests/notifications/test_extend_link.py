@@ -10,9 +10,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from envs.models import Operation
 from notifications import links, services
 from notifications.models import Notification
+from operations.models import Operation
 from tests.support import T0
 
 HOUR = timedelta(hours=1)

@@ -11,7 +11,8 @@ from datetime import timedelta
 import pytest
 from rest_framework.test import APIClient
 
-from envs.models import Env, Operation
+from envs.models import Env
+from operations.models import Operation
 from tests.api_support import client_for
 from tests.support import T0
 from ttportal import limits

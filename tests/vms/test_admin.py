@@ -8,7 +8,7 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from envs.models import Operation
+from operations.models import Operation
 from tests.admin_support import (
     count_queries,
     grant,
@@ -19,6 +19,7 @@ from tests.admin_support import (
     post_action,
 )
 from tests.support import take_snapshot
+from vms.kinds import VmKind
 from vms.models import PortMapping, Snapshot, Vm, VmTemplate
 
 VMS = reverse("admin:vms_vm_changelist")
@@ -72,7 +73,7 @@ def test_it_stops_and_starts_a_vm_as_the_operator(client, root, vm, run_tasks):
         post_action(client, VMS, "start", [vm])
     vm.refresh_from_db()
     assert vm.status == Vm.Status.RUNNING
-    ops = Operation.objects.filter(kind__in=[Operation.Kind.VM_STOP, Operation.Kind.VM_START])
+    ops = Operation.objects.filter(kind__in=[VmKind.VM_STOP, VmKind.VM_START])
     assert sorted((o.kind, o.requested_by, o.status) for o in ops) == [
         ("vm_start", root, "succeeded"), ("vm_stop", root, "succeeded"),
     ]
@@ -86,7 +87,7 @@ def test_it_reports_a_refused_vm_action_and_changes_nothing(client, root, vm, ru
     assert len(msgs) == 1 and msgs[0][0] == "error" and "retry in" in msgs[0][1]
     vm.refresh_from_db()
     assert vm.status == Vm.Status.RUNNING
-    assert not Operation.objects.filter(kind=Operation.Kind.VM_STOP).exists()
+    assert not Operation.objects.filter(kind=VmKind.VM_STOP).exists()
 
 
 def test_it_destroys_a_vm(client, root, vm, run_tasks):
@@ -96,7 +97,7 @@ def test_it_destroys_a_vm(client, root, vm, run_tasks):
     assert vm.status == Vm.Status.DESTROYED
     assert (vm.ip, vm.mac) == (None, None)
     assert not PortMapping.objects.exists()
-    op = Operation.objects.get(kind=Operation.Kind.VM_DESTROY)
+    op = Operation.objects.get(kind=VmKind.VM_DESTROY)
     assert (op.requested_by, op.status) == (root, Operation.Status.SUCCEEDED)
 
 
@@ -133,7 +134,7 @@ def test_it_destroys_a_snapshot_as_the_operator(client, root, vm, run_tasks):
         response = post_action(client, SNAPSHOTS, "destroy", [snapshot])
     assert ("success", "Destroy queued: 1 snapshot.") in messages_of(response)
     assert not Snapshot.objects.exists()
-    op = Operation.objects.get(kind=Operation.Kind.SNAPSHOT_DESTROY)
+    op = Operation.objects.get(kind=VmKind.SNAPSHOT_DESTROY)
     assert (op.requested_by, op.status) == (root, Operation.Status.SUCCEEDED)
 
 

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from envs.models import Operation
+from operations.models import Operation
 from tests.api_support import client_for
 from tests.support import domain_state, libvirt_snapshots, take_snapshot
 from vms.models import PortMapping, Snapshot, Vm, VmTemplate

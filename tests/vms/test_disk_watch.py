@@ -12,8 +12,8 @@ from django_q.models import Schedule
 
 from engines.docker.engine import layer_limit_supported
 from engines.specs import MIB
-from envs.models import Operation
 from nodes.models import Node
+from operations.models import Operation
 from tests.support import domain_state
 from vms import disk_watch
 from vms.models import Vm
@@ -123,7 +123,7 @@ def test_one_node_that_cannot_be_read_does_not_stop_the_watch(node, monkeypatch)
 
 def test_the_watchdog_runs_every_minute(db):
     schedule = Schedule.objects.get(name="tt: disk watch")
-    assert (schedule.func, schedule.schedule_type, schedule.minutes) == ("envs.tasks.disk_watch", "I", 1)
+    assert (schedule.func, schedule.schedule_type, schedule.minutes) == ("vms.tasks.disk_watch", "I", 1)
 
 
 @pytest.mark.parametrize(("driver", "backing", "limits"), [

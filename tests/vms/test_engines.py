@@ -16,11 +16,13 @@ from django.urls import reverse
 
 from engines.docker.engine import DockerEngine
 from engines.specs import Feature
-from envs.models import Env, Operation
+from envs.models import Env
 from envs.services import env_create
 from nodes.models import EngineKind, Node
+from operations.models import Operation
 from tests.admin_support import make_operator
 from tests.api_support import client_for
+from vms.kinds import VmKind
 from vms.models import Vm, VmTemplate
 from vms.specs import NewVm, wanted_features
 
@@ -318,7 +320,7 @@ def test_it_shows_a_refused_disk_beside_the_field_in_the_add_vm_form(client, ali
     assert response.status_code == 200
     assert NO_DISK in response.context["form"].errors["disk_mb"][0]
     assert not env.vms.filter(name="box").exists()
-    assert not Operation.objects.filter(kind=Operation.Kind.VM_ADD).exists()
+    assert not Operation.objects.filter(kind=VmKind.VM_ADD).exists()
 
 
 def test_it_shows_a_refused_disk_beside_the_field_in_the_admin(client, alice, docker_node, container):

@@ -39,7 +39,7 @@ def test_fifty_parallel_creates_never_oversell_a_node(postgres, node, template, 
                         port_min=31000, port_max=31099, cpu_capacity=10)
     owners = [make_user(f"user{i}") for i in range(CREATES)]
     # Only the database is under test: no task is handed to a broker.
-    monkeypatch.setattr("envs.operations.dispatch", lambda operation_id: None)
+    monkeypatch.setattr("operations.recording.dispatch", lambda operation_id: None)
 
     def create(i: int) -> str:
         try:
@@ -61,7 +61,7 @@ def test_twenty_parallel_creates_never_oversell_a_node_s_disk(postgres, node, te
     node.disk_capacity_mb = 100 + 10 * 50  # room for ten disks of 50 MiB
     node.save()
     owners = [make_user(f"user{i}") for i in range(20)]
-    monkeypatch.setattr("envs.operations.dispatch", lambda operation_id: None)
+    monkeypatch.setattr("operations.recording.dispatch", lambda operation_id: None)
 
     def create(i: int) -> str:
         try:

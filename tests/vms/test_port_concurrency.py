@@ -36,7 +36,7 @@ WITHIN_S = 2.0
 @pytest.fixture
 def no_tasks(monkeypatch):
     # Only the database is under test: no operation's task is handed to a broker.
-    monkeypatch.setattr("envs.operations.dispatch", lambda operation_id: None)
+    monkeypatch.setattr("operations.recording.dispatch", lambda operation_id: None)
 
 
 def crowd(node, template, used: int) -> None:

@@ -12,7 +12,6 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import GroupQuota, UserQuota
-from envs.models import Operation
 from tests.api_support import client_for
 from tests.quota_support import Outcome, add_vm, assert_refused, create_env
 from tests.support import refused
@@ -21,8 +20,6 @@ from vms import usage, warm
 from vms.models import PortMapping, WarmPool
 from vms.services import vm_set_ports
 from vms.specs import NewVm
-
-K = Operation.Kind
 
 
 def vm_spec(template, name: str, ports: list) -> NewVm:

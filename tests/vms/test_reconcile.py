@@ -7,8 +7,9 @@ from datetime import timedelta
 import libvirt
 from django.utils import timezone
 
-from envs.models import Env, Operation
+from envs.models import Env
 from nodes.registry import get_engine
+from operations.models import Operation
 from tests.support import (
     T0,
     domain,

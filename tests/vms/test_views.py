@@ -8,14 +8,14 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from envs.models import Operation
+from operations.models import Operation
 from tests.support import RETRY, lose_a_race, take_snapshot
 from ttportal import limits
 from vms import services
+from vms.kinds import VmKind
 from vms.models import Snapshot, Vm, VmTemplate
 from vms.specs import NewVm
 
-K = Operation.Kind
 VM_ACTIONS = ["vms:start", "vms:stop", "vms:destroy", "vms:blacklist", "vms:ports", "vms:snapshot_create"]
 SNAPSHOT_ACTIONS = ["vms:snapshot_apply", "vms:snapshot_destroy"]
 
@@ -120,7 +120,7 @@ def test_it_changes_the_forwarded_ports_and_keeps_the_kept_ones(client, alice, v
     with run_tasks():
         response = client.post(reverse("vms:ports", args=[vm.pk]), {"ports": "22, 8080", "next": vm_page(vm)})
     assert response.status_code == 302 and response["Location"] == vm_page(vm)
-    assert Operation.objects.get(vm=vm, kind=K.VM_SET_PORTS).status == Operation.Status.SUCCEEDED
+    assert Operation.objects.get(vm=vm, kind=VmKind.VM_SET_PORTS).status == Operation.Status.SUCCEEDED
     assert sorted(vm.port_mappings.values_list("inner_port", flat=True)) == [22, 8080]
     assert vm.port_mappings.get(inner_port=22).public_port == kept
 
@@ -131,7 +131,7 @@ def test_it_reports_a_bad_port_and_changes_nothing(client, alice, vm):
     response = client.post(reverse("vms:ports", args=[vm.pk]), {"ports": "22, 70000"}, follow=True)
     assert flash(response) == ["ports[1]: must be an integer between 1 and 65535"]
     assert list(vm.port_mappings.values_list("protocol", "inner_port", "public_port")) == before
-    assert not Operation.objects.filter(kind=K.VM_SET_PORTS).exists()
+    assert not Operation.objects.filter(kind=VmKind.VM_SET_PORTS).exists()
 
 
 def test_it_takes_the_most_ports_and_refuses_one_more(client, alice, vm, node, run_tasks):
@@ -141,7 +141,7 @@ def test_it_takes_the_most_ports_and_refuses_one_more(client, alice, vm, node, r
     too_many = ", ".join(str(p) for p in range(1, limits.ports_max() + 2))
     response = client.post(reverse("vms:ports", args=[vm.pk]), {"ports": too_many}, follow=True)
     assert flash(response) == [f"ports: {limits.ports_rule()}"]
-    assert not Operation.objects.filter(kind=K.VM_SET_PORTS).exists()
+    assert not Operation.objects.filter(kind=VmKind.VM_SET_PORTS).exists()
     with run_tasks():
         client.post(reverse("vms:ports", args=[vm.pk]), {"ports": too_many.rsplit(",", 1)[0]})
     assert vm.port_mappings.count() == limits.ports_max()
@@ -159,20 +159,20 @@ def test_it_stops_and_starts_a_vm(client, alice, vm, run_tasks):
     vm.refresh_from_db()
     assert vm.status == Vm.Status.STOPPED
     client.post(reverse("vms:start", args=[vm.pk]))
-    for kind in (K.VM_STOP, K.VM_START):
+    for kind in (VmKind.VM_STOP, VmKind.VM_START):
         assert Operation.objects.get(vm=vm, kind=kind).requested_by == alice
 
 
 def test_it_destroys_a_vm(client, alice, vm):
     client.force_login(alice)
     client.post(reverse("vms:destroy", args=[vm.pk]))
-    assert Operation.objects.get(vm=vm, kind=K.VM_DESTROY).requested_by == alice
+    assert Operation.objects.get(vm=vm, kind=VmKind.VM_DESTROY).requested_by == alice
 
 
 def test_it_sets_the_blacklist_from_lines(client, alice, vm):
     client.force_login(alice)
     client.post(reverse("vms:blacklist", args=[vm.pk]), {"addresses": "192.0.2.1\n198.51.100.7, 192.0.2.1"})
-    op = Operation.objects.get(vm=vm, kind=K.VM_SET_BLACKLIST)
+    op = Operation.objects.get(vm=vm, kind=VmKind.VM_SET_BLACKLIST)
     assert op.requested_by == alice
     vm.refresh_from_db()
     assert vm.net_blacklist == ["192.0.2.1", "198.51.100.7"]
@@ -184,22 +184,22 @@ def test_it_takes_the_longest_blacklist_and_refuses_one_more(client, alice, vm):
     response = client.post(reverse("vms:blacklist", args=[vm.pk]), {"addresses": "\n".join(addresses)},
                            follow=True)
     assert flash(response) == [f"addresses: at most {limits.BLACKLIST_MAX} addresses"]
-    assert not Operation.objects.filter(kind=K.VM_SET_BLACKLIST).exists()
+    assert not Operation.objects.filter(kind=VmKind.VM_SET_BLACKLIST).exists()
     client.post(reverse("vms:blacklist", args=[vm.pk]), {"addresses": "\n".join(addresses[:-1])})
-    assert Operation.objects.get(kind=K.VM_SET_BLACKLIST).params["blacklist"][-1] == addresses[-2]
+    assert Operation.objects.get(kind=VmKind.VM_SET_BLACKLIST).params["blacklist"][-1] == addresses[-2]
 
 
 def test_it_reports_a_bad_blacklist_address(client, alice, vm):
     client.force_login(alice)
     response = client.post(reverse("vms:blacklist", args=[vm.pk]), {"addresses": "not-an-ip"}, follow=True)
     assert any("not an IPv4 address" in m for m in flash(response))
-    assert not Operation.objects.filter(kind=K.VM_SET_BLACKLIST).exists()
+    assert not Operation.objects.filter(kind=VmKind.VM_SET_BLACKLIST).exists()
 
 
 def test_it_takes_a_snapshot_with_a_life_time(client, alice, vm):
     client.force_login(alice)
     client.post(reverse("vms:snapshot_create", args=[vm.pk]), {"name": "s1", "life_time_hours": "2"})
-    op = Operation.objects.get(vm=vm, kind=K.SNAPSHOT_CREATE)
+    op = Operation.objects.get(vm=vm, kind=VmKind.SNAPSHOT_CREATE)
     assert op.requested_by == alice
     assert op.snapshot.life_time == 7200
 
@@ -253,14 +253,14 @@ def test_it_applies_and_deletes_a_snapshot(client, alice, snapshot, run_tasks):
     with run_tasks():
         client.post(reverse("vms:snapshot_apply", args=[snapshot.pk]))
     client.post(reverse("vms:snapshot_destroy", args=[snapshot.pk]))
-    for kind in (K.SNAPSHOT_APPLY, K.SNAPSHOT_DESTROY):
+    for kind in (VmKind.SNAPSHOT_APPLY, VmKind.SNAPSHOT_DESTROY):
         assert Operation.objects.get(kind=kind).requested_by == alice
 
 
 def test_it_lets_staff_act_on_any_vm(client, olga, vm):
     client.force_login(olga)
     client.post(reverse("vms:stop", args=[vm.pk]))
-    assert Operation.objects.get(vm=vm, kind=K.VM_STOP).requested_by == olga
+    assert Operation.objects.get(vm=vm, kind=VmKind.VM_STOP).requested_by == olga
 
 
 @pytest.mark.parametrize("name", VM_ACTIONS)
@@ -299,7 +299,7 @@ def test_it_sends_anonymous_posts_to_sign_in(client, vm):
     response = client.post(reverse("vms:stop", args=[vm.pk]))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
-    assert not Operation.objects.filter(kind=K.VM_STOP).exists()
+    assert not Operation.objects.filter(kind=VmKind.VM_STOP).exists()
 
 
 # --- templates --------------------------------------------------------------------------

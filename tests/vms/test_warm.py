@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from engines.libvirt.engine import LibvirtEngine
-from envs.models import Env, Operation
+from envs.models import Env
 from envs.services import env_create, env_destroy
+from operations.models import Operation
 from tests.api_support import client_for
 from tests.support import domain, done, refused
 from ttportal.errors import ConflictingInput, IllegalState
@@ -274,7 +275,7 @@ def test_a_fill_whose_worker_died_before_the_save_is_finished_by_the_next(node, 
                                                                           monkeypatch, time_machine):
     from datetime import timedelta
 
-    from envs import runner
+    from operations import runner
     from tests.support import T0
 
     real_save = LibvirtEngine.suspend_vm
@@ -303,7 +304,7 @@ def test_a_fill_lost_every_attempt_leaves_nothing_once_tended(node, template, ol
                                                               time_machine):
     from datetime import timedelta
 
-    from envs import runner
+    from operations import runner
     from tests.support import T0, domain_names, tt_volumes
 
     def die(self, spec, *, timeout):
@@ -335,7 +336,7 @@ def test_a_warm_create_whose_worker_died_after_the_restore_is_finished_by_the_ne
 ):
     from datetime import timedelta
 
-    from envs import runner
+    from operations import runner
     from tests.support import T0
 
     real_start = LibvirtEngine.start_vm

@@ -35,7 +35,7 @@ def test_twenty_parallel_creates_take_each_spare_exactly_once(postgres, node, te
     assert len(spares) == SPARES  # made inline (tasks run in-process in tests)
     owners = [make_user(f"user{i}") for i in range(CREATES)]
     # Only the database is under test from here: no task is handed to a broker.
-    monkeypatch.setattr("envs.operations.dispatch", lambda operation_id: None)
+    monkeypatch.setattr("operations.recording.dispatch", lambda operation_id: None)
 
     def create(i: int) -> str:
         env_create(owner=owners[i], by=owners[i], name="e", vms=[

@@ -24,6 +24,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from nodes.management.commands import tt_prepare_node
 from nodes.models import Node
+from operations import registry
 
 HEARTBEAT_SCHEDULE = "tt: heartbeat {}"
 
@@ -51,8 +52,9 @@ def join(node: Node) -> None:
     Node.objects.filter(pk=node.pk).update(own_cluster=True)
     Schedule.objects.update_or_create(
         name=HEARTBEAT_SCHEDULE.format(node.name),
-        defaults={"func": "envs.tasks.node_beat", "args": repr(node.name), "cluster": node.name,
-                  "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+        # The beat is vms' task (it reports what placement counts free), registered by name.
+        defaults={"func": registry.task_path(registry.NODE_BEAT), "args": repr(node.name),
+                  "cluster": node.name, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
     )
 
 

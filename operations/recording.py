@@ -1,7 +1,8 @@
 """Recording operations on the request side: the row, its task on commit, idempotency
 keys, and the periodic sweeps' one-item-at-a-time loop.
 
-The worker side (claim, lease, step, settle, finish) is envs/runner.py.
+The worker side (claim, lease, step, settle, finish) is operations/runner.py. It names no
+app above it: the Env, VM, snapshot and node come in as objects, their models by relation.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 
-from envs.models import Env, Operation
-from envs.runner import dispatch
-from nodes.models import Node
+from operations import registry
+from operations.models import Operation
+from operations.runner import dispatch
 from ttportal import ratelimit
 from ttportal.errors import IdempotencyKeyReused, InvalidInput, NodeDown, RateLimited, TTError
 from ttportal.limits import IDEMPOTENCY_KEY_MAX
@@ -28,7 +29,7 @@ from ttportal.limits import IDEMPOTENCY_KEY_MAX
 def record(
     kind: str,
     *,
-    env: Env | None,
+    env,
     by,
     vm=None,
     snapshot=None,
@@ -54,7 +55,7 @@ def record(
     if run and node is not None and node.down_since is not None:
         raise NodeDown(f"node {node.name} is down since {node.down_since:%Y-%m-%d %H:%M:%S} UTC (its task "
                        f"cluster stopped beating): nothing can be done there until it beats again")
-    if run and kind not in UNCAPPED:
+    if run and kind not in registry.kinds_tagged(registry.UNCAPPED):
         check_queue(by)
     op = Operation.objects.create(
         node=node,
@@ -81,8 +82,8 @@ def record(
     return op
 
 
-# Destroying gives back what the user holds: never held up by the cap.
-UNCAPPED = frozenset({Operation.Kind.ENV_DESTROY, Operation.Kind.VM_DESTROY, Operation.Kind.SNAPSHOT_DESTROY})
+# Destroying gives back what the user holds: never held up by the cap (each app tags
+# its kinds registry.UNCAPPED).
 # What a refusal by the cap suggests waiting: operations take seconds to minutes.
 QUEUE_RETRY_AFTER = 10
 
@@ -103,7 +104,7 @@ def check_queue(by) -> None:
         )
 
 
-def _node_of(env: Env | None, vm, snapshot) -> Node | None:
+def _node_of(env, vm, snapshot):
     """The node whose cluster runs the operation: its VM's, or the node of most of the
     Env's live VMs (an Env spans nodes only when no node had room for all of them)."""
     if snapshot is not None and vm is None:
@@ -113,10 +114,11 @@ def _node_of(env: Env | None, vm, snapshot) -> Node | None:
     if env is None or env.pk is None:
         return None
     busiest = env.vms.live().values("node").annotate(n=models.Count("id")).order_by("-n", "node").first()
-    return Node.objects.get(pk=busiest["node"]) if busiest else None
+    node_model = Operation._meta.get_field("node").related_model
+    return node_model.objects.get(pk=busiest["node"]) if busiest else None
 
 
-def _describe(env: Env, vm, snapshot) -> str:
+def _describe(env, vm, snapshot) -> str:
     if snapshot is not None:
         return f"{env.name}/{snapshot.vm.name}@{snapshot.name}"
     if vm is not None:

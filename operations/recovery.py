@@ -1,8 +1,8 @@
 """The recovery pass: every live operation gets a worker again, soon.
 
-It runs when a cluster's worker starts (envs/worker.py), every
+It runs when a cluster's worker starts (operations/worker.py), every
 TT_OPERATION_LEASE / 3 seconds in each worker, and once a minute as a django-q
-schedule. It only dispatches: the claim that follows (envs/runner.py) is what
+schedule. It only dispatches: the claim that follows (operations/runner.py) is what
 takes an operation over, conditionally on its attempt number.
 
 - A running operation whose lease is void (not renewed for TT_OPERATION_LEASE
@@ -27,9 +27,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from engines.errors import ErrorCode, TTError
-from envs import lease
-from envs.models import Operation
-from envs.runner import dispatch, end_now
+from operations import lease
+from operations.models import Operation
+from operations.runner import dispatch, end_now
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A worker is named `host:pid/boot.pidns.start#queue`: the host and pid people read,
 then what makes the name unique for ever (this boot of the kernel, the pid
 namespace, the process's start time), then the task queue its cluster serves (the
-site's, or a node's own: nodes/fleet.py), so an operation says which cluster ran it.
+site's, or a node's own), so an operation says which cluster ran it.
 On the same host, in the same pid namespace, a worker whose process is gone (or
 whose pid now belongs to another process) is known dead at once; anywhere else its
 lease must run out.
@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from envs.models import Operation
+from operations.models import Operation
 
 log = logging.getLogger(__name__)
 

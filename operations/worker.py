@@ -3,9 +3,9 @@
 The keeper thread starts with its worker process (django-q's post_spawn
 signal): it runs the recovery pass at once (the worker may replace one that
 died with operations in hand) and then every TT_OPERATION_LEASE / 3 seconds.
-Every TT_NODE_BEAT seconds it beats (vms/heartbeat.py, nodes/fleet.py): in a node's own cluster for
-that node; in the site's cluster for the nodes the site serves, then the sweep
-that marks late nodes down.
+Every TT_NODE_BEAT seconds it runs the beats an app registered (`on_beat`): the
+fleet's, which in a node's own cluster beats for that node, and in the site's
+cluster for the nodes the site serves, then marks late nodes down.
 
 A clean stop (`manage.py tt_qcluster`, SIGTERM or Ctrl-C): the cluster process
 raises a flag every worker sees. From then on no worker starts another
@@ -22,14 +22,13 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from envs import recovery, runner
-from nodes import fleet
-from vms import heartbeat
+from operations import recovery, runner
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +78,16 @@ def cluster_name() -> str:
     return Conf.CLUSTER_NAME
 
 
+# Called with this process's cluster name every TT_NODE_BEAT seconds, by the keeper.
+BEATS: list[Callable[[str], object]] = []
+
+
+def on_beat(beat_of: Callable[[str], object]) -> None:
+    """From an AppConfig.ready(): run `beat_of(cluster name)` on every beat."""
+    if beat_of not in BEATS:
+        BEATS.append(beat_of)
+
+
 def beat() -> None:
     """One beat of this cluster (see the module's docstring).
 
@@ -86,11 +95,8 @@ def beat() -> None:
     counts what a node has free); it stays here until the worker can be handed jobs to
     keep by the apps above it, so that the worker does not import them."""
     name = cluster_name()
-    if name == settings.Q_CLUSTER["name"]:
-        heartbeat.beat_served_nodes()
-        fleet.sweep()
-    else:
-        heartbeat.beat_named(name)
+    for beat_of in list(BEATS):
+        beat_of(name)
 
 
 def keep() -> None:

@@ -4,27 +4,26 @@
                                   claim    one conditional UPDATE on (status, attempt, heartbeat):
                                            of two workers that race for it, exactly one wins
                                   lease    a thread renews heartbeat_at while the step runs
-                                  run      the step of its kind (envs/steps.py, vms/steps.py); it
+                                  run      the step its kind's app registered (registry.py); it
                                            resumes from what the engine really has
                                   settle   after a failure, or once the attempts ran out: nothing
                                            it claimed stays in a transitional state
                                   finish   fenced by the attempt: a worker that lost its lease
                                            changes nothing
 
-A worker that dies leaves its lease to run out; envs/recovery.py dispatches the
+A worker that dies leaves its lease to run out; operations/recovery.py dispatches the
 operation again and the next claim takes it over as attempt n + 1. Attempt
 TT_OPERATION_MAX_ATTEMPTS + 1 does not run the step: it settles and fails the
 operation as `worker_lost`.
 
-A leaf: it knows operations and steps, never services. Steps register in their
-app's AppConfig.ready().
+A leaf: it knows operations and the registry, never an app's services or steps. Each
+app registers its kinds and steps (operations/registry.py) in its AppConfig.ready().
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -35,43 +34,12 @@ from django.utils import timezone
 from django_q.exceptions import TimeoutException
 
 from engines.errors import ErrorCode, TTError
-from envs import lease
-from envs.lease import Lease, LeaseLost
-from envs.models import Operation
+from operations import lease
+from operations.lease import Lease, LeaseLost
+from operations.models import Operation
+from operations.registry import Progress, step_of
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int, str], None]
-
-
-def _nothing_to_settle(op: Operation) -> None:
-    pass
-
-
-@dataclass(frozen=True)
-class Step:
-    """What an operation kind does (`run`) and how its claims are put back (`settle`).
-
-    `run(op, progress)` must be safe to run again after a crash at any point.
-    `settle(op)` runs after `run` failed, or instead of it when the worker was
-    lost every attempt: whatever `run` got to, it leaves every VM, snapshot and
-    Env it claimed in a state an action is allowed from.
-    """
-
-    run: Callable[[Operation, Progress], None]
-    settle: Callable[[Operation], None] = _nothing_to_settle
-
-
-STEPS: dict[str, Step] = {}
-
-
-def register(steps: dict[str, Step]) -> None:
-    """Called from AppConfig.ready(): each kind has exactly one step."""
-    for kind, step in steps.items():
-        if kind in STEPS and STEPS[kind] is not step:
-            raise RuntimeError(f"two steps registered for operation kind {kind}")
-        STEPS[kind] = step
-
 
 # Told (operation id, final status) once an operation has ended, after that is committed:
 # notifications' hook, registered in its AppConfig.ready(). A hook only enqueues work of
@@ -93,13 +61,6 @@ def _announce(operation_id: int, status: str) -> None:
                 log.exception("operation %s: a finish hook failed", operation_id)
 
     transaction.on_commit(run)
-
-
-def step_of(op: Operation) -> Step:
-    try:
-        return STEPS[op.kind]
-    except KeyError:
-        raise TTError(f"no step registered for {op.kind}", code=ErrorCode.INTERNAL) from None
 
 
 # --- dispatch ---------------------------------------------------------------
@@ -125,7 +86,7 @@ def dispatch(operation_id: int) -> None:
     # django-q reads its own `sync` flag once at import; read ours per call so
     # tests (and TT_Q_SYNC deployments) run the task inline.
     async_task(
-        "envs.tasks.run_operation",
+        "operations.tasks.run_operation",
         operation_id,
         task_name=f"operation-{operation_id}",
         cluster=queue_of(operation_id),
@@ -164,7 +125,7 @@ def claim(operation_id: int, *, worker: str, now: datetime | None = None) -> Ope
 # --- running ------------------------------------------------------------------
 
 
-# The lease of the operation this process is running (envs/worker.py hands it
+# The lease of the operation this process is running (operations/worker.py hands it
 # back when the cluster is asked to stop).
 current: Lease | None = None
 

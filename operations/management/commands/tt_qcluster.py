@@ -2,7 +2,7 @@
 
 The same cluster as `manage.py qcluster` (same options; `--cluster-name NODE` runs a
 node's own cluster, on its queue), except that SIGTERM
-or Ctrl-C first tells every worker the cluster is stopping (envs/worker.py):
+or Ctrl-C first tells every worker the cluster is stopping (operations/worker.py):
 the operation in hand gets TT_WORKER_STOP_TIMEOUT seconds to finish and is
 then handed back to be taken over at once, and no new one is started.
 """
@@ -17,7 +17,7 @@ from django_q.cluster import Cluster
 from django_q.conf import Conf
 from django_q.management.commands import qcluster
 
-from envs import worker
+from operations import worker
 
 
 class StoppingCluster(Cluster):

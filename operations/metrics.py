@@ -9,7 +9,8 @@ from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from envs.models import Operation
+from operations import registry
+from operations.models import Operation
 
 # Upper bounds (seconds) of the operation duration buckets: network changes take
 # well under a second, a VM's create or a snapshot of a big disk minutes.
@@ -22,7 +23,7 @@ class OperationCollector:
                   for row in Operation.objects.values("kind", "status").annotate(n=Count("id")).order_by()}
         family = GaugeMetricFamily("tt_operations", "Operations by kind and status.",
                                    labels=["kind", "status"])
-        for kind in Operation.Kind.values:
+        for kind in registry.kind_values():  # every app's kinds
             for status in Operation.Status.values:
                 family.add_metric([kind, status], counts.get((kind, status), 0))
         yield family

@@ -1,0 +1,34 @@
+"""The operation kinds of vms (and of the nodes' drift records): registered with
+operations (vms/apps.py)."""
+
+from __future__ import annotations
+
+from django.db.models import TextChoices
+
+
+class VmKind(TextChoices):
+    VM_ADD = "vm_add", "Add VM"
+    VM_START = "vm_start", "Start VM"
+    VM_STOP = "vm_stop", "Stop VM"
+    VM_SUSPEND = "vm_suspend", "Suspend VM"
+    VM_DESTROY = "vm_destroy", "Destroy VM"
+    VM_SET_BLACKLIST = "vm_set_blacklist", "Set blacklist"
+    VM_SET_PORTS = "vm_set_ports", "Set forwarded ports"
+    SNAPSHOT_CREATE = "snapshot_create", "Take snapshot"
+    SNAPSHOT_APPLY = "snapshot_apply", "Apply snapshot"
+    SNAPSHOT_DESTROY = "snapshot_destroy", "Delete snapshot"
+    SNAPSHOT_EXPIRE = "snapshot_expire", "Expire snapshot"
+    VM_RECONCILE = "vm_reconcile", "Reconcile VM"
+    NODE_DRIFT = "node_drift", "Drift on a node"
+    WARM_FILL = "warm_fill", "Fill warm pool"
+    WARM_DISCARD = "warm_discard", "Discard warm spares"
+    VM_DISK_STOP = "vm_disk_stop", "Stop VM past its disk"
+
+
+def register() -> None:
+    from operations import registry
+
+    registry.register_kinds(VmKind, tags={
+        registry.UNCAPPED: {VmKind.VM_DESTROY, VmKind.SNAPSHOT_DESTROY},
+        registry.CREATES_VMS: {VmKind.VM_ADD},
+    })
