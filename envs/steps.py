@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from engines.errors import ErrorCode, step
+from engines.errors import ErrorCode, fails_as
 from envs.kinds import EnvKind
 from envs.models import Env, Peering
 from envs.peering import end_peerings_of
@@ -41,7 +41,7 @@ def _set_egress(op: Operation, progress: Progress) -> None:
     def work(vm: Vm, share: Progress) -> None:
         engine = get_engine(vm.node)
         share(50, "denying egress" if deny else "allowing egress")
-        with step(ErrorCode.NET_OUTGOING):
+        with fails_as(ErrorCode.NET_OUTGOING):
             (engine.deny_outgoing if deny else engine.allow_outgoing)(vm.to_spec())
 
     vm_steps.each_vm(op, progress, work)
@@ -69,7 +69,7 @@ def _set_reach(op: Operation, progress: Progress) -> None:
         peer = b if vm.env_id == a else a
         before = set(new.reach) - {peer} if joining else set(new.reach) | {peer}
         share(50, "letting the peer Env in" if joining else "shutting the peer Env out")
-        with step(ErrorCode.FIREWALL_SET_NET):
+        with fails_as(ErrorCode.FIREWALL_SET_NET):
             get_engine(vm.node).set_reach(new, previous=new.replace(reach=tuple(sorted(before))))
 
     vm_steps.each_vm(op, progress, work)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from engines.errors import ErrorCode, TTError, step
+from engines.errors import ErrorCode, TTError, fails_as
 from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress
@@ -55,11 +55,11 @@ def restore_spares(op: Operation, *, start: bool) -> dict[int, Restored]:
         t0 = time.monotonic()
         rewired, was = t0, ""
         try:
-            with step(ErrorCode.FIREWALL_SET_NET):
+            with fails_as(ErrorCode.FIREWALL_SET_NET):
                 engine.resync_net(spec)
             rewired = time.monotonic()
             if start:
-                with step(ErrorCode.START_VM):
+                with fails_as(ErrorCode.START_VM):
                     was = "paused" if engine.start_vm(spec) == "resumed" else "saved"
         except Exception as exc:  # handled by the caller, in the operation's thread
             return pk, Restored(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired, exc, was)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from django.db import transaction
 from django.utils import timezone
 
-from engines.errors import EngineError, ErrorCode, TTError, step
+from engines.errors import EngineError, ErrorCode, TTError, fails_as
 from engines.specs import PortSpec, PowerState, SnapshotSpec
 from nodes.registry import get_engine
 from operations.models import Operation
@@ -175,7 +175,7 @@ def power(vm: Vm, action: str, progress: Progress) -> None:
         return
     engine = get_engine(vm.node)
     progress(50, doing)
-    with step(code):
+    with fails_as(code):
         if action == "start":
             resuming = engine.power_state(vm.to_spec()) == PowerState.SUSPENDED
             engine.start_vm(vm.to_spec())
@@ -194,7 +194,7 @@ def stop_for_disk(op: Operation, progress: Progress) -> None:
     used, disk = op.params.get("used_mb"), op.params.get("disk_mb")
     if vm.status == S.STOPPING:
         progress(20, f"its writable storage holds {used} MiB, past its disk of {disk} MiB: stopping it")
-        with step(ErrorCode.STOP_VM):
+        with fails_as(ErrorCode.STOP_VM):
             said = get_engine(vm.node).stop_vm(vm.to_spec(), force=True)
         Vm.objects.filter(pk=vm.pk, status=S.STOPPING).update(status=S.STOPPED)
         progress(90, f"VM {said}")
@@ -245,7 +245,7 @@ def _set_blacklist(op: Operation, progress: Progress) -> None:
     new = vm.to_spec()
     old = new.replace(blacklist=tuple(op.params.get("previous", [])))
     progress(50, f"blacklist: {', '.join(vm.net_blacklist) or 'empty'}")
-    with step(ErrorCode.NET_BLACKLIST):
+    with fails_as(ErrorCode.NET_BLACKLIST):
         get_engine(vm.node).set_blacklist(new, previous=old)
     state.release_network([vm.pk])
 
@@ -266,7 +266,7 @@ def _set_ports(op: Operation, progress: Progress) -> None:
     vm = vms_of(op).get()
     new = vm.to_spec()
     progress(50, "updating port map")
-    with step(ErrorCode.FIREWALL_SET_NET):
+    with fails_as(ErrorCode.FIREWALL_SET_NET):
         get_engine(vm.node).set_net(new, previous=new.replace(ports=tuple(_previous_ports(op))))
     state.release_network([vm.pk])
 

@@ -11,7 +11,7 @@ import logging
 
 from django.conf import settings
 
-from engines.errors import ErrorCode, TTError, step
+from engines.errors import ErrorCode, TTError, fails_as
 from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress, Step
@@ -30,13 +30,13 @@ def fill_spare(vm: Vm, progress: Progress, *, keep: str) -> None:
     vm.refresh_from_db()
     if vm.status == S.RUNNING:
         progress(70, "waiting for the guest to say it is up")
-        with step(ErrorCode.START_VM):
+        with fails_as(ErrorCode.START_VM):
             waited = get_engine(vm.node).wait_booted(vm.to_spec(), timeout=settings.TT_WARM_BOOT_TIMEOUT)
         progress(75, f"guest up ({waited})")
         Vm.objects.filter(pk=vm.pk, status=S.RUNNING).update(status=S.SUSPENDING)
         vm.refresh_from_db()
     if vm.status == S.SUSPENDING and keep == WarmPool.Keep.PAUSED:
-        with step(ErrorCode.SUSPEND_VM):
+        with fails_as(ErrorCode.SUSPEND_VM):
             progress(90, f"VM {get_engine(vm.node).pause_vm(vm.to_spec())}")
         Vm.objects.filter(pk=vm.pk, status=S.SUSPENDING).update(status=S.SUSPENDED)
         return

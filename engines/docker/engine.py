@@ -29,7 +29,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 
 from engines.base import VmEngine
 from engines.docker import hostport
-from engines.errors import EngineError, ErrorCode, step
+from engines.errors import EngineError, ErrorCode, fails_as
 from engines.libvirt.host import allow_loopback_forwarding
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
@@ -130,7 +130,7 @@ class DockerEngine(FirewalledNetwork, VmEngine):
 
     # --- init -----------------------------------------------------------------
     def init(self) -> None:
-        with step(ErrorCode.ENGINE_INIT):
+        with fails_as(ErrorCode.ENGINE_INIT):
             self.client.ping()
             self._ensure_network()
             self.firewall.ensure()

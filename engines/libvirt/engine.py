@@ -22,7 +22,7 @@ import libvirt_qemu
 
 from engines import cloudinit
 from engines.base import VmEngine
-from engines.errors import EngineError, ErrorCode, step
+from engines.errors import EngineError, ErrorCode, fails_as
 from engines.kvm import host_has_working_kvm
 from engines.libvirt import dhcp, xml
 from engines.libvirt.connection import get_connection, is_missing, reconnecting
@@ -144,7 +144,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     # --- init ---------------------------------------------------------------
     def init(self) -> None:
         """Ensure the node's storage pool and VM network exist and are active (idempotent)."""
-        with step(ErrorCode.ENGINE_INIT):
+        with fails_as(ErrorCode.ENGINE_INIT):
             self._init()
 
     @reconnecting
