@@ -21,7 +21,7 @@ from engines.specs import PortSpec, PowerState, SnapshotSpec
 from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress, Step
-from vms import allocation, restore, state
+from vms import allocation, spare_restore, state
 from vms.kinds import VmKind
 from vms.models import PortMapping, Snapshot, Vm
 
@@ -121,10 +121,11 @@ def create_vms(op: Operation, progress: Progress) -> None:
     together first, the engine calls in parallel; each that will not restore is
     discarded and boots cold with the others, one after another."""
     start = op.params.get("start", True)
-    restored = restore.restore_spares(op, start=start)
+    restored = spare_restore.restore_spares(op, start=start)
 
     def work(vm: Vm, share: Progress) -> None:
-        if vm.pk in restored and restore.settle_restore(vm, restored[vm.pk], start=start, progress=share):
+        if vm.pk in restored and spare_restore.record_spare_restore(
+                vm, restored[vm.pk], start=start, progress=share):
             return
         create_vm(vm, start=start, progress=share)
         vm.refresh_from_db(fields=["status"])

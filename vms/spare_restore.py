@@ -1,5 +1,6 @@
 """The create operation's warm path: the spares a request took (vms/warm.py), rewired for
-their new Env and restored from their saved memory, together.
+their new Env and restored from their saved memory, together. "Restore" here always means
+a spare's; `Vm.Status.RESTORING` is something else (a snapshot being applied, vms/steps.py).
 
 Only engine calls run in the threads (libvirt connections are thread-safe, and an
 nftables transaction is atomic on its own); every database read and write stays in
@@ -28,7 +29,7 @@ PARALLEL = 8
 
 
 @dataclass(frozen=True)
-class Restored:
+class SpareRestore:
     """How one spare's restore went: the engine's times, or the error it raised."""
 
     into_task_ms: float  # from the task's start to this batch's first engine call
@@ -38,9 +39,9 @@ class Restored:
     was: str = ""  # how the spare waited: "saved" (memory on disk) or "paused" (in memory)
 
 
-def restore_spares(op: Operation, *, start: bool) -> dict[int, Restored]:
+def restore_spares(op: Operation, *, start: bool) -> dict[int, SpareRestore]:
     """Rewire (and with `start`, restore) every warm VM of the operation still to be
-    started, in parallel; {vm id: Restored}. A retried operation finds a restored one
+    started, in parallel; {vm id: SpareRestore}. A retried operation finds a restored one
     running and leaves it so (both calls are idempotent)."""
     vms = list(Vm.objects.filter(pk__in=op.vm_ids, status=S.STARTING, start_kind=Vm.StartKind.WARM)
                .select_related("node", "template", "env"))
@@ -50,7 +51,7 @@ def restore_spares(op: Operation, *, start: bool) -> dict[int, Restored]:
     begun = op.started_at or timezone.now()
     into_task_ms = (timezone.now() - begun).total_seconds() * 1000
 
-    def work(pk: int) -> tuple[int, Restored]:
+    def work(pk: int) -> tuple[int, SpareRestore]:
         engine, spec = jobs[pk]
         t0 = time.monotonic()
         rewired, was = t0, ""
@@ -62,14 +63,14 @@ def restore_spares(op: Operation, *, start: bool) -> dict[int, Restored]:
                 with fails_as(ErrorCode.START_VM):
                     was = "paused" if engine.start_vm(spec) == "resumed" else "saved"
         except Exception as exc:  # handled by the caller, in the operation's thread
-            return pk, Restored(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired, exc, was)
-        return pk, Restored(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired, None, was)
+            return pk, SpareRestore(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired, exc, was)
+        return pk, SpareRestore(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired, None, was)
 
-    with ThreadPoolExecutor(max_workers=min(PARALLEL, len(jobs)), thread_name_prefix="tt-restore") as pool:
+    with ThreadPoolExecutor(max_workers=min(PARALLEL, len(jobs)), thread_name_prefix="tt-spare") as pool:
         return dict(pool.map(work, jobs))
 
 
-def settle_restore(vm: Vm, restored: Restored, *, start: bool, progress: Progress) -> bool:
+def record_spare_restore(vm: Vm, restored: SpareRestore, *, start: bool, progress: Progress) -> bool:
     """Record one spare's restore. True when it is done (running, or suspended in an Env
     that is stopped); False when it failed and was discarded: the VM, still holding its
     row, addresses and ports, is then to be booted cold (status creating)."""
