@@ -378,7 +378,7 @@ def place_envs(owner, template, count: int, warm_up: int) -> dict:
     from django.test.utils import CaptureQueriesContext
 
     from envs.services import env_create
-    from vms.specs import NewVm
+    from vms.new_vms import NewVm
 
     times, counts, nodes = [], Counter(), Counter()
     for k in range(warm_up + count):
@@ -401,8 +401,8 @@ def place_pure(template, count: int) -> dict:
     from django.test.utils import CaptureQueriesContext
 
     from vms.models import Vm
+    from vms.new_vms import wanted_features
     from vms.placement import Ask, Placer
-    from vms.specs import wanted_features
 
     wanted = wanted_features(Vm.NetKind.NAT, rand_uuid=True, keep_image=False, disk_mb=None,
                              template=template)

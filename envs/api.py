@@ -31,9 +31,9 @@ from ttportal.api import idempotency_key
 from ttportal.api_query import BoolFilter, IdFilter, StrictFilterSet, TextFilter
 from ttportal.errors import ConflictingInput, Forbidden, NotFound
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.serializers import NewVmSerializer
 from vms.services import vm_add
-from vms.specs import NewVm
 
 
 def parse(serializer_class, request, **kwargs) -> dict:

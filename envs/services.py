@@ -23,8 +23,8 @@ from ttportal import limits, ratelimit
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import state, usage
 from vms.models import Vm
+from vms.new_vms import NewVm, check_name
 from vms.services import check_vms, claim_for_destroy, insert_vms, ports_of
-from vms.specs import NewVm, check_name
 
 
 def _end_from(

@@ -31,8 +31,7 @@ from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupp
 from vms import allocation, state, usage, warm
 from vms.kinds import VmKind
 from vms.models import CLOUD_INIT, PortMapping, Snapshot, Vm
-from vms.placement import Ask, Placer, check_disk_room
-from vms.specs import (
+from vms.new_vms import (
     NewVm,
     check_name,
     int_in,
@@ -41,6 +40,7 @@ from vms.specs import (
     validate_new_vm,
     wanted_features,
 )
+from vms.placement import Ask, Placer, check_disk_room
 
 
 def _locked_env(env: Env) -> Env:

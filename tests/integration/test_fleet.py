@@ -32,8 +32,8 @@ from tests.integration import netlab
 from tests.integration.cluster import Cluster, wait_for, wait_until_done
 from tests.integration.conftest import _clean_node, public_port
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.services import vm_stop
-from vms.specs import NewVm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

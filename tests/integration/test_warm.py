@@ -14,7 +14,7 @@ from tests.integration import netlab
 from tests.integration.conftest import public_port, shell
 from vms import warm
 from vms.models import Vm, VmTemplate, WarmPool
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 S = Vm.Status
 

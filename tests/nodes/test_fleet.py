@@ -25,8 +25,8 @@ from tests.support import T0, domain_state, refused
 from ttportal.errors import NoCapacity, NodeDown
 from vms import heartbeat
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.services import vm_stop
-from vms.specs import NewVm
 
 TEST_URI = "test:///default"
 

@@ -17,9 +17,9 @@ from tests.support import done, refused, take_snapshot
 from ttportal.errors import NoCapacity
 from vms import heartbeat, warm
 from vms.models import Vm, WarmPool
+from vms.new_vms import NewVm, wanted_features
 from vms.placement import Ask, Placer, immediate_mb
 from vms.services import snapshot_create, vm_suspend
-from vms.specs import NewVm, wanted_features
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
 

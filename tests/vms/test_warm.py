@@ -14,8 +14,8 @@ from tests.support import domain, done, refused
 from ttportal.errors import ConflictingInput, IllegalState
 from vms import warm
 from vms.models import CLOUD_INIT, Vm, WarmPool
+from vms.new_vms import NewVm
 from vms.services import vm_add
-from vms.specs import NewVm
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
 S = Vm.Status
