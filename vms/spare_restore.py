@@ -23,7 +23,6 @@ from operations.registry import Progress
 from vms.models import Vm
 
 log = logging.getLogger(__name__)
-S = Vm.Status
 # At most this many restores at once: each reads its saved memory and starts a QEMU.
 PARALLEL = 8
 
@@ -43,7 +42,7 @@ def restore_spares(op: Operation, *, start: bool) -> dict[int, SpareRestore]:
     """Rewire (and with `start`, restore) every warm VM of the operation still to be
     started, in parallel; {vm id: SpareRestore}. A retried operation finds a restored one
     running and leaves it so (both calls are idempotent)."""
-    vms = list(Vm.objects.filter(pk__in=op.vm_ids, status=S.STARTING, start_kind=Vm.StartKind.WARM)
+    vms = list(Vm.objects.filter(pk__in=op.vm_ids, status=Vm.Status.STARTING, start_kind=Vm.StartKind.WARM)
                .select_related("node", "template", "env"))
     if not vms:
         return {}
@@ -75,8 +74,8 @@ def record_spare_restore(vm: Vm, restored: SpareRestore, *, start: bool, progres
     that is stopped); False when it failed and was discarded: the VM, still holding its
     row, addresses and ports, is then to be booted cold (status creating)."""
     if restored.error is None:
-        final = S.RUNNING if start else S.SUSPENDED
-        Vm.objects.filter(pk=vm.pk, status=S.STARTING).update(status=final)
+        final = Vm.Status.RUNNING if start else Vm.Status.SUSPENDED
+        Vm.objects.filter(pk=vm.pk, status=Vm.Status.STARTING).update(status=final)
         vm.refresh_from_db()
         how = (f"{'resumed' if restored.was == 'paused' else 'restored'} from a {restored.was} spare in "
                f"{restored.restore_s:.2f} s" if start else "a spare, kept suspended (its Env is stopped)")
@@ -88,8 +87,8 @@ def record_spare_restore(vm: Vm, restored: SpareRestore, *, start: bool, progres
     progress(10, f"warm spare did not restore ({why}): discarded, booting cold")
     # Domain, image, saved memory and wiring go; the row keeps its MAC, IP and ports.
     get_engine(vm.node).destroy_vm(vm.to_spec())
-    Vm.objects.filter(pk=vm.pk, status=S.STARTING).update(
-        status=S.CREATING, start_kind=Vm.StartKind.COLD, runtime_image="", latest_meta=None,
+    Vm.objects.filter(pk=vm.pk, status=Vm.Status.STARTING).update(
+        status=Vm.Status.CREATING, start_kind=Vm.StartKind.COLD, runtime_image="", latest_meta=None,
     )
     vm.refresh_from_db()
     return False

@@ -10,29 +10,30 @@ from __future__ import annotations
 from ttportal.errors import IllegalState
 from vms.models import Vm
 
-S = Vm.Status
-
 # action -> (statuses it may start from, status while it runs)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     # Starting a suspended VM resumes it from its saved memory.
-    "start": (frozenset({S.STOPPED, S.SUSPENDED, S.ERROR}), S.STARTING),
+    "start": (frozenset({Vm.Status.STOPPED, Vm.Status.SUSPENDED, Vm.Status.ERROR}), Vm.Status.STARTING),
     # A suspended VM is resumed or destroyed, never shut down: it is not running.
-    "stop": (frozenset({S.RUNNING, S.ERROR}), S.STOPPING),
-    "suspend": (frozenset({S.RUNNING}), S.SUSPENDING),
+    "stop": (frozenset({Vm.Status.RUNNING, Vm.Status.ERROR}), Vm.Status.STOPPING),
+    "suspend": (frozenset({Vm.Status.RUNNING}), Vm.Status.SUSPENDING),
     # A suspended VM's snapshot is of its disk, and it stays suspended; applying one
     # to a suspended VM discards its saved memory (it belongs to the disk reverted).
-    "snapshot": (frozenset({S.STOPPED, S.RUNNING, S.SUSPENDED}), S.SNAPSHOTTING),
-    "apply": (frozenset({S.STOPPED, S.RUNNING, S.SUSPENDED}), S.RESTORING),
-    "destroy": (frozenset({S.STOPPED, S.RUNNING, S.SUSPENDED, S.ERROR}), S.DESTROYING),
+    "snapshot": (frozenset({Vm.Status.STOPPED, Vm.Status.RUNNING, Vm.Status.SUSPENDED}),
+                 Vm.Status.SNAPSHOTTING),
+    "apply": (frozenset({Vm.Status.STOPPED, Vm.Status.RUNNING, Vm.Status.SUSPENDED}), Vm.Status.RESTORING),
+    "destroy": (frozenset({Vm.Status.STOPPED, Vm.Status.RUNNING, Vm.Status.SUSPENDED, Vm.Status.ERROR}),
+                Vm.Status.DESTROYING),
     # Network changes run beside the VM's power state, so they keep it; they
     # claim `net_busy` instead (see claim_network).
-    "network": (frozenset({S.STOPPED, S.RUNNING, S.STARTING, S.STOPPING, S.SUSPENDED, S.SUSPENDING}), ""),
+    "network": (frozenset({Vm.Status.STOPPED, Vm.Status.RUNNING, Vm.Status.STARTING, Vm.Status.STOPPING,
+                           Vm.Status.SUSPENDED, Vm.Status.SUSPENDING}), ""),
 }
 
-STABLE = frozenset({S.STOPPED, S.RUNNING, S.SUSPENDED})
+STABLE = frozenset({Vm.Status.STOPPED, Vm.Status.RUNNING, Vm.Status.SUSPENDED})
 # What a VM is in only while an operation holds it.
-TRANSIENT = frozenset({S.CREATING, S.STARTING, S.STOPPING, S.SUSPENDING, S.SNAPSHOTTING, S.RESTORING,
-                       S.DESTROYING})
+TRANSIENT = frozenset({Vm.Status.CREATING, Vm.Status.STARTING, Vm.Status.STOPPING, Vm.Status.SUSPENDING,
+                       Vm.Status.SNAPSHOTTING, Vm.Status.RESTORING, Vm.Status.DESTROYING})
 
 
 def claim(vm: Vm, action: str) -> str:

@@ -25,11 +25,10 @@ from vms import allocation, spare_restore, state
 from vms.kinds import VmKind
 from vms.models import PortMapping, Snapshot, Vm
 
-S = Vm.Status
 log = logging.getLogger(__name__)
 
-_STATUS_OF_POWER = {PowerState.RUNNING: S.RUNNING, PowerState.STOPPED: S.STOPPED,
-                    PowerState.SUSPENDED: S.SUSPENDED}
+_STATUS_OF_POWER = {PowerState.RUNNING: Vm.Status.RUNNING, PowerState.STOPPED: Vm.Status.STOPPED,
+                    PowerState.SUSPENDED: Vm.Status.SUSPENDED}
 
 
 # --- the VMs of an operation ---------------------------------------------------
@@ -67,8 +66,8 @@ def real_status(vm: Vm) -> str:
         power = get_engine(vm.node).power_state(vm.to_spec())
     except Exception:
         log.exception("could not read the power state of %s", vm)
-        return S.ERROR
-    return _STATUS_OF_POWER.get(power, S.ERROR)
+        return Vm.Status.ERROR
+    return _STATUS_OF_POWER.get(power, Vm.Status.ERROR)
 
 
 def settle_vm(vm: Vm, *claimed: str) -> None:
@@ -88,7 +87,7 @@ def thaw(vm: Vm) -> None:
 
 def restore_power(vm: Vm, was: str) -> None:
     """Best effort after a failed storage change: a VM that ran before runs again."""
-    if was != S.RUNNING:
+    if was != Vm.Status.RUNNING:
         return
     try:
         engine = get_engine(vm.node)
@@ -103,16 +102,16 @@ def restore_power(vm: Vm, was: str) -> None:
 
 def create_vm(vm: Vm, *, start: bool, progress: Progress) -> None:
     """creating -> (image, definition, network) -> stopped or starting -> running."""
-    if vm.status == S.CREATING:
+    if vm.status == Vm.Status.CREATING:
         engine = get_engine(vm.node)
         image = engine.create_vm(vm.to_spec(), progress)  # undoes its own part on failure
         meta = vm.to_spec().replace(runtime_image=image).to_meta()
         # One write: between "created" and "booting" no other action can slip in.
-        Vm.objects.filter(pk=vm.pk, status=S.CREATING).update(
-            runtime_image=image, latest_meta=meta, status=S.STARTING if start else S.STOPPED
+        Vm.objects.filter(pk=vm.pk, status=Vm.Status.CREATING).update(
+            runtime_image=image, latest_meta=meta, status=Vm.Status.STARTING if start else Vm.Status.STOPPED
         )
         vm.refresh_from_db()
-    if vm.status == S.STARTING:
+    if vm.status == Vm.Status.STARTING:
         power(vm, "start", progress)
 
 
@@ -129,8 +128,9 @@ def create_vms(op: Operation, progress: Progress) -> None:
             return
         create_vm(vm, start=start, progress=share)
         vm.refresh_from_db(fields=["status"])
-        if vm.start_kind == Vm.StartKind.COLD and vm.status in (S.RUNNING, S.STOPPED):
-            share(100, "cold: booted from the template" if vm.status == S.RUNNING else "cold: created")
+        if vm.start_kind == Vm.StartKind.COLD and vm.status in (Vm.Status.RUNNING, Vm.Status.STOPPED):
+            booted = vm.status == Vm.Status.RUNNING
+            share(100, "cold: booted from the template" if booted else "cold: created")
 
     each_vm(op, progress, work)
 
@@ -143,29 +143,29 @@ def roll_back_creation(vm: Vm) -> None:
         get_engine(vm.node).destroy_vm(vm.to_spec())
     except Exception:
         log.exception("could not remove what the failed creation of %s left on its node", vm)
-        Vm.objects.filter(pk=vm.pk, status=S.CREATING).update(status=S.ERROR)
+        Vm.objects.filter(pk=vm.pk, status=Vm.Status.CREATING).update(status=Vm.Status.ERROR)
         return
     with transaction.atomic():
-        if Vm.objects.filter(pk=vm.pk, status=S.CREATING).update(
-            status=S.DESTROYED, destroyed_at=timezone.now()
+        if Vm.objects.filter(pk=vm.pk, status=Vm.Status.CREATING).update(
+            status=Vm.Status.DESTROYED, destroyed_at=timezone.now()
         ):
             allocation.release(vm)
 
 
 def settle_created(op: Operation) -> None:
     for vm in vms_of(op):
-        if vm.status == S.CREATING:
+        if vm.status == Vm.Status.CREATING:
             roll_back_creation(vm)
         else:
-            settle_vm(vm, S.STARTING, S.SUSPENDING)
+            settle_vm(vm, Vm.Status.STARTING, Vm.Status.SUSPENDING)
 
 
 # --- power --------------------------------------------------------------------------
 
 _POWER = {
-    "start": (S.STARTING, S.RUNNING, ErrorCode.START_VM, "booting"),
-    "stop": (S.STOPPING, S.STOPPED, ErrorCode.STOP_VM, "shutting down"),
-    "suspend": (S.SUSPENDING, S.SUSPENDED, ErrorCode.SUSPEND_VM, "saving its memory"),
+    "start": (Vm.Status.STARTING, Vm.Status.RUNNING, ErrorCode.START_VM, "booting"),
+    "stop": (Vm.Status.STOPPING, Vm.Status.STOPPED, ErrorCode.STOP_VM, "shutting down"),
+    "suspend": (Vm.Status.SUSPENDING, Vm.Status.SUSPENDED, ErrorCode.SUSPEND_VM, "saving its memory"),
 }
 
 
@@ -193,11 +193,11 @@ def stop_for_disk(op: Operation, progress: Progress) -> None:
     stop timeout), then the operation fails as disk_exceeded, which tells the owner."""
     vm = vms_of(op).get()
     used, disk = op.params.get("used_mb"), op.params.get("disk_mb")
-    if vm.status == S.STOPPING:
+    if vm.status == Vm.Status.STOPPING:
         progress(20, f"its writable storage holds {used} MiB, past its disk of {disk} MiB: stopping it")
         with fails_as(ErrorCode.STOP_VM):
             said = get_engine(vm.node).stop_vm(vm.to_spec(), force=True)
-        Vm.objects.filter(pk=vm.pk, status=S.STOPPING).update(status=S.STOPPED)
+        Vm.objects.filter(pk=vm.pk, status=Vm.Status.STOPPING).update(status=Vm.Status.STOPPED)
         progress(90, f"VM {said}")
     raise TTError(f"VM {vm.name} was stopped: it wrote {used} MiB, past its disk of {disk} MiB. Start it "
                   f"and delete files at once, or it is stopped again at the next check",
@@ -210,7 +210,7 @@ def power_vms(op: Operation, progress: Progress, action: str) -> None:
 
 def settle_power(op: Operation) -> None:
     for vm in vms_of(op):
-        settle_vm(vm, S.STARTING, S.STOPPING, S.SUSPENDING)
+        settle_vm(vm, Vm.Status.STARTING, Vm.Status.STOPPING, Vm.Status.SUSPENDING)
 
 
 # --- destroy --------------------------------------------------------------------------
@@ -218,13 +218,13 @@ def settle_power(op: Operation) -> None:
 
 def destroy_vm(vm: Vm, progress: Progress) -> None:
     """Remove the VM from its engine and give back everything it held."""
-    if vm.status == S.DESTROYED:
+    if vm.status == Vm.Status.DESTROYED:
         return
     get_engine(vm.node).destroy_vm(vm.to_spec(), progress)
     with transaction.atomic():
         allocation.release(vm)
         Snapshot.objects.filter(vm=vm).delete()
-        Vm.objects.filter(pk=vm.pk).update(status=S.DESTROYED, destroyed_at=timezone.now())
+        Vm.objects.filter(pk=vm.pk).update(status=Vm.Status.DESTROYED, destroyed_at=timezone.now())
 
 
 def destroy_vms(op: Operation, progress: Progress) -> None:
@@ -235,7 +235,7 @@ def settle_destroyed(op: Operation) -> None:
     # What the engine still has: running or stopped, or error when half gone.
     # From there the VM can be destroyed again.
     for vm in vms_of(op):
-        settle_vm(vm, S.DESTROYING)
+        settle_vm(vm, Vm.Status.DESTROYING)
 
 
 # --- network ---------------------------------------------------------------------------
@@ -304,7 +304,7 @@ def snapshot_spec(snapshot: Snapshot) -> SnapshotSpec:
 
 
 def _was_running(op: Operation) -> bool:
-    return op.params.get("previous_status") == S.RUNNING
+    return op.params.get("previous_status") == Vm.Status.RUNNING
 
 
 def _create_snapshot(op: Operation, progress: Progress) -> None:
@@ -317,7 +317,7 @@ def _create_snapshot(op: Operation, progress: Progress) -> None:
         Snapshot.objects.filter(pk=snapshot.pk).update(
             status=Snapshot.Status.READY, path=result.path, meta=result.meta
         )
-    settle_vm(vm, S.SNAPSHOTTING)
+    settle_vm(vm, Vm.Status.SNAPSHOTTING)
 
 
 def remove_half_made(snapshot: Snapshot) -> bool:
@@ -338,10 +338,10 @@ def _unset_snapshot(op: Operation) -> None:
     if snapshot is not None and snapshot.status == Snapshot.Status.CREATING:
         remove_half_made(snapshot)  # a half-made snapshot must not stay in the image
         snapshot.delete()
-    if vm.status == S.SNAPSHOTTING:
+    if vm.status == Vm.Status.SNAPSHOTTING:
         thaw(vm)  # a live snapshot cut short must not leave the guest's filesystems frozen
         restore_power(vm, op.params.get("previous_status", ""))
-    settle_vm(vm, S.SNAPSHOTTING)
+    settle_vm(vm, Vm.Status.SNAPSHOTTING)
 
 
 def _apply_snapshot(op: Operation, progress: Progress) -> None:
@@ -357,7 +357,7 @@ def _apply_snapshot(op: Operation, progress: Progress) -> None:
                 latest_meta=restored.to_meta(),
             )
             Snapshot.objects.filter(pk=snapshot.pk).update(status=Snapshot.Status.READY)
-    settle_vm(vm, S.RESTORING)
+    settle_vm(vm, Vm.Status.RESTORING)
 
 
 def _unapply_snapshot(op: Operation) -> None:
@@ -365,9 +365,9 @@ def _unapply_snapshot(op: Operation) -> None:
     Snapshot.objects.filter(pk=op.snapshot_id, status=Snapshot.Status.APPLYING).update(
         status=Snapshot.Status.READY
     )
-    if vm.status == S.RESTORING:
+    if vm.status == Vm.Status.RESTORING:
         restore_power(vm, op.params.get("previous_status", ""))
-    settle_vm(vm, S.RESTORING)
+    settle_vm(vm, Vm.Status.RESTORING)
 
 
 def _destroy_snapshot(op: Operation, progress: Progress) -> None:

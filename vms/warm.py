@@ -54,7 +54,6 @@ from vms.kinds import VmKind
 from vms.models import CLOUD_INIT, Vm, VmTemplate, WarmPool
 
 log = logging.getLogger(__name__)
-S = Vm.Status
 
 # The account that owns every pool's Env: inactive, no password, never a person.
 SITE_USER = "tt-warm-pool"
@@ -205,7 +204,7 @@ def spare_for(placer: placement.Placer, ask: placement.Ask, clean, taken: set[in
     placer.nodes()
     spares = (
         Vm.objects.filter(
-            warm_pool__enabled=True, warm_pool__template=template, status=S.SUSPENDED,
+            warm_pool__enabled=True, warm_pool__template=template, status=Vm.Status.SUSPENDED,
             cpu_num=clean.cpu_num, mem_mb=clean.mem_mb, disk_mb=clean.disk_mb,
             warm_key__in=[fingerprint(template, keep) for keep in WarmPool.Keep.values],
         )
@@ -228,8 +227,8 @@ def adopt(spare: Vm, *, env: Env, clean) -> Vm | None:
     uuid = spare.uuid if spare.uuid else str(uuidlib.uuid4())
     node = spare.node
     addr = spare.ip if clean.net_kind == Vm.NetKind.FLAT else node.public_host
-    won = Vm.objects.filter(pk=spare.pk, warm_pool__isnull=False, status=S.SUSPENDED).update(
-        env=env, name=clean.name, status=S.STARTING, warm_pool=None, start_kind=Vm.StartKind.WARM,
+    won = Vm.objects.filter(pk=spare.pk, warm_pool__isnull=False, status=Vm.Status.SUSPENDED).update(
+        env=env, name=clean.name, status=Vm.Status.STARTING, warm_pool=None, start_kind=Vm.StartKind.WARM,
         net_kind=clean.net_kind, addr=addr, keep_image=clean.keep_image, rand_uuid=clean.rand_uuid,
         uuid=uuid, ssh_keys=[], user_data="", created_at=now, net_busy=False,
     )
@@ -314,10 +313,10 @@ def tend(pool_id: int) -> str:
         for spare in spares:
             shape = (spare.cpu_num, spare.mem_mb, spare.disk_mb)
             if spare.status in state.TRANSIENT:
-                if spare.status != S.DESTROYING:
+                if spare.status != Vm.Status.DESTROYING:
                     counted[shape] = counted.get(shape, 0) + 1  # an operation holds it: filling
                 continue
-            keep = (spare.status == S.SUSPENDED and spare.warm_key == key
+            keep = (spare.status == Vm.Status.SUSPENDED and spare.warm_key == key
                     and counted.get(shape, 0) < wanted.get(shape, 0))
             if keep:
                 counted[shape] = counted.get(shape, 0) + 1
@@ -362,7 +361,7 @@ def _fill(pool: WarmPool, shapes: list[tuple[int, int, int]], key: str) -> str:
             break
         placer.load_of(node).add(ask)
         vm = Vm(env=pool.env, node=node, template=template, name=f"spare-{secrets.token_hex(4)}",
-                status=S.CREATING, cpu_num=cpu, mem_mb=mem, disk_mb=disk, uuid=str(uuidlib.uuid4()),
+                status=Vm.Status.CREATING, cpu_num=cpu, mem_mb=mem, disk_mb=disk, uuid=str(uuidlib.uuid4()),
                 features=list(template.features or []), warm_pool=pool, warm_key=key)
         allocation.save_with_address(vm)
         made.append(vm)
@@ -381,11 +380,12 @@ def _fill(pool: WarmPool, shapes: list[tuple[int, int, int]], key: str) -> str:
 def held_by(pool: WarmPool) -> dict:
     """What the pool's live spares hold: counts by state, CPUs and memory reserved, disk."""
     spares = list(pool.spares.live())
-    ready = [s for s in spares if s.status == S.SUSPENDED]
+    ready = [s for s in spares if s.status == Vm.Status.SUSPENDED]
     return {
         "ready": len(ready),
-        "filling": sum(1 for s in spares if s.status in state.TRANSIENT and s.status != S.DESTROYING),
-        "other": sum(1 for s in spares if s.status not in state.TRANSIENT and s.status != S.SUSPENDED),
+        "filling": sum(1 for s in spares if s.status in state.TRANSIENT and s.status != Vm.Status.DESTROYING),
+        "other": sum(1 for s in spares
+                     if s.status not in state.TRANSIENT and s.status != Vm.Status.SUSPENDED),
         "cpu": sum(s.cpu_num for s in spares),
         "mem_mb": sum(s.mem_mb for s in spares),
     }
