@@ -48,7 +48,7 @@ def _set_egress(op: Operation, progress: Progress) -> None:
     state.release_network(op.vm_ids)
 
 
-def _unset_egress(op: Operation) -> None:
+def _revert_egress(op: Operation) -> None:
     # The Env's flag goes back, and every VM's wiring with it.
     Env.objects.filter(pk=op.env_id).update(deny_outgoing=op.params["previous"])
     for vm in vm_steps.vms_of(op):
@@ -76,7 +76,7 @@ def _set_reach(op: Operation, progress: Progress) -> None:
     state.release_network(op.vm_ids)
 
 
-def _unset_reach(op: Operation) -> None:
+def _revert_reach(op: Operation) -> None:
     # The peering goes back to what it was, and every VM's wiring with it.
     Peering.objects.filter(pk=op.params["peering"]).update(status=op.params["previous"])
     for vm in vm_steps.vms_of(op):
@@ -98,21 +98,22 @@ def _destroy(op: Operation, progress: Progress) -> None:
             vm_steps.resync_network(vm)
 
 
-def _undestroy(op: Operation) -> None:
+def _settle_env_destroy(op: Operation) -> None:
+    """A destroy (or expiry) that failed: its VMs settle, and the Env is active again."""
     vm_steps.settle_destroyed(op)
     # Back to active so the owner, an operator or the next sweep can retry.
     Env.objects.filter(pk=op.env_id, status=Env.Status.DESTROYING).update(status=Env.Status.ACTIVE)
 
 
-DESTROY = Step(run=_destroy, settle=_undestroy)
+DESTROY = Step(run=_destroy, settle=_settle_env_destroy)
 
 STEPS: dict[str, Step] = {
     EnvKind.ENV_CREATE: Step(run=_create, settle=vm_steps.settle_created),
     EnvKind.ENV_START: Step(run=_start, settle=vm_steps.settle_power),
     EnvKind.ENV_STOP: Step(run=_stop, settle=vm_steps.settle_power),
-    EnvKind.ENV_DENY_OUTGOING: Step(run=_set_egress, settle=_unset_egress),
-    EnvKind.ENV_PEER: Step(run=_set_reach, settle=_unset_reach),
-    EnvKind.ENV_UNPEER: Step(run=_set_reach, settle=_unset_reach),
+    EnvKind.ENV_DENY_OUTGOING: Step(run=_set_egress, settle=_revert_egress),
+    EnvKind.ENV_PEER: Step(run=_set_reach, settle=_revert_reach),
+    EnvKind.ENV_UNPEER: Step(run=_set_reach, settle=_revert_reach),
     EnvKind.ENV_DESTROY: DESTROY,
     EnvKind.ENV_EXPIRE: DESTROY,
 }

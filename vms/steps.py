@@ -251,7 +251,7 @@ def _set_blacklist(op: Operation, progress: Progress) -> None:
     state.release_network([vm.pk])
 
 
-def _unset_blacklist(op: Operation) -> None:
+def _revert_blacklist(op: Operation) -> None:
     vm = vms_of(op).get()
     Vm.objects.filter(pk=vm.pk).update(net_blacklist=op.params.get("previous", []))
     vm.refresh_from_db()
@@ -272,7 +272,7 @@ def _set_ports(op: Operation, progress: Progress) -> None:
     state.release_network([vm.pk])
 
 
-def _unset_ports(op: Operation) -> None:
+def _revert_ports(op: Operation) -> None:
     vm = vms_of(op).get()
     with transaction.atomic():
         PortMapping.objects.filter(vm=vm).delete()
@@ -332,7 +332,7 @@ def remove_half_made(snapshot: Snapshot) -> bool:
     return True
 
 
-def _unset_snapshot(op: Operation) -> None:
+def _settle_snapshot_create(op: Operation) -> None:
     vm = vms_of(op).get()
     snapshot = _snapshot_of(op)
     if snapshot is not None and snapshot.status == Snapshot.Status.CREATING:
@@ -360,7 +360,7 @@ def _apply_snapshot(op: Operation, progress: Progress) -> None:
     settle_vm(vm, Vm.Status.RESTORING)
 
 
-def _unapply_snapshot(op: Operation) -> None:
+def _settle_snapshot_apply(op: Operation) -> None:
     vm = vms_of(op).get()
     Snapshot.objects.filter(pk=op.snapshot_id, status=Snapshot.Status.APPLYING).update(
         status=Snapshot.Status.READY
@@ -380,14 +380,15 @@ def _destroy_snapshot(op: Operation, progress: Progress) -> None:
     snapshot.delete()
 
 
-def _keep_snapshot(op: Operation) -> None:
+def _settle_snapshot_destroy(op: Operation) -> None:
+    """A snapshot destroy that failed: the snapshot is kept, ready, to be destroyed again."""
     Snapshot.objects.filter(pk=op.snapshot_id, status=Snapshot.Status.DESTROYING).update(
         status=Snapshot.Status.READY
     )
 
 
 CREATE = Step(run=create_vms, settle=settle_created)
-SNAPSHOT_DESTROY = Step(run=_destroy_snapshot, settle=_keep_snapshot)
+SNAPSHOT_DESTROY = Step(run=_destroy_snapshot, settle=_settle_snapshot_destroy)
 
 STEPS: dict[str, Step] = {
     VmKind.VM_ADD: CREATE,
@@ -396,10 +397,10 @@ STEPS: dict[str, Step] = {
     VmKind.VM_SUSPEND: Step(run=lambda op, progress: power_vms(op, progress, "suspend"), settle=settle_power),
     VmKind.VM_DISK_STOP: Step(run=stop_for_disk, settle=settle_power),
     VmKind.VM_DESTROY: Step(run=destroy_vms, settle=settle_destroyed),
-    VmKind.VM_SET_BLACKLIST: Step(run=_set_blacklist, settle=_unset_blacklist),
-    VmKind.VM_SET_PORTS: Step(run=_set_ports, settle=_unset_ports),
-    VmKind.SNAPSHOT_CREATE: Step(run=_create_snapshot, settle=_unset_snapshot),
-    VmKind.SNAPSHOT_APPLY: Step(run=_apply_snapshot, settle=_unapply_snapshot),
+    VmKind.VM_SET_BLACKLIST: Step(run=_set_blacklist, settle=_revert_blacklist),
+    VmKind.VM_SET_PORTS: Step(run=_set_ports, settle=_revert_ports),
+    VmKind.SNAPSHOT_CREATE: Step(run=_create_snapshot, settle=_settle_snapshot_create),
+    VmKind.SNAPSHOT_APPLY: Step(run=_apply_snapshot, settle=_settle_snapshot_apply),
     VmKind.SNAPSHOT_DESTROY: SNAPSHOT_DESTROY,
     VmKind.SNAPSHOT_EXPIRE: SNAPSHOT_DESTROY,
 }
