@@ -18,7 +18,7 @@ from envs import policy
 from envs.kinds import EnvKind
 from envs.models import Env
 from operations.models import Operation
-from operations.recording import idempotent, record, sweep
+from operations.recording import expire_each, idempotent, record
 from ttportal import limits, ratelimit
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import state, usage
@@ -238,7 +238,7 @@ def env_expire_due(now=None, limit: int = 100) -> list[Operation]:
     """Queue the destruction of Envs whose end has passed, one at a time."""
     now = now or timezone.now()
     due = Env.objects.filter(status=Env.Status.ACTIVE, end_at__lte=now, is_warm_pool=False).order_by("end_at")
-    return sweep(due.values_list("pk", flat=True), env_expire_one, now, limit)
+    return expire_each(due.values_list("pk", flat=True), env_expire_one, now, limit)
 
 
 def env_expire_one(env_id: int, *, now=None) -> Operation | None:

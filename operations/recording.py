@@ -199,7 +199,7 @@ def _by_key(user, key: str, fingerprint: str) -> Operation | None:
     return first
 
 
-def sweep(due_ids, expire_one, now, limit: int) -> list[Operation]:
+def expire_each(due_ids, expire_one, now, limit: int) -> list[Operation]:
     """A periodic sweep: one item per step, each step re-checking that its item is still due."""
     ops = []
     for item_id in list(due_ids[:limit]):

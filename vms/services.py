@@ -25,7 +25,7 @@ from nodes.models import Node
 from nodes.registry import driver_class
 from operations import recovery, registry
 from operations.models import Operation
-from operations.recording import idempotent, record, sweep
+from operations.recording import expire_each, idempotent, record
 from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
 from vms import allocation, state, usage, warm
@@ -389,7 +389,7 @@ def snapshot_expire_due(now=None, limit: int = 100) -> list[Operation]:
     """Queue the removal of snapshots whose life time has passed, one at a time."""
     now = now or timezone.now()
     due = Snapshot.objects.filter(status=Snapshot.Status.READY, expires_at__lte=now).order_by("expires_at")
-    return sweep(due.values_list("pk", flat=True), snapshot_expire_one, now, limit)
+    return expire_each(due.values_list("pk", flat=True), snapshot_expire_one, now, limit)
 
 
 def snapshot_expire_one(snapshot_id: int, *, now=None) -> Operation | None:

@@ -25,7 +25,7 @@ from nodes.registry import console_log, driver_class, get_engine
 from ttportal.errors import InvalidInput, TTError
 from ttportal.hours import parse_hours
 from ttportal.limits import SNAPSHOT_LIFE_MAX, SNAPSHOT_LIFE_MIN
-from ttportal.portal import act, back_url, post_action
+from ttportal.portal import back_url, call_and_redirect, post_action
 from vms import services, state
 from vms.blocked import blocked_counts
 from vms.models import Snapshot, Vm, VmTemplate, engine_kinds_in_service, ssh_commands
@@ -134,8 +134,8 @@ def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, f"Life time ({exc.field}): {exc.message}")
         return HttpResponseRedirect(back_url(request, _back(vm)))
     name = request.POST.get("name", "").strip()
-    return act(request, lambda: services.snapshot_create(vm=vm, name=name, life_time=life_time,
-                                                         by=request.user),
+    return call_and_redirect(request, lambda: services.snapshot_create(vm=vm, name=name, life_time=life_time,
+                                                                       by=request.user),
                f"Taking snapshot {name} of {vm.name}", _back(vm))
 
 

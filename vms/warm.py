@@ -270,8 +270,8 @@ def enqueue_tend(pool_id: int) -> None:
         log.exception("could not enqueue tending warm pool %s; the minute's sweep will", pool_id)
 
 
-def tend_all() -> list[str]:
-    return [tend(pk) for pk in WarmPool.objects.order_by("pk").values_list("pk", flat=True)]
+def tend_all_pools() -> list[str]:
+    return [tend_pool(pk) for pk in WarmPool.objects.order_by("pk").values_list("pk", flat=True)]
 
 
 def _blocked(pool: WarmPool) -> str:
@@ -292,7 +292,7 @@ def _blocked(pool: WarmPool) -> str:
     return ""
 
 
-def tend(pool_id: int) -> str:
+def tend_pool(pool_id: int) -> str:
     """Discard what the pool must not hold, then fill what it lacks. One pool at a time
     (its row locked); says what it did."""
     with transaction.atomic():

@@ -155,7 +155,7 @@ def test_spares_count_against_the_nodes_capacity(node, template, olga, run_tasks
         pool = warm.pool_save(pool=WarmPool(node=node, template=template, size=3,
                                             vm_sizes=[{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}]), by=olga)
     assert len(spares(pool)) == 2
-    assert "no room for more on local-test: 44 MiB free, 128 MiB asked" in warm.tend(pool.pk)
+    assert "no room for more on local-test: 44 MiB free, 128 MiB asked" in warm.tend_pool(pool.pk)
 
 
 def test_a_pool_refuses_a_cloud_init_template_and_an_engine_that_cannot_save_memory(node, template, olga):
@@ -267,7 +267,7 @@ def unfilled(node, template, olga, size=1) -> tuple[WarmPool, Operation]:
     """A pool whose fill is recorded, not run (its task is run by hand)."""
     pool = warm.pool_save(pool=WarmPool(node=node, template=template, size=size,
                                         vm_sizes=[{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}]), by=olga)
-    warm.tend(pool.pk)
+    warm.tend_pool(pool.pk)
     return pool, Operation.objects.get(kind="warm_fill")
 
 
@@ -322,7 +322,7 @@ def test_a_fill_lost_every_attempt_leaves_nothing_once_tended(node, template, ol
     (spare,) = spares(pool)
     assert spare.status == Vm.Status.RUNNING  # settled to what the node has: booted, never saved
     monkeypatch.undo()
-    assert "discarding 1" in warm.tend(pool.pk)
+    assert "discarding 1" in warm.tend_pool(pool.pk)
     discard = Operation.objects.get(kind="warm_discard")
     runner.execute(discard.pk)
     assert done(discard).status == "succeeded"
