@@ -15,7 +15,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from engines.errors import ErrorCode, fails_as
-from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotResult, SnapshotSpec, VmSpec
+from engines.specs import (
+    DiskSpace,
+    Feature,
+    Inventory,
+    PowerState,
+    SnapshotResult,
+    SnapshotSpec,
+    StartOutcome,
+    VmSpec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +139,9 @@ class VmEngine(Network, Storage, ABC):
         """Remove the definition; a missing one is not an error."""
 
     @abstractmethod
-    def start_vm(self, vm: VmSpec) -> str | None:
-        """Boot a stopped VM; a running one is left alone. May say what it did ("booted",
-        "restored" from saved memory, "resumed" from a pause, "running" already)."""
+    def start_vm(self, vm: VmSpec) -> StartOutcome | None:
+        """Boot a stopped VM; a running one is left alone. May say what it did (a
+        StartOutcome: booted, restored from saved memory, resumed from a pause, running)."""
 
     def suspend_vm(self, vm: VmSpec) -> str:
         """Save a running VM's memory to disk and stop it (Feature.SUSPEND); the next

@@ -18,6 +18,7 @@ from operations.registry import Progress, Step
 from vms import state
 from vms import steps as vm_steps
 from vms.models import Vm
+from vms.state import VmAction
 
 
 def _create(op: Operation, progress: Progress) -> None:
@@ -25,11 +26,11 @@ def _create(op: Operation, progress: Progress) -> None:
 
 
 def _start(op: Operation, progress: Progress) -> None:
-    vm_steps.power_vms(op, progress, "start")
+    vm_steps.power_vms(op, progress, VmAction.START)
 
 
 def _stop(op: Operation, progress: Progress) -> None:
-    vm_steps.power_vms(op, progress, "stop")
+    vm_steps.power_vms(op, progress, VmAction.STOP)
 
 
 # --- egress ------------------------------------------------------------------------

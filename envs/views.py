@@ -40,6 +40,7 @@ from vms.models import (
     port_label,
     ssh_commands,
 )
+from vms.state import VmAction
 
 # How many operations the Env page lists (the admin has the whole log).
 OPERATIONS_SHOWN = 25
@@ -154,7 +155,7 @@ def _vm_rows(env: Env) -> list[dict]:
         row["urls"] = {name: make(row["pk"]) for name, make in urls.items()}
         node_up = row["node__down_since"] is None
         row["actions"] = {action: live and node_up and state.allowed(row["status"], action)
-                          for action in ("start", "stop", "destroy")}
+                          for action in (VmAction.START, VmAction.STOP, VmAction.DESTROY)}
         if not node_up:
             row["status"] = Vm.UNKNOWN
         host = row["node__public_host"]

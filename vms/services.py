@@ -41,6 +41,7 @@ from vms.new_vms import (
     wanted_features,
 )
 from vms.placement import Ask, Placer, check_disk_room
+from vms.state import VmAction
 
 
 def _locked_env(env: Env) -> Env:
@@ -168,11 +169,13 @@ def vm_add(*, env: Env, spec: NewVm, by, ignore_quota: bool = False, idempotency
 
 
 # The status a power action leaves a VM in: asking for it again changes nothing.
-POWER_TARGET = {"start": Vm.Status.RUNNING, "stop": Vm.Status.STOPPED, "suspend": Vm.Status.SUSPENDED}
-POWER_FEATURE = {"start": Feature.START_STOP, "stop": Feature.START_STOP, "suspend": Feature.SUSPEND}
+POWER_TARGET = {VmAction.START: Vm.Status.RUNNING, VmAction.STOP: Vm.Status.STOPPED,
+                VmAction.SUSPEND: Vm.Status.SUSPENDED}
+POWER_FEATURE = {VmAction.START: Feature.START_STOP, VmAction.STOP: Feature.START_STOP,
+                 VmAction.SUSPEND: Feature.SUSPEND}
 
 
-def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) -> Operation | None:
+def _vm_power_request(vm: Vm, action: VmAction, kind: str, by, idempotency_key: str) -> Operation | None:
     policy.check_can_manage(by, vm.env, f"vm_{action}")
     _require_feature(vm, POWER_FEATURE[action])
     env = _locked_env(vm.env)
@@ -182,7 +185,7 @@ def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) 
         return None  # nothing to do: no operation, no cooldown
     if vm.status == Vm.Status.DESTROYED:
         raise IllegalState(f"VM {vm.name} is destroyed")
-    if action == "suspend" and state.allowed(vm.status, action):
+    if action == VmAction.SUSPEND and state.allowed(vm.status, action):
         # Its memory is written to the node's disk, all of it, at once.
         check_disk_room(vm.node, more_mb=vm.mem_mb, now_mb=vm.mem_mb,
                         what=f"the saved memory of VM {vm.name} ({vm.mem_mb} MiB)")
@@ -194,20 +197,20 @@ def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) 
 @idempotent
 def vm_start(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Start the VM; None when it is running already (nothing recorded)."""
-    return _vm_power_request(vm, "start", VmKind.VM_START, by, idempotency_key)
+    return _vm_power_request(vm, VmAction.START, VmKind.VM_START, by, idempotency_key)
 
 
 @idempotent
 def vm_stop(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Stop the VM; None when it is stopped already (nothing recorded)."""
-    return _vm_power_request(vm, "stop", VmKind.VM_STOP, by, idempotency_key)
+    return _vm_power_request(vm, VmAction.STOP, VmKind.VM_STOP, by, idempotency_key)
 
 
 @idempotent
 def vm_suspend(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Save the running VM's memory to its node's disk and stop it; the next start resumes
     it where it was (processes, files in memory). None when it is suspended already."""
-    return _vm_power_request(vm, "suspend", VmKind.VM_SUSPEND, by, idempotency_key)
+    return _vm_power_request(vm, VmAction.SUSPEND, VmKind.VM_SUSPEND, by, idempotency_key)
 
 
 def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
@@ -217,7 +220,7 @@ def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
     with transaction.atomic():
         env = _locked_env(vm.env)
         try:
-            state.claim(vm, "stop")
+            state.claim(vm, VmAction.STOP)
         except IllegalState:
             return None
         return record(VmKind.VM_DISK_STOP, env=env, vm=vm, by=None,
@@ -343,7 +346,7 @@ def snapshot_create(*, vm: Vm, name: str, by, life_time=None, ignore_quota: bool
                     f"(up to its disk, {vm.disk_mb} MiB)")
     now = timezone.now()
     policy.claim_mgmt_slot(env, now, by=by)
-    previous = state.claim(vm, "snapshot")
+    previous = state.claim(vm, VmAction.SNAPSHOT)
     snapshot = Snapshot.objects.create(
         vm=vm, name=name, life_time=seconds, created_at=now,
         expires_at=now + timedelta(seconds=seconds) if seconds else None,
@@ -366,7 +369,7 @@ def snapshot_apply(*, snapshot: Snapshot, by, idempotency_key: str = "") -> Oper
         status=Snapshot.Status.APPLYING
     ):
         raise IllegalState(f"snapshot {snapshot.name} is {snapshot.status}, not ready")
-    previous = state.claim(vm, "apply")
+    previous = state.claim(vm, VmAction.APPLY)
     return record(VmKind.SNAPSHOT_APPLY, env=env, vm=vm, snapshot=snapshot, by=by,
                   idempotency_key=idempotency_key, params={"previous_status": previous})
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from engines.errors import ErrorCode, TTError, fails_as
+from engines.specs import StartOutcome
 from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress
-from vms.models import Vm
+from vms.models import Vm, WarmPool
 
 log = logging.getLogger(__name__)
 # At most this many restores at once: each reads its saved memory and starts a QEMU.
@@ -35,7 +36,7 @@ class SpareRestore:
     rewire_ms: float
     restore_s: float
     error: Exception | None = None
-    was: str = ""  # how the spare waited: "saved" (memory on disk) or "paused" (in memory)
+    was: str = ""  # how the spare waited: WarmPool.Keep.SAVED (memory on disk) or PAUSED (in memory)
 
 
 def restore_spares(op: Operation, *, start: bool) -> dict[int, SpareRestore]:
@@ -60,7 +61,8 @@ def restore_spares(op: Operation, *, start: bool) -> dict[int, SpareRestore]:
             rewired = time.monotonic()
             if start:
                 with fails_as(ErrorCode.START_VM):
-                    was = "paused" if engine.start_vm(spec) == "resumed" else "saved"
+                    resumed = engine.start_vm(spec) == StartOutcome.RESUMED
+                    was = WarmPool.Keep.PAUSED if resumed else WarmPool.Keep.SAVED
         except Exception as exc:  # handled by the caller, in the operation's thread
             return pk, SpareRestore(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired, exc, was)
         return pk, SpareRestore(into_task_ms, (rewired - t0) * 1000, time.monotonic() - rewired, None, was)
@@ -77,8 +79,9 @@ def record_spare_restore(vm: Vm, restored: SpareRestore, *, start: bool, progres
         final = Vm.Status.RUNNING if start else Vm.Status.SUSPENDED
         Vm.objects.filter(pk=vm.pk, status=Vm.Status.STARTING).update(status=final)
         vm.refresh_from_db()
-        how = (f"{'resumed' if restored.was == 'paused' else 'restored'} from a {restored.was} spare in "
-               f"{restored.restore_s:.2f} s" if start else "a spare, kept suspended (its Env is stopped)")
+        verb = "resumed" if restored.was == WarmPool.Keep.PAUSED else "restored"
+        how = (f"{verb} from a {restored.was} spare in {restored.restore_s:.2f} s" if start
+               else "a spare, kept suspended (its Env is stopped)")
         progress(100, f"warm: {how} (network rewired in {restored.rewire_ms:.0f} ms, "
                       f"engine called {restored.into_task_ms:.0f} ms into the task)")
         return True

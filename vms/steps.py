@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
@@ -24,6 +25,7 @@ from operations.registry import Progress, Step
 from vms import allocation, spare_restore, state
 from vms.kinds import VmKind
 from vms.models import PortMapping, Snapshot, Vm
+from vms.state import VmAction
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ def create_vm(vm: Vm, *, start: bool, progress: Progress) -> None:
         )
         vm.refresh_from_db()
     if vm.status == Vm.Status.STARTING:
-        power(vm, "start", progress)
+        power(vm, VmAction.START, progress)
 
 
 def create_vms(op: Operation, progress: Progress) -> None:
@@ -163,13 +165,13 @@ def settle_created(op: Operation) -> None:
 # --- power --------------------------------------------------------------------------
 
 _POWER = {
-    "start": (Vm.Status.STARTING, Vm.Status.RUNNING, ErrorCode.START_VM, "booting"),
-    "stop": (Vm.Status.STOPPING, Vm.Status.STOPPED, ErrorCode.STOP_VM, "shutting down"),
-    "suspend": (Vm.Status.SUSPENDING, Vm.Status.SUSPENDED, ErrorCode.SUSPEND_VM, "saving its memory"),
+    VmAction.START: (Vm.Status.STARTING, Vm.Status.RUNNING, ErrorCode.START_VM, "booting"),
+    VmAction.STOP: (Vm.Status.STOPPING, Vm.Status.STOPPED, ErrorCode.STOP_VM, "shutting down"),
+    VmAction.SUSPEND: (Vm.Status.SUSPENDING, Vm.Status.SUSPENDED, ErrorCode.SUSPEND_VM, "saving its memory"),
 }
 
 
-def power(vm: Vm, action: str, progress: Progress) -> None:
+def power(vm: Vm, action: VmAction, progress: Progress) -> None:
     """Start or stop a VM claimed for it; a VM already past that status is left alone."""
     transient, final, code, doing = _POWER[action]
     if vm.status != transient:
@@ -177,11 +179,11 @@ def power(vm: Vm, action: str, progress: Progress) -> None:
     engine = get_engine(vm.node)
     progress(50, doing)
     with fails_as(code):
-        if action == "start":
+        if action == VmAction.START:
             resuming = engine.power_state(vm.to_spec()) == PowerState.SUSPENDED
             engine.start_vm(vm.to_spec())
             progress(90, "VM resumed from its saved memory" if resuming else "VM booted")
-        elif action == "suspend":
+        elif action == VmAction.SUSPEND:
             progress(90, f"VM {engine.suspend_vm(vm.to_spec())}")
         else:
             progress(90, f"VM {engine.stop_vm(vm.to_spec())}")  # by its agent, the ACPI button, or forced
@@ -204,7 +206,7 @@ def stop_for_disk(op: Operation, progress: Progress) -> None:
                   code=ErrorCode.DISK_EXCEEDED)
 
 
-def power_vms(op: Operation, progress: Progress, action: str) -> None:
+def power_vms(op: Operation, progress: Progress, action: VmAction) -> None:
     each_vm(op, progress, lambda vm, share: power(vm, action, share))
 
 
@@ -392,9 +394,9 @@ SNAPSHOT_DESTROY = Step(run=_destroy_snapshot, settle=_settle_snapshot_destroy)
 
 STEPS: dict[str, Step] = {
     VmKind.VM_ADD: CREATE,
-    VmKind.VM_START: Step(run=lambda op, progress: power_vms(op, progress, "start"), settle=settle_power),
-    VmKind.VM_STOP: Step(run=lambda op, progress: power_vms(op, progress, "stop"), settle=settle_power),
-    VmKind.VM_SUSPEND: Step(run=lambda op, progress: power_vms(op, progress, "suspend"), settle=settle_power),
+    VmKind.VM_START: Step(run=partial(power_vms, action=VmAction.START), settle=settle_power),
+    VmKind.VM_STOP: Step(run=partial(power_vms, action=VmAction.STOP), settle=settle_power),
+    VmKind.VM_SUSPEND: Step(run=partial(power_vms, action=VmAction.SUSPEND), settle=settle_power),
     VmKind.VM_DISK_STOP: Step(run=stop_for_disk, settle=settle_power),
     VmKind.VM_DESTROY: Step(run=destroy_vms, settle=settle_destroyed),
     VmKind.VM_SET_BLACKLIST: Step(run=_set_blacklist, settle=_revert_blacklist),

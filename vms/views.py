@@ -29,6 +29,7 @@ from ttportal.portal import back_url, call_and_redirect, post_action
 from vms import services, state
 from vms.blocked import blocked_counts
 from vms.models import Snapshot, Vm, VmTemplate, engine_kinds_in_service, ssh_commands
+from vms.state import VmAction
 
 
 def _vm_for(request: HttpRequest, pk: int) -> Vm:
@@ -62,7 +63,8 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     snapshots = list(vm.snapshots.order_by("created_at", "id"))
     cooldown = policy.cooldown_remaining(env, now)
     actions = {action: live and state.can(vm, action)
-               for action in ("start", "stop", "suspend", "snapshot", "apply", "destroy")}
+               for action in (VmAction.START, VmAction.STOP, VmAction.SUSPEND, VmAction.SNAPSHOT,
+                              VmAction.APPLY, VmAction.DESTROY)}
     actions["suspend"] = actions["suspend"] and Feature.SUSPEND in driver_class(vm.node.kind).features
     try:
         console, console_error = console_log(vm.node, vm.engine_name), ""
@@ -76,7 +78,7 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "ssh": ssh_commands(vm.node.public_host,
                             [(pm.public_port, pm.inner_port, pm.protocol) for pm in ports]),
         "snapshots": snapshots, "blacklist_text": "\n".join(vm.net_blacklist or []),
-        "can_change_net": live and state.can(vm, "network") and not vm.net_busy,
+        "can_change_net": live and state.can(vm, VmAction.NETWORK) and not vm.net_busy,
         "cooldown": cooldown, "here": reverse("vms:detail", args=[vm.pk]),
         "console": console, "console_error": console_error,
         # What its node's firewall refused it (None: the node could not be asked).

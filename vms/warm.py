@@ -52,6 +52,7 @@ from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import allocation, placement, state
 from vms.kinds import VmKind
 from vms.models import CLOUD_INIT, Vm, VmTemplate, WarmPool
+from vms.state import VmAction
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +334,7 @@ def _discard(pool: WarmPool, spares: list[Vm]) -> str:
     ids = []
     for spare in spares:
         try:
-            state.claim(spare, "destroy")
+            state.claim(spare, VmAction.DESTROY)
         except IllegalState:
             continue
         ids.append(spare.pk)

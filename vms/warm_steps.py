@@ -18,6 +18,7 @@ from operations.registry import Progress, Step
 from vms import steps
 from vms.kinds import VmKind
 from vms.models import Vm, WarmPool
+from vms.state import VmAction
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def fill_spare(vm: Vm, progress: Progress, *, keep: str) -> None:
             progress(90, f"VM {get_engine(vm.node).pause_vm(vm.to_spec())}")
         Vm.objects.filter(pk=vm.pk, status=Vm.Status.SUSPENDING).update(status=Vm.Status.SUSPENDED)
         return
-    steps.power(vm, "suspend", progress)
+    steps.power(vm, VmAction.SUSPEND, progress)
 
 
 def _fill(op: Operation, progress: Progress) -> None:

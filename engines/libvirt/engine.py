@@ -29,7 +29,7 @@ from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
-from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotSpec, VmSpec
+from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotSpec, StartOutcome, VmSpec
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -428,16 +428,16 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         self.remove_instance(vm.name)
 
     @reconnecting
-    def start_vm(self, vm: VmSpec) -> str:
+    def start_vm(self, vm: VmSpec) -> StartOutcome:
         """Boot a stopped VM, or resume a suspended one (libvirt restores its managed save;
         a paused one's vCPUs run again). Says which: booted, restored, resumed, running."""
         dom = self._require_domain(vm)
         if dom.isActive() and self._paused(dom):
             dom.resume()
             self._sync_guest_clock(dom, vm)
-            return "resumed"
+            return StartOutcome.RESUMED
         if dom.isActive():
-            return "running"
+            return StartOutcome.RUNNING
         suspended = bool(dom.hasManagedSaveImage(0))
         if not suspended and f"'{vm.tap}'" not in dom.XMLDesc(0):
             # Defined before its port was named by us: the firewall binds the
@@ -446,11 +446,11 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
             self.conn.defineXML(self._domain_xml(vm))
         dom.create()
         if not suspended:
-            return "booted"
+            return StartOutcome.BOOTED
         if self._paused(dom):  # it was saved paused (a paused spare, then saved)
             dom.resume()
         self._sync_guest_clock(dom, vm)
-        return "restored"
+        return StartOutcome.RESTORED
 
     @staticmethod
     def _paused(dom: libvirt.virDomain) -> bool:
