@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from engines.errors import ErrorCode, fails_as
+from engines.node_options import NodeOptions
 from engines.specs import (
     DiskSpace,
     Feature,
@@ -121,9 +122,9 @@ class VmEngine(Network, Storage, ABC):
     # sets no limit), and the disk watchdog (vms/disk_watch.py) reads `writable_sizes`.
     bounds_disks: bool = True
 
-    def __init__(self, *, uri: str, options: dict | None = None):
+    def __init__(self, *, uri: str, options: NodeOptions | None = None):
         self.uri = uri
-        self.options = dict(options or {})
+        self.options = options or NodeOptions()
 
     # --- lifecycle primitives a driver provides -------------------------
     @abstractmethod

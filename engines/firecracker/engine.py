@@ -39,6 +39,7 @@ from engines.firecracker.process import ProcessRecord
 from engines.libvirt.console import read_console_tail
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
+from engines.node_options import NodeOptions
 from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotSpec, VmSpec, tap_name
 
 log = logging.getLogger(__name__)
@@ -73,21 +74,20 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
     # A reflink where the filesystem has them, else a whole copy: counted as a copy.
     copies_template = True
 
-    def __init__(self, *, uri: str, options: dict | None = None):
+    def __init__(self, *, uri: str, options: NodeOptions | None = None):
         super().__init__(uri=uri, options=options)
         opts = self.options
-        self.layout = Layout(Path(opts.get("pool_path", "/var/lib/ttportal/pools/tt-pool")),
-                             opts.get("console_dir", ""))
-        self.bridge = opts.get("bridge", "ttbr0")
-        self.vm_network = ipaddress.IPv4Network(opts.get("vm_network", "10.100.0.0/16"))
-        self.gateway_ip = opts.get("gateway_ip") or str(self.vm_network.network_address + 1)
-        self.stop_timeout = float(opts.get("stop_timeout", 30))
+        self.layout = Layout(Path(opts.pool_path or "/var/lib/ttportal/pools/tt-pool"), opts.console_dir)
+        self.bridge = opts.bridge
+        self.vm_network = ipaddress.IPv4Network(opts.vm_network)
+        self.gateway_ip = opts.gateway_ip or str(self.vm_network.network_address + 1)
+        self.stop_timeout = float(opts.stop_timeout)
         # How long a new process gets to answer on its socket (the jailer's chroot included).
-        self.api_timeout = float(opts.get("api_timeout", 10))
-        self.binary = opts.get("binary", "")
-        self.jailer = opts.get("jailer", "")
-        self.firewall: Firewall = opts.get("firewall") or MemoryFirewall()
-        self.hostnet: HostNetwork = opts.get("hostnet") or HostNetwork()
+        self.api_timeout = float(opts.api_timeout)
+        self.binary = opts.binary
+        self.jailer = opts.jailer
+        self.firewall: Firewall = opts.firewall or MemoryFirewall()
+        self.hostnet: HostNetwork = opts.hostnet or HostNetwork()
 
     # --- node -----------------------------------------------------------------------
     def init(self) -> None:

@@ -29,6 +29,7 @@ from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
+from engines.node_options import NodeOptions
 from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotSpec, StartOutcome, VmSpec
 
 log = logging.getLogger(__name__)
@@ -47,18 +48,19 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
          Feature.RAND_UUID, Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.SUSPEND}
     )
 
-    def __init__(self, *, uri: str, options: dict | None = None):
+    def __init__(self, *, uri: str, options: NodeOptions | None = None):
         super().__init__(uri=uri, options=options)
-        self.pool_name = self.options.get("pool_name", "tt-pool")
-        self.network_name = self.options.get("network_name", "tt-net")
-        self.vm_network = self.options.get("vm_network", "10.100.0.0/16")
-        self.pool_path = self.options.get("pool_path", "/var/lib/ttportal/pool")
-        self.bridge = self.options.get("bridge", "ttbr0")
-        self.console_dir = self.options.get("console_dir", "")
-        self.stop_timeout = float(self.options.get("stop_timeout", 30))
+        opts = self.options
+        self.pool_name = opts.pool_name
+        self.network_name = opts.network_name
+        self.vm_network = opts.vm_network
+        self.pool_path = opts.pool_path or "/var/lib/ttportal/pool"
+        self.bridge = opts.bridge
+        self.console_dir = opts.console_dir
+        self.stop_timeout = float(opts.stop_timeout)
         # How long a call waits for libvirtd to come back after losing it.
-        self.reconnect_timeout = float(self.options.get("reconnect_timeout", 30))
-        self.firewall: Firewall = self.options.get("firewall") or MemoryFirewall()
+        self.reconnect_timeout = float(opts.reconnect_timeout)
+        self.firewall: Firewall = opts.firewall or MemoryFirewall()
 
     # --- plumbing ---------------------------------------------------------
     @property
