@@ -87,7 +87,7 @@ def thaw(vm: Vm) -> None:
         log.exception("could not thaw the filesystems of %s", vm)
 
 
-def restore_power(vm: Vm, was: str) -> None:
+def start_again_if_it_ran(vm: Vm, was: str) -> None:
     """Best effort after a failed storage change: a VM that ran before runs again."""
     if was != Vm.Status.RUNNING:
         return
@@ -342,7 +342,7 @@ def _settle_snapshot_create(op: Operation) -> None:
         snapshot.delete()
     if vm.status == Vm.Status.SNAPSHOTTING:
         thaw(vm)  # a live snapshot cut short must not leave the guest's filesystems frozen
-        restore_power(vm, op.params.get("previous_status", ""))
+        start_again_if_it_ran(vm, op.params.get("previous_status", ""))
     settle_vm(vm, Vm.Status.SNAPSHOTTING)
 
 
@@ -368,7 +368,7 @@ def _settle_snapshot_apply(op: Operation) -> None:
         status=Snapshot.Status.READY
     )
     if vm.status == Vm.Status.RESTORING:
-        restore_power(vm, op.params.get("previous_status", ""))
+        start_again_if_it_ran(vm, op.params.get("previous_status", ""))
     settle_vm(vm, Vm.Status.RESTORING)
 
 
