@@ -53,7 +53,7 @@ KEEPS = ("saved", "paused")
 def pool_kept(pool, keep: str) -> bool:
     from vms import warm
 
-    key = warm.fingerprint(pool.template, keep)
+    key = warm.warm_key_of(pool.template, keep)
     return not pool.spares.live().exclude(warm_key=key).exists()
 
 

@@ -65,7 +65,7 @@ POOL_ENV_LIFETIME = timedelta(days=365 * 100)
 # --- what a spare is made from ----------------------------------------------------------
 
 
-def fingerprint(template: VmTemplate, keep: str) -> str:
+def warm_key_of(template: VmTemplate, keep: str) -> str:
     """What a spare was booted from and how it waits: a change to the template (image,
     kernel, command line, features) or to the pool's `keep` makes every spare of it stale."""
     spec = asdict(template.to_spec())
@@ -207,7 +207,7 @@ def spare_for(placer: placement.Placer, ask: placement.Ask, clean, taken: set[in
         Vm.objects.filter(
             warm_pool__enabled=True, warm_pool__template=template, status=Vm.Status.SUSPENDED,
             cpu_num=clean.cpu_num, mem_mb=clean.mem_mb, disk_mb=clean.disk_mb,
-            warm_key__in=[fingerprint(template, keep) for keep in WarmPool.Keep.values],
+            warm_key__in=[warm_key_of(template, keep) for keep in WarmPool.Keep.values],
         )
         .exclude(pk__in=taken)
         .select_related("node", "warm_pool")
@@ -215,7 +215,7 @@ def spare_for(placer: placement.Placer, ask: placement.Ask, clean, taken: set[in
     )
     by_node: dict[int, Vm] = {}
     for spare in spares[:64]:  # the oldest current spare of each node
-        if spare.warm_key == fingerprint(template, spare.warm_pool.keep):
+        if spare.warm_key == warm_key_of(template, spare.warm_pool.keep):
             by_node.setdefault(spare.node_id, spare)
     node = placer.place_on_spare(ask, {spare.node for spare in by_node.values()})
     return by_node[node.pk] if node is not None else None
@@ -304,7 +304,7 @@ def tend_pool(pool_id: int) -> str:
         if pool.node.down_since is not None:
             return f"{pool}: node down, nothing done"
         blocked = _blocked(pool)
-        key = fingerprint(pool.template, pool.keep)
+        key = warm_key_of(pool.template, pool.keep)
         wanted = {} if blocked else {
             (s["cpu_num"], s["mem_mb"], disk_of(s, pool.template)): pool.size for s in pool.vm_sizes
         }

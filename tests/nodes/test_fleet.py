@@ -248,7 +248,7 @@ def test_queue_depths_come_from_the_broker(db):
 
 
 def test_a_worker_says_which_queue_it_serves(db):
-    assert lease.queue_of(lease.identity()) == "ttportal"
+    assert lease.queue_of_worker(lease.identity()) == "ttportal"
     assert lease.describe(lease.identity()).endswith("(queue ttportal)")
 
 

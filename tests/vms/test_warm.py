@@ -47,7 +47,7 @@ def test_a_pool_fills_with_booted_and_saved_spares(pool):
     assert len(made) == 2
     for spare in made:
         assert spare.status == Vm.Status.SUSPENDED and spare.env == pool.env
-        assert spare.warm_key == warm.fingerprint(pool.template, "saved")
+        assert spare.warm_key == warm.warm_key_of(pool.template, "saved")
         assert spare.mac and spare.ip  # its own addresses, from the allocator
         assert domain(spare).hasManagedSaveImage(0)
     assert len({s.mac for s in made}) == 2 and len({s.ip for s in made}) == 2
@@ -124,7 +124,7 @@ def test_a_template_change_makes_its_spares_stale_and_they_are_replaced(alice, p
         warm.template_changed(template)
     now = spares(pool)
     assert len(now) == 2 and not old & {s.pk for s in now}
-    assert all(s.warm_key == warm.fingerprint(template, "saved") and s.status == Vm.Status.SUSPENDED
+    assert all(s.warm_key == warm.warm_key_of(template, "saved") and s.status == Vm.Status.SUSPENDED
                for s in now)
     assert Vm.objects.filter(pk__in=old, status=Vm.Status.DESTROYED).count() == 2
     assert Operation.objects.filter(kind="warm_discard", status="succeeded").exists()
@@ -247,7 +247,7 @@ def test_a_paused_pool_keeps_its_spares_in_memory_and_a_create_resumes_one(alice
     with run_tasks():
         warm.pool_save(pool=pool, by=olga)
     (saved,) = spares(pool)
-    assert domain(saved).hasManagedSaveImage(0) and saved.warm_key == warm.fingerprint(template, "saved")
+    assert domain(saved).hasManagedSaveImage(0) and saved.warm_key == warm.warm_key_of(template, "saved")
 
 
 # --- whatever dies under a fill or a warm create, no spare leaks -------------------------
