@@ -24,7 +24,7 @@ from accounts.serializers import (
     TokenCreate,
     TokenSerializer,
 )
-from envs.api import parse
+from ttportal.api import parse
 from ttportal.api_query import StrictFilterSet, TextFilter
 from vms.usage import report
 

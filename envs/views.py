@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from envs import peering, policy, services
+from envs import peering, services
 from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, show_vm_error
 from envs.models import Env
 from envs.templatetags.portal import mib
@@ -28,8 +28,8 @@ from operations.models import Operation
 from ttportal.errors import InvalidInput
 from ttportal.hours import hours, parse_hours
 from ttportal.portal import act, back_url, post_action, refused_here
+from vms import policy, state, usage
 from vms import services as vm_services
-from vms import state, usage
 from vms.models import (
     PortMapping,
     Vm,
@@ -40,9 +40,8 @@ from vms.models import (
     port_label,
     ssh_commands,
 )
+from vms.views import operations_context
 
-# How many operations the Env page lists (the admin has the whole log).
-OPERATIONS_SHOWN = 25
 # The countdown turns into a warning in the Env's last hour.
 WARN_SECONDS = 3600
 
@@ -167,27 +166,6 @@ def _vm_rows(env: Env) -> list[dict]:
         row["show_ip"] = row["ip"] and row["ip"] != row["addr"]
         row["no_ports"] = "flat: its own address" if row["net_kind"] == Vm.NetKind.FLAT else "none"
     return rows
-
-
-def operations_context(env: Env, vm: Vm | None = None) -> dict:
-    """The operations partial's context: the Env's latest operations (on a VM page, that
-    VM's and the Env-wide ones, which act on it too) and whether any still runs."""
-    ops = env.operations.all()
-    poll_url = reverse("envs:operations", args=[env.pk])
-    if vm is not None:
-        ops = ops.filter(Q(vm=vm) | Q(vm__isnull=True))
-        poll_url += f"?vm={vm.pk}"
-    shown = list(ops.select_related("requested_by")[:OPERATIONS_SHOWN])
-    for op in shown:
-        # Display values once here: date filters per row were a fifth of a busy Env page.
-        created = timezone.localtime(op.created_at)
-        op.when, op.when_iso = f"{created:%m-%d %H:%M:%S}", created.isoformat()
-        op.by_name = op.requested_by.get_username() if op.requested_by else "system"
-        lines = op.log.strip().splitlines() if not op.is_done else []
-        op.last_line = lines[-1] if lines else ""  # what a running operation is doing now
-    # Asked of the database, not of the rows shown: an old operation may still run.
-    running = ops.filter(status__in=Operation.LIVE).exists()
-    return {"env": env, "operations": shown, "running": running, "poll_url": poll_url}
 
 
 @login_required

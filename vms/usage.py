@@ -15,8 +15,7 @@ from django.db.models.functions import Coalesce
 
 from accounts import quotas
 from accounts.quotas import Limits, Usage
-from envs.models import Env
-from vms.models import PortMapping, Snapshot, Vm, live_vms
+from vms.models import PortMapping, Snapshot, Vm, env_model, live_vms
 
 
 def _per_owner(queryset, owner_field: str, aggregate) -> Coalesce:
@@ -30,7 +29,7 @@ def usage_of(owner, names: tuple[str, ...] | None = None) -> Usage:
     """What `owner` holds now (of the quotas `names` only, the others left 0). One query."""
     vms = Vm.objects.filter(live_vms(""))
     counts = {  # prefixed: the user model has relations named envs (and maybe more)
-        "use_envs": _per_owner(Env.objects.live(), "owner", Count("pk")),
+        "use_envs": _per_owner(env_model().objects.live(), "owner", Count("pk")),
         "use_vms": _per_owner(vms, "env__owner", Count("pk")),
         "use_vcpus": _per_owner(vms, "env__owner", Sum("cpu_num")),
         "use_mem_mb": _per_owner(vms, "env__owner", Sum("mem_mb")),
