@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts import quotas
 from envs import peering, services
 from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, show_vm_error
 from envs.models import Env
@@ -28,7 +29,7 @@ from operations.models import Operation
 from ttportal.errors import InvalidInput
 from ttportal.hours import hours, parse_hours
 from ttportal.portal import act, back_url, post_action, refused_here
-from vms import policy, state, usage
+from vms import policy, state
 from vms import services as vm_services
 from vms.models import (
     PortMapping,
@@ -77,7 +78,7 @@ def env_list(request: HttpRequest) -> HttpResponse:
     return render(request, "envs/list.html", {
         "envs": rows, "show_destroyed": show_destroyed, "now": now, "warn_seconds": WARN_SECONDS,
         "all_envs": policy.may(request.user, "env_view"),  # the same rule as visible_to
-        "quota": usage.report(request.user),  # the user's own, staff too (two queries)
+        "quota": quotas.report(request.user),  # the user's own, staff too (two queries)
     })
 
 
@@ -102,7 +103,7 @@ def env_create(request: HttpRequest) -> HttpResponse:
         template.engines = template.engine_labels(kinds)
     return render(request, "envs/create.html", {
         "form": form, "formset": formset, "templates": templates,
-        "max_hours": hours(settings.TT_MAX_ENV_LIFETIME), "quota": usage.report(request.user),
+        "max_hours": hours(settings.TT_MAX_ENV_LIFETIME), "quota": quotas.report(request.user),
     })
 
 

@@ -32,15 +32,9 @@ ROOF = frozenset({"ttportal.settings", "ttportal.urls", "ttportal.api_urls", "tt
                   "ttportal.asgi", "ttportal.wsgi"})
 
 # Upward edges still in the code, each (from module, to module) with why it is still
-# there. Empty it as the work lands; a new upward edge fails the test, and so does a
-# listed edge that has gone (drop it from the list).
-# accounts' quota pages and API count the VMs and Envs a user holds: the count should
-# come from vms/envs (or accounts sit above them); not moved yet.
-QUOTAS = "quotas count VMs and Envs: to turn around"
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    ("accounts.admin", "vms.usage"): QUOTAS,
-    ("accounts.api", "vms.usage"): QUOTAS,
-}
+# there: none (docs/architecture.md says how each former one was turned around). A new
+# upward edge fails the test, and so does a listed edge that has gone.
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def _module_name(path: Path) -> str:
