@@ -15,6 +15,9 @@
 #                  (docs/guide/several-hosts.md)
 #   ./tt.sh test   install what is missing, then run ruff, build the docs (mkdocs
 #                  --strict: a broken link fails) and run the whole test suite
+#   ./tt.sh test --unit [pytest args]
+#                  the fast loop: ruff and every test but the real-guest (integration)
+#                  and browser ones, as any user, with no set-up once .venv exists
 #   ./tt.sh setup  only install (apt packages, the Python environment)
 #
 # Settings come from TT_* variables (docs/guide/configuration.md); the defaults need nothing
@@ -211,14 +214,18 @@ node_worker() {
   exec "$PY" manage.py tt_node_worker "$name" --public-host "$public_host" --template busybox "$@"
 }
 
-run_tests() {
-  setup
+lint() {
   say "ruff"
   "$VENV/bin/ruff" check .
   "$PY" manage.py makemigrations --check --dry-run >/dev/null || {
     echo "tt.sh: models changed without a migration (run: $PY manage.py makemigrations)" >&2
     exit 1
   }
+}
+
+run_tests() {
+  setup
+  lint
   say "docs (mkdocs build --strict)"
   local site
   site=$(mktemp -d)
@@ -232,10 +239,29 @@ run_tests() {
   "$VENV/bin/pytest" "$@"
 }
 
+run_unit_tests() {
+  # No need_root, no apt: the unit tests need only .venv (libvirt's in-process test
+  # driver, SQLite in memory, fakes for podman, nftables and Firecracker).
+  if [ ! -x "$VENV/bin/pytest" ] || [ ! -x "$VENV/bin/ruff" ]; then
+    echo "tt.sh: no .venv with the test packages yet. Make it once, as root: ./tt.sh setup" >&2
+    echo "  (or as any user, once the apt packages of ./tt.sh are there:" >&2
+    echo "   python3 -m venv .venv && .venv/bin/pip install '.[dev]')" >&2
+    exit 1
+  fi
+  if [ "$(cat "$VENV/.tt-installed" 2>/dev/null)" != "$(sha256sum pyproject.toml | cut -d' ' -f1)" ]; then
+    echo "tt.sh: note: pyproject.toml differs from what .venv was installed from (./tt.sh setup updates it)" >&2
+  fi
+  lint
+  say "pytest (unit: not integration, not browser)"
+  "$VENV/bin/pytest" -m "not integration and not browser" "$@"
+}
+
 case "${1:-}" in
   run) shift; run "$@" ;;
   node-worker) shift; node_worker "$@" ;;
-  test) shift; run_tests "$@" ;;
+  test)
+    shift
+    if [ "${1:-}" = --unit ]; then shift; run_unit_tests "$@"; else run_tests "$@"; fi ;;
   setup) setup ;;
-  *) echo "usage: $0 run [--production] | node-worker NAME [options] | test [pytest args] | setup" >&2; exit 2 ;;
+  *) echo "usage: $0 run [--production] | node-worker NAME [options] | test [--unit] [pytest args] | setup" >&2; exit 2 ;;
 esac

@@ -9,6 +9,7 @@ Plain helpers and constants (T0, TEST_URI, done, domain_state, ...) are in tests
 from __future__ import annotations
 
 import contextlib
+import os
 
 import libvirt
 import pytest
@@ -20,6 +21,12 @@ from nodes.registry import forget_engines
 from tests.support import T0, TEMPLATE_VOLUME, TEST_POOL, TEST_URI
 from ttportal import ratelimit
 from vms.models import VmTemplate
+
+# Debian keeps mkfs.vfat (the cloud-init seeds) in /usr/sbin, which a user's PATH leaves out:
+# the unit tests run as any user (./tt.sh test --unit), not only as root.
+for _sbin in ("/usr/sbin", "/sbin"):
+    if _sbin not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + _sbin
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +61,11 @@ def _clean_test_driver():
     """libvirt's test driver keeps state per process: start every test from a clean node."""
     forget_engines()
     yield
+    clean_test_driver()
+
+
+def clean_test_driver() -> None:
+    """Nothing the tests made left on libvirt's test driver, and no engine remembered."""
     conn = get_connection(TEST_URI)
     for dom in conn.listAllDomains():
         if dom.name().startswith("tt-"):
@@ -131,6 +143,10 @@ def stan(db):
 
 @pytest.fixture
 def node(db):
+    return make_node()
+
+
+def make_node() -> Node:
     return Node.objects.create(
         name="local-test", kind="libvirt", uri=TEST_URI, public_host="203.0.113.10",
         vm_network="10.100.0.0/16", port_min=20000, port_max=20999,
@@ -157,6 +173,10 @@ def create_template_volume(size_mb: int = 20) -> str:
 
 @pytest.fixture
 def template(node):
+    return make_template(node)
+
+
+def make_template(node: Node) -> VmTemplate:
     from nodes.registry import get_engine
 
     get_engine(node)  # creates the pool and network on the test driver
@@ -185,6 +205,10 @@ def make_env(template, run_tasks):
 
     `vms` is a number of default VMs (vm0, vm1, ...) or a list of NewVm.
     """
+    return env_maker(template, run_tasks)
+
+
+def env_maker(template: VmTemplate, run_tasks):
     from envs.models import Env
     from envs.services import env_create
     from vms.specs import NewVm

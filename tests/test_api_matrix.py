@@ -10,6 +10,7 @@ maps to (PERMISSION_OF_KIND) and are refused every other."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from operations.models import Operation
 from tests.api_support import ROLES, build_full_world, client_as, client_for
 from tests.conftest import make_staff
+from tests.module_world import world_for_the_module
 from tests.support import public_key_line
 from ttportal import permissions
 
@@ -162,9 +164,27 @@ def expected_code(endpoint: Endpoint, role: str) -> str:
     return "not_authenticated"
 
 
+# One world for the module (tests/module_world.py): every case's request is rolled back with
+# it, and an action's task, queued on commit, never runs.
+@pytest.fixture(scope="module")
+def shared(django_db_setup, django_db_blocker):
+    with world_for_the_module(django_db_blocker, build_full_world) as shared:
+        yield shared
+
+
 @pytest.fixture
-def world(alice, make_env, run_tasks):
-    return build_full_world(alice, make_env, run_tasks)
+def world(shared, db):
+    return copy.deepcopy(shared.world)
+
+
+@pytest.fixture
+def alice(shared, db):
+    return copy.deepcopy(shared.alice)
+
+
+@pytest.fixture
+def _clean_test_driver():
+    """The world's domains stay on libvirt's test driver until the module ends."""
 
 
 def _url(endpoint: Endpoint, w) -> str:

@@ -10,6 +10,7 @@ here fails test_it_covers_every_portal_route.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -25,6 +26,7 @@ from notifications.services import warn_expiring_due, webhook_create
 from operations.models import Operation
 from tests.api_support import build_world
 from tests.conftest import make_staff
+from tests.module_world import world_for_the_module
 from tests.support import public_key_line
 from ttportal import portal_urls
 
@@ -123,8 +125,9 @@ def test_it_covers_every_portal_route():
     assert _route_names(portal_urls.urlpatterns) == {route.name for route in ROUTES}
 
 
-@pytest.fixture
-def world(alice, make_env, run_tasks):
+def build_portal_world(alice, make_env, run_tasks):
+    """build_world and what the portal's routes act on: a token, an SSH key, a webhook, the
+    link of an expiry warning, and another Env asked to peer with the first."""
     w = build_world(alice, make_env, run_tasks)
     w.token, w.secret = token_create(user=alice, name="ci")
     w.key = ssh_key_add(user=alice, public_key=public_key_line())
@@ -137,6 +140,34 @@ def world(alice, make_env, run_tasks):
     w.peer = make_env(alice, name="peer")
     Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=alice)
     return w
+
+
+# One world for the module (tests/module_world.py): every case's request is rolled back with
+# it, and an action's task, queued on commit, never runs.
+@pytest.fixture(scope="module")
+def shared(django_db_setup, django_db_blocker):
+    with world_for_the_module(django_db_blocker, build_portal_world) as shared:
+        yield shared
+
+
+@pytest.fixture
+def world(shared, db):
+    return copy.deepcopy(shared.world)
+
+
+@pytest.fixture
+def alice(shared, db):
+    return copy.deepcopy(shared.alice)
+
+
+@pytest.fixture
+def template(shared, db):
+    return copy.deepcopy(shared.template)
+
+
+@pytest.fixture
+def _clean_test_driver():
+    """The world's domains stay on libvirt's test driver until the module ends."""
 
 
 def _user(role: str, alice, bob, olga, stan=None):
