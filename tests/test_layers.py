@@ -32,30 +32,9 @@ ROOF = frozenset({"ttportal.settings", "ttportal.urls", "ttportal.api_urls", "tt
                   "ttportal.asgi", "ttportal.wsgi"})
 
 # Upward edges still in the code, each (from module, to module) with why it is still
-# there. Empty it as the work lands; a new upward edge fails the test, and so does a
-# listed edge that has gone (drop it from the list).
-# accounts' quota pages and API count the VMs and Envs a user holds: the count should
-# come from vms/envs (or accounts sit above them); not moved yet.
-QUOTAS = "quotas count VMs and Envs: to turn around"
-# vms still reads Env (Vm.env as a class, not by name "envs.Env"), the Env policy
-# (envs.policy) and the Env pages; to turn around when vms and envs are separated.
-VMS_ON_ENVS = "vms reads Env and the Env policy: to turn around"
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    ("accounts.admin", "vms.usage"): QUOTAS,
-    ("accounts.api", "envs.api"): QUOTAS,
-    ("accounts.api", "vms.usage"): QUOTAS,
-    ("vms.api", "envs.api"): VMS_ON_ENVS,
-    ("vms.api", "envs.policy"): VMS_ON_ENVS,
-    ("vms.models", "envs.models"): VMS_ON_ENVS,
-    ("vms.reconcile", "envs.models"): VMS_ON_ENVS,
-    ("vms.services", "envs.models"): VMS_ON_ENVS,
-    ("vms.services", "envs.policy"): VMS_ON_ENVS,
-    ("vms.usage", "envs.models"): VMS_ON_ENVS,
-    ("vms.views", "envs.models"): VMS_ON_ENVS,
-    ("vms.views", "envs.policy"): VMS_ON_ENVS,
-    ("vms.views", "envs.views"): VMS_ON_ENVS,
-    ("vms.warm", "envs.models"): VMS_ON_ENVS,
-}
+# there: none (docs/architecture.md says how each former one was turned around). A new
+# upward edge fails the test, and so does a listed edge that has gone.
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def _module_name(path: Path) -> str:
