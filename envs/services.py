@@ -14,14 +14,13 @@ from django.utils import timezone
 
 from accounts import quotas
 from accounts.quotas import Usage
-from envs import policy
 from envs.kinds import EnvKind
 from envs.models import Env
 from operations.models import Operation
 from operations.recording import expire_each, idempotent, record
 from ttportal import limits, ratelimit
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
-from vms import state, usage
+from vms import policy, state, usage
 from vms.models import Vm
 from vms.new_vms import NewVm, check_name
 from vms.services import check_vms, claim_for_destroy, insert_vms, ports_of

@@ -23,7 +23,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from engines.specs import PowerState
-from envs.models import Env
 from nodes.models import Node
 from nodes.registry import get_engine
 from operations.models import Operation
@@ -32,7 +31,7 @@ from ttportal.errors import ErrorCode, TTError
 from vms import state
 from vms import steps as vm_steps
 from vms.kinds import VmKind
-from vms.models import Snapshot, Vm, specs_of
+from vms.models import Snapshot, Vm, env_model, specs_of
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +162,12 @@ def _settle_snapshot(snapshot: Snapshot) -> int:
 
 def settle_abandoned_envs() -> int:
     """An Env left destroying with no live operation goes back to active (to be destroyed again)."""
-    destroying = list(Env.objects.filter(status=Env.Status.DESTROYING).values_list("pk", flat=True))
+    model = env_model()  # envs.Env, through Vm.env: envs sits above vms
+    destroying = list(model.objects.filter(status=model.Status.DESTROYING).values_list("pk", flat=True))
     _, _, held_envs = _held(Operation.objects.filter(status__in=Operation.LIVE))
     stale = [pk for pk in destroying if pk not in held_envs]
-    return Env.objects.filter(pk__in=stale, status=Env.Status.DESTROYING).update(status=Env.Status.ACTIVE)
+    stale_rows = model.objects.filter(pk__in=stale, status=model.Status.DESTROYING)
+    return stale_rows.update(status=model.Status.ACTIVE)
 
 
 def _report(vm: Vm, message: str, **params) -> int:

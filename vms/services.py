@@ -19,8 +19,6 @@ from django.utils import timezone
 from accounts.models import SshKey
 from accounts.quotas import Usage
 from engines.specs import Feature
-from envs import policy
-from envs.models import Env
 from nodes.models import Node
 from nodes.registry import driver_class
 from operations import recovery, registry
@@ -28,7 +26,7 @@ from operations.models import Operation
 from operations.recording import expire_each, idempotent, record
 from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
-from vms import allocation, state, usage, warm
+from vms import allocation, policy, state, usage, warm
 from vms.kinds import VmKind
 from vms.models import CLOUD_INIT, PortMapping, Snapshot, Vm
 from vms.new_vms import (
@@ -44,8 +42,9 @@ from vms.placement import Ask, Placer, check_disk_room
 from vms.state import VmAction
 
 
-def _locked_env(env: Env) -> Env:
-    return Env.objects.select_for_update().get(pk=env.pk)
+def _locked_env(env):
+    """The Env row (an envs.Env, reached through vm.env: vms never imports envs), locked."""
+    return type(env).objects.select_for_update().get(pk=env.pk)
 
 
 def _require_feature(vm: Vm, feature: Feature) -> None:
@@ -71,7 +70,7 @@ def ports_of(checked: list[Checked]) -> int:
     return sum(len(c.ports) for c in checked)
 
 
-def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Checked]:
+def check_vms(env, specs: list[NewVm], *, field: str = "vms") -> list[Checked]:
     """Validate new VMs for the Env and pick their nodes; nothing is written.
 
     `field` is how the request names them: "vms" (a list, so errors say
@@ -111,7 +110,7 @@ def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Check
     return checked
 
 
-def insert_vms(env: Env, checked: list[Checked]) -> list[Vm]:
+def insert_vms(env, checked: list[Checked]) -> list[Vm]:
     """Insert checked VMs (status creating) with addresses and ports, or move the warm spares
     they take into the Env (status starting). Inside a transaction."""
     vms, wanted = [], []
@@ -139,13 +138,13 @@ def insert_vms(env: Env, checked: list[Checked]) -> list[Vm]:
     return vms
 
 
-def build_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Vm]:
+def build_vms(env, specs: list[NewVm], *, field: str = "vms") -> list[Vm]:
     """check_vms, then insert_vms: new VMs of an Env that takes them without a cooldown."""
     return insert_vms(env, check_vms(env, specs, field=field))
 
 
 @idempotent
-def vm_add(*, env: Env, spec: NewVm, by, ignore_quota: bool = False, idempotency_key: str = "") -> Operation:
+def vm_add(*, env, spec: NewVm, by, ignore_quota: bool = False, idempotency_key: str = "") -> Operation:
     """Add one VM to a live Env: created, then booted, by a task.
 
     The request is checked whole before the cooldown is: bad input is told as such,
@@ -232,7 +231,7 @@ def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
 
 
 
-def claim_for_destroy(env: Env, vms: list[Vm], *, by) -> list[int]:
+def claim_for_destroy(env, vms: list[Vm], *, by) -> list[int]:
     """Claim these VMs of the (locked) Env for a destroy; returns their ids.
 
     Operations on the Env that no live worker holds (a crashed worker's, or a
@@ -257,7 +256,7 @@ def claim_for_destroy(env: Env, vms: list[Vm], *, by) -> list[int]:
 def vm_destroy(*, vm: Vm, by, idempotency_key: str = "") -> Operation:
     policy.check_can_manage(by, vm.env, "vm_destroy")
     env = _locked_env(vm.env)
-    if env.status == Env.Status.DESTROYED:
+    if env.status == env.Status.DESTROYED:
         raise IllegalState(f"Env {env.name} is destroyed")
     vm.refresh_from_db(fields=["status"])
     if vm.status == Vm.Status.DESTROYED:

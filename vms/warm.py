@@ -42,7 +42,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 from engines.specs import Feature
-from envs.models import Env
 from nodes.registry import driver_class
 from operations import registry
 from operations.models import Operation
@@ -51,7 +50,7 @@ from ttportal import permissions
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import allocation, placement, state
 from vms.kinds import VmKind
-from vms.models import CLOUD_INIT, Vm, VmTemplate, WarmPool
+from vms.models import CLOUD_INIT, Vm, VmTemplate, WarmPool, env_model
 from vms.state import VmAction
 
 log = logging.getLogger(__name__)
@@ -151,6 +150,21 @@ def _site_user():
     return user
 
 
+def _new_pool_env(pool: WarmPool):
+    """The pool's own Env, where its spares live until a create adopts one.
+
+    Made here, in vms, through the relation WarmPool.env ("envs.Env"), not by envs: a
+    pool's Env is a detail of the pool (the site's, hidden, never expired: is_warm_pool),
+    and the code that fills pools and hands spares to creates (placement, vms.services)
+    is in vms. Moving pools up into envs, or into an app above it, would make vms' create
+    call up to take a spare. See docs/architecture.md."""
+    now = timezone.now()
+    return env_model().objects.create(
+        owner=_site_user(), name=f"warm-{pool.node.pk}-{pool.template.pk}", start_at=now,
+        end_at=now + POOL_ENV_LIFETIME, is_warm_pool=True,
+    )
+
+
 def pool_save(*, pool: WarmPool, by) -> WarmPool:
     """Create or change a pool (the admin's form has validated its fields); its spares
     follow on commit (tend)."""
@@ -160,11 +174,7 @@ def pool_save(*, pool: WarmPool, by) -> WarmPool:
         check_size(size, pool.template, "vm_sizes")
     with transaction.atomic():
         if pool.env_id is None:
-            now = timezone.now()
-            pool.env = Env.objects.create(
-                owner=_site_user(), name=f"warm-{pool.node.pk}-{pool.template.pk}", start_at=now,
-                end_at=now + POOL_ENV_LIFETIME, is_warm_pool=True,
-            )
+            pool.env = _new_pool_env(pool)
         pool.save()
         transaction.on_commit(lambda: enqueue_tend(pool.pk))
     return pool
@@ -182,7 +192,7 @@ def pool_delete(*, pool: WarmPool, by) -> None:
         # Spare rows destroyed long ago keep their Env, which the pool's deletion ends.
         Vm.objects.filter(warm_pool=pool).update(warm_pool=None)
         pool.delete()
-        Env.objects.filter(pk=env.pk).update(status=Env.Status.DESTROYED, destroyed_at=timezone.now())
+        type(env).objects.filter(pk=env.pk).update(status=env.Status.DESTROYED, destroyed_at=timezone.now())
 
 
 def template_changed(template: VmTemplate) -> None:
@@ -221,7 +231,7 @@ def spare_for(placer: placement.Placer, ask: placement.Ask, clean, taken: set[in
     return by_node[node.pk] if node is not None else None
 
 
-def adopt(spare: Vm, *, env: Env, clean) -> Vm | None:
+def adopt(spare: Vm, *, env, clean) -> Vm | None:
     """Move the spare into `env` as the VM `clean` asks for (status starting: the create
     operation restores it). None when another create took it first."""
     now = timezone.now()
