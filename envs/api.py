@@ -29,9 +29,9 @@ from ttportal.api_query import BoolFilter, StrictFilterSet, TextFilter
 from ttportal.errors import ConflictingInput, Forbidden, NotFound
 from vms import policy
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.serializers import NewVmSerializer
 from vms.services import vm_add
-from vms.specs import NewVm
 
 # --- Envs ------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from envs.templatetags.portal import mib
 from operations.models import Operation
 from ttportal.errors import InvalidInput
 from ttportal.hours import hours, parse_hours
-from ttportal.portal import act, back_url, post_action, refused_here
+from ttportal.portal import back_url, call_and_redirect, post_action, refused_here
 from vms import policy, state
 from vms import services as vm_services
 from vms.models import (
@@ -41,6 +41,7 @@ from vms.models import (
     port_label,
     ssh_commands,
 )
+from vms.state import VmAction
 from vms.views import operations_context
 
 # The countdown turns into a warning in the Env's last hour.
@@ -154,7 +155,7 @@ def _vm_rows(env: Env) -> list[dict]:
         row["urls"] = {name: make(row["pk"]) for name, make in urls.items()}
         node_up = row["node__down_since"] is None
         row["actions"] = {action: live and node_up and state.allowed(row["status"], action)
-                          for action in ("start", "stop", "destroy")}
+                          for action in (VmAction.START, VmAction.STOP, VmAction.DESTROY)}
         if not node_up:
             row["status"] = Vm.UNKNOWN
         host = row["node__public_host"]
@@ -236,7 +237,7 @@ def env_extend(request: HttpRequest, pk: int) -> HttpResponse:
         except InvalidInput as exc:  # the service names its parameter, extend_by: this form's is hours
             raise type(exc)("hours", exc.message) from exc
 
-    return act(request, extend, f"{env.name} extended by {hours(seconds)} h.", _env_url(env))
+    return call_and_redirect(request, extend, f"{env.name} extended by {hours(seconds)} h.", _env_url(env))
 
 
 @require_POST
@@ -245,8 +246,9 @@ def env_outgoing(request: HttpRequest, pk: int) -> HttpResponse:
     env = _env_for(request, pk)
     deny = request.POST.get("deny") == "1"
     verb = "Denying" if deny else "Allowing"
-    return act(request, lambda: services.env_set_deny_outgoing(env=env, deny=deny, by=request.user),
-               f"{verb} outgoing traffic for {env.name}", _env_url(env))
+    return call_and_redirect(request,
+                             lambda: services.env_set_deny_outgoing(env=env, deny=deny, by=request.user),
+                             f"{verb} outgoing traffic for {env.name}", _env_url(env))
 
 
 @require_POST
@@ -257,8 +259,8 @@ def env_destroy(request: HttpRequest, pk: int) -> HttpResponse:
     if request.POST.get("confirm", "").strip() != env.name:
         messages.error(request, f"Not destroyed: type the Env's name ({env.name}) to confirm.")
         return HttpResponseRedirect(_env_url(env))
-    return act(request, lambda: services.env_destroy(env=env, by=request.user),
-               f"Destroying {env.name}", _env_url(env))
+    return call_and_redirect(request, lambda: services.env_destroy(env=env, by=request.user),
+                             f"Destroying {env.name}", _env_url(env))
 
 
 
@@ -268,8 +270,9 @@ def env_peer(request: HttpRequest, pk: int) -> HttpResponse:
     """Ask for, or accept, a peering with the Env named `owner/name`."""
     env = _env_for(request, pk)
     ref = request.POST.get("env", "").strip()
-    return act(request, lambda: peering.env_peer(env=env, other=peering.find_env(ref), by=request.user),
-               f"Peering {env.name} with {ref}", _env_url(env))
+    return call_and_redirect(request,
+                             lambda: peering.env_peer(env=env, other=peering.find_env(ref), by=request.user),
+                             f"Peering {env.name} with {ref}", _env_url(env))
 
 
 @require_POST
@@ -280,8 +283,9 @@ def env_unpeer(request: HttpRequest, pk: int, other: int) -> HttpResponse:
     other_env = peering.peer_of(env, other)
     if other_env is None:
         raise Http404("this Env has no peering with that one")
-    return act(request, lambda: peering.env_unpeer(env=env, other=other_env, by=request.user),
-               f"Ending the peering of {env.name} with {other_env.owner}/{other_env.name}", _env_url(env))
+    return call_and_redirect(request, lambda: peering.env_unpeer(env=env, other=other_env, by=request.user),
+                             f"Ending the peering of {env.name} with {other_env.owner}/{other_env.name}",
+                             _env_url(env))
 
 
 @login_required

@@ -34,10 +34,9 @@ from vms.kinds import VmKind
 from vms.models import Snapshot, Vm, env_model, specs_of
 
 log = logging.getLogger(__name__)
-S = Vm.Status
 
-_POWER_TO_STATUS = {PowerState.RUNNING: S.RUNNING, PowerState.STOPPED: S.STOPPED,
-                    PowerState.SUSPENDED: S.SUSPENDED}
+_POWER_TO_STATUS = {PowerState.RUNNING: Vm.Status.RUNNING, PowerState.STOPPED: Vm.Status.STOPPED,
+                    PowerState.SUSPENDED: Vm.Status.SUSPENDED}
 
 
 def reconcile_nodes() -> int:
@@ -55,13 +54,13 @@ def reconcile_node(node_id: int) -> int:
     node = Node.objects.get(pk=node_id)
     engine = get_engine(node)
     drifted = settle_abandoned(node)
-    vms = Vm.objects.filter(node=node, status__in=[S.RUNNING, S.STOPPED]).select_related(
+    vms = Vm.objects.filter(node=node, status__in=[Vm.Status.RUNNING, Vm.Status.STOPPED]).select_related(
         "env", "template", "node"
     )
     for vm in vms:
         drifted += vm_reconcile_one(vm, engine)
     # Firewall: rewrite every element from the database in one atomic step.
-    live = Vm.objects.live().filter(node=node).exclude(status=S.CREATING)
+    live = Vm.objects.live().filter(node=node).exclude(status=Vm.Status.CREATING)
     engine.firewall.rebuild(specs_of(live.select_related("env", "template", "node")
                                      .prefetch_related("port_mappings")))
     inventory = engine.inventory(f"tt-{node.name}-")
@@ -73,7 +72,7 @@ def reconcile_node(node_id: int) -> int:
 def vm_reconcile_one(vm: Vm, engine) -> int:
     """Record the VM's real power state; returns 1 if it had drifted."""
     power = engine.power_state(vm.to_spec())
-    real = _POWER_TO_STATUS.get(power, S.ERROR)
+    real = _POWER_TO_STATUS.get(power, Vm.Status.ERROR)
     if real == vm.status:
         return 0
     with transaction.atomic():
@@ -138,7 +137,7 @@ def settle_abandoned(node: Node) -> int:
 
 def _settle_vm(vm: Vm) -> int:
     was = vm.status
-    if was == S.CREATING:
+    if was == Vm.Status.CREATING:
         vm_steps.roll_back_creation(vm)
     else:
         vm_steps.settle_vm(vm, was)
@@ -230,7 +229,7 @@ def reconcile_orphans(node: Node, engine, inventory) -> int:
         if vm_id is None:
             continue  # another node's name that shares our prefix
         vm = rows.get(vm_id)
-        if vm is not None and (vm.status != S.DESTROYED or (kind == "image" and vm.keep_image)):
+        if vm is not None and (vm.status != Vm.Status.DESTROYED or (kind == "image" and vm.keep_image)):
             continue  # owned (a destroyed VM may keep its image on purpose)
         drifted += _orphan(node, engine, kind, name, vm)
     return drifted

@@ -23,14 +23,13 @@ from nodes.models import Node
 from nodes.registry import driver_class
 from operations import recovery, registry
 from operations.models import Operation
-from operations.recording import idempotent, record, sweep
+from operations.recording import expire_each, idempotent, record
 from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
 from vms import allocation, policy, state, usage, warm
 from vms.kinds import VmKind
 from vms.models import CLOUD_INIT, PortMapping, Snapshot, Vm
-from vms.placement import Ask, Placer, check_disk_room
-from vms.specs import (
+from vms.new_vms import (
     NewVm,
     check_name,
     int_in,
@@ -39,6 +38,8 @@ from vms.specs import (
     validate_new_vm,
     wanted_features,
 )
+from vms.placement import Ask, Placer, check_disk_room
+from vms.state import VmAction
 
 
 def _locked_env(env):
@@ -167,11 +168,13 @@ def vm_add(*, env, spec: NewVm, by, ignore_quota: bool = False, idempotency_key:
 
 
 # The status a power action leaves a VM in: asking for it again changes nothing.
-POWER_TARGET = {"start": Vm.Status.RUNNING, "stop": Vm.Status.STOPPED, "suspend": Vm.Status.SUSPENDED}
-POWER_FEATURE = {"start": Feature.START_STOP, "stop": Feature.START_STOP, "suspend": Feature.SUSPEND}
+POWER_TARGET = {VmAction.START: Vm.Status.RUNNING, VmAction.STOP: Vm.Status.STOPPED,
+                VmAction.SUSPEND: Vm.Status.SUSPENDED}
+POWER_FEATURE = {VmAction.START: Feature.START_STOP, VmAction.STOP: Feature.START_STOP,
+                 VmAction.SUSPEND: Feature.SUSPEND}
 
 
-def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) -> Operation | None:
+def _vm_power_request(vm: Vm, action: VmAction, kind: str, by, idempotency_key: str) -> Operation | None:
     policy.check_can_manage(by, vm.env, f"vm_{action}")
     _require_feature(vm, POWER_FEATURE[action])
     env = _locked_env(vm.env)
@@ -181,7 +184,7 @@ def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) 
         return None  # nothing to do: no operation, no cooldown
     if vm.status == Vm.Status.DESTROYED:
         raise IllegalState(f"VM {vm.name} is destroyed")
-    if action == "suspend" and state.allowed(vm.status, action):
+    if action == VmAction.SUSPEND and state.allowed(vm.status, action):
         # Its memory is written to the node's disk, all of it, at once.
         check_disk_room(vm.node, more_mb=vm.mem_mb, now_mb=vm.mem_mb,
                         what=f"the saved memory of VM {vm.name} ({vm.mem_mb} MiB)")
@@ -193,20 +196,20 @@ def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) 
 @idempotent
 def vm_start(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Start the VM; None when it is running already (nothing recorded)."""
-    return _vm_power_request(vm, "start", VmKind.VM_START, by, idempotency_key)
+    return _vm_power_request(vm, VmAction.START, VmKind.VM_START, by, idempotency_key)
 
 
 @idempotent
 def vm_stop(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Stop the VM; None when it is stopped already (nothing recorded)."""
-    return _vm_power_request(vm, "stop", VmKind.VM_STOP, by, idempotency_key)
+    return _vm_power_request(vm, VmAction.STOP, VmKind.VM_STOP, by, idempotency_key)
 
 
 @idempotent
 def vm_suspend(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Save the running VM's memory to its node's disk and stop it; the next start resumes
     it where it was (processes, files in memory). None when it is suspended already."""
-    return _vm_power_request(vm, "suspend", VmKind.VM_SUSPEND, by, idempotency_key)
+    return _vm_power_request(vm, VmAction.SUSPEND, VmKind.VM_SUSPEND, by, idempotency_key)
 
 
 def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
@@ -216,7 +219,7 @@ def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
     with transaction.atomic():
         env = _locked_env(vm.env)
         try:
-            state.claim(vm, "stop")
+            state.claim(vm, VmAction.STOP)
         except IllegalState:
             return None
         return record(VmKind.VM_DISK_STOP, env=env, vm=vm, by=None,
@@ -342,7 +345,7 @@ def snapshot_create(*, vm: Vm, name: str, by, life_time=None, ignore_quota: bool
                     f"(up to its disk, {vm.disk_mb} MiB)")
     now = timezone.now()
     policy.claim_mgmt_slot(env, now, by=by)
-    previous = state.claim(vm, "snapshot")
+    previous = state.claim(vm, VmAction.SNAPSHOT)
     snapshot = Snapshot.objects.create(
         vm=vm, name=name, life_time=seconds, created_at=now,
         expires_at=now + timedelta(seconds=seconds) if seconds else None,
@@ -365,7 +368,7 @@ def snapshot_apply(*, snapshot: Snapshot, by, idempotency_key: str = "") -> Oper
         status=Snapshot.Status.APPLYING
     ):
         raise IllegalState(f"snapshot {snapshot.name} is {snapshot.status}, not ready")
-    previous = state.claim(vm, "apply")
+    previous = state.claim(vm, VmAction.APPLY)
     return record(VmKind.SNAPSHOT_APPLY, env=env, vm=vm, snapshot=snapshot, by=by,
                   idempotency_key=idempotency_key, params={"previous_status": previous})
 
@@ -388,7 +391,7 @@ def snapshot_expire_due(now=None, limit: int = 100) -> list[Operation]:
     """Queue the removal of snapshots whose life time has passed, one at a time."""
     now = now or timezone.now()
     due = Snapshot.objects.filter(status=Snapshot.Status.READY, expires_at__lte=now).order_by("expires_at")
-    return sweep(due.values_list("pk", flat=True), snapshot_expire_one, now, limit)
+    return expire_each(due.values_list("pk", flat=True), snapshot_expire_one, now, limit)
 
 
 def snapshot_expire_one(snapshot_id: int, *, now=None) -> Operation | None:

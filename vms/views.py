@@ -24,10 +24,11 @@ from operations.models import Operation
 from ttportal.errors import InvalidInput, TTError
 from ttportal.hours import parse_hours
 from ttportal.limits import SNAPSHOT_LIFE_MAX, SNAPSHOT_LIFE_MIN
-from ttportal.portal import act, back_url, post_action
+from ttportal.portal import back_url, call_and_redirect, post_action
 from vms import policy, services, state
 from vms.blocked import blocked_counts
 from vms.models import Snapshot, Vm, VmTemplate, engine_kinds_in_service, ssh_commands
+from vms.state import VmAction
 
 # How many operations the Env and VM pages list (the admin has the whole log).
 OPERATIONS_SHOWN = 25
@@ -86,7 +87,8 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     snapshots = list(vm.snapshots.order_by("created_at", "id"))
     cooldown = policy.cooldown_remaining(env, now)
     actions = {action: live and state.can(vm, action)
-               for action in ("start", "stop", "suspend", "snapshot", "apply", "destroy")}
+               for action in (VmAction.START, VmAction.STOP, VmAction.SUSPEND, VmAction.SNAPSHOT,
+                              VmAction.APPLY, VmAction.DESTROY)}
     actions["suspend"] = actions["suspend"] and Feature.SUSPEND in driver_class(vm.node.kind).features
     try:
         console, console_error = console_log(vm.node, vm.engine_name), ""
@@ -100,7 +102,7 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "ssh": ssh_commands(vm.node.public_host,
                             [(pm.public_port, pm.inner_port, pm.protocol) for pm in ports]),
         "snapshots": snapshots, "blacklist_text": "\n".join(vm.net_blacklist or []),
-        "can_change_net": live and state.can(vm, "network") and not vm.net_busy,
+        "can_change_net": live and state.can(vm, VmAction.NETWORK) and not vm.net_busy,
         "cooldown": cooldown, "here": reverse("vms:detail", args=[vm.pk]),
         "console": console, "console_error": console_error,
         # What its node's firewall refused it (None: the node could not be asked).
@@ -158,8 +160,8 @@ def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, f"Life time ({exc.field}): {exc.message}")
         return HttpResponseRedirect(back_url(request, _back(vm)))
     name = request.POST.get("name", "").strip()
-    return act(request, lambda: services.snapshot_create(vm=vm, name=name, life_time=life_time,
-                                                         by=request.user),
+    return call_and_redirect(request, lambda: services.snapshot_create(vm=vm, name=name, life_time=life_time,
+                                                                       by=request.user),
                f"Taking snapshot {name} of {vm.name}", _back(vm))
 
 

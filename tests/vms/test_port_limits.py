@@ -19,8 +19,8 @@ from tests.support import refused
 from ttportal.errors import InvalidInput, QuotaExceeded
 from vms import usage, warm
 from vms.models import PortMapping, WarmPool
+from vms.new_vms import NewVm
 from vms.services import vm_set_ports
-from vms.specs import NewVm
 
 
 def vm_spec(template, name: str, ports: list) -> NewVm:
