@@ -2,8 +2,7 @@ from django.contrib import admin
 from django.utils.html import format_html_join
 
 from accounts.models import ApiToken, GroupQuota, SshKey, UserQuota
-from accounts.quotas import NAMES, amount
-from vms.usage import report
+from accounts.quotas import NAMES, amount, report
 
 
 @admin.register(ApiToken)

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from accounts import services
 from accounts.lockout import PasswordAuthentication
 from accounts.models import ApiToken, SshKey
+from accounts.quotas import report
 from accounts.serializers import (
     NewTokenSerializer,
     QuotaSerializer,
@@ -24,9 +25,8 @@ from accounts.serializers import (
     TokenCreate,
     TokenSerializer,
 )
-from envs.api import parse
+from ttportal.api import parse
 from ttportal.api_query import StrictFilterSet, TextFilter
-from vms.usage import report
 
 
 class TokenFilter(StrictFilterSet):

@@ -8,13 +8,15 @@ A user's limit for each quota is resolved field by field:
 3. else the settings' default (TT_QUOTA_*).
 
 What is in use is counted where Envs and VMs are (vms/usage.py, which this module never
-imports: the services pass the counts in). The services check a quota only where a
+imports: the services pass the counts in, and `report` asks the counter vms registers
+with `register_usage`). The services check a quota only where a
 request adds to it, under a lock on the owner's user row (`lock`) taken before counting,
 so two concurrent requests of one owner are counted one after the other.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from django.conf import settings
@@ -183,3 +185,41 @@ def check_extension(owner, limits: Limits, seconds: int) -> None:
             f"this request extends it by {seconds} s",
             quota="extension", limit=limit, used=0, requested=seconds,
         )
+
+
+# --- what the portal, the API and the admin show -------------------------------------------
+
+# The owner's use, counted by vms (vms/usage.py: usage_of), which sits above accounts and
+# registers it in its AppConfig.ready(), as apps register their /metrics collectors.
+_count_usage: Callable[..., Usage] | None = None
+
+
+def register_usage(count: Callable[..., Usage]) -> None:
+    """Set what counts an owner's use (`count(owner) -> Usage`). Once per process."""
+    global _count_usage
+    _count_usage = count
+
+
+@dataclass(frozen=True)
+class QuotaLine:
+    name: str
+    label: str
+    unit: str
+    limit: int
+    used: int | None  # None: lifetime and extension bound each Env, nothing is summed
+    source: str
+
+    @property
+    def full(self) -> bool:
+        return self.used is not None and self.used >= self.limit
+
+
+def report(owner) -> list[QuotaLine]:
+    """Each quota of `owner`: its limit, what is in use and where the limit comes from.
+    Two queries (the limits, the use)."""
+    limits, used = limits_for(owner), _count_usage(owner).as_dict()
+    return [
+        QuotaLine(name=q.name, label=q.label, unit=q.unit, limit=limits[q.name], used=used.get(q.name),
+                  source=limits.sources[q.name])
+        for q in QUOTAS
+    ]

@@ -114,7 +114,7 @@ class QuotaSerializer(serializers.Serializer):
 
     @staticmethod
     def of(user, lines) -> dict:
-        """The body for `user` from vms.usage.report(user)."""
+        """The body for `user` from accounts.quotas.report(user)."""
         body: dict = {"user": user.get_username()}
         for line in lines:
             body[line.name] = {"limit": line.limit, "source": line.source}

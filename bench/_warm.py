@@ -53,7 +53,7 @@ KEEPS = ("saved", "paused")
 def pool_kept(pool, keep: str) -> bool:
     from vms import warm
 
-    key = warm.fingerprint(pool.template, keep)
+    key = warm.warm_key_of(pool.template, keep)
     return not pool.spares.live().exclude(warm_key=key).exists()
 
 
@@ -68,7 +68,7 @@ def one_round(rnd: int, side: str, user) -> dict:
     from envs.models import Env
     from envs.services import env_create, env_destroy
     from operations.models import Operation
-    from vms.specs import NewVm
+    from vms.new_vms import NewVm
 
     waiter = c.HttpWaiter(netns=c.NETNS)
     specs = [NewVm(name=f"vm{i}", template="tt/busybox", mem_mb=MEM_MB, ports=[80]) for i in range(VMS)]

@@ -23,6 +23,7 @@ import _common as c
 
 from engines.libvirt.engine import LibvirtEngine
 from engines.network.firewall import MemoryFirewall
+from engines.node_options import NodeOptions
 from engines.specs import TemplateSpec, VmSpec
 
 POOL = "tt-bench-clone-pool"
@@ -59,9 +60,9 @@ def spec(index: int, template: TemplateSpec, size_mb: int) -> VmSpec:
 
 def run(n: int) -> None:
     c.header(f"clone_cost: runtime image from a 2 GiB vs a 20 MiB template, N={n}")
-    engine = LibvirtEngine(uri=c.URI, options={
-        "pool_name": POOL, "pool_path": c.pool_path(POOL), "firewall": MemoryFirewall(),
-    })
+    engine = LibvirtEngine(uri=c.URI, options=NodeOptions(
+        pool_name=POOL, pool_path=c.pool_path(POOL), firewall=MemoryFirewall(),
+    ))
     samples: dict[str, list[float]] = {label: [] for label in SIZES_MB}
     with c.Cleanup() as cleanup:
         cleanup.add("remove pool", c.remove_pool, POOL)

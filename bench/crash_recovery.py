@@ -48,7 +48,7 @@ def run(rounds: int, seed: int) -> None:
     from operations.models import Operation
     from tests.integration import agreement
     from tests.integration.cluster import Cluster, kill_during, wait_until_done
-    from vms.specs import NewVm
+    from vms.new_vms import NewVm
 
     opts = {k: v for k, v in c.NODE.items() if k != "name"}
     call_command("tt_prepare_node", c.NODE["name"], template=True, stdout=io.StringIO(), **opts)

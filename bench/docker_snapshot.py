@@ -31,8 +31,8 @@ def run(rounds: int, mb: int) -> None:
 
         from envs.models import Env
         from envs.services import env_create, env_destroy
+        from vms.new_vms import NewVm
         from vms.services import snapshot_apply, snapshot_create
-        from vms.specs import NewVm
 
         user = get_user_model().objects.create_user(username="bench", password="bench-pw")
         for rnd in range(1, rounds + 1):

@@ -73,7 +73,7 @@ def prepare_node():
 def tt_round(rnd: int, template, user, mem_mb: int = MEM_MB) -> dict:
     from envs.models import Env
     from envs.services import env_create, env_destroy
-    from vms.specs import NewVm
+    from vms.new_vms import NewVm
 
     waiter = c.HttpWaiter(netns=c.NETNS)
     specs = [NewVm(name=f"vm{i}", template=template.name, mem_mb=mem_mb, ports=[80]) for i in range(VMS)]

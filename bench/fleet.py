@@ -15,10 +15,10 @@ VMs use, and the nodes differ the same way at both sizes (by index):
 
 So at 10 nodes 5 nodes can take a VM, at 100 nodes 71, and every filter removes some.
 
-Heartbeats flow while everything is measured: vms.heartbeat.beat(node) for every node that
+Heartbeats flow while everything is measured: vms.heartbeat.write_heartbeat(node) for every node that
 beats (all but the down and the late ones), as their clusters would, each node every
 --beat seconds (TT_NODE_BEAT's 10 s by default) spread evenly over the interval, so 100
-nodes beat ten times as often as 10; after each round nodes.fleet.sweep(), as the site's
+nodes beat ten times as often as 10; after each round nodes.fleet.mark_late_nodes_down(), as the site's
 cluster runs it. The beats run in a process of their own by default (this script with
 --beater; a thread there, its own database connection, closed at the end): node clusters
 beat from other hosts, so they share the database with the portal, not its interpreter.
@@ -180,7 +180,7 @@ class Beater(threading.Thread):
     def run(self) -> None:
         from django.db import connections
 
-        from nodes.fleet import sweep
+        from nodes.fleet import mark_late_nodes_down
         from nodes.models import Node
 
         try:
@@ -196,7 +196,7 @@ class Beater(threading.Thread):
                     due = max(due + step, time.monotonic() - self.interval)  # never catch up a backlog
                 else:
                     start = time.monotonic()
-                    self.marked_down += sweep().marked_down
+                    self.marked_down += mark_late_nodes_down().marked_down
                     self.sweeps.append((time.monotonic() - start) * 1000)
         except BaseException as exc:  # told by stop()
             self.error = exc
@@ -209,11 +209,11 @@ class Beater(threading.Thread):
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
 
-        from vms.heartbeat import beat
+        from vms.heartbeat import write_heartbeat
 
         with CaptureQueriesContext(connection) as captured:
             start = time.monotonic()
-            beat(node)
+            write_heartbeat(node)
             done = time.monotonic()
         if counted:
             self.times.append((done - start) * 1000)
@@ -378,7 +378,7 @@ def place_envs(owner, template, count: int, warm_up: int) -> dict:
     from django.test.utils import CaptureQueriesContext
 
     from envs.services import env_create
-    from vms.specs import NewVm
+    from vms.new_vms import NewVm
 
     times, counts, nodes = [], Counter(), Counter()
     for k in range(warm_up + count):
@@ -401,8 +401,8 @@ def place_pure(template, count: int) -> dict:
     from django.test.utils import CaptureQueriesContext
 
     from vms.models import Vm
+    from vms.new_vms import wanted_features
     from vms.placement import Ask, Placer
-    from vms.specs import wanted_features
 
     wanted = wanted_features(Vm.NetKind.NAT, rand_uuid=True, keep_image=False, disk_mb=None,
                              template=template)
@@ -431,7 +431,7 @@ def worker(count: int, requests: int, envs: int, beat_every: float, beats_in: st
     from django.core.management import call_command
     from django.db import connection
 
-    from vms.heartbeat import beat
+    from vms.heartbeat import write_heartbeat
     from vms.models import VmTemplate
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -447,7 +447,7 @@ def worker(count: int, requests: int, envs: int, beat_every: float, beats_in: st
     set_capacities(nodes)
     beating = [node for i, node in enumerate(nodes) if role(i) not in ("down", "late")]
     for node in beating:  # the first beats, before anything is measured
-        beat(node)
+        write_heartbeat(node)
     owner = get_user_model().objects.create(username="placer", password="!")
     template = VmTemplate.objects.get(name="tt/busybox")
     built = time.perf_counter() - started
@@ -537,7 +537,7 @@ def print_table(label: str, runs: list[dict]) -> dict:
     rows += [(f"env_create, {VMS_PER_ENV} VMs (per Env)", small["create"], big["create"]),
              (f"Placer.place x{VMS_PER_ENV} in a transaction", small["pure"], big["pure"])]
     if small["beats"] and big["beats"]:
-        rows.append(("beat(node)", small["beats"], big["beats"]))
+        rows.append(("write_heartbeat(node)", small["beats"], big["beats"]))
     constant = True
     for name, a, b in rows:
         same = a["queries"] == b["queries"]

@@ -96,8 +96,8 @@ def worker(rounds: int, warm_up: int, out: Path) -> None:
     from nodes.models import Node
     from operations.models import Operation
     from vms.models import PortMapping, Vm, VmTemplate
+    from vms.new_vms import NewVm
     from vms.services import vm_set_ports
-    from vms.specs import NewVm
 
     call_command("migrate", verbosity=0, interactive=False)
     template = VmTemplate.objects.create(name="tt/busybox", path="busybox.qcow2",

@@ -144,8 +144,8 @@ def run(rounds: int, cold_rounds: int) -> None:
 def measure(rounds: int, cold_rounds: int, template, user, clock: EngineClock) -> dict[str, list]:
     from envs.models import Env
     from envs.services import env_create
+    from vms.new_vms import NewVm
     from vms.services import vm_start, vm_stop, vm_suspend
-    from vms.specs import NewVm
 
     spec = NewVm(name="vm", template=template.name, mem_mb=MEM_MB, ports=[80])
     holder: dict = {}

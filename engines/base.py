@@ -14,8 +14,18 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from engines.errors import ErrorCode, step
-from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotResult, SnapshotSpec, VmSpec
+from engines.errors import ErrorCode, fails_as
+from engines.node_options import NodeOptions
+from engines.specs import (
+    DiskSpace,
+    Feature,
+    Inventory,
+    PowerState,
+    SnapshotResult,
+    SnapshotSpec,
+    StartOutcome,
+    VmSpec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +37,7 @@ def _no_progress(percent: int, message: str) -> None:
     pass
 
 
-__all__ = ["Network", "Progress", "Storage", "VmEngine", "step"]
+__all__ = ["Network", "Progress", "Storage", "VmEngine", "fails_as"]
 
 
 class Network(ABC):
@@ -112,9 +122,9 @@ class VmEngine(Network, Storage, ABC):
     # sets no limit), and the disk watchdog (vms/disk_watch.py) reads `writable_sizes`.
     bounds_disks: bool = True
 
-    def __init__(self, *, uri: str, options: dict | None = None):
+    def __init__(self, *, uri: str, options: NodeOptions | None = None):
         self.uri = uri
-        self.options = dict(options or {})
+        self.options = options or NodeOptions()
 
     # --- lifecycle primitives a driver provides -------------------------
     @abstractmethod
@@ -130,9 +140,9 @@ class VmEngine(Network, Storage, ABC):
         """Remove the definition; a missing one is not an error."""
 
     @abstractmethod
-    def start_vm(self, vm: VmSpec) -> str | None:
-        """Boot a stopped VM; a running one is left alone. May say what it did ("booted",
-        "restored" from saved memory, "resumed" from a pause, "running" already)."""
+    def start_vm(self, vm: VmSpec) -> StartOutcome | None:
+        """Boot a stopped VM; a running one is left alone. May say what it did (a
+        StartOutcome: booted, restored from saved memory, resumed from a pause, running)."""
 
     def suspend_vm(self, vm: VmSpec) -> str:
         """Save a running VM's memory to disk and stop it (Feature.SUSPEND); the next
@@ -230,24 +240,24 @@ class VmEngine(Network, Storage, ABC):
         undo: list[Callable[[], None]] = []
         try:
             progress(10, "creating runtime image")
-            with step(ErrorCode.STORAGE_CREATE_IMAGE):
+            with fails_as(ErrorCode.STORAGE_CREATE_IMAGE):
                 image = self.create_image(vm)
             undo.append(lambda: self.destroy_image(vm.replace(runtime_image=image, keep_image=False)))
             vm = vm.replace(runtime_image=image)
             if vm.cloud_init is not None:
                 progress(30, "writing the cloud-init seed")
                 undo.append(lambda: self.destroy_seed(vm))
-                with step(ErrorCode.STORAGE_CREATE_IMAGE):
+                with fails_as(ErrorCode.STORAGE_CREATE_IMAGE):
                     self.create_seed(vm)
             progress(40, "defining VM")
-            with step(ErrorCode.DEFINE_VM):
+            with fails_as(ErrorCode.DEFINE_VM):
                 self.define_vm(vm)
             undo.append(lambda: self.undefine_vm(vm))
             # Before, not after: a set_net that fails half-way (DHCP entry added,
             # firewall refused) must be undone too; unset_net is idempotent.
             undo.append(lambda: self.unset_net(vm))
             progress(70, "wiring network")
-            with step(ErrorCode.FIREWALL_SET_NET):
+            with fails_as(ErrorCode.FIREWALL_SET_NET):
                 self.set_net(vm)
                 if vm.deny_outgoing:
                     self.deny_outgoing(vm)
@@ -268,24 +278,24 @@ class VmEngine(Network, Storage, ABC):
     def destroy_vm(self, vm: VmSpec, progress: Progress = _no_progress) -> None:
         """Power off, remove definition, image (unless keep_image) and network. Idempotent."""
         progress(10, "powering off")
-        with step(ErrorCode.STOP_VM):
+        with fails_as(ErrorCode.STOP_VM):
             if self.power_state(vm) == PowerState.RUNNING:
                 self.stop_vm(vm, force=True)
         progress(40, "removing definition")
-        with step(ErrorCode.UNDEFINE_VM):
+        with fails_as(ErrorCode.UNDEFINE_VM):
             self.undefine_vm(vm)
         progress(60, "removing runtime image")
-        with step(ErrorCode.STORAGE_DESTROY_IMAGE):
+        with fails_as(ErrorCode.STORAGE_DESTROY_IMAGE):
             if not vm.keep_image:
                 self.destroy_image(vm)
             self.destroy_seed(vm)  # first-boot data, never kept
         progress(80, "removing network")
-        with step(ErrorCode.FIREWALL_UNSET_NET):
+        with fails_as(ErrorCode.FIREWALL_UNSET_NET):
             self.unset_net(vm)
 
     def _stop_if_running(self, vm: VmSpec, progress: Progress) -> bool:
         """Storage changes need a stopped VM (a consistent disk); say whether it ran."""
-        with step(ErrorCode.STOP_VM):
+        with fails_as(ErrorCode.STOP_VM):
             was_running = self.power_state(vm) == PowerState.RUNNING
             if was_running:
                 progress(10, "stopping VM")
@@ -295,7 +305,7 @@ class VmEngine(Network, Storage, ABC):
     def _restore_power(self, vm: VmSpec, running: bool, progress: Progress) -> None:
         if running:
             progress(90, "restarting VM")
-            with step(ErrorCode.START_VM):
+            with fails_as(ErrorCode.START_VM):
                 self.start_vm(vm)
 
     def _restore_power_after_failure(self, vm: VmSpec, running: bool) -> None:
@@ -319,13 +329,13 @@ class VmEngine(Network, Storage, ABC):
         is the power state to leave it in; a resumed operation passes the state the VM
         had before the first attempt stopped it.
         """
-        with step(ErrorCode.META_CREATE_CACHE):
+        with fails_as(ErrorCode.META_CREATE_CACHE):
             meta = self.cache_meta(vm)
-        with step(ErrorCode.STOP_VM):
+        with fails_as(ErrorCode.STOP_VM):
             running_now = self.power_state(vm) == PowerState.RUNNING
         if running_now:
             progress(20, "asking the guest agent to freeze the filesystems")
-            with step(ErrorCode.SNAPSHOT_CREATE):
+            with fails_as(ErrorCode.SNAPSHOT_CREATE):
                 path = self.storage_snapshot_live(vm, name)
             if path is not None:
                 progress(90, "snapshot taken live: filesystems frozen by the guest agent, then thawed")
@@ -335,7 +345,7 @@ class VmEngine(Network, Storage, ABC):
         running = was_running if running_after is None else running_after
         try:
             progress(60, "snapshotting storage (VM stopped)")
-            with step(ErrorCode.SNAPSHOT_CREATE):
+            with fails_as(ErrorCode.SNAPSHOT_CREATE):
                 path = self.storage_create_snapshot(vm, name)
         except Exception:
             self._restore_power_after_failure(vm, running)
@@ -344,7 +354,7 @@ class VmEngine(Network, Storage, ABC):
         return SnapshotResult(path=path, meta=meta)
 
     def destroy_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
-        with step(ErrorCode.SNAPSHOT_DESTROY):
+        with fails_as(ErrorCode.SNAPSHOT_DESTROY):
             self.storage_destroy_snapshot(vm, snapshot)
 
     def apply_snapshot(
@@ -361,7 +371,7 @@ class VmEngine(Network, Storage, ABC):
         restored = vm
         try:
             progress(30, "restoring config")
-            with step(ErrorCode.META_RESTORE_CACHE):
+            with fails_as(ErrorCode.META_RESTORE_CACHE):
                 cached = self.gen_vm_from_meta(snapshot.meta)
                 # What the snapshot cannot change: identity and the current wiring
                 # (addresses, ports and egress policy belong to the Env as it is now).
@@ -369,10 +379,10 @@ class VmEngine(Network, Storage, ABC):
                     cpu_num=cached.cpu_num, mem_mb=cached.mem_mb, disk_mb=cached.disk_mb
                 )
             progress(50, "reverting storage")
-            with step(ErrorCode.SNAPSHOT_APPLY):
+            with fails_as(ErrorCode.SNAPSHOT_APPLY):
                 self.storage_apply_snapshot(restored, snapshot)
             progress(70, "updating VM")
-            with step(ErrorCode.UPDATE_VM):
+            with fails_as(ErrorCode.UPDATE_VM):
                 self.update_vm(restored)
         except Exception:
             self._restore_power_after_failure(vm, running)

@@ -14,6 +14,7 @@ and no value can break out of its field.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ def write_seed(spec: CloudInitSpec, dest: Path) -> Path:
 
 
 def _tool(*cmd: str) -> None:
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    # Debian keeps mkfs.vfat in /usr/sbin, outside the PATH of a process not run as root.
+    program = shutil.which(cmd[0]) or shutil.which(cmd[0], path="/usr/sbin:/sbin") or cmd[0]
+    result = subprocess.run((program, *cmd[1:]), capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed: {result.stderr.strip() or result.stdout.strip()}")

@@ -96,7 +96,7 @@ class EngineError(TTError):
 
 
 @contextlib.contextmanager
-def step(code: ErrorCode) -> Iterator[None]:
+def fails_as(code: ErrorCode) -> Iterator[None]:
     """Turn any failure inside into an EngineError carrying `code`: how the seed (docs/seed.md)
     tags each step of a flow with its error code, `.c(e!(CODE))`.
 

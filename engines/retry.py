@@ -3,7 +3,7 @@
 Plain Python (no Django): drivers wrap one call each, never a whole flow, so only a
 step that can be repeated as it is (writing the same file again, reading a state,
 an idempotent libvirt call) is ever run twice. The last failure is raised unchanged
-once the attempts are spent: the `step(code)` around the call gives it its code, as
+once the attempts are spent: the `fails_as(code)` around the call gives it its code, as
 for any failure.
 """
 

@@ -35,6 +35,15 @@ class PowerState(enum.StrEnum):
     MISSING = "missing"  # the engine has no such VM
 
 
+class StartOutcome(enum.StrEnum):
+    """What `start_vm` did, for the drivers that can say (the others return None)."""
+
+    BOOTED = "booted"  # from its disk: a cold boot
+    RESTORED = "restored"  # from its memory saved on disk (a suspended VM, a saved spare)
+    RESUMED = "resumed"  # from a pause: its memory was held all along (a paused spare)
+    RUNNING = "running"  # it was running already: nothing done
+
+
 @dataclass(frozen=True)
 class TemplateSpec:
     name: str

@@ -1,4 +1,4 @@
-"""REST API for Envs and Operations. Thin: parse → call the service → serialize.
+"""REST API for Envs (Operations: operations/api.py). Thin: parse → call the service → serialize.
 
 Objects are looked up through `visible_to(request.user)`, so another user's
 Env is a 404, never a 403 that would confirm it exists. Long actions answer
@@ -10,69 +10,28 @@ from __future__ import annotations
 import django_filters
 from django.contrib.auth import get_user_model
 from django.db.models import Prefetch
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
-from rest_framework.response import Response
 
-from envs import peering, policy, services
+from envs import peering, services
 from envs.models import Env
 from envs.serializers import (
     DenyOutgoing,
     EnvCreate,
     EnvExtend,
     EnvSerializer,
-    OperationSerializer,
     PeerRequest,
 )
-from operations import registry
-from operations.models import Operation
-from ttportal.api import idempotency_key
-from ttportal.api_query import BoolFilter, IdFilter, StrictFilterSet, TextFilter
+from operations.api import OperationsActionsMixin, accepted, operation_action
+from ttportal.api import idempotency_key, parse
+from ttportal.api_query import BoolFilter, StrictFilterSet, TextFilter
 from ttportal.errors import ConflictingInput, Forbidden, NotFound
+from vms import policy
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.serializers import NewVmSerializer
 from vms.services import vm_add
-from vms.specs import NewVm
-
-
-def parse(serializer_class, request, **kwargs) -> dict:
-    """The validated body (a 400 with field errors otherwise)."""
-    serializer = serializer_class(data=request.data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-def accepted(request, op: Operation | None, unchanged=None) -> Response:
-    """202 with the operation; Location is where to watch it.
-
-    A service answers None when the request asks for what already is (start a running
-    VM): nothing was recorded, and the answer is 200 with the object's current state,
-    which `unchanged()` serializes."""
-    if op is None:
-        return Response(unchanged().data, status=status.HTTP_200_OK)
-    data = OperationSerializer(op, context={"request": request}).data
-    # str(): the serializer gives a Hyperlink, and WSGI servers accept only exact str headers.
-    return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": str(data["url"])})
-
-
-def operation_action(request_serializer=None, *, summary: str, description: str = "", unchanged=None):
-    """Schema of a long action: its body, and 202 with the Operation (and 200 with
-    `unchanged`, the object's serializer, where asking for what already is changes nothing)."""
-    responses = {202: OpenApiResponse(OperationSerializer, description="Accepted: the Operation to poll.")}
-    if unchanged is not None:
-        responses[200] = OpenApiResponse(
-            unchanged, description="Nothing to do: it is so already. No operation was recorded; "
-            "the body is the current state.")
-    return extend_schema(request=request_serializer, responses=responses, summary=summary,
-                         description=description)
-
-
-class OperationsActionsMixin:
-    # Read by ttportal.api_schema.AutoSchema: mutations here take Idempotency-Key and may
-    # answer 409/422/429.
-    operation_actions = True
-
 
 # --- Envs ------------------------------------------------------------------------
 
@@ -214,32 +173,3 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
         data = parse(NewVmSerializer, request)
         op = vm_add(env=env, spec=NewVm(**data), by=request.user, idempotency_key=idempotency_key(request))
         return accepted(request, op)
-
-
-# --- Operations ---------------------------------------------------------------------
-
-
-class OperationFilter(StrictFilterSet):
-    status = django_filters.ChoiceFilter(choices=Operation.Status.choices)
-    kind = django_filters.ChoiceFilter(choices=registry.KIND_CHOICES)
-    env = IdFilter(field_name="env_id")
-    vm = IdFilter(field_name="vm_id")
-    snapshot = IdFilter(field_name="snapshot_id")
-
-    class Meta:
-        model = Operation
-        fields = ["status", "kind", "env", "vm", "snapshot"]
-
-
-@extend_schema_view(
-    list=extend_schema(summary="Operations on Envs you can see: progress and audit log"),
-    retrieve=extend_schema(summary="One operation: status, progress, log, error code"),
-)
-class OperationViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = Operation.objects.none()
-    serializer_class = OperationSerializer
-    filterset_class = OperationFilter
-    ordering_fields = ["created_at", "id"]
-
-    def get_queryset(self):
-        return Operation.objects.visible_to(self.request.user).select_related("requested_by")

@@ -25,7 +25,7 @@ from ttportal.errors import InvalidInput, TTError
 from ttportal.hours import MIN_SECONDS, hours, parse_hours
 from ttportal.refusals import refused
 from vms.models import Vm, VmTemplate, engine_kinds_in_service
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 EXTRA_VM_ROWS = 3
 

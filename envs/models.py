@@ -14,7 +14,7 @@ from ttportal.validators import validate_dns_label
 
 class EnvQuerySet(models.QuerySet):
     def visible_to(self, user) -> EnvQuerySet:
-        """The one scoping rule: staff with envs.view_env see every Env (envs.policy), everyone
+        """The one scoping rule: staff with envs.view_env see every Env (vms.policy), everyone
         else only their own."""
         if permissions.sees_others(user, "env_view"):
             return self.filter(is_warm_pool=False)
@@ -22,6 +22,17 @@ class EnvQuerySet(models.QuerySet):
 
     def live(self) -> EnvQuerySet:
         return self.exclude(status=Env.Status.DESTROYED)
+
+    def reach_of(self, env_ids) -> dict[int, tuple[int, ...]]:
+        """Env id -> the Envs whose VMs may reach its VMs: itself and its active peers."""
+        reach = {pk: {pk} for pk in env_ids}
+        active = Peering.objects.filter(status=Peering.Status.ACTIVE).filter(
+            Q(env_a_id__in=reach) | Q(env_b_id__in=reach)
+        ).values_list("env_a_id", "env_b_id")
+        for a, b in active:
+            reach.setdefault(a, {a}).add(b)
+            reach.setdefault(b, {b}).add(a)
+        return {pk: tuple(sorted(reach[pk])) for pk in env_ids}
 
 
 class Env(models.Model):
@@ -89,17 +100,6 @@ class PeeringQuerySet(models.QuerySet):
 
     def current(self) -> PeeringQuerySet:
         return self.exclude(status=Peering.Status.ENDED)
-
-    def reach_of(self, env_ids) -> dict[int, tuple[int, ...]]:
-        """Env id -> the Envs whose VMs may reach its VMs: itself and its active peers."""
-        reach = {pk: {pk} for pk in env_ids}
-        active = self.filter(status=Peering.Status.ACTIVE).filter(
-            Q(env_a_id__in=reach) | Q(env_b_id__in=reach)
-        ).values_list("env_a_id", "env_b_id")
-        for a, b in active:
-            reach.setdefault(a, {a}).add(b)
-            reach.setdefault(b, {b}).add(a)
-        return {pk: tuple(sorted(reach[pk])) for pk in env_ids}
 
 
 class Peering(models.Model):

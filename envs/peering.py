@@ -17,14 +17,13 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
 
-from envs import policy
 from envs.kinds import EnvKind
 from envs.models import Env, Peering
 from operations.models import Operation
 from operations.recording import idempotent, record
 from ttportal import limits, ratelimit
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
-from vms import state
+from vms import policy, state
 from vms.models import Vm
 
 

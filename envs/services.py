@@ -14,17 +14,17 @@ from django.utils import timezone
 
 from accounts import quotas
 from accounts.quotas import Usage
-from envs import policy
 from envs.kinds import EnvKind
 from envs.models import Env
 from operations.models import Operation
-from operations.recording import idempotent, record, sweep
+from operations.recording import expire_each, idempotent, record
 from ttportal import limits, ratelimit
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
-from vms import state, usage
+from vms import policy, state, usage
 from vms.models import Vm
+from vms.new_vms import NewVm, check_name
 from vms.services import check_vms, claim_for_destroy, insert_vms, ports_of
-from vms.specs import NewVm, check_name
+from vms.state import VmAction
 
 
 def _end_from(
@@ -157,7 +157,7 @@ def env_extend(
                   params=_quota_noted({"from": old_end.isoformat(), "to": new_end.isoformat()}, allowed))
 
 
-def _env_power(env: Env, action: str, kind: str, by, idempotency_key: str) -> Operation | None:
+def _env_power(env: Env, action: VmAction, kind: str, by, idempotency_key: str) -> Operation | None:
     """Claim every VM of the Env that can take `action`. None when there is nothing to do
     (every VM is there already): no operation is recorded and no cooldown is used."""
     policy.check_can_manage(by, env, f"env_{action}")
@@ -166,7 +166,7 @@ def _env_power(env: Env, action: str, kind: str, by, idempotency_key: str) -> Op
     vms = list(env.vms.live().order_by("pk"))
     busy = [vm.name for vm in vms if vm.status not in state.STABLE | {Vm.Status.ERROR}]
     if not busy and not any(state.can(vm, action) for vm in vms):
-        Env.objects.filter(pk=env.pk).update(is_stopped=action == "stop")
+        Env.objects.filter(pk=env.pk).update(is_stopped=action == VmAction.STOP)
         return None
     # The cooldown, then what the VMs are doing: a polite client waits Retry-After.
     policy.claim_mgmt_slot(env, timezone.now(), by=by)
@@ -180,20 +180,20 @@ def _env_power(env: Env, action: str, kind: str, by, idempotency_key: str) -> Op
             vm_ids.append(vm.pk)
     if not vm_ids:
         raise IllegalState(f"VMs still busy: {', '.join(busy)}; retry when their operations finish")
-    Env.objects.filter(pk=env.pk).update(is_stopped=action == "stop")
+    Env.objects.filter(pk=env.pk).update(is_stopped=action == VmAction.STOP)
     return record(kind, env=env, by=by, idempotency_key=idempotency_key, params={"vm_ids": vm_ids})
 
 
 @idempotent
 def env_stop(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
     """Stop every running VM of the Env (the seed's is_stopped); None if none runs."""
-    return _env_power(env, "stop", EnvKind.ENV_STOP, by, idempotency_key)
+    return _env_power(env, VmAction.STOP, EnvKind.ENV_STOP, by, idempotency_key)
 
 
 @idempotent
 def env_start(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
     """Start every stopped VM of the Env; None if every VM runs already."""
-    return _env_power(env, "start", EnvKind.ENV_START, by, idempotency_key)
+    return _env_power(env, VmAction.START, EnvKind.ENV_START, by, idempotency_key)
 
 
 @idempotent
@@ -238,7 +238,7 @@ def env_expire_due(now=None, limit: int = 100) -> list[Operation]:
     """Queue the destruction of Envs whose end has passed, one at a time."""
     now = now or timezone.now()
     due = Env.objects.filter(status=Env.Status.ACTIVE, end_at__lte=now, is_warm_pool=False).order_by("end_at")
-    return sweep(due.values_list("pk", flat=True), env_expire_one, now, limit)
+    return expire_each(due.values_list("pk", flat=True), env_expire_one, now, limit)
 
 
 def env_expire_one(env_id: int, *, now=None) -> Operation | None:

@@ -20,16 +20,17 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from envs import peering, policy, services
+from accounts import quotas
+from envs import peering, services
 from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, show_vm_error
 from envs.models import Env
 from envs.templatetags.portal import mib
 from operations.models import Operation
 from ttportal.errors import InvalidInput
 from ttportal.hours import hours, parse_hours
-from ttportal.portal import act, back_url, post_action, refused_here
+from ttportal.portal import back_url, call_and_redirect, post_action, refused_here
+from vms import policy, state
 from vms import services as vm_services
-from vms import state, usage
 from vms.models import (
     PortMapping,
     Vm,
@@ -40,9 +41,9 @@ from vms.models import (
     port_label,
     ssh_commands,
 )
+from vms.state import VmAction
+from vms.views import operations_context
 
-# How many operations the Env page lists (the admin has the whole log).
-OPERATIONS_SHOWN = 25
 # The countdown turns into a warning in the Env's last hour.
 WARN_SECONDS = 3600
 
@@ -78,7 +79,7 @@ def env_list(request: HttpRequest) -> HttpResponse:
     return render(request, "envs/list.html", {
         "envs": rows, "show_destroyed": show_destroyed, "now": now, "warn_seconds": WARN_SECONDS,
         "all_envs": policy.may(request.user, "env_view"),  # the same rule as visible_to
-        "quota": usage.report(request.user),  # the user's own, staff too (two queries)
+        "quota": quotas.report(request.user),  # the user's own, staff too (two queries)
     })
 
 
@@ -103,7 +104,7 @@ def env_create(request: HttpRequest) -> HttpResponse:
         template.engines = template.engine_labels(kinds)
     return render(request, "envs/create.html", {
         "form": form, "formset": formset, "templates": templates,
-        "max_hours": hours(settings.TT_MAX_ENV_LIFETIME), "quota": usage.report(request.user),
+        "max_hours": hours(settings.TT_MAX_ENV_LIFETIME), "quota": quotas.report(request.user),
     })
 
 
@@ -154,7 +155,7 @@ def _vm_rows(env: Env) -> list[dict]:
         row["urls"] = {name: make(row["pk"]) for name, make in urls.items()}
         node_up = row["node__down_since"] is None
         row["actions"] = {action: live and node_up and state.allowed(row["status"], action)
-                          for action in ("start", "stop", "destroy")}
+                          for action in (VmAction.START, VmAction.STOP, VmAction.DESTROY)}
         if not node_up:
             row["status"] = Vm.UNKNOWN
         host = row["node__public_host"]
@@ -167,27 +168,6 @@ def _vm_rows(env: Env) -> list[dict]:
         row["show_ip"] = row["ip"] and row["ip"] != row["addr"]
         row["no_ports"] = "flat: its own address" if row["net_kind"] == Vm.NetKind.FLAT else "none"
     return rows
-
-
-def operations_context(env: Env, vm: Vm | None = None) -> dict:
-    """The operations partial's context: the Env's latest operations (on a VM page, that
-    VM's and the Env-wide ones, which act on it too) and whether any still runs."""
-    ops = env.operations.all()
-    poll_url = reverse("envs:operations", args=[env.pk])
-    if vm is not None:
-        ops = ops.filter(Q(vm=vm) | Q(vm__isnull=True))
-        poll_url += f"?vm={vm.pk}"
-    shown = list(ops.select_related("requested_by")[:OPERATIONS_SHOWN])
-    for op in shown:
-        # Display values once here: date filters per row were a fifth of a busy Env page.
-        created = timezone.localtime(op.created_at)
-        op.when, op.when_iso = f"{created:%m-%d %H:%M:%S}", created.isoformat()
-        op.by_name = op.requested_by.get_username() if op.requested_by else "system"
-        lines = op.log.strip().splitlines() if not op.is_done else []
-        op.last_line = lines[-1] if lines else ""  # what a running operation is doing now
-    # Asked of the database, not of the rows shown: an old operation may still run.
-    running = ops.filter(status__in=Operation.LIVE).exists()
-    return {"env": env, "operations": shown, "running": running, "poll_url": poll_url}
 
 
 @login_required
@@ -257,7 +237,7 @@ def env_extend(request: HttpRequest, pk: int) -> HttpResponse:
         except InvalidInput as exc:  # the service names its parameter, extend_by: this form's is hours
             raise type(exc)("hours", exc.message) from exc
 
-    return act(request, extend, f"{env.name} extended by {hours(seconds)} h.", _env_url(env))
+    return call_and_redirect(request, extend, f"{env.name} extended by {hours(seconds)} h.", _env_url(env))
 
 
 @require_POST
@@ -266,8 +246,9 @@ def env_outgoing(request: HttpRequest, pk: int) -> HttpResponse:
     env = _env_for(request, pk)
     deny = request.POST.get("deny") == "1"
     verb = "Denying" if deny else "Allowing"
-    return act(request, lambda: services.env_set_deny_outgoing(env=env, deny=deny, by=request.user),
-               f"{verb} outgoing traffic for {env.name}", _env_url(env))
+    return call_and_redirect(request,
+                             lambda: services.env_set_deny_outgoing(env=env, deny=deny, by=request.user),
+                             f"{verb} outgoing traffic for {env.name}", _env_url(env))
 
 
 @require_POST
@@ -278,8 +259,8 @@ def env_destroy(request: HttpRequest, pk: int) -> HttpResponse:
     if request.POST.get("confirm", "").strip() != env.name:
         messages.error(request, f"Not destroyed: type the Env's name ({env.name}) to confirm.")
         return HttpResponseRedirect(_env_url(env))
-    return act(request, lambda: services.env_destroy(env=env, by=request.user),
-               f"Destroying {env.name}", _env_url(env))
+    return call_and_redirect(request, lambda: services.env_destroy(env=env, by=request.user),
+                             f"Destroying {env.name}", _env_url(env))
 
 
 
@@ -289,8 +270,9 @@ def env_peer(request: HttpRequest, pk: int) -> HttpResponse:
     """Ask for, or accept, a peering with the Env named `owner/name`."""
     env = _env_for(request, pk)
     ref = request.POST.get("env", "").strip()
-    return act(request, lambda: peering.env_peer(env=env, other=peering.find_env(ref), by=request.user),
-               f"Peering {env.name} with {ref}", _env_url(env))
+    return call_and_redirect(request,
+                             lambda: peering.env_peer(env=env, other=peering.find_env(ref), by=request.user),
+                             f"Peering {env.name} with {ref}", _env_url(env))
 
 
 @require_POST
@@ -301,8 +283,9 @@ def env_unpeer(request: HttpRequest, pk: int, other: int) -> HttpResponse:
     other_env = peering.peer_of(env, other)
     if other_env is None:
         raise Http404("this Env has no peering with that one")
-    return act(request, lambda: peering.env_unpeer(env=env, other=other_env, by=request.user),
-               f"Ending the peering of {env.name} with {other_env.owner}/{other_env.name}", _env_url(env))
+    return call_and_redirect(request, lambda: peering.env_unpeer(env=env, other=other_env, by=request.user),
+                             f"Ending the peering of {env.name} with {other_env.owner}/{other_env.name}",
+                             _env_url(env))
 
 
 @login_required

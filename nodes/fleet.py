@@ -90,7 +90,7 @@ class Swept:
     failed_ops: list[int]
 
 
-def sweep(now: datetime | None = None) -> Swept:
+def mark_late_nodes_down(now: datetime | None = None) -> Swept:
     """Mark late nodes down and fail what waits for them (the site's cluster runs it)."""
     now = now or timezone.now()
     marked = []

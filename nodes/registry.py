@@ -12,6 +12,7 @@ from django.conf import settings
 from engines.base import VmEngine
 from engines.network.addresses import host_networks
 from engines.network.firewall import Firewall, MemoryFirewall
+from engines.node_options import NodeOptions
 from engines.specs import port_prefix
 from nodes.models import Node
 from ttportal.errors import EngineError, ErrorCode
@@ -63,22 +64,22 @@ def denied_destinations() -> tuple:
     return tuple(settings.TT_VM_DENY_NETWORKS) + tuple(host_networks(sorted(h for h in hosts if h)))
 
 
-def node_options(node: Node) -> dict:
-    return {
-        "node_name": node.name,
-        "pool_name": node.pool_name,
-        "pool_path": str(settings.TT_POOL_DIR / node.pool_name),
-        "network_name": node.network_name,
-        "bridge": node.bridge,
-        "vm_network": node.vm_network,
-        "gateway_ip": node.gateway_ip,
-        "public_host": node.public_host,
-        "console_dir": "" if node.is_test_driver else str(settings.TT_CONSOLE_DIR),
-        "stop_timeout": settings.TT_STOP_TIMEOUT,
-        "firewall": node_firewall(node),
-        "binary": node.binary,
-        "jailer": node.jailer,
-    }
+def node_options(node: Node) -> NodeOptions:
+    """What the node's driver is told: the row's fields and the site's settings."""
+    return NodeOptions(
+        node_name=node.name,
+        pool_name=node.pool_name,
+        pool_path=str(settings.TT_POOL_DIR / node.pool_name),
+        network_name=node.network_name,
+        bridge=node.bridge,
+        vm_network=node.vm_network,
+        gateway_ip=node.gateway_ip,
+        console_dir="" if node.is_test_driver else str(settings.TT_CONSOLE_DIR),
+        stop_timeout=settings.TT_STOP_TIMEOUT,
+        firewall=node_firewall(node),
+        binary=node.binary,
+        jailer=node.jailer,
+    )
 
 
 def _key(node: Node) -> tuple:

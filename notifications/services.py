@@ -44,8 +44,6 @@ from ttportal.errors import ConflictingInput, Forbidden, InvalidInput
 
 log = logging.getLogger(__name__)
 
-K = Notification.Kind
-S = Delivery.Status
 
 # How long the "extend" link adds.
 EXTEND_BY = timedelta(hours=1)
@@ -118,14 +116,14 @@ def send_test_notification(*, user, channel: str, webhook: Webhook | None = None
     with transaction.atomic():
         ratelimit.take("test_notification", user=user, key=str(channel))
         notification = Notification.objects.create(
-            key=f"test:{uuid.uuid4().hex}", kind=K.TEST, user=user, created_at=now,
+            key=f"test:{uuid.uuid4().hex}", kind=Notification.Kind.TEST, user=user, created_at=now,
             payload=messages.test(label),
         )
         if channel == Delivery.Channel.EMAIL:
             delivery = _email_delivery(notification, user, now, forced=True)
         else:
             delivery = _webhook_delivery(notification, webhook, now)
-    deliver_on_commit([delivery.pk] if delivery.status == S.PENDING else [])
+    deliver_on_commit([delivery.pk] if delivery.status == Delivery.Status.PENDING else [])
     return delivery
 
 
@@ -153,11 +151,12 @@ def warn_expiring_due(now: datetime | None = None, limit: int = 500) -> list[Not
         if not due:
             continue
         nearest = min(due)
-        if Notification.objects.filter(env=env, kind=K.ENV_EXPIRING, end_at=env.end_at,
+        if Notification.objects.filter(env=env, kind=Notification.Kind.ENV_EXPIRING, end_at=env.end_at,
                                        before__lte=nearest).exists():
             continue
         notification = _notify(
-            user=env.owner, kind=K.ENV_EXPIRING, now=now, env=env, end_at=env.end_at, before=nearest,
+            user=env.owner, kind=Notification.Kind.ENV_EXPIRING, now=now, env=env, end_at=env.end_at,
+            before=nearest,
             key=f"env.expiring:env={env.pk}:end={env.end_at.isoformat()}:before={nearest}",
             payload=lambda n, env=env: messages.expiring(
                 env, now=now, extend_url=messages.link(_extend_path(links.make(n.pk, env.end_at)))),
@@ -181,10 +180,11 @@ def notify_operation_finished(operation_id: int) -> Notification | None:
         return None
     env, now = op.env, timezone.now()
     if op.status == Operation.Status.FAILED:
-        return _notify(user=env.owner, kind=K.OPERATION_FAILED, now=now, env=env, operation=op,
-                       key=f"operation.failed:op={op.pk}", payload=lambda n: messages.failed(env, op))
+        return _notify(user=env.owner, kind=Notification.Kind.OPERATION_FAILED, now=now, env=env,
+                       operation=op, key=f"operation.failed:op={op.pk}",
+                       payload=lambda n: messages.failed(env, op))
     if op.status == Operation.Status.SUCCEEDED and op.kind == EnvKind.ENV_EXPIRE:
-        return _notify(user=env.owner, kind=K.ENV_EXPIRED, now=now, env=env, operation=op,
+        return _notify(user=env.owner, kind=Notification.Kind.ENV_EXPIRED, now=now, env=env, operation=op,
                        key=f"env.expired:env={env.pk}", payload=lambda n: messages.expired(env, op))
     return None
 
@@ -205,7 +205,7 @@ def _notify(*, user, kind: str, key: str, now: datetime, payload, env=None, oper
             deliveries += [_webhook_delivery(notification, hook, now) for hook in user.webhooks.all()]
     except IntegrityError:
         return None
-    deliver_on_commit([d.pk for d in deliveries if d.status == S.PENDING])
+    deliver_on_commit([d.pk for d in deliveries if d.status == Delivery.Status.PENDING])
     return notification
 
 
@@ -218,7 +218,7 @@ def _email_delivery(notification: Notification, user, now: datetime, *, forced: 
         skipped = "the user has no email address"
     return Delivery.objects.create(
         notification=notification, channel=Delivery.Channel.EMAIL, target=address, created_at=now,
-        status=S.SKIPPED if skipped else S.PENDING, last_error=skipped,
+        status=Delivery.Status.SKIPPED if skipped else Delivery.Status.PENDING, last_error=skipped,
         next_attempt_at=None if skipped else now,
     )
 
@@ -240,25 +240,27 @@ def deliver(delivery_id: int, now: datetime | None = None) -> Delivery | None:
     Retry-After) for the next attempt, up to TT_NOTIFY_MAX_ATTEMPTS; any other ends it."""
     now = now or timezone.now()
     waiting = Delivery.objects.filter(pk=delivery_id, status__in=Delivery.WAITING, next_attempt_at__lte=now)
-    claimed = waiting.update(status=S.SENDING, attempts=F("attempts") + 1, last_attempt_at=now)
+    claimed = waiting.update(status=Delivery.Status.SENDING, attempts=F("attempts") + 1, last_attempt_at=now)
     delivery = Delivery.objects.select_related("notification__user", "webhook").filter(pk=delivery_id).first()
     if not claimed or delivery is None:
         return delivery
     outcome = _attempt(delivery)
     fields: dict = {"response_status": outcome.status, "last_error": outcome.error[:4000]}
     if outcome.delivered:
-        fields.update(status=S.DELIVERED, delivered_at=now, next_attempt_at=None)
+        fields.update(status=Delivery.Status.DELIVERED, delivered_at=now, next_attempt_at=None)
     elif outcome.retry and delivery.attempts < settings.TT_NOTIFY_MAX_ATTEMPTS:
         wait = settings.TT_NOTIFY_RETRY_BASE * 2 ** (delivery.attempts - 1)
         wait = max(wait, outcome.retry_after or 0)
-        fields.update(status=S.RETRYING, next_attempt_at=now + timedelta(seconds=wait))
+        fields.update(status=Delivery.Status.RETRYING, next_attempt_at=now + timedelta(seconds=wait))
     else:
-        fields.update(status=S.FAILED, next_attempt_at=None)
+        fields.update(status=Delivery.Status.FAILED, next_attempt_at=None)
         if outcome.retry:
             fields["last_error"] = f"{outcome.error} (gave up after {delivery.attempts} attempts)"[:4000]
-    Delivery.objects.filter(pk=delivery.pk, status=S.SENDING, attempts=delivery.attempts).update(**fields)
+    Delivery.objects.filter(
+        pk=delivery.pk, status=Delivery.Status.SENDING, attempts=delivery.attempts,
+    ).update(**fields)
     delivery.refresh_from_db()
-    if delivery.status == S.FAILED:
+    if delivery.status == Delivery.Status.FAILED:
         log.warning("delivery %s (%s to %s) failed: %s", delivery.pk, delivery.channel, delivery.target,
                     delivery.last_error)
     return delivery
@@ -287,17 +289,21 @@ def requeue_due(now: datetime | None = None, limit: int = 500) -> int:
     that attempt counts, and the receiver may see it twice, with the same X-TT-Delivery)."""
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.Q_CLUSTER["timeout"] + 60)
-    for delivery in Delivery.objects.filter(status=S.SENDING, last_attempt_at__lte=stale)[:limit]:
+    sending = Delivery.objects.filter(status=Delivery.Status.SENDING, last_attempt_at__lte=stale)
+    for delivery in sending[:limit]:
         gave_up = delivery.attempts >= settings.TT_NOTIFY_MAX_ATTEMPTS
-        Delivery.objects.filter(pk=delivery.pk, status=S.SENDING, attempts=delivery.attempts).update(
-            status=S.FAILED if gave_up else S.RETRYING, next_attempt_at=None if gave_up else now,
+        Delivery.objects.filter(
+            pk=delivery.pk, status=Delivery.Status.SENDING, attempts=delivery.attempts,
+        ).update(
+            status=Delivery.Status.FAILED if gave_up else Delivery.Status.RETRYING,
+            next_attempt_at=None if gave_up else now,
             last_error="its worker stopped during the attempt",
         )
     lost = now - LOST_AFTER
     due = Delivery.objects.filter(
-        Q(status=S.RETRYING, next_attempt_at__lte=now)
-        | Q(status=S.PENDING, queued_at__lte=lost)
-        | Q(status=S.PENDING, queued_at__isnull=True, created_at__lte=lost)
+        Q(status=Delivery.Status.RETRYING, next_attempt_at__lte=now)
+        | Q(status=Delivery.Status.PENDING, queued_at__lte=lost)
+        | Q(status=Delivery.Status.PENDING, queued_at__isnull=True, created_at__lte=lost)
     ).order_by("next_attempt_at", "pk").values_list("pk", flat=True)[:limit]
     ids = list(due)
     Delivery.objects.filter(pk__in=ids).update(queued_at=now)
@@ -313,7 +319,7 @@ def link_target(token: str, now: datetime | None = None) -> Notification:
     """The warning the link belongs to, while the link still works (links.LinkRefused if not)."""
     now = now or timezone.now()
     notification = (Notification.objects.select_related("env__owner")
-                    .filter(pk=links.read(token, now), kind=K.ENV_EXPIRING).first())
+                    .filter(pk=links.read(token, now), kind=Notification.Kind.ENV_EXPIRING).first())
     if notification is None or notification.env is None:
         raise links.LinkRefused(410, "This link no longer works", "The notification it came with is gone.")
     if notification.extend_used_at is not None:

@@ -69,7 +69,7 @@ def identity(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid}/{_boot_and_pidns()}.{_start_time(pid) or '?'}#{Conf.CLUSTER_NAME}"
 
 
-def queue_of(worker: str) -> str:
+def queue_of_worker(worker: str) -> str:
     """The task queue of the cluster `worker` belongs to ("" for a name without one)."""
     return worker.rpartition("#")[2] if "#" in worker else ""
 
@@ -92,7 +92,7 @@ def describe(worker: str) -> str:
     """`host pid N (queue Q)` for people; the fingerprint is for the liveness check."""
     where = worker.split("/", 1)[0]
     host, _, pid = where.rpartition(":")
-    queue = queue_of(worker)
+    queue = queue_of_worker(worker)
     shown = f"{host} pid {pid}" if host else where
     return f"{shown} (queue {queue})" if queue else shown
 

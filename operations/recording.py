@@ -7,7 +7,6 @@ app above it: the Env, VM, snapshot and node come in as objects, their models by
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -46,6 +45,10 @@ def record(
     done (or found), with `error` for a failure. Only such a record may have no
     Env (drift on a node that no Env owns), and then it names its `target`.
 
+    An `idempotency_key` handed on from the `idempotent` wrapper is an IdempotencyKey: the
+    fingerprint of its request is stored with it, so a later request with the same key can
+    be told apart (same request: the first operation; another: refused).
+
     The operation runs on its node's task cluster (runner.dispatch): its VM's node, or
     the node of most of its Env's VMs. An operation to run on a node that is down is
     refused (node_down), inside the caller's transaction, so nothing it claimed stays;
@@ -57,6 +60,7 @@ def record(
                        f"cluster stopped beating): nothing can be done there until it beats again")
     if run and kind not in registry.kinds_tagged(registry.UNCAPPED):
         check_queue(by)
+    fingerprint = idempotency_key.fingerprint if isinstance(idempotency_key, IdempotencyKey) else ""
     op = Operation.objects.create(
         node=node,
         kind=kind,
@@ -66,8 +70,8 @@ def record(
         target=target or _describe(env, vm, snapshot),
         params=params or {},
         requested_by=by,
-        idempotency_key=idempotency_key or "",
-        request_fingerprint=_fingerprint.get() if idempotency_key else "",
+        idempotency_key=str(idempotency_key or ""),
+        request_fingerprint=fingerprint if idempotency_key else "",
         status=status,
         error_code=str(error.code) if error else "",
         error_message=error.message if error else "",
@@ -126,6 +130,19 @@ def _describe(env, vm, snapshot) -> str:
     return env.name
 
 
+class IdempotencyKey(str):
+    """A request's Idempotency-Key as the `idempotent` wrapper hands it to its service,
+    carrying the fingerprint of that request for `record` to store. A str, so the
+    services pass it on as the key they always took."""
+
+    fingerprint: str
+
+    def __new__(cls, key: str, fingerprint: str) -> IdempotencyKey:
+        made = super().__new__(cls, key)
+        made.fingerprint = fingerprint
+        return made
+
+
 def idempotent(service: Callable[..., Operation | None]) -> Callable[..., Operation | None]:
     """The IETF Idempotency-Key rule, for every interface: the same key from the same user
     with the same request returns the first operation instead of acting twice; the same
@@ -148,12 +165,8 @@ def idempotent(service: Callable[..., Operation | None]) -> Callable[..., Operat
             if existing is not None:
                 return existing
         try:
-            token = _fingerprint.set(fingerprint)  # for `record`, without threading it through
-            try:
-                with transaction.atomic():
-                    return service(*args, by=by, idempotency_key=key, **kwargs)
-            finally:
-                _fingerprint.reset(token)
+            with transaction.atomic():
+                return service(*args, by=by, idempotency_key=IdempotencyKey(key, fingerprint), **kwargs)
         except IntegrityError:
             existing = _by_key(by, key, fingerprint) if key else None
             if existing is not None:
@@ -161,10 +174,6 @@ def idempotent(service: Callable[..., Operation | None]) -> Callable[..., Operat
             raise
 
     return wrapper
-
-
-# The fingerprint of the keyed request being served (per thread and task).
-_fingerprint: contextvars.ContextVar[str] = contextvars.ContextVar("request_fingerprint", default="")
 
 
 def request_fingerprint(action: str, args, kwargs) -> str:
@@ -199,7 +208,7 @@ def _by_key(user, key: str, fingerprint: str) -> Operation | None:
     return first
 
 
-def sweep(due_ids, expire_one, now, limit: int) -> list[Operation]:
+def expire_each(due_ids, expire_one, now, limit: int) -> list[Operation]:
     """A periodic sweep: one item per step, each step re-checking that its item is still due."""
     ops = []
     for item_id in list(due_ids[:limit]):

@@ -66,7 +66,7 @@ def _announce(operation_id: int, status: str) -> None:
 # --- dispatch ---------------------------------------------------------------
 
 
-def queue_of(operation_id: int) -> str:
+def queue_of_operation(operation_id: int) -> str:
     """The cluster (queue) that runs the operation: its node's own, when the node has one,
     else the site's. Always named: django-q2 sends an unnamed task to the queue of the
     process that sends it, and a node's worker dispatches too (recovery, hand-back)."""
@@ -89,7 +89,7 @@ def dispatch(operation_id: int) -> None:
         "operations.tasks.run_operation",
         operation_id,
         task_name=f"operation-{operation_id}",
-        cluster=queue_of(operation_id),
+        cluster=queue_of_operation(operation_id),
         sync=bool(settings.Q_CLUSTER.get("sync")),
     )
 

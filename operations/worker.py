@@ -67,7 +67,7 @@ def on_worker_spawn(sender=None, **kwargs) -> None:
     global _keeper
     if multiprocessing.current_process().name == "MainProcess" or _keeper is not None:
         return
-    _keeper = threading.Thread(target=keep, name="tt-keeper", daemon=True)
+    _keeper = threading.Thread(target=run_keeper, name="tt-keeper", daemon=True)
     _keeper.start()
 
 
@@ -88,7 +88,7 @@ def on_beat(beat_of: Callable[[str], object]) -> None:
         BEATS.append(beat_of)
 
 
-def beat() -> None:
+def beat_this_cluster() -> None:
     """One beat of this cluster (see the module's docstring).
 
     The node part of the worker: it belongs with nodes (and the beat with vms, which
@@ -99,7 +99,7 @@ def beat() -> None:
         beat_of(name)
 
 
-def keep() -> None:
+def run_keeper() -> None:
     """Recover operations now and every lease / 3 s, beat every TT_NODE_BEAT s; enforce
     the stop deadline."""
     period = settings.TT_OPERATION_LEASE / 3
@@ -110,7 +110,7 @@ def keep() -> None:
             _give_up_and_exit()
         if time.monotonic() >= next_beat and not stop_requested():
             try:
-                beat()
+                beat_this_cluster()
             except Exception:
                 log.exception("the beat failed; trying again in %s s", settings.TT_NODE_BEAT)
             finally:

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from envs.models import Env
 from envs.services import env_create
 from operations.models import Operation
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 
 def make_operator(client):

@@ -211,7 +211,7 @@ def make_env(template, run_tasks):
 def env_maker(template: VmTemplate, run_tasks):
     from envs.models import Env
     from envs.services import env_create
-    from vms.specs import NewVm
+    from vms.new_vms import NewVm
 
     def make(owner, *, name: str = "demo", vms=1, **kwargs) -> Env:
         if isinstance(vms, int):

@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from tests.api_support import client_for
 from ttportal.errors import QuotaExceeded
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 INTERFACES = ["service", "portal", "api", "admin"]
 _keys = itertools.count(1)

@@ -320,12 +320,13 @@ def test_a_whole_scenario_through_the_generated_client(live_server, alice, templ
                      env=env.id, page_size=100)
         assert {o.env for o in ops.results} == {env.id}
         assert {o.status for o in ops.results} == {m.OperationStatusEnum.SUCCEEDED}
-        K = m.OperationKindEnum
+        Kind = m.OperationKindEnum
         assert {o.kind for o in ops.results} >= {
-            K.ENV_CREATE, K.ENV_EXTEND, K.VM_SET_PORTS, K.VM_SET_BLACKLIST, K.VM_STOP, K.VM_START,
-            K.SNAPSHOT_CREATE, K.SNAPSHOT_APPLY, K.SNAPSHOT_DESTROY,
+            Kind.ENV_CREATE, Kind.ENV_EXTEND, Kind.VM_SET_PORTS, Kind.VM_SET_BLACKLIST, Kind.VM_STOP,
+            Kind.VM_START,
+            Kind.SNAPSHOT_CREATE, Kind.SNAPSHOT_APPLY, Kind.SNAPSHOT_DESTROY,
         }
-        assert len([o for o in ops.results if o.kind == K.VM_START]) == 1  # the no-op start made none
+        assert len([o for o in ops.results if o.kind == Kind.VM_START]) == 1  # the no-op start made none
 
         # Destroy the Env.
         op = s.act("envs", "envs_destroy_create", env.id)

@@ -154,6 +154,13 @@ def exception_handler(exc, context):
     return None
 
 
+def parse(serializer_class, request, **kwargs) -> dict:
+    """The validated body (a 400 with field errors otherwise)."""
+    serializer = serializer_class(data=request.data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 def idempotency_key(request) -> str:
     """The `Idempotency-Key` header: the same key from the same user returns the first operation."""
     return request.headers.get("Idempotency-Key", "")

@@ -5,8 +5,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from accounts.api import QuotaView, SshKeyViewSet, TokenViewSet
-from envs.api import EnvViewSet, OperationViewSet
+from envs.api import EnvViewSet
 from notifications.api import DeliveryViewSet, NotificationSettingsView, TestEmailView, WebhookViewSet
+from operations.api import OperationViewSet
 from ttportal.api import not_found
 from vms.api import SnapshotViewSet, TemplateViewSet, VmViewSet
 

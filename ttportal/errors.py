@@ -9,13 +9,13 @@ message stays free for humans.
 
 from __future__ import annotations
 
-from engines.errors import EngineError, ErrorCode, TTError, step
+from engines.errors import EngineError, ErrorCode, TTError, fails_as
 
 __all__ = [
     "DATABASE_BUSY", "QUOTA_EXCEEDED", "RATE_LIMITED", "ConflictingInput", "CooldownActive",
     "DatabaseBusy", "EngineError", "ErrorCode", "Exhausted", "Forbidden", "IdempotencyKeyReused",
     "IllegalState", "InvalidInput", "NoCapacity", "NodeDown", "NotFound", "QuotaExceeded", "RateLimited",
-    "TTError", "Unsupported", "step",
+    "TTError", "Unsupported", "fails_as",
 ]
 
 # The code of a quota refusal. Request-side only (a refusal records no operation), so it

@@ -4,7 +4,7 @@ permission each takes, and the one decision (`check`) every interface reaches.
 An Env's owner acts on their own Envs, VMs and snapshots with no permission at all;
 anyone else only as active staff holding the action's permission. Superusers hold every
 permission (Django's has_perm). `is_staff` alone grants nothing but the admin's door.
-envs.policy applies this to Envs (check_can_manage); the querysets' visible_to use
+vms.policy applies this to Envs (check_can_manage); the querysets' visible_to use
 `sees_others`. This module imports nothing of the project's models, so every app may.
 """
 

@@ -62,7 +62,7 @@ def refused_here(exc: Exception) -> TTError:
     return error
 
 
-def act(
+def call_and_redirect(
     request: HttpRequest, call: Callable[[], Any], success: str, default: str
 ) -> HttpResponse:
     """Run one service call for the signed-in user and redirect back with its outcome."""
@@ -104,7 +104,8 @@ def post_action(
     def view(request: HttpRequest, pk: int) -> HttpResponse:
         obj = find(request, pk)
         extra = fields(request) if fields else {}
-        return act(request, lambda: service(**{target: obj}, **extra, by=request.user), says(obj), back(obj))
+        return call_and_redirect(request, lambda: service(**{target: obj}, **extra, by=request.user),
+                                 says(obj), back(obj))
 
     view.__doc__ = f"POST: {service.__name__} on the {target}, then back with a message."
     return view

@@ -11,11 +11,10 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 
-from envs import policy
-from envs.api import OperationsActionsMixin, accepted, operation_action, parse
-from ttportal.api import idempotency_key
+from operations.api import OperationsActionsMixin, accepted, operation_action
+from ttportal.api import idempotency_key, parse
 from ttportal.api_query import BoolFilter, IdFilter, StrictFilterSet, TextFilter
-from vms import services
+from vms import policy, services
 from vms.models import PortMapping, Snapshot, Vm, VmTemplate
 from vms.serializers import (
     Blacklist,

@@ -6,10 +6,11 @@ class VmsConfig(AppConfig):
     verbose_name = "VMs, templates and snapshots"
 
     def ready(self) -> None:
+        from accounts import quotas
         from nodes.signals import node_prepared
         from operations import registry, runner, worker
         from ttportal import metrics
-        from vms import kinds, node_setup, steps, tasks, warm, warm_steps
+        from vms import kinds, node_setup, steps, tasks, usage, warm, warm_steps
         from vms.metrics import VmCollector
 
         kinds.register()
@@ -25,3 +26,5 @@ class VmsConfig(AppConfig):
         # tt_prepare_node: rewire the node's VMs, install the templates asked for.
         node_prepared.connect(node_setup.after_node_prepared, dispatch_uid="vms-node-prepared")
         metrics.register(VmCollector())
+        # accounts shows each owner's use with their limits; vms counts it.
+        quotas.register_usage(usage.usage_of)

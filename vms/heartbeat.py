@@ -21,7 +21,7 @@ from vms.placement import Placer, free_mem, usable_addresses
 log = logging.getLogger(__name__)
 
 
-def beat(node: Node, now: datetime | None = None) -> NodeHeartbeat:
+def write_heartbeat(node: Node, now: datetime | None = None) -> NodeHeartbeat:
     """Write the node's heartbeat with its free capacity, and bring it up if it was down."""
     now = now or timezone.now()
     placer = Placer(only=[node.pk])
@@ -95,7 +95,7 @@ def beat_served_nodes(now: datetime | None = None) -> int:
     count = 0
     for node in Node.objects.filter(own_cluster=False, enabled=True):
         try:
-            beat(node, now)
+            write_heartbeat(node, now)
             count += 1
         except Exception:
             log.exception("could not beat for node %s", node.name)
@@ -108,7 +108,7 @@ def beat_named(name: str) -> bool:
     if node is None:
         log.error("this cluster is named %s, but no node has that name", name)
         return False
-    beat(node)
+    write_heartbeat(node)
     return True
 
 

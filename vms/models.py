@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from engines.cloudinit import CloudInitSpec
 from engines.specs import PortSpec, TemplateSpec, VmSpec
-from envs.models import Env, Peering
 from nodes.models import EngineKind, Node
 from ttportal import permissions
 from ttportal.validators import validate_dns_label
@@ -161,7 +160,9 @@ class Vm(models.Model):
         NAT = "nat", "NAT (ports forwarded through the node)"
         FLAT = "flat", "Flat (the VM's own address is routable)"
 
-    env = models.ForeignKey(Env, on_delete=models.CASCADE, related_name="vms")
+    # By name: envs sits above vms (docs/architecture.md). vms reads an Env through this
+    # relation (vm.env.owner_id), and the model itself through env_model().
+    env = models.ForeignKey("envs.Env", on_delete=models.CASCADE, related_name="vms")
     node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="vms")
     template = models.ForeignKey(VmTemplate, on_delete=models.PROTECT, related_name="vms")
     name = models.CharField(max_length=63, validators=[validate_dns_label])
@@ -254,11 +255,11 @@ class Vm(models.Model):
     def to_spec(self, *, ports=None, reach: tuple[int, ...] | None = None) -> VmSpec:
         """The plain description a driver works from (no models cross that line).
 
-        Lists of VMs pass `reach` from one Peering.objects.reach_of() query."""
+        Lists of VMs pass `reach` from one Env.objects.reach_of() query (specs_of)."""
         if ports is None:
             ports = self.port_mappings.all()
         if reach is None:
-            reach = Peering.objects.reach_of([self.env_id])[self.env_id]
+            reach = env_model().objects.reach_of([self.env_id])[self.env_id]
         return VmSpec(
             id=self.pk,
             name=self.engine_name,
@@ -292,10 +293,17 @@ class Vm(models.Model):
         )
 
 
+def env_model() -> type[models.Model]:
+    """envs.Env, reached through Vm.env. envs sits above vms: vms names it only in that
+    relation and never imports it, and asks it only what Env itself answers (its status,
+    `objects.live()`, `objects.reach_of()`)."""
+    return Vm._meta.get_field("env").related_model
+
+
 def specs_of(vms) -> list[VmSpec]:
     """Many VMs' specs, with the Envs they may be reached from read in one query."""
     vms = list(vms)
-    reach = Peering.objects.reach_of({vm.env_id for vm in vms})
+    reach = env_model().objects.reach_of({vm.env_id for vm in vms})
     return [vm.to_spec(reach=reach[vm.env_id]) for vm in vms]
 
 
@@ -407,7 +415,7 @@ class WarmPool(models.Model):
     keep = models.CharField(max_length=8, choices=Keep.choices, default=Keep.SAVED,
                             help_text="How a spare waits to be taken.")
     enabled = models.BooleanField(default=True, help_text="Off: its spares are discarded, none made.")
-    env = models.OneToOneField(Env, on_delete=models.PROTECT, related_name="warm_pool", editable=False)
+    env = models.OneToOneField("envs.Env", on_delete=models.PROTECT, related_name="warm_pool", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -248,7 +248,7 @@ def check_disk_room(node: Node, *, more_mb: int, now_mb: int, what: str) -> None
 
 
 def cluster_of(node: Node) -> str:
-    """The task cluster that runs the node's operations (operations.runner.queue_of's rule):
+    """The task cluster that runs the node's operations (operations.runner.queue_of_operation's rule):
     nodes of one cluster are on one host."""
     return node.name if node.own_cluster else settings.Q_CLUSTER["name"]
 

@@ -23,7 +23,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from engines.specs import PowerState
-from envs.models import Env
 from nodes.models import Node
 from nodes.registry import get_engine
 from operations.models import Operation
@@ -32,13 +31,12 @@ from ttportal.errors import ErrorCode, TTError
 from vms import state
 from vms import steps as vm_steps
 from vms.kinds import VmKind
-from vms.models import Snapshot, Vm, specs_of
+from vms.models import Snapshot, Vm, env_model, specs_of
 
 log = logging.getLogger(__name__)
-S = Vm.Status
 
-_POWER_TO_STATUS = {PowerState.RUNNING: S.RUNNING, PowerState.STOPPED: S.STOPPED,
-                    PowerState.SUSPENDED: S.SUSPENDED}
+_POWER_TO_STATUS = {PowerState.RUNNING: Vm.Status.RUNNING, PowerState.STOPPED: Vm.Status.STOPPED,
+                    PowerState.SUSPENDED: Vm.Status.SUSPENDED}
 
 
 def reconcile_nodes() -> int:
@@ -56,13 +54,13 @@ def reconcile_node(node_id: int) -> int:
     node = Node.objects.get(pk=node_id)
     engine = get_engine(node)
     drifted = settle_abandoned(node)
-    vms = Vm.objects.filter(node=node, status__in=[S.RUNNING, S.STOPPED]).select_related(
+    vms = Vm.objects.filter(node=node, status__in=[Vm.Status.RUNNING, Vm.Status.STOPPED]).select_related(
         "env", "template", "node"
     )
     for vm in vms:
         drifted += vm_reconcile_one(vm, engine)
     # Firewall: rewrite every element from the database in one atomic step.
-    live = Vm.objects.live().filter(node=node).exclude(status=S.CREATING)
+    live = Vm.objects.live().filter(node=node).exclude(status=Vm.Status.CREATING)
     engine.firewall.rebuild(specs_of(live.select_related("env", "template", "node")
                                      .prefetch_related("port_mappings")))
     inventory = engine.inventory(f"tt-{node.name}-")
@@ -74,7 +72,7 @@ def reconcile_node(node_id: int) -> int:
 def vm_reconcile_one(vm: Vm, engine) -> int:
     """Record the VM's real power state; returns 1 if it had drifted."""
     power = engine.power_state(vm.to_spec())
-    real = _POWER_TO_STATUS.get(power, S.ERROR)
+    real = _POWER_TO_STATUS.get(power, Vm.Status.ERROR)
     if real == vm.status:
         return 0
     with transaction.atomic():
@@ -139,7 +137,7 @@ def settle_abandoned(node: Node) -> int:
 
 def _settle_vm(vm: Vm) -> int:
     was = vm.status
-    if was == S.CREATING:
+    if was == Vm.Status.CREATING:
         vm_steps.roll_back_creation(vm)
     else:
         vm_steps.settle_vm(vm, was)
@@ -164,10 +162,12 @@ def _settle_snapshot(snapshot: Snapshot) -> int:
 
 def settle_abandoned_envs() -> int:
     """An Env left destroying with no live operation goes back to active (to be destroyed again)."""
-    destroying = list(Env.objects.filter(status=Env.Status.DESTROYING).values_list("pk", flat=True))
+    model = env_model()  # envs.Env, through Vm.env: envs sits above vms
+    destroying = list(model.objects.filter(status=model.Status.DESTROYING).values_list("pk", flat=True))
     _, _, held_envs = _held(Operation.objects.filter(status__in=Operation.LIVE))
     stale = [pk for pk in destroying if pk not in held_envs]
-    return Env.objects.filter(pk__in=stale, status=Env.Status.DESTROYING).update(status=Env.Status.ACTIVE)
+    stale_rows = model.objects.filter(pk__in=stale, status=model.Status.DESTROYING)
+    return stale_rows.update(status=model.Status.ACTIVE)
 
 
 def _report(vm: Vm, message: str, **params) -> int:
@@ -229,7 +229,7 @@ def reconcile_orphans(node: Node, engine, inventory) -> int:
         if vm_id is None:
             continue  # another node's name that shares our prefix
         vm = rows.get(vm_id)
-        if vm is not None and (vm.status != S.DESTROYED or (kind == "image" and vm.keep_image)):
+        if vm is not None and (vm.status != Vm.Status.DESTROYED or (kind == "image" and vm.keep_image)):
             continue  # owned (a destroyed VM may keep its image on purpose)
         drifted += _orphan(node, engine, kind, name, vm)
     return drifted

@@ -19,20 +19,17 @@ from django.utils import timezone
 from accounts.models import SshKey
 from accounts.quotas import Usage
 from engines.specs import Feature
-from envs import policy
-from envs.models import Env
 from nodes.models import Node
 from nodes.registry import driver_class
 from operations import recovery, registry
 from operations.models import Operation
-from operations.recording import idempotent, record, sweep
+from operations.recording import expire_each, idempotent, record
 from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
-from vms import allocation, state, usage, warm
+from vms import allocation, policy, state, usage, warm
 from vms.kinds import VmKind
 from vms.models import CLOUD_INIT, PortMapping, Snapshot, Vm
-from vms.placement import Ask, Placer, check_disk_room
-from vms.specs import (
+from vms.new_vms import (
     NewVm,
     check_name,
     int_in,
@@ -41,10 +38,13 @@ from vms.specs import (
     validate_new_vm,
     wanted_features,
 )
+from vms.placement import Ask, Placer, check_disk_room
+from vms.state import VmAction
 
 
-def _locked_env(env: Env) -> Env:
-    return Env.objects.select_for_update().get(pk=env.pk)
+def _locked_env(env):
+    """The Env row (an envs.Env, reached through vm.env: vms never imports envs), locked."""
+    return type(env).objects.select_for_update().get(pk=env.pk)
 
 
 def _require_feature(vm: Vm, feature: Feature) -> None:
@@ -70,7 +70,7 @@ def ports_of(checked: list[Checked]) -> int:
     return sum(len(c.ports) for c in checked)
 
 
-def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Checked]:
+def check_vms(env, specs: list[NewVm], *, field: str = "vms") -> list[Checked]:
     """Validate new VMs for the Env and pick their nodes; nothing is written.
 
     `field` is how the request names them: "vms" (a list, so errors say
@@ -110,7 +110,7 @@ def check_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Check
     return checked
 
 
-def insert_vms(env: Env, checked: list[Checked]) -> list[Vm]:
+def insert_vms(env, checked: list[Checked]) -> list[Vm]:
     """Insert checked VMs (status creating) with addresses and ports, or move the warm spares
     they take into the Env (status starting). Inside a transaction."""
     vms, wanted = [], []
@@ -138,13 +138,13 @@ def insert_vms(env: Env, checked: list[Checked]) -> list[Vm]:
     return vms
 
 
-def build_vms(env: Env, specs: list[NewVm], *, field: str = "vms") -> list[Vm]:
+def build_vms(env, specs: list[NewVm], *, field: str = "vms") -> list[Vm]:
     """check_vms, then insert_vms: new VMs of an Env that takes them without a cooldown."""
     return insert_vms(env, check_vms(env, specs, field=field))
 
 
 @idempotent
-def vm_add(*, env: Env, spec: NewVm, by, ignore_quota: bool = False, idempotency_key: str = "") -> Operation:
+def vm_add(*, env, spec: NewVm, by, ignore_quota: bool = False, idempotency_key: str = "") -> Operation:
     """Add one VM to a live Env: created, then booted, by a task.
 
     The request is checked whole before the cooldown is: bad input is told as such,
@@ -168,11 +168,13 @@ def vm_add(*, env: Env, spec: NewVm, by, ignore_quota: bool = False, idempotency
 
 
 # The status a power action leaves a VM in: asking for it again changes nothing.
-POWER_TARGET = {"start": Vm.Status.RUNNING, "stop": Vm.Status.STOPPED, "suspend": Vm.Status.SUSPENDED}
-POWER_FEATURE = {"start": Feature.START_STOP, "stop": Feature.START_STOP, "suspend": Feature.SUSPEND}
+POWER_TARGET = {VmAction.START: Vm.Status.RUNNING, VmAction.STOP: Vm.Status.STOPPED,
+                VmAction.SUSPEND: Vm.Status.SUSPENDED}
+POWER_FEATURE = {VmAction.START: Feature.START_STOP, VmAction.STOP: Feature.START_STOP,
+                 VmAction.SUSPEND: Feature.SUSPEND}
 
 
-def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) -> Operation | None:
+def _vm_power_request(vm: Vm, action: VmAction, kind: str, by, idempotency_key: str) -> Operation | None:
     policy.check_can_manage(by, vm.env, f"vm_{action}")
     _require_feature(vm, POWER_FEATURE[action])
     env = _locked_env(vm.env)
@@ -182,7 +184,7 @@ def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) 
         return None  # nothing to do: no operation, no cooldown
     if vm.status == Vm.Status.DESTROYED:
         raise IllegalState(f"VM {vm.name} is destroyed")
-    if action == "suspend" and state.allowed(vm.status, action):
+    if action == VmAction.SUSPEND and state.allowed(vm.status, action):
         # Its memory is written to the node's disk, all of it, at once.
         check_disk_room(vm.node, more_mb=vm.mem_mb, now_mb=vm.mem_mb,
                         what=f"the saved memory of VM {vm.name} ({vm.mem_mb} MiB)")
@@ -194,20 +196,20 @@ def _vm_power_request(vm: Vm, action: str, kind: str, by, idempotency_key: str) 
 @idempotent
 def vm_start(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Start the VM; None when it is running already (nothing recorded)."""
-    return _vm_power_request(vm, "start", VmKind.VM_START, by, idempotency_key)
+    return _vm_power_request(vm, VmAction.START, VmKind.VM_START, by, idempotency_key)
 
 
 @idempotent
 def vm_stop(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Stop the VM; None when it is stopped already (nothing recorded)."""
-    return _vm_power_request(vm, "stop", VmKind.VM_STOP, by, idempotency_key)
+    return _vm_power_request(vm, VmAction.STOP, VmKind.VM_STOP, by, idempotency_key)
 
 
 @idempotent
 def vm_suspend(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Save the running VM's memory to its node's disk and stop it; the next start resumes
     it where it was (processes, files in memory). None when it is suspended already."""
-    return _vm_power_request(vm, "suspend", VmKind.VM_SUSPEND, by, idempotency_key)
+    return _vm_power_request(vm, VmAction.SUSPEND, VmKind.VM_SUSPEND, by, idempotency_key)
 
 
 def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
@@ -217,7 +219,7 @@ def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
     with transaction.atomic():
         env = _locked_env(vm.env)
         try:
-            state.claim(vm, "stop")
+            state.claim(vm, VmAction.STOP)
         except IllegalState:
             return None
         return record(VmKind.VM_DISK_STOP, env=env, vm=vm, by=None,
@@ -229,7 +231,7 @@ def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
 
 
 
-def claim_for_destroy(env: Env, vms: list[Vm], *, by) -> list[int]:
+def claim_for_destroy(env, vms: list[Vm], *, by) -> list[int]:
     """Claim these VMs of the (locked) Env for a destroy; returns their ids.
 
     Operations on the Env that no live worker holds (a crashed worker's, or a
@@ -254,7 +256,7 @@ def claim_for_destroy(env: Env, vms: list[Vm], *, by) -> list[int]:
 def vm_destroy(*, vm: Vm, by, idempotency_key: str = "") -> Operation:
     policy.check_can_manage(by, vm.env, "vm_destroy")
     env = _locked_env(vm.env)
-    if env.status == Env.Status.DESTROYED:
+    if env.status == env.Status.DESTROYED:
         raise IllegalState(f"Env {env.name} is destroyed")
     vm.refresh_from_db(fields=["status"])
     if vm.status == Vm.Status.DESTROYED:
@@ -343,7 +345,7 @@ def snapshot_create(*, vm: Vm, name: str, by, life_time=None, ignore_quota: bool
                     f"(up to its disk, {vm.disk_mb} MiB)")
     now = timezone.now()
     policy.claim_mgmt_slot(env, now, by=by)
-    previous = state.claim(vm, "snapshot")
+    previous = state.claim(vm, VmAction.SNAPSHOT)
     snapshot = Snapshot.objects.create(
         vm=vm, name=name, life_time=seconds, created_at=now,
         expires_at=now + timedelta(seconds=seconds) if seconds else None,
@@ -366,7 +368,7 @@ def snapshot_apply(*, snapshot: Snapshot, by, idempotency_key: str = "") -> Oper
         status=Snapshot.Status.APPLYING
     ):
         raise IllegalState(f"snapshot {snapshot.name} is {snapshot.status}, not ready")
-    previous = state.claim(vm, "apply")
+    previous = state.claim(vm, VmAction.APPLY)
     return record(VmKind.SNAPSHOT_APPLY, env=env, vm=vm, snapshot=snapshot, by=by,
                   idempotency_key=idempotency_key, params={"previous_status": previous})
 
@@ -389,7 +391,7 @@ def snapshot_expire_due(now=None, limit: int = 100) -> list[Operation]:
     """Queue the removal of snapshots whose life time has passed, one at a time."""
     now = now or timezone.now()
     due = Snapshot.objects.filter(status=Snapshot.Status.READY, expires_at__lte=now).order_by("expires_at")
-    return sweep(due.values_list("pk", flat=True), snapshot_expire_one, now, limit)
+    return expire_each(due.values_list("pk", flat=True), snapshot_expire_one, now, limit)
 
 
 def snapshot_expire_one(snapshot_id: int, *, now=None) -> Operation | None:

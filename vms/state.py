@@ -7,35 +7,54 @@ is held while the engine works.
 
 from __future__ import annotations
 
+import enum
+
 from ttportal.errors import IllegalState
 from vms.models import Vm
 
-S = Vm.Status
+
+class VmAction(enum.StrEnum):
+    """What a VM can be claimed for. The values are the words of the permission names
+    (`vm_start`...) and of the portal's buttons."""
+
+    START = "start"
+    STOP = "stop"
+    SUSPEND = "suspend"
+    SNAPSHOT = "snapshot"
+    APPLY = "apply"
+    DESTROY = "destroy"
+    NETWORK = "network"
+
 
 # action -> (statuses it may start from, status while it runs)
-TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+TRANSITIONS: dict[VmAction, tuple[frozenset[str], str]] = {
     # Starting a suspended VM resumes it from its saved memory.
-    "start": (frozenset({S.STOPPED, S.SUSPENDED, S.ERROR}), S.STARTING),
+    VmAction.START: (frozenset({Vm.Status.STOPPED, Vm.Status.SUSPENDED, Vm.Status.ERROR}),
+                     Vm.Status.STARTING),
     # A suspended VM is resumed or destroyed, never shut down: it is not running.
-    "stop": (frozenset({S.RUNNING, S.ERROR}), S.STOPPING),
-    "suspend": (frozenset({S.RUNNING}), S.SUSPENDING),
+    VmAction.STOP: (frozenset({Vm.Status.RUNNING, Vm.Status.ERROR}), Vm.Status.STOPPING),
+    VmAction.SUSPEND: (frozenset({Vm.Status.RUNNING}), Vm.Status.SUSPENDING),
     # A suspended VM's snapshot is of its disk, and it stays suspended; applying one
     # to a suspended VM discards its saved memory (it belongs to the disk reverted).
-    "snapshot": (frozenset({S.STOPPED, S.RUNNING, S.SUSPENDED}), S.SNAPSHOTTING),
-    "apply": (frozenset({S.STOPPED, S.RUNNING, S.SUSPENDED}), S.RESTORING),
-    "destroy": (frozenset({S.STOPPED, S.RUNNING, S.SUSPENDED, S.ERROR}), S.DESTROYING),
+    VmAction.SNAPSHOT: (frozenset({Vm.Status.STOPPED, Vm.Status.RUNNING, Vm.Status.SUSPENDED}),
+                        Vm.Status.SNAPSHOTTING),
+    VmAction.APPLY: (frozenset({Vm.Status.STOPPED, Vm.Status.RUNNING, Vm.Status.SUSPENDED}),
+                     Vm.Status.RESTORING),
+    VmAction.DESTROY: (frozenset({Vm.Status.STOPPED, Vm.Status.RUNNING, Vm.Status.SUSPENDED,
+                                  Vm.Status.ERROR}), Vm.Status.DESTROYING),
     # Network changes run beside the VM's power state, so they keep it; they
     # claim `net_busy` instead (see claim_network).
-    "network": (frozenset({S.STOPPED, S.RUNNING, S.STARTING, S.STOPPING, S.SUSPENDED, S.SUSPENDING}), ""),
+    VmAction.NETWORK: (frozenset({Vm.Status.STOPPED, Vm.Status.RUNNING, Vm.Status.STARTING,
+                                  Vm.Status.STOPPING, Vm.Status.SUSPENDED, Vm.Status.SUSPENDING}), ""),
 }
 
-STABLE = frozenset({S.STOPPED, S.RUNNING, S.SUSPENDED})
+STABLE = frozenset({Vm.Status.STOPPED, Vm.Status.RUNNING, Vm.Status.SUSPENDED})
 # What a VM is in only while an operation holds it.
-TRANSIENT = frozenset({S.CREATING, S.STARTING, S.STOPPING, S.SUSPENDING, S.SNAPSHOTTING, S.RESTORING,
-                       S.DESTROYING})
+TRANSIENT = frozenset({Vm.Status.CREATING, Vm.Status.STARTING, Vm.Status.STOPPING, Vm.Status.SUSPENDING,
+                       Vm.Status.SNAPSHOTTING, Vm.Status.RESTORING, Vm.Status.DESTROYING})
 
 
-def claim(vm: Vm, action: str) -> str:
+def claim(vm: Vm, action: VmAction) -> str:
     """Move `vm` into the action's transient status or raise IllegalState. Returns the old status."""
     allowed, transient = TRANSITIONS[action]
     if transient:
@@ -57,7 +76,7 @@ def claim(vm: Vm, action: str) -> str:
 def claim_network(vm: Vm) -> None:
     """Claim the VM's network for one change: the node applies changes as differences
     from what is installed, so two overlapping ones could leave it out of step."""
-    allowed = TRANSITIONS["network"][0]
+    allowed = TRANSITIONS[VmAction.NETWORK][0]
     if not Vm.objects.filter(pk=vm.pk, status__in=allowed, net_busy=False).update(net_busy=True):
         vm.refresh_from_db(fields=["status", "net_busy"])
         if vm.net_busy:
@@ -77,9 +96,9 @@ def _illegal(vm: Vm, action: str, allowed: frozenset[str]) -> IllegalState:
     )
 
 
-def allowed(status: str, action: str) -> bool:
+def allowed(status: str, action: VmAction) -> bool:
     return status in TRANSITIONS[action][0]
 
 
-def can(vm: Vm, action: str) -> bool:
+def can(vm: Vm, action: VmAction) -> bool:
     return allowed(vm.status, action)

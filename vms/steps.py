@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
 
-from engines.errors import EngineError, ErrorCode, TTError, step
+from engines.errors import EngineError, ErrorCode, TTError, fails_as
 from engines.specs import PortSpec, PowerState, SnapshotSpec
 from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress, Step
-from vms import allocation, restore, state
+from vms import allocation, spare_restore, state
 from vms.kinds import VmKind
 from vms.models import PortMapping, Snapshot, Vm
+from vms.state import VmAction
 
-S = Vm.Status
 log = logging.getLogger(__name__)
 
-_STATUS_OF_POWER = {PowerState.RUNNING: S.RUNNING, PowerState.STOPPED: S.STOPPED,
-                    PowerState.SUSPENDED: S.SUSPENDED}
+_STATUS_OF_POWER = {PowerState.RUNNING: Vm.Status.RUNNING, PowerState.STOPPED: Vm.Status.STOPPED,
+                    PowerState.SUSPENDED: Vm.Status.SUSPENDED}
 
 
 # --- the VMs of an operation ---------------------------------------------------
@@ -67,8 +68,8 @@ def real_status(vm: Vm) -> str:
         power = get_engine(vm.node).power_state(vm.to_spec())
     except Exception:
         log.exception("could not read the power state of %s", vm)
-        return S.ERROR
-    return _STATUS_OF_POWER.get(power, S.ERROR)
+        return Vm.Status.ERROR
+    return _STATUS_OF_POWER.get(power, Vm.Status.ERROR)
 
 
 def settle_vm(vm: Vm, *claimed: str) -> None:
@@ -86,9 +87,9 @@ def thaw(vm: Vm) -> None:
         log.exception("could not thaw the filesystems of %s", vm)
 
 
-def restore_power(vm: Vm, was: str) -> None:
+def start_again_if_it_ran(vm: Vm, was: str) -> None:
     """Best effort after a failed storage change: a VM that ran before runs again."""
-    if was != S.RUNNING:
+    if was != Vm.Status.RUNNING:
         return
     try:
         engine = get_engine(vm.node)
@@ -103,17 +104,17 @@ def restore_power(vm: Vm, was: str) -> None:
 
 def create_vm(vm: Vm, *, start: bool, progress: Progress) -> None:
     """creating -> (image, definition, network) -> stopped or starting -> running."""
-    if vm.status == S.CREATING:
+    if vm.status == Vm.Status.CREATING:
         engine = get_engine(vm.node)
         image = engine.create_vm(vm.to_spec(), progress)  # undoes its own part on failure
         meta = vm.to_spec().replace(runtime_image=image).to_meta()
         # One write: between "created" and "booting" no other action can slip in.
-        Vm.objects.filter(pk=vm.pk, status=S.CREATING).update(
-            runtime_image=image, latest_meta=meta, status=S.STARTING if start else S.STOPPED
+        Vm.objects.filter(pk=vm.pk, status=Vm.Status.CREATING).update(
+            runtime_image=image, latest_meta=meta, status=Vm.Status.STARTING if start else Vm.Status.STOPPED
         )
         vm.refresh_from_db()
-    if vm.status == S.STARTING:
-        power(vm, "start", progress)
+    if vm.status == Vm.Status.STARTING:
+        power(vm, VmAction.START, progress)
 
 
 def create_vms(op: Operation, progress: Progress) -> None:
@@ -121,15 +122,17 @@ def create_vms(op: Operation, progress: Progress) -> None:
     together first, the engine calls in parallel; each that will not restore is
     discarded and boots cold with the others, one after another."""
     start = op.params.get("start", True)
-    restored = restore.restore_spares(op, start=start)
+    restored = spare_restore.restore_spares(op, start=start)
 
     def work(vm: Vm, share: Progress) -> None:
-        if vm.pk in restored and restore.settle_restore(vm, restored[vm.pk], start=start, progress=share):
+        if vm.pk in restored and spare_restore.record_spare_restore(
+                vm, restored[vm.pk], start=start, progress=share):
             return
         create_vm(vm, start=start, progress=share)
         vm.refresh_from_db(fields=["status"])
-        if vm.start_kind == Vm.StartKind.COLD and vm.status in (S.RUNNING, S.STOPPED):
-            share(100, "cold: booted from the template" if vm.status == S.RUNNING else "cold: created")
+        if vm.start_kind == Vm.StartKind.COLD and vm.status in (Vm.Status.RUNNING, Vm.Status.STOPPED):
+            booted = vm.status == Vm.Status.RUNNING
+            share(100, "cold: booted from the template" if booted else "cold: created")
 
     each_vm(op, progress, work)
 
@@ -142,45 +145,45 @@ def roll_back_creation(vm: Vm) -> None:
         get_engine(vm.node).destroy_vm(vm.to_spec())
     except Exception:
         log.exception("could not remove what the failed creation of %s left on its node", vm)
-        Vm.objects.filter(pk=vm.pk, status=S.CREATING).update(status=S.ERROR)
+        Vm.objects.filter(pk=vm.pk, status=Vm.Status.CREATING).update(status=Vm.Status.ERROR)
         return
     with transaction.atomic():
-        if Vm.objects.filter(pk=vm.pk, status=S.CREATING).update(
-            status=S.DESTROYED, destroyed_at=timezone.now()
+        if Vm.objects.filter(pk=vm.pk, status=Vm.Status.CREATING).update(
+            status=Vm.Status.DESTROYED, destroyed_at=timezone.now()
         ):
             allocation.release(vm)
 
 
 def settle_created(op: Operation) -> None:
     for vm in vms_of(op):
-        if vm.status == S.CREATING:
+        if vm.status == Vm.Status.CREATING:
             roll_back_creation(vm)
         else:
-            settle_vm(vm, S.STARTING, S.SUSPENDING)
+            settle_vm(vm, Vm.Status.STARTING, Vm.Status.SUSPENDING)
 
 
 # --- power --------------------------------------------------------------------------
 
 _POWER = {
-    "start": (S.STARTING, S.RUNNING, ErrorCode.START_VM, "booting"),
-    "stop": (S.STOPPING, S.STOPPED, ErrorCode.STOP_VM, "shutting down"),
-    "suspend": (S.SUSPENDING, S.SUSPENDED, ErrorCode.SUSPEND_VM, "saving its memory"),
+    VmAction.START: (Vm.Status.STARTING, Vm.Status.RUNNING, ErrorCode.START_VM, "booting"),
+    VmAction.STOP: (Vm.Status.STOPPING, Vm.Status.STOPPED, ErrorCode.STOP_VM, "shutting down"),
+    VmAction.SUSPEND: (Vm.Status.SUSPENDING, Vm.Status.SUSPENDED, ErrorCode.SUSPEND_VM, "saving its memory"),
 }
 
 
-def power(vm: Vm, action: str, progress: Progress) -> None:
+def power(vm: Vm, action: VmAction, progress: Progress) -> None:
     """Start or stop a VM claimed for it; a VM already past that status is left alone."""
     transient, final, code, doing = _POWER[action]
     if vm.status != transient:
         return
     engine = get_engine(vm.node)
     progress(50, doing)
-    with step(code):
-        if action == "start":
+    with fails_as(code):
+        if action == VmAction.START:
             resuming = engine.power_state(vm.to_spec()) == PowerState.SUSPENDED
             engine.start_vm(vm.to_spec())
             progress(90, "VM resumed from its saved memory" if resuming else "VM booted")
-        elif action == "suspend":
+        elif action == VmAction.SUSPEND:
             progress(90, f"VM {engine.suspend_vm(vm.to_spec())}")
         else:
             progress(90, f"VM {engine.stop_vm(vm.to_spec())}")  # by its agent, the ACPI button, or forced
@@ -192,24 +195,24 @@ def stop_for_disk(op: Operation, progress: Progress) -> None:
     stop timeout), then the operation fails as disk_exceeded, which tells the owner."""
     vm = vms_of(op).get()
     used, disk = op.params.get("used_mb"), op.params.get("disk_mb")
-    if vm.status == S.STOPPING:
+    if vm.status == Vm.Status.STOPPING:
         progress(20, f"its writable storage holds {used} MiB, past its disk of {disk} MiB: stopping it")
-        with step(ErrorCode.STOP_VM):
+        with fails_as(ErrorCode.STOP_VM):
             said = get_engine(vm.node).stop_vm(vm.to_spec(), force=True)
-        Vm.objects.filter(pk=vm.pk, status=S.STOPPING).update(status=S.STOPPED)
+        Vm.objects.filter(pk=vm.pk, status=Vm.Status.STOPPING).update(status=Vm.Status.STOPPED)
         progress(90, f"VM {said}")
     raise TTError(f"VM {vm.name} was stopped: it wrote {used} MiB, past its disk of {disk} MiB. Start it "
                   f"and delete files at once, or it is stopped again at the next check",
                   code=ErrorCode.DISK_EXCEEDED)
 
 
-def power_vms(op: Operation, progress: Progress, action: str) -> None:
+def power_vms(op: Operation, progress: Progress, action: VmAction) -> None:
     each_vm(op, progress, lambda vm, share: power(vm, action, share))
 
 
 def settle_power(op: Operation) -> None:
     for vm in vms_of(op):
-        settle_vm(vm, S.STARTING, S.STOPPING, S.SUSPENDING)
+        settle_vm(vm, Vm.Status.STARTING, Vm.Status.STOPPING, Vm.Status.SUSPENDING)
 
 
 # --- destroy --------------------------------------------------------------------------
@@ -217,13 +220,13 @@ def settle_power(op: Operation) -> None:
 
 def destroy_vm(vm: Vm, progress: Progress) -> None:
     """Remove the VM from its engine and give back everything it held."""
-    if vm.status == S.DESTROYED:
+    if vm.status == Vm.Status.DESTROYED:
         return
     get_engine(vm.node).destroy_vm(vm.to_spec(), progress)
     with transaction.atomic():
         allocation.release(vm)
         Snapshot.objects.filter(vm=vm).delete()
-        Vm.objects.filter(pk=vm.pk).update(status=S.DESTROYED, destroyed_at=timezone.now())
+        Vm.objects.filter(pk=vm.pk).update(status=Vm.Status.DESTROYED, destroyed_at=timezone.now())
 
 
 def destroy_vms(op: Operation, progress: Progress) -> None:
@@ -234,7 +237,7 @@ def settle_destroyed(op: Operation) -> None:
     # What the engine still has: running or stopped, or error when half gone.
     # From there the VM can be destroyed again.
     for vm in vms_of(op):
-        settle_vm(vm, S.DESTROYING)
+        settle_vm(vm, Vm.Status.DESTROYING)
 
 
 # --- network ---------------------------------------------------------------------------
@@ -245,12 +248,12 @@ def _set_blacklist(op: Operation, progress: Progress) -> None:
     new = vm.to_spec()
     old = new.replace(blacklist=tuple(op.params.get("previous", [])))
     progress(50, f"blacklist: {', '.join(vm.net_blacklist) or 'empty'}")
-    with step(ErrorCode.NET_BLACKLIST):
+    with fails_as(ErrorCode.NET_BLACKLIST):
         get_engine(vm.node).set_blacklist(new, previous=old)
     state.release_network([vm.pk])
 
 
-def _unset_blacklist(op: Operation) -> None:
+def _revert_blacklist(op: Operation) -> None:
     vm = vms_of(op).get()
     Vm.objects.filter(pk=vm.pk).update(net_blacklist=op.params.get("previous", []))
     vm.refresh_from_db()
@@ -266,12 +269,12 @@ def _set_ports(op: Operation, progress: Progress) -> None:
     vm = vms_of(op).get()
     new = vm.to_spec()
     progress(50, "updating port map")
-    with step(ErrorCode.FIREWALL_SET_NET):
+    with fails_as(ErrorCode.FIREWALL_SET_NET):
         get_engine(vm.node).set_net(new, previous=new.replace(ports=tuple(_previous_ports(op))))
     state.release_network([vm.pk])
 
 
-def _unset_ports(op: Operation) -> None:
+def _revert_ports(op: Operation) -> None:
     vm = vms_of(op).get()
     with transaction.atomic():
         PortMapping.objects.filter(vm=vm).delete()
@@ -303,7 +306,7 @@ def snapshot_spec(snapshot: Snapshot) -> SnapshotSpec:
 
 
 def _was_running(op: Operation) -> bool:
-    return op.params.get("previous_status") == S.RUNNING
+    return op.params.get("previous_status") == Vm.Status.RUNNING
 
 
 def _create_snapshot(op: Operation, progress: Progress) -> None:
@@ -316,7 +319,7 @@ def _create_snapshot(op: Operation, progress: Progress) -> None:
         Snapshot.objects.filter(pk=snapshot.pk).update(
             status=Snapshot.Status.READY, path=result.path, meta=result.meta
         )
-    settle_vm(vm, S.SNAPSHOTTING)
+    settle_vm(vm, Vm.Status.SNAPSHOTTING)
 
 
 def remove_half_made(snapshot: Snapshot) -> bool:
@@ -331,16 +334,16 @@ def remove_half_made(snapshot: Snapshot) -> bool:
     return True
 
 
-def _unset_snapshot(op: Operation) -> None:
+def _settle_snapshot_create(op: Operation) -> None:
     vm = vms_of(op).get()
     snapshot = _snapshot_of(op)
     if snapshot is not None and snapshot.status == Snapshot.Status.CREATING:
         remove_half_made(snapshot)  # a half-made snapshot must not stay in the image
         snapshot.delete()
-    if vm.status == S.SNAPSHOTTING:
+    if vm.status == Vm.Status.SNAPSHOTTING:
         thaw(vm)  # a live snapshot cut short must not leave the guest's filesystems frozen
-        restore_power(vm, op.params.get("previous_status", ""))
-    settle_vm(vm, S.SNAPSHOTTING)
+        start_again_if_it_ran(vm, op.params.get("previous_status", ""))
+    settle_vm(vm, Vm.Status.SNAPSHOTTING)
 
 
 def _apply_snapshot(op: Operation, progress: Progress) -> None:
@@ -356,17 +359,17 @@ def _apply_snapshot(op: Operation, progress: Progress) -> None:
                 latest_meta=restored.to_meta(),
             )
             Snapshot.objects.filter(pk=snapshot.pk).update(status=Snapshot.Status.READY)
-    settle_vm(vm, S.RESTORING)
+    settle_vm(vm, Vm.Status.RESTORING)
 
 
-def _unapply_snapshot(op: Operation) -> None:
+def _settle_snapshot_apply(op: Operation) -> None:
     vm = vms_of(op).get()
     Snapshot.objects.filter(pk=op.snapshot_id, status=Snapshot.Status.APPLYING).update(
         status=Snapshot.Status.READY
     )
-    if vm.status == S.RESTORING:
-        restore_power(vm, op.params.get("previous_status", ""))
-    settle_vm(vm, S.RESTORING)
+    if vm.status == Vm.Status.RESTORING:
+        start_again_if_it_ran(vm, op.params.get("previous_status", ""))
+    settle_vm(vm, Vm.Status.RESTORING)
 
 
 def _destroy_snapshot(op: Operation, progress: Progress) -> None:
@@ -379,26 +382,27 @@ def _destroy_snapshot(op: Operation, progress: Progress) -> None:
     snapshot.delete()
 
 
-def _keep_snapshot(op: Operation) -> None:
+def _settle_snapshot_destroy(op: Operation) -> None:
+    """A snapshot destroy that failed: the snapshot is kept, ready, to be destroyed again."""
     Snapshot.objects.filter(pk=op.snapshot_id, status=Snapshot.Status.DESTROYING).update(
         status=Snapshot.Status.READY
     )
 
 
 CREATE = Step(run=create_vms, settle=settle_created)
-SNAPSHOT_DESTROY = Step(run=_destroy_snapshot, settle=_keep_snapshot)
+SNAPSHOT_DESTROY = Step(run=_destroy_snapshot, settle=_settle_snapshot_destroy)
 
 STEPS: dict[str, Step] = {
     VmKind.VM_ADD: CREATE,
-    VmKind.VM_START: Step(run=lambda op, progress: power_vms(op, progress, "start"), settle=settle_power),
-    VmKind.VM_STOP: Step(run=lambda op, progress: power_vms(op, progress, "stop"), settle=settle_power),
-    VmKind.VM_SUSPEND: Step(run=lambda op, progress: power_vms(op, progress, "suspend"), settle=settle_power),
+    VmKind.VM_START: Step(run=partial(power_vms, action=VmAction.START), settle=settle_power),
+    VmKind.VM_STOP: Step(run=partial(power_vms, action=VmAction.STOP), settle=settle_power),
+    VmKind.VM_SUSPEND: Step(run=partial(power_vms, action=VmAction.SUSPEND), settle=settle_power),
     VmKind.VM_DISK_STOP: Step(run=stop_for_disk, settle=settle_power),
     VmKind.VM_DESTROY: Step(run=destroy_vms, settle=settle_destroyed),
-    VmKind.VM_SET_BLACKLIST: Step(run=_set_blacklist, settle=_unset_blacklist),
-    VmKind.VM_SET_PORTS: Step(run=_set_ports, settle=_unset_ports),
-    VmKind.SNAPSHOT_CREATE: Step(run=_create_snapshot, settle=_unset_snapshot),
-    VmKind.SNAPSHOT_APPLY: Step(run=_apply_snapshot, settle=_unapply_snapshot),
+    VmKind.VM_SET_BLACKLIST: Step(run=_set_blacklist, settle=_revert_blacklist),
+    VmKind.VM_SET_PORTS: Step(run=_set_ports, settle=_revert_ports),
+    VmKind.SNAPSHOT_CREATE: Step(run=_create_snapshot, settle=_settle_snapshot_create),
+    VmKind.SNAPSHOT_APPLY: Step(run=_apply_snapshot, settle=_settle_snapshot_apply),
     VmKind.SNAPSHOT_DESTROY: SNAPSHOT_DESTROY,
     VmKind.SNAPSHOT_EXPIRE: SNAPSHOT_DESTROY,
 }

@@ -20,7 +20,7 @@ def warm_tend(pool_id: int) -> str:
     """One warm pool: discard the spares it must not hold, fill what it lacks."""
     from vms import warm
 
-    return warm.tend(pool_id)
+    return warm.tend_pool(pool_id)
 
 
 def warm_tend_all() -> str:
@@ -28,7 +28,7 @@ def warm_tend_all() -> str:
     not told of (a template edited outside the admin) left to do."""
     from vms import warm
 
-    return "; ".join(warm.tend_all()) or "no warm pools"
+    return "; ".join(warm.tend_all_pools()) or "no warm pools"
 
 
 def disk_watch() -> str:
@@ -49,7 +49,7 @@ def fleet_sweep() -> str:
     from vms import heartbeat
 
     beaten = heartbeat.beat_served_nodes()
-    swept = fleet.sweep()
+    swept = fleet.mark_late_nodes_down()
     return f"beat {beaten}; down {swept.marked_down}; failed {len(swept.failed_ops)}"
 
 
@@ -71,6 +71,6 @@ def keeper_beat(cluster: str) -> None:
 
     if cluster == settings.Q_CLUSTER["name"]:
         heartbeat.beat_served_nodes()
-        fleet.sweep()
+        fleet.mark_late_nodes_down()
     else:
         heartbeat.beat_named(cluster)

@@ -1,5 +1,7 @@
 """What an owner uses against their quota (accounts/quotas.py), counted where Envs, VMs and
-snapshots are, and the one admission step every service that adds to it takes.
+snapshots are, and the one admission step every service that adds to it takes. accounts
+shows the use with the limits (accounts.quotas.report) through the counter vms registers
+(vms/apps.py: quotas.register_usage(usage_of)).
 
 "In use" is what is live: Envs not destroyed, VMs not destroyed (live_vms(): a stopped
 VM, or one in error, still holds its node's resources) and the snapshots of those VMs.
@@ -7,16 +9,13 @@ VM, or one in error, still holds its node's resources) and the snapshots of thos
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from django.contrib.auth import get_user_model
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from accounts import quotas
 from accounts.quotas import Limits, Usage
-from envs.models import Env
-from vms.models import PortMapping, Snapshot, Vm, live_vms
+from vms.models import PortMapping, Snapshot, Vm, env_model, live_vms
 
 
 def _per_owner(queryset, owner_field: str, aggregate) -> Coalesce:
@@ -30,7 +29,7 @@ def usage_of(owner, names: tuple[str, ...] | None = None) -> Usage:
     """What `owner` holds now (of the quotas `names` only, the others left 0). One query."""
     vms = Vm.objects.filter(live_vms(""))
     counts = {  # prefixed: the user model has relations named envs (and maybe more)
-        "use_envs": _per_owner(Env.objects.live(), "owner", Count("pk")),
+        "use_envs": _per_owner(env_model().objects.live(), "owner", Count("pk")),
         "use_vms": _per_owner(vms, "env__owner", Count("pk")),
         "use_vcpus": _per_owner(vms, "env__owner", Sum("cpu_num")),
         "use_mem_mb": _per_owner(vms, "env__owner", Sum("mem_mb")),
@@ -66,31 +65,3 @@ def check_adds(owner, limits: Limits | None, adds: Usage, *, used: Usage | None 
         if used is None:  # only what the request adds to is checked, so only that is counted
             used = usage_of(owner, tuple(name for name, more in adds.as_dict().items() if more > 0))
         quotas.check_counts(owner, limits, used, adds)
-
-
-# --- what the portal and the API show ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QuotaLine:
-    name: str
-    label: str
-    unit: str
-    limit: int
-    used: int | None  # None: lifetime and extension bound each Env, nothing is summed
-    source: str
-
-    @property
-    def full(self) -> bool:
-        return self.used is not None and self.used >= self.limit
-
-
-def report(owner) -> list[QuotaLine]:
-    """Each quota of `owner`: its limit, what is in use and where the limit comes from.
-    Two queries (the limits, the use)."""
-    limits, used = quotas.limits_for(owner), usage_of(owner).as_dict()
-    return [
-        QuotaLine(name=q.name, label=q.label, unit=q.unit, limit=limits[q.name], used=used.get(q.name),
-                  source=limits.sources[q.name])
-        for q in quotas.QUOTAS
-    ]

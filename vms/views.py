@@ -11,6 +11,7 @@ import re
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -18,17 +19,41 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from engines.specs import Feature
-from envs import policy
-from envs.models import Env
-from envs.views import operations_context
 from nodes.registry import console_log, driver_class, get_engine
+from operations.models import Operation
 from ttportal.errors import InvalidInput, TTError
 from ttportal.hours import parse_hours
 from ttportal.limits import SNAPSHOT_LIFE_MAX, SNAPSHOT_LIFE_MIN
-from ttportal.portal import act, back_url, post_action
-from vms import services, state
+from ttportal.portal import back_url, call_and_redirect, post_action
+from vms import policy, services, state
 from vms.blocked import blocked_counts
 from vms.models import Snapshot, Vm, VmTemplate, engine_kinds_in_service, ssh_commands
+from vms.state import VmAction
+
+# How many operations the Env and VM pages list (the admin has the whole log).
+OPERATIONS_SHOWN = 25
+
+
+def operations_context(env, vm: Vm | None = None) -> dict:
+    """The operations partial's context (here, not in envs: the VM page shows it too, and
+    envs sits above vms): the Env's latest operations (on a VM page, that
+    VM's and the Env-wide ones, which act on it too) and whether any still runs."""
+    ops = env.operations.all()
+    poll_url = reverse("envs:operations", args=[env.pk])
+    if vm is not None:
+        ops = ops.filter(Q(vm=vm) | Q(vm__isnull=True))
+        poll_url += f"?vm={vm.pk}"
+    shown = list(ops.select_related("requested_by")[:OPERATIONS_SHOWN])
+    for op in shown:
+        # Display values once here: date filters per row were a fifth of a busy Env page.
+        created = timezone.localtime(op.created_at)
+        op.when, op.when_iso = f"{created:%m-%d %H:%M:%S}", created.isoformat()
+        op.by_name = op.requested_by.get_username() if op.requested_by else "system"
+        lines = op.log.strip().splitlines() if not op.is_done else []
+        op.last_line = lines[-1] if lines else ""  # what a running operation is doing now
+    # Asked of the database, not of the rows shown: an old operation may still run.
+    running = ops.filter(status__in=Operation.LIVE).exists()
+    return {"env": env, "operations": shown, "running": running, "poll_url": poll_url}
 
 
 def _vm_for(request: HttpRequest, pk: int) -> Vm:
@@ -57,12 +82,13 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     env = vm.env
     now = timezone.now()
-    live = env.status == Env.Status.ACTIVE and vm.is_live
+    live = env.status == env.Status.ACTIVE and vm.is_live
     ports = list(vm.port_mappings.order_by("protocol", "inner_port"))
     snapshots = list(vm.snapshots.order_by("created_at", "id"))
     cooldown = policy.cooldown_remaining(env, now)
     actions = {action: live and state.can(vm, action)
-               for action in ("start", "stop", "suspend", "snapshot", "apply", "destroy")}
+               for action in (VmAction.START, VmAction.STOP, VmAction.SUSPEND, VmAction.SNAPSHOT,
+                              VmAction.APPLY, VmAction.DESTROY)}
     actions["suspend"] = actions["suspend"] and Feature.SUSPEND in driver_class(vm.node.kind).features
     try:
         console, console_error = console_log(vm.node, vm.engine_name), ""
@@ -76,7 +102,7 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "ssh": ssh_commands(vm.node.public_host,
                             [(pm.public_port, pm.inner_port, pm.protocol) for pm in ports]),
         "snapshots": snapshots, "blacklist_text": "\n".join(vm.net_blacklist or []),
-        "can_change_net": live and state.can(vm, "network") and not vm.net_busy,
+        "can_change_net": live and state.can(vm, VmAction.NETWORK) and not vm.net_busy,
         "cooldown": cooldown, "here": reverse("vms:detail", args=[vm.pk]),
         "console": console, "console_error": console_error,
         # What its node's firewall refused it (None: the node could not be asked).
@@ -134,8 +160,8 @@ def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, f"Life time ({exc.field}): {exc.message}")
         return HttpResponseRedirect(back_url(request, _back(vm)))
     name = request.POST.get("name", "").strip()
-    return act(request, lambda: services.snapshot_create(vm=vm, name=name, life_time=life_time,
-                                                         by=request.user),
+    return call_and_redirect(request, lambda: services.snapshot_create(vm=vm, name=name, life_time=life_time,
+                                                                       by=request.user),
                f"Taking snapshot {name} of {vm.name}", _back(vm))
 
 

@@ -42,7 +42,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 from engines.specs import Feature
-from envs.models import Env
 from nodes.registry import driver_class
 from operations import registry
 from operations.models import Operation
@@ -51,10 +50,10 @@ from ttportal import permissions
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput
 from vms import allocation, placement, state
 from vms.kinds import VmKind
-from vms.models import CLOUD_INIT, Vm, VmTemplate, WarmPool
+from vms.models import CLOUD_INIT, Vm, VmTemplate, WarmPool, env_model
+from vms.state import VmAction
 
 log = logging.getLogger(__name__)
-S = Vm.Status
 
 # The account that owns every pool's Env: inactive, no password, never a person.
 SITE_USER = "tt-warm-pool"
@@ -65,7 +64,7 @@ POOL_ENV_LIFETIME = timedelta(days=365 * 100)
 # --- what a spare is made from ----------------------------------------------------------
 
 
-def fingerprint(template: VmTemplate, keep: str) -> str:
+def warm_key_of(template: VmTemplate, keep: str) -> str:
     """What a spare was booted from and how it waits: a change to the template (image,
     kernel, command line, features) or to the pool's `keep` makes every spare of it stale."""
     spec = asdict(template.to_spec())
@@ -151,6 +150,21 @@ def _site_user():
     return user
 
 
+def _new_pool_env(pool: WarmPool):
+    """The pool's own Env, where its spares live until a create adopts one.
+
+    Made here, in vms, through the relation WarmPool.env ("envs.Env"), not by envs: a
+    pool's Env is a detail of the pool (the site's, hidden, never expired: is_warm_pool),
+    and the code that fills pools and hands spares to creates (placement, vms.services)
+    is in vms. Moving pools up into envs, or into an app above it, would make vms' create
+    call up to take a spare. See docs/architecture.md."""
+    now = timezone.now()
+    return env_model().objects.create(
+        owner=_site_user(), name=f"warm-{pool.node.pk}-{pool.template.pk}", start_at=now,
+        end_at=now + POOL_ENV_LIFETIME, is_warm_pool=True,
+    )
+
+
 def pool_save(*, pool: WarmPool, by) -> WarmPool:
     """Create or change a pool (the admin's form has validated its fields); its spares
     follow on commit (tend)."""
@@ -160,11 +174,7 @@ def pool_save(*, pool: WarmPool, by) -> WarmPool:
         check_size(size, pool.template, "vm_sizes")
     with transaction.atomic():
         if pool.env_id is None:
-            now = timezone.now()
-            pool.env = Env.objects.create(
-                owner=_site_user(), name=f"warm-{pool.node.pk}-{pool.template.pk}", start_at=now,
-                end_at=now + POOL_ENV_LIFETIME, is_warm_pool=True,
-            )
+            pool.env = _new_pool_env(pool)
         pool.save()
         transaction.on_commit(lambda: enqueue_tend(pool.pk))
     return pool
@@ -182,7 +192,7 @@ def pool_delete(*, pool: WarmPool, by) -> None:
         # Spare rows destroyed long ago keep their Env, which the pool's deletion ends.
         Vm.objects.filter(warm_pool=pool).update(warm_pool=None)
         pool.delete()
-        Env.objects.filter(pk=env.pk).update(status=Env.Status.DESTROYED, destroyed_at=timezone.now())
+        type(env).objects.filter(pk=env.pk).update(status=env.Status.DESTROYED, destroyed_at=timezone.now())
 
 
 def template_changed(template: VmTemplate) -> None:
@@ -205,9 +215,9 @@ def spare_for(placer: placement.Placer, ask: placement.Ask, clean, taken: set[in
     placer.nodes()
     spares = (
         Vm.objects.filter(
-            warm_pool__enabled=True, warm_pool__template=template, status=S.SUSPENDED,
+            warm_pool__enabled=True, warm_pool__template=template, status=Vm.Status.SUSPENDED,
             cpu_num=clean.cpu_num, mem_mb=clean.mem_mb, disk_mb=clean.disk_mb,
-            warm_key__in=[fingerprint(template, keep) for keep in WarmPool.Keep.values],
+            warm_key__in=[warm_key_of(template, keep) for keep in WarmPool.Keep.values],
         )
         .exclude(pk__in=taken)
         .select_related("node", "warm_pool")
@@ -215,21 +225,21 @@ def spare_for(placer: placement.Placer, ask: placement.Ask, clean, taken: set[in
     )
     by_node: dict[int, Vm] = {}
     for spare in spares[:64]:  # the oldest current spare of each node
-        if spare.warm_key == fingerprint(template, spare.warm_pool.keep):
+        if spare.warm_key == warm_key_of(template, spare.warm_pool.keep):
             by_node.setdefault(spare.node_id, spare)
     node = placer.place_on_spare(ask, {spare.node for spare in by_node.values()})
     return by_node[node.pk] if node is not None else None
 
 
-def adopt(spare: Vm, *, env: Env, clean) -> Vm | None:
+def adopt(spare: Vm, *, env, clean) -> Vm | None:
     """Move the spare into `env` as the VM `clean` asks for (status starting: the create
     operation restores it). None when another create took it first."""
     now = timezone.now()
     uuid = spare.uuid if spare.uuid else str(uuidlib.uuid4())
     node = spare.node
     addr = spare.ip if clean.net_kind == Vm.NetKind.FLAT else node.public_host
-    won = Vm.objects.filter(pk=spare.pk, warm_pool__isnull=False, status=S.SUSPENDED).update(
-        env=env, name=clean.name, status=S.STARTING, warm_pool=None, start_kind=Vm.StartKind.WARM,
+    won = Vm.objects.filter(pk=spare.pk, warm_pool__isnull=False, status=Vm.Status.SUSPENDED).update(
+        env=env, name=clean.name, status=Vm.Status.STARTING, warm_pool=None, start_kind=Vm.StartKind.WARM,
         net_kind=clean.net_kind, addr=addr, keep_image=clean.keep_image, rand_uuid=clean.rand_uuid,
         uuid=uuid, ssh_keys=[], user_data="", created_at=now, net_busy=False,
     )
@@ -271,8 +281,8 @@ def enqueue_tend(pool_id: int) -> None:
         log.exception("could not enqueue tending warm pool %s; the minute's sweep will", pool_id)
 
 
-def tend_all() -> list[str]:
-    return [tend(pk) for pk in WarmPool.objects.order_by("pk").values_list("pk", flat=True)]
+def tend_all_pools() -> list[str]:
+    return [tend_pool(pk) for pk in WarmPool.objects.order_by("pk").values_list("pk", flat=True)]
 
 
 def _blocked(pool: WarmPool) -> str:
@@ -293,7 +303,7 @@ def _blocked(pool: WarmPool) -> str:
     return ""
 
 
-def tend(pool_id: int) -> str:
+def tend_pool(pool_id: int) -> str:
     """Discard what the pool must not hold, then fill what it lacks. One pool at a time
     (its row locked); says what it did."""
     with transaction.atomic():
@@ -304,7 +314,7 @@ def tend(pool_id: int) -> str:
         if pool.node.down_since is not None:
             return f"{pool}: node down, nothing done"
         blocked = _blocked(pool)
-        key = fingerprint(pool.template, pool.keep)
+        key = warm_key_of(pool.template, pool.keep)
         wanted = {} if blocked else {
             (s["cpu_num"], s["mem_mb"], disk_of(s, pool.template)): pool.size for s in pool.vm_sizes
         }
@@ -314,10 +324,10 @@ def tend(pool_id: int) -> str:
         for spare in spares:
             shape = (spare.cpu_num, spare.mem_mb, spare.disk_mb)
             if spare.status in state.TRANSIENT:
-                if spare.status != S.DESTROYING:
+                if spare.status != Vm.Status.DESTROYING:
                     counted[shape] = counted.get(shape, 0) + 1  # an operation holds it: filling
                 continue
-            keep = (spare.status == S.SUSPENDED and spare.warm_key == key
+            keep = (spare.status == Vm.Status.SUSPENDED and spare.warm_key == key
                     and counted.get(shape, 0) < wanted.get(shape, 0))
             if keep:
                 counted[shape] = counted.get(shape, 0) + 1
@@ -334,7 +344,7 @@ def _discard(pool: WarmPool, spares: list[Vm]) -> str:
     ids = []
     for spare in spares:
         try:
-            state.claim(spare, "destroy")
+            state.claim(spare, VmAction.DESTROY)
         except IllegalState:
             continue
         ids.append(spare.pk)
@@ -362,7 +372,7 @@ def _fill(pool: WarmPool, shapes: list[tuple[int, int, int]], key: str) -> str:
             break
         placer.load_of(node).add(ask)
         vm = Vm(env=pool.env, node=node, template=template, name=f"spare-{secrets.token_hex(4)}",
-                status=S.CREATING, cpu_num=cpu, mem_mb=mem, disk_mb=disk, uuid=str(uuidlib.uuid4()),
+                status=Vm.Status.CREATING, cpu_num=cpu, mem_mb=mem, disk_mb=disk, uuid=str(uuidlib.uuid4()),
                 features=list(template.features or []), warm_pool=pool, warm_key=key)
         allocation.save_with_address(vm)
         made.append(vm)
@@ -381,11 +391,12 @@ def _fill(pool: WarmPool, shapes: list[tuple[int, int, int]], key: str) -> str:
 def held_by(pool: WarmPool) -> dict:
     """What the pool's live spares hold: counts by state, CPUs and memory reserved, disk."""
     spares = list(pool.spares.live())
-    ready = [s for s in spares if s.status == S.SUSPENDED]
+    ready = [s for s in spares if s.status == Vm.Status.SUSPENDED]
     return {
         "ready": len(ready),
-        "filling": sum(1 for s in spares if s.status in state.TRANSIENT and s.status != S.DESTROYING),
-        "other": sum(1 for s in spares if s.status not in state.TRANSIENT and s.status != S.SUSPENDED),
+        "filling": sum(1 for s in spares if s.status in state.TRANSIENT and s.status != Vm.Status.DESTROYING),
+        "other": sum(1 for s in spares
+                     if s.status not in state.TRANSIENT and s.status != Vm.Status.SUSPENDED),
         "cpu": sum(s.cpu_num for s in spares),
         "mem_mb": sum(s.mem_mb for s in spares),
     }

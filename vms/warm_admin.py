@@ -64,7 +64,7 @@ class SpareInline(ReadOnlyTabularInline):
 
     @admin.display(description="current template", boolean=True)
     def fresh(self, vm: Vm) -> bool:
-        return vm.warm_key == warm.fingerprint(vm.template, vm.warm_pool.keep)
+        return vm.warm_key == warm.warm_key_of(vm.template, vm.warm_pool.keep)
 
 
 @admin.register(WarmPool)

@@ -11,16 +11,16 @@ import logging
 
 from django.conf import settings
 
-from engines.errors import ErrorCode, TTError, step
+from engines.errors import ErrorCode, TTError, fails_as
 from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress, Step
 from vms import steps
 from vms.kinds import VmKind
 from vms.models import Vm, WarmPool
+from vms.state import VmAction
 
 log = logging.getLogger(__name__)
-S = Vm.Status
 
 
 def fill_spare(vm: Vm, progress: Progress, *, keep: str) -> None:
@@ -28,19 +28,19 @@ def fill_spare(vm: Vm, progress: Progress, *, keep: str) -> None:
     disk, or paused in memory: the pool's `keep`)."""
     steps.create_vm(vm, start=True, progress=progress)
     vm.refresh_from_db()
-    if vm.status == S.RUNNING:
+    if vm.status == Vm.Status.RUNNING:
         progress(70, "waiting for the guest to say it is up")
-        with step(ErrorCode.START_VM):
+        with fails_as(ErrorCode.START_VM):
             waited = get_engine(vm.node).wait_booted(vm.to_spec(), timeout=settings.TT_WARM_BOOT_TIMEOUT)
         progress(75, f"guest up ({waited})")
-        Vm.objects.filter(pk=vm.pk, status=S.RUNNING).update(status=S.SUSPENDING)
+        Vm.objects.filter(pk=vm.pk, status=Vm.Status.RUNNING).update(status=Vm.Status.SUSPENDING)
         vm.refresh_from_db()
-    if vm.status == S.SUSPENDING and keep == WarmPool.Keep.PAUSED:
-        with step(ErrorCode.SUSPEND_VM):
+    if vm.status == Vm.Status.SUSPENDING and keep == WarmPool.Keep.PAUSED:
+        with fails_as(ErrorCode.SUSPEND_VM):
             progress(90, f"VM {get_engine(vm.node).pause_vm(vm.to_spec())}")
-        Vm.objects.filter(pk=vm.pk, status=S.SUSPENDING).update(status=S.SUSPENDED)
+        Vm.objects.filter(pk=vm.pk, status=Vm.Status.SUSPENDING).update(status=Vm.Status.SUSPENDED)
         return
-    steps.power(vm, "suspend", progress)
+    steps.power(vm, VmAction.SUSPEND, progress)
 
 
 def _fill(op: Operation, progress: Progress) -> None:
@@ -68,10 +68,10 @@ def _settle_fill(op: Operation) -> None:
     # What is left is either gone (never created) or settled to what the engine has;
     # the pool's next tend discards every spare that is not suspended.
     for vm in steps.vms_of(op):
-        if vm.status == S.CREATING:
+        if vm.status == Vm.Status.CREATING:
             steps.roll_back_creation(vm)
         else:
-            steps.settle_vm(vm, S.STARTING, S.SUSPENDING)
+            steps.settle_vm(vm, Vm.Status.STARTING, Vm.Status.SUSPENDING)
 
 
 STEPS: dict[str, Step] = {

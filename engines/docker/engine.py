@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import ipaddress
 import json
 import logging
 import tarfile
@@ -29,10 +30,11 @@ from docker.errors import APIError, ImageNotFound, NotFound
 
 from engines.base import VmEngine
 from engines.docker import hostport
-from engines.errors import EngineError, ErrorCode, step
+from engines.errors import EngineError, ErrorCode, fails_as
 from engines.libvirt.host import allow_loopback_forwarding
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
+from engines.node_options import NodeOptions
 from engines.retry import retry
 from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotSpec, VmSpec
 
@@ -77,15 +79,16 @@ class DockerEngine(FirewalledNetwork, VmEngine):
     )
     bounds_disks = False
 
-    def __init__(self, *, uri: str, options: dict | None = None):
+    def __init__(self, *, uri: str, options: NodeOptions | None = None):
         super().__init__(uri=uri, options=options)
-        self.network_name = self.options.get("network_name", "tt-net")
-        self.bridge = self.options.get("bridge", "ttbr0")
-        self.vm_network = self.options.get("vm_network", "10.100.0.0/16")
-        self.gateway_ip = self.options.get("gateway_ip", "10.100.0.1")
-        self.node_name = self.options.get("node_name", "")
-        self.stop_timeout = int(self.options.get("stop_timeout", 30))
-        self.firewall: Firewall = self.options.get("firewall") or MemoryFirewall()
+        opts = self.options
+        self.network_name = opts.network_name
+        self.bridge = opts.bridge
+        self.vm_network = opts.vm_network
+        self.gateway_ip = opts.gateway_ip or str(ipaddress.IPv4Network(opts.vm_network).network_address + 1)
+        self.node_name = opts.node_name
+        self.stop_timeout = int(opts.stop_timeout)
+        self.firewall: Firewall = opts.firewall or MemoryFirewall()
         self._client: docker.DockerClient | None = None
         self._storage: dict | None = None  # the engine's storage (info()), read once
         # Whether containers get a size limit on their writable layer: asked of the storage
@@ -130,7 +133,7 @@ class DockerEngine(FirewalledNetwork, VmEngine):
 
     # --- init -----------------------------------------------------------------
     def init(self) -> None:
-        with step(ErrorCode.ENGINE_INIT):
+        with fails_as(ErrorCode.ENGINE_INIT):
             self.client.ping()
             self._ensure_network()
             self.firewall.ensure()

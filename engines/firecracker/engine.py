@@ -28,7 +28,7 @@ from pathlib import Path
 
 from engines import cloudinit
 from engines.base import VmEngine
-from engines.errors import EngineError, ErrorCode, step
+from engines.errors import EngineError, ErrorCode, fails_as
 from engines.firecracker import files, process, schemas
 from engines.firecracker.api import FirecrackerApi, FirecrackerApiError
 from engines.firecracker.host import find_binary, runtime_problems
@@ -39,6 +39,7 @@ from engines.firecracker.process import ProcessRecord
 from engines.libvirt.console import read_console_tail
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
+from engines.node_options import NodeOptions
 from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotSpec, VmSpec, tap_name
 
 log = logging.getLogger(__name__)
@@ -73,26 +74,25 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
     # A reflink where the filesystem has them, else a whole copy: counted as a copy.
     copies_template = True
 
-    def __init__(self, *, uri: str, options: dict | None = None):
+    def __init__(self, *, uri: str, options: NodeOptions | None = None):
         super().__init__(uri=uri, options=options)
         opts = self.options
-        self.layout = Layout(Path(opts.get("pool_path", "/var/lib/ttportal/pools/tt-pool")),
-                             opts.get("console_dir", ""))
-        self.bridge = opts.get("bridge", "ttbr0")
-        self.vm_network = ipaddress.IPv4Network(opts.get("vm_network", "10.100.0.0/16"))
-        self.gateway_ip = opts.get("gateway_ip") or str(self.vm_network.network_address + 1)
-        self.stop_timeout = float(opts.get("stop_timeout", 30))
+        self.layout = Layout(Path(opts.pool_path or "/var/lib/ttportal/pools/tt-pool"), opts.console_dir)
+        self.bridge = opts.bridge
+        self.vm_network = ipaddress.IPv4Network(opts.vm_network)
+        self.gateway_ip = opts.gateway_ip or str(self.vm_network.network_address + 1)
+        self.stop_timeout = float(opts.stop_timeout)
         # How long a new process gets to answer on its socket (the jailer's chroot included).
-        self.api_timeout = float(opts.get("api_timeout", 10))
-        self.binary = opts.get("binary", "")
-        self.jailer = opts.get("jailer", "")
-        self.firewall: Firewall = opts.get("firewall") or MemoryFirewall()
-        self.hostnet: HostNetwork = opts.get("hostnet") or HostNetwork()
+        self.api_timeout = float(opts.api_timeout)
+        self.binary = opts.binary
+        self.jailer = opts.jailer
+        self.firewall: Firewall = opts.firewall or MemoryFirewall()
+        self.hostnet: HostNetwork = opts.hostnet or HostNetwork()
 
     # --- node -----------------------------------------------------------------------
     def init(self) -> None:
         """The node's directories, its bridge holding the gateway address, its firewall."""
-        with step(ErrorCode.ENGINE_INIT):
+        with fails_as(ErrorCode.ENGINE_INIT):
             self.layout.vms_dir.mkdir(parents=True, exist_ok=True)
             if self.jailer:
                 self.layout.jail_base.mkdir(exist_ok=True)
@@ -118,14 +118,14 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
     def define_vm(self, vm: VmSpec) -> None:
         """Record what the VM is; its boot configuration is checked against the contract now,
         so a VM Firecracker would refuse (too many vCPUs, no kernel) is refused at once."""
-        with step(ErrorCode.DEFINE_VM):
+        with fails_as(ErrorCode.DEFINE_VM):
             self._check_boot_config(vm)
             self.layout.state_dir(vm.name).mkdir(parents=True, exist_ok=True)
             files.write_json(self.layout.definition(vm.name), vm.to_meta())
 
     def update_vm(self, vm: VmSpec) -> None:
         """A new definition, for the next start (a running process keeps what it booted with)."""
-        with step(ErrorCode.UPDATE_VM):
+        with fails_as(ErrorCode.UPDATE_VM):
             self._definition(vm.name)
             self._check_boot_config(vm)
             files.write_json(self.layout.definition(vm.name), vm.to_meta())
@@ -140,7 +140,7 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
                 files.remove_tree(self.layout.restore_dir(vm.name))
 
     def undefine_vm(self, vm: VmSpec) -> None:
-        with step(ErrorCode.UNDEFINE_VM):
+        with fails_as(ErrorCode.UNDEFINE_VM):
             self.remove_instance(vm.name)
 
     def _definition(self, name: str) -> VmSpec:
@@ -161,7 +161,7 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
 
     def start_vm(self, vm: VmSpec) -> None:
         """A new process: the applied snapshot's memory resumed if one waits, else a boot."""
-        with step(ErrorCode.START_VM):
+        with fails_as(ErrorCode.START_VM):
             spec = self._definition(vm.name)
             if self._live_process(vm.name) is not None:
                 return
@@ -256,7 +256,7 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
     def stop_vm(self, vm: VmSpec, *, force: bool = False) -> str:
         """Ctrl+Alt+Del (the guest reboots, and `reboot=k` ends the process), the process
         ended after `stop_timeout`; forced: ended at once."""
-        with step(ErrorCode.STOP_VM):
+        with fails_as(ErrorCode.STOP_VM):
             running = self._live_process(vm.name)
             if running is None:
                 self._clean_after_process(vm.name)
@@ -366,7 +366,7 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
     def create_image(self, vm: VmSpec) -> str:
         """A copy-on-write copy of the template's ext4 root (a reflink where the filesystem
         has them), grown to disk_mb: the guest grows its filesystem (cloud-init's resizefs)."""
-        with step(ErrorCode.STORAGE_CREATE_IMAGE):
+        with fails_as(ErrorCode.STORAGE_CREATE_IMAGE):
             image = self.layout.image(vm.name)
             if image.exists():  # a retried task: it was made whole (copies land by rename)
                 return str(image)
@@ -384,21 +384,21 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
             return str(image)
 
     def destroy_image(self, vm: VmSpec) -> None:
-        with step(ErrorCode.STORAGE_DESTROY_IMAGE):
+        with fails_as(ErrorCode.STORAGE_DESTROY_IMAGE):
             image = self.layout.image(vm.name)
             files.remove_file(image)
             files.remove_file(files.partial_of(image))
 
     def create_seed(self, vm: VmSpec) -> None:
         """The NoCloud CIDATA image, attached read-only as the second drive at each start."""
-        with step(ErrorCode.STORAGE_CREATE_IMAGE):
+        with fails_as(ErrorCode.STORAGE_CREATE_IMAGE):
             seed = self.layout.seed(vm.name)
             partial = files.partial_of(seed)
             cloudinit.write_seed(vm.cloud_init, partial)
             os.replace(partial, seed)
 
     def destroy_seed(self, vm: VmSpec) -> None:
-        with step(ErrorCode.STORAGE_DESTROY_IMAGE):
+        with fails_as(ErrorCode.STORAGE_DESTROY_IMAGE):
             seed = self.layout.seed(vm.name)
             files.remove_file(seed)
             files.remove_file(files.partial_of(seed))
@@ -433,7 +433,7 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
     def storage_create_snapshot(self, vm: VmSpec, name: str) -> str:
         """A stopped VM: its disk. A VM with an applied memory snapshot waiting to resume
         is that snapshot's state, so its memory goes into this one too."""
-        with step(ErrorCode.SNAPSHOT_CREATE):
+        with fails_as(ErrorCode.SNAPSHOT_CREATE):
             if self._live_process(vm.name) is not None:
                 raise RuntimeError(f"{vm.name} runs: a stopped snapshot needs it stopped")
             final = self._snapshot_dir(vm, name)
@@ -454,7 +454,7 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
         """Paused, a Full snapshot (device state + memory) and a copy of the disk, resumed.
         No guest agent needed: the guest is consistent with its own memory. None when the
         process is gone (the flow then takes a stopped snapshot)."""
-        with step(ErrorCode.SNAPSHOT_CREATE):
+        with fails_as(ErrorCode.SNAPSHOT_CREATE):
             running = self._live_process(vm.name)
             if running is None:
                 return None
@@ -496,7 +496,7 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
         the snapshot was applied stays stopped, and its next start resumes that memory (the
         disk copy belongs with it, and on its own is only as consistent as after a power
         cut). A snapshot without memory leaves the next start a cold boot."""
-        with step(ErrorCode.SNAPSHOT_APPLY):
+        with fails_as(ErrorCode.SNAPSHOT_APPLY):
             if self._live_process(vm.name) is not None:
                 raise RuntimeError(f"{vm.name} runs: a snapshot is applied to a stopped VM")
             source = self._snapshot_dir(vm, snapshot)
@@ -520,7 +520,7 @@ class FirecrackerEngine(FirewalledNetwork, VmEngine):
                 os.replace(partial, restore)
 
     def storage_destroy_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
-        with step(ErrorCode.SNAPSHOT_DESTROY):
+        with fails_as(ErrorCode.SNAPSHOT_DESTROY):
             found = self._snapshot_dir(vm, snapshot)
             files.remove_tree(found)
             files.remove_tree(files.partial_of(found))

@@ -22,14 +22,15 @@ import libvirt_qemu
 
 from engines import cloudinit
 from engines.base import VmEngine
-from engines.errors import EngineError, ErrorCode, step
+from engines.errors import EngineError, ErrorCode, fails_as
 from engines.kvm import host_has_working_kvm
 from engines.libvirt import dhcp, xml
 from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
-from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotSpec, VmSpec
+from engines.node_options import NodeOptions
+from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotSpec, StartOutcome, VmSpec
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -47,18 +48,19 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
          Feature.RAND_UUID, Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.SUSPEND}
     )
 
-    def __init__(self, *, uri: str, options: dict | None = None):
+    def __init__(self, *, uri: str, options: NodeOptions | None = None):
         super().__init__(uri=uri, options=options)
-        self.pool_name = self.options.get("pool_name", "tt-pool")
-        self.network_name = self.options.get("network_name", "tt-net")
-        self.vm_network = self.options.get("vm_network", "10.100.0.0/16")
-        self.pool_path = self.options.get("pool_path", "/var/lib/ttportal/pool")
-        self.bridge = self.options.get("bridge", "ttbr0")
-        self.console_dir = self.options.get("console_dir", "")
-        self.stop_timeout = float(self.options.get("stop_timeout", 30))
+        opts = self.options
+        self.pool_name = opts.pool_name
+        self.network_name = opts.network_name
+        self.vm_network = opts.vm_network
+        self.pool_path = opts.pool_path or "/var/lib/ttportal/pool"
+        self.bridge = opts.bridge
+        self.console_dir = opts.console_dir
+        self.stop_timeout = float(opts.stop_timeout)
         # How long a call waits for libvirtd to come back after losing it.
-        self.reconnect_timeout = float(self.options.get("reconnect_timeout", 30))
-        self.firewall: Firewall = self.options.get("firewall") or MemoryFirewall()
+        self.reconnect_timeout = float(opts.reconnect_timeout)
+        self.firewall: Firewall = opts.firewall or MemoryFirewall()
 
     # --- plumbing ---------------------------------------------------------
     @property
@@ -144,7 +146,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     # --- init ---------------------------------------------------------------
     def init(self) -> None:
         """Ensure the node's storage pool and VM network exist and are active (idempotent)."""
-        with step(ErrorCode.ENGINE_INIT):
+        with fails_as(ErrorCode.ENGINE_INIT):
             self._init()
 
     @reconnecting
@@ -428,16 +430,16 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         self.remove_instance(vm.name)
 
     @reconnecting
-    def start_vm(self, vm: VmSpec) -> str:
+    def start_vm(self, vm: VmSpec) -> StartOutcome:
         """Boot a stopped VM, or resume a suspended one (libvirt restores its managed save;
         a paused one's vCPUs run again). Says which: booted, restored, resumed, running."""
         dom = self._require_domain(vm)
         if dom.isActive() and self._paused(dom):
             dom.resume()
             self._sync_guest_clock(dom, vm)
-            return "resumed"
+            return StartOutcome.RESUMED
         if dom.isActive():
-            return "running"
+            return StartOutcome.RUNNING
         suspended = bool(dom.hasManagedSaveImage(0))
         if not suspended and f"'{vm.tap}'" not in dom.XMLDesc(0):
             # Defined before its port was named by us: the firewall binds the
@@ -446,11 +448,11 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
             self.conn.defineXML(self._domain_xml(vm))
         dom.create()
         if not suspended:
-            return "booted"
+            return StartOutcome.BOOTED
         if self._paused(dom):  # it was saved paused (a paused spare, then saved)
             dom.resume()
         self._sync_guest_clock(dom, vm)
-        return "restored"
+        return StartOutcome.RESTORED
 
     @staticmethod
     def _paused(dom: libvirt.virDomain) -> bool:

@@ -17,8 +17,8 @@ from accounts.quotas import NAMES, Usage, defaults, limits_for
 from tests.admin_support import make_operator
 from tests.support import take_snapshot
 from tests.ttportal.test_settings import start_django
+from vms.new_vms import NewVm
 from vms.services import vm_destroy
-from vms.specs import NewVm
 from vms.usage import usage_of
 
 

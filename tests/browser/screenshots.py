@@ -48,7 +48,7 @@ def seed() -> None:
     from nodes.models import Node
     from operations.models import Operation
     from vms.models import Snapshot, Vm, VmTemplate
-    from vms.specs import NewVm
+    from vms.new_vms import NewVm
 
     call_command("migrate", verbosity=0)
     users = get_user_model().objects

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engines.libvirt.console import read_console_tail
 from engines.libvirt.engine import LibvirtEngine
+from engines.node_options import NodeOptions
 
 
 def test_it_reads_the_whole_log_as_text(tmp_path):
@@ -34,8 +35,8 @@ def test_it_says_nothing_yet_without_a_log(tmp_path):
 
 def test_the_engine_reads_logs_of_a_node_on_this_host_only(tmp_path):
     (tmp_path / "tt-n-1.log").write_text("TT-READY\n")
-    local = LibvirtEngine(uri="qemu:///system", options={"console_dir": str(tmp_path)})
+    local = LibvirtEngine(uri="qemu:///system", options=NodeOptions(console_dir=str(tmp_path)))
     assert local.console_log("tt-n-1") == "TT-READY\n"
-    remote = LibvirtEngine(uri="qemu+ssh://node2/system", options={"console_dir": str(tmp_path)})
+    remote = LibvirtEngine(uri="qemu+ssh://node2/system", options=NodeOptions(console_dir=str(tmp_path)))
     assert remote.console_log("tt-n-1") is None  # the file is on node2
     assert LibvirtEngine(uri="qemu:///system").console_log("tt-n-1") is None  # no console dir

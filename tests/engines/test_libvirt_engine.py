@@ -17,6 +17,7 @@ from engines.cloudinit import CloudInitSpec
 from engines.libvirt import xml
 from engines.libvirt.engine import MIB, LibvirtEngine
 from engines.network.firewall import MemoryFirewall
+from engines.node_options import NodeOptions
 from engines.specs import Feature, PortSpec, PowerState, SnapshotSpec, TemplateSpec, VmSpec
 from tests.support import TEST_URI
 from ttportal.errors import EngineError, ErrorCode
@@ -32,10 +33,10 @@ TEMPLATE_MB = 20
 def engine() -> LibvirtEngine:
     eng = LibvirtEngine(
         uri=TEST_URI,
-        options={
-            "pool_name": POOL, "network_name": NETWORK, "pool_path": POOL_PATH,
-            "vm_network": "10.200.0.0/16", "bridge": "ttunit0", "stop_timeout": 0,
-        },
+        options=NodeOptions(
+            pool_name=POOL, network_name=NETWORK, pool_path=POOL_PATH,
+            vm_network="10.200.0.0/16", bridge="ttunit0", stop_timeout=0,
+        ),
     )
     eng.init()
     return eng
@@ -598,7 +599,7 @@ def test_it_reports_missing_features(engine):
     class NoSnapshots(LibvirtEngine):
         features = LibvirtEngine.features - {Feature.SNAPSHOT, Feature.FLAT}
 
-    lesser = NoSnapshots(uri=TEST_URI, options={"pool_name": POOL, "network_name": NETWORK})
+    lesser = NoSnapshots(uri=TEST_URI, options=NodeOptions(pool_name=POOL, network_name=NETWORK))
     assert lesser.check_feat({Feature.SNAPSHOT, Feature.NAT}) == {Feature.SNAPSHOT}
     assert lesser.check_feat(set(Feature)) == {Feature.SNAPSHOT, Feature.FLAT}
 
@@ -614,7 +615,7 @@ def test_it_initialises_idempotently(engine):
 
 
 def test_it_raises_engine_init_for_an_unreachable_uri():
-    eng = LibvirtEngine(uri="test:///no/such/file.xml", options={"pool_name": POOL})
+    eng = LibvirtEngine(uri="test:///no/such/file.xml", options=NodeOptions(pool_name=POOL))
     with pytest.raises(EngineError) as exc:
         eng.init()
     assert exc.value.code == ErrorCode.ENGINE_INIT

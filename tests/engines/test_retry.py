@@ -9,7 +9,7 @@ from docker.errors import APIError
 from requests import Response
 
 from engines.docker.engine import transient_api_error, write_file
-from engines.errors import EngineError, ErrorCode, step
+from engines.errors import EngineError, ErrorCode, fails_as
 from engines.libvirt import connection
 from engines.retry import retry
 
@@ -48,7 +48,7 @@ def test_a_call_that_fails_twice_then_succeeds_is_answered_on_the_third_attempt(
 
 def test_a_call_that_always_fails_surfaces_its_error_with_its_code_after_the_bound():
     call = Flaky(10, Transient("broken pipe"))
-    with pytest.raises(EngineError) as raised, step(ErrorCode.DEFINE_VM):
+    with pytest.raises(EngineError) as raised, fails_as(ErrorCode.DEFINE_VM):
         retry(call, transient=transient, what="t", sleep=no_sleep([]))
     assert call.calls == 3
     assert raised.value.code == ErrorCode.DEFINE_VM and "broken pipe" in raised.value.message
@@ -93,7 +93,7 @@ def test_podman_s_broken_pipe_on_the_archive_api_is_retried(monkeypatch):
 def test_a_broken_pipe_every_time_fails_the_step_with_its_code(monkeypatch):
     monkeypatch.setattr("engines.retry.time.sleep", lambda s: None)
     container = FakeContainer(failures=99)
-    with pytest.raises(EngineError) as raised, step(ErrorCode.DEFINE_VM):
+    with pytest.raises(EngineError) as raised, fails_as(ErrorCode.DEFINE_VM):
         write_file(container, "/etc", "machine-id", "abc\n")
     assert container.put.calls == 3
     assert raised.value.code == ErrorCode.DEFINE_VM and "broken pipe" in raised.value.message
@@ -143,7 +143,7 @@ def test_libvirt_s_connection_reset_on_an_idempotent_call_is_retried(monkeypatch
 def test_libvirt_s_reset_every_time_surfaces_after_the_bound(monkeypatch):
     monkeypatch.setattr(connection, "RETRY_DELAY_S", 0)
     driver = FakeDriver(99, RESET)
-    with pytest.raises(EngineError) as raised, step(ErrorCode.START_VM):
+    with pytest.raises(EngineError) as raised, fails_as(ErrorCode.START_VM):
         driver.power_state()
     assert driver.read.calls == connection.ATTEMPTS == 3
     assert raised.value.code == ErrorCode.START_VM and "Connection reset" in raised.value.message

@@ -14,8 +14,8 @@ from operations.models import Operation
 from tests.support import T0, domain, held_by_a_live_worker, take_snapshot
 from vms import tasks as vm_tasks
 from vms.models import PortMapping, Snapshot, Vm
+from vms.new_vms import NewVm
 from vms.services import snapshot_apply, snapshot_create, snapshot_expire_due, snapshot_expire_one
-from vms.specs import NewVm
 
 HOUR = timedelta(hours=1)
 SECOND = timedelta(seconds=1)

@@ -20,6 +20,7 @@ from tests.support import T0, domain_state, done, no_guest_agent, refused, tt_vo
 from ttportal.errors import CooldownActive, EngineError, InvalidInput
 from vms.kinds import VmKind
 from vms.models import PortMapping, Snapshot, Vm
+from vms.new_vms import NewVm
 from vms.services import (
     snapshot_apply,
     snapshot_create,
@@ -30,7 +31,6 @@ from vms.services import (
     vm_start,
     vm_stop,
 )
-from vms.specs import NewVm
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
 

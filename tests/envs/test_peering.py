@@ -165,8 +165,8 @@ def test_destroying_an_env_ends_its_peerings_and_its_peers_forget_it(
 
 
 def test_a_vm_added_later_is_reached_by_the_peers_too(alice, olga, alices, bobs, firewall, run_tasks):
+    from vms.new_vms import NewVm
     from vms.services import vm_add
-    from vms.specs import NewVm
 
     with run_tasks():
         env_peer(env=alices, other=bobs, by=olga)

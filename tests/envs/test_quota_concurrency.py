@@ -19,7 +19,7 @@ from envs.models import Env
 from envs.services import env_create
 from ttportal.errors import QuotaExceeded
 from vms.models import Vm
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -313,7 +313,7 @@ def test_the_portal_shows_use_against_limits(client, alice, make_env, settings):
 
 
 def test_the_panel_costs_two_queries(alice, make_env):
-    from vms.usage import report
+    from accounts.quotas import report
 
     make_env(alice, vms=3)
     with CaptureQueriesContext(connection) as ctx:

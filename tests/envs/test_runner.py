@@ -27,8 +27,8 @@ from operations.models import Operation
 from tests.support import T0, domain, domain_state, done, held_by_a_live_worker, no_guest_agent, tt_volumes
 from ttportal.errors import ErrorCode, IllegalState, TTError
 from vms.models import Snapshot, Vm
+from vms.new_vms import NewVm
 from vms.services import snapshot_create, vm_start, vm_stop
-from vms.specs import NewVm
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
 SECOND = timedelta(seconds=1)

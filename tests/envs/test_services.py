@@ -20,8 +20,8 @@ from operations.models import Operation
 from tests.support import T0, domain_names, done, held_by_a_live_worker, refused
 from ttportal.errors import CooldownActive, Forbidden, IllegalState, InvalidInput, NoCapacity
 from vms.models import PortMapping, Snapshot, Vm
+from vms.new_vms import NewVm
 from vms.services import snapshot_create
-from vms.specs import NewVm
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
 

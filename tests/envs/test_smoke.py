@@ -1,8 +1,8 @@
 from envs.services import env_create, env_destroy
 from operations.models import Operation
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.services import snapshot_apply, snapshot_create, vm_stop
-from vms.specs import NewVm
 
 
 def test_it_runs_a_whole_life(alice, template, run_tasks):

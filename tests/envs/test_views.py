@@ -17,7 +17,7 @@ from tests.support import RETRY, T0, lose_a_race
 from vms import services as vm_services
 from vms.kinds import VmKind
 from vms.models import Snapshot
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 PAGES = ["envs:detail", "envs:operations"]
 # What no hours field takes, besides one past its limit.

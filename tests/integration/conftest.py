@@ -17,7 +17,7 @@ from envs.services import env_create
 from nodes.models import Node
 from nodes.registry import forget_engines, get_engine
 from tests.integration import netlab
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 NODE = dict(
     name="itest", uri="qemu:///system", public_host=netlab.NODE_ADDR, vm_network="10.101.0.0/16",

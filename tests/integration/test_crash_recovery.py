@@ -26,8 +26,8 @@ from tests.integration.cluster import Cluster, kill_during, wait_for, wait_until
 from tests.integration.conftest import public_port
 from vms import state
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.services import snapshot_create, vm_start, vm_stop
-from vms.specs import NewVm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -20,8 +20,8 @@ from tests.integration import netlab
 from tests.integration.conftest import public_port, run
 from tests.integration.test_egress import forged_dhcp_is_dropped_and_the_victim_keeps_its_address
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.services import snapshot_apply, snapshot_create, vm_add
-from vms.specs import NewVm
 from vms.template_install import DEBIAN_TEMPLATE, install_debian_template
 
 pytestmark = pytest.mark.django_db(transaction=True)

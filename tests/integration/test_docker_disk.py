@@ -14,7 +14,7 @@ from tests.integration import netlab
 from tests.integration.conftest import DOCKER_NODE, public_port, shell
 from vms import disk_watch
 from vms.models import Vm
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 DISK_MB = 16
 

@@ -14,6 +14,7 @@ from nodes.registry import get_engine
 from tests.integration import netlab
 from tests.integration.conftest import DOCKER_NODE, public_port, run, shell
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.services import (
     snapshot_apply,
     snapshot_create,
@@ -22,7 +23,6 @@ from vms.services import (
     vm_start,
     vm_stop,
 )
-from vms.specs import NewVm
 
 
 def client() -> docker.DockerClient:

@@ -26,8 +26,8 @@ from envs.services import env_set_deny_outgoing
 from nodes.registry import forget_engines, get_engine
 from tests.integration import netlab
 from tests.integration.conftest import public_port, run, shell
+from vms.new_vms import NewVm
 from vms.services import vm_add
-from vms.specs import NewVm
 
 PRIVATE = netlab.ClientNet(netns="tt-private", host_if="tt-pv-host", ns_if="tt-pv-ns", node_addr="198.19.7.1",
                            client_addrs=("198.19.7.2",), prefix=29)

@@ -32,8 +32,8 @@ from tests.integration import netlab
 from tests.integration.cluster import Cluster, wait_for, wait_until_done
 from tests.integration.conftest import _clean_node, public_port
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.services import vm_stop
-from vms.specs import NewVm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -125,14 +125,14 @@ def test_node_b_runs_its_own_work_and_is_seen_down_when_its_cluster_dies(qnode, 
     env_b = Env.objects.get(pk=op.env_id)
     assert set(env_b.vms.values_list("node__name", flat=True)) == {"b"}
     # Only b's cluster ran it: its worker serves queue b and is a process of that cluster.
-    assert lease.queue_of(op.worker) == "b" and b_cluster.runs(worker_pid(op)), op.worker
+    assert lease.queue_of_worker(op.worker) == "b" and b_cluster.runs(worker_pid(op)), op.worker
     for vm in env_b.vms.all():
         netlab.wait_for_http(f"http://{b.public_host}:{public_port(vm, 80)}/", expect=vm.ip)
 
     # The site's cluster runs the work of the node it serves.
     op = wait_until_done(create(alice, "on-itest", ["web"]), time.time() + 240)
     assert op.status == "succeeded", why(op)
-    assert op.node == qnode and lease.queue_of(op.worker) == django_settings.Q_CLUSTER["name"]
+    assert op.node == qnode and lease.queue_of_worker(op.worker) == django_settings.Q_CLUSTER["name"]
     assert site.runs(worker_pid(op)) and not b_cluster.runs(worker_pid(op))
 
     # b's cluster dies. Work asked of b meanwhile is queued for b, and fails once b is down.

@@ -19,9 +19,9 @@ from nodes.registry import get_engine, nft_table_name
 from tests.integration import netlab
 from tests.integration.conftest import public_port, run, shell
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.reconcile import reconcile_nodes
 from vms.services import vm_start, vm_stop
-from vms.specs import NewVm
 
 # busybox nc, not wget: the static busybox's wget crashes in glibc's NSS.
 HTTP = ("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port} 2>/dev/null | grep -q '200 OK' "

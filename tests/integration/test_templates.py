@@ -16,7 +16,7 @@ from tests.integration import netlab
 from tests.integration.conftest import public_port
 from tests.support import done
 from vms.models import VmTemplate
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 from vms.template_install import install_busybox_template
 
 

@@ -14,9 +14,7 @@ from tests.integration import netlab
 from tests.integration.conftest import public_port, shell
 from vms import warm
 from vms.models import Vm, VmTemplate, WarmPool
-from vms.specs import NewVm
-
-S = Vm.Status
+from vms.new_vms import NewVm
 
 
 @pytest.fixture(params=["saved"])
@@ -32,7 +30,7 @@ def pool(request, qnode, olga, run_tasks):
 
 
 def ready(pool: WarmPool) -> int:
-    return pool.spares.live().filter(status=S.SUSPENDED).count()
+    return pool.spares.live().filter(status=Vm.Status.SUSPENDED).count()
 
 
 def create(alice, run_tasks, name: str, n: int) -> tuple[object, list[Vm]]:
@@ -83,6 +81,6 @@ def test_a_spare_whose_saved_memory_is_corrupt_boots_cold(pool, qnode, alice, ru
         data[:64] = b"\0" * 64  # and libvirt's header
         saved.write_bytes(bytes(data))
     op, (vm,) = create(alice, run_tasks, "fallback", 1)
-    assert vm.start_kind == "cold" and vm.status == S.RUNNING
+    assert vm.start_kind == "cold" and vm.status == Vm.Status.RUNNING
     assert "warm spare did not restore" in op.log and "cold: booted from the template" in op.log
     netlab.wait_for_http(f"http://{qnode.public_host}:{public_port(vm, 80)}/", expect=f"ip {vm.ip}<")

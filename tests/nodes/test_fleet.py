@@ -25,8 +25,8 @@ from tests.support import T0, domain_state, refused
 from ttportal.errors import NoCapacity, NodeDown
 from vms import heartbeat
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.services import vm_stop
-from vms.specs import NewVm
 
 TEST_URI = "test:///default"
 
@@ -72,7 +72,7 @@ def test_a_beat_says_what_the_node_has_free(alice, node, template, run_tasks):
             NewVm(name="a", template="tt/busybox", cpu_num=2, mem_mb=512, ports=[22, 80]),
             NewVm(name="b", template="tt/busybox", mem_mb=256, ports=["53/udp"]),
         ])
-    beat = heartbeat.beat(node)
+    beat = heartbeat.write_heartbeat(node)
     assert (beat.cpu_free, beat.mem_free_mb) == (8 - 3, 4096 - 768)
     assert beat.ports_free == 1000 - 2  # the busier protocol: tcp
     assert beat.addresses_free == (2**16 - 3) - 2
@@ -81,13 +81,13 @@ def test_a_beat_says_what_the_node_has_free(alice, node, template, run_tasks):
 
 
 def test_a_beat_of_an_unlimited_node_says_so(node):
-    beat = heartbeat.beat(node)
+    beat = heartbeat.write_heartbeat(node)
     assert (beat.cpu_free, beat.mem_free_mb) == (None, None)
 
 
 def test_a_beat_brings_a_down_node_back_up(b):
     Node.objects.filter(pk=b.pk).update(down_since=timezone.now())
-    heartbeat.beat(b)
+    heartbeat.write_heartbeat(b)
     b.refresh_from_db()
     assert b.down_since is None
     assert fleet.state_of(b) == fleet.State.UP
@@ -96,11 +96,11 @@ def test_a_beat_brings_a_down_node_back_up(b):
 def test_the_site_cluster_beats_for_its_nodes_and_a_node_cluster_for_its_own(node, b, monkeypatch):
     NodeHeartbeat.objects.all().delete()
     monkeypatch.setattr(worker, "cluster_name", lambda: "b")
-    worker.beat()
+    worker.beat_this_cluster()
     assert list(NodeHeartbeat.objects.values_list("node__name", flat=True)) == ["b"]
     NodeHeartbeat.objects.all().delete()
     monkeypatch.setattr(worker, "cluster_name", lambda: "ttportal")
-    worker.beat()
+    worker.beat_this_cluster()
     assert list(NodeHeartbeat.objects.values_list("node__name", flat=True)) == ["local-test"]
 
 
@@ -117,9 +117,9 @@ def test_a_node_that_missed_its_beats_is_down_and_its_queued_work_fails(alice, n
     assert (op.status, op.node, vm.status) == (Operation.Status.QUEUED, b, Vm.Status.CREATING)
 
     time_machine.move_to(T0 + timedelta(seconds=30), tick=False)
-    assert fleet.sweep().marked_down == []  # three beats of 10 s: not late yet
+    assert fleet.mark_late_nodes_down().marked_down == []  # three beats of 10 s: not late yet
     time_machine.move_to(T0 + timedelta(seconds=31), tick=False)
-    swept = fleet.sweep()
+    swept = fleet.mark_late_nodes_down()
     assert swept.marked_down == ["b"] and swept.failed_ops == [op.pk]
     op.refresh_from_db()
     assert (op.status, op.error_code) == (Operation.Status.FAILED, "node_down")
@@ -128,7 +128,7 @@ def test_a_node_that_missed_its_beats_is_down_and_its_queued_work_fails(alice, n
     # Settled as any failed creation: nothing was made, nothing is kept.
     assert vm.status == Vm.Status.DESTROYED and domain_state(vm) == "missing"
     assert fleet.state_of(Node.objects.get(pk=b.pk)) == fleet.State.DOWN
-    assert fleet.sweep() == fleet.Swept([], [])  # once
+    assert fleet.mark_late_nodes_down() == fleet.Swept([], [])  # once
 
 
 def test_a_down_node_keeps_its_vms_shown_unknown_and_refuses_new_work(alice, node, b, run_tasks, db_state):
@@ -146,7 +146,7 @@ def test_a_down_node_keeps_its_vms_shown_unknown_and_refuses_new_work(alice, nod
     assert api.get(reverse("api:env-detail", args=[env.pk])).json()["vms"][0]["status"] == "unknown"
     vm.refresh_from_db()
     assert vm.status == Vm.Status.RUNNING and domain_state(vm) == "running"  # never deleted
-    heartbeat.beat(b)
+    heartbeat.write_heartbeat(b)
     assert api.get(reverse("api:vm-detail", args=[vm.pk])).json()["status"] == "running"
 
 
@@ -169,7 +169,7 @@ def test_a_running_operation_a_live_worker_holds_is_left_to_its_lease(alice, nod
     Operation.objects.filter(pk=op.pk).update(status="running", attempt=1, worker="elsewhere:1/0.0.0",
                                               heartbeat_at=now)
     Node.objects.filter(pk=b.pk).update(down_since=now)
-    assert fleet.sweep().failed_ops == []
+    assert fleet.mark_late_nodes_down().failed_ops == []
     op.refresh_from_db()
     assert op.status == Operation.Status.RUNNING
 
@@ -177,7 +177,7 @@ def test_a_running_operation_a_live_worker_holds_is_left_to_its_lease(alice, nod
 def test_a_node_the_site_serves_is_never_marked_down(node, settings, time_machine):
     time_machine.move_to(T0, tick=False)
     beaten_at(node, T0 - timedelta(hours=1))
-    assert fleet.sweep().marked_down == []
+    assert fleet.mark_late_nodes_down().marked_down == []
     assert fleet.state_of(Node.objects.get(pk=node.pk)) == fleet.State.UP
 
 
@@ -248,7 +248,7 @@ def test_queue_depths_come_from_the_broker(db):
 
 
 def test_a_worker_says_which_queue_it_serves(db):
-    assert lease.queue_of(lease.identity()) == "ttportal"
+    assert lease.queue_of_worker(lease.identity()) == "ttportal"
     assert lease.describe(lease.identity()).endswith("(queue ttportal)")
 
 
@@ -277,7 +277,7 @@ def test_the_admin_lists_the_fleet(client, node, b, settings):
     make_operator(client)
     Node.objects.filter(pk=b.pk).update(down_since=timezone.now())
     NodeHeartbeat.objects.filter(node=b).update(beat_at=timezone.now() - timedelta(seconds=95))
-    heartbeat.beat(node)
+    heartbeat.write_heartbeat(node)
     page = client.get(reverse("admin:nodes_node_changelist")).content.decode()
     assert "down (since" in page and "95 s ago (its own cluster)" in page
     assert "0 s ago (the site&#x27;s cluster)" in page or "0 s ago (the site's cluster)" in page

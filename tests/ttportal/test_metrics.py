@@ -24,7 +24,7 @@ from operations.models import Operation
 from tests.support import T0, TEST_URI
 from vms import blocked
 from vms.models import PortMapping, Vm
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 OUTSIDE = "203.0.113.7"
 

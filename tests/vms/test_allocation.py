@@ -22,8 +22,8 @@ from nodes.models import Node
 from ttportal.errors import ErrorCode, Exhausted
 from vms import allocation, placement
 from vms.models import PortMapping, Vm
+from vms.new_vms import NewVm
 from vms.services import build_vms
-from vms.specs import NewVm
 
 THREADS = 16
 VMS_PER_THREAD = 5

@@ -22,7 +22,7 @@ def vm(alice, make_env) -> Vm:
 
 
 def _new_vm(name, **kwargs):
-    from vms.specs import NewVm
+    from vms.new_vms import NewVm
 
     return NewVm(name=name, template="tt/busybox", **kwargs)
 

@@ -17,7 +17,7 @@ from operations.models import Operation
 from tests.support import domain_state
 from vms import disk_watch
 from vms.models import Vm
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
 

@@ -24,7 +24,7 @@ from tests.admin_support import make_operator
 from tests.api_support import client_for
 from vms.kinds import VmKind
 from vms.models import Vm, VmTemplate
-from vms.specs import NewVm, wanted_features
+from vms.new_vms import NewVm, wanted_features
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
 

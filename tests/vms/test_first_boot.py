@@ -13,7 +13,7 @@ from tests.support import TEMPLATE_VOLUME, public_key_line
 from ttportal import limits
 from ttportal.errors import ConflictingInput, InvalidInput
 from vms.models import CLOUD_INIT, VmTemplate
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 from vms.userdata import check_user_data
 
 GOOD = "#cloud-config\npackages: [curl]\nruncmd:\n  - [sh, -c, 'echo hi > /tmp/hi']\n"

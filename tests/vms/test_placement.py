@@ -22,9 +22,9 @@ from tests.ttportal.test_settings import start_django
 from ttportal.errors import ConflictingInput, NoCapacity, Unsupported
 from vms import placement
 from vms.models import PortMapping, Vm, VmTemplate
+from vms.new_vms import NewVm, pick_node, wanted_features
 from vms.placement import Ask, Placer
 from vms.services import vm_add
-from vms.specs import NewVm, pick_node, wanted_features
 
 TEST_URI = "test:///default"
 

@@ -24,7 +24,7 @@ from tests.conftest import make_user
 from tests.support import all_at_once
 from ttportal.errors import NoCapacity
 from vms.models import Vm
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

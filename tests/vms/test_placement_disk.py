@@ -17,9 +17,9 @@ from tests.support import done, refused, take_snapshot
 from ttportal.errors import NoCapacity
 from vms import heartbeat, warm
 from vms.models import Vm, WarmPool
+from vms.new_vms import NewVm, wanted_features
 from vms.placement import Ask, Placer, immediate_mb
 from vms.services import snapshot_create, vm_suspend
-from vms.specs import NewVm, wanted_features
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
 
@@ -219,10 +219,10 @@ def test_taking_a_spare_needs_no_disk_again(alice, node, template, olga, run_tas
 def test_a_beat_reports_the_disk_its_engine_sees(node, monkeypatch):
     space = DiskSpace(total_bytes=10 << 30, free_bytes=3 << 30)
     monkeypatch.setattr(heartbeat, "disk_space", lambda n: space)
-    beat = heartbeat.beat(node)
+    beat = heartbeat.write_heartbeat(node)
     assert (beat.disk_total_mb, beat.disk_free_mb) == (10 * 1024, 3 * 1024)
 
 
 def test_a_beat_of_the_test_driver_reports_no_disk(node):
-    beat = heartbeat.beat(node)
+    beat = heartbeat.write_heartbeat(node)
     assert (beat.disk_total_mb, beat.disk_free_mb) == (None, None)

@@ -26,7 +26,7 @@ from tests.conftest import make_user
 from tests.support import all_at_once
 from ttportal.errors import Exhausted, NoCapacity
 from vms.models import PortMapping, Vm
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_tasks")]
 

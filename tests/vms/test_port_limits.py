@@ -11,6 +11,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from accounts import quotas
 from accounts.models import GroupQuota, UserQuota
 from tests.api_support import client_for
 from tests.quota_support import Outcome, add_vm, assert_refused, create_env
@@ -18,8 +19,8 @@ from tests.support import refused
 from ttportal.errors import InvalidInput, QuotaExceeded
 from vms import usage, warm
 from vms.models import PortMapping, WarmPool
+from vms.new_vms import NewVm
 from vms.services import vm_set_ports
-from vms.specs import NewVm
 
 
 def vm_spec(template, name: str, ports: list) -> NewVm:
@@ -124,10 +125,10 @@ def test_the_quota_is_overridden_per_user_and_per_group_like_the_others(alice, t
     group = alice.groups.create(name="web")
     GroupQuota.objects.create(group=group, ports=3)
     make_env(alice, vms=[vm_spec(template, "web", [22, 80, 443])])  # the group's 3
-    line = {q.name: q for q in usage.report(alice)}["ports"]
+    line = {q.name: q for q in quotas.report(alice)}["ports"]
     assert (line.limit, line.used, line.source) == (3, 3, "group web")
     UserQuota.objects.create(user=alice, ports=5)
-    line = {q.name: q for q in usage.report(alice)}["ports"]
+    line = {q.name: q for q in quotas.report(alice)}["ports"]
     assert (line.limit, line.source) == (5, "user")
     body = client_for(alice).get("/api/quota/").json()
     assert body["ports"] == {"limit": 5, "used": 3, "source": "user"}

@@ -11,8 +11,8 @@ from tests.api_support import client_for
 from tests.quota_support import add_vm, assert_refused, new_vms
 from tests.support import refused, take_snapshot
 from ttportal.errors import QuotaExceeded
+from vms.new_vms import NewVm
 from vms.services import snapshot_create, vm_add, vm_destroy
-from vms.specs import NewVm
 
 INTERFACES = ["service", "portal", "api"]  # the admin adds no VM and takes no snapshot
 

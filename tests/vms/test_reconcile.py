@@ -20,9 +20,9 @@ from tests.support import (
     tt_volumes,
 )
 from vms.models import Snapshot, Vm
+from vms.new_vms import NewVm
 from vms.reconcile import reconcile_nodes
 from vms.services import vm_destroy, vm_stop
-from vms.specs import NewVm
 
 
 def test_it_records_a_vm_stopped_behind_our_back(alice, make_env):

@@ -10,6 +10,7 @@ from envs.services import env_destroy, env_stop
 from tests.support import T0, domain, domain_state, done, refused, take_snapshot
 from ttportal.errors import CooldownActive, Forbidden, IllegalState, InvalidInput
 from vms.models import PortMapping, Snapshot, Vm
+from vms.new_vms import NewVm
 from vms.services import (
     snapshot_apply,
     snapshot_create,
@@ -21,7 +22,6 @@ from vms.services import (
     vm_start,
     vm_stop,
 )
-from vms.specs import NewVm
 
 TEMPLATE = "tt/busybox"
 pytestmark = pytest.mark.usefixtures("frozen_clock")

@@ -9,8 +9,8 @@ import pytest
 from tests.support import T0, domain, done, libvirt_snapshots, refused, take_snapshot
 from ttportal.errors import IllegalState, InvalidInput
 from vms.models import Snapshot, Vm
+from vms.new_vms import NewVm
 from vms.services import snapshot_apply, snapshot_create, snapshot_destroy, vm_destroy, vm_stop
-from vms.specs import NewVm
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
 

@@ -14,8 +14,8 @@ from tests.support import domain, done, refused, take_snapshot
 from ttportal.errors import IllegalState, Unsupported
 from vms import reconcile
 from vms.models import Vm
+from vms.new_vms import NewVm
 from vms.services import snapshot_apply, vm_destroy, vm_start, vm_stop, vm_suspend
-from vms.specs import NewVm
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
 

@@ -14,7 +14,7 @@ from ttportal import limits
 from vms import services
 from vms.kinds import VmKind
 from vms.models import Snapshot, Vm, VmTemplate
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 VM_ACTIONS = ["vms:start", "vms:stop", "vms:destroy", "vms:blacklist", "vms:ports", "vms:snapshot_create"]
 SNAPSHOT_ACTIONS = ["vms:snapshot_apply", "vms:snapshot_destroy"]

@@ -14,11 +14,10 @@ from tests.support import domain, done, refused
 from ttportal.errors import ConflictingInput, IllegalState
 from vms import warm
 from vms.models import CLOUD_INIT, Vm, WarmPool
+from vms.new_vms import NewVm
 from vms.services import vm_add
-from vms.specs import NewVm
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
-S = Vm.Status
 
 
 @pytest.fixture
@@ -47,8 +46,8 @@ def test_a_pool_fills_with_booted_and_saved_spares(pool):
     made = spares(pool)
     assert len(made) == 2
     for spare in made:
-        assert spare.status == S.SUSPENDED and spare.env == pool.env
-        assert spare.warm_key == warm.fingerprint(pool.template, "saved")
+        assert spare.status == Vm.Status.SUSPENDED and spare.env == pool.env
+        assert spare.warm_key == warm.warm_key_of(pool.template, "saved")
         assert spare.mac and spare.ip  # its own addresses, from the allocator
         assert domain(spare).hasManagedSaveImage(0)
     assert len({s.mac for s in made}) == 2 and len({s.ip for s in made}) == 2
@@ -61,7 +60,7 @@ def test_a_create_takes_a_spare_restores_it_and_the_pool_refills(alice, pool, ru
     op, (vm,) = create(alice, run_tasks)
     assert op.status == "succeeded", op.error_message
     assert vm.pk in before and (vm.mac, vm.ip) == before[vm.pk]  # the spare's own identity
-    assert vm.status == S.RUNNING and vm.start_kind == "warm" and vm.warm_pool is None
+    assert vm.status == Vm.Status.RUNNING and vm.start_kind == "warm" and vm.warm_pool is None
     assert vm.env.owner == alice and vm.name == "vm0"
     assert domain(vm).isActive() and not domain(vm).hasManagedSaveImage(0)
     assert vm.port_mappings.get().inner_port == 80
@@ -69,12 +68,12 @@ def test_a_create_takes_a_spare_restores_it_and_the_pool_refills(alice, pool, ru
     # The take queued a tend: the pool is full again, with a new spare.
     now = spares(pool)
     assert len(now) == 2 and vm.pk not in {s.pk for s in now}
-    assert all(s.status == S.SUSPENDED for s in now)
+    assert all(s.status == Vm.Status.SUSPENDED for s in now)
 
 
 def test_a_size_no_pool_covers_boots_cold(alice, pool, run_tasks):
     op, (vm,) = create(alice, run_tasks, mem_mb=256)
-    assert vm.start_kind == "cold" and vm.status == S.RUNNING
+    assert vm.start_kind == "cold" and vm.status == Vm.Status.RUNNING
     assert "vm0: cold: booted from the template" in op.log
     assert len(spares(pool)) == 2  # untouched
 
@@ -99,7 +98,7 @@ def test_a_spare_that_will_not_restore_is_discarded_and_the_vm_boots_cold(alice,
     taken = spares(pool)[0]
     op, (vm,) = create(alice, run_tasks)
     assert op.status == "succeeded"  # the create does not fail
-    assert vm.pk == taken.pk and vm.start_kind == "cold" and vm.status == S.RUNNING
+    assert vm.pk == taken.pk and vm.start_kind == "cold" and vm.status == Vm.Status.RUNNING
     assert (vm.mac, vm.ip) == (taken.mac, taken.ip)
     assert "warm spare did not restore (" in op.log
     assert "the saved image is corrupt): discarded, booting cold" in op.log
@@ -125,8 +124,9 @@ def test_a_template_change_makes_its_spares_stale_and_they_are_replaced(alice, p
         warm.template_changed(template)
     now = spares(pool)
     assert len(now) == 2 and not old & {s.pk for s in now}
-    assert all(s.warm_key == warm.fingerprint(template, "saved") and s.status == S.SUSPENDED for s in now)
-    assert Vm.objects.filter(pk__in=old, status=S.DESTROYED).count() == 2
+    assert all(s.warm_key == warm.warm_key_of(template, "saved") and s.status == Vm.Status.SUSPENDED
+               for s in now)
+    assert Vm.objects.filter(pk__in=old, status=Vm.Status.DESTROYED).count() == 2
     assert Operation.objects.filter(kind="warm_discard", status="succeeded").exists()
 
 
@@ -155,7 +155,7 @@ def test_spares_count_against_the_nodes_capacity(node, template, olga, run_tasks
         pool = warm.pool_save(pool=WarmPool(node=node, template=template, size=3,
                                             vm_sizes=[{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}]), by=olga)
     assert len(spares(pool)) == 2
-    assert "no room for more on local-test: 44 MiB free, 128 MiB asked" in warm.tend(pool.pk)
+    assert "no room for more on local-test: 44 MiB free, 128 MiB asked" in warm.tend_pool(pool.pk)
 
 
 def test_a_pool_refuses_a_cloud_init_template_and_an_engine_that_cannot_save_memory(node, template, olga):
@@ -223,7 +223,7 @@ def test_a_vm_added_to_a_stopped_env_keeps_the_spare_suspended(alice, pool, run_
         op = vm_add(env=env, by=alice, spec=NewVm(name="late", template="tt/busybox", mem_mb=128))
     done(op)
     vm = env.vms.get(name="late")
-    assert vm.start_kind == "warm" and vm.status == S.SUSPENDED
+    assert vm.start_kind == "warm" and vm.status == Vm.Status.SUSPENDED
     assert "kept suspended" in op.log
 
 
@@ -234,10 +234,10 @@ def test_a_paused_pool_keeps_its_spares_in_memory_and_a_create_resumes_one(alice
                                             vm_sizes=[{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}]), by=olga)
     (spare,) = spares(pool)
     dom = domain(spare)
-    assert spare.status == S.SUSPENDED and dom.isActive() and not dom.hasManagedSaveImage(0)
+    assert spare.status == Vm.Status.SUSPENDED and dom.isActive() and not dom.hasManagedSaveImage(0)
     assert "paused in memory" in Operation.objects.get(kind="warm_fill").log
     op, (vm,) = create(alice, run_tasks)
-    assert vm.pk == spare.pk and vm.status == S.RUNNING and vm.start_kind == "warm"
+    assert vm.pk == spare.pk and vm.status == Vm.Status.RUNNING and vm.start_kind == "warm"
     assert "warm: resumed from a paused spare" in op.log
     import libvirt
 
@@ -247,7 +247,7 @@ def test_a_paused_pool_keeps_its_spares_in_memory_and_a_create_resumes_one(alice
     with run_tasks():
         warm.pool_save(pool=pool, by=olga)
     (saved,) = spares(pool)
-    assert domain(saved).hasManagedSaveImage(0) and saved.warm_key == warm.fingerprint(template, "saved")
+    assert domain(saved).hasManagedSaveImage(0) and saved.warm_key == warm.warm_key_of(template, "saved")
 
 
 # --- whatever dies under a fill or a warm create, no spare leaks -------------------------
@@ -267,7 +267,7 @@ def unfilled(node, template, olga, size=1) -> tuple[WarmPool, Operation]:
     """A pool whose fill is recorded, not run (its task is run by hand)."""
     pool = warm.pool_save(pool=WarmPool(node=node, template=template, size=size,
                                         vm_sizes=[{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}]), by=olga)
-    warm.tend(pool.pk)
+    warm.tend_pool(pool.pk)
     return pool, Operation.objects.get(kind="warm_fill")
 
 
@@ -292,12 +292,12 @@ def test_a_fill_whose_worker_died_before_the_save_is_finished_by_the_next(node, 
     with pytest.raises(Killed):
         runner.execute(fill.pk)
     (spare,) = spares(pool)
-    assert spare.status == S.SUSPENDING and domain(spare).isActive()
+    assert spare.status == Vm.Status.SUSPENDING and domain(spare).isActive()
     time_machine.move_to(T0 + timedelta(seconds=31))
     runner.execute(fill.pk)
     assert (done(fill).status, fill.attempt) == ("succeeded", 2)
     spare.refresh_from_db()
-    assert spare.status == S.SUSPENDED and domain(spare).hasManagedSaveImage(0)
+    assert spare.status == Vm.Status.SUSPENDED and domain(spare).hasManagedSaveImage(0)
 
 
 def test_a_fill_lost_every_attempt_leaves_nothing_once_tended(node, template, olga, leases, monkeypatch,
@@ -320,14 +320,14 @@ def test_a_fill_lost_every_attempt_leaves_nothing_once_tended(node, template, ol
     runner.execute(fill.pk)  # past the last attempt: settled, worker_lost
     assert (done(fill).status, fill.error_code) == ("failed", "worker_lost")
     (spare,) = spares(pool)
-    assert spare.status == S.RUNNING  # settled to what the node has: booted, never saved
+    assert spare.status == Vm.Status.RUNNING  # settled to what the node has: booted, never saved
     monkeypatch.undo()
-    assert "discarding 1" in warm.tend(pool.pk)
+    assert "discarding 1" in warm.tend_pool(pool.pk)
     discard = Operation.objects.get(kind="warm_discard")
     runner.execute(discard.pk)
     assert done(discard).status == "succeeded"
     spare.refresh_from_db()
-    assert spare.status == S.DESTROYED and spare.mac is None
+    assert spare.status == Vm.Status.DESTROYED and spare.mac is None
     assert not any(n.startswith("tt-local-test") for n in domain_names()) and not tt_volumes()
 
 
@@ -355,12 +355,12 @@ def test_a_warm_create_whose_worker_died_after_the_restore_is_finished_by_the_ne
     with pytest.raises(Killed):
         runner.execute(op.pk)
     vm = Env.objects.get(pk=op.env_id).vms.get()
-    assert vm.status == S.STARTING and vm.start_kind == "warm" and domain(vm).isActive()
+    assert vm.status == Vm.Status.STARTING and vm.start_kind == "warm" and domain(vm).isActive()
     time_machine.move_to(T0 + timedelta(seconds=31))
     runner.execute(op.pk)
     assert done(op).status == "succeeded"
     vm.refresh_from_db()
-    assert vm.status == S.RUNNING and vm.start_kind == "warm"
+    assert vm.status == Vm.Status.RUNNING and vm.start_kind == "warm"
 
 
 @pytest.mark.parametrize("keep", ["saved", "paused"])
@@ -371,7 +371,7 @@ def test_reconciliation_finds_every_spare_where_it_should_be(node, template, olg
         pool = warm.pool_save(pool=WarmPool(node=node, template=template, size=2, keep=keep,
                                             vm_sizes=[{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}]), by=olga)
     assert reconcile.reconcile_node(node.pk) == 0  # nothing to report or settle
-    assert [s.status for s in spares(pool)] == [S.SUSPENDED, S.SUSPENDED]
+    assert [s.status for s in spares(pool)] == [Vm.Status.SUSPENDED, Vm.Status.SUSPENDED]
     assert not Operation.objects.filter(kind="node_drift").exists()
 
 

@@ -19,7 +19,7 @@ from tests.conftest import make_user
 from tests.support import all_at_once
 from vms import warm
 from vms.models import Vm, WarmPool
-from vms.specs import NewVm
+from vms.new_vms import NewVm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from engines.firecracker.engine import FirecrackerEngine
 from engines.firecracker.hostnet import HostNetwork
 from engines.network.firewall import MemoryFirewall
+from engines.node_options import NodeOptions
 from engines.specs import PortSpec, TemplateSpec, VmSpec
 
 HERE = Path(__file__).resolve().parent
@@ -113,12 +114,13 @@ def fake_is_running(pid: int) -> bool:
 
 def make_engine(host: FakeHost, *, jailer: bool = False, **options) -> FirecrackerEngine:
     """The driver on the fake's node: fake binaries, recorded host network, in-memory firewall."""
-    engine = FirecrackerEngine(uri="firecracker:///", options={
-        "pool_path": str(host.pool), "bridge": BRIDGE, "vm_network": VM_NETWORK, "gateway_ip": "10.200.0.1",
-        "console_dir": "", "stop_timeout": 5, "binary": host.firecracker,
-        "jailer": host.jailer if jailer else "", "firewall": MemoryFirewall(),
-        "hostnet": RecordingHostNetwork(host.links_file), **options,
-    })
+    settings = dict(
+        pool_path=str(host.pool), bridge=BRIDGE, vm_network=VM_NETWORK, gateway_ip="10.200.0.1",
+        console_dir="", stop_timeout=5, binary=host.firecracker,
+        jailer=host.jailer if jailer else "", firewall=MemoryFirewall(),
+        hostnet=RecordingHostNetwork(host.links_file),
+    )
+    engine = FirecrackerEngine(uri="firecracker:///", options=NodeOptions(**{**settings, **options}))
     engine.init()
     return engine
 

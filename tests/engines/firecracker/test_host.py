@@ -13,6 +13,7 @@ from engines.firecracker import host
 from engines.firecracker.engine import FirecrackerEngine
 from engines.firecracker.host import HostNotReady, check_host
 from engines.firecracker.hostnet import HostNetwork
+from engines.node_options import NodeOptions
 from tests.engines.test_no_django import BLOCK_DJANGO, ROOT
 
 KVM_OK = None
@@ -24,7 +25,7 @@ def kvm_usable(monkeypatch):
 
 
 def engine_for(binary: str, jailer: str = "") -> FirecrackerEngine:
-    return FirecrackerEngine(uri="firecracker:///", options={"binary": binary, "jailer": jailer})
+    return FirecrackerEngine(uri="firecracker:///", options=NodeOptions(binary=binary, jailer=jailer))
 
 
 def test_it_reports_a_usable_host_with_the_firecracker_version(fake_host, kvm_usable):

@@ -1,4 +1,5 @@
-"""Validated requests for new VMs and port lists (shared by env_create and vm_add)."""
+"""Validated requests for new VMs (NewVm) and port lists, shared by env_create and vm_add. Not to
+be confused with engines/specs.py, what a driver is given: a NewVm becomes a Vm row, and the row a VmSpec."""
 
 from __future__ import annotations
 

@@ -9,6 +9,10 @@ but the admin's door: seeing another user's objects needs the view permission to
 The table (ACTIONS: action -> permission) and the decision (`check`) are written once, in
 ttportal.permissions, re-exported here: envs.models, vms.models and accounts.quotas need
 them too, and importing this module from there would be a cycle (tests/test_layers.py).
+
+It lives in vms, not envs: VM and snapshot actions need it, envs sits above vms
+(docs/architecture.md), and envs uses this same module. It reads the Env it is given (an
+envs.Env, reached through `vm.env`) by its fields and never imports envs.
 """
 
 from __future__ import annotations
@@ -18,17 +22,16 @@ from datetime import datetime
 
 from django.conf import settings
 
-from envs.models import Env
 from ttportal.errors import CooldownActive, Forbidden, IllegalState
 from ttportal.permissions import ACTIONS, check, check_staff, may, permission_for  # noqa: F401  (the one table)
 
 
-def check_can_manage(user, env: Env, action: str) -> None:
+def check_can_manage(user, env, action: str) -> None:
     """`action` (a key of ACTIONS) on this Env, or on one of its VMs or snapshots."""
     check(user, action, owner_id=env.owner_id)
 
 
-def may_manage(user, env: Env, action: str) -> bool:
+def may_manage(user, env, action: str) -> bool:
     try:
         check_can_manage(user, env, action)
     except Forbidden:
@@ -36,12 +39,12 @@ def may_manage(user, env: Env, action: str) -> bool:
     return True
 
 
-def check_live(env: Env) -> None:
-    if env.status != Env.Status.ACTIVE:
+def check_live(env) -> None:
+    if env.status != env.Status.ACTIVE:
         raise IllegalState(f"Env {env.name} is {env.status}")
 
 
-def claim_mgmt_slot(env: Env, now: datetime, *, by) -> None:
+def claim_mgmt_slot(env, now: datetime, *, by) -> None:
     """The seed's management cooldown: refuse a long operation too soon after the last one.
 
     The caller holds the Env row locked (select_for_update) so two requests
@@ -53,10 +56,10 @@ def claim_mgmt_slot(env: Env, now: datetime, *, by) -> None:
         if elapsed < cooldown:
             raise CooldownActive(retry_after=max(1, math.ceil(cooldown - elapsed)))
     env.last_mgmt_at = now
-    Env.objects.filter(pk=env.pk).update(last_mgmt_at=now)
+    type(env).objects.filter(pk=env.pk).update(last_mgmt_at=now)
 
 
-def cooldown_remaining(env: Env, now: datetime) -> int:
+def cooldown_remaining(env, now: datetime) -> int:
     """Seconds until the next long operation is accepted (0: now). For pages and APIs."""
     if not settings.TT_MGMT_COOLDOWN or env.last_mgmt_at is None:
         return 0
