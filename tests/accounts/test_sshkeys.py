@@ -80,6 +80,9 @@ def test_it_refuses_a_key_whose_data_is_another_type():
     public_key_line(comment="x" * 256),
     " " + public_key_line(),
     "ssh-ed25519 " + "A" * 9000,
+], ids=[  # named, not shown: the keys are made afresh at each collection (and each xdist worker's)
+    "dsa", "security-key", "a-word", "empty", "blanks", "none", "a-number", "with-options",
+    "two-lines", "nul-byte", "long-comment", "leading-blank", "huge-blob",
 ])
 def test_it_refuses_what_is_not_one_public_key_line(text):
     error = refusal(text)
