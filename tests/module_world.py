@@ -14,33 +14,24 @@ task queued, but the task runs on commit, and nothing commits. The VMs' domains 
 libvirt's test driver stay for the whole module (the module replaces the per-test
 `_clean_test_driver` with one that keeps them) and are cleaned at its end.
 
-In a module (tests/test_api_matrix.py):
+A module takes its fixtures from `module_world` (tests/test_api_matrix.py):
 
-    @pytest.fixture(scope="module")
-    def shared(django_db_setup, django_db_blocker):
-        with world_for_the_module(django_db_blocker, build_full_world) as shared:
-            yield shared
+    shared, world, alice, _clean_test_driver = module_world(build_full_world, "world", "alice")
 
-    @pytest.fixture
-    def world(shared, db):  # each test's own copy of the objects, as Django's setUpTestData gives
-        return copy.deepcopy(shared.world)
-
-    @pytest.fixture
-    def alice(shared, db):
-        return copy.deepcopy(shared.alice)
-
-    @pytest.fixture
-    def _clean_test_driver():
-        pass  # the world's domains stay on the test driver until the module ends
+`shared` builds the world once; `world` and `alice` give each test its own deep copy of
+the shared objects, as Django's setUpTestData does; `_clean_test_driver` replaces the
+per-test clean-up so the world's domains stay on the test driver until the module ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from django.conf import settings
 from django.db import transaction
 from django.test import TestCase, override_settings
@@ -91,3 +82,27 @@ def world_for_the_module(django_db_blocker, build: Callable[..., Any]) -> Iterat
             transaction.set_rollback(True)
             outer.__exit__(None, None, None)
         clean_test_driver()
+
+
+def module_world(build: Callable[..., Any], *copied: str) -> tuple:
+    """The fixtures of a module whose tests share one world built by `build`: `shared`,
+    then one fixture per name in `copied` (a deep copy of that attribute of Shared for
+    each test), then `_clean_test_driver`. Assign them to module names of the same names."""
+
+    @pytest.fixture(scope="module")
+    def shared(django_db_setup, django_db_blocker):
+        with world_for_the_module(django_db_blocker, build) as built:
+            yield built
+
+    def copy_of(name: str):
+        @pytest.fixture(name=name)
+        def fixture(shared, db):
+            return copy.deepcopy(getattr(shared, name))
+
+        return fixture
+
+    @pytest.fixture
+    def _clean_test_driver():
+        """The world's domains stay on libvirt's test driver until the module ends."""
+
+    return (shared, *(copy_of(name) for name in copied), _clean_test_driver)

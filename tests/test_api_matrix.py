@@ -10,7 +10,6 @@ maps to (PERMISSION_OF_KIND) and are refused every other."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 from operations.models import Operation
 from tests.api_support import ROLES, build_full_world, client_as, client_for
 from tests.conftest import make_staff
-from tests.module_world import world_for_the_module
+from tests.module_world import module_world
 from tests.support import public_key_line
 from ttportal import permissions
 
@@ -166,25 +165,7 @@ def expected_code(endpoint: Endpoint, role: str) -> str:
 
 # One world for the module (tests/module_world.py): every case's request is rolled back with
 # it, and an action's task, queued on commit, never runs.
-@pytest.fixture(scope="module")
-def shared(django_db_setup, django_db_blocker):
-    with world_for_the_module(django_db_blocker, build_full_world) as shared:
-        yield shared
-
-
-@pytest.fixture
-def world(shared, db):
-    return copy.deepcopy(shared.world)
-
-
-@pytest.fixture
-def alice(shared, db):
-    return copy.deepcopy(shared.alice)
-
-
-@pytest.fixture
-def _clean_test_driver():
-    """The world's domains stay on libvirt's test driver until the module ends."""
+shared, world, alice, _clean_test_driver = module_world(build_full_world, "world", "alice")
 
 
 def _url(endpoint: Endpoint, w) -> str:

@@ -10,7 +10,6 @@ here fails test_it_covers_every_portal_route.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -26,7 +25,7 @@ from notifications.services import warn_expiring_due, webhook_create
 from operations.models import Operation
 from tests.api_support import build_world
 from tests.conftest import make_staff
-from tests.module_world import world_for_the_module
+from tests.module_world import module_world
 from tests.support import public_key_line
 from ttportal import portal_urls
 
@@ -144,30 +143,8 @@ def build_portal_world(alice, make_env, run_tasks):
 
 # One world for the module (tests/module_world.py): every case's request is rolled back with
 # it, and an action's task, queued on commit, never runs.
-@pytest.fixture(scope="module")
-def shared(django_db_setup, django_db_blocker):
-    with world_for_the_module(django_db_blocker, build_portal_world) as shared:
-        yield shared
-
-
-@pytest.fixture
-def world(shared, db):
-    return copy.deepcopy(shared.world)
-
-
-@pytest.fixture
-def alice(shared, db):
-    return copy.deepcopy(shared.alice)
-
-
-@pytest.fixture
-def template(shared, db):
-    return copy.deepcopy(shared.template)
-
-
-@pytest.fixture
-def _clean_test_driver():
-    """The world's domains stay on libvirt's test driver until the module ends."""
+shared, world, alice, template, _clean_test_driver = module_world(
+    build_portal_world, "world", "alice", "template")
 
 
 def _user(role: str, alice, bob, olga, stan=None):

@@ -4,12 +4,10 @@ thousands of levels deep is a 400 `parse_error` naming the rule, never a 500
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 
 from tests.api_support import build_full_world, client_for
-from tests.module_world import world_for_the_module
+from tests.module_world import module_world
 from tests.test_api_matrix import ENDPOINTS, _url
 from ttportal import limits
 from ttportal.parsers import depth_of
@@ -21,24 +19,7 @@ WRITES = [e for e in ENDPOINTS if e.method in ("post", "put", "delete")]
 
 # One world for the module (tests/module_world.py): every case's request is rolled back with
 # it, and an action's task, queued on commit, never runs.
-@pytest.fixture(scope="module")
-def shared(django_db_setup, django_db_blocker):
-    with world_for_the_module(django_db_blocker, build_full_world) as shared:
-        yield shared
-
-
-@pytest.fixture
-def world(shared, db):
-    return copy.deepcopy(shared.world)
-
-
-@pytest.fixture
-def alice(shared, db):
-    return copy.deepcopy(shared.alice)
-
-@pytest.fixture
-def _clean_test_driver():
-    """The world's domains stay on libvirt's test driver until the module ends."""
+shared, world, alice, _clean_test_driver = module_world(build_full_world, "world", "alice")
 
 
 @pytest.mark.parametrize("endpoint", WRITES, ids=lambda e: e.id)
