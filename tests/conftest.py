@@ -39,12 +39,16 @@ def _sync_tasks(settings):
 
 @pytest.fixture(autouse=True)
 def _forget_rate_counts(request, django_db_blocker):
-    """Rate limits count in the database's cache table (ttportal/ratelimit.py), which a
-    test that commits (live server, transaction=True) would leave to the next one."""
+    """Rate limits count in the "limits" cache (ttportal/ratelimit.py): the database's cache
+    table, which a test that commits (live server, transaction=True) would leave to the next
+    one, or Redis (TT_REDIS_URL), which no test's rollback reaches. Modules that share one
+    world (tests/module_world.py) keep one user for all their tests, so on Redis every test's
+    counts are forgotten."""
     yield
     marker = request.node.get_closest_marker("django_db")
-    if {"live_server", "transactional_db"} & set(request.fixturenames) or (
-            marker is not None and marker.kwargs.get("transaction")):
+    commits = {"live_server", "transactional_db"} & set(request.fixturenames) or (
+        marker is not None and marker.kwargs.get("transaction"))
+    if commits or not ratelimit.counts_in_database():
         with django_db_blocker.unblock():
             ratelimit.clear()
 

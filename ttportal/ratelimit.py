@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import caches
+from django.core.cache.backends.db import DatabaseCache
 from rest_framework.throttling import SimpleRateThrottle
 
 from ttportal.errors import RateLimited
@@ -79,6 +80,11 @@ def take(name: str, *, user, key: str = "") -> None:
         f"{f' ({key})' if key else ''}; retry in {wait} s",
         limit_name=name, limit=throttle.num_requests, period=throttle.duration, retry_after=wait,
     )
+
+
+def counts_in_database() -> bool:
+    """Whether the counts are rows of the database (rolled back with a transaction)."""
+    return isinstance(caches[CACHE_ALIAS], DatabaseCache)
 
 
 def clear() -> None:
