@@ -33,9 +33,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from envs.kinds import EnvKind
-from vms.kinds import VmKind
-
 ROOT = Path(__file__).resolve().parent.parent
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 TARGET_MS = 50.0
@@ -62,9 +59,11 @@ def build(scale: int, nodes: list | None = None) -> dict:
     from django.utils import timezone
 
     from accounts.services import token_create
+    from envs.kinds import EnvKind  # the project's modules once Django is set up (main())
     from envs.models import Env
     from nodes.models import Node
     from operations.models import Operation
+    from vms.kinds import VmKind
     from vms.models import PortMapping, Snapshot, Vm, VmTemplate
 
     user_model = get_user_model()
