@@ -76,9 +76,12 @@ def ensure_service(uri: str, *, restart: bool = False, log_path: Path = Path("/v
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
+        # cwd "/": the service outlives whoever started it, and conmon, which it forks for
+        # every container, fails ("Failed to get working directory") once the directory it
+        # inherited is gone (a checkout removed or replaced by an upgrade).
         subprocess.Popen(
             ["podman", "system", "service", "--time", "0", f"unix://{path}"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, cwd="/",
         )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
