@@ -236,11 +236,11 @@ run_tests() {
   }
   rm -rf "$site"
   say "pytest ($(test_workers) workers)"
-  "$VENV/bin/pytest" -n "$(test_workers)" --dist loadgroup "$@"
+  "$VENV/bin/pytest" -n "$(test_workers)" "$@"
 }
 
 # One pytest worker per core (pytest-xdist; TT_TEST_WORKERS overrides, `-n 0` after the command
-# runs in one process). With --dist loadgroup the real-guest tests all go to one worker, one
+# runs in one process). With the real-guest tests all go to one worker, one
 # after another (tests/integration/conftest.py), while the others take the rest.
 test_workers() {
   echo "${TT_TEST_WORKERS:-$(nproc)}"
@@ -260,7 +260,7 @@ run_unit_tests() {
   fi
   lint
   say "pytest (unit: not integration, not browser; $(test_workers) workers)"
-  "$VENV/bin/pytest" -n "$(test_workers)" --dist loadgroup -m "not integration and not browser" "$@"
+  "$VENV/bin/pytest" -n "$(test_workers)" -m "not integration and not browser" "$@"
 }
 
 case "${1:-}" in

@@ -29,6 +29,24 @@ for _sbin in ("/usr/sbin", "/sbin"):
         os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + _sbin
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With -n N, the real-guest tests stay together on one worker (tests/xdist_schedule.py)."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None  # the schedule asked for by name (loadfile, each, ...)
+    from tests.xdist_schedule import RealGuestsTogether
+
+    return RealGuestsTogether(config, log)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    if hasattr(config, "workerinput"):  # an xdist worker: the scheduler hands out in this order
+        from tests.xdist_schedule import real_guests_first
+
+        real_guests_first(items)
+
+
 _MIGRATED_SCHEDULES: dict[str, dict] = {}
 
 

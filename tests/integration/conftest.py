@@ -33,10 +33,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-            # One xdist worker runs them all, one after another (./tt.sh test -n N --dist
-            # loadgroup): they share the node, its bridge, ports and nftables tables, and a
-            # guest under TCG takes a core of its own. The other workers take the rest.
-            item.add_marker(pytest.mark.xdist_group("real-guests"))
 
 
 @pytest.fixture(scope="session")
