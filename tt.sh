@@ -235,8 +235,15 @@ run_tests() {
     exit 1
   }
   rm -rf "$site"
-  say "pytest"
-  "$VENV/bin/pytest" "$@"
+  say "pytest ($(test_workers) workers)"
+  "$VENV/bin/pytest" -n "$(test_workers)" "$@"
+}
+
+# One pytest worker per core (pytest-xdist; TT_TEST_WORKERS overrides, `-n 0` after the command
+# runs in one process). With the real-guest tests all go to one worker, one
+# after another (tests/integration/conftest.py), while the others take the rest.
+test_workers() {
+  echo "${TT_TEST_WORKERS:-$(nproc)}"
 }
 
 run_unit_tests() {
@@ -252,8 +259,8 @@ run_unit_tests() {
     echo "tt.sh: note: pyproject.toml differs from what .venv was installed from (./tt.sh setup updates it)" >&2
   fi
   lint
-  say "pytest (unit: not integration, not browser)"
-  "$VENV/bin/pytest" -m "not integration and not browser" "$@"
+  say "pytest (unit: not integration, not browser; $(test_workers) workers)"
+  "$VENV/bin/pytest" -n "$(test_workers)" -m "not integration and not browser" "$@"
 }
 
 case "${1:-}" in

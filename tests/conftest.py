@@ -29,6 +29,46 @@ for _sbin in ("/usr/sbin", "/sbin"):
         os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + _sbin
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With -n N, the real-guest tests stay together on one worker (tests/xdist_schedule.py)."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None  # the schedule asked for by name (loadfile, each, ...)
+    from tests.xdist_schedule import RealGuestsTogether
+
+    return RealGuestsTogether(config, log)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    if hasattr(config, "workerinput"):  # an xdist worker: the scheduler hands out in this order
+        from tests.xdist_schedule import real_guests_first
+
+        real_guests_first(items)
+
+
+_MIGRATED_SCHEDULES: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """The test database as pytest-django makes it (by running the migrations), and the task
+    schedules those migrations made, read before any test runs: a test that commits (a live
+    server, transaction=True) empties every table when it ends, and with several xdist
+    workers no order says which tests come after one."""
+    from django_q.models import Schedule
+
+    with django_db_blocker.unblock():
+        _MIGRATED_SCHEDULES.update({s["name"]: s for s in Schedule.objects.values()})
+    yield
+
+
+@pytest.fixture
+def migrated_schedules(django_db_setup) -> dict[str, dict]:
+    """Each schedule the migrations made, by name, as a row of django_q's Schedule."""
+    return _MIGRATED_SCHEDULES
+
+
 @pytest.fixture(autouse=True)
 def _sync_tasks(settings):
     # Tasks run inline in the test process; the real cluster is exercised in

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import libvirt
 import pytest
 from django.core.management import call_command
 
-from engines.libvirt import dhcp
+from engines.libvirt import debian_builder, dhcp
 from engines.libvirt.connection import get_connection
 from envs.models import Env
 from envs.services import env_create
@@ -33,6 +33,18 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def debian_image(request) -> Iterator[Future | None]:
+    """The Debian image, building beside the first real-guest tests when the Debian tests are
+    to run: on a fresh machine it takes about 80 s (cached after), which would otherwise all
+    come in front of them. Its future, for tests/integration/test_debian.py to wait on."""
+    if not any(item.nodeid.startswith("tests/integration/test_debian.py") for item in request.session.items):
+        yield None
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="debian-image") as pool:
+        yield pool.submit(debian_builder.build)
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def debian(qnode):
+def debian(qnode, debian_image):
+    debian_image.result()  # built beside the earlier tests (conftest.py); the cache after
     return install_debian_template(qnode)
 
 

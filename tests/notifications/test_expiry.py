@@ -188,9 +188,7 @@ def test_it_says_nothing_when_the_owner_destroys_their_env(env, alice, run_tasks
     assert not Notification.objects.exists()
 
 
-def test_a_schedule_runs_the_sweep_every_minute(db):
-    from django_q.models import Schedule
-
-    schedule = Schedule.objects.get(name="tt: notifications")
-    assert (schedule.func, schedule.schedule_type, schedule.minutes, schedule.repeats) == (
+def test_a_schedule_runs_the_sweep_every_minute(migrated_schedules):
+    schedule = migrated_schedules["tt: notifications"]
+    assert (schedule["func"], schedule["schedule_type"], schedule["minutes"], schedule["repeats"]) == (
         "notifications.tasks.sweep", "I", 1, -1)

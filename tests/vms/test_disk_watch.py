@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 from django.core import mail
 from django.utils import timezone
-from django_q.models import Schedule
 
 from engines.docker.engine import layer_limit_supported
 from engines.specs import MIB
@@ -121,9 +120,10 @@ def test_one_node_that_cannot_be_read_does_not_stop_the_watch(node, monkeypatch)
     assert read == [d2.pk]
 
 
-def test_the_watchdog_runs_every_minute(db):
-    schedule = Schedule.objects.get(name="tt: disk watch")
-    assert (schedule.func, schedule.schedule_type, schedule.minutes) == ("vms.tasks.disk_watch", "I", 1)
+def test_the_watchdog_runs_every_minute(migrated_schedules):
+    schedule = migrated_schedules["tt: disk watch"]
+    assert (schedule["func"], schedule["schedule_type"], schedule["minutes"]) == (
+        "vms.tasks.disk_watch", "I", 1)
 
 
 @pytest.mark.parametrize(("driver", "backing", "limits"), [
