@@ -40,7 +40,9 @@ _stop_at = None
 def prepare_stop_flag() -> None:
     """In the cluster process, before it forks its workers."""
     global _stop_at
-    _stop_at = multiprocessing.Value("d", 0.0)
+    # Without a lock: one writer (the cluster process, from its signal handler), and a
+    # reader killed while holding a shared lock would leave that writer waiting for ever.
+    _stop_at = multiprocessing.Value("d", 0.0, lock=False)
 
 
 def request_stop(timeout: float) -> None:
