@@ -56,6 +56,7 @@ def main() -> None:
     os.environ.update(TT_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="tests.clean_stop.settings")
     os.environ.pop("TT_DATABASE_URL", None)  # the throwaway SQLite file in TT_VAR_DIR
     os.environ.pop("TT_REDIS_URL", None)  # and the ORM broker, as ./tt.sh run's defaults
+    os.environ["TT_LOG_LEVEL"] = "WARNING"  # this process's own; each portal logs at INFO
     import django
 
     django.setup()

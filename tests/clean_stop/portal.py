@@ -60,8 +60,9 @@ class Portal:
     def __init__(self, log_path: Path, **env: str):
         self.log_path = log_path
         self.bind = f"127.0.0.1:{free_port()}"
+        # INFO: readiness is read from the log (the cluster's "running", each worker's "ready").
         self.env = {**os.environ, "TT_BIND": self.bind, "DJANGO_SETTINGS_MODULE": "tests.clean_stop.settings",
-                    "TT_Q_WORKERS": "2", **env}
+                    "TT_Q_WORKERS": "2", "TT_LOG_LEVEL": "INFO", **env}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
