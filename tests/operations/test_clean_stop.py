@@ -74,6 +74,13 @@ def test_an_idle_portal_is_gone_within_5_s(portal, how):
     stopped(portal(), how, IDLE_BOUND)
 
 
+def test_the_production_server_is_gone_within_5_s_too(portal):
+    # ./tt.sh run --production: gunicorn and its workers instead of runserver.
+    production = portal(TT_DEBUG="0", TT_SECRET_KEY="clean-stop-" + "x" * 50, TT_WEB_WORKERS="2")
+    assert "gunicorn" in production.log()
+    stopped(production, "int-group", IDLE_BOUND)
+
+
 def test_the_operation_in_hand_finishes_when_it_can(portal):
     # SIGTERM to every process at once (systemd's default): the worker used to die of it
     # mid-operation; now the operation runs on to its end, and the stop waits only for that.
