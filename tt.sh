@@ -8,6 +8,10 @@
 #                  the same with TT_DEBUG=0 (as does TT_DEBUG=0 ./tt.sh run): static
 #                  files collected, served by gunicorn on TT_BIND behind a proxy
 #                  that terminates TLS (docs/guide/production.md)
+#   ./tt.sh serve [--production]
+#                  only run's last step, as any user: the web server and the task
+#                  workers in the foreground on a database run has set up (SIGTERM or
+#                  Ctrl-C stops both: docs/guide/production.md#stopping)
 #   ./tt.sh node-worker NAME [tt_prepare_node options]
 #                  one more host of a site: prepare this host as node NAME against
 #                  the site's TT_DATABASE_URL (PostgreSQL) and TT_REDIS_URL, then run
@@ -147,12 +151,20 @@ run() {
       --vm-network "${TT_DOCKER_VM_NETWORK:-10.99.0.0/16}" --bridge ttbr-docker --network-name tt-docker-net \
       --port-min 40000 --port-max 44999 --template busybox
   fi
-  local bind="${TT_BIND:-127.0.0.1:8000}"
   if [ "$production" = 1 ]; then
     say "collecting static files into ${TT_VAR_DIR:-$ROOT/var}/static"
     "$PY" manage.py collectstatic --noinput -v0
     # Prints what a production setting still lacks; only errors stop here.
     "$PY" manage.py check --deploy --fail-level ERROR
+  fi
+  serve "$production"
+}
+
+serve() {
+  # The web server and the task cluster in the foreground: the end of `run`, and
+  # `./tt.sh serve` on its own (no root, nothing installed, migrated or prepared).
+  local production="$1" bind="${TT_BIND:-127.0.0.1:8000}"
+  if [ "$production" = 1 ]; then
     say "TT Portal (production: gunicorn) on http://$bind/ for the TLS proxy (admin at /admin/, /healthz, /readyz, /metrics); Ctrl-C stops it"
   else
     say "TT Portal on http://$bind/ (admin at /admin/); Ctrl-C stops it"
@@ -171,16 +183,36 @@ run() {
   stop_all
 }
 
+serve_command() {
+  local production=0
+  for arg in "$@"; do
+    case "$arg" in
+      --production) production=1 ;;
+      *) echo "usage: $0 serve [--production]" >&2; exit 2 ;;
+    esac
+  done
+  if [ "$production" = 1 ]; then export TT_DEBUG=0; fi
+  debug_is_off && production=1
+  if [ ! -x "$PY" ]; then
+    echo "tt.sh: no .venv yet. Make it once, as root: ./tt.sh setup (or ./tt.sh run)" >&2
+    exit 1
+  fi
+  [ "$production" = 1 ] && production_secret
+  serve "$production"
+}
+
 stop_all() {
   kill -TERM "$WEB" "$CLUSTER" 2>/dev/null || true
   # SIGTERM gives the operation in hand TT_WORKER_STOP_TIMEOUT seconds to finish,
   # then the cluster hands it back to be taken over at its next start; it starts
-  # no new one. Past that (and some slack) the cluster is stopped hard: a killed
-  # worker's operation is taken over as soon as a worker starts again.
-  local limit=$(( (${TT_WORKER_STOP_TIMEOUT:-15} + 15) * 2 ))
+  # no new one, and an idle cluster is gone within a second or two. Past the
+  # timeout and 5 s more (the bound docs/guide/production.md promises) whatever is
+  # left is killed: a killed worker's operation is taken over as soon as a worker
+  # starts again.
+  local limit=$(( (${TT_WORKER_STOP_TIMEOUT:-15} + 5) * 10 ))
   for _ in $(seq "$limit"); do
     kill -0 "$CLUSTER" 2>/dev/null || kill -0 "$WEB" 2>/dev/null || break
-    sleep 0.5
+    sleep 0.1
   done
   kill -KILL $(descendants "$CLUSTER") "$CLUSTER" $(descendants "$WEB") "$WEB" 2>/dev/null || true
 }
@@ -265,10 +297,11 @@ run_unit_tests() {
 
 case "${1:-}" in
   run) shift; run "$@" ;;
+  serve) shift; serve_command "$@" ;;
   node-worker) shift; node_worker "$@" ;;
   test)
     shift
     if [ "${1:-}" = --unit ]; then shift; run_unit_tests "$@"; else run_tests "$@"; fi ;;
   setup) setup ;;
-  *) echo "usage: $0 run [--production] | node-worker NAME [options] | test [--unit] [pytest args] | setup" >&2; exit 2 ;;
+  *) echo "usage: $0 run [--production] | serve [--production] | node-worker NAME [options] | test [--unit] [pytest args] | setup" >&2; exit 2 ;;
 esac

@@ -153,7 +153,9 @@ class Lease:
         try:
             while not self._done.wait(renew_interval()):
                 try:
-                    renewed = self.mine().update(heartbeat_at=timezone.now())
+                    # Never a lease its worker handed back (runner.hand_back): that would
+                    # hide it from the next claim until it ran out.
+                    renewed = self.mine().exclude(worker="").update(heartbeat_at=timezone.now())
                 except Exception:  # the database may come back before the lease runs out
                     log.warning("could not renew the lease of operation %s", self.op_id, exc_info=True)
                     continue

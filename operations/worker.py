@@ -7,12 +7,13 @@ Every TT_NODE_BEAT seconds it runs the beats an app registered (`on_beat`): the
 fleet's, which in a node's own cluster beats for that node, and in the site's
 cluster for the nodes the site serves, then marks late nodes down.
 
-A clean stop (`manage.py tt_qcluster`, SIGTERM or Ctrl-C): the cluster process
-raises a flag every worker sees. From then on no worker starts another
-operation (it dispatches it again for the next cluster and moves on), and the
-one in hand gets TT_WORKER_STOP_TIMEOUT seconds to finish. Past that, the keeper
-hands its lease back, so the next claim takes it over at once, and ends the
-worker process: nothing is stranded and nothing runs twice.
+A clean stop (`manage.py tt_qcluster`, SIGTERM or Ctrl-C): the cluster process,
+the only one of the cluster that acts on those signals, raises a flag every
+worker sees. From then on no worker starts another operation (it dispatches it
+again for the next cluster and moves on), and the one in hand (any task in hand)
+gets TT_WORKER_STOP_TIMEOUT seconds to finish. Past that, the keeper hands its
+lease back, so the next claim takes it over at once, and ends the worker
+process: nothing is stranded and nothing runs twice.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ _stop_at = None
 def prepare_stop_flag() -> None:
     """In the cluster process, before it forks its workers."""
     global _stop_at
-    _stop_at = multiprocessing.Value("d", 0.0)
+    # Without a lock: one writer (the cluster process, from its signal handler), and a
+    # reader killed while holding a shared lock would leave that writer waiting for ever.
+    _stop_at = multiprocessing.Value("d", 0.0, lock=False)
 
 
 def request_stop(timeout: float) -> None:

@@ -360,6 +360,24 @@ def test_the_lease_is_renewed_while_the_step_runs(alice, make_env, settings, tim
     assert len(beats) >= 3  # the claim, then two renewals
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_handed_back_lease_is_not_renewed(alice, make_env, settings, time_machine, monkeypatch):
+    # A stopping worker hands its operation back while the step still runs: a renewal after
+    # that would hide the operation from the next claim until the lease ran out.
+    time_machine.move_to(T0, tick=True)
+    settings.TT_OPERATION_LEASE = 3  # renewed every 0.5 s
+    env = make_env(alice, vms=1)
+    monkeypatch.setattr(recording, "dispatch", lambda op_id: None)
+    sent = dispatches(monkeypatch)
+    op = runner.claim(vm_stop(vm=env.vms.get(), by=alice).pk, worker=A)
+    with lease.Lease(op) as held:
+        assert runner.hand_back(held)
+        assert held.lost.wait(10)  # its next renewal found nothing of its own to renew
+    op.refresh_from_db()
+    assert (op.status, op.worker, op.heartbeat_at) == ("running", "", None)
+    assert sent == [op.pk] and runner.claim(op.pk, worker=B).attempt == 2
+
+
 # --- a destroy is the way out -----------------------------------------------------------------
 
 
