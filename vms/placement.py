@@ -230,6 +230,10 @@ FILTERS: tuple[Filter, ...] = (
     enabled, engine_kind, features, up, drained, cpu, memory, disk, ports, addresses,
 )
 STATIC_FILTERS = (enabled, engine_kind, features)
+# The filters that read the node alone, never its load (the first ones): their verdicts
+# hold for every VM of one request, so a Placer runs them once per template and features.
+NODE_FILTERS = (enabled, engine_kind, features, up, drained)
+assert FILTERS[:len(NODE_FILTERS)] == NODE_FILTERS  # so the first refusal stays the first
 # What a warm spare already holds on its node (it is a live VM there): taking it needs
 # none of it again.
 HELD_BY_SPARE = (cpu, memory, disk, addresses)
@@ -298,6 +302,7 @@ class Placer:
         self.only = None if only is None else set(only)
         self._nodes: list[Node] | None = None
         self._loads: dict[int, Load] = {}
+        self._node_refusals: dict[tuple, dict[int, tuple[Filter, str]]] = {}
 
     def nodes(self) -> list[Node]:
         """Every node (inside a transaction: after taking the placement lock) with what its
@@ -319,10 +324,22 @@ class Placer:
 
     def refusals(self, ask: Ask) -> dict[int, tuple[Filter, str]]:
         """node id -> (the filter that removes it, why) for every node that cannot take `ask`."""
+        nodes = self.nodes()
+        key = (getattr(ask.template, "pk", None), frozenset(ask.wanted))
+        if key not in self._node_refusals:
+            checks = tuple(f for f in FILTERS if f in NODE_FILTERS)
+            self._node_refusals[key] = self._first_refusals(nodes, checks, ask)
+        removed = dict(self._node_refusals[key])
+        passing = [n for n in nodes if n.pk not in removed]
+        removed.update(self._first_refusals(passing, tuple(f for f in FILTERS if f not in NODE_FILTERS), ask))
+        return removed
+
+    def _first_refusals(self, nodes: list[Node], checks: tuple[Filter, ...],
+                        ask: Ask) -> dict[int, tuple[Filter, str]]:
         removed = {}
-        for node in self.nodes():
+        for node in nodes:
             load = self._loads[node.pk]
-            for check in FILTERS:
+            for check in checks:
                 why = check(node, load, ask)
                 if why is not None:
                     removed[node.pk] = (check, why)
