@@ -220,10 +220,11 @@ class Vm(models.Model):
         ]
         indexes = [
             models.Index(fields=["node", "status"], name="vm_node_status_idx"),
-            # What placement sums per node (vms/placement.py), read from the index alone:
-            # the live VMs only (partial), with every column it reads (status and pool: a
-            # suspended VM's saved memory). Without status in it SQLite read each VM's row:
-            # 10,000 VMs summed in 13 ms rather than 3.
+            # What each node's use is summed from (vms/node_usage.py: counted(), which the
+            # reconcile pass checks the counters placement reads against), read from the
+            # index alone: the live VMs only (partial), with every column it reads (status
+            # and pool: a suspended VM's saved memory). Without status in it SQLite read
+            # each VM's row: 10,000 VMs summed in 13 ms rather than 3.
             models.Index(fields=["node", "cpu_num", "mem_mb", "disk_mb", "status", "warm_pool"],
                          condition=~Q(status="destroyed"), name="vm_live_node_idx"),
         ]
@@ -427,3 +428,33 @@ class WarmPool(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node.name}/{self.template.name}"
+
+
+class NodeUsage(models.Model):
+    """What a node's live VMs hold, kept as counters: what placement's filters weigh
+    (vms/placement.py), read in one row per node instead of summed over every VM.
+
+    The database keeps them: triggers on the VMs, their ports, their snapshots, the
+    warm pools and the nodes (vms/migrations/0011_node_usage.py) change them in the
+    statement that changes what they count, so in its transaction, whatever wrote it
+    (a service, a step, the reconcile, the admin, a bulk insert). The reconcile pass
+    compares them with a count from scratch and corrects any drift, saying so in its
+    log (vms/node_usage.py). What a live VM holds is vms.node_usage.counted()'s rule."""
+
+    node = models.OneToOneField(Node, on_delete=models.CASCADE, primary_key=True, related_name="usage")
+    vms = models.IntegerField(default=0, help_text="Live VMs (not destroyed; warm spares too).")
+    cpu = models.BigIntegerField(default=0, help_text="Their vCPUs.")
+    mem_mb = models.BigIntegerField(default=0, help_text="Their memory, MiB.")
+    disk_mb = models.BigIntegerField(default=0, help_text="Their disks (disk_mb each), MiB.")
+    saved_mb = models.BigIntegerField(
+        default=0, help_text="Memory saved on the node's disk: suspended or suspending VMs but "
+        "the spares of pools that keep them paused, MiB.")
+    snapshots_mb = models.BigIntegerField(
+        default=0, help_text="Their snapshots, each estimated at its VM's disk_mb, MiB.")
+    tcp_ports = models.IntegerField(default=0, help_text="Public TCP ports forwarded.")
+    udp_ports = models.IntegerField(default=0, help_text="Public UDP ports forwarded.")
+
+    COUNTERS = ("vms", "cpu", "mem_mb", "disk_mb", "saved_mb", "snapshots_mb", "tcp_ports", "udp_ports")
+
+    def __str__(self) -> str:
+        return f"use of {self.node_id}"

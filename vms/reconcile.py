@@ -11,6 +11,9 @@ The database is the source of truth. Each pass, per node:
 - reports domains and images named like ours that no live VM owns (an
   Operation of kind node_drift), and removes them once they have been
   reported for TT_DRIFT_GRACE seconds.
+And once per pass, for every node: the use counters placement reads (NodeUsage) are
+compared with a count from scratch and corrected where they drifted, with a warning in
+the log (vms/node_usage.py).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from nodes.registry import get_engine
 from operations.models import Operation
 from operations.recording import record
 from ttportal.errors import ErrorCode, TTError
-from vms import state
+from vms import node_usage, state
 from vms import steps as vm_steps
 from vms.kinds import VmKind
 from vms.models import Snapshot, Vm, env_model, specs_of
@@ -42,6 +45,10 @@ _POWER_TO_STATUS = {PowerState.RUNNING: Vm.Status.RUNNING, PowerState.STOPPED: V
 def reconcile_nodes() -> int:
     """All enabled nodes; returns how many things were found drifted."""
     drifted = settle_abandoned_envs()
+    try:
+        drifted += len(node_usage.repair())
+    except Exception:  # the engines' reconciliation below must still run
+        log.exception("checking the nodes' use counters failed")
     for node_id in Node.objects.filter(enabled=True).values_list("pk", flat=True):
         try:
             drifted += reconcile_node(node_id)

@@ -306,9 +306,10 @@ def test_placement_reads_the_nodes_in_constant_queries(alice, node, template):
     with CaptureQueriesContext(connection) as more:
         for _ in range(20):
             placer.place(ask(template, ports=[("tcp", 22)]), "template")
-    # The lock on the nodes (SQLite has no row locks: it serialises writers), the nodes,
-    # their VMs' use, their ports, their snapshots: then nothing more per VM.
-    assert len(one) == 5 and len(more) == 0
+    # The lock on the nodes (SQLite has no row locks: it serialises writers), then the
+    # nodes with their heartbeats and use counters: nothing more per VM.
+    assert len(one) == 2 and len(more) == 0
+    assert "vms_nodeusage" in one[1]["sql"]
     assert "pg_advisory_xact_lock" in one[0]["sql"] or connection.vendor == "sqlite"
 
 
