@@ -15,15 +15,15 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Exists, OuterRef, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
+from django.template.backends.utils import csrf_input
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import quotas
-from envs import peering, services
+from envs import env_table, peering, services, vm_table
 from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, show_vm_error
 from envs.models import Env
-from envs.vm_table import node_count, rows_html, vm_rows
 from operations.models import Operation
 from ttportal.errors import InvalidInput
 from ttportal.hours import hours, parse_hours
@@ -65,9 +65,11 @@ def env_list(request: HttpRequest) -> HttpResponse:
         env.left = env.seconds_left(now)
         env.warn = env.is_live and env.left < WARN_SECONDS
         env.cooldown = policy.cooldown_remaining(env, now)
+    all_envs = policy.may(request.user, "env_view")  # the same rule as visible_to
     return render(request, "envs/list.html", {
         "envs": rows, "show_destroyed": show_destroyed, "now": now, "warn_seconds": WARN_SECONDS,
-        "all_envs": policy.may(request.user, "env_view"),  # the same rule as visible_to
+        "all_envs": all_envs, "env_rows": env_table.rows_html(
+            rows, all_envs=all_envs, warn_seconds=WARN_SECONDS, csrf_input=csrf_input(request)),
         "quota": quotas.report(request.user),  # the user's own, staff too (two queries)
     })
 
@@ -102,7 +104,7 @@ def env_create(request: HttpRequest) -> HttpResponse:
 def env_detail(request: HttpRequest, pk: int) -> HttpResponse:
     env = _env_for(request, pk)
     now = timezone.now()
-    vms = vm_rows(env)
+    vms = vm_table.vm_rows(env)
     left = env.seconds_left(now)
     live = env.status == Env.Status.ACTIVE
     limit = env.start_at + timedelta(seconds=settings.TT_MAX_ENV_LIFETIME)
@@ -110,7 +112,8 @@ def env_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "envs/detail.html", {
         **operations_context(env), "vms": vms, "now": now,
         "left": left, "warn": env.is_live and left < WARN_SECONDS, "live": live,
-        "cooldown": cooldown, "vm_table": rows_html(vms, cooldown), "node_count": node_count(vms),
+        "cooldown": cooldown, "vm_table": vm_table.rows_html(vms, cooldown),
+        "node_count": vm_table.node_count(vms),
         "can_start": live and any(vm["actions"]["start"] for vm in vms),
         "can_stop": live and any(vm["actions"]["stop"] for vm in vms),
         "extend_limit": limit, "can_extend": live and env.end_at < limit,
