@@ -23,14 +23,17 @@ on a shared machine it moves every figure.
     .venv/bin/python bench/list_latency.py [--requests 200] [--quick] [--only sqlite|postgres]
                                            [--sql] [--profile N]
 
-Besides the table, one line per page and database, and one per database for the queries:
+The table's "cpu ms" is the median CPU time of this process per request (the Python
+side: the database server's work on PostgreSQL is not in it); on a loaded machine it
+moves far less than the latencies. Besides the table, one line per page and database,
+and one per database for the queries:
 
     list_latency <database> <page>: p95 <ms> ms (target 25 ms): ok|MISSED
     list_latency <database> queries constant: yes|no (<counts>): ok|MISSED
 
 --quick: 50 timed requests per page (for bench/all.py). --profile N: after the timed
-requests, N more of each page under cProfile, and the top entries printed (by own time,
-and the project's functions by cumulative time).
+requests, N more of each page under cProfile, and the functions with the most time in
+them (and of their own) printed, in ms per request.
 """
 
 from __future__ import annotations
@@ -203,15 +206,16 @@ def measure(client, path: str, requests: int, headers: dict, profiled: int = 0) 
         client.get(path, **headers)
     queries = [q["sql"] for q in captured.captured_queries]
     reset_queries()
-    times = []
+    times, cpu = [], []
     for _ in range(requests):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         response = client.get(path, **headers)
         times.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
         assert response.status_code == 200
     times.sort()
     return {
-        "p50": statistics.median(times),
+        "p50": statistics.median(times), "cpu": statistics.median(cpu),
         "p95": times[min(len(times) - 1, round(0.95 * len(times)) - 1)],
         "queries": len(queries), "sql": queries,
         "profile": profile(client, path, profiled, headers) if profiled else "",
@@ -341,12 +345,12 @@ def print_table(label: str, runs: list[dict], verbose: bool) -> None:
           f"{c['ports']} ports, {c['operations']} operations (built in {full['build_s']:.1f} s); "
           f"small set: {small['counts']['envs']} Envs, {small['counts']['vms']} VMs; "
           f"load average {full['load']:.1f} on {os.cpu_count()} CPUs")
-    head = f"{'page':<30} {'rows':>6} {'p50 ms':>8} {'p95 ms':>8} {'queries':>8}   " \
+    head = f"{'page':<30} {'rows':>6} {'p50 ms':>8} {'p95 ms':>8} {'cpu ms':>7} {'queries':>8}   " \
            f"{'rows/10':>7} {'p50 ms':>8} {'p95 ms':>8} {'queries':>8}  target"
     print(head)
     print("-" * len(head))
     for big, little in zip(full["results"], small["results"], strict=True):
-        print(f"{big['page']:<30} {big['rows']:>6} {big['p50']:>8.1f} {big['p95']:>8.1f} "
+        print(f"{big['page']:<30} {big['rows']:>6} {big['p50']:>8.1f} {big['p95']:>8.1f} {big['cpu']:>7.1f} "
               f"{big['queries']:>8}   "
               f"{little['rows']:>7} {little['p50']:>8.1f} {little['p95']:>8.1f} {little['queries']:>8}  "
               f"{'ok' if page_ok(big, little) else 'MISSED'}")
