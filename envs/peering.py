@@ -127,8 +127,11 @@ def peerings_of_many(envs) -> dict[int, dict[str, list[Env]]]:
     """peerings_of for each of `envs`, in one query (API lists)."""
     shown = {env.pk: {"active": [], "incoming": [], "outgoing": []} for env in envs}
     current = (Peering.objects.current().filter(Q(env_a__in=shown) | Q(env_b__in=shown))
-               .select_related("env_a__owner", "env_b__owner"))
-    for peering in current:
+               .select_related("env_a__owner", "env_b__owner").order_by())
+    # Peering's order (newest first), kept here: an ORDER BY beside the 50 columns of
+    # the two Envs and owners made Django compare each column with the order's (a quarter
+    # of an Env page's peering lookup).
+    for peering in sorted(current, key=lambda peering: (peering.created_at, peering.pk), reverse=True):
         for env_id, other in ((peering.env_a_id, peering.env_b), (peering.env_b_id, peering.env_a)):
             if env_id not in shown:
                 continue
