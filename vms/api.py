@@ -66,8 +66,9 @@ class VmViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveMo
         )
 
     def list(self, request, *args, **kwargs):
-        """The same filters, order and pages, read as plain rows: VmSerializer's output
-        built by vms/api_rows.py without a model instance per VM, Env, node and port."""
+        # The same filters, order and pages, read as plain rows: VmSerializer's output built
+        # by vms/api_rows.py without a model instance per VM, Env, node and port. (A comment,
+        # not a docstring: drf-spectacular would publish a docstring as the schema's text.)
         queryset = self.filter_queryset(Vm.objects.visible_to(request.user))
         page = self.paginator.paginate_values(queryset, request, FIELDS, view=self)
         return self.get_paginated_response(vm_list_data(page, request, self.format_kwarg))
