@@ -27,7 +27,7 @@ from ttportal.errors import InvalidInput, TTError
 from ttportal.hours import parse_hours
 from ttportal.limits import SNAPSHOT_LIFE_MAX, SNAPSHOT_LIFE_MIN
 from ttportal.portal import back_url, call_and_redirect, post_action
-from vms import policy, services, state
+from vms import operations_table, policy, services, state
 from vms.blocked import blocked_counts
 from vms.models import Snapshot, Vm, VmTemplate, engine_kinds_in_service, ssh_commands
 from vms.state import VmAction
@@ -67,7 +67,8 @@ def operations_context(env, vm: Vm | None = None, *, running: bool | None = None
     if running is None:
         # Asked of the database, not of the rows shown: an old operation may still run.
         running = ops.filter(status__in=Operation.LIVE).exists()
-    return {"env": env, "operations": shown, "running": running, "poll_url": poll_url}
+    return {"env": env, "operations": shown, "operation_rows": operations_table.rows_html(shown),
+            "running": running, "poll_url": poll_url}
 
 
 def _vm_for(request: HttpRequest, pk: int) -> Vm:
