@@ -67,8 +67,7 @@ def parts(spec: VmSpec) -> dict[str, list]:
 
 
 def drop_tables() -> None:
-    for family in ("ip", "bridge"):
-        c.sh("nft", "delete", "table", family, TABLE, check=False)
+    c.drop_nft_table(TABLE)
 
 
 def fwd_count(fw: NftablesFirewall) -> int:
