@@ -11,8 +11,8 @@ from its output, counts as MISSED ("no result"). The exit status is 1 when anyth
 was MISSED, else 0. Each benchmark's whole output is kept in a log file (the last line
 says where).
 
-The benchmarks that need no real guest (only the PostgreSQL on 127.0.0.1:5432), about
-4 minutes together:
+The benchmarks that need no real guest (only the PostgreSQL on 127.0.0.1:5432), under two
+minutes together on a quiet machine:
 
 - list_latency: p95 of each page at 10,000 VMs, on SQLite and PostgreSQL; queries constant;
 - fleet: placement and list p95 at 100 nodes, queries constant (once per database);
