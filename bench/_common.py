@@ -285,9 +285,12 @@ def volume_path(pool: str, volume: str) -> str:
 
 
 def drop_nft_table(name: str) -> None:
-    """The node's tables of both families: `ip` (NAT, egress) and `bridge` (isolation)."""
-    sh("nft", "delete", "table", "ip", name, check=False)
-    sh("nft", "delete", "table", "bridge", name, check=False)
+    """The node's tables of every family the firewall makes: `ip` (NAT, egress), `ip6`
+    (egress) and `bridge` (isolation)."""
+    from engines.network.nftables import FAMILIES
+
+    for family in FAMILIES:
+        sh("nft", "delete", "table", family, name, check=False)
 
 
 def remove_node() -> None:

@@ -48,8 +48,7 @@ def remove_node() -> None:
                 container.remove(force=True)
         with contextlib.suppress(Exception):
             docker.networks.get(NODE["network_name"]).remove()
-    c.sh("nft", "delete", "table", "ip", NFT_TABLE, check=False)
-    c.sh("nft", "delete", "table", "bridge", NFT_TABLE, check=False)
+    c.drop_nft_table(NFT_TABLE)
     with contextlib.suppress(Exception):
         from nodes.registry import forget_engines
 

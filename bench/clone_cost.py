@@ -7,7 +7,9 @@ LibvirtEngine.create_image (a qcow2 overlay through the pool API, what every VM
 create does) N times per template, alternating templates, deleting each image
 again untimed.
 
-    .venv/bin/python bench/clone_cost.py [--n 20]
+    .venv/bin/python bench/clone_cost.py [--n 20] [--quick]
+
+(--quick: 5 images per template, for bench/all.py.)
 
 Uses its own pool `tt-bench-clone-pool` (and its directory), removed on exit;
 writing the 2 GiB template takes about 15 s.
@@ -100,8 +102,10 @@ def run(n: int) -> None:
 
 def main() -> None:
     parser = c.arg_parser(__doc__)
-    parser.add_argument("--n", type=int, default=20, help="images made per template (default 20)")
+    parser.add_argument("--n", type=int, default=None, help="images made per template (default 20)")
+    parser.add_argument("--quick", action="store_true", help="5 images per template (bench/all.py)")
     args = parser.parse_args()
+    args.n = args.n or (5 if args.quick else 20)
     c.require_root()
     run(args.n)
 

@@ -18,7 +18,9 @@ case within 60 s and no stuck operation or orphan.
 Runs on a throwaway node "bench" (see _common.py) and a throwaway SQLite
 database, both removed on exit:
 
-    .venv/bin/python bench/crash_recovery.py [--rounds 8] [--seed N]
+    .venv/bin/python bench/crash_recovery.py [--rounds 8] [--seed N] [--quick]
+
+(--quick: 3 rounds, for bench/all.py.)
 """
 
 from __future__ import annotations
@@ -112,9 +114,12 @@ def _disagreements(node_has: dict, db_says: dict) -> int:
 
 def main() -> None:
     parser = c.arg_parser(__doc__)
-    parser.add_argument("--rounds", type=int, default=8, help="kills that land during a create (default 8)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="kills that land during a create (default 8)")
+    parser.add_argument("--quick", action="store_true", help="3 kills (bench/all.py)")
     parser.add_argument("--seed", type=int, default=None, help="the random kill points (default: the time)")
     args = parser.parse_args()
+    args.rounds = args.rounds or (3 if args.quick else 8)
     c.require_root()
     seed = args.seed if args.seed is not None else int(time.time())
     c.header(f"crash_recovery: {args.rounds} kills of the task cluster during env_create")

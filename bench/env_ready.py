@@ -34,6 +34,8 @@ through a real task cluster (bench/_warm.py says how); it ends with one line
 `warm: <s> s, cold: <s> s, ratio <x>`.
 
     .venv/bin/python bench/env_ready.py --warm [--rounds 3]
+
+--quick (any of the three): 2 rounds per side, for bench/all.py.
 """
 
 from __future__ import annotations
@@ -250,11 +252,12 @@ def main() -> None:
     parser = c.arg_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=None, help="rounds per side, at least 2 (default 4; "
                         "3 with --warm)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds per side (bench/all.py)")
     parser.add_argument("--warm", action="store_true", help="a full warm pool against cold, on QEMU")
     parser.add_argument("--engine", choices=("qemu", "docker"), default="qemu",
                         help="qemu: VMs against bare QEMU; docker: containers against bare podman run")
     args = parser.parse_args()
-    rounds = args.rounds or (3 if args.warm else 4)
+    rounds = args.rounds or (2 if args.quick else 3 if args.warm else 4)
     if rounds < 2:
         parser.error("--rounds must be at least 2")
     if args.warm and args.engine != "qemu":

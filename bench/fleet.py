@@ -68,7 +68,9 @@ this script (settings are read once at import), TT_DEBUG=0 as in production. The
 line is PostgreSQL's when it ran, else SQLite's (the line before it says which):
 
     .venv/bin/python bench/fleet.py [--requests 100] [--envs 50] [--beat 10] [--beats-in thread]
-                                    [--only sqlite|postgres]
+                                    [--only sqlite|postgres] [--quick]
+
+(--quick: at most 30 requests per page and 20 placements, for bench/all.py.)
 
     fleet: placement p95 <ms> ms at 100 nodes, list p95 <ms> ms, queries constant: yes|no
            (targets: placement <= 10 ms met|MISSED, list <= 25 ms met|MISSED)
@@ -587,12 +589,16 @@ def main() -> None:
                         help="where the beats run: a process of their own (default) or a thread of the "
                         "measuring process")
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="one database only")
+    parser.add_argument("--quick", action="store_true",
+                        help="at most 30 requests per page and 20 placements (bench/all.py)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--beater", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--nodes", type=int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--ids", default="", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.envs = min(args.requests, 30), min(args.envs, 20)
     if args.worker:
         worker(args.nodes, args.requests, args.envs, args.beat, args.beats_in, args.out)
         return

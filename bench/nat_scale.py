@@ -7,7 +7,9 @@ Then, N times each, we time adding one more VM's port forward, and one more
 VM's isolation elements (what create/set_net does, one `nft -f` transaction
 each), removing them again (untimed) after each.
 
-    .venv/bin/python bench/nat_scale.py [--n 50]
+    .venv/bin/python bench/nat_scale.py [--n 50] [--quick]
+
+(--quick: 10 additions per size, for bench/all.py.)
 
 Runs as root against the real kernel, in its own table `tt_bench_nat`, dropped
 on exit (both families). The table's rules are live while it runs, so its public ports are
@@ -65,8 +67,7 @@ def parts(spec: VmSpec) -> dict[str, list]:
 
 
 def drop_tables() -> None:
-    for family in ("ip", "bridge"):
-        c.sh("nft", "delete", "table", family, TABLE, check=False)
+    c.drop_nft_table(TABLE)
 
 
 def fwd_count(fw: NftablesFirewall) -> int:
@@ -109,8 +110,10 @@ def run(n: int) -> None:
 
 def main() -> None:
     parser = c.arg_parser(__doc__)
-    parser.add_argument("--n", type=int, default=50, help="additions timed per map size (default 50)")
+    parser.add_argument("--n", type=int, default=None, help="additions timed per map size (default 50)")
+    parser.add_argument("--quick", action="store_true", help="10 additions per map size (bench/all.py)")
     args = parser.parse_args()
+    args.n = args.n or (10 if args.quick else 50)
     c.require_root()
     run(args.n)
 

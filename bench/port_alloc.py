@@ -20,7 +20,9 @@ tt_bench_ports_<pid> on 127.0.0.1:5432, dropped afterwards), each a subprocess o
 script (settings are read once at import), TT_DEBUG=0 as in production. No root, no
 engine: the nodes are libvirt's test driver and no task runs.
 
-    .venv/bin/python bench/port_alloc.py [--rounds 30] [--warm-up 5] [--only sqlite|postgres]
+    .venv/bin/python bench/port_alloc.py [--rounds 30] [--warm-up 5] [--only sqlite|postgres] [--quick]
+
+(--quick: 10 rounds after 2 warm-up, for bench/all.py.)
 
     port_alloc: full <ms> ms, empty <ms> ms, ratio <x>
 
@@ -194,13 +196,16 @@ def run_database(label: str, args: argparse.Namespace, cleanup: Cleanup) -> dict
 
 def main() -> None:
     parser = arg_parser(__doc__)
-    parser.add_argument("--rounds", type=int, default=30, help="timed requests per node (default 30)")
-    parser.add_argument("--warm-up", type=int, default=5,
+    parser.add_argument("--rounds", type=int, default=None, help="timed requests per node (default 30)")
+    parser.add_argument("--warm-up", type=int, default=None,
                         help="unmeasured requests per node first (default 5)")
+    parser.add_argument("--quick", action="store_true", help="10 rounds after 2 warm-up (bench/all.py)")
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="one database only")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.rounds = args.rounds or (10 if args.quick else 30)
+    args.warm_up = (2 if args.quick else 5) if args.warm_up is None else args.warm_up
     if args.worker:
         worker(args.rounds, args.warm_up, args.out)
         return

@@ -17,7 +17,9 @@ Then `--cold` rounds of `vm_stop` + `vm_start` until HTTP (a reboot) to show wha
 resume saves. Prints each round and ends with
 `resume: <s> s, suspend: <s> s, cold start: <s> s, saved image <MB> MB` (medians).
 
-    .venv/bin/python bench/resume.py [--rounds 5] [--cold 2]
+    .venv/bin/python bench/resume.py [--rounds 5] [--cold 2] [--quick]
+
+(--quick: 2 rounds and 1 cold one, for bench/all.py.)
 """
 
 from __future__ import annotations
@@ -226,9 +228,12 @@ def summarise(res: dict[str, list]) -> None:
 
 def main() -> None:
     parser = c.arg_parser(__doc__)
-    parser.add_argument("--rounds", type=int, default=5, help="suspend/resume rounds (default 5)")
-    parser.add_argument("--cold", type=int, default=2, help="stop/start rounds to compare (default 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="suspend/resume rounds (default 5)")
+    parser.add_argument("--cold", type=int, default=None, help="stop/start rounds to compare (default 2)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds and 1 cold (bench/all.py)")
     args = parser.parse_args()
+    args.rounds = (2 if args.quick else 5) if args.rounds is None else args.rounds
+    args.cold = (1 if args.quick else 2) if args.cold is None else args.cold
     if args.rounds < 1 or args.cold < 0:
         parser.error("--rounds must be at least 1 and --cold at least 0")
     c.require_root()

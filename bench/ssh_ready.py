@@ -18,7 +18,9 @@ SQLite database, removed on exit; the Debian template is built once (cached in
 /var/cache/ttportal). TCG guests on 2 cores are very sensitive to other load on
 the machine: run it on an otherwise idle host.
 
-    .venv/bin/python bench/ssh_ready.py [--rounds 2]
+    .venv/bin/python bench/ssh_ready.py [--rounds 2] [--quick]
+
+(--quick: 1 round per side, for bench/all.py.)
 
 It ends with one line: `ssh_ready: tt <s> s, bare <s> s, ratio <x>`.
 """
@@ -187,8 +189,10 @@ def run(rounds: int) -> None:
 
 def main() -> None:
     parser = c.arg_parser(__doc__)
-    parser.add_argument("--rounds", type=int, default=2, help="rounds per side (default 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per side (default 2)")
+    parser.add_argument("--quick", action="store_true", help="1 round per side (bench/all.py)")
     args = parser.parse_args()
+    args.rounds = (1 if args.quick else 2) if args.rounds is None else args.rounds
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     c.require_root()

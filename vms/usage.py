@@ -10,6 +10,7 @@ VM, or one in error, still holds its node's resources) and the snapshots of thos
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
@@ -25,10 +26,11 @@ def _per_owner(queryset, owner_field: str, aggregate) -> Coalesce:
     return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
 
 
-def usage_of(owner, names: tuple[str, ...] | None = None) -> Usage:
-    """What `owner` holds now (of the quotas `names` only, the others left 0). One query."""
+def _usage_query(names: tuple[str, ...] | None):
+    """The user rows annotated with their use (of the quotas `names` only; None: all):
+    prefixed names, the user model has relations named envs (and maybe more)."""
     vms = Vm.objects.filter(live_vms(""))
-    counts = {  # prefixed: the user model has relations named envs (and maybe more)
+    counts = {
         "use_envs": _per_owner(env_model().objects.live(), "owner", Count("pk")),
         "use_vms": _per_owner(vms, "env__owner", Count("pk")),
         "use_vcpus": _per_owner(vms, "env__owner", Sum("cpu_num")),
@@ -40,10 +42,43 @@ def usage_of(owner, names: tuple[str, ...] | None = None) -> Usage:
     }
     if names is not None:
         counts = {key: value for key, value in counts.items() if key.removeprefix("use_") in names}
-        if not counts:
-            return Usage()
-    row = get_user_model().objects.filter(pk=owner.pk).values(**counts).first() or {}
-    return Usage(**{name.removeprefix("use_"): value for name, value in row.items()})
+    return get_user_model().objects.values(**counts) if counts else None
+
+
+_OWNER = -2_147_483_000  # stands for the owner's pk in the compiled statement (no pk is negative)
+_compiled: dict[tuple, tuple[str, tuple, int] | None] = {}
+
+
+def _statement(names: tuple[str, ...] | None) -> tuple[str, tuple, int] | None:
+    """The usage query's SQL and parameters, and where the owner's pk goes in them: built
+    and compiled by the ORM once per process and database, not per call. Seven counting
+    subqueries took 4 ms to build and compile for a 0.3 ms query, on every page that shows
+    the quota and every request checked against it. A string and a tuple: safe to share
+    between threads."""
+    key = (connection.alias, connection.vendor, names)
+    if key not in _compiled:
+        query = _usage_query(names)
+        if query is None:
+            _compiled[key] = None
+        else:
+            sql, params = query.filter(pk=_OWNER).query.sql_with_params()
+            _compiled[key] = (sql, tuple(params), params.index(_OWNER))
+    return _compiled[key]
+
+
+def usage_of(owner, names: tuple[str, ...] | None = None) -> Usage:
+    """What `owner` holds now (of the quotas `names` only, the others left 0). One query."""
+    statement = _statement(names)
+    if statement is None:
+        return Usage()
+    sql, params, at = statement
+    with connection.cursor() as cursor:
+        cursor.execute(sql, (*params[:at], owner.pk, *params[at + 1:]))
+        row = cursor.fetchone()
+        columns = [column[0] for column in cursor.description]
+    if row is None:  # no such user
+        return Usage()
+    return Usage(**{name.removeprefix("use_"): value for name, value in zip(columns, row, strict=True)})
 
 
 def admit(owner, *, by, ignore_quota: bool = False, lock: bool = True) -> Limits | None:

@@ -554,6 +554,18 @@ def test_it_shows_a_failed_operation_with_its_error(client, alice, make_env):
     assert 'value="50"' in body
 
 
+def test_it_escapes_what_an_operation_says(client, alice, make_env):
+    env = make_env(alice)
+    Operation.objects.create(env=env, kind=EnvKind.ENV_STOP, status=Operation.Status.RUNNING, attempt=2,
+                             progress=7, log="step 1\nwaiting for <vm0> & co\n", error_code="stop_vm",
+                             error_message='the guest said "<no>"', requested_by=alice, target="<t>")
+    client.force_login(alice)
+    body = client.get(url("envs:operations", env)).content.decode()
+    assert "waiting for &lt;vm0&gt; &amp; co" in body and "<vm0>" not in body
+    assert "the guest said &quot;&lt;no&gt;&quot;" in body and "<code>&lt;t&gt;</code>" in body
+    assert 'value="7">7%</progress>' in body and "attempt 2" in body
+
+
 # --- a fixed number of queries -----------------------------------------------------------
 
 
