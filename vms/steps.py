@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from engines.errors import EngineError, ErrorCode, TTError, fails_as
-from engines.specs import PortSpec, PowerState, SnapshotSpec
+from engines.specs import PortSpec, PowerState, SnapshotSpec, StartOutcome
 from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress, Step
@@ -230,9 +230,9 @@ def powering(vm: Vm, action: VmAction) -> together.Stage | None:
 def _power_on_engine(engine, spec, action: VmAction) -> str:
     """What the engine did, for the operation's log."""
     if action == VmAction.START:
-        resuming = engine.power_state(spec) == PowerState.SUSPENDED
-        engine.start_vm(spec)
-        return "VM resumed from its saved memory" if resuming else "VM booted"
+        # Only an engine that saves memory (Feature.SUSPEND) says what its start did.
+        resumed = engine.start_vm(spec) in (StartOutcome.RESTORED, StartOutcome.RESUMED)
+        return "VM resumed from its saved memory" if resumed else "VM booted"
     if action == VmAction.SUSPEND:
         return f"VM {engine.suspend_vm(spec)}"
     return f"VM {engine.stop_vm(spec)}"  # by its agent, the ACPI button, or forced
