@@ -128,7 +128,7 @@ def creation(vm: Vm, *, start: bool) -> together.Stage | None:
     engine, spec = get_engine(vm.node), vm.to_spec()
 
     def created(image: str, progress: Progress) -> together.Stage | None:
-        meta = vm.to_spec().replace(runtime_image=image).to_meta()
+        meta = spec.replace(runtime_image=image).to_meta()
         # One write: between "created" and "booting" no other action can slip in.
         Vm.objects.filter(pk=vm.pk, status=Vm.Status.CREATING).update(
             runtime_image=image, latest_meta=meta, status=Vm.Status.STARTING if start else Vm.Status.STOPPED
@@ -154,15 +154,16 @@ def create_vms(op: Operation, progress: Progress) -> None:
         if vm.pk in restored and spare_restore.record_spare_restore(
                 vm, restored[vm.pk], start=start, progress=share):
             return None
-        stage = together.ending_with(creation(vm, start=start), lambda progress: said_cold(vm, progress))
+        stage = together.ending_with(creation(vm, start=start), lambda progress: log_cold_start(vm, progress))
         if stage is None:  # a retried operation that had made it already
-            said_cold(vm, share)
+            log_cold_start(vm, share)
         return stage
 
     raise_failures(op, len(vms), together.run(vms, first, shares))
 
 
-def said_cold(vm: Vm, progress: Progress) -> None:
+def log_cold_start(vm: Vm, progress: Progress) -> None:
+    """The log's last word on a VM booted (or created) from the template, not from a spare."""
     vm.refresh_from_db(fields=["status"])
     if vm.start_kind == Vm.StartKind.COLD and vm.status in (Vm.Status.RUNNING, Vm.Status.STOPPED):
         booted = vm.status == Vm.Status.RUNNING
