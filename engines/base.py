@@ -121,6 +121,9 @@ class VmEngine(Network, Storage, ABC):
     # VM's writable storage may outgrow it (a container's layer where the storage driver
     # sets no limit), and the disk watchdog (vms/disk_watch.py) reads `writable_sizes`.
     bounds_disks: bool = True
+    # Its calls for different VMs may run at once, each VM's in a thread of its own (the
+    # create and start of an Env's VMs: vms/together.py). False: one VM after another.
+    concurrent_calls: bool = False
 
     def __init__(self, *, uri: str, options: NodeOptions | None = None):
         self.uri = uri

@@ -53,6 +53,7 @@ class TemplateSpec:
     initrd: str = ""
     cmdline: str = ""
     cloud_init: bool = False  # the guest reads a NoCloud seed on its first boot
+    guest_agent: bool = False  # the guest runs qemu-guest-agent (the template's `guest-agent` feature)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,10 @@ class VmSpec:
     reach: tuple[int, ...] = ()
     # The first-boot seed, for a template with cloud-init.
     cloud_init: CloudInitSpec | None = None
+    # It is booted to have its memory saved (a warm spare): its guest is to zero the memory
+    # it frees, so the saved image holds only what the guest uses (a driver that boots the
+    # kernel itself says so on its command line; engines.libvirt.xml.kernel_cmdline).
+    zero_freed_memory: bool = False
 
     def replace(self, **changes) -> VmSpec:
         return dataclasses.replace(self, **changes)

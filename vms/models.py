@@ -17,6 +17,8 @@ from ttportal.validators import validate_dns_label
 
 # A template feature: the guest runs cloud-init and reads a NoCloud seed on first boot.
 CLOUD_INIT = "cloud-init"
+# A template feature: the guest runs qemu-guest-agent (a QEMU VM of it gets the agent's channel).
+GUEST_AGENT = "guest-agent"
 
 
 def engine_kinds_in_service() -> frozenset[str]:
@@ -102,6 +104,7 @@ class VmTemplate(models.Model):
             name=self.name, path=self.path, size_mb=self.size_mb,
             kernel=self.kernel, initrd=self.initrd, cmdline=self.cmdline,
             cloud_init=CLOUD_INIT in (self.features or []),
+            guest_agent=GUEST_AGENT in (self.features or []),
         )
 
 
@@ -285,6 +288,8 @@ class Vm(models.Model):
             env_id=self.env_id,
             reach=reach,
             cloud_init=self.cloud_init_spec(),
+            # A warm spare's memory is kept once its guest is up, saved to disk by default (vms/warm.py).
+            zero_freed_memory=self.warm_pool_id is not None,
         )
 
     def cloud_init_spec(self) -> CloudInitSpec | None:

@@ -18,11 +18,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from engines.errors import EngineError, ErrorCode, TTError, fails_as
-from engines.specs import PortSpec, PowerState, SnapshotSpec
+from engines.specs import PortSpec, PowerState, SnapshotSpec, StartOutcome
 from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress, Step
-from vms import allocation, spare_restore, state
+from vms import allocation, spare_restore, state, together
 from vms.kinds import VmKind
 from vms.models import PortMapping, Snapshot, Vm
 from vms.state import VmAction
@@ -54,11 +54,24 @@ def each_vm(op: Operation, progress: Progress, work: Callable[[Vm, Progress], No
         except TTError as exc:
             failures.append((vm.name, exc))
             share(100, f"failed: {exc}")
+    raise_failures(op, len(vms), failures)
+
+
+def each_vm_together(op: Operation, progress: Progress, first: Callable[[Vm], together.Stage | None]) -> None:
+    """Each VM's chain of engine stages from `first(vm)`, the VMs side by side where their
+    engine allows (vms/together.py), going on past a VM that fails; then raise the first
+    failure, as each_vm does."""
+    vms = list(vms_of(op))
+    raise_failures(op, len(vms), together.run(vms, first, together.shares_of(vms, progress)))
+
+
+def raise_failures(op: Operation, total: int, failures: list[tuple[str, TTError]]) -> None:
+    """The first failure of an operation's VMs, in their order (its code is the operation's)."""
     if failures and not op.params.get("vm_ids"):
         raise failures[0][1]  # an operation on one VM fails as that VM did
     if failures:
         name, first = failures[0]
-        raise EngineError(f"{len(failures)} of {len(vms)} VMs failed; {name}: {first}", code=first.code)
+        raise EngineError(f"{len(failures)} of {total} VMs failed; {name}: {first}", code=first.code)
 
 
 def real_status(vm: Vm) -> str:
@@ -104,37 +117,57 @@ def start_again_if_it_ran(vm: Vm, was: str) -> None:
 
 def create_vm(vm: Vm, *, start: bool, progress: Progress) -> None:
     """creating -> (image, definition, network) -> stopped or starting -> running."""
-    if vm.status == Vm.Status.CREATING:
-        engine = get_engine(vm.node)
-        image = engine.create_vm(vm.to_spec(), progress)  # undoes its own part on failure
-        meta = vm.to_spec().replace(runtime_image=image).to_meta()
+    together.run_one(creation(vm, start=start), progress)
+
+
+def creation(vm: Vm, *, start: bool) -> together.Stage | None:
+    """What is left of making `vm`, from the status it is in (a retried operation resumes
+    there): the engine's image, definition and network, then the boot; None when nothing is."""
+    if vm.status != Vm.Status.CREATING:
+        return powering(vm, VmAction.START)  # None unless it is still to be booted
+    engine, spec = get_engine(vm.node), vm.to_spec()
+
+    def created(image: str, progress: Progress) -> together.Stage | None:
+        meta = spec.replace(runtime_image=image).to_meta()
         # One write: between "created" and "booting" no other action can slip in.
         Vm.objects.filter(pk=vm.pk, status=Vm.Status.CREATING).update(
             runtime_image=image, latest_meta=meta, status=Vm.Status.STARTING if start else Vm.Status.STOPPED
         )
         vm.refresh_from_db()
-    if vm.status == Vm.Status.STARTING:
-        power(vm, VmAction.START, progress)
+        return powering(vm, VmAction.START)
+
+    # engine.create_vm undoes its own part on failure.
+    return together.Stage(work=lambda progress: engine.create_vm(spec, progress), then=created)
 
 
 def create_vms(op: Operation, progress: Progress) -> None:
-    """Warm VMs (spares taken by the request: vms/warm.py) are rewired and restored
-    together first, the engine calls in parallel; each that will not restore is
-    discarded and boots cold with the others, one after another."""
+    """Warm VMs (spares taken by the request: vms/warm.py) are rewired and restored together
+    first; then every other VM, and each spare that will not restore (discarded, it boots
+    cold), is created and booted, the VMs side by side (vms/together.py)."""
     start = op.params.get("start", True)
     restored = spare_restore.restore_spares(op, start=start)
+    vms = list(vms_of(op))
+    shares = together.shares_of(vms, progress)
 
-    def work(vm: Vm, share: Progress) -> None:
+    def first(vm: Vm) -> together.Stage | None:
+        share = shares[vm.pk]
         if vm.pk in restored and spare_restore.record_spare_restore(
                 vm, restored[vm.pk], start=start, progress=share):
-            return
-        create_vm(vm, start=start, progress=share)
-        vm.refresh_from_db(fields=["status"])
-        if vm.start_kind == Vm.StartKind.COLD and vm.status in (Vm.Status.RUNNING, Vm.Status.STOPPED):
-            booted = vm.status == Vm.Status.RUNNING
-            share(100, "cold: booted from the template" if booted else "cold: created")
+            return None
+        stage = together.ending_with(creation(vm, start=start), lambda progress: log_cold_start(vm, progress))
+        if stage is None:  # a retried operation that had made it already
+            log_cold_start(vm, share)
+        return stage
 
-    each_vm(op, progress, work)
+    raise_failures(op, len(vms), together.run(vms, first, shares))
+
+
+def log_cold_start(vm: Vm, progress: Progress) -> None:
+    """The log's last word on a VM booted (or created) from the template, not from a spare."""
+    vm.refresh_from_db(fields=["status"])
+    if vm.start_kind == Vm.StartKind.COLD and vm.status in (Vm.Status.RUNNING, Vm.Status.STOPPED):
+        booted = vm.status == Vm.Status.RUNNING
+        progress(100, "cold: booted from the template" if booted else "cold: created")
 
 
 def roll_back_creation(vm: Vm) -> None:
@@ -172,22 +205,38 @@ _POWER = {
 
 
 def power(vm: Vm, action: VmAction, progress: Progress) -> None:
-    """Start or stop a VM claimed for it; a VM already past that status is left alone."""
+    """Start, stop or suspend a VM claimed for it; a VM already past that status is left alone."""
+    together.run_one(powering(vm, action), progress)
+
+
+def powering(vm: Vm, action: VmAction) -> together.Stage | None:
+    """The engine's part of a power action and its record; None for a VM already past it."""
     transient, final, code, doing = _POWER[action]
     if vm.status != transient:
-        return
-    engine = get_engine(vm.node)
-    progress(50, doing)
-    with fails_as(code):
-        if action == VmAction.START:
-            resuming = engine.power_state(vm.to_spec()) == PowerState.SUSPENDED
-            engine.start_vm(vm.to_spec())
-            progress(90, "VM resumed from its saved memory" if resuming else "VM booted")
-        elif action == VmAction.SUSPEND:
-            progress(90, f"VM {engine.suspend_vm(vm.to_spec())}")
-        else:
-            progress(90, f"VM {engine.stop_vm(vm.to_spec())}")  # by its agent, the ACPI button, or forced
-    Vm.objects.filter(pk=vm.pk, status=transient).update(status=final)
+        return None
+    engine, spec = get_engine(vm.node), vm.to_spec()
+
+    def work(progress: Progress) -> str:
+        progress(50, doing)
+        with fails_as(code):
+            return _power_on_engine(engine, spec, action)
+
+    def done(said: str, progress: Progress) -> None:
+        progress(90, said)
+        Vm.objects.filter(pk=vm.pk, status=transient).update(status=final)
+
+    return together.Stage(work=work, then=done)
+
+
+def _power_on_engine(engine, spec, action: VmAction) -> str:
+    """What the engine did, for the operation's log."""
+    if action == VmAction.START:
+        # Only an engine that saves memory (Feature.SUSPEND) says what its start did.
+        resumed = engine.start_vm(spec) in (StartOutcome.RESTORED, StartOutcome.RESUMED)
+        return "VM resumed from its saved memory" if resumed else "VM booted"
+    if action == VmAction.SUSPEND:
+        return f"VM {engine.suspend_vm(spec)}"
+    return f"VM {engine.stop_vm(spec)}"  # by its agent, the ACPI button, or forced
 
 
 def stop_for_disk(op: Operation, progress: Progress) -> None:
@@ -207,7 +256,12 @@ def stop_for_disk(op: Operation, progress: Progress) -> None:
 
 
 def power_vms(op: Operation, progress: Progress, action: VmAction) -> None:
-    each_vm(op, progress, lambda vm, share: power(vm, action, share))
+    """Starts run side by side (vms/together.py): a cold boot is mostly the engine's waiting.
+    Stops and suspends run one VM after another."""
+    if action == VmAction.START:
+        each_vm_together(op, progress, lambda vm: powering(vm, action))
+    else:
+        each_vm(op, progress, lambda vm, share: power(vm, action, share))
 
 
 def settle_power(op: Operation) -> None:

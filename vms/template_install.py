@@ -16,7 +16,7 @@ from django.conf import settings
 from engines.libvirt import debian_builder, template_builder
 from nodes.models import Node
 from nodes.registry import get_engine
-from vms.models import CLOUD_INIT, VmTemplate
+from vms.models import CLOUD_INIT, GUEST_AGENT, VmTemplate
 
 BUSYBOX_TEMPLATE = "tt/busybox"
 BUSYBOX_IMAGE_TEMPLATE = "tt/busybox-container"
@@ -67,7 +67,7 @@ def install_debian_template(node: Node, *, name: str = DEBIAN_TEMPLATE,
         defaults=dict(
             path=root_name, kernel=f"{tag}-vmlinuz", initrd=f"{tag}-initrd.img", cmdline=built.cmdline,
             size_mb=built.size_mb, min_cpu=1, min_mem_mb=DEBIAN_MIN_MEM_MB, compatible_engines=["libvirt"],
-            features=["ssh:22", CLOUD_INIT, "guest-agent"], default_ports=["22"], enabled=True,
+            features=["ssh:22", CLOUD_INIT, GUEST_AGENT], default_ports=["22"], enabled=True,
             memo=(
                 f"Debian 12 (bookworm) with Debian's cloud kernel {built.kernel_version}, systemd-networkd, "
                 "OpenSSH, cloud-init and qemu-guest-agent. Log in as tt (sudo without a password) with "

@@ -47,6 +47,10 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT,
          Feature.RAND_UUID, Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.SUSPEND}
     )
+    # One connection serves every thread (libvirt's client multiplexes calls, and the
+    # daemon locks per domain); a VM's DHCP entry and nftables elements are its own, each
+    # change one update or one atomic transaction.
+    concurrent_calls = True
 
     def __init__(self, *, uri: str, options: NodeOptions | None = None):
         super().__init__(uri=uri, options=options)

@@ -560,6 +560,39 @@ def test_it_builds_domain_xml_for_direct_kernel_boot(template):
     assert root.find("./os/type").get("arch") is None
 
 
+def agent_channels(root: ET.Element) -> list[str]:
+    return [c.find("target").get("name") for c in root.iterfind("./devices/channel")]
+
+
+def test_a_guest_zeroes_freed_memory_only_when_it_is_to_be_saved(template):
+    kernel_tpl = TemplateSpec(name="tt/kernel", path=TEMPLATE_VOLUME, kernel="/boot/vmlinuz",
+                              cmdline="console=ttyS0 quiet")
+
+    def cmdline(vm: VmSpec) -> str:
+        root = ET.fromstring(xml.domain_xml(vm, domain_type="test", disk_path="/p/x.qcow2", network_name="n"))
+        return root.findtext("./os/cmdline")
+
+    assert cmdline(make_vm(kernel_tpl)) == "console=ttyS0 quiet"  # a cold boot pays no zeroing
+    assert cmdline(make_vm(kernel_tpl, zero_freed_memory=True)) == "console=ttyS0 quiet init_on_free=1"
+    # A template that asks for it itself keeps its own word, once.
+    own = dataclasses.replace(kernel_tpl, cmdline="console=ttyS0 init_on_free=1")
+    assert cmdline(make_vm(own, zero_freed_memory=True)) == "console=ttyS0 init_on_free=1"
+    assert cmdline(make_vm(own)) == "console=ttyS0 init_on_free=1"
+
+
+def test_only_a_guest_that_may_run_the_agent_gets_its_channel(template):
+    def channels(tpl: TemplateSpec) -> list[str]:
+        vm = make_vm(tpl)
+        return agent_channels(ET.fromstring(
+            xml.domain_xml(vm, domain_type="test", disk_path="/p/x.qcow2", network_name="n")))
+
+    kernel_tpl = TemplateSpec(name="tt/kernel", path=TEMPLATE_VOLUME, kernel="/boot/vmlinuz", cmdline="quiet")
+    assert channels(kernel_tpl) == []  # the busybox guest: no agent, no virtio-serial device
+    assert channels(dataclasses.replace(kernel_tpl, guest_agent=True)) == ["org.qemu.guest_agent.0"]
+    # An image that boots itself (an operator's) may run one: it keeps the channel.
+    assert channels(TemplateSpec(name="acme/app", path=TEMPLATE_VOLUME)) == ["org.qemu.guest_agent.0"]
+
+
 def test_it_defines_the_domain_libvirt_reports_back(engine, template):
     kernel_tpl = TemplateSpec(name="tt/kernel", path=TEMPLATE_VOLUME, size_mb=TEMPLATE_MB,
                               kernel="/boot/vmlinuz", initrd="/boot/initrd.img", cmdline="console=ttyS0")

@@ -3,6 +3,7 @@ and an idempotency key returns the first operation."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import libvirt
@@ -10,7 +11,7 @@ import pytest
 
 from engines.libvirt.engine import LibvirtEngine
 from envs.models import Env
-from envs.services import env_create, env_destroy, env_set_deny_outgoing, env_stop
+from envs.services import env_create, env_destroy, env_set_deny_outgoing, env_start, env_stop
 from nodes.registry import forget_engines
 from operations import registry, tasks
 from operations.models import Operation
@@ -220,6 +221,75 @@ def test_it_records_which_vm_failed_and_carries_on_with_the_others(alice, env, r
     assert (op.status, op.error_code) == ("failed", "stop_vm")
     assert "1 of 2 VMs failed; db" in op.error_message
     assert dict(env.vms.values_list("name", "status")) == {"web": "stopped", "db": "running"}
+
+
+def meeting(monkeypatch, cls, name: str, parties: int) -> None:
+    """`cls.name` returns only once `parties` calls of it are under way at the same time
+    (else it fails after 10 s): what passes only if the VMs' calls run side by side."""
+    original, barrier = getattr(cls, name), threading.Barrier(parties, timeout=10)
+
+    def wrapper(self, *args, **kwargs):
+        barrier.wait()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, wrapper)
+
+
+def three_vms(alice, run_tasks, name: str = "trio") -> Operation:
+    with run_tasks():
+        op = env_create(owner=alice, by=alice, name=name,
+                        vms=[NewVm(name=f"vm{i}", template="tt/busybox", ports=[80]) for i in range(3)])
+    return done(op)
+
+
+@pytest.mark.parametrize("method", ["create_image", "start_vm"])
+def test_an_envs_vms_are_created_and_booted_side_by_side(alice, template, run_tasks, monkeypatch, method):
+    meeting(monkeypatch, LibvirtEngine, method, 3)
+    op = three_vms(alice, run_tasks)
+    assert op.status == "succeeded", op.error_message
+    assert set(Env.objects.get(pk=op.env_id).vms.values_list("status", flat=True)) == {"running"}
+    for i in range(3):  # each VM's own steps are all told, in their order
+        steps = [line.split(": ", 1)[1] for line in op.log.splitlines() if f" vm{i}: " in line]
+        assert steps == ["creating runtime image", "defining VM", "wiring network", "booting", "VM booted",
+                         "cold: booted from the template"]
+    assert op.progress == 100
+
+
+def test_an_envs_vms_are_started_side_by_side(alice, template, run_tasks, monkeypatch):
+    env = Env.objects.get(pk=three_vms(alice, run_tasks).env_id)
+    with run_tasks():
+        stopped = env_stop(env=env, by=alice)
+    assert done(stopped).status == "succeeded"
+    meeting(monkeypatch, LibvirtEngine, "start_vm", 3)
+    with run_tasks():
+        op = env_start(env=env, by=alice)
+    assert done(op).status == "succeeded", op.error_message
+    assert set(env.vms.values_list("status", flat=True)) == {"running"}
+
+
+def test_a_vm_that_fails_to_boot_among_others_is_left_stopped_and_the_others_run(alice, template, run_tasks,
+                                                                                   monkeypatch):
+    original, started, barrier = LibvirtEngine.start_vm, [], threading.Barrier(3, timeout=10)
+
+    def vm1_will_not_boot(self, spec):  # in a worker thread: it reads no row
+        started.append(spec.id)
+        barrier.wait()
+        if spec.id == sorted(started)[1]:  # the middle one, vm1
+            raise libvirt.libvirtError("vm1 cannot boot")
+        return original(self, spec)
+
+    monkeypatch.setattr(LibvirtEngine, "start_vm", vm1_will_not_boot)
+    op = three_vms(alice, run_tasks)
+    assert (op.status, op.error_code) == ("failed", "start_vm")
+    assert "1 of 3 VMs failed; vm1: " in op.error_message and "vm1 cannot boot" in op.error_message
+    vms = {vm.name: vm for vm in Vm.objects.filter(env_id=op.env_id)}
+    assert {name: vm.status for name, vm in vms.items()} == {"vm0": "running", "vm1": "stopped",
+                                                              "vm2": "running"}
+    assert domain_state(vms["vm1"]) == "stopped"  # settled as the engine has it: it can be started again
+    monkeypatch.undo()
+    with run_tasks():
+        again = vm_start(vm=vms["vm1"], by=alice)
+    assert done(again).status == "succeeded"
 
 
 @pytest.mark.parametrize("path", ["live", "stopped"])

@@ -3,6 +3,8 @@ test driver; the real guests are tests/integration/test_warm.py's."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import pytest
 
 from engines.libvirt.engine import LibvirtEngine
@@ -110,6 +112,23 @@ def domain_saved(name: str) -> bool:
     from tests.conftest import TEST_URI
 
     return bool(get_connection(TEST_URI).lookupByName(name).hasManagedSaveImage(0))
+
+
+def kernel_cmdline(vm: Vm) -> str:
+    return ET.fromstring(domain(vm).XMLDesc(0)).findtext("./os/cmdline")
+
+
+def test_only_spares_boot_zeroing_the_memory_they_free(node, template, olga, alice, run_tasks):
+    template.kernel, template.cmdline = "/boot/vmlinuz", "console=ttyS0 quiet"
+    template.save()
+    with run_tasks():
+        pool = warm.pool_save(pool=WarmPool(node=node, template=template, size=1,
+                                            vm_sizes=[{"cpu_num": 1, "mem_mb": 128, "disk_mb": 0}]), by=olga)
+    (spare,) = spares(pool)
+    # Its saved memory holds only what its guest uses; a cold boot does not pay the zeroing.
+    assert kernel_cmdline(spare) == "console=ttyS0 quiet init_on_free=1"
+    _op, (vm,) = create(alice, run_tasks, mem_mb=256)
+    assert vm.start_kind == "cold" and kernel_cmdline(vm) == "console=ttyS0 quiet"
 
 
 def test_a_template_change_makes_its_spares_stale_and_they_are_replaced(alice, pool, olga, run_tasks):
