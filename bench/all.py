@@ -115,17 +115,24 @@ def read_port_alloc(text: str) -> list[Target]:
 
 
 def read_verdicts(text: str) -> list[Target]:
-    """The lines _common.verdict writes: `<what> = <x>  (target <= <t>: met|MISSED)`."""
-    return [Target(f"{m['what']} = {m['value']}", f"<= {m['target']}", m["verdict"] == "met")
-            for m in re.finditer(rf"^\s*(?P<what>[^=\n]+?) = (?P<value>{NUMBER})\s+"
-                                 r"\(target <= (?P<target>[\d.]+): (?P<verdict>met|MISSED)\)",
+    """The lines _common.verdict (and env_ready.ok, with a unit) write:
+    `<what> = <x>[ s]  (target <= <t>[ s]: met|MISSED)`."""
+    return [Target(f"{m['what']} = {m['value']}{m['unit'] or ''}", f"<= {m['target']}{m['unit'] or ''}",
+                   m["verdict"] == "met")
+            for m in re.finditer(rf"^\s*(?P<what>[^=\n]+?) = (?P<value>{NUMBER})(?P<unit> s)?\s+"
+                                 r"\(target <= (?P<target>[\d.]+)(?: s)?: (?P<verdict>met|MISSED)\)",
                                  text, re.MULTILINE)]
 
 
 def read_ratio(text: str) -> list[Target]:
-    """env_ready (QEMU or docker): its last line, `ratio <x>`."""
+    """env_ready (QEMU or docker): its verdicts (QEMU: TT/libvirt with the same domain XML,
+    TT/bare minimal guest, TT launched after; docker: TT/bare podman), or else its last line,
+    `ratio <x>`."""
     import env_ready
 
+    verdicts = read_verdicts(text)
+    if verdicts:
+        return verdicts
     m = last(rf"ratio {NUMBER}$", text)
     return [at_most("ratio TT/bare {} (medians)", m[1], env_ready.TARGET)] if m else []
 

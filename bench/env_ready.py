@@ -373,7 +373,7 @@ def summarise(results: dict[str, list[dict]], bare_name: str) -> None:
 
 
 def ok(name: str, value: float, target: float, unit: str = "") -> str:
-    return f"{name} = {value:.3f}{unit}  (target <= {target}{unit}: {'ok' if value <= target else 'MISSED'})"
+    return f"{name} = {value:.3f}{unit}  (target <= {target}{unit}: {'met' if value <= target else 'MISSED'})"
 
 
 def summarise_qemu(results: dict[str, list[dict]]) -> None:
