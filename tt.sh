@@ -121,16 +121,25 @@ production_secret() {
   export TT_SECRET_KEY_FILE="$file"
 }
 
-run() {
-  local production=0
+# `run` and `serve` take --production (or TT_DEBUG=0): sets the caller's $production to 1
+# or 0, and TT_DEBUG=0 with --production.
+production_mode() {
+  local command="$1"
+  shift
+  production=0
   for arg in "$@"; do
     case "$arg" in
       --production) production=1 ;;
-      *) echo "usage: $0 run [--production]" >&2; exit 2 ;;
+      *) echo "usage: $0 $command [--production]" >&2; exit 2 ;;
     esac
   done
   if [ "$production" = 1 ]; then export TT_DEBUG=0; fi
-  debug_is_off && production=1
+  if debug_is_off; then production=1; fi
+}
+
+run() {
+  local production
+  production_mode run "$@"
   setup
   [ "$production" = 1 ] && production_secret
   say "migrating the database"
@@ -184,15 +193,8 @@ serve() {
 }
 
 serve_command() {
-  local production=0
-  for arg in "$@"; do
-    case "$arg" in
-      --production) production=1 ;;
-      *) echo "usage: $0 serve [--production]" >&2; exit 2 ;;
-    esac
-  done
-  if [ "$production" = 1 ]; then export TT_DEBUG=0; fi
-  debug_is_off && production=1
+  local production
+  production_mode serve "$@"
   if [ ! -x "$PY" ]; then
     echo "tt.sh: no .venv yet. Make it once, as root: ./tt.sh setup (or ./tt.sh run)" >&2
     exit 1

@@ -15,11 +15,11 @@ import pytest
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, connection, transaction
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from nodes.models import Node, NodeHeartbeat
 from operations.models import Operation
+from tests.migration_support import latest, migrate
 from vms.models import PortMapping, Vm, WarmPool
 
 # The last migrations before the move. "nodes" at None: that app did not exist.
@@ -29,21 +29,6 @@ PREVIOUS_LAYOUT = [
     ("vms", "0009_live_vm_index_disk"),
     ("envs", "0015_disk_watch"),
 ]
-
-
-def migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    executor.loader.build_graph()
-    # The models as they were at the targets, with auth and contenttypes as they are now.
-    state_at = [t for t in targets if t[1] is not None]
-    state_at += [leaf for leaf in executor.loader.graph.leaf_nodes() if leaf[0] in ("auth", "contenttypes")]
-    return executor.loader.project_state(state_at).apps
-
-
-def latest():
-    return MigrationExecutor(connection).loader.graph.leaf_nodes()
 
 
 def fill_the_previous_layout(apps) -> dict:
