@@ -6,7 +6,7 @@ from the API view to the engine and back, traced as it runs.
 It makes a throw-away SQLite database, a node on libvirt's in-process test driver (boots
 nothing) and one template, then posts an Env of one VM through the real API with the
 task run inline (as the unit tests run it), and records every function of the project
-that runs, by file (sys.setprofile). Prints
+that runs, by file (sys.setprofile, in the threads it starts too). Prints
 `env_create: N files in M apps (view to engine)`; with --list, the files by app in the
 order they were first entered. Settings, URLconfs, middleware and the apps' start-up are
 not counted: they run for every request, around the view.
@@ -18,6 +18,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,11 +101,14 @@ def trace_request(user) -> list[str]:
                 seen.setdefault(relative, None)
 
     client.get("/api/envs/")  # warm: the first request loads what every request loads
+    # Threads too: an operation's VMs do their engine work in threads of their own (vms/together.py).
+    threading.setprofile(profile)
     sys.setprofile(profile)
     try:
         response = client.post("/api/envs/", body, content_type="application/json")
     finally:
         sys.setprofile(None)
+        threading.setprofile(None)
     assert response.status_code == 202, response.content
     from django.apps import apps
 
