@@ -269,15 +269,19 @@ run_tests() {
     exit 1
   }
   rm -rf "$site"
-  say "pytest ($(test_workers) workers)"
+  say "pytest (-n $(test_workers))"
   "$VENV/bin/pytest" -n "$(test_workers)" "$@"
 }
 
 # One pytest worker per core (pytest-xdist; TT_TEST_WORKERS overrides, `-n 0` after the command
-# runs in one process). With the real-guest tests all go to one worker, one
-# after another (tests/integration/conftest.py), while the others take the rest.
+# runs in one process). The real-guest tests all go to one worker, one after another, while the
+# others take the rest (tests/xdist_schedule.py). With TT_REDIS_URL, one process: workers would
+# share that one Redis, its queues and the rate counts each test clears.
 test_workers() {
-  echo "${TT_TEST_WORKERS:-$(nproc)}"
+  if [ -n "${TT_TEST_WORKERS:-}" ]; then echo "$TT_TEST_WORKERS"
+  elif [ -n "${TT_REDIS_URL:-}" ]; then echo 0
+  else nproc
+  fi
 }
 
 run_unit_tests() {
@@ -293,7 +297,7 @@ run_unit_tests() {
     echo "tt.sh: note: pyproject.toml differs from what .venv was installed from (./tt.sh setup updates it)" >&2
   fi
   lint
-  say "pytest (unit: not integration, not browser; $(test_workers) workers)"
+  say "pytest (unit: not integration, not browser; -n $(test_workers))"
   "$VENV/bin/pytest" -n "$(test_workers)" -m "not integration and not browser" "$@"
 }
 
