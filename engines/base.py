@@ -12,9 +12,18 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from engines.errors import ErrorCode, fails_as
+from engines.guest_io import (
+    ConsoleStream,
+    ExecRequest,
+    ExecResult,
+    FileEntry,
+    GuestFile,
+    OutputSink,
+    unsupported,
+)
 from engines.node_options import NodeOptions
 from engines.specs import (
     DiskSpace,
@@ -227,6 +236,36 @@ class VmEngine(Network, Storage, ABC):
         this host can read them; None when the engine keeps no console log here. Needs
         no init(): the portal reads it on a page view, which must not set up a node."""
         return None
+
+    # --- into a running guest (engines/guest_io.py), each behind its Feature ----------------
+    # The caller checked the VM runs and its template has the feature: a driver raises
+    # GuestPathMissing / GuestPathDenied / GuestUnreachable for what only the guest can tell.
+
+    def exec(self, vm: VmSpec, request: ExecRequest, on_output: OutputSink | None = None) -> ExecResult:
+        """Run `request.argv` in the running guest and wait for it (Feature.EXEC). Its output
+        goes to `on_output` as it comes, when given, and is kept up to `output_limit` bytes
+        a stream. Past `request.timeout` the process is killed: `timed_out`."""
+        raise unsupported(self.kind, Feature.EXEC)
+
+    def file_put(self, vm: VmSpec, path: str, chunks: Iterator[bytes], *, mode: int | None = None,
+                 owner: str = "") -> int:
+        """Write the file at `path` (absolute) from `chunks`, replacing one there; `mode`
+        (permission bits) and `owner` ("user" or "user:group") when given. Returns the bytes
+        written (Feature.FILES)."""
+        raise unsupported(self.kind, Feature.FILES)
+
+    def file_get(self, vm: VmSpec, path: str) -> GuestFile:
+        """The file at `path`, to be read in chunks (Feature.FILES). Raises at once, before any
+        chunk, when it is missing, a directory, or not readable."""
+        raise unsupported(self.kind, Feature.FILES)
+
+    def file_list(self, vm: VmSpec, path: str) -> list[FileEntry]:
+        """The entries of the directory at `path` (Feature.FILES)."""
+        raise unsupported(self.kind, Feature.FILES)
+
+    def open_console(self, vm: VmSpec) -> ConsoleStream:
+        """The running VM's interactive console (Feature.CONSOLE)."""
+        raise unsupported(self.kind, Feature.CONSOLE)
 
     def health(self) -> tuple[bool, str]:
         """(usable, what was found) for the node's admin page: the engine answering, its

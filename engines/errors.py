@@ -54,6 +54,9 @@ class ErrorCode(enum.StrEnum):
     SNAPSHOT_APPLY = "snapshot_apply", "Applying the snapshot failed"
     ENGINE_INIT = "engine_init", "Engine initialisation failed"
     SYS_IO = "sys_io", "I/O error"
+    GUEST_EXEC = "guest_exec", "Running the command in the guest failed"
+    GUEST_FILES = "guest_files", "Copying a file to or from the guest failed"
+    GUEST_CONSOLE = "guest_console", "The guest's console failed or closed"
     # The control plane's own.
     DRIFT = "drift", "The node does not run what the database says"
     WORKER_LOST = "worker_lost", "The worker running it was lost, every attempt"

@@ -26,6 +26,11 @@ class Feature(enum.StrEnum):
     KEEP_IMAGE = "keep_image"
     DISK_LIMIT = "disk_limit"  # a VM's disk gets the size asked for, and no more
     SUSPEND = "suspend"  # the guest's memory saved to disk and restored by the next start
+    # Into a running guest (engines/guest_io.py). EXEC and FILES need the template's own
+    # feature of the same name too (a guest agent, a shell): vms.guest_access checks both.
+    EXEC = "exec"  # run a command in it
+    FILES = "files"  # copy files in and out, list a directory
+    CONSOLE = "console"  # an interactive console (serial port, tty)
 
 
 class PowerState(enum.StrEnum):

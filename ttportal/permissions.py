@@ -35,6 +35,9 @@ ACTIONS: dict[str, str] = {
     "vm_set_blacklist": "vms.change_vm",
     "vm_set_ports": "vms.change_vm",
     "vm_destroy": "vms.delete_vm",
+    "vm_exec": "vms.exec_vm",                  # run a command in it (vms/guest_access.py)
+    "vm_files": "vms.files_vm",                # copy files in and out, list its directories
+    "vm_console": "vms.console_vm",            # its interactive console (watch and type)
     # snapshots of another user's VM
     "snapshot_view": "vms.view_snapshot",
     "snapshot_create": "vms.add_snapshot",

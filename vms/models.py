@@ -19,6 +19,11 @@ from ttportal.validators import validate_dns_label
 CLOUD_INIT = "cloud-init"
 # A template feature: the guest runs qemu-guest-agent (a QEMU VM of it gets the agent's channel).
 GUEST_AGENT = "guest-agent"
+# Template features: a command can be run in its guests, and files copied in and out (a
+# guest agent in a VM's guest, any container). The engine must have them too (Feature.EXEC,
+# Feature.FILES): vms/guest_access.py checks both, and names the one missing.
+EXEC = "exec"
+FILES = "files"
 
 
 def engine_kinds_in_service() -> frozenset[str]:
@@ -218,6 +223,13 @@ class Vm(models.Model):
 
     class Meta:
         ordering = ["env_id", "name", "id"]
+        # Into another user's running VM (ttportal.permissions: vm_exec, vm_files, vm_console):
+        # each its own, apart from change_vm, since each reads or writes what the guest holds.
+        permissions = [
+            ("exec_vm", "Can run commands in another user's VM"),
+            ("files_vm", "Can copy files to and from another user's VM"),
+            ("console_vm", "Can use the console of another user's VM"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["node", "mac"], name="vm_mac_unique_per_node"),
             models.UniqueConstraint(fields=["node", "ip"], name="vm_ip_unique_per_node"),

@@ -16,7 +16,7 @@ from django.conf import settings
 from engines.libvirt import debian_builder, template_builder
 from nodes.models import Node
 from nodes.registry import get_engine
-from vms.models import CLOUD_INIT, GUEST_AGENT, VmTemplate
+from vms.models import CLOUD_INIT, EXEC, FILES, GUEST_AGENT, VmTemplate
 
 BUSYBOX_TEMPLATE = "tt/busybox"
 BUSYBOX_IMAGE_TEMPLATE = "tt/busybox-container"
@@ -67,7 +67,7 @@ def install_debian_template(node: Node, *, name: str = DEBIAN_TEMPLATE,
         defaults=dict(
             path=root_name, kernel=f"{tag}-vmlinuz", initrd=f"{tag}-initrd.img", cmdline=built.cmdline,
             size_mb=built.size_mb, min_cpu=1, min_mem_mb=DEBIAN_MIN_MEM_MB, compatible_engines=["libvirt"],
-            features=["ssh:22", CLOUD_INIT, GUEST_AGENT], default_ports=["22"], enabled=True,
+            features=["ssh:22", CLOUD_INIT, GUEST_AGENT, EXEC, FILES], default_ports=["22"], enabled=True,
             memo=(
                 f"Debian 12 (bookworm) with Debian's cloud kernel {built.kernel_version}, systemd-networkd, "
                 "OpenSSH, cloud-init and qemu-guest-agent. Log in as tt (sudo without a password) with "
@@ -122,7 +122,8 @@ def install_busybox_image(node: Node, *, name: str = BUSYBOX_IMAGE_TEMPLATE,
         defaults=dict(
             path=built.reference, kernel="", initrd="", cmdline="", size_mb=-(-size // MIB), min_cpu=1,
             min_mem_mb=16, compatible_engines=["docker"],
-            features=["http:80", *(["telnet:23"] if test_shell else [])], default_ports=["80"], enabled=True,
+            features=["http:80", *(["telnet:23"] if test_shell else []), EXEC, FILES], default_ports=["80"],
+            enabled=True,
             memo=(
                 "A busybox container built offline from Debian's busybox-static: the address its MAC "
                 "implies, HTTP on 80 naming the VM and its IP, the same TT-READY line in its log as the "
@@ -142,7 +143,9 @@ def register_image_template(node: Node, *, name: str, image: str, memo: str = ""
     template, _ = VmTemplate.objects.update_or_create(
         name=name,
         defaults=dict(path=image, kernel="", initrd="", cmdline="", size_mb=-(-size // MIB),
-                      min_mem_mb=min_mem_mb, compatible_engines=["docker"], memo=memo, enabled=True),
+                      min_mem_mb=min_mem_mb, compatible_engines=["docker"], memo=memo, enabled=True,
+                      # podman's exec and archive APIs need nothing in the image
+                      features=[EXEC, FILES]),
     )
     return template
 

@@ -1,0 +1,52 @@
+"""The one check before anything goes into a running guest: who may, which VM, and whether
+its engine and template can. Exec and files (vms/guest_access.py) and the console
+(vms/console.py) all start here, whatever the interface (API, portal, websocket).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engines.base import VmEngine
+from engines.specs import Feature, VmSpec
+from nodes.registry import driver_class, get_engine
+from ttportal.errors import IllegalState, Unsupported
+from vms import policy
+from vms.models import EXEC, FILES, Vm
+
+# The action (ttportal.permissions.ACTIONS) and the template feature each way in needs; the
+# console needs no template feature (every QEMU guest has a serial port, every container a tty).
+ACTION = {Feature.EXEC: "vm_exec", Feature.FILES: "vm_files", Feature.CONSOLE: "vm_console"}
+TEMPLATE_FEATURE = {Feature.EXEC: EXEC, Feature.FILES: FILES, Feature.CONSOLE: None}
+
+
+@dataclass(frozen=True)
+class GuestTarget:
+    """A running VM that may be entered this way: its row, its spec and its node's engine."""
+
+    vm: Vm
+    spec: VmSpec
+    engine: VmEngine
+
+
+def check_way_in(vm: Vm, feature: Feature) -> None:
+    """Whether the VM's engine and template have `feature`: 422 unsupported_feature naming it."""
+    if feature not in driver_class(vm.node.kind).features:
+        raise Unsupported(f"the {vm.node.kind} engine of node {vm.node.name} lacks the feature {feature}")
+    wanted = TEMPLATE_FEATURE[feature]
+    if wanted is not None and wanted not in (vm.template.features or []):
+        raise Unsupported(f"template {vm.template.name} lacks the feature {wanted} "
+                          f"(no guest agent or shell in its guest answers it)")
+
+
+def guest_target(vm: Vm, feature: Feature, *, by) -> GuestTarget:
+    """Check `by` may go into `vm` by `feature` (owner, or staff with the action's
+    permission), that its Env is live and the VM running (never in a transitional state:
+    starting, stopping, a snapshot being taken...), and that its engine and template can."""
+    policy.check_can_manage(by, vm.env, ACTION[feature])
+    policy.check_live(vm.env)
+    check_way_in(vm, feature)
+    vm.refresh_from_db(fields=["status"])
+    if vm.status != Vm.Status.RUNNING:
+        raise IllegalState(f"VM {vm.name} is {vm.status}: only a running VM can be entered")
+    return GuestTarget(vm=vm, spec=vm.to_spec(), engine=get_engine(vm.node))
