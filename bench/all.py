@@ -20,8 +20,8 @@ minutes together on a quiet machine:
 
 The others need root, a prepared host (`./tt.sh setup`) and a quiet machine (TCG guests
 on 2 cores): nat_scale, clone_cost, env_ready (QEMU, docker and warm), resume,
-crash_recovery, ssh_ready. Left out, having no target: debian_guest, docker_snapshot,
-request_path.
+crash_recovery, ssh_ready, exec_latency. Left out, having no target: debian_guest,
+docker_snapshot, request_path, file_copy.
 
     flock /tmp/tt-bench.lock .venv/bin/python bench/all.py [--no-guests] [--only NAME,...]
                                                          [--logs DIR]
@@ -175,6 +175,18 @@ def read_ssh_ready(text: str) -> list[Target]:
     return [at_most(f"ratio TT/bare {{}} (tt {m[1]} s, bare {m[2]} s)", m[3], ssh_ready.TARGET)] if m else []
 
 
+def read_exec_latency(text: str) -> list[Target]:
+    """`exec: agent p50 <ms> ms, p95 <ms> ms; container p50 <ms> ms, p95 <ms> ms`."""
+    import exec_latency
+
+    m = last(rf"exec: agent p50 {NUMBER} ms, p95 {NUMBER} ms; "
+             rf"container p50 {NUMBER} ms, p95 {NUMBER} ms", text)
+    if not m:
+        return []
+    return [at_most("exec p95 {} (guest agent)", m[2], exec_latency.TARGET_P95_MS, " ms"),
+            at_most("exec p95 {} (container)", m[4], exec_latency.TARGET_P95_MS, " ms")]
+
+
 BENCHES = [
     Bench("list_latency", "list_latency.py", ("--quick",), False, read_list_latency),
     Bench("fleet sqlite", "fleet.py", ("--quick", "--only", "sqlite"), False, read_fleet),
@@ -189,6 +201,7 @@ BENCHES = [
     Bench("resume", "resume.py", ("--quick",), True, read_resume),
     Bench("crash_recovery", "crash_recovery.py", ("--quick",), True, read_crash_recovery),
     Bench("ssh_ready", "ssh_ready.py", ("--quick",), True, read_ssh_ready),
+    Bench("exec_latency", "exec_latency.py", ("--quick",), True, read_exec_latency),
 ]
 
 
