@@ -147,6 +147,11 @@ def exec_request(*, command, stdin="", env=None, cwd="", timeout=None, user="") 
 # --- what an engine failure means to the caller ------------------------------------------
 
 
+class DeniedInGuest(Forbidden):
+    """The guest itself refused the path (its file permissions): a 403 like any refusal of
+    who may, but the portal says it on the VM page instead of its 403 page."""
+
+
 def as_refusal(exc: TTError) -> TTError:
     """The refusal an engine's failure stands for: a path missing in the guest is a 404,
     denied a 403, a guest with nothing answering (or an engine lacking the call) a 422;
@@ -154,7 +159,7 @@ def as_refusal(exc: TTError) -> TTError:
     if isinstance(exc, GuestPathMissing):
         return NotFound(f"in the guest: {exc.message}")
     if isinstance(exc, GuestPathDenied):
-        return Forbidden(f"the guest refused it: {exc.message}")
+        return DeniedInGuest(f"the guest refused it: {exc.message}")
     if isinstance(exc, GuestUnreachable) or exc.code == ErrorCode.UNSUPPORTED:
         return Unsupported(exc.message)
     return exc
