@@ -150,9 +150,10 @@ class RateLimited(TTError):
     """A request past one of the limits on how much one user may do (ttportal/ratelimit.py)
     or on failed logins (accounts/lockout.py). Nothing was changed. It names the limit
     (`limit_name`: extend, peer, token_create, live_tokens, test_notification,
-    queued_operations, login_failures), what it allows (`limit` per `period` seconds, or
-    at once when there is no period) and when to retry (`retry_after`, seconds): the API
-    answers 429 with a Retry-After header, the portal says it in its message."""
+    queued_operations, exec, files, concurrent_execs, login_failures), what it allows
+    (`limit` per `period` seconds, or at once when there is no period) and when to retry
+    (`retry_after`, seconds): the API answers 429 with a Retry-After header, the portal says
+    it in its message."""
 
     code = RATE_LIMITED  # type: ignore[assignment]
 
