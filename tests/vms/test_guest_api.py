@@ -352,3 +352,54 @@ def test_the_schema_describes_the_bodies(alice):
     assert set(files["get"]["responses"]["200"]["content"]) == {"application/octet-stream",
                                                                 "application/json"}
     assert {"413", "422", "404", "403"} <= set(files["put"]["responses"])
+
+
+# --- under ASGI ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # the ASGI handler runs the view in a thread of its own
+def test_a_download_is_streamed_under_asgi_too(alice, vm, guest):
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    from accounts.services import token_create
+
+    guest.files["/tmp/big"] = b"q" * (8 * 64 * 1024)
+    _, secret = token_create(user=alice, name="asgi")
+    client = AsyncClient()
+
+    async def download():
+        response = await client.get(f"/api/vms/{vm.pk}/files/?path=/tmp/big",
+                                    headers={"Authorization": f"Token {secret}"})
+        assert response.status_code == 200, response.content
+        assert response.is_async  # an asynchronous body: Django does not read it into a list first
+        return response, [chunk async for chunk in response.streaming_content]
+
+    response, chunks = async_to_sync(download)()
+    assert response.status_code == 200 and response["Content-Length"] == str(8 * 64 * 1024)
+    assert len(chunks) == 8 and b"".join(chunks) == guest.files["/tmp/big"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_event_stream_is_streamed_under_asgi_too(alice, vm, guest):
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    from accounts.services import token_create
+
+    _, secret = token_create(user=alice, name="asgi")
+
+    async def follow():
+        response = await AsyncClient().post(
+            f"/api/vms/{vm.pk}/exec/?stream=1", {"command": ["chunks", "first ", "second"]},
+            content_type="application/json", headers={"Authorization": f"Token {secret}"})
+        assert response.status_code == 200 and response.is_async
+        body = response.streaming_content.__aiter__()
+        first = await body.__anext__()
+        running = not guest.ended.is_set()
+        guest.release.set()
+        return first, running, [chunk async for chunk in body]
+
+    first, running, rest = async_to_sync(follow)()
+    assert _events(first) == [("stdout", "first ")] and running
+    assert [name for name, _ in _events(b"".join(rest))] == ["stdout", "exit"]
