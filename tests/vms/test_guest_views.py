@@ -101,7 +101,7 @@ def test_another_users_vm_is_a_404(vm, bob, guest):
     assert other.post(f"/vms/{vm.pk}/run/", {"command": "ls"}).status_code == 404
     upload = SimpleUploadedFile("a.txt", b"x")
     assert other.post(f"/vms/{vm.pk}/upload/", {"path": "/tmp/", "file": upload}).status_code == 404
-    assert other.get(f"/vms/{vm.pk}/download/?path=/etc/hostname").status_code == 404
+    assert other.post(f"/vms/{vm.pk}/download/", {"path": "/etc/hostname"}).status_code == 404
     assert not guest.requests and not guest.files
 
 
@@ -127,12 +127,13 @@ def test_an_upload_needs_its_csrf_token(alice, vm, guest):
     upload = SimpleUploadedFile("a.txt", b"x")
     assert strict.post(f"/vms/{vm.pk}/upload/", {"path": "/tmp/a", "file": upload}).status_code == 403
     assert strict.post(f"/vms/{vm.pk}/run/", {"command": "ls"}).status_code == 403
+    assert strict.post(f"/vms/{vm.pk}/download/", {"path": "/etc/hostname"}).status_code == 403
     assert not guest.files and not guest.requests
 
 
 def test_it_downloads_a_file_by_its_path(browser, vm, guest):
     guest.files["/etc/hostname"] = b"vm0\n"
-    response = browser.get(f"/vms/{vm.pk}/download/", {"path": "/etc/hostname"})
+    response = browser.post(f"/vms/{vm.pk}/download/", {"path": "/etc/hostname"})
     assert response["Content-Disposition"] == 'attachment; filename="hostname"'
     assert b"".join(response.streaming_content) == b"vm0\n"
 
@@ -142,5 +143,5 @@ def test_it_downloads_a_file_by_its_path(browser, vm, guest):
     ("relative", "must be an absolute path"),
 ])
 def test_a_refused_download_is_a_message(browser, vm, path, said):
-    response = browser.get(f"/vms/{vm.pk}/download/", {"path": path}, follow=True)
+    response = browser.post(f"/vms/{vm.pk}/download/", {"path": path}, follow=True)
     assert any(said in m for m in _messages(response)), _messages(response)
