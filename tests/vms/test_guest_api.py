@@ -403,3 +403,50 @@ def test_the_event_stream_is_streamed_under_asgi_too(alice, vm, guest):
     first, running, rest = async_to_sync(follow)()
     assert _events(first) == [("stdout", "first ")] and running
     assert [name for name, _ in _events(b"".join(rest))] == ["stdout", "exit"]
+
+
+# --- a real server, a client that goes away ------------------------------------------------
+
+
+def test_the_stream_ends_when_the_client_goes_away_and_the_command_is_still_recorded(
+        live_server, alice, vm, guest, monkeypatch):
+    import threading
+    import time
+
+    import requests
+
+    from accounts.services import token_create
+    from vms import guest_api
+
+    streams = []
+
+    class Watched(threading.Event):
+        def __init__(self):
+            super().__init__()
+            streams.append(self)
+
+    monkeypatch.setattr(guest_api, "KEEPALIVE", 0.1)  # the server writes soon, and learns the client left
+    monkeypatch.setattr(guest_api.threading, "Event", Watched)
+    _, secret = token_create(user=alice, name="sse")
+    with requests.post(f"{live_server.url}/api/vms/{vm.pk}/exec/?stream=1", stream=True, timeout=10,
+                       json={"command": ["chunks", "first ", "second"]},
+                       headers={"Authorization": f"Token {secret}"}) as response:
+        assert response.status_code == 200
+        first = b""
+        for byte in response.iter_content(chunk_size=1):  # the test server neither chunks nor sizes it
+            first += byte
+            if first.endswith(b"\n\n"):
+                break
+        assert _events(first) == [("stdout", "first ")]
+    # The client has gone while the command still runs: the response ends (its `gone` is set) ...
+    deadline = time.monotonic() + 10
+    while not streams[0].is_set():
+        assert time.monotonic() < deadline, "the response did not end when its client went away"
+        time.sleep(0.05)
+    assert not guest.ended.is_set()
+    # ... and the command runs on to its end, unheard, and is recorded.
+    guest.release.set()
+    while not Operation.objects.filter(kind="vm_exec").exists():
+        assert time.monotonic() < deadline + 10, "the command was not recorded"
+        time.sleep(0.05)
+    assert Operation.objects.get(kind="vm_exec").params["exit_code"] == 0
