@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import URLPattern, URLResolver, reverse
 
@@ -88,6 +89,12 @@ ROUTES = [
     Route("vms:snapshot_create", "post", "running", data={"name": "s2"}, kind="snapshot_create"),
     Route("vms:snapshot_apply", "post", "snapshot", kind="snapshot_apply"),
     Route("vms:snapshot_destroy", "post", "snapshot", kind="snapshot_destroy"),
+    # Into the guest (vms/guest_views.py): the world's template has neither exec nor files, so
+    # whoever may is sent back to the VM page with the refusal (tests/vms/test_guest_views.py
+    # runs them against a guest).
+    Route("vms:run", "post", "running", data={"command": "uname -a"}),
+    Route("vms:upload", "post", "running", data={"path": "/tmp/", "file": "FILE"}),
+    Route("vms:download", "post", "running", data={"path": "/etc/hostname"}),
     # tokens: personal, staff included
     Route("accounts:tokens", "post", scope="mine", data={"name": "more", "expires_in_days": "7"}, ok=200),
     Route("accounts:revoke", "post", "token"),
@@ -200,7 +207,8 @@ def test_it_gives_each_caller_exactly_what_it_should(route, role, world, alice, 
                                                     db_state):
     user = _user(role, alice, bob, olga, stan)
     client = _client(role, user, world.secret)
-    data = {k: (str(template.pk) if v == "TEMPLATE" else v) for k, v in route.data.items()}
+    stand_ins = {"TEMPLATE": lambda: str(template.pk), "FILE": lambda: SimpleUploadedFile("a.txt", b"x")}
+    data = {k: stand_ins[v]() if v in stand_ins else v for k, v in route.data.items()}
     before, tokens_before = db_state(), _tokens(alice)
 
     response = getattr(client, route.method)(_url(route, world), data)

@@ -39,6 +39,7 @@ from ttportal.errors import (
     NotFound,
     QuotaExceeded,
     RateLimited,
+    TooLarge,
     TTError,
     Unsupported,
 )
@@ -59,6 +60,7 @@ STATUS_FOR_ERROR: dict[type[TTError], int] = {
     NoCapacity: status.HTTP_409_CONFLICT,
     NodeDown: status.HTTP_409_CONFLICT,
     Unsupported: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    TooLarge: status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,  # its body names the limit in bytes
     CooldownActive: status.HTTP_429_TOO_MANY_REQUESTS,
     RateLimited: status.HTTP_429_TOO_MANY_REQUESTS,  # its body names the limit
     EngineError: status.HTTP_502_BAD_GATEWAY,

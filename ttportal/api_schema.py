@@ -34,6 +34,7 @@ class ErrorSerializer(serializers.Serializer):
         "node_down (409), "
         "quota_exceeded (403), rate_limited (429: a limit on how often or how much one user may act, "
         "or failed logins), database_busy (503: nothing was changed, send it again after Retry-After), "
+        "too_large (413: a file copied to or from a guest past TT_FILE_MAX_MB), "
         "parse_error, internal, or an engine step code."
     )
     message = serializers.CharField()
@@ -52,12 +53,13 @@ class ErrorSerializer(serializers.Serializer):
     )
     limit = serializers.IntegerField(
         required=False, help_text="quota_exceeded: the owner's limit; rate_limited: how many it allows "
-        "(in `period` seconds, or at once when there is no period).",
+        "(in `period` seconds, or at once when there is no period); too_large: the most bytes allowed.",
     )
     # rate_limited (429) only.
     limit_name = serializers.CharField(
         required=False, help_text="rate_limited only: the limit: extend, peer, token_create, live_tokens, "
-        "test_notification, queued_operations, login_failures_per_account or login_failures_per_address.",
+        "test_notification, queued_operations, exec, files, concurrent_execs, login_failures_per_account or "
+        "login_failures_per_address.",
     )
     period = serializers.IntegerField(
         required=False, help_text="rate_limited only: the window of a rate, in seconds.",

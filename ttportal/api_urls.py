@@ -10,6 +10,7 @@ from notifications.api import DeliveryViewSet, NotificationSettingsView, TestEma
 from operations.api import OperationViewSet
 from ttportal.api import not_found
 from vms.api import SnapshotViewSet, TemplateViewSet, VmViewSet
+from vms.guest_api import ExecView, FilesView
 
 router = DefaultRouter()
 router.register("envs", EnvViewSet, basename="env")
@@ -29,6 +30,10 @@ urlpatterns = [
     path("quota/", QuotaView.as_view(), name="quota"),
     path("notifications/settings/", NotificationSettingsView.as_view(), name="notification-settings"),
     path("notifications/settings/test-email/", TestEmailView.as_view(), name="notification-test-email"),
+    # Into a running guest (vms/guest_api.py): not actions of the VM view set, since neither
+    # answers with an Operation and their bodies are not all JSON.
+    path("vms/<int:id>/exec/", ExecView.as_view(), name="vm-exec"),
+    path("vms/<int:id>/files/", FilesView.as_view(), name="vm-files"),
     path("", include(router.urls)),
     # Whatever no route above takes is a JSON 404 too, never Django's HTML page.
     re_path(r"", not_found),

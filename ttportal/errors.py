@@ -12,10 +12,29 @@ from __future__ import annotations
 from engines.errors import EngineError, ErrorCode, TTError, fails_as
 
 __all__ = [
-    "DATABASE_BUSY", "QUOTA_EXCEEDED", "RATE_LIMITED", "ConflictingInput", "CooldownActive",
-    "DatabaseBusy", "EngineError", "ErrorCode", "Exhausted", "Forbidden", "IdempotencyKeyReused",
-    "IllegalState", "InvalidInput", "NoCapacity", "NodeDown", "NotFound", "QuotaExceeded", "RateLimited",
-    "TTError", "Unsupported", "fails_as",
+    "DATABASE_BUSY",
+    "QUOTA_EXCEEDED",
+    "RATE_LIMITED",
+    "TOO_LARGE",
+    "ConflictingInput",
+    "CooldownActive",
+    "DatabaseBusy",
+    "EngineError",
+    "ErrorCode",
+    "Exhausted",
+    "Forbidden",
+    "IdempotencyKeyReused",
+    "IllegalState",
+    "InvalidInput",
+    "NoCapacity",
+    "NodeDown",
+    "NotFound",
+    "QuotaExceeded",
+    "RateLimited",
+    "TTError",
+    "TooLarge",
+    "Unsupported",
+    "fails_as",
 ]
 
 # The code of a quota refusal. Request-side only (a refusal records no operation), so it
@@ -25,6 +44,8 @@ QUOTA_EXCEEDED = "quota_exceeded"
 # The code of a refusal by a rate limit or a cap on activity (ttportal/ratelimit.py), and of a
 # login locked out after too many failures (accounts/lockout.py). Request-side only, likewise.
 RATE_LIMITED = "rate_limited"
+# A request body past a limit on its size (a file copied into a guest: TT_FILE_MAX_MB): request-side.
+TOO_LARGE = "too_large"
 # The database could not take the request in time (ttportal/busy.py); likewise request-side.
 DATABASE_BUSY = "database_busy"
 
@@ -129,9 +150,10 @@ class RateLimited(TTError):
     """A request past one of the limits on how much one user may do (ttportal/ratelimit.py)
     or on failed logins (accounts/lockout.py). Nothing was changed. It names the limit
     (`limit_name`: extend, peer, token_create, live_tokens, test_notification,
-    queued_operations, login_failures), what it allows (`limit` per `period` seconds, or
-    at once when there is no period) and when to retry (`retry_after`, seconds): the API
-    answers 429 with a Retry-After header, the portal says it in its message."""
+    queued_operations, exec, files, concurrent_execs, login_failures), what it allows
+    (`limit` per `period` seconds, or at once when there is no period) and when to retry
+    (`retry_after`, seconds): the API answers 429 with a Retry-After header, the portal says
+    it in its message."""
 
     code = RATE_LIMITED  # type: ignore[assignment]
 
@@ -166,3 +188,18 @@ class DatabaseBusy(TTError):
 
     def as_dict(self) -> dict:
         return {**super().as_dict(), "retry_after": self.retry_after}
+
+
+class TooLarge(TTError):
+    """A body past a limit on its size (a file copied to or from a guest, TT_FILE_MAX_MB):
+    the API's 413. It names the field (`body`, or the upload's form field) and the limit in
+    bytes. Nothing reached the guest."""
+
+    code = TOO_LARGE  # type: ignore[assignment]
+
+    def __init__(self, message: str, *, field: str, limit: int):
+        super().__init__(message, field=field)
+        self.limit = limit
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "limit": self.limit}

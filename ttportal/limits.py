@@ -138,3 +138,34 @@ WEBHOOK_URL_PATTERN = r"^https?://([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,
 WEBHOOK_URL_RULE = ("must be an http:// or https:// URL with a host, without user:password@ or a #fragment "
                     f"(at most {WEBHOOK_URL_MAX} characters)")
 WEBHOOKS_MAX = 20
+
+# Into a running guest (vms/guest_access.py): a command, its environment, a path in the guest.
+EXEC_ARGV_MAX = 256  # arguments of one command, the program included
+EXEC_ARG_MAX = 32768  # characters of one argument
+EXEC_ENV_MAX = 64  # variables added to the command's environment
+EXEC_ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # POSIX's portable names: no '=', no NUL
+EXEC_ENV_NAME_RULE = ("must be a variable name: letters, digits and underscores, not starting with a digit "
+                      "(at most 128 characters)")
+EXEC_ENV_VALUE_MAX = 32768
+# Text with anything but NUL, which no argv, environment or path can carry.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+EXEC_STDIN_MAX = 1024 * 1024  # characters of stdin (text, sent as UTF-8)
+EXEC_TIMEOUT_MIN = 1  # seconds; the default and the most are engines.guest_io's
+GUEST_PATH_MAX = 4096  # Linux's PATH_MAX
+GUEST_PATH_PATTERN = r"^/[^\x00]*$"
+GUEST_PATH_RULE = (f"must be an absolute path (starting with /), without NUL, at most {GUEST_PATH_MAX} "
+                   "characters")
+_GUEST_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"  # a user or group name, or a numeric id
+GUEST_USER_PATTERN = rf"^{_GUEST_NAME}$"
+GUEST_USER_RULE = ("must be a user name or numeric id: letters, digits, '_', '.' and '-', at most 32 "
+                   "characters")
+GUEST_OWNER_PATTERN = rf"^{_GUEST_NAME}(:{_GUEST_NAME})?$"
+GUEST_OWNER_RULE = "must be user or user:group (names or numeric ids, at most 32 characters each)"
+FILE_MODE_MAX = 0o7777
+FILE_MODE_PATTERN = r"^0?[0-7]{1,4}$"
+FILE_MODE_RULE = "must be permission bits in octal, 0 to 7777 (e.g. 0644 or 755)"
+
+
+def file_max_bytes() -> int:
+    """The most one file copied to or from a guest may hold (TT_FILE_MAX_MB)."""
+    return settings.TT_FILE_MAX_MB * 1024 * 1024

@@ -6,6 +6,7 @@ from django.urls import include, path
 from accounts import views as account_views
 from envs import views as env_views
 from notifications.urls import portal_patterns as notification_patterns
+from vms import guest_views
 from vms import views as vm_views
 
 env_patterns = [
@@ -34,6 +35,9 @@ vm_patterns = [
     path("vms/<int:pk>/blacklist/", vm_views.vm_blacklist, name="blacklist"),
     path("vms/<int:pk>/ports/", vm_views.vm_ports, name="ports"),
     path("vms/<int:pk>/snapshots/", vm_views.snapshot_create, name="snapshot_create"),
+    path("vms/<int:pk>/run/", guest_views.vm_run, name="run"),
+    path("vms/<int:pk>/upload/", guest_views.vm_upload, name="upload"),
+    path("vms/<int:pk>/download/", guest_views.vm_download, name="download"),
     path("snapshots/<int:pk>/apply/", vm_views.snapshot_apply, name="snapshot_apply"),
     path("snapshots/<int:pk>/delete/", vm_views.snapshot_destroy, name="snapshot_destroy"),
 ]

@@ -42,6 +42,8 @@ RATES: dict[str, Rate] = {rate.name: rate for rate in (
     Rate("peer", "peering requests (peer and unpeer)", "TT_RATE_PEER"),
     Rate("token_create", "new API tokens", "TT_RATE_TOKEN_CREATE"),
     Rate("test_notification", "test notifications on one channel", "TT_RATE_TEST_NOTIFICATION"),
+    Rate("exec", "commands run in guests", "TT_RATE_EXEC"),
+    Rate("files", "file copies and listings in guests", "TT_RATE_FILES"),
 )}
 
 
@@ -80,6 +82,28 @@ def take(name: str, *, user, key: str = "") -> None:
         f"{f' ({key})' if key else ''}; retry in {wait} s",
         limit_name=name, limit=throttle.num_requests, period=throttle.duration, retry_after=wait,
     )
+
+
+def claim_slot(name: str, *, user, most: int, seconds: int, what: str) -> str:
+    """One of `most` slots of `user` for an action that runs a while (a command in a guest):
+    the slot's key, to give back with `release_slot`; "" when nothing is counted (no
+    limit, staff, tasks). Refused with RateLimited when every slot is held. A slot not
+    given back (its web process died) frees itself after `seconds`. `cache.add` is atomic
+    on Redis and on the database's cache table alike, so web processes share the slots."""
+    if not most or not counted(user):
+        return ""
+    cache = caches[CACHE_ALIAS]
+    for i in range(most):
+        key = f"tt-slot:{name}:{user.pk}:{i}"
+        if cache.add(key, 1, timeout=seconds):
+            return key
+    raise RateLimited(f"you have {most} {what} running, the most one may have at once; retry when one has "
+                      f"ended", limit_name=name, limit=most, retry_after=5)
+
+
+def release_slot(key: str) -> None:
+    if key:
+        caches[CACHE_ALIAS].delete(key)
 
 
 def counts_in_database() -> bool:

@@ -371,6 +371,13 @@ TT_RATE_EXTEND = env_rate("TT_RATE_EXTEND", "30/h")  # Env extensions
 TT_RATE_PEER = env_rate("TT_RATE_PEER", "30/h")  # peer and unpeer requests together
 TT_RATE_TOKEN_CREATE = env_rate("TT_RATE_TOKEN_CREATE", "20/h")  # new API tokens
 TT_RATE_TEST_NOTIFICATION = env_rate("TT_RATE_TEST_NOTIFICATION", "1/m")  # per channel (email, webhook)
+TT_RATE_EXEC = env_rate("TT_RATE_EXEC", "120/m")  # commands run in guests (vms/guest_access.py)
+TT_RATE_FILES = env_rate("TT_RATE_FILES", "120/m")  # files copied to or from guests, directories listed
+# A non-staff user may have at most this many commands running in guests at once; 0: no limit.
+TT_MAX_EXECS_PER_USER = env_int("TT_MAX_EXECS_PER_USER", 4, minimum=0)
+# The largest file one request may copy to or from a guest, in MiB: an upload declaring more is
+# refused (413) before anything reaches the guest.
+TT_FILE_MAX_MB = env_int("TT_FILE_MAX_MB", 256, minimum=1)
 # At most this many unexpired API tokens per user (staff too); 0: no limit.
 TT_MAX_TOKENS_PER_USER = env_int("TT_MAX_TOKENS_PER_USER", 50, minimum=0)
 # A non-staff user may have at most this many operations queued or running at once; 0: no limit.

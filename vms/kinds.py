@@ -23,6 +23,10 @@ class VmKind(TextChoices):
     WARM_FILL = "warm_fill", "Fill warm pool"
     WARM_DISCARD = "warm_discard", "Discard warm spares"
     VM_DISK_STOP = "vm_disk_stop", "Stop VM past its disk"
+    # Records of what was done in a running guest (vms/guest_access.py): never queued.
+    VM_EXEC = "vm_exec", "Run command"
+    VM_FILE_PUT = "vm_file_put", "Upload file"
+    VM_FILE_GET = "vm_file_get", "Download file"
 
 
 def register() -> None:

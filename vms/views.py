@@ -27,7 +27,7 @@ from ttportal.errors import InvalidInput, TTError
 from ttportal.hours import parse_hours
 from ttportal.limits import SNAPSHOT_LIFE_MAX, SNAPSHOT_LIFE_MIN
 from ttportal.portal import back_url, call_and_redirect, post_action
-from vms import operations_table, policy, services, state
+from vms import guest_views, operations_table, policy, services, state
 from vms.blocked import blocked_counts
 from vms.models import Snapshot, Vm, VmTemplate, engine_kinds_in_service, ssh_commands
 from vms.state import VmAction
@@ -120,6 +120,8 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_change_net": live and state.can(vm, VmAction.NETWORK) and not vm.net_busy,
         "cooldown": cooldown, "here": reverse("vms:detail", args=[vm.pk]),
         "console": console, "console_error": console_error,
+        # Run a command, upload and download a file: "" where this user can now, else why not.
+        "ways_in": guest_views.ways_in(vm, request.user) if vm.is_live else {},
         # What its node's firewall refused it (None: the node could not be asked).
         "blocked": blocked_counts(vm.node, vm.ip) if vm.is_live else None,
     })
