@@ -127,8 +127,13 @@ def run_exec(api, container: str, request: ExecRequest, on_output: OutputSink | 
                 on_output(stream, payload)
 
     try:
-        take(first)
-        ended = _pump(sock, request.stdin, deadline, take)
+        try:
+            take(first)
+            ended = _pump(sock, request.stdin, deadline, take)
+        except BaseException:  # the caller gave up (its sink raised: a client went away)
+            if kill:
+                _kill(api, container, exec_id, mark)
+            raise
         timed_out = not ended
         if timed_out and kill:
             _kill(api, container, exec_id, mark)

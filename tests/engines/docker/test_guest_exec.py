@@ -200,6 +200,23 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def test_a_caller_that_gives_up_leaves_no_command_running():
+    """The sink raises (a streaming client went away): the command is killed, not orphaned."""
+    leader = subprocess.Popen(["sleep", "100"], start_new_session=True)
+
+    def serve(sock):
+        sock.sendall(frame(1, b"tick\n"))
+        leader.wait()
+
+    def sink(stream, data):
+        raise BrokenPipeError("the client left")
+
+    api = FakeExecApi(serve, pid=leader.pid, init_pid=os.getpid())
+    with pytest.raises(BrokenPipeError):
+        run_exec(api, "c", ExecRequest(argv=("sleep", "100")), sink)
+    assert leader.wait(5) == -9
+
+
 def test_the_kill_spares_processes_of_another_pid_namespace(monkeypatch):
     leader = subprocess.Popen(["sleep", "100"], start_new_session=True)
     try:
