@@ -3,7 +3,7 @@
 `exec_create` + `exec_start` with the connection upgraded to a raw stream: stdin is written
 into it and then half-closed, and stdout/stderr come back multiplexed in frames (an 8-byte
 header: the stream, 3 zero bytes, the payload's length big-endian) as the command prints
-them. One thread does both directions with `select`, so a command that prints a lot before
+them. One thread does both directions with `poll`, so a command that prints a lot before
 reading its stdin cannot deadlock us, and the timeout is checked while waiting.
 
 Killing at the timeout: the Docker API has no exec kill, and podman's has none either. But
@@ -13,10 +13,14 @@ docker node here) its whole session, process group and descendants are killed wi
 from the host. That needs nothing in the image (no shell, no kill), works whatever user the
 command runs as, and catches the children a shell forked. Every victim is checked to be in
 the PID namespace of the container's first process, so a PID reused on the host is not hit
-(nor one of an engine whose socket merely looks local). An
-engine reached over the network (tcp://, ssh://) has PIDs we cannot see: there the command
-carries a marker in its environment (TT_EXEC_MARK) and a second exec kills every process
-of the container whose environment holds it (this needs `sh`, `tr`, `grep` and `kill`).
+(nor one of an engine whose socket merely looks local). An engine reached over the network
+(tcp://, ssh://) has PIDs we cannot see: there the command carries a marker in its
+environment (TT_EXEC_MARK) and a second exec kills every process of the container whose
+environment holds it (this needs `sh`, `tr`, `grep` and `kill`).
+
+The cost is podman's: of an exec of `true` (about 150 ms here, 2 CPUs under load), runc's
+exec and conmon take about 110 ms, our three API calls about 40 ms; `podman exec` itself
+takes 150 to 200 ms on the same service.
 """
 
 from __future__ import annotations
@@ -205,13 +209,15 @@ def _pump(sock: socket.socket, stdin: bytes, deadline: float, take) -> bool:
     ends (True) or `deadline` passes (False)."""
     to_send = memoryview(stdin)
     closed_stdin = not stdin
+    poller = select.poll()  # not select(): a busy worker may hold file descriptors past 1024
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        writers = [sock] if not closed_stdin else []
-        readable, writable, _ = select.select([sock], writers, [], remaining)
-        if writable:
+        poller.register(sock, select.POLLIN if closed_stdin else select.POLLIN | select.POLLOUT)
+        events = dict(poller.poll(remaining * 1000))
+        flags = events.get(sock.fileno(), 0)
+        if flags & select.POLLOUT and not closed_stdin:
             try:
                 sent = sock.send(to_send[:READ_SIZE])
                 to_send = to_send[sent:]
@@ -225,7 +231,7 @@ def _pump(sock: socket.socket, stdin: bytes, deadline: float, take) -> bool:
                 closed_stdin = True
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_WR)
-        if readable:
+        if flags & (select.POLLIN | select.POLLHUP | select.POLLERR):
             try:
                 data = sock.recv(READ_SIZE)
             except BlockingIOError:
