@@ -23,14 +23,16 @@ import json
 import logging
 import tarfile
 import time
+from collections.abc import Iterator
 
 import docker
 import requests
 from docker.errors import APIError, ImageNotFound, NotFound
 
 from engines.base import VmEngine
-from engines.docker import hostport
+from engines.docker import guest_exec, guest_files, hostport
 from engines.errors import EngineError, ErrorCode, fails_as
+from engines.guest_io import ExecRequest, ExecResult, FileEntry, GuestFile, OutputSink
 from engines.libvirt.host import allow_loopback_forwarding
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
@@ -75,7 +77,7 @@ class DockerEngine(FirewalledNetwork, VmEngine):
     # disk watchdog (vms/disk_watch.py) reads writable_sizes and stops one past it.
     features = frozenset(
         {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT, Feature.RAND_UUID,
-         Feature.KEEP_IMAGE, Feature.DISK_LIMIT}
+         Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.EXEC, Feature.FILES}
     )
     bounds_disks = False
 
@@ -482,6 +484,34 @@ class DockerEngine(FirewalledNetwork, VmEngine):
         if len(text) > limit:
             text = text[-limit:].split("\n", 1)[-1]
         return text
+
+    # --- into the running container: exec and archive APIs (guest_exec, guest_files) ------
+    @property
+    def _engine_is_local(self) -> bool:
+        """Its exec PIDs are this host's (a timed-out command is killed from here)."""
+        return self.uri.startswith("unix://")
+
+    def exec(self, vm: VmSpec, request: ExecRequest, on_output: OutputSink | None = None) -> ExecResult:
+        return guest_exec.run_exec(self.client.api, vm.name, request, on_output, local=self._engine_is_local)
+
+    def _runner(self, vm: VmSpec):
+        """Runs a command in the VM's container for the file calls (a rename, a listing)."""
+        local = self._engine_is_local
+        return lambda request: guest_exec.run_exec(self.client.api, vm.name, request, local=local)
+
+    def file_put(self, vm: VmSpec, path: str, chunks: Iterator[bytes], *, mode: int | None = None,
+                 owner: str = "") -> int:
+        guest_exec.container_running(self.client.api, vm.name)
+        return guest_files.put_file(self.client.api, vm.name, path, chunks, self._runner(vm),
+                                    mode=mode, owner=owner)
+
+    def file_get(self, vm: VmSpec, path: str) -> GuestFile:
+        guest_exec.container_running(self.client.api, vm.name)
+        return guest_files.get_file(self.client.api, vm.name, path)
+
+    def file_list(self, vm: VmSpec, path: str) -> list[FileEntry]:
+        guest_exec.container_running(self.client.api, vm.name)
+        return guest_files.list_dir(self.client.api, vm.name, path, self._runner(vm))
 
     # --- what the node holds --------------------------------------------------------
     def inventory(self, prefix: str) -> Inventory:

@@ -1,0 +1,112 @@
+"""Into a running container on a real docker node (podman's exec and archive APIs), what a
+user of exec and files checks: commands, their output and exit codes, the kill at a
+timeout, stdin, a 20 MiB file each way, the errors. Engine calls, one container each."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+
+from engines.errors import EngineError, ErrorCode
+from engines.guest_io import ExecRequest, GuestPathMissing
+from nodes.registry import get_engine
+
+
+def run(engine, spec, *argv, **kwargs):
+    return engine.exec(spec, ExecRequest(argv=argv, **kwargs))
+
+
+@pytest.fixture
+def container(boot_containers, dnode):
+    """(engine, spec) of one running container."""
+    vm = boot_containers(ports=(80,)).vms.get()
+    return get_engine(dnode), vm.to_spec()
+
+
+def test_commands_run_in_the_container_with_their_output_exit_code_and_timeout(container):
+    engine, spec = container
+    uname = run(engine, spec, "uname", "-a")
+    assert uname.exit_code == 0 and uname.stdout.startswith(b"Linux ") and not uname.timed_out
+
+    failed = run(engine, spec, "sh", "-c", "echo to-out; echo to-err >&2; exit 3")
+    assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"to-out\n", b"to-err\n")
+
+    # stdin passed through, and more of it than a pipe holds
+    data = os.urandom(1024 * 1024)
+    assert run(engine, spec, "cat", stdin=data, output_limit=len(data)).stdout == data
+    assert run(engine, spec, "wc", "-c", stdin=b"12345").stdout.strip() == b"5"
+
+    # env, cwd and user
+    who = run(engine, spec, "sh", "-c", 'id -u; pwd; echo "$GREETING"', env=(("GREETING", "hi there"),),
+              cwd="/tmp", user="1000")
+    assert who.stdout == b"1000\n/tmp\nhi there\n"
+    with pytest.raises(EngineError) as raised:
+        run(engine, spec, "id", user="nosuchuser")
+    assert raised.value.field == "user"
+
+    # output past the limit is cut and says so
+    big = run(engine, spec, "sh", "-c", "yes | head -c 300000", output_limit=1000)
+    assert len(big.stdout) == 1000 and big.stdout_truncated
+
+    # at its timeout the command is killed, and the children its shell started with it
+    started = time.monotonic()
+    slow = run(engine, spec, "sh", "-c", "sleep 298 & sleep 299; echo never", timeout=1.0)
+    assert slow.timed_out and slow.exit_code is None and b"never" not in slow.stdout
+    assert time.monotonic() - started < 5
+    processes = run(engine, spec, "ps").stdout.decode()
+    assert "sleep 298" not in processes and "sleep 299" not in processes
+
+
+def test_output_streams_before_the_command_ends(container):
+    engine, spec = container
+    arrivals = []
+    result = engine.exec(spec, ExecRequest(argv=("sh", "-c", "echo first; sleep 3; echo second")),
+                         lambda stream, data: arrivals.append((time.monotonic(), stream, data)))
+    ended = time.monotonic()
+    assert result.exit_code == 0 and result.stdout == b"first\nsecond\n"
+    first_at, stream, data = arrivals[0]
+    assert (stream, data) == ("stdout", b"first\n")
+    assert ended - first_at > 2.5  # it came while the command still slept
+
+
+def test_a_20_mib_file_goes_in_and_out_unchanged_with_its_mode_and_owner(container):
+    engine, spec = container
+    data = os.urandom(20 * 1024 * 1024)
+    chunks = (data[i:i + 1024 * 1024] for i in range(0, len(data), 1024 * 1024))
+    assert engine.file_put(spec, "/tmp/big.bin", chunks, mode=0o640, owner="1000:1000") == len(data)
+
+    inside = run(engine, spec, "sh", "-c", "stat -c '%a %u %g %s' /tmp/big.bin; sha256sum /tmp/big.bin")
+    mode_line, sum_line = inside.stdout.decode().splitlines()
+    assert mode_line == f"640 1000 1000 {len(data)}"
+    assert sum_line.split()[0] == hashlib.sha256(data).hexdigest()
+
+    digest = hashlib.sha256()
+    with engine.file_get(spec, "/tmp/big.bin") as file:
+        for chunk in file:
+            digest.update(chunk)
+    assert file.size == len(data) and digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+    # replaced whole, no temporary file left beside it; the listing shows it
+    engine.file_put(spec, "/tmp/big.bin", iter([b"small now\n"]), owner="root")
+    assert run(engine, spec, "cat", "/tmp/big.bin").stdout == b"small now\n"
+    entries = {e.name: e for e in engine.file_list(spec, "/tmp")}
+    assert list(entries) == ["big.bin"]
+    assert (entries["big.bin"].kind, entries["big.bin"].size, entries["big.bin"].mode) == ("file", 10, 0o644)
+    assert {"bin", "etc", "init"} <= {e.name for e in engine.file_list(spec, "/")}
+
+
+def test_missing_paths_and_directories_are_refused(container):
+    engine, spec = container
+    with pytest.raises(GuestPathMissing):
+        engine.file_get(spec, "/tmp/no-such-file")
+    with pytest.raises(GuestPathMissing):
+        engine.file_put(spec, "/no-such-dir/f", iter([b"x"]))
+    assert run(engine, spec, "ls", "/no-such-dir").exit_code != 0  # not made on the way
+    with pytest.raises(GuestPathMissing):
+        engine.file_list(spec, "/no-such-dir")
+    with pytest.raises(EngineError) as raised:
+        engine.file_get(spec, "/etc")
+    assert (raised.value.code, raised.value.field) == (ErrorCode.INVALID, "path")
