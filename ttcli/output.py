@@ -23,11 +23,16 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+# Piped output (a CI log, `| grep`) is not cut to 80 columns: tables keep each row whole.
+PIPE_WIDTH = 250
+
+
 @cache
 def console():
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    width = None if sys.stdout.isatty() else PIPE_WIDTH
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 @cache
@@ -55,6 +60,13 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str |
     for row in rows:
         grid.add_row(*("" if cell is None else str(cell) for cell in row))
     console().print(grid)
+
+
+def when(stamp: str | None) -> str:
+    """An API time (RFC 3339, UTC) as people read it: "2026-12-07 12:17:51"."""
+    if not stamp:
+        return ""
+    return stamp.replace("T", " ").split(".")[0].rstrip("Z")
 
 
 def duration(seconds: int | float) -> str:

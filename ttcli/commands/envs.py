@@ -160,7 +160,7 @@ def show(env: EnvName, as_json: Json = False):
         output.emit_json({**found, "vms": vms})
         return
     output.say(f"[bold]{found['name']}[/bold] (id {found['id']}, owner {found['owner']}): {_status(found)}")
-    output.say(f"ends {found['end_at']} ({output.duration(found['seconds_left'])} left)"
+    output.say(f"ends {output.when(found['end_at'])} UTC ({output.duration(found['seconds_left'])} left)"
                + (", outgoing traffic denied" if found["deny_outgoing"] else ""))
     if found["cooldown_remaining"]:
         output.say(f"cooldown: {found['cooldown_remaining']} s before the next long action")
@@ -202,7 +202,7 @@ def extend(
         output.emit_json({"operation": op, "env": after})
     else:
         left = output.duration(after["seconds_left"])
-        output.say(f"Env {after['name']} now ends {after['end_at']} ({left} left)")
+        output.say(f"Env {after['name']} now ends {output.when(after['end_at'])} UTC ({left} left)")
 
 
 def _power(env: str, action: str, wait: bool, timeout: float, as_json: bool) -> None:

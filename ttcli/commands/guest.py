@@ -41,9 +41,8 @@ def _explain_missing(exc: Exception, feature: str, vm: dict) -> NoReturn:
     from ttclient.errors import ApiError
 
     if isinstance(exc, ApiError) and exc.status == 404 and exc.message == "no such API resource":
-        raise Failure(f"this server offers no {feature} (its API lacks it; upgrade TT Portal)",
-                      data={"code": "unsupported_feature", "message": f"the server lacks {feature}",
-                            "vm": vm["id"]}) from None
+        message = f"this server offers no {feature} (its API lacks it: upgrade TT Portal)"
+        raise Failure(message, data={"code": "no_endpoint", "message": message, "vm": vm["id"]}) from None
     raise exc
 
 

@@ -80,7 +80,7 @@ def ls(
         output.emit_json(snaps)
         return
     output.table(("id", "vm", "name", "status", "created", "expires"),
-                 [(s["id"], s["vm_name"], s["name"], s["status"], s["created_at"], s["expires_at"] or "")
+                 [(s["id"], s["vm_name"], s["name"], s["status"], output.when(s["created_at"]), output.when(s["expires_at"]))
                   for s in snaps])
 
 
