@@ -29,8 +29,8 @@ def ls(
         output.emit_json(ops)
         return
     output.table(("id", "kind", "target", "status", "progress", "created", "error"),
-                 [(o["id"], o["kind"], o["target"], o["status"], f"{o['progress']}%", output.when(o["created_at"]),
-                   o["error_message"]) for o in ops])
+                 [(o["id"], o["kind"], o["target"], o["status"], f"{o['progress']}%",
+                   output.when(o["created_at"]), o["error_message"]) for o in ops])
 
 
 @app.command()

@@ -80,8 +80,8 @@ def ls(
         output.emit_json(snaps)
         return
     output.table(("id", "vm", "name", "status", "created", "expires"),
-                 [(s["id"], s["vm_name"], s["name"], s["status"], output.when(s["created_at"]), output.when(s["expires_at"]))
-                  for s in snaps])
+                 [(s["id"], s["vm_name"], s["name"], s["status"], output.when(s["created_at"]),
+                   output.when(s["expires_at"])) for s in snaps])
 
 
 def _is_owner_env(tt, where: str) -> bool:
