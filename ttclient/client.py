@@ -124,7 +124,7 @@ class Client:
         """A request whose answer is read as it arrives; close it (or use `with`) when done."""
         return self._send(method, path, stream=True, **kwargs)
 
-    def get(self, path: str, **params) -> Any:
+    def get(self, path: str, /, **params) -> Any:
         return self.request("GET", path, params=params or None).json()
 
     def post(self, path: str, body: Any = None) -> tuple[int, Any]:
@@ -132,7 +132,7 @@ class Client:
         response = self.request("POST", path, json=body if body is not None else {})
         return response.status_code, (response.json() if response.content else None)
 
-    def list(self, path: str, **params) -> Iterator[Any]:
+    def list(self, path: str, /, **params) -> Iterator[Any]:
         """Every item of a paged list, page after page."""
         params = {k: v for k, v in params.items() if v is not None}
         params.setdefault("page_size", PAGE_SIZE)
