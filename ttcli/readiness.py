@@ -7,6 +7,8 @@ CI log gets the operation's log lines as they come."""
 
 from __future__ import annotations
 
+import errno
+import select
 import socket
 import sys
 import time
@@ -14,9 +16,10 @@ import time
 from ttcli import connections, output
 from ttclient.errors import OperationFailed, WaitTimeout
 
-POLL = 0.25
-POLL_MAX = 1.0
-CONNECT_TIMEOUT = 1.0
+POLL = 0.2  # seconds between two reads of the operation and the Env, growing to POLL_MAX
+POLL_MAX = 0.5
+PROBE_EVERY = 0.1  # a fresh connection attempt per silent port this often
+PROBE_GIVE_UP = 2.0  # an attempt unanswered this long is dropped (newer ones go on)
 
 
 def vm_messages(log: str) -> dict[str, str]:
@@ -30,12 +33,59 @@ def vm_messages(log: str) -> dict[str, str]:
     return last
 
 
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
-            return True
-    except OSError:
-        return False
+class PortProbe:
+    """Which of many host:port accept a TCP connection, found without waiting on any one.
+
+    A port forwarded to a guest not yet on its network makes a connect hang (its SYN goes
+    unanswered) rather than fail: so a fresh non-blocking attempt is started on each silent
+    port every PROBE_EVERY seconds, older ones left running, and the first to complete wins.
+    """
+
+    def __init__(self, targets: list[tuple[str, int]]):
+        self.pending = set(targets)
+        self.attempts: dict[socket.socket, tuple[tuple[str, int], float]] = {}
+        self.last_start = 0.0
+
+    def step(self, wait: float) -> set[tuple[str, int]]:
+        """Start attempts if due, wait up to `wait` seconds for some; the targets that answered."""
+        now = time.monotonic()
+        if now - self.last_start >= PROBE_EVERY:
+            self.last_start = now
+            for target in self.pending:
+                self._start(target, now)
+        answered: set[tuple[str, int]] = set()
+        if self.attempts:
+            _, writable, _ = select.select([], list(self.attempts), [], wait)
+            for sock in writable:
+                target, _ = self.attempts.pop(sock)
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    answered.add(target)
+                sock.close()
+        else:
+            time.sleep(wait)
+        for sock, (_, started) in list(self.attempts.items()):
+            if now - started > PROBE_GIVE_UP:
+                del self.attempts[sock]
+                sock.close()
+        self.pending -= answered
+        return answered
+
+    def _start(self, target: tuple[str, int], now: float) -> None:
+        try:
+            info = socket.getaddrinfo(*target, type=socket.SOCK_STREAM)[0]
+        except OSError:
+            return
+        sock = socket.socket(info[0], socket.SOCK_STREAM)
+        sock.setblocking(False)
+        if sock.connect_ex(info[4]) in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            self.attempts[sock] = (target, now)
+        else:  # refused at once: nothing listens yet
+            sock.close()
+
+    def close(self) -> None:
+        for sock in self.attempts:
+            sock.close()
+        self.attempts.clear()
 
 
 class Display:
@@ -130,14 +180,18 @@ def _pause_or_give_up(deadline: float, interval: float, waiting_for: str) -> Non
 
 
 def _wait_for_ports(vms: list[dict], deadline: float, display: Display) -> None:
-    pending = [c for vm in vms for c in connections.connections(vm) if c.protocol == "tcp"]
-    for conn in pending:
+    conns = [c for vm in vms for c in connections.connections(vm) if c.protocol == "tcp"]
+    for conn in conns:
         display.update(conn.vm, 100, f"port {conn.inner_port}: waiting for {conn.host}:{conn.port}")
-    while pending:
-        pending = [c for c in pending if not port_open(c.host, c.port)]
-        for vm in {vm["name"] for vm in vms} - {c.vm for c in pending}:
-            display.update(vm, 100, "running, ports answer")
-        if not pending:
-            return
-        silent = ", ".join(f"{c.vm} port {c.inner_port} ({c.host}:{c.port})" for c in pending)
-        _pause_or_give_up(deadline, POLL_MAX, f"no answer from {silent}")
+    probe = PortProbe([(c.host, c.port) for c in conns])
+    try:
+        while probe.pending:
+            probe.step(min(PROBE_EVERY, max(deadline - time.monotonic(), 0.0)))
+            pending = [c for c in conns if (c.host, c.port) in probe.pending]
+            for vm in {vm["name"] for vm in vms} - {c.vm for c in pending}:
+                display.update(vm, 100, "running, ports answer")
+            if pending and time.monotonic() >= deadline:
+                silent = ", ".join(f"{c.vm} port {c.inner_port} ({c.host}:{c.port})" for c in pending)
+                _pause_or_give_up(deadline, 0, f"no answer from {silent}")
+    finally:
+        probe.close()

@@ -68,6 +68,24 @@ def test_each_vms_last_message_is_read_from_the_operation_log():
     assert readiness.vm_messages(log) == {"web": "VM booted", "db": "defining VM"}
 
 
+def test_the_port_probe_finds_the_ports_that_accept_and_keeps_waiting_on_the_others():
+    import socket
+    import time
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    closed = socket.create_server(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    open_target, closed_target = ("127.0.0.1", listening.getsockname()[1]), ("127.0.0.1", closed_port)
+    probe = readiness.PortProbe([open_target, closed_target])
+    answered, end = set(), time.monotonic() + 2
+    while open_target not in answered and time.monotonic() < end:
+        answered |= probe.step(0.05)
+    probe.close()
+    listening.close()
+    assert answered == {open_target} and probe.pending == {closed_target}
+
+
 @pytest.fixture
 def fake_api(monkeypatch, tt_config):
     """A logged-in tt whose server is a FakeServer: its routes are the test's to add."""

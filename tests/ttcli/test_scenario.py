@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+import time
 
 import pytest
 
@@ -95,7 +96,7 @@ def test_a_whole_scenario(live_server, alice, template, tt, tt_config, tmp_path,
     # nothing; this machine's network may accept any connection, so the check is told so):
     # exit 3, naming them.
     with monkeypatch.context() as patch:
-        patch.setattr("ttcli.readiness.port_open", lambda host, port: False)
+        patch.setattr("ttcli.readiness.PortProbe.step", lambda self, wait: time.sleep(wait) or set())
         result = tt("env", "up", "-f", str(env_file), "--wait", "--timeout", "1")
     assert result.exit_code == 3, result.stderr
     assert "no answer from web port 22" in result.stderr
