@@ -49,6 +49,8 @@ def describe(exc: BaseException) -> tuple[int, dict]:
     if isinstance(exc, ApiError):
         body = dict(exc.body) if isinstance(exc.body, dict) else {}
         body.update(code=exc.code, message=exc.message, status=exc.status)
+        if exc.status == 401:  # the stored token expired or was revoked
+            body["message"] = f"{exc.message} (log in again: tt login URL, or set TT_TOKEN)"
         if exc.field:
             body["field"] = exc.field
         return FAILED, body

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -93,11 +92,12 @@ def ssh(
 
             sys.stdout.write(shlex.join(argv) + "\n")
         return
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        code = subprocess.call(argv)
+        os.execvp(argv[0], argv)  # ssh takes the terminal and the exit code from here on
     except FileNotFoundError:
         raise Failure("no ssh command on this machine (install openssh-client)") from None
-    raise typer.Exit(code)
 
 
 # --- exec --------------------------------------------------------------------------------------

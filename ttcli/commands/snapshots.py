@@ -72,7 +72,7 @@ def ls(
 
     output.json_mode(as_json)
     with client() as tt:
-        if "/" in where and where.count("/") >= 1 and not _is_owner_env(tt, where):
+        if "/" in where and not _is_owner_env(tt, where):
             snaps = tt.snapshots.list(vm=_vm(tt, where)["id"])
         else:
             snaps = tt.snapshots.list(env=tt.envs.find(where)["id"])
