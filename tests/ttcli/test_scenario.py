@@ -155,3 +155,28 @@ def test_a_whole_scenario(live_server, alice, template, tt, tt_config, tmp_path,
     assert json.loads(ok(tt("env", "ls", "--json")).stdout) == []
     ok(tt("logout"))
     assert not config_file.exists()
+
+
+def shape(vms: list[dict]) -> list[tuple]:
+    """What an Env file describes of each VM, as the API shows it."""
+    return sorted((vm["name"], vm["template"], vm["cpu_num"], vm["mem_mb"], vm["net_kind"],
+                   sorted((p["inner_port"], p["protocol"]) for p in vm["ports"])) for vm in vms)
+
+
+def test_an_exported_env_made_again_has_the_same_shape(live_server, alice, template, tt, tmp_path,
+                                                        envfile_package):
+    """Needs the server's GET /api/envs/{id}/envfile/ (the envfile part of issue 26)."""
+    env_file = tmp_path / "tt.yaml"
+    env_file.write_text(ENV_FILE)
+    ok(tt("login", live_server.url, "--user", "alice", "--password-stdin", input="pw-alice\n"))
+    ok(tt("env", "up", "-f", str(env_file), "--wait", "--no-port-check"))
+
+    exported = ok(tt("env", "export", "demo")).stdout
+    again = tmp_path / "exported.yaml"
+    again.write_text(exported)
+    ok(tt("env", "validate", "-f", str(again)))
+    ok(tt("env", "up", "-f", str(again), "--name", "copy", "--wait", "--no-port-check"))
+
+    original = json.loads(ok(tt("vm", "ls", "demo", "--json")).stdout)
+    copy = json.loads(ok(tt("vm", "ls", "copy", "--json")).stdout)
+    assert shape(copy) == shape(original)
