@@ -90,6 +90,9 @@ class Client:
         if method == "POST":
             headers.setdefault("Idempotency-Key", f"ttclient-{uuid.uuid4()}")
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        # A body read from a stream (a file being uploaded) cannot be sent twice.
+        content = kwargs.get("content")
+        resendable = content is None or isinstance(content, bytes | str)
         waited = 0.0
         while True:
             try:
@@ -104,7 +107,7 @@ class Client:
                 response.close()
             error = error_of(response)
             wait = self._cooldown_wait(response, error)
-            if wait is None or waited + wait > self.max_cooldown_wait:
+            if wait is None or not resendable or waited + wait > self.max_cooldown_wait:
                 raise error
             if self.on_cooldown is not None:
                 self.on_cooldown(wait, error)

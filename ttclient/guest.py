@@ -103,7 +103,7 @@ class Exec:
         response = self.client.stream("POST", f"/api/vms/{vm_id}/exec/", params={"stream": "1"}, json=body,
                                       headers={"Accept": "text/event-stream"}, **_long(self.client, timeout))
         try:
-            for event, data in server_sent_events(response.iter_lines()):
+            for event, data in server_sent_events(_lines(response)):
                 payload = json.loads(data) if data[:1] in "{[\"" else data
                 if event == "exit":
                     yield ExecEvent("exit", result=payload)
@@ -118,6 +118,22 @@ class Exec:
                                    str(error.get("field") or ""), error)
         finally:
             response.close()
+
+
+def _guarded(chunks: Iterator, url: str) -> Iterator:
+    """A streamed answer, its connection lost midway raised as ConnectionFailed."""
+    import httpx
+
+    from ttclient.errors import ConnectionFailed
+
+    try:
+        yield from chunks
+    except httpx.TransportError as exc:
+        raise ConnectionFailed(f"{url}: the answer stopped midway ({exc or type(exc).__name__})") from exc
+
+
+def _lines(response) -> Iterator[str]:
+    return _guarded(response.iter_lines(), str(response.request.url))
 
 
 def _long(client: Client, timeout: float | None) -> dict:
@@ -152,7 +168,7 @@ class Files:
         response = self.client.stream("GET", f"/api/vms/{vm_id}/files/", params={"path": path},
                                       headers={"Accept": "application/octet-stream"})
         try:
-            yield from response.iter_bytes(CHUNK)
+            yield from _guarded(response.iter_bytes(CHUNK), self.client.url)
         finally:
             response.close()
 
