@@ -204,7 +204,8 @@ def test_a_token_is_made_with_the_password():
 
 
 def test_an_upload_read_from_a_stream_is_not_sent_again_after_a_429():
-    busy = httpx.Response(429, headers={"Retry-After": "1"}, json={"code": "rate_limited", "message": "slow down"})
+    busy = httpx.Response(429, headers={"Retry-After": "1"},
+                          json={"code": "rate_limited", "message": "slow down"})
     server = FakeServer(("PUT", "/api/vms/5/files/", busy))
     with client_for(server) as tt, pytest.raises(ApiError) as refused:
         tt.sleep = lambda seconds: None
