@@ -8,6 +8,7 @@ A VM whose engine or template cannot do one of these answers 422 `unsupported_fe
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -192,8 +193,9 @@ class Console:
     """A VM's console, open: `recv()` what it prints (bytes; None once it closed, b"" when
     nothing came within `timeout`), `send(bytes)` keystrokes, `close()`."""
 
-    def __init__(self, connection):
+    def __init__(self, connection, release=lambda: None):
         self.connection = connection
+        self.release = release
 
     def recv(self, timeout: float | None = None) -> bytes | None:
         from websockets.exceptions import ConnectionClosed
@@ -211,6 +213,7 @@ class Console:
 
     def close(self) -> None:
         self.connection.close()
+        self.release()
 
     def __enter__(self) -> Console:
         return self
@@ -234,9 +237,11 @@ def open_console(client: Client, vm_id: int) -> Console:
     from ttclient.errors import ApiError
 
     headers = {"Authorization": f"Token {client.token}"} if client.token else {}
+    # websockets wants connect() entered as a context manager: held open until close().
+    held = contextlib.ExitStack()
     try:
-        connection = connect(console_url(client.url, vm_id), additional_headers=headers,
-                             user_agent_header=USER_AGENT, open_timeout=30, max_size=None)
+        connection = held.enter_context(connect(console_url(client.url, vm_id), additional_headers=headers,
+                                                user_agent_header=USER_AGENT, open_timeout=30, max_size=None))
     except InvalidStatus as exc:
         response = exc.response
         try:
@@ -246,4 +251,4 @@ def open_console(client: Client, vm_id: int) -> Console:
         raise ApiError(response.status_code, str(body.get("code", f"http_{response.status_code}")),
                        str(body.get("message") or response.reason_phrase), str(body.get("field") or ""),
                        body or None) from exc
-    return Console(connection)
+    return Console(connection, held.close)
