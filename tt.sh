@@ -82,7 +82,9 @@ install_python() {
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing Python packages (pinned in pyproject.toml)"
     "$PY" -m pip install -q --upgrade pip
-    "$PY" -m pip install -q ".[dev]"
+    # Editable (-e): the `tt` command (.venv/bin/tt, pyproject's [project.scripts]) runs this
+    # checkout's ttcli/ and ttclient/, not a copy that a later edit would leave stale.
+    "$PY" -m pip install -q -e ".[dev]"
     echo "$want" > "$stamp"
   fi
 }

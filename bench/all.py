@@ -20,7 +20,7 @@ minutes together on a quiet machine:
 
 The others need root, a prepared host (`./tt.sh setup`) and a quiet machine (TCG guests
 on 2 cores): nat_scale, clone_cost, env_ready (QEMU, docker and warm), resume,
-crash_recovery, ssh_ready, exec_latency. Left out, having no target: debian_guest,
+crash_recovery, ssh_ready, exec_latency, cli_up. Left out, having no target: debian_guest,
 docker_snapshot, request_path, file_copy.
 
     flock /tmp/tt-bench.lock .venv/bin/python bench/all.py [--no-guests] [--only NAME,...]
@@ -187,6 +187,16 @@ def read_exec_latency(text: str) -> list[Target]:
             at_most("exec p95 {} (container)", m[4], exec_latency.TARGET_P95_MS, " ms")]
 
 
+def read_cli_up(text: str) -> list[Target]:
+    """`cli_up: cli <s> s, api <s> s, overhead <ms> ms`."""
+    import cli_up
+
+    m = last(rf"cli_up: cli {NUMBER} s, api {NUMBER} s, overhead {NUMBER} ms", text)
+    if not m:
+        return []
+    return [at_most(f"tt overhead {{}} (cli {m[1]} s, api {m[2]} s)", m[3], cli_up.TARGET_MS, " ms")]
+
+
 BENCHES = [
     Bench("list_latency", "list_latency.py", ("--quick",), False, read_list_latency),
     Bench("fleet sqlite", "fleet.py", ("--quick", "--only", "sqlite"), False, read_fleet),
@@ -202,6 +212,7 @@ BENCHES = [
     Bench("crash_recovery", "crash_recovery.py", ("--quick",), True, read_crash_recovery),
     Bench("ssh_ready", "ssh_ready.py", ("--quick",), True, read_ssh_ready),
     Bench("exec_latency", "exec_latency.py", ("--quick",), True, read_exec_latency),
+    Bench("cli_up", "cli_up.py", ("--quick",), True, read_cli_up),
 ]
 
 

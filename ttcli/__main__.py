@@ -1,0 +1,3 @@
+from ttcli.main import main
+
+main()
