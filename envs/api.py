@@ -10,11 +10,20 @@ from __future__ import annotations
 import django_filters
 from django.contrib.auth import get_user_model
 from django.db.models import Prefetch
-from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import mixins, viewsets
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, renderers, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import UnsupportedMediaType, ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
 
-from envs import peering, services
+import envfile
+from envs import envfiles, peering, services
 from envs.models import Env
 from envs.serializers import (
     DenyOutgoing,
@@ -24,9 +33,9 @@ from envs.serializers import (
     PeerRequest,
 )
 from operations.api import OperationsActionsMixin, accepted, operation_action
-from ttportal.api import idempotency_key, parse
+from ttportal.api import flatten_errors, idempotency_key, parse
 from ttportal.api_query import BoolFilter, StrictFilterSet, TextFilter
-from ttportal.errors import ConflictingInput, Forbidden, NotFound
+from ttportal.errors import ConflictingInput, Forbidden, InvalidInput, NotFound
 from vms import policy
 from vms.models import Vm
 from vms.new_vms import NewVm
@@ -50,6 +59,84 @@ class EnvFilter(StrictFilterSet):
         return queryset.live() if value else queryset.filter(status=Env.Status.DESTROYED)
 
 
+# --- Env files (envs/envfiles.py) -------------------------------------------------------
+
+ENVFILE_FORMAT = "envfile"
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+# JSON is YAML too: a client may send the file's document as JSON.
+ENVFILE_TYPES = (*YAML_TYPES, "application/json", "text/plain")
+
+ENVFILE_BODY = {
+    "type": "string", "maxLength": envfiles.MAX_CHARS,
+    "description": "An Env file (tt.yaml): the schema of its document is GET /api/schema/envfile.json. "
+    "Its problems are refused with 422 `invalid`, each with its `line` (`problems` lists them all); "
+    "`user_data: \"@file\"` is refused (send the #cloud-config inline: the tt command does).",
+}
+ENVFILE_PARAMETER = OpenApiParameter(
+    "format", str, enum=[ENVFILE_FORMAT], required=False,
+    description="envfile: the body is an Env file (YAML, or its document as JSON) instead of the JSON "
+    "body; implied by a YAML Content-Type. The answer is the same: 202 with the operation.",
+)
+
+
+class EnvFileNegotiation(DefaultContentNegotiation):
+    """`?format=envfile` names the format of the request's body, not of the answer: it
+    picks no renderer (DRF reads ?format= as the answer's, and would 404 it)."""
+
+    def filter_renderers(self, renderers, format):
+        if format == ENVFILE_FORMAT:
+            return renderers
+        return super().filter_renderers(renderers, format)
+
+
+class EnvFileRenderer(renderers.BaseRenderer):
+    """application/yaml, for a client that asks for it (the export answers its text itself)."""
+
+    media_type = "application/yaml"
+    format = "yaml"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data.encode() if isinstance(data, str) else envfile.dump(data).encode()
+
+
+def sends_envfile(request) -> bool:
+    media = (request.content_type or "").split(";")[0].strip().lower()
+    return request.query_params.get("format") == ENVFILE_FORMAT or media in YAML_TYPES
+
+
+def envfile_text(request) -> str:
+    """The request's body as text, bounded before it is read whole."""
+    media = (request.content_type or "").split(";")[0].strip().lower()
+    if media not in ENVFILE_TYPES:
+        raise UnsupportedMediaType(media, detail=f"an Env file is sent as {', '.join(YAML_TYPES[:1])} "
+                                   f"(or JSON), not {media or 'no Content-Type'}")
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    too_large = InvalidInput("body", f"an Env file is at most {envfiles.MAX_CHARS} characters")
+    if declared.isdigit() and int(declared) > envfiles.MAX_BYTES:
+        raise too_large
+    raw = request.body
+    if len(raw) > envfiles.MAX_BYTES:
+        raise too_large
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("body", "an Env file must be UTF-8 text") from None
+
+
+@extend_schema(operation_id="envfile_schema_retrieve",
+               summary="The JSON Schema (draft 2020-12) of an Env file (tt.yaml)",
+               responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The schema.")})
+class EnvFileSchemaView(APIView):
+    """Public, like /api/schema/: the tt command and editors validate files against it."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    def get(self, request):
+        return Response(envfile.schema())
+
+
 @extend_schema_view(
     list=extend_schema(summary="List Envs you can see (staff: every Env)"),
     retrieve=extend_schema(summary="One Env with its live VMs"),
@@ -60,6 +147,7 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
     serializer_class = EnvSerializer
     filterset_class = EnvFilter
     ordering_fields = ["start_at", "end_at", "name", "id"]
+    content_negotiation_class = EnvFileNegotiation
 
     def get_queryset(self):
         live_vms = Vm.objects.live().select_related("node").order_by("name", "id")
@@ -75,16 +163,46 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
         context = {**self.get_serializer_context(), "peerings": peering.peerings_of_many(page)}
         return self.get_paginated_response(self.serializer_class(page, many=True, context=context).data)
 
-    @operation_action(EnvCreate, summary="Create an Env with its VMs",
+    @extend_schema(parameters=[ENVFILE_PARAMETER])
+    @operation_action({"application/json": EnvCreate, **{media: ENVFILE_BODY for media in YAML_TYPES[:1]}},
+                      summary="Create an Env with its VMs",
                       description="The VMs are created and booted by the returned operation; "
-                      "its `env` is the new Env's id.")
+                      "its `env` is the new Env's id. With `?format=envfile` (or a YAML Content-Type) "
+                      "the body is an Env file instead (docs: Env files); its `peers` are asked once the "
+                      "Env exists, in the same request.")
     def create(self, request):
+        if sends_envfile(request):
+            return self._create_from_file(request)
         data = dict(parse(EnvCreate, request))
         owner = self._owner(request, data.pop("owner", None))
         vms = [NewVm(**vm) for vm in data.pop("vms")]
         op = services.env_create(owner=owner, by=request.user, vms=vms,
                                  idempotency_key=idempotency_key(request), **data)
         return accepted(request, op)
+
+    def _create_from_file(self, request):
+        """The same as the JSON body: the file's create body is checked by EnvCreate, then
+        env_create makes the Env (envfiles.env_up: and asks its peers)."""
+        ef = envfiles.read(envfile_text(request))
+        try:
+            EnvCreate(data=ef.to_create_body()).is_valid(raise_exception=True)
+        except ValidationError as exc:
+            raise envfiles.EnvFileInvalid([ef.problem(field, messages[0]) for field, messages
+                                           in flatten_errors(exc.detail).items()]) from None
+        op = envfiles.env_up_from(ef, owner=request.user, by=request.user,
+                                  idempotency_key=idempotency_key(request))
+        return accepted(request, op)
+
+    @extend_schema(summary="The Env as an Env file (tt.yaml)",
+                   description="One entry per live VM; `POST /api/envs/?format=envfile` of it makes an "
+                   "Env of the same shape (give it another name while this one lives).",
+                   responses={(200, "application/yaml"): OpenApiResponse(OpenApiTypes.STR,
+                                                                         description="tt.yaml")})
+    @action(detail=True, methods=["get"], url_path="envfile", url_name="envfile",
+            renderer_classes=[*api_settings.DEFAULT_RENDERER_CLASSES, EnvFileRenderer])
+    def envfile(self, request, pk=None):
+        env = self.get_object()
+        return HttpResponse(envfiles.text_of(env), content_type="application/yaml; charset=utf-8")
 
     @staticmethod
     def _owner(request, username):
