@@ -13,13 +13,12 @@ from django.db.models import Prefetch
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import mixins, renderers, viewsets
+from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import UnsupportedMediaType, ValidationError
-from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 import envfile
@@ -66,38 +65,47 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 # JSON is YAML too: a client may send the file's document as JSON.
 ENVFILE_TYPES = (*YAML_TYPES, "application/json", "text/plain")
 
-ENVFILE_BODY = {
-    "type": "string", "maxLength": envfiles.MAX_CHARS,
-    "description": "An Env file (tt.yaml): the schema of its document is GET /api/schema/envfile.json. "
-    "Its problems are refused with 422 `invalid`, each with its `line` (`problems` lists them all); "
-    "`user_data: \"@file\"` is refused (send the #cloud-config inline: the tt command does).",
-}
+# The YAML body is told here, not as a second media type of requestBody: client generators
+# (openapi-python-client) take JSON bodies only, and warn about the rest.
 ENVFILE_PARAMETER = OpenApiParameter(
     "format", str, enum=[ENVFILE_FORMAT], required=False,
-    description="envfile: the body is an Env file (YAML, or its document as JSON) instead of the JSON "
-    "body; implied by a YAML Content-Type. The answer is the same: 202 with the operation.",
+    description="envfile: the body is an Env file instead of the JSON body: YAML text (Content-Type "
+    "application/yaml, which implies format=envfile), or its document as JSON; at most "
+    f"{envfiles.MAX_CHARS} characters. The schema of its document is GET /api/schema/envfile.json. "
+    "The answer is the same: 202 with the operation. The file's problems are refused with 422 "
+    "`invalid`, each with its `line` (`problems` lists them all); `user_data: \"@file\"` is refused "
+    "(send the #cloud-config inline: the tt command does).",
 )
-
-
 class EnvFileNegotiation(DefaultContentNegotiation):
     """`?format=envfile` names the format of the request's body, not of the answer: it
-    picks no renderer (DRF reads ?format= as the answer's, and would 404 it)."""
+    picks no renderer (DRF reads ?format= as the answer's). Any other format no renderer
+    has is bad input (400), not DRF's 404 for a resource that exists."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        if len(request.query_params.getlist(self.settings.URL_FORMAT_OVERRIDE)) > 1:
+            raise ValidationError({self.settings.URL_FORMAT_OVERRIDE: ["must be given at most once"]})
+        return super().select_renderer(request, renderers, format_suffix)
 
     def filter_renderers(self, renderers, format):
         if format == ENVFILE_FORMAT:
             return renderers
-        return super().filter_renderers(renderers, format)
+        kept = [renderer for renderer in renderers if renderer.format == format]
+        if not kept:
+            formats = sorted({ENVFILE_FORMAT, *(renderer.format for renderer in renderers)})
+            rule = f"must be one of: {', '.join(formats)}"
+            raise ValidationError({self.settings.URL_FORMAT_OVERRIDE: [rule]})
+        return kept
 
 
-class EnvFileRenderer(renderers.BaseRenderer):
-    """application/yaml, for a client that asks for it (the export answers its text itself)."""
+class ErrorsAsJson(BaseContentNegotiation):
+    """The export answers its YAML itself (text/yaml, or application/yaml when asked): its
+    errors are JSON whatever Accept says, like every other error of the API."""
 
-    media_type = "application/yaml"
-    format = "yaml"
-    charset = "utf-8"
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
 
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return data.encode() if isinstance(data, str) else envfile.dump(data).encode()
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
 
 
 def sends_envfile(request) -> bool:
@@ -164,8 +172,7 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
         return self.get_paginated_response(self.serializer_class(page, many=True, context=context).data)
 
     @extend_schema(parameters=[ENVFILE_PARAMETER])
-    @operation_action({"application/json": EnvCreate, **{media: ENVFILE_BODY for media in YAML_TYPES[:1]}},
-                      summary="Create an Env with its VMs",
+    @operation_action(EnvCreate, summary="Create an Env with its VMs",
                       description="The VMs are created and booted by the returned operation; "
                       "its `env` is the new Env's id. With `?format=envfile` (or a YAML Content-Type) "
                       "the body is an Env file instead (docs: Env files); its `peers` are asked once the "
@@ -195,14 +202,16 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
 
     @extend_schema(summary="The Env as an Env file (tt.yaml)",
                    description="One entry per live VM; `POST /api/envs/?format=envfile` of it makes an "
-                   "Env of the same shape (give it another name while this one lives).",
-                   responses={(200, "application/yaml"): OpenApiResponse(OpenApiTypes.STR,
-                                                                         description="tt.yaml")})
+                   "Env of the same shape (give it another name while this one lives). The file's "
+                   "text is text/yaml, or application/yaml when Accept names it.",
+                   responses={(200, "text/yaml"): OpenApiResponse(OpenApiTypes.STR, description="tt.yaml")},
+                   parameters=[OpenApiParameter("format", exclude=True)])
     @action(detail=True, methods=["get"], url_path="envfile", url_name="envfile",
-            renderer_classes=[*api_settings.DEFAULT_RENDERER_CLASSES, EnvFileRenderer])
+            content_negotiation_class=ErrorsAsJson)
     def envfile(self, request, pk=None):
         env = self.get_object()
-        return HttpResponse(envfiles.text_of(env), content_type="application/yaml; charset=utf-8")
+        media = "application/yaml" if "application/yaml" in request.headers.get("Accept", "") else "text/yaml"
+        return HttpResponse(envfiles.text_of(env), content_type=f"{media}; charset=utf-8")
 
     @staticmethod
     def _owner(request, username):

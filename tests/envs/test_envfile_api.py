@@ -142,6 +142,8 @@ def test_bad_yaml_and_bodies_that_are_no_file(alice, template):
     response = api.generic("POST", "/api/envs/?format=envfile", b"\xff\xfe", content_type="application/yaml")
     assert (response.status_code, response.json()["field"]) == (400, "body")
     assert post_file(api, FILE, content_type="application/xml").status_code == 415
+    assert post_file(api, FILE, query="?format=envfile&format=envfile").status_code == 400
+    assert post_file(api, FILE, query="?format=yml").json()["field"] == "format"
 
 
 def test_an_env_file_takes_an_idempotency_key(alice, template):
@@ -189,7 +191,9 @@ def test_export_then_up_makes_the_same_shape(alice, template, run_tasks):
         first = Env.objects.get(pk=post_file(api, text).json()["env"])
     exported = api.get(f"/api/envs/{first.pk}/envfile/")
     assert exported.status_code == 200
-    assert exported["Content-Type"] == "application/yaml; charset=utf-8"
+    assert exported["Content-Type"] == "text/yaml; charset=utf-8"
+    asked = api.get(f"/api/envs/{first.pk}/envfile/", HTTP_ACCEPT="application/yaml")
+    assert (asked["Content-Type"], asked.content) == ("application/yaml; charset=utf-8", exported.content)
     yaml_text = exported.content.decode()
     assert "lifetime: 2h\n" in yaml_text
     with run_tasks():
@@ -202,5 +206,6 @@ def test_export_then_up_makes_the_same_shape(alice, template, run_tasks):
 
 def test_nobody_exports_another_s_env(alice, bob, make_env):
     env = make_env(alice)
-    assert client_for(bob).get(f"/api/envs/{env.pk}/envfile/").status_code == 404
+    refused = client_for(bob).get(f"/api/envs/{env.pk}/envfile/", HTTP_ACCEPT="application/yaml")
+    assert (refused.status_code, refused["Content-Type"]) == (404, "application/json")
     assert APIClient().get(f"/api/envs/{env.pk}/envfile/").status_code == 401
