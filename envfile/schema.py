@@ -11,8 +11,6 @@ import copy
 
 from envfile import bounds as b
 
-SCHEMA_ID = "https://tt-portal.invalid/api/schema/envfile.json"
-
 _PORT = {
     "description": 'An inner port to forward (NAT VMs): 80, "53/udp", or {protocol: udp, inner_port: 53}. '
     "The node picks the public port; a port listed twice counts once.",
@@ -78,7 +76,6 @@ _VM = {
 
 _SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": SCHEMA_ID,
     "title": "TT Portal Env file (tt.yaml)",
     "description": "A declarative Env: what POST /api/envs/ takes, plus peers, counts (web[1..3]) and "
     "user_data from a file (@cloud-init.yaml). `tt env up -f tt.yaml` creates it; the server takes "

@@ -142,7 +142,8 @@ class EnvFileSchemaView(APIView):
     authentication_classes: list = []
 
     def get(self, request):
-        return Response(envfile.schema())
+        # Its $id is where this server publishes it (the file's own copy has none).
+        return Response({"$id": request.build_absolute_uri(), **envfile.schema()})
 
 
 @extend_schema_view(
