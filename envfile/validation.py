@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 
 from envfile import bounds as b
 from envfile.problems import Path, Problem, field_of, line_at
 from envfile.schema import schema_readonly
 
-_VALIDATOR = Draft202012Validator(schema_readonly())
+# An integer is an int, as the API's JSON takes it: 512.0 (an integer to JSON Schema) and
+# true (an int to Python) are not.
+_TYPES_STRICT = Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
+_VALIDATOR = validators.extend(Draft202012Validator, type_checker=_TYPES_STRICT)(schema_readonly())
 
 # The rule of a field whose schema is a pattern or a choice of shapes, by the field's
 # name (a list's items by "name[]").

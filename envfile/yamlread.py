@@ -20,6 +20,7 @@ _MERGE = "tag:yaml.org,2002:merge"
 _SCALAR_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null")}
 _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 _FAST = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Refused(Exception):
@@ -162,4 +163,10 @@ class _Builder:
                        else f"uses the YAML tag {node.tag}, which an Env file does not take")
             self.problems.append(Problem(node.start_mark.line + 1, field_of(path), message))
             return None
-        return self._scalars.construct_object(node)
+        value = self._scalars.construct_object(node)
+        if isinstance(value, str) and _SURROGATE.search(value):
+            # "\ud800" in a quoted string: no database stores it, no name or #cloud-config needs it.
+            self.problems.append(Problem(node.start_mark.line + 1, field_of(path),
+                                         "is not valid Unicode text (a lone surrogate)"))
+            return None
+        return value

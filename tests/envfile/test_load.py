@@ -187,6 +187,16 @@ def test_wrong_types_and_missing_fields():
     ]
 
 
+def test_an_integer_is_an_int_and_text_is_unicode():
+    text = 'name: a\nvms:\n  - name: w\n    template: "tt/\\ud800"\n    mem_mb: 512.0\n'
+    # libyaml refuses the escape itself; PyYAML's own parser lets it through to our check.
+    [(line, _, message)] = problems(text)
+    assert line == 4 and message in ("is not valid YAML: found invalid Unicode character escape code",
+                                     "is not valid Unicode text (a lone surrogate)")
+    assert problems(text.replace("\\ud800", "x")) == [
+        (5, "vms[0].mem_mb", "must be an integer between 1 and 262144 MiB")]
+
+
 def test_a_file_without_vms_or_name():
     assert problems("lifetime: 2h\n") == [(1, "name", "is required"), (1, "vms", "is required")]
     assert problems("name: a\nvms: []\n") == [(2, "vms", "must list at least one VM")]
