@@ -78,23 +78,25 @@ ENVFILE_PARAMETER = OpenApiParameter(
 )
 class EnvFileNegotiation(DefaultContentNegotiation):
     """`?format=envfile` names the format of the request's body, not of the answer: it
-    picks no renderer (DRF reads ?format= as the answer's). Any other format no renderer
-    has is bad input (400), not DRF's 404 for a resource that exists."""
+    picks no renderer (DRF reads ?format= as the answer's). Any other ?format= no renderer
+    has is bad input (400), not DRF's 404 for a resource that exists; a path's suffix
+    (/api/envs/1.xml/) stays DRF's 404, a path that names nothing."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
-        if len(request.query_params.getlist(self.settings.URL_FORMAT_OVERRIDE)) > 1:
-            raise ValidationError({self.settings.URL_FORMAT_OVERRIDE: ["must be given at most once"]})
+        param = self.settings.URL_FORMAT_OVERRIDE
+        given = request.query_params.getlist(param)
+        if format_suffix is None and given:
+            if len(given) > 1:
+                raise ValidationError({param: ["must be given at most once"]})
+            formats = {ENVFILE_FORMAT, *(renderer.format for renderer in renderers)}
+            if given[0] not in formats:
+                raise ValidationError({param: [f"must be one of: {', '.join(sorted(formats))}"]})
         return super().select_renderer(request, renderers, format_suffix)
 
     def filter_renderers(self, renderers, format):
         if format == ENVFILE_FORMAT:
             return renderers
-        kept = [renderer for renderer in renderers if renderer.format == format]
-        if not kept:
-            formats = sorted({ENVFILE_FORMAT, *(renderer.format for renderer in renderers)})
-            rule = f"must be one of: {', '.join(formats)}"
-            raise ValidationError({self.settings.URL_FORMAT_OVERRIDE: [rule]})
-        return kept
+        return super().filter_renderers(renderers, format)
 
 
 class ErrorsAsJson(BaseContentNegotiation):
@@ -205,7 +207,9 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
                    description="One entry per live VM; `POST /api/envs/?format=envfile` of it makes an "
                    "Env of the same shape (give it another name while this one lives). The file's "
                    "text is text/yaml, or application/yaml when Accept names it.",
-                   responses={(200, "text/yaml"): OpenApiResponse(OpenApiTypes.STR, description="tt.yaml")},
+                   # YAML text of the file's document (whose schema is /api/schema/envfile.json).
+                   responses={(200, "text/yaml"): OpenApiResponse(OpenApiTypes.OBJECT,
+                                                                  description="tt.yaml")},
                    parameters=[OpenApiParameter("format", exclude=True)])
     @action(detail=True, methods=["get"], url_path="envfile", url_name="envfile",
             content_negotiation_class=ErrorsAsJson)

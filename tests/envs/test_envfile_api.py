@@ -170,6 +170,9 @@ def test_peers_are_asked_with_the_env(alice, bob, make_env, run_tasks):
     # The new VM lets the peer in: it was created knowing its peering.
     vm = env.vms.get()
     assert mine.pk in vm.to_spec().reach
+    # And the export asks for the same peers again.
+    exported = envfile.load(client_for(alice).get(f"/api/envs/{env.pk}/envfile/").content.decode())
+    assert sorted(exported.peers) == ["bob/shared", "db"]
 
 
 def test_a_peer_that_does_not_exist_refuses_the_whole_file(alice, template, db_state):
