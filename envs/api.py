@@ -134,15 +134,15 @@ def envfile_text(request) -> str:
         raise InvalidInput("body", "an Env file must be UTF-8 text") from None
 
 
-@extend_schema(operation_id="envfile_schema_retrieve",
-               summary="The JSON Schema (draft 2020-12) of an Env file (tt.yaml)",
-               responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The schema.")})
 class EnvFileSchemaView(APIView):
     """Public, like /api/schema/: the tt command and editors validate files against it."""
 
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
+    @extend_schema(operation_id="envfile_schema_retrieve",
+                   summary="The JSON Schema (draft 2020-12) of an Env file (tt.yaml)",
+                   responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The schema.")})
     def get(self, request):
         # Its $id is where this server publishes it (the file's own copy has none).
         return Response({"$id": request.build_absolute_uri(), **envfile.schema()})
