@@ -115,10 +115,7 @@ class AutoSchema(SpectacularAutoSchema):
     def _get_request_for_media_type(self, serializer, direction="request"):
         # A body whose fields are each optional but which must name at least one of them
         # (minProperties, e.g. extend's end_at or lifetime) is itself required.
-        # So is a body given as a raw schema of non-empty text (an Env file's YAML).
         schema, required = super()._get_request_for_media_type(serializer, direction)
-        if isinstance(serializer, dict):
-            return schema, required or serializer.get("minLength", 0) >= 1
         extra = getattr(getattr(serializer, "Meta", None), "schema_extra", {})
         return schema, required or extra.get("minProperties", 0) >= 1
 
