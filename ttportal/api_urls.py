@@ -5,7 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from accounts.api import QuotaView, SshKeyViewSet, TokenViewSet
-from envs.api import EnvFileSchemaView, EnvViewSet
+from envs.api import EnvViewSet
+from envs.envfile_api import EnvFileSchemaView
 from notifications.api import DeliveryViewSet, NotificationSettingsView, TestEmailView, WebhookViewSet
 from operations.api import OperationViewSet
 from ttportal.api import not_found
