@@ -10,11 +10,15 @@ from __future__ import annotations
 import django_filters
 from django.contrib.auth import get_user_model
 from django.db.models import Prefetch
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 
-from envs import peering, services
+from envs import envfiles, peering, services
+from envs.envfile_api import ENVFILE_PARAMETER, EnvFileNegotiation, ErrorsAsJson, envfile_text, sends_envfile
 from envs.models import Env
 from envs.serializers import (
     DenyOutgoing,
@@ -24,7 +28,7 @@ from envs.serializers import (
     PeerRequest,
 )
 from operations.api import OperationsActionsMixin, accepted, operation_action
-from ttportal.api import idempotency_key, parse
+from ttportal.api import flatten_errors, idempotency_key, parse
 from ttportal.api_query import BoolFilter, StrictFilterSet, TextFilter
 from ttportal.errors import ConflictingInput, Forbidden, NotFound
 from vms import policy
@@ -60,6 +64,7 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
     serializer_class = EnvSerializer
     filterset_class = EnvFilter
     ordering_fields = ["start_at", "end_at", "name", "id"]
+    content_negotiation_class = EnvFileNegotiation
 
     def get_queryset(self):
         live_vms = Vm.objects.live().select_related("node").order_by("name", "id")
@@ -75,16 +80,49 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
         context = {**self.get_serializer_context(), "peerings": peering.peerings_of_many(page)}
         return self.get_paginated_response(self.serializer_class(page, many=True, context=context).data)
 
+    @extend_schema(parameters=[ENVFILE_PARAMETER])
     @operation_action(EnvCreate, summary="Create an Env with its VMs",
                       description="The VMs are created and booted by the returned operation; "
-                      "its `env` is the new Env's id.")
+                      "its `env` is the new Env's id. With `?format=envfile` (or a YAML Content-Type) "
+                      "the body is an Env file instead (docs: Env files); its `peers` are asked once the "
+                      "Env exists, in the same request.")
     def create(self, request):
+        if sends_envfile(request):
+            return self._create_from_file(request)
         data = dict(parse(EnvCreate, request))
         owner = self._owner(request, data.pop("owner", None))
         vms = [NewVm(**vm) for vm in data.pop("vms")]
         op = services.env_create(owner=owner, by=request.user, vms=vms,
                                  idempotency_key=idempotency_key(request), **data)
         return accepted(request, op)
+
+    def _create_from_file(self, request):
+        """The same as the JSON body: the file's create body is checked by EnvCreate, then
+        env_create makes the Env (envfiles.env_up: and asks its peers)."""
+        ef = envfiles.read(envfile_text(request))
+        try:
+            EnvCreate(data=ef.to_create_body()).is_valid(raise_exception=True)
+        except ValidationError as exc:
+            raise envfiles.EnvFileInvalid([ef.problem(field, messages[0]) for field, messages
+                                           in flatten_errors(exc.detail).items()]) from None
+        op = envfiles.env_up_from(ef, owner=request.user, by=request.user,
+                                  idempotency_key=idempotency_key(request))
+        return accepted(request, op)
+
+    @extend_schema(summary="The Env as an Env file (tt.yaml)",
+                   description="One entry per live VM; `POST /api/envs/?format=envfile` of it makes an "
+                   "Env of the same shape (give it another name while this one lives). The file's "
+                   "text is text/yaml, or application/yaml when Accept names it.",
+                   # YAML text of the file's document (whose schema is /api/schema/envfile.json).
+                   responses={(200, "text/yaml"): OpenApiResponse(OpenApiTypes.OBJECT,
+                                                                  description="tt.yaml")},
+                   parameters=[OpenApiParameter("format", exclude=True)])
+    @action(detail=True, methods=["get"], url_path="envfile", url_name="envfile",
+            content_negotiation_class=ErrorsAsJson)
+    def envfile(self, request, pk=None):
+        env = self.get_object()
+        media = "application/yaml" if "application/yaml" in request.headers.get("Accept", "") else "text/yaml"
+        return HttpResponse(envfiles.text_of(env), content_type=f"{media}; charset=utf-8")
 
     @staticmethod
     def _owner(request, username):

@@ -19,7 +19,7 @@ import uuid
 from django import forms
 from django.conf import settings
 
-from envs import services
+from envs import envfiles, services
 from operations.models import Operation
 from ttportal.errors import InvalidInput, TTError
 from ttportal.hours import MIN_SECONDS, hours, parse_hours
@@ -236,6 +236,64 @@ def show_vm_error(exc: TTError, form: AddVmForm) -> None:
         _row_error(form, match[1], match[2], exc.message)
     else:
         form.add_error(None, str(exc))
+
+
+class EnvFileForm(forms.Form):
+    """An Env file pasted or uploaded on the New Env page; envs.envfiles reads it, as the API does."""
+
+    text = forms.CharField(
+        label="Env file (tt.yaml)", required=False, strip=False,
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 60, "spellcheck": "false",
+                                     "placeholder": "name: ci\nlifetime: 2h\nvms:\n  - name: web[1..2]\n"
+                                                    "    template: tt/busybox\n    ports: [80]"}),
+        help_text="Paste the file, or upload it below; the file's problems are shown with their lines.",
+    )
+    upload = forms.FileField(label="or upload", required=False)
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, required=False, max_length=128)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["idempotency_key"].initial = uuid.uuid4().hex
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("upload")
+        if upload is not None:
+            raw = upload.read(envfiles.MAX_BYTES + 1)
+            if len(raw) > envfiles.MAX_BYTES:
+                raise forms.ValidationError(f"an Env file is at most {envfiles.MAX_CHARS} characters")
+            try:
+                data["text"] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise forms.ValidationError("the uploaded file is not UTF-8 text") from None
+        if not (data.get("text") or "").strip():
+            raise forms.ValidationError("paste an Env file or upload one")
+        data["text"] = data["text"].replace("\r\n", "\n")  # browsers send CRLF
+        return data
+
+
+def create_env_from_file(form: EnvFileForm, *, by) -> Operation | None:
+    """Read the pasted or uploaded file and make its Env (envs.envfiles.env_up_from: env_create,
+    then its peers) owned by `by`; None with the problems on the form, each with its line."""
+    if not form.is_valid():
+        return None
+    try:
+        ef = envfiles.read(form.cleaned_data["text"])
+        return envfiles.env_up_from(ef, owner=by, by=by, idempotency_key=form.cleaned_data["idempotency_key"])
+    except Exception as exc:
+        error = refused(exc)
+        problems = error.problems if isinstance(error, envfiles.EnvFileInvalid) else [error]
+        for problem in problems:
+            form.add_error(None, _said(problem))
+        return None
+
+
+def _said(problem) -> str:
+    """"line 12: vms[1].mem_mb: must be ..." (a refusal without a field or line: its message)."""
+    if isinstance(problem, TTError):
+        return str(problem)
+    where = f"line {problem.line}: " if problem.line else ""
+    return f"{where}{problem.field}: {problem.message}" if problem.field else f"{where}{problem.message}"
 
 
 def create_env_from(form: EnvForm, formset, *, by, owner=None) -> Operation | None:

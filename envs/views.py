@@ -21,8 +21,16 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import quotas
-from envs import env_table, peering, services, vm_table
-from envs.forms import AddVmForm, EnvForm, VmRowFormSet, create_env_from, show_vm_error
+from envs import env_table, envfiles, peering, services, vm_table
+from envs.forms import (
+    AddVmForm,
+    EnvFileForm,
+    EnvForm,
+    VmRowFormSet,
+    create_env_from,
+    create_env_from_file,
+    show_vm_error,
+)
 from envs.models import Env
 from operations.models import Operation
 from ttportal.errors import InvalidInput
@@ -88,7 +96,16 @@ def env_create(request: HttpRequest) -> HttpResponse:
     """A new Env owned by the signed-in user, through envs.services.env_create."""
     kinds = engine_kinds_in_service()  # read once: the form's rows and the table offer the same
     offer = {"kinds": kinds}
-    if request.method == "POST":
+    file_form = EnvFileForm(prefix="file")
+    if request.method == "POST" and "file-text" in request.POST:  # the import form's
+        form, formset = EnvForm(), VmRowFormSet(prefix="vms", form_kwargs=offer)
+        file_form = EnvFileForm(request.POST, request.FILES, prefix="file")
+        op = create_env_from_file(file_form, by=request.user)
+        if op is not None:
+            messages.success(request, f"Env {op.env.name}, from its file: creating its VMs "
+                                      f"(operation {op.pk}).")
+            return HttpResponseRedirect(_env_url(op.env))
+    elif request.method == "POST":
         form = EnvForm(request.POST)
         formset = VmRowFormSet(request.POST, prefix="vms", form_kwargs=offer)
         op = create_env_from(form, formset, by=request.user, owner=request.user)
@@ -102,9 +119,19 @@ def env_create(request: HttpRequest) -> HttpResponse:
     for template in templates:
         template.engines = template.engine_labels(kinds)
     return render(request, "envs/create.html", {
-        "form": form, "formset": formset, "templates": templates,
+        "form": form, "formset": formset, "templates": templates, "file_form": file_form,
         "max_hours": hours(settings.TT_MAX_ENV_LIFETIME), "quota": quotas.report(request.user),
     })
+
+
+@login_required
+@require_GET
+def env_download(request: HttpRequest, pk: int) -> HttpResponse:
+    """The Env as tt.yaml ("Download as tt.yaml"): `tt env up -f` of it makes the same shape."""
+    env = _env_for(request, pk)
+    response = HttpResponse(envfiles.text_of(env), content_type="application/yaml; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{env.name}.tt.yaml"'
+    return response
 
 
 @login_required

@@ -49,6 +49,7 @@ ENDPOINTS = [
     Endpoint("get", "/api/keys/", "list"),
     # details
     Endpoint("get", "/api/envs/{env}/", "owned"),
+    Endpoint("get", "/api/envs/{env}/envfile/", "owned"),  # the Env as tt.yaml
     Endpoint("get", "/api/vms/{running}/", "owned"),
     Endpoint("get", "/api/snapshots/{snapshot}/", "owned"),
     Endpoint("get", "/api/operations/{op}/", "owned"),

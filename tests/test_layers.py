@@ -21,8 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # The target order (docs/architecture.md), bottom to top: an app may use only apps below
-# it. Apps not made yet are skipped.
-ORDER = ("engines", "ttportal", "operations", "nodes", "accounts", "vms", "envs", "notifications")
+# it. Apps not made yet are skipped. envfile (Env files, plain Python) is the bottom: the
+# tt command imports it without the server.
+ORDER = ("envfile", "engines", "ttportal", "operations", "nodes", "accounts", "vms", "envs", "notifications")
 APPS = tuple(app for app in ORDER if (ROOT / app / "__init__.py").exists())
 RANK = {app: i for i, app in enumerate(ORDER)}
 
@@ -345,3 +346,11 @@ def test_engine_drivers_import_no_control_plane_module():
     assert {"engines.base", "engines.libvirt.engine", "engines.network.nftables"} <= set(engines)
     for module in engines:
         assert {m for m in reachable(graph, module) if m.split(".")[0] != "engines"} == set(), module
+
+
+def test_the_env_file_parser_imports_no_other_project_module():
+    graph = import_graph()
+    modules = [name for name in graph if name == "envfile" or name.startswith("envfile.")]
+    assert {"envfile", "envfile.model", "envfile.schema"} <= set(modules)
+    for module in modules:
+        assert {m for m in reachable(graph, module) if m.split(".")[0] != "envfile"} == set(), module

@@ -62,6 +62,7 @@ ROUTES = [
                 "vms-0-name": "a", "vms-0-template": "TEMPLATE", "vms-0-cpu_num": "1", "vms-0-mem_mb": "128",
                 "vms-0-net_kind": "nat"}),
     Route("envs:detail", "get", "env"),
+    Route("envs:download", "get", "env"),  # the Env as tt.yaml
     Route("envs:operations", "get", "env"),
     Route("envs:add_vm", "get", "env"),
     Route("vms:detail", "get", "running"),

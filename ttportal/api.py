@@ -126,7 +126,8 @@ def exception_handler(exc, context):
         body = error.as_dict()
         headers = {}
         if error.field:
-            body["errors"] = {error.field: [error.message]}
+            # An error that lists several fields (an Env file's problems) keeps its own.
+            body.setdefault("errors", {error.field: [error.message]})
         if isinstance(error, CooldownActive | RateLimited):
             body["retry_after"] = error.retry_after
             headers["Retry-After"] = str(error.retry_after)

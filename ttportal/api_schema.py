@@ -45,6 +45,12 @@ class ErrorSerializer(serializers.Serializer):
         child=serializers.ListField(child=serializers.CharField()), required=False,
         help_text="Every field error, DRF style, keyed by field path (400 and 422).",
     )
+    line = serializers.IntegerField(
+        required=False, allow_null=True,
+        help_text="An Env file's refusal (POST /api/envs/?format=envfile): the line of `field` in the file.")
+    problems = serializers.ListField(
+        child=serializers.DictField(), required=False,
+        help_text="An Env file's refusal: every problem, each {line, field, message}.")
     retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait (429 and 503 only).")
     # quota_exceeded (403) only: refused because used + requested > limit (GET /api/quota/).
     quota = serializers.CharField(

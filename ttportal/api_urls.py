@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from accounts.api import QuotaView, SshKeyViewSet, TokenViewSet
 from envs.api import EnvViewSet
+from envs.envfile_api import EnvFileSchemaView
 from notifications.api import DeliveryViewSet, NotificationSettingsView, TestEmailView, WebhookViewSet
 from operations.api import OperationViewSet
 from ttportal.api import not_found
@@ -26,6 +27,7 @@ router.register("notifications/deliveries", DeliveryViewSet, basename="delivery"
 app_name = "api"
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/envfile.json", EnvFileSchemaView.as_view(), name="envfile-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("quota/", QuotaView.as_view(), name="quota"),
     path("notifications/settings/", NotificationSettingsView.as_view(), name="notification-settings"),

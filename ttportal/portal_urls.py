@@ -13,6 +13,7 @@ env_patterns = [
     path("", env_views.env_list, name="list"),
     path("envs/new/", env_views.env_create, name="create"),
     path("envs/<int:pk>/", env_views.env_detail, name="detail"),
+    path("envs/<int:pk>/tt.yaml", env_views.env_download, name="download"),
     path("envs/<int:pk>/operations/", env_views.env_operations, name="operations"),
     path("envs/<int:pk>/start/", env_views.env_start, name="start"),
     path("envs/<int:pk>/stop/", env_views.env_stop, name="stop"),
