@@ -77,6 +77,7 @@ class Envs(Resource):
         client reads the format alike. `@file` user_data must be inlined first
         (envfile.EnvFile.document() does it)."""
         content = text.encode() if isinstance(text, str) else text
+        # YAML is a superset of JSON: a document written with json.dumps is a file too.
         response = self.client.request("POST", "/api/envs/", params={"format": "envfile"}, content=content,
                                        headers={"Content-Type": "application/yaml"})
         return response.json()

@@ -4,8 +4,6 @@ directory, never the user's."""
 from __future__ import annotations
 
 import importlib
-import sys
-import warnings
 
 import pytest
 from typer.testing import CliRunner
@@ -35,14 +33,6 @@ def tt():
 
 
 @pytest.fixture
-def envfile_package(monkeypatch):
-    """The envfile package, or (until it is merged) the tests' stand-in, with a warning."""
-    try:
-        return importlib.import_module("envfile")
-    except ImportError:
-        from tests.ttcli import envfile_stand_in
-
-        warnings.warn("envfile/ is not in the tree: tests/ttcli/envfile_stand_in.py stands in for it",
-                      stacklevel=1)
-        monkeypatch.setitem(sys.modules, "envfile", envfile_stand_in)
-        return envfile_stand_in
+def envfile_package():
+    """The Env file parser the CLI checks files with (envfile/)."""
+    return importlib.import_module("envfile")

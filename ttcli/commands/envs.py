@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -82,9 +83,13 @@ def up(
 
     output.json_mode(as_json)
     env_file = read_envfile(file)
-    body = env_file.to_create_body()
+    # The server reads the file too (POST /api/envs/?format=envfile: one parser for every
+    # client, and the peers it names are applied with the Env): it gets the document as checked
+    # here, its @file user_data inlined, since the server reads no file of ours.
+    document = env_file.document()
     if name:
-        body["name"] = name
+        document["name"] = name
+    body = {"name": document["name"]}
     with client() as tt:
         existing = [e for e in tt.envs.list(name=body["name"]) if e["name"] == body["name"]]
         if existing:  # staff see everyone's Envs: only one's own counts as "it exists"
@@ -93,7 +98,7 @@ def up(
         created = not existing
         op = None
         if created:
-            op = tt.envs.create_from_body(body)
+            op = tt.envs.create_from_envfile(json.dumps(document))
             env_id = op["env"]
             if not as_json:
                 output.note(f"Creating Env {body['name']} (operation {op['id']})")
