@@ -78,7 +78,7 @@ STDIN_INLINE_MAX = WRITE_CHUNK
 CALL_TIMEOUT_S = 15
 # Polling a running command: the first wait, doubling up to the last (seconds).
 POLL_FIRST_S = 0.002
-POLL_MAX_S = 0.1
+POLL_MAX_S = 0.05
 # How long a killed process may take to be reaped before we give up on it (seconds).
 KILL_WAIT_S = 10.0
 # Where a command's output files live while it runs: a directory of root's alone (made on

@@ -9,13 +9,18 @@ import os
 import stat
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from engines.errors import EngineError, ErrorCode
+from engines.firecracker.engine import FirecrackerEngine
 from engines.guest_io import ExecRequest, GuestPathDenied, GuestPathMissing, GuestUnreachable
 from engines.libvirt import guest_agent
+from engines.libvirt.engine import LibvirtEngine
+from engines.specs import Feature
 from tests.engines.fake_guest_agent import FakeGuestAgent, command_failed
+from tests.support import TEST_URI
 
 DOM = object()  # the fake answers for any domain
 
@@ -295,3 +300,21 @@ def test_any_other_agent_error_is_the_calls_own_code(agent, tmp_path):
     full = command_failed("guest-file-write", "failed to write to file: No space left on device")
     error = guest_agent.agent_failure(full, "guest-file-write", "/x", ErrorCode.GUEST_FILES)
     assert error.code == ErrorCode.GUEST_FILES and "No space left" in error.message
+
+
+# --- the engine -----------------------------------------------------------------------------
+
+
+def test_the_qemu_engine_has_exec_and_files_and_firecracker_neither():
+    assert {Feature.EXEC, Feature.FILES} <= LibvirtEngine.features
+    assert not {Feature.EXEC, Feature.FILES} & FirecrackerEngine.features
+
+
+def test_a_vm_that_is_not_running_has_no_agent_to_ask(agent, monkeypatch):
+    engine = LibvirtEngine(uri=TEST_URI)
+    monkeypatch.setattr(engine, "_domain", lambda vm: None)
+    with pytest.raises(GuestUnreachable):
+        engine.exec(SimpleNamespace(name="web"), ExecRequest(argv=("true",)))
+    with pytest.raises(GuestUnreachable):
+        engine.file_get(SimpleNamespace(name="web"), "/etc/hostname")
+    assert agent.sent == []
