@@ -61,11 +61,14 @@ from engines.guest_io import (
 
 log = logging.getLogger(__name__)
 
-# Bytes of a file per guest-file-read and per guest-file-write call, measured on a Debian 12
-# guest (qemu-ga 7.2) under TCG, reading an 8 MiB file: 64 KiB chunks 1.7 MB/s, 256 KiB 3.1,
-# 1 MiB 3.3, 2 MiB 2.3; a reply past 4 MiB (libvirt's RPC string) fails. Writes cost qemu-ga
-# ~1 µs a byte of JSON under TCG whatever the chunk (64 KiB 1.08 MB/s, 128 KiB 1.11, 192 KiB
-# 0.99), and a write message of ~300 KB or more (224 and 256 KiB of data) hung the agent until
+# Bytes of a file per guest-file-read and per guest-file-write call. Measured on a Debian 12
+# guest (qemu-ga 7.2, 1 vCPU under TCG, host loaded): 64 MiB through put_file/get_file with
+# write/read chunks of 64/256 KiB went up at 0.61 MB/s and down at 2.42; 128 KiB/1 MiB 0.66
+# and 2.54; 128 KiB/2 MiB 0.77 and 2.06. Reads of an 8 MiB file alone: 64 KiB 1.7 MB/s,
+# 256 KiB 3.1, 1 MiB 3.3, 2 MiB 2.3; a reply past 4 MiB (libvirt's RPC string) fails, and one
+# past 10 MiB breaks the domain's agent channel until the guest reboots. Writes cost qemu-ga
+# ~1 µs a byte of JSON whatever the chunk (64 KiB 1.08 MB/s, 128 KiB 1.11, 192 KiB 0.99 a
+# call), and a write message of ~300 KB or more (224 and 256 KiB of data) hung the agent until
 # libvirt's timeout: 128 KiB keeps well under that cliff.
 READ_CHUNK = 1024 * 1024
 WRITE_CHUNK = 128 * 1024
