@@ -27,6 +27,11 @@ The wrapper's own complaints (no such cwd or user) go to qemu-ga's captured stdo
 process never writes to (its fds 1 and 2 are the files), so they cannot be mistaken for the
 command's output.
 
+What it costs, measured on a Debian 12 guest under TCG (1 vCPU, host moderately loaded): 50
+runs of `true` took p50 269 ms, p95 359 ms, against 84 and 178 ms for a bare guest-exec of
+/bin/true and its status polls; the difference is the shell, the `rm` and ~8 agent calls
+(opening, reading and closing the two files). Each program started costs ~80 ms there.
+
 Caveat: a command's output is written to the guest's disk (EXEC_DIR) while it runs (on its disk, freed
 when the command ends), so a command printing gigabytes uses as much of the guest's disk
 meanwhile. Plain Python, no Django.
