@@ -23,8 +23,9 @@ import libvirt_qemu
 from engines import cloudinit
 from engines.base import VmEngine
 from engines.errors import EngineError, ErrorCode, fails_as
+from engines.guest_io import ExecRequest, ExecResult, FileEntry, GuestFile, GuestUnreachable, OutputSink
 from engines.kvm import host_has_working_kvm
-from engines.libvirt import dhcp, xml
+from engines.libvirt import dhcp, guest_agent, xml
 from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
 from engines.network.firewall import Firewall, MemoryFirewall
@@ -45,7 +46,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     kind = "libvirt"
     features = frozenset(
         {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT,
-         Feature.RAND_UUID, Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.SUSPEND}
+         Feature.RAND_UUID, Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.SUSPEND,
+         Feature.EXEC, Feature.FILES}  # through the guest agent: templates without one lack them
     )
     # One connection serves every thread (libvirt's client multiplexes calls, and the
     # daemon locks per domain); a VM's DHCP entry and nftables elements are its own, each
@@ -626,6 +628,26 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
             for name, data in sorted(interfaces.items()) if name != "lo"
             for addr in data.get("addrs") or ()
         ]
+
+    # --- into the running guest, through its agent (engines/libvirt/guest_agent.py) -----
+    # Not @reconnecting: a command run again is not the same as a command run once.
+    def exec(self, vm: VmSpec, request: ExecRequest, on_output: OutputSink | None = None) -> ExecResult:
+        return guest_agent.run(self._agent_domain(vm), request, on_output)
+
+    def file_put(self, vm: VmSpec, path: str, chunks, *, mode: int | None = None, owner: str = "") -> int:
+        return guest_agent.put_file(self._agent_domain(vm), path, chunks, mode=mode, owner=owner)
+
+    def file_get(self, vm: VmSpec, path: str) -> GuestFile:
+        return guest_agent.get_file(self._agent_domain(vm), path)
+
+    def file_list(self, vm: VmSpec, path: str) -> list[FileEntry]:
+        return guest_agent.list_dir(self._agent_domain(vm), path)
+
+    def _agent_domain(self, vm: VmSpec) -> libvirt.virDomain:
+        dom = self._domain(vm)
+        if dom is None or not dom.isActive():
+            raise GuestUnreachable(f"{vm.name} is not running: no guest agent to ask")
+        return dom
 
     # --- what the node holds -------------------------------------------------------
     @reconnecting

@@ -19,6 +19,7 @@ from nodes.models import Node
 from nodes.registry import forget_engines, get_engine
 from tests.integration import netlab
 from vms.new_vms import NewVm
+from vms.template_install import install_debian_template
 
 NODE = dict(
     name="itest", uri="qemu:///system", public_host=netlab.NODE_ADDR, vm_network="10.101.0.0/16",
@@ -37,14 +38,22 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session", autouse=True)
 def debian_image(request) -> Iterator[Future | None]:
-    """The Debian image, building beside the first real-guest tests when the Debian tests are
-    to run: on a fresh machine it takes about 80 s (cached after), which would otherwise all
-    come in front of them. Its future, for tests/integration/test_debian.py to wait on."""
-    if not any(item.nodeid.startswith("tests/integration/test_debian.py") for item in request.session.items):
+    """The Debian image, building beside the first real-guest tests when a test of a Debian
+    guest (one using the `debian` fixture) is to run: on a fresh machine it takes about 80 s
+    (cached after), which would otherwise all come in front of them. Its future, for the
+    `debian` fixture to wait on."""
+    if not any("debian" in getattr(item, "fixturenames", ()) for item in request.session.items):
         yield None
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="debian-image") as pool:
         yield pool.submit(debian_builder.build)
+
+
+@pytest.fixture
+def debian(qnode, debian_image):
+    """The Debian 12 template installed on the real node."""
+    debian_image.result()  # built beside the earlier tests (debian_image); the cache after
+    return install_debian_template(qnode)
 
 
 @pytest.fixture(scope="session")

@@ -22,15 +22,9 @@ from tests.integration.test_egress import forged_dhcp_is_dropped_and_the_victim_
 from vms.models import Vm
 from vms.new_vms import NewVm
 from vms.services import snapshot_apply, snapshot_create, vm_add
-from vms.template_install import DEBIAN_TEMPLATE, install_debian_template
+from vms.template_install import DEBIAN_TEMPLATE
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def debian(qnode, debian_image):
-    debian_image.result()  # built beside the earlier tests (conftest.py); the cache after
-    return install_debian_template(qnode)
 
 
 def user_key(tmp_path: Path, name: str) -> tuple[str, str]:
