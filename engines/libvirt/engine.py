@@ -23,10 +23,12 @@ import libvirt_qemu
 from engines import cloudinit
 from engines.base import VmEngine
 from engines.errors import EngineError, ErrorCode, fails_as
+from engines.guest_io import ConsoleStream
 from engines.kvm import host_has_working_kvm
 from engines.libvirt import dhcp, xml
 from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
+from engines.libvirt.console_stream import LibvirtConsole
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
 from engines.node_options import NodeOptions
@@ -45,7 +47,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     kind = "libvirt"
     features = frozenset(
         {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT,
-         Feature.RAND_UUID, Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.SUSPEND}
+         Feature.RAND_UUID, Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.SUSPEND,
+         Feature.CONSOLE}
     )
     # One connection serves every thread (libvirt's client multiplexes calls, and the
     # daemon locks per domain); a VM's DHCP entry and nftables elements are its own, each
@@ -392,6 +395,10 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         if not self.console_dir or urlsplit(self.uri).hostname:
             return None
         return read_console_tail(self.console_path(vm_name), limit)
+
+    def open_console(self, vm: VmSpec) -> ConsoleStream:
+        # The domain's pty serial console (engines/libvirt/xml.py), on a connection of its own.
+        return LibvirtConsole(self.uri, vm.name)
 
     def _domain_xml(self, vm: VmSpec) -> str:
         # libvirt refuses to redefine a domain under the same name with another UUID
