@@ -42,6 +42,7 @@ RATES: dict[str, Rate] = {rate.name: rate for rate in (
     Rate("peer", "peering requests (peer and unpeer)", "TT_RATE_PEER"),
     Rate("token_create", "new API tokens", "TT_RATE_TOKEN_CREATE"),
     Rate("test_notification", "test notifications on one channel", "TT_RATE_TEST_NOTIFICATION"),
+    Rate("console", "consoles opened", "TT_RATE_CONSOLE"),
 )}
 
 

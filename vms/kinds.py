@@ -23,6 +23,10 @@ class VmKind(TextChoices):
     WARM_FILL = "warm_fill", "Fill warm pool"
     WARM_DISCARD = "warm_discard", "Discard warm spares"
     VM_DISK_STOP = "vm_disk_stop", "Stop VM past its disk"
+    # The live console (vms/console.py): who opened it and when, how long it stayed open;
+    # never what was typed or shown.
+    VM_CONSOLE_OPEN = "vm_console_open", "Open console"
+    VM_CONSOLE_CLOSE = "vm_console_close", "Close console"
 
 
 def register() -> None:
