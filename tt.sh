@@ -2,11 +2,12 @@
 # TT Portal: set-up, run and test on a Debian machine, as root.
 #
 #   ./tt.sh run    install what is missing, migrate, create the first operator,
-#                  register the local node, then run the web server and the
-#                  task workers in the foreground until Ctrl-C
+#                  register the local node, then run the web server (uvicorn: ASGI,
+#                  for the console's websocket) and the task workers in the
+#                  foreground until Ctrl-C
 #   ./tt.sh run --production
 #                  the same with TT_DEBUG=0 (as does TT_DEBUG=0 ./tt.sh run): static
-#                  files collected, served by gunicorn on TT_BIND behind a proxy
+#                  files collected, served by gunicorn (uvicorn workers) on TT_BIND behind a proxy
 #                  that terminates TLS (docs/guide/production.md)
 #   ./tt.sh serve [--production]
 #                  only run's last step, as any user: the web server and the task
@@ -180,16 +181,27 @@ serve() {
   fi
   "$PY" manage.py tt_qcluster &
   CLUSTER=$!
+  # ASGI either way (ttportal/asgi.py: Django, and the console's websocket): uvicorn, or in
+  # production gunicorn managing uvicorn workers.
   if [ "$production" = 1 ]; then
     TT_BIND="$bind" "$VENV/bin/gunicorn" -c ttportal/gunicorn_conf.py &
   else
-    "$PY" manage.py runserver --noreload "$bind" &
+    "$VENV/bin/uvicorn" ttportal.asgi:application $(uvicorn_bind "$bind") --lifespan off \
+      --timeout-graceful-shutdown 3 &
   fi
   WEB=$!
   trap 'stop_all; exit 0' INT TERM
   # Whichever stops first takes the other down: half a portal is worse than none.
   wait -n "$CLUSTER" "$WEB" || true
   stop_all
+}
+
+uvicorn_bind() {
+  # TT_BIND (host:port, [v6]:port or unix:/path) as uvicorn's options.
+  case "$1" in
+    unix:*) echo "--uds ${1#unix:}" ;;
+    *) local host="${1%:*}" port="${1##*:}"; host="${host#[}"; echo "--host ${host%]} --port $port" ;;
+  esac
 }
 
 serve_command() {
