@@ -23,7 +23,8 @@
 #   ./tt.sh test --unit [pytest args]
 #                  the fast loop: ruff and every test but the real-guest (integration)
 #                  and browser ones, as any user, with no set-up once .venv exists
-#   ./tt.sh setup  only install (apt packages, the Python environment)
+#   ./tt.sh setup  only install (apt packages, the Python environment, the browser
+#                  libraries: npm ci, copied into static/vendor/)
 #
 # Settings come from TT_* variables (docs/guide/configuration.md); the defaults need nothing
 # beyond this script: SQLite and django-q2's ORM broker.
@@ -49,6 +50,8 @@ APT_PACKAGES=(
   openssh-client
   # the browser tests (tests/browser): Playwright drives Debian's Chromium, never its own download
   chromium
+  # the portal's browser libraries (xterm.js for the console), from package-lock.json
+  npm
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -88,6 +91,28 @@ install_python() {
   fi
 }
 
+install_js() {
+  # The browser libraries the portal serves itself (never a CDN): npm ci from the committed
+  # package-lock.json, then copied into static/vendor/ (build output, not committed), where
+  # Django's static files (and collectstatic, in production) find them.
+  local stamp="$ROOT/node_modules/.tt-installed" want
+  want=$(sha256sum package-lock.json | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing the browser libraries (pinned in package-lock.json)"
+    npm ci --no-audit --no-fund --loglevel=error >/dev/null
+    echo "$want" > "$stamp"
+  fi
+  local vendor="$ROOT/static/vendor"
+  rm -rf "$vendor.new"
+  mkdir -p "$vendor.new/xterm"
+  # The source maps too: the scripts name them, and collectstatic's manifest follows the names.
+  cp node_modules/@xterm/xterm/lib/xterm.js node_modules/@xterm/xterm/lib/xterm.js.map \
+    node_modules/@xterm/xterm/css/xterm.css node_modules/@xterm/xterm/LICENSE \
+    node_modules/@xterm/addon-fit/lib/addon-fit.js node_modules/@xterm/addon-fit/lib/addon-fit.js.map \
+    "$vendor.new/xterm/"
+  rm -rf "$vendor" && mv "$vendor.new" "$vendor"
+}
+
 primary_address() {
   # The address other machines reach this one at (the source of the default route).
   ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}' \
@@ -98,6 +123,7 @@ setup() {
   need_root
   install_apt
   install_python
+  install_js
   mkdir -p "${TT_VAR_DIR:-$ROOT/var}"
 }
 

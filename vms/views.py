@@ -120,6 +120,10 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_change_net": live and state.can(vm, VmAction.NETWORK) and not vm.net_busy,
         "cooldown": cooldown, "here": reverse("vms:detail", args=[vm.pk]),
         "console": console, "console_error": console_error,
+        # The live console (vms/console.py): running, its engine has one, and this user may.
+        "console_live": (live and vm.status == Vm.Status.RUNNING
+                         and Feature.CONSOLE in driver_class(vm.node.kind).features
+                         and policy.may_manage(request.user, env, "vm_console")),
         # What its node's firewall refused it (None: the node could not be asked).
         "blocked": blocked_counts(vm.node, vm.ip) if vm.is_live else None,
     })

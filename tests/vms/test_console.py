@@ -359,3 +359,13 @@ def test_one_user_has_a_bounded_number_of_consoles_open(vm, alice, settings):
         await first.disconnect()
 
     async_to_sync(scenario)()
+
+
+def test_the_vm_page_offers_the_console_to_whoever_may_open_it(vm, alice, client):
+    client.force_login(alice)
+    page = client.get(f"/vms/{vm.pk}/").content.decode()
+    assert 'id="live-console"' in page and f'data-ws-path="/ws/vms/{vm.pk}/console/"' in page
+    assert "vendor/xterm/xterm.js" in page  # served by the portal itself, never a CDN
+
+    Vm.objects.filter(pk=vm.pk).update(status=Vm.Status.STOPPED)
+    assert 'id="live-console"' not in client.get(f"/vms/{vm.pk}/").content.decode()
