@@ -10,6 +10,7 @@ from notifications.api import DeliveryViewSet, NotificationSettingsView, TestEma
 from operations.api import OperationViewSet
 from ttportal.api import not_found
 from vms.api import SnapshotViewSet, TemplateViewSet, VmViewSet
+from vms.consumers import upgrade_required
 
 router = DefaultRouter()
 router.register("envs", EnvViewSet, basename="env")
@@ -29,6 +30,8 @@ urlpatterns = [
     path("quota/", QuotaView.as_view(), name="quota"),
     path("notifications/settings/", NotificationSettingsView.as_view(), name="notification-settings"),
     path("notifications/settings/test-email/", TestEmailView.as_view(), name="notification-test-email"),
+    # The live console: a websocket at this path (vms/routing.py); plain HTTP is told so.
+    path("vms/<int:vm_id>/console/", upgrade_required, name="vm-console"),
     path("", include(router.urls)),
     # Whatever no route above takes is a JSON 404 too, never Django's HTML page.
     re_path(r"", not_found),

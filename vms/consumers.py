@@ -199,3 +199,14 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     async def console_ended(self, event):
         self.hub = ""  # gone: nothing to leave
         await self._end(event["message"])
+
+
+def upgrade_required(request, vm_id: int):
+    """`/api/vms/{id}/console/` asked as plain HTTP: it is a websocket (426, saying so)."""
+    from ttportal.api import error_response
+
+    response = error_response(426, "upgrade_required",
+                              "the console is a websocket: connect with Upgrade: websocket and "
+                              "Authorization: Token ... (docs/guide/console.md)")
+    response["Upgrade"] = "websocket"
+    return response

@@ -369,3 +369,10 @@ def test_the_vm_page_offers_the_console_to_whoever_may_open_it(vm, alice, client
 
     Vm.objects.filter(pk=vm.pk).update(status=Vm.Status.STOPPED)
     assert 'id="live-console"' not in client.get(f"/vms/{vm.pk}/").content.decode()
+
+
+def test_the_api_path_asked_as_plain_http_says_it_is_a_websocket(vm, alice, client):
+    client.force_login(alice)
+    response = client.get(f"/api/vms/{vm.pk}/console/")
+    assert response.status_code == 426 and response["Upgrade"] == "websocket"
+    assert response.json()["code"] == "upgrade_required"
