@@ -191,7 +191,9 @@ class Hub:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     async def start(self) -> None:
-        self.channel = await self.layer.new_channel("console-hub.")
+        # The layer's own kind of name: channels-redis reads every channel of a process from
+        # one Redis list per prefix, and waits on one at a time.
+        self.channel = await self.layer.new_channel()
         try:
             self.stream = await self._in_io(self.target.engine.open_console, self.target.spec)
         except EngineError:

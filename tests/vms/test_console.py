@@ -376,3 +376,30 @@ def test_the_api_path_asked_as_plain_http_says_it_is_a_websocket(vm, alice, clie
     response = client.get(f"/api/vms/{vm.pk}/console/")
     assert response.status_code == 426 and response["Upgrade"] == "websocket"
     assert response.json()["code"] == "upgrade_required"
+
+
+def test_with_redis_a_viewer_of_another_web_process_joins_the_same_hub(vm, alice, olga):
+    """CI's Redis pass: the hub is found through Redis (the `limits` cache), not this
+    process's memory, as a viewer served by another gunicorn worker would find it."""
+    from channels.layers import get_channel_layer
+
+    if not console._shared(get_channel_layer()):
+        pytest.skip("several web processes share a console through Redis: tested in CI's Redis pass")
+    h_alice, h_olga = session_headers(alice), session_headers(olga)
+
+    async def scenario():
+        owner = communicator(vm, h_alice)
+        await owner.connect()
+        await receive_json(owner, "status")
+        hub = console._local_hubs.pop(vm.pk)  # as if the watcher's process had never seen it
+        watcher = communicator(vm, h_olga)
+        await watcher.connect()
+        assert (await receive_json(watcher, "status"))["writer"] == "alice"
+        await owner.send_to(bytes_data=b"echo $((6*7))\r")
+        await receive_until(watcher, b"42")
+        console._local_hubs[vm.pk] = hub
+        await watcher.disconnect()
+        await owner.disconnect()
+
+    async_to_sync(scenario)()
+    assert len(FakeConsole.opened) == 1
