@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from urllib.parse import urlsplit
 
@@ -31,6 +32,8 @@ from django.conf import settings
 from ttportal.api import status_for
 from ttportal.errors import RateLimited, TTError
 from vms import console
+
+log = logging.getLogger(__name__)
 
 # How often a viewer looks at its hub's beats.
 WATCH_EVERY = 1.0
@@ -86,6 +89,11 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         except TTError as exc:
             self.reason = f"refused: {exc.message}"
             await self.refuse(exc)
+            return
+        except Exception:  # a bug: closed like any refusal, so the slot and records stay right
+            log.exception("console of VM %s: opening failed", self.vm_id)
+            self.reason = "failed: internal error"
+            await self.refuse(TTError("internal error opening the console; it has been logged"))
             return
         await self.channel_layer.send(self.hub, {"type": "hub.join", "session": self.channel_name,
                                                  "user": self.user.get_username()})

@@ -403,3 +403,25 @@ def test_with_redis_a_viewer_of_another_web_process_joins_the_same_hub(vm, alice
 
     async_to_sync(scenario)()
     assert len(FakeConsole.opened) == 1
+
+
+def test_an_engine_that_cannot_open_the_console_is_a_clear_error(vm, alice, monkeypatch):
+    from engines.errors import EngineError, ErrorCode
+
+    def refuse(self, spec):
+        raise EngineError("cannot open the console of x: open elsewhere", code=ErrorCode.GUEST_CONSOLE)
+
+    monkeypatch.setattr(LibvirtEngine, "open_console", refuse)
+    h_alice = session_headers(alice)
+
+    async def scenario():
+        comm = communicator(vm, h_alice)
+        await comm.connect()
+        error = await receive_json(comm, "error")
+        assert error["code"] == "guest_console" and "open elsewhere" in error["message"]
+        assert await closed_code(comm) == 4502
+        await comm.disconnect()
+
+    async_to_sync(scenario)()
+    assert "open elsewhere" in Operation.objects.get(kind="vm_console_close").params["reason"]
+    assert not console._open_by_user  # its slot given back
