@@ -2,11 +2,12 @@
 # TT Portal: set-up, run and test on a Debian machine, as root.
 #
 #   ./tt.sh run    install what is missing, migrate, create the first operator,
-#                  register the local node, then run the web server and the
-#                  task workers in the foreground until Ctrl-C
+#                  register the local node, then run the web server (uvicorn: ASGI,
+#                  for the console's websocket) and the task workers in the
+#                  foreground until Ctrl-C
 #   ./tt.sh run --production
 #                  the same with TT_DEBUG=0 (as does TT_DEBUG=0 ./tt.sh run): static
-#                  files collected, served by gunicorn on TT_BIND behind a proxy
+#                  files collected, served by gunicorn (uvicorn workers) on TT_BIND behind a proxy
 #                  that terminates TLS (docs/guide/production.md)
 #   ./tt.sh serve [--production]
 #                  only run's last step, as any user: the web server and the task
@@ -22,7 +23,8 @@
 #   ./tt.sh test --unit [pytest args]
 #                  the fast loop: ruff and every test but the real-guest (integration)
 #                  and browser ones, as any user, with no set-up once .venv exists
-#   ./tt.sh setup  only install (apt packages, the Python environment)
+#   ./tt.sh setup  only install (apt packages, the Python environment, the browser
+#                  libraries: npm ci, copied into static/vendor/)
 #
 # Settings come from TT_* variables (docs/guide/configuration.md); the defaults need nothing
 # beyond this script: SQLite and django-q2's ORM broker.
@@ -48,6 +50,8 @@ APT_PACKAGES=(
   openssh-client
   # the browser tests (tests/browser): Playwright drives Debian's Chromium, never its own download
   chromium
+  # the portal's browser libraries (xterm.js for the console), from package-lock.json
+  npm
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -89,6 +93,28 @@ install_python() {
   fi
 }
 
+install_js() {
+  # The browser libraries the portal serves itself (never a CDN): npm ci from the committed
+  # package-lock.json, then copied into static/vendor/ (build output, not committed), where
+  # Django's static files (and collectstatic, in production) find them.
+  local stamp="$ROOT/node_modules/.tt-installed" want
+  want=$(sha256sum package-lock.json | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing the browser libraries (pinned in package-lock.json)"
+    npm ci --no-audit --no-fund --loglevel=error >/dev/null
+    echo "$want" > "$stamp"
+  fi
+  local vendor="$ROOT/static/vendor"
+  rm -rf "$vendor.new"
+  mkdir -p "$vendor.new/xterm"
+  # The source maps too: the scripts name them, and collectstatic's manifest follows the names.
+  cp node_modules/@xterm/xterm/lib/xterm.js node_modules/@xterm/xterm/lib/xterm.js.map \
+    node_modules/@xterm/xterm/css/xterm.css node_modules/@xterm/xterm/LICENSE \
+    node_modules/@xterm/addon-fit/lib/addon-fit.js node_modules/@xterm/addon-fit/lib/addon-fit.js.map \
+    "$vendor.new/xterm/"
+  rm -rf "$vendor" && mv "$vendor.new" "$vendor"
+}
+
 primary_address() {
   # The address other machines reach this one at (the source of the default route).
   ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}' \
@@ -99,6 +125,7 @@ setup() {
   need_root
   install_apt
   install_python
+  install_js
   mkdir -p "${TT_VAR_DIR:-$ROOT/var}"
 }
 
@@ -182,16 +209,27 @@ serve() {
   fi
   "$PY" manage.py tt_qcluster &
   CLUSTER=$!
+  # ASGI either way (ttportal/asgi.py: Django, and the console's websocket): uvicorn, or in
+  # production gunicorn managing uvicorn workers.
   if [ "$production" = 1 ]; then
     TT_BIND="$bind" "$VENV/bin/gunicorn" -c ttportal/gunicorn_conf.py &
   else
-    "$PY" manage.py runserver --noreload "$bind" &
+    "$VENV/bin/uvicorn" ttportal.asgi:application $(uvicorn_bind "$bind") --lifespan off \
+      --timeout-graceful-shutdown 3 &
   fi
   WEB=$!
   trap 'stop_all; exit 0' INT TERM
   # Whichever stops first takes the other down: half a portal is worse than none.
   wait -n "$CLUSTER" "$WEB" || true
   stop_all
+}
+
+uvicorn_bind() {
+  # TT_BIND (host:port, [v6]:port or unix:/path) as uvicorn's options.
+  case "$1" in
+    unix:*) echo "--uds ${1#unix:}" ;;
+    *) local host="${1%:*}" port="${1##*:}"; host="${host#[}"; echo "--host ${host%]} --port $port" ;;
+  esac
 }
 
 serve_command() {

@@ -17,7 +17,7 @@ three.
 
 A stop not over within --limit seconds (120) is printed as `>120` and its processes
 are killed. No root and no engine: a throwaway SQLite database (TT_VAR_DIR in a
-temporary folder, migrated at start), the ORM broker, runserver on a free port.
+temporary folder, migrated at start), the ORM broker, uvicorn on a free port.
 
     .venv/bin/python bench/clean_stop.py [--timeout 5] [--limit 120]
 

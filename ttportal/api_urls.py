@@ -11,6 +11,7 @@ from notifications.api import DeliveryViewSet, NotificationSettingsView, TestEma
 from operations.api import OperationViewSet
 from ttportal.api import not_found
 from vms.api import SnapshotViewSet, TemplateViewSet, VmViewSet
+from vms.consumers import upgrade_required
 from vms.guest_api import ExecView, FilesView
 
 router = DefaultRouter()
@@ -36,6 +37,8 @@ urlpatterns = [
     # answers with an Operation and their bodies are not all JSON.
     path("vms/<int:id>/exec/", ExecView.as_view(), name="vm-exec"),
     path("vms/<int:id>/files/", FilesView.as_view(), name="vm-files"),
+    # The live console: a websocket at this path (vms/routing.py); plain HTTP is told so.
+    path("vms/<int:vm_id>/console/", upgrade_required, name="vm-console"),
     path("", include(router.urls)),
     # Whatever no route above takes is a JSON 404 too, never Django's HTML page.
     re_path(r"", not_found),

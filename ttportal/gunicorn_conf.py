@@ -12,18 +12,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ttportal.config import env_int, env_networks, env_str
 
-wsgi_app = "ttportal.wsgi:application"
+# ASGI (Django for HTTP, Channels for the console's websocket: ttportal/asgi.py), each worker
+# an event loop (uvicorn's) rather than one request at a time.
+wsgi_app = "ttportal.asgi:application"
+worker_class = "uvicorn_worker.UvicornWorker"
 # Where the TLS-terminating proxy connects (host:port, or unix:/path).
 bind = [env_str("TT_BIND", "127.0.0.1:8000")]
-# Synchronous workers: each takes one request at a time (a VM page may wait a few
-# seconds for its node: TT_NODE_PROBE_TIMEOUT).
+# Django's views still run one at a time per worker thread pool (sync views under ASGI run
+# in a thread), and an open console holds a websocket, not a worker.
 workers = env_int("TT_WEB_WORKERS", 2 * (os.cpu_count() or 1) + 1, minimum=1)
-# A request that runs longer has its worker restarted (libvirt may wait up to 30 s
-# for its daemon to come back).
+# A worker whose event loop has not told the arbiter it lives for this long is restarted
+# (views run in threads beside the loop: libvirt may wait up to 30 s for its daemon).
 timeout = 60
 graceful_timeout = 30
 # The same proxies Django trusts (ttportal/proxy.py) may tell gunicorn the scheme.
 forwarded_allow_ips = ",".join(str(net) for net in env_networks("TT_TRUSTED_PROXIES", "127.0.0.1/32,::1/128"))
+# uvicorn's workers write their own access lines (client, request, status): gunicorn's
+# access_log_format does not apply to them.
 accesslog = "-"
-access_log_format = '%(h)s "%({x-forwarded-for}i)s" %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 errorlog = "-"

@@ -44,6 +44,7 @@ RATES: dict[str, Rate] = {rate.name: rate for rate in (
     Rate("test_notification", "test notifications on one channel", "TT_RATE_TEST_NOTIFICATION"),
     Rate("exec", "commands run in guests", "TT_RATE_EXEC"),
     Rate("files", "file copies and listings in guests", "TT_RATE_FILES"),
+    Rate("console", "consoles opened", "TT_RATE_CONSOLE"),
 )}
 
 

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "channels",
     "django_q",
     "django_htmx",
     "operations",
@@ -84,6 +85,9 @@ CSRF_FAILURE_VIEW = "ttportal.api.csrf_failure"
 
 ROOT_URLCONF = "ttportal.urls"
 WSGI_APPLICATION = "ttportal.wsgi.application"
+# Served over ASGI (uvicorn; gunicorn's uvicorn workers in production): Django for HTTP,
+# Channels for the console's websocket (ttportal/asgi.py, vms/console.py).
+ASGI_APPLICATION = "ttportal.asgi.application"
 
 TEMPLATES = [
     {
@@ -281,6 +285,24 @@ if _redis:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# --- The live console (vms/console.py) ----------------------------------------------
+# Channels' layer carries a console between its hub (the web process holding the engine's
+# stream) and its viewers: with TT_REDIS_URL, Redis, so a viewer served by another web
+# process (gunicorn's workers, another host) shares the console too; without, each process's
+# memory, which reaches its own viewers only (a single-process `./tt.sh run` needs no more).
+CHANNEL_LAYERS = {"default": (
+    {"BACKEND": "channels_redis.core.RedisChannelLayer",
+     # Room for a burst of console output (a boot log) before a slow viewer drops some.
+     "CONFIG": {"hosts": [_redis["url"]], "prefix": "tt-channels", "capacity": 1000, "expiry": 30}}
+    if _redis else
+    {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000, "expiry": 30}}
+)}
+# A console nobody typed into for this long is closed (seconds); its viewers with it.
+TT_CONSOLE_IDLE_TIMEOUT = env_int("TT_CONSOLE_IDLE_TIMEOUT", 15 * 60, minimum=10)
+# At most this many consoles open at once by one user (all VMs together), per web process;
+# and at most TT_RATE_CONSOLE opened (below, with the other rates).
+TT_CONSOLE_MAX_SESSIONS = env_int("TT_CONSOLE_MAX_SESSIONS", 5, minimum=1)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -378,6 +400,7 @@ TT_MAX_EXECS_PER_USER = env_int("TT_MAX_EXECS_PER_USER", 4, minimum=0)
 # The largest file one request may copy to or from a guest, in MiB: an upload declaring more is
 # refused (413) before anything reaches the guest.
 TT_FILE_MAX_MB = env_int("TT_FILE_MAX_MB", 256, minimum=1)
+TT_RATE_CONSOLE = env_rate("TT_RATE_CONSOLE", "60/h")  # consoles opened (portal and API)
 # At most this many unexpired API tokens per user (staff too); 0: no limit.
 TT_MAX_TOKENS_PER_USER = env_int("TT_MAX_TOKENS_PER_USER", 50, minimum=0)
 # A non-staff user may have at most this many operations queued or running at once; 0: no limit.

@@ -27,6 +27,10 @@ class VmKind(TextChoices):
     VM_EXEC = "vm_exec", "Run command"
     VM_FILE_PUT = "vm_file_put", "Upload file"
     VM_FILE_GET = "vm_file_get", "Download file"
+    # The live console (vms/console.py): who opened it and when, how long it stayed open;
+    # never what was typed or shown.
+    VM_CONSOLE_OPEN = "vm_console_open", "Open console"
+    VM_CONSOLE_CLOSE = "vm_console_close", "Close console"
 
 
 def register() -> None:

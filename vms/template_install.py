@@ -48,8 +48,11 @@ def install_busybox_template(node: Node, *, name: str = BUSYBOX_TEMPLATE,
                 "HTTP on 80 naming the VM and its IP, powers off on the ACPI button."
                 + (" WARNING: an UNAUTHENTICATED root shell listens on TCP 23, for tests. Anyone who "
                    "reaches that port owns the VM: forward it only if you mean to (the VMs of the "
-                   "same Env and of peered Envs reach it too). Build the template without it with "
-                   "TT_TEMPLATE_TEST_SHELL=0." if test_shell else " No shell listens on the network.")
+                   "same Env and of peered Envs reach it too). Its serial console (the portal's "
+                   "Console) is an unauthenticated root shell too: whoever may open the VM's console "
+                   "owns the VM. Build the template without both with TT_TEMPLATE_TEST_SHELL=0."
+                   if test_shell else " No shell listens on the network; the serial console asks for "
+                   "a login, and root's password is locked.")
             ),
         ),
     )

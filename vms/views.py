@@ -122,6 +122,10 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "console": console, "console_error": console_error,
         # Run a command, upload and download a file: "" where this user can now, else why not.
         "ways_in": guest_views.ways_in(vm, request.user) if vm.is_live else {},
+        # The live console (vms/console.py): running, its engine has one, and this user may.
+        "console_live": (live and vm.status == Vm.Status.RUNNING
+                         and Feature.CONSOLE in driver_class(vm.node.kind).features
+                         and policy.may_manage(request.user, env, "vm_console")),
         # What its node's firewall refused it (None: the node could not be asked).
         "blocked": blocked_counts(vm.node, vm.ip) if vm.is_live else None,
     })

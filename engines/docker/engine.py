@@ -31,8 +31,9 @@ from docker.errors import APIError, ImageNotFound, NotFound
 
 from engines.base import VmEngine
 from engines.docker import guest_exec, guest_files, hostport
+from engines.docker.console_stream import DockerConsole
 from engines.errors import EngineError, ErrorCode, fails_as
-from engines.guest_io import ExecRequest, ExecResult, FileEntry, GuestFile, OutputSink
+from engines.guest_io import ConsoleStream, ExecRequest, ExecResult, FileEntry, GuestFile, OutputSink
 from engines.libvirt.host import allow_loopback_forwarding
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
@@ -77,7 +78,7 @@ class DockerEngine(FirewalledNetwork, VmEngine):
     # disk watchdog (vms/disk_watch.py) reads writable_sizes and stops one past it.
     features = frozenset(
         {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT, Feature.RAND_UUID,
-         Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.EXEC, Feature.FILES}
+         Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.EXEC, Feature.FILES, Feature.CONSOLE}
     )
     bounds_disks = False
 
@@ -117,6 +118,10 @@ class DockerEngine(FirewalledNetwork, VmEngine):
         if container is None:
             raise ContainerMissing(f"VM {vm.name} has no container on {self.uri}")
         return container
+
+    def open_console(self, vm: VmSpec) -> ConsoleStream:
+        # A shell in a tty of its own (the containers run without one): `podman exec -it`.
+        return DockerConsole(self.client, self.uri, API_VERSION, vm.name)
 
     def _image_exists(self, reference: str) -> bool:
         try:

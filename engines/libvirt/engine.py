@@ -23,11 +23,20 @@ import libvirt_qemu
 from engines import cloudinit
 from engines.base import VmEngine
 from engines.errors import EngineError, ErrorCode, fails_as
-from engines.guest_io import ExecRequest, ExecResult, FileEntry, GuestFile, GuestUnreachable, OutputSink
+from engines.guest_io import (
+    ConsoleStream,
+    ExecRequest,
+    ExecResult,
+    FileEntry,
+    GuestFile,
+    GuestUnreachable,
+    OutputSink,
+)
 from engines.kvm import host_has_working_kvm
 from engines.libvirt import dhcp, guest_agent, xml
 from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
+from engines.libvirt.console_stream import LibvirtConsole
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
 from engines.node_options import NodeOptions
@@ -47,7 +56,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     features = frozenset(
         {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT,
          Feature.RAND_UUID, Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.SUSPEND,
-         Feature.EXEC, Feature.FILES}  # through the guest agent: templates without one lack them
+         # EXEC and FILES through the guest agent: templates without one lack them
+         Feature.EXEC, Feature.FILES, Feature.CONSOLE}
     )
     # One connection serves every thread (libvirt's client multiplexes calls, and the
     # daemon locks per domain); a VM's DHCP entry and nftables elements are its own, each
@@ -394,6 +404,10 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         if not self.console_dir or urlsplit(self.uri).hostname:
             return None
         return read_console_tail(self.console_path(vm_name), limit)
+
+    def open_console(self, vm: VmSpec) -> ConsoleStream:
+        # The domain's pty serial console (engines/libvirt/xml.py), on a connection of its own.
+        return LibvirtConsole(self.uri, vm.name)
 
     def _domain_xml(self, vm: VmSpec) -> str:
         # libvirt refuses to redefine a domain under the same name with another UUID

@@ -5,8 +5,9 @@ loads it), userland from `busybox-static`. The guest takes its address from
 DHCP (the node's per-MAC host entries), serves a page naming itself on port
 80, powers off on the ACPI button, and prints `TT-READY` on its serial
 console. Built with `test_shell` (the default), it also offers an
-UNAUTHENTICATED root shell on TCP 23, which the tests drive the guest through;
-operators who do not want it build with TT_TEMPLATE_TEST_SHELL=0.
+UNAUTHENTICATED root shell on TCP 23, which the tests drive the guest through, and on its
+serial console (the portal's live console); operators who do not want them build with
+TT_TEMPLATE_TEST_SHELL=0: no telnet, and a login prompt on the console with root locked.
 
 Built artefacts are cached by kernel version and builder version, so later
 runs on the same machine skip the build.
@@ -90,7 +91,9 @@ def download_deb(package: str, dest: Path) -> Path:
 
 
 def _fingerprint(kernel_deb: Path, busybox_deb: Path, test_shell: bool) -> str:
-    shell = ":test-shell" if test_shell else ""
+    # Without the test shell the console asks for a login (since issue 25): a name of its own,
+    # so a template cached with the old open console is not reused.
+    shell = ":test-shell" if test_shell else ":login-console"
     h = hashlib.sha256(f"v{BUILDER_VERSION}:{kernel_deb.name}:{busybox_deb.name}{shell}".encode())
     for f in sorted(GUEST_FILES.iterdir()):
         h.update(f.read_bytes())
@@ -155,6 +158,12 @@ def _build_initramfs(work: Path, busybox: Path, kernel_version: str, dest: Path)
     dest.write_bytes(gzip.compress(proc.stdout, compresslevel=6))
 
 
+# The serial console's line in guest/inittab (a root shell, no login), and what replaces it
+# in a template built without the test shell.
+SHELL_GETTY = "/sbin/getty -n -l /bin/sh -L 115200 ttyS0 vt100"
+LOGIN_GETTY = "/sbin/getty -L 115200 ttyS0 vt100"
+
+
 def _build_rootfs(work: Path, busybox: Path, dest: Path, *, test_shell: bool) -> None:
     root = work / "rootfs"
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "etc/acpi/PWRF", "proc", "sys", "dev",
@@ -176,7 +185,16 @@ def _build_rootfs(work: Path, busybox: Path, dest: Path, *, test_shell: bool) ->
     ):
         shutil.copy(GUEST_FILES / src, root / target)
         os.chmod(root / target, mode)
-    (root / "etc" / "passwd").write_text("root::0:0:root:/root:/bin/sh\n")
+    if test_shell:
+        # guest/inittab as it is: a root shell on the serial console, no login (what the
+        # portal's console opens), like the telnet shell below.
+        (root / "etc" / "passwd").write_text("root::0:0:root:/root:/bin/sh\n")
+    else:
+        # A login prompt on the serial console, and root's password locked: nobody gets in
+        # by it until a user sets a password (this guest has no cloud-init to do it).
+        inittab = root / "etc" / "inittab"
+        inittab.write_text(inittab.read_text().replace(SHELL_GETTY, LOGIN_GETTY))
+        (root / "etc" / "passwd").write_text("root:!:0:0:root:/root:/bin/sh\n")
     (root / "etc" / "group").write_text("root:x:0:\n")
     (root / "etc" / "hostname").write_text("tt-guest\n")
     if test_shell:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -12,6 +13,7 @@ from django.core.management import CommandError, call_command
 from engines.libvirt import template_builder
 from engines.libvirt.connection import get_connection
 from envs.services import env_create
+from nodes.registry import get_engine
 from tests.integration import netlab
 from tests.integration.conftest import public_port
 from tests.support import done
@@ -65,3 +67,22 @@ def test_it_builds_the_test_template_without_its_shell_when_asked(
     netlab.wait_for_http(f"http://{qnode.public_host}:{public_port(vm, 80)}/", expect=vm.ip)
     with pytest.raises(ConnectionRefusedError):  # forwarded, but nothing listens behind it
         socket.create_connection((qnode.public_host, public_port(vm, 23)), timeout=3)
+    # The serial console asks for a login, and root (locked) does not get in.
+    console = get_engine(qnode).open_console(vm.to_spec())
+    try:
+        console.write(b"\r")
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"login:" not in seen:
+            assert time.monotonic() < deadline, f"no login prompt: {seen[-300:]!r}"
+            seen += console.read(0.5)
+        console.write(b"root\r")
+        answered = False
+        while b"incorrect" not in seen.lower():  # a password asked or not, never a shell
+            assert time.monotonic() < deadline + 10, f"root got in? {seen[-300:]!r}"
+            seen += console.read(0.5)
+            if b"assword" in seen and not answered:
+                console.write(b"\r")
+                answered = True
+    finally:
+        console.close()

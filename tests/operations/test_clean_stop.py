@@ -8,7 +8,7 @@ handed back (its lease released, its task sent again), so the next cluster takes
 once: never left held by a worker that is gone. The operation is the test-only kind
 `test_block` (tests/clean_stop/apps.py), which sleeps as an engine call does.
 
-No root: the portal runs on this test's database (SQLite or PostgreSQL) with runserver
+No root: the portal runs on this test's database (SQLite or PostgreSQL) with uvicorn
 on a free port; no node, no engine.
 """
 
@@ -75,7 +75,7 @@ def test_an_idle_portal_is_gone_within_5_s(portal, how):
 
 
 def test_the_production_server_is_gone_within_5_s_too(portal):
-    # ./tt.sh run --production: gunicorn and its workers instead of runserver.
+    # ./tt.sh run --production: gunicorn and its workers instead of uvicorn alone.
     production = portal(TT_DEBUG="0", TT_SECRET_KEY="clean-stop-" + "x" * 50, TT_WEB_WORKERS="2")
     assert "gunicorn" in production.log()
     stopped(production, "int-group", IDLE_BOUND)

@@ -74,8 +74,8 @@ def test_a_whole_scenario(live_server, alice, template, tt, tt_config, tmp_path,
     bad.write_text(BAD_FILE)
     result = tt("env", "validate", "-f", str(bad))
     assert result.exit_code == 1
-    assert re.search(rf"{re.escape(str(bad))}:8: vms\[1\]\.mem_mb: must be an integer between 1 and", result.stderr), \
-        result.stderr
+    refusal = rf"{re.escape(str(bad))}:8: vms\[1\]\.mem_mb: must be an integer between 1 and"
+    assert re.search(refusal, result.stderr), result.stderr
     result = tt("env", "up", "-f", str(bad), "--json")
     assert result.exit_code == 1
     error = json.loads(result.stderr)["error"]

@@ -103,7 +103,7 @@ def wait_until_alive(site: Site, server: subprocess.Popen, log: Path) -> None:
 def test_it_serves_the_login_page_with_the_security_headers(site):
     response = site.get("/accounts/login/", PROXIED)
     assert response.status == 200
-    assert response.getheader("Server", "").startswith("gunicorn")
+    assert response.getheader("Server", "") == "uvicorn"  # gunicorn's uvicorn workers: ASGI
     assert response.getheader("X-Frame-Options") == "DENY"
     assert response.getheader("X-Content-Type-Options") == "nosniff"
     assert response.getheader("Referrer-Policy") == "same-origin"
@@ -181,3 +181,15 @@ def test_it_serves_metrics_to_a_local_scraper_only(site):
     names = {family.name for family in text_string_to_metric_families(response.body.decode())}
     assert {"tt_vms", "tt_operations", "tt_task_queue_depth", "tt_envs_expiring_next_hour"} <= names
     assert site.get("/metrics", FROM_OUTSIDE).status == 403
+
+
+def test_it_serves_websockets_and_refuses_one_without_a_session(site):
+    # ASGI through gunicorn's uvicorn workers: the console's route answers the upgrade,
+    # and with no session (nor token) refuses it at the handshake.
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{site.port}/ws/vms/1/console/", origin="https://127.0.0.1",
+                additional_headers={"X-Forwarded-Proto": "https"}, open_timeout=10)
+    assert refused.value.response.status_code == 403
