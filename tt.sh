@@ -50,9 +50,11 @@ APT_PACKAGES=(
   openssh-client
   # the browser tests (tests/browser): Playwright drives Debian's Chromium, never its own download
   chromium
-  # the portal's browser libraries (xterm.js for the console), from package-lock.json
-  npm
 )
+# The portal's browser libraries (xterm.js for the console) come from package-lock.json through
+# npm: Debian's when the machine has no npm of its own (a Node.js from elsewhere, nodesource's
+# say, carries npm and conflicts with Debian's package).
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
