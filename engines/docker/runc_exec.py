@@ -30,13 +30,15 @@ do we, built the same way (exec_process below) from the container's own config.j
 The integration test compares /proc/self/status (capabilities, Seccomp, NoNewPrivs),
 /proc/self/cgroup, namespaces and rlimits of a command run both ways.
 
-Streams: runc passes our pipes to the process as its stdin, stdout and stderr (no tty), so
-they stream as printed. runc exits with the command's code (128+N for a signal), as podman's
-exec reports it. runc's own failures (no such command, a bad cwd) are read from its JSON log
-and turned into podman's codes: 127 not found, 126 not permitted, 125 otherwise, with the
-message on stderr. The process runc starts is a session leader whose PID runc writes to
---pid-file: a timeout or a caller who gives up kills that session the way the API path does
-(guest_exec.kill_session, checked to be in the container's PID namespace).
+Streams: `runc exec --detach` passes our pipes to the process as its stdin, stdout and
+stderr (no tty), so they stream as printed. A small waiter (WAITER below, conmon's part)
+reaps the process and exits with its code (128+N for a signal), as podman's exec reports it;
+the command ends when its process does, as with podman. runc's own failures (no such
+command, a bad cwd) are read from its JSON log and turned into podman's codes: 127 not
+found, 126 not permitted, 125 otherwise, with runc's message on stderr. The process runc
+starts is a session leader whose PID runc writes to --pid-file: a timeout or a caller who
+gives up kills that session the way the API path does (guest_exec.kill_session, checked to
+be in the container's PID namespace).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import fcntl
 import json
 import os
 import select
+import shutil
 import signal
 import stat
 import subprocess
@@ -73,6 +76,28 @@ CODE_GENERIC, CODE_CANNOT_INVOKE, CODE_NOT_FOUND = 125, 126, 127
 RUNC_DEFAULT_ROOT = "/run/runc"  # runc's --root for euid 0, what rootful podman leaves it
 ACCOUNTS_LIMIT = 4 * 1024 * 1024
 
+# The waiter, as conmon is podman's: a child subreaper (prctl PR_SET_CHILD_SUBREAPER) that
+# runs `runc exec --detach` and, runc gone, waits for the process runc started (now its
+# child) and exits with its status (128+N for a signal), so the command ends when that
+# process does, whatever it left running in the background. Foreground `runc exec` would
+# not do: it relays the output through pipes of its own and waits until every holder of
+# them (a `server &` the command started) has closed them. Perl: perl-base is essential on
+# Debian, and it starts in about a millisecond (Python takes 20 to 50 ms here).
+WAITER = r"""
+my ($prctl, $pid_file, @runc) = @ARGV;
+syscall($prctl, 36, 1, 0, 0, 0) == 0 or die "tt exec waiter: prctl: $!\n";
+sub code { my $s = shift; return ($s & 127) ? 128 + ($s & 127) : ($s >> 8); }
+my $runc = fork() // die "tt exec waiter: fork: $!\n";
+if ($runc == 0) { exec { $runc[0] } @runc; exit 127; }
+waitpid($runc, 0) == $runc or exit 125;
+exit code($?) if $?;
+open(my $f, "<", $pid_file) or exit 125;
+my $leader = <$f> + 0;
+while ((my $done = waitpid(-1, 0)) > 0) { exit code($?) if $done == $leader; }
+exit 125;
+"""
+PRCTL_SYSCALL = {"x86_64": 157, "aarch64": 167}  # prctl's number, per machine
+
 ReadGuestFile = Callable[[str], "bytes | None"]  # a file of the container, None if missing
 
 
@@ -91,6 +116,8 @@ class RuncTarget:
     process: dict  # config.json's "process"
     config_user: str = ""  # the container's configured user ("": the spec's)
     process_label: str = ""
+    waiter: str = "/usr/bin/perl"  # runs WAITER
+    machine: str = "x86_64"
 
 
 # --- which containers --------------------------------------------------------------------
@@ -120,12 +147,15 @@ def runc_target(inspect: dict, runtime_path: str, *, root: str = RUNC_DEFAULT_RO
         raise NotApplicable(f"its OCI config {config_path!r} cannot be read: {exc}") from None
     if (inspect.get("HostConfig") or {}).get("GroupAdd"):
         raise NotApplicable("it has added groups (--group-add), which podman resolves itself")
+    waiter, machine = shutil.which("perl") or "", os.uname().machine
+    if not waiter or machine not in PRCTL_SYSCALL:
+        raise NotApplicable(f"no perl on this host or an unknown machine ({machine}) for the exec waiter")
     config = inspect.get("Config") or {}
     process["env"] = creation_env(process.get("env") or [], config.get("Hostname") or "")
     return RuncTarget(
         container_id=container_id, runtime=runtime_path, root=root, init_pid=int(state.get("Pid") or 0),
         process=process, config_user=config.get("User") or "",
-        process_label=inspect.get("ProcessLabel") or "",
+        process_label=inspect.get("ProcessLabel") or "", waiter=waiter, machine=machine,
     )
 
 
@@ -305,10 +335,11 @@ def run_runc_exec(target: RuncTarget, request: ExecRequest, read: ReadGuestFile,
         spec_path, pid_path, log_path = (os.path.join(work, n) for n in ("process.json", "pid", "log.json"))
         with open(spec_path, "w") as f:
             json.dump(process, f)
-        argv = [target.runtime, "--root", target.root, "--log", log_path, "--log-format", "json",
-                "exec", "--process", spec_path, "--pid-file", pid_path, target.container_id]
+        runc = [target.runtime, "--root", target.root, "--log", log_path, "--log-format", "json",
+                "exec", "--detach", "--process", spec_path, "--pid-file", pid_path, target.container_id]
         child = subprocess.Popen(
-            argv, stdin=subprocess.PIPE if request.stdin else subprocess.DEVNULL,
+            [target.waiter, "-e", WAITER, str(PRCTL_SYSCALL[target.machine]), pid_path, *runc],
+            stdin=subprocess.PIPE if request.stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
         )
         try:
@@ -330,7 +361,7 @@ def run_runc_exec(target: RuncTarget, request: ExecRequest, read: ReadGuestFile,
             except subprocess.TimeoutExpired:
                 child.kill()
                 code = child.wait()
-        failure = _runc_failure(log_path) if code == 255 or code == 1 else ""
+        failure = _runc_failure(log_path) if code != 0 else ""
     duration_ms = int((time.monotonic() - started) * 1000)
     if not ended:
         return _result(kept, None, duration_ms, timed_out=True)
@@ -349,53 +380,88 @@ def _result(kept: OutputKept, code: int | None, duration_ms: int, *, timed_out: 
 
 def _pump(child: subprocess.Popen, stdin: bytes, deadline: float, take) -> bool:
     """Write `stdin` (then close it) and hand stdout/stderr to `take` as they come, until
-    both end (True) or `deadline` passes (False)."""
+    the command ends (True) or `deadline` passes (False). The command ends when runc exits
+    (it waits for the process it started), then what the pipes hold is read, as conmon
+    does: a child the command left running in the background may keep the pipes open, and
+    is not waited for (podman's exec API does not wait for it either)."""
     streams = {}
     for pipe, name in ((child.stdout, "stdout"), (child.stderr, "stderr")):
         if pipe is not None and not pipe.closed:
             _non_blocking(pipe.fileno())
-            streams[pipe.fileno()] = (pipe, name)
+            streams[pipe.fileno()] = name
     to_send = memoryview(stdin)
     writer = child.stdin if stdin and child.stdin is not None and not child.stdin.closed else None
-    if writer is not None:
-        _non_blocking(writer.fileno())
     poller = select.poll()  # not select(): a busy worker may hold file descriptors past 1024
     for fd in streams:
         poller.register(fd, select.POLLIN)
     if writer is not None:
+        _non_blocking(writer.fileno())
         poller.register(writer.fileno(), select.POLLOUT)
-    while streams:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        for fd, flags in poller.poll(remaining * 1000):
-            if writer is not None and fd == writer.fileno():
-                try:
-                    sent = os.write(fd, to_send[:READ_SIZE])
-                    to_send = to_send[sent:]
-                except BlockingIOError:
+    if child.returncode is not None:  # reaped already (after a kill): its PID may be another's
+        _drain(streams, take)
+        return True
+    runc_exit = os.pidfd_open(child.pid)  # readable once the waiter exits (a zombie still counts)
+    poller.register(runc_exit, select.POLLIN)
+    try:
+        while streams:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for fd, _ in poller.poll(remaining * 1000):
+                if fd == runc_exit:
+                    _drain(streams, take)
+                    return True
+                if writer is not None and fd == writer.fileno():
+                    sent = _send(fd, to_send)
+                    to_send = to_send[sent:] if sent is not None else to_send[:0]
+                    if not to_send:
+                        poller.unregister(fd)
+                        writer.close()
+                        writer = None
                     continue
-                except OSError as exc:  # the command ended, or closed its stdin, unread
-                    if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
-                        raise
-                    to_send = to_send[:0]
-                if not to_send:
+                if fd in streams and not _read(fd, streams, take):
                     poller.unregister(fd)
-                    writer.close()
-                    writer = None
-                continue
-            if fd not in streams:
-                continue
-            try:
-                data = os.read(fd, READ_SIZE)
-            except BlockingIOError:
-                continue
-            if data:
-                take(streams[fd][1], data)
-            elif flags & (select.POLLHUP | select.POLLERR | select.POLLIN):
-                poller.unregister(fd)
-                del streams[fd]
+        return True
+    finally:
+        os.close(runc_exit)
+
+
+def _send(fd: int, data: memoryview) -> int | None:
+    """One write of stdin: the bytes written, None when the command will read no more (it
+    ended, or closed its stdin unread)."""
+    try:
+        return os.write(fd, data[:READ_SIZE])
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+            raise
+        return None
+
+
+def _read(fd: int, streams: dict[int, str], take) -> bool:
+    """One read of an output pipe handed to `take`; False (and the stream dropped) at its end."""
+    try:
+        data = os.read(fd, READ_SIZE)
+    except BlockingIOError:
+        return True
+    if not data:
+        del streams[fd]
+        return False
+    take(streams[fd], data)
     return True
+
+
+def _drain(streams: dict[int, str], take) -> None:
+    """What the pipes hold now, without waiting for more (nor for their end)."""
+    for fd in list(streams):
+        with contextlib.suppress(BlockingIOError):
+            while fd in streams:
+                data = os.read(fd, READ_SIZE)
+                if not data:
+                    del streams[fd]
+                    break
+                take(streams[fd], data)
 
 
 def _non_blocking(fd: int) -> None:

@@ -159,6 +159,11 @@ def test_runc_exec_gives_the_process_what_podmans_exec_api_gives(container, capl
         assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"in\n", b"to-err\n")
         assert run(engine_, spec, "no-such-command").exit_code == 127
         assert run(engine_, spec, "sh", "-c", "kill -9 $$").exit_code == 137
+        assert all(run(engine_, spec, "true").exit_code == 0 for _ in range(5))  # however fast it ends
+        started = time.monotonic()  # the command ends with its process, not with what it left running
+        background = run(engine_, spec, "sh", "-c", "sleep 20 & echo started")
+        assert (background.exit_code, background.stdout) == (0, b"started\n")
+        assert time.monotonic() - started < 5
         with pytest.raises(EngineError) as raised:
             run(engine_, spec, "id", user="nosuchuser")
         assert raised.value.field == "user"

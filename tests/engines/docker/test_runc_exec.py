@@ -196,12 +196,14 @@ def test_a_stopped_container_is_the_same_error_as_through_the_api(tmp_path, as_r
 
 # --- the run, against a stand-in for runc ----------------------------------------------------
 
-# Plays `runc [--root R --log L --log-format json] exec --process P --pid-file F ID`: runs
-# the process's args on this host as a session leader with our pipes, writes its PID, exits
-# with its code (128+N for a signal). A command named "nosuchcmd" fails as runc does.
+# Plays `runc [--root R --log L --log-format json] exec --detach --process P --pid-file F ID`
+# under the waiter: starts the process's args on this host as a session leader with our
+# pipes, writes its PID and exits at once, leaving it to the waiter. A command named
+# "nosuchcmd" fails as runc does.
 FAKE_RUNC = textwrap.dedent("""\
-    import json, os, subprocess, sys
+    import json, os, sys
     args = sys.argv[1:]
+    assert "--detach" in args
     log, spec, pid_file = (args[args.index(flag) + 1] for flag in ("--log", "--process", "--pid-file"))
     process = json.load(open(spec))
     if process["args"][0] == "nosuchcmd":
@@ -209,12 +211,11 @@ FAKE_RUNC = textwrap.dedent("""\
             f.write(json.dumps({"level": "error", "msg": 'exec failed: exec: "nosuchcmd": executable file '
                                                         'not found in $PATH'}) + "\\n")
         sys.stderr.write("exec failed: nosuchcmd not found\\n")
-        sys.exit(255)
-    child = subprocess.Popen(process["args"], env=dict(e.split("=", 1) for e in process["env"]),
-                             start_new_session=True)
-    open(pid_file, "w").write(str(child.pid))
-    code = child.wait()
-    sys.exit(128 - code if code < 0 else code)
+        sys.exit(1)
+    # posix_spawn, not Popen: Popen would reap a command that ended first, as runc does not
+    pid = os.posix_spawnp(process["args"][0], process["args"], dict(e.split("=", 1) for e in process["env"]),
+                          setsid=True)
+    open(pid_file, "w").write(str(pid))
 """)
 
 
@@ -231,6 +232,8 @@ def test_streams_stdin_and_the_exit_code_come_through(fake):
     request = ExecRequest(argv=("sh", "-c", "cat; echo err >&2; exit 3"), stdin=b"in\n")
     result = run_runc_exec(fake, request, files)
     assert (result.exit_code, result.stdout, result.stderr, result.timed_out) == (3, b"in\n", b"err\n", False)
+    assert run_runc_exec(fake, ExecRequest(argv=("true",)), files).exit_code == 0
+    assert run_runc_exec(fake, ExecRequest(argv=("sh", "-c", "kill -9 $$")), files).exit_code == 137
     request = ExecRequest(argv=("sh", "-c", "head -c 300000 /dev/zero"), output_limit=1000)
     big = run_runc_exec(fake, request, files)
     assert len(big.stdout) == 1000 and big.stdout_truncated
@@ -242,6 +245,13 @@ def test_output_reaches_the_sink_before_the_command_ends(fake):
                   lambda stream, data: arrivals.append((time.monotonic(), data)))
     ended = time.monotonic()
     assert arrivals[0][1] == b"first\n" and ended - arrivals[0][0] > 0.8
+
+
+def test_the_command_ends_when_its_process_does_not_when_its_background_children_do(fake):
+    started = time.monotonic()
+    result = run_runc_exec(fake, ExecRequest(argv=("sh", "-c", "sleep 3 & echo started")), files)
+    assert (result.exit_code, result.stdout) == (0, b"started\n")
+    assert time.monotonic() - started < 2
 
 
 def test_a_command_runc_cannot_find_exits_127_with_runcs_message(fake):
