@@ -104,8 +104,10 @@ class DockerEngine(FirewalledNetwork, VmEngine):
         if opts.docker_exec not in EXEC_PATHS:
             raise EngineError(f"docker_exec must be one of {', '.join(EXEC_PATHS)}, got {opts.docker_exec!r}",
                               code=ErrorCode.INVALID, field="docker_exec")
-        self.exec_path = opts.docker_exec
-        self._exec_settled = opts.docker_exec != "auto"
+        self.exec_mode = opts.docker_exec
+        # auto's finding at the first command: runc (True) or the API (False); None before it
+        self._runc_wins: bool | None = None if self.exec_mode == "auto" else self.exec_mode == "runc"
+        self._fallback_said = False
         self._exec_lock = threading.Lock()
         self._runtime_path: str | None = None
 
@@ -516,45 +518,43 @@ class DockerEngine(FirewalledNetwork, VmEngine):
             return runc_exec.run_runc_exec(target, request, self._guest_reader(name, target), on_output)
         return guest_exec.run_exec(self.client.api, name, request, on_output, local=self._engine_is_local)
 
+    @property
+    def exec_path(self) -> str:
+        """How commands reach containers: "runc", "api", or "auto" before auto's first."""
+        if self._runc_wins is None:
+            return "auto"
+        return "runc" if self._runc_wins else "api"
+
     def _exec_target(self, name: str) -> runc_exec.RuncTarget | None:
         """The container as `runc exec` runs it, or None for podman's exec API: TT_DOCKER_EXEC
         "api" always, "runc" always (an error where it cannot), "auto" runc where it applies
         (podman on this host, as root, runc its runtime, its state under /run/runc). The first
         time auto finds runc applies, one `true` is timed each way and the choice logged."""
-        if self.exec_path == "api":
+        if self.exec_mode == "api" or self._runc_wins is False:
             return None
         try:
             if not self._engine_is_local:
                 raise runc_exec.NotApplicable(f"the engine at {self.uri} is not on this host")
             target = runc_exec.runc_target(self._libpod_inspect(name), self._oci_runtime_path())
         except runc_exec.NotApplicable as exc:
-            if self.exec_path == "runc":
+            if self.exec_mode == "runc":
                 raise EngineError(f"TT_DOCKER_EXEC=runc, but runc cannot run commands in {name}: {exc}",
                                   code=ErrorCode.GUEST_EXEC) from None
-            self._settle_exec("api", f"exec through podman's API on node {self.node_name}: runc cannot "
-                                     f"run commands in {name} ({exc})")
+            # Said once at info (a node where runc never applies would say it at each command)
+            level = logging.DEBUG if self._fallback_said else logging.INFO
+            self._fallback_said = True
+            log.log(level, "exec through podman's API on node %s: runc cannot run commands in %s (%s)",
+                    self.node_name, name, exc)
             return None
-        if self._exec_settled:
-            return target if self.exec_path != "api" else None
-        with self._exec_lock:
-            if not self._exec_settled:
-                self._calibrate(name, target)
-        return target if self.exec_path != "api" else None
+        if self._runc_wins is None:
+            with self._exec_lock:
+                if self._runc_wins is None:
+                    self._runc_wins = self._calibrate(name, target)
+        return target if self._runc_wins else None
 
-    def _settle_exec(self, path: str, message: str) -> None:
-        with self._exec_lock:
-            if self._exec_settled:
-                log.debug("%s", message)
-                return
-            if path == "api":  # auto stays auto: a container runc cannot run is not all of them
-                log.info("%s", message)
-                return
-            self.exec_path, self._exec_settled = path, True
-            log.info("%s", message)
-
-    def _calibrate(self, name: str, target: runc_exec.RuncTarget) -> None:
-        """One `true` each way in the container: runc must give what the API gives, and
-        the log says by how much it is faster. A runc that fails it leaves the API path."""
+    def _calibrate(self, name: str, target: runc_exec.RuncTarget) -> bool:
+        """One `true` each way in the container: whether runc gives what the API gives; the
+        log says which path auto takes, and by how much runc is faster."""
         probe = ExecRequest(argv=("true",), timeout=30.0)
         try:
             started = time.monotonic()
@@ -566,18 +566,15 @@ class DockerEngine(FirewalledNetwork, VmEngine):
         except EngineError as exc:
             log.warning("exec through podman's API on node %s: runc exec failed its first run (%s)",
                         self.node_name, exc)
-            self.exec_path, self._exec_settled = "api", True
-            return
+            return False
         if direct.exit_code != through_api.exit_code:
             log.warning("exec through podman's API on node %s: `true` exited %s through runc but %s "
                         "through the API", self.node_name, direct.exit_code, through_api.exit_code)
-            self.exec_path = "api"
-        else:
-            log.info("exec through runc directly on node %s: %.0f ms faster than podman's API "
-                     "(one `true`: runc %.0f ms, API %.0f ms)", self.node_name, api_ms - direct_ms,
-                     direct_ms, api_ms)
-            self.exec_path = "runc"
-        self._exec_settled = True
+            return False
+        log.info("exec through runc directly on node %s: %.0f ms faster than podman's API "
+                 "(one `true`: runc %.0f ms, API %.0f ms)", self.node_name, api_ms - direct_ms,
+                 direct_ms, api_ms)
+        return True
 
     def _libpod_inspect(self, name: str) -> dict:
         """podman's own inspect of the container (its OCI runtime and config path, which the

@@ -75,6 +75,7 @@ from engines.guest_io import ExecRequest, ExecResult, OutputSink
 CODE_GENERIC, CODE_CANNOT_INVOKE, CODE_NOT_FOUND = 125, 126, 127
 RUNC_DEFAULT_ROOT = "/run/runc"  # runc's --root for euid 0, what rootful podman leaves it
 ACCOUNTS_LIMIT = 4 * 1024 * 1024
+MAX_ID = 2**31 - 1  # runc's largest uid and gid
 
 # The waiter, as conmon is podman's: a child subreaper (prctl PR_SET_CHILD_SUBREAPER) that
 # runs `runc exec --detach` and, runc gone, waits for the process runc started (now its
@@ -218,6 +219,8 @@ def exec_user(spec: str, passwd: bytes | None, group: bytes | None) -> ExecUser:
                                   code=ErrorCode.INVALID, field="user")
         else:
             sgids = tuple(_int(g[2]) for g in groups if matched[0] in g[3].split(","))
+    if uid > MAX_ID or gid > MAX_ID:
+        raise EngineError(f"user {spec!r}: ids run from 0 to {MAX_ID}", code=ErrorCode.INVALID, field="user")
     return ExecUser(uid=uid, gid=gid, home=home, sgids=sgids)
 
 

@@ -79,7 +79,7 @@ def test_the_user_is_looked_up_as_podman_does(spec, expected):
     assert exec_user(spec, PASSWD, GROUP) == expected
 
 
-@pytest.mark.parametrize("spec", ["nosuchuser", "tester:nosuchgroup"])
+@pytest.mark.parametrize("spec", ["nosuchuser", "tester:nosuchgroup", "4294967296", "0:2147483648"])
 def test_a_name_the_container_does_not_know_is_bad_input_naming_the_field(spec):
     with pytest.raises(EngineError) as raised:
         exec_user(spec, PASSWD, GROUP)
@@ -358,14 +358,31 @@ def test_a_remote_engine_takes_the_api_and_runc_forced_refuses_it(paths):
         engine(uri="tcp://10.0.0.2:2375", path="runc").exec(Vm, ExecRequest(argv=("ls",)))
 
 
-def test_a_container_runc_cannot_run_falls_back_to_the_api(paths, monkeypatch, caplog):
+def test_a_container_runc_cannot_run_falls_back_to_the_api_saying_so_once(paths, monkeypatch, caplog):
     def refuse(inspect, runtime):
         raise NotApplicable("its OCI runtime is crun")
 
     monkeypatch.setattr(runc_exec, "runc_target", refuse)
+    found = engine()
     with caplog.at_level(logging.INFO, logger="engines.docker.engine"):
-        engine().exec(Vm, ExecRequest(argv=("ls",)))
-    assert paths == ["api"] and "crun" in caplog.text
+        found.exec(Vm, ExecRequest(argv=("ls",)))
+        found.exec(Vm, ExecRequest(argv=("ls",)))
+    assert paths == ["api", "api"]
+    said = [r for r in caplog.records if r.levelno >= logging.INFO and "crun" in r.getMessage()]
+    assert len(said) == 1 and "exec through podman's API on node n1" in said[0].getMessage()
+
+
+def test_once_auto_chose_runc_a_container_it_cannot_run_still_takes_the_api(paths, monkeypatch):
+    found = engine()
+    found.exec(Vm, ExecRequest(argv=("ls",)))
+    assert found.exec_path == "runc"
+
+    def refuse(inspect, runtime):
+        raise NotApplicable("it has added groups")
+
+    monkeypatch.setattr(runc_exec, "runc_target", refuse)
+    found.exec(Vm, ExecRequest(argv=("ls",)))
+    assert paths[-1] == "api"
 
 
 def test_an_unknown_path_setting_is_refused():
