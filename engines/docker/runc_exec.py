@@ -27,6 +27,10 @@ do we, built the same way (exec_process below) from the container's own config.j
 - what runc itself takes from the container's state and not from any process.json:
   namespaces (it joins those of the container's first process), cgroups (it joins the
   container's), the seccomp filter, masked and read-only paths, the root filesystem.
+What is not podman's: a user given by name or number keeps the container's umask (podman
+drops it from the process and runc leaves the umask conmon had, 0022 too here); what no spec
+sets is inherited from our process rather than from conmon (its nice value, rlimits the
+container does not set; runc's own environment is bare, RUNC_ENV).
 The integration test compares /proc/self/status (capabilities, Seccomp, NoNewPrivs),
 /proc/self/cgroup, namespaces and rlimits of a command run both ways.
 
@@ -76,6 +80,10 @@ CODE_GENERIC, CODE_CANNOT_INVOKE, CODE_NOT_FOUND = 125, 126, 127
 RUNC_DEFAULT_ROOT = "/run/runc"  # runc's --root for euid 0, what rootful podman leaves it
 ACCOUNTS_LIMIT = 4 * 1024 * 1024
 MAX_ID = 2**31 - 1  # runc's largest uid and gid
+# runc's own environment: none of ours (the site's settings and secrets). runc's init enters
+# the container with it before it execs the command with the process.json's env; conmon too
+# gives runc a bare one.
+RUNC_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 # The waiter, as conmon is podman's: a child subreaper (prctl PR_SET_CHILD_SUBREAPER) that
 # runs `runc exec --detach` and, runc gone, waits for the process runc started (now its
@@ -343,7 +351,7 @@ def run_runc_exec(target: RuncTarget, request: ExecRequest, read: ReadGuestFile,
         child = subprocess.Popen(
             [target.waiter, "-e", WAITER, str(PRCTL_SYSCALL[target.machine]), pid_path, *runc],
             stdin=subprocess.PIPE if request.stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True, env=RUNC_ENV,
         )
         try:
             try:
