@@ -31,4 +31,6 @@ class NodeOptions:
     firewall: Firewall | None = None  # None: bookkeeping in memory (MemoryFirewall)
     binary: str = ""  # the Firecracker binary; "": found on PATH
     jailer: str = ""  # the Firecracker jailer; "": none
+    # docker: how commands reach a container, "auto" | "api" | "runc" (TT_DOCKER_EXEC)
+    docker_exec: str = "auto"
     hostnet: HostNetwork | None = None  # Firecracker's host network (a test records it instead)

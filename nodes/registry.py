@@ -79,6 +79,7 @@ def node_options(node: Node) -> NodeOptions:
         firewall=node_firewall(node),
         binary=node.binary,
         jailer=node.jailer,
+        docker_exec=settings.TT_DOCKER_EXEC,
     )
 
 

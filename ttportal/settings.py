@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from ttportal.config import (
     env_bool,
+    env_choice,
     env_database,
     env_float,
     env_int,
@@ -401,6 +402,10 @@ TT_MAX_EXECS_PER_USER = env_int("TT_MAX_EXECS_PER_USER", 4, minimum=0)
 # refused (413) before anything reaches the guest.
 TT_FILE_MAX_MB = env_int("TT_FILE_MAX_MB", 256, minimum=1)
 TT_RATE_CONSOLE = env_rate("TT_RATE_CONSOLE", "60/h")  # consoles opened (portal and API)
+# How a command reaches a container of a docker node whose podman runs on this host: "runc"
+# runs `runc exec` directly (faster, the same confinement: engines/docker/runc_exec.py),
+# "api" always goes through podman's exec API, "auto" uses runc where it applies.
+TT_DOCKER_EXEC = env_choice("TT_DOCKER_EXEC", "auto", ("auto", "api", "runc"))
 # At most this many unexpired API tokens per user (staff too); 0: no limit.
 TT_MAX_TOKENS_PER_USER = env_int("TT_MAX_TOKENS_PER_USER", 50, minimum=0)
 # A non-staff user may have at most this many operations queued or running at once; 0: no limit.

@@ -20,7 +20,9 @@ environment holds it (this needs `sh`, `tr`, `grep` and `kill`).
 
 The cost is podman's: of an exec of `true` (about 150 ms here, 2 CPUs under load), runc's
 exec and conmon take about 110 ms, our three API calls about 40 ms; `podman exec` itself
-takes 150 to 200 ms on the same service.
+takes 150 to 200 ms on the same service. On a node whose podman runs on this host, the
+engine runs `runc exec` itself instead (runc_exec.py, TT_DOCKER_EXEC): this path remains for
+remote nodes and wherever runc cannot apply.
 """
 
 from __future__ import annotations

@@ -1,15 +1,22 @@
 """Into a running container on a real docker node (podman's exec and archive APIs), what a
 user of exec and files checks: commands, their output and exit codes, the kill at a
-timeout, stdin, a 20 MiB file each way, the errors. Engine calls, one container each."""
+timeout, stdin, a 20 MiB file each way, the errors. Engine calls, one container each.
+
+The node's podman runs on this host, so commands go through `runc exec` directly (the
+engine's default, TT_DOCKER_EXEC=auto): the last test runs the same commands through
+podman's exec API too, and checks the two give the process the same confinement."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import os
 import time
 
 import pytest
 
+from engines.docker.engine import DockerEngine
 from engines.errors import EngineError, ErrorCode
 from engines.guest_io import ExecRequest, GuestPathMissing
 from nodes.registry import get_engine
@@ -110,3 +117,56 @@ def test_missing_paths_and_directories_are_refused(container):
     with pytest.raises(EngineError) as raised:
         engine.file_get(spec, "/etc")
     assert (raised.value.code, raised.value.field) == (ErrorCode.INVALID, "path")
+
+
+# What a process's confinement is made of, as it sees it: capabilities, the seccomp filter,
+# no_new_privs, ids and groups, its cgroups, namespaces, rlimits, LSM label, OOM score, env.
+CONFINEMENT = (
+    "grep -E '^(Cap|Seccomp|NoNewPrivs|Uid|Gid|Groups)' /proc/self/status; cat /proc/self/cgroup; "
+    "for n in /proc/self/ns/*; do echo \"$n $(readlink $n)\"; done; cat /proc/self/limits; "
+    "cat /proc/self/attr/current 2>&1; cat /proc/self/oom_score_adj; umask; pwd; env | sort"
+)
+
+
+def test_runc_exec_gives_the_process_what_podmans_exec_api_gives(container, caplog):
+    engine, spec = container
+    node = engine.options
+    through_api = DockerEngine(uri=engine.uri, options=dataclasses.replace(node, docker_exec="api"))
+    auto = DockerEngine(uri=engine.uri, options=dataclasses.replace(node, docker_exec="auto"))
+    with caplog.at_level(logging.INFO, logger="engines.docker.engine"):
+        assert run(auto, spec, "true").exit_code == 0
+    assert auto.exec_path == "runc"  # podman on this host: auto chose runc, and said so once
+    said = caplog.text
+    assert "exec through runc directly on node" in said and "ms faster than podman's API" in said
+
+    # a user with supplementary groups, as podman finds them in the container's files
+    assert run(through_api, spec, "sh", "-c", "echo tester:x:1000:1000::/home/tester:/bin/sh >> /etc/passwd; "
+               "echo staff:x:50:tester >> /etc/group").exit_code == 0
+    for user in ("", "tester", "1000:50"):
+        both = [run(engine_, spec, "sh", "-c", CONFINEMENT, user=user, env=(("GREETING", "hi"),), cwd="/tmp")
+                for engine_ in (auto, through_api)]
+        direct, api = (result.stdout.decode() for result in both)
+        assert both[0].exit_code == both[1].exit_code == 0
+        assert direct == api, f"user {user!r}"
+        assert "GREETING=hi" in direct and "Seccomp:\t2" in direct
+    pid1 = run(auto, spec, "grep", "-E", "^Cap(Eff|Bnd)", "/proc/1/status").stdout
+    own = run(auto, spec, "grep", "-E", "^Cap(Eff|Bnd)", "/proc/self/status").stdout
+    assert own == pid1  # root in the exec: exactly the capabilities of the container's process
+
+    # the same behaviour both ways: exit code and streams, stdin, errors, the kill at a timeout
+    for engine_ in (auto, through_api):
+        failed = run(engine_, spec, "sh", "-c", "cat; echo to-err >&2; exit 3", stdin=b"in\n")
+        assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"in\n", b"to-err\n")
+        assert run(engine_, spec, "no-such-command").exit_code == 127
+        assert run(engine_, spec, "sh", "-c", "kill -9 $$").exit_code == 137
+        assert all(run(engine_, spec, "true").exit_code == 0 for _ in range(5))  # however fast it ends
+        started = time.monotonic()  # the command ends with its process, not with what it left running
+        background = run(engine_, spec, "sh", "-c", "sleep 20 & echo started")
+        assert (background.exit_code, background.stdout) == (0, b"started\n")
+        assert time.monotonic() - started < 5
+        with pytest.raises(EngineError) as raised:
+            run(engine_, spec, "id", user="nosuchuser")
+        assert raised.value.field == "user"
+        slow = run(engine_, spec, "sh", "-c", "sleep 288 & sleep 289", timeout=1.0)
+        assert slow.timed_out and slow.exit_code is None
+        assert "sleep 28" not in run(engine_, spec, "ps").stdout.decode()

@@ -41,6 +41,7 @@ def test_it_starts_with_no_configuration():
         ("TT_LOGIN_FAILURE_LIMIT", "0", "TT_LOGIN_FAILURE_LIMIT must be at least 1"),
         ("TT_VM_DENY_NETWORKS", "10.0.0.0/8,intranet", "TT_VM_DENY_NETWORKS must list networks"),
         ("TT_VM_ALLOW_NETWORKS", "10.1.2.0/33", "TT_VM_ALLOW_NETWORKS must list networks"),
+        ("TT_DOCKER_EXEC", "fast", "TT_DOCKER_EXEC must be one of auto, api, runc"),
     ],
 )
 def test_it_refuses_a_bad_variable_by_name(name, value, message):
