@@ -194,3 +194,18 @@ def test_a_launch_with_the_same_idempotency_key_makes_one_env(alice, template, r
         second = blueprints.blueprint_launch(blueprint=bp, by=alice, idempotency_key="k1")
     assert first.pk == second.pk
     assert Env.objects.count() == 1
+
+
+def test_the_admin_lists_searches_and_publishes_them(client, alice, bob):
+    from tests.admin_support import make_operator, post_action
+
+    make_operator(client)
+    save(alice, "web", description="two web servers")
+    bp = save(bob, "db")
+    url = "/admin/envs/blueprint/"
+    assert "two web servers" not in client.get(url).content.decode()  # the list shows names, owners
+    found = client.get(url, {"q": "db"}).content.decode()
+    assert f"/admin/envs/blueprint/{bp.pk}/change/" in found and "web" not in found.split("result_list", 1)[1]
+    post_action(client, url, "publish", [bp])
+    assert visible(alice) == {"web", "db"}
+    assert "published" in client.get(f"{url}?published__exact=1").content.decode()
