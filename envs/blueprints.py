@@ -142,7 +142,7 @@ def _named(queryset, field: str, names: list[str], where: str, rule: str) -> lis
     for i, name in enumerate(names):
         if name not in found:
             raise ConflictingInput(f"{where}[{i}]", rule)
-    return list({id(row): row for row in found.values()}.values())
+    return list(found.values())
 
 
 def blueprint_publish(*, blueprint: Blueprint, by, published: bool = True) -> Blueprint:

@@ -290,8 +290,9 @@ def db_state(db):
             model.__name__: list(model.objects.order_by("pk").values())
             for model in (Env, Vm, PortMapping, Snapshot, Operation, SshKey, Blueprint)
         }
-        rows["Blueprint shares"] = sorted(Blueprint.shared_with_users.through.objects.values_list(
-            "blueprint_id", "user_id"))
+        rows["Blueprint shares"] = (
+            sorted(Blueprint.shared_with_users.through.objects.values_list("blueprint_id", "user_id")),
+            sorted(Blueprint.shared_with_groups.through.objects.values_list("blueprint_id", "group_id")))
         return rows
 
     return take
