@@ -10,7 +10,7 @@ from envs import blueprints
 from envs.envfiles import EnvFileInvalid
 from envs.models import Blueprint, Env
 from tests.conftest import make_staff, make_user
-from ttportal.errors import ConflictingInput, Forbidden, InvalidInput
+from ttportal.errors import ConflictingInput, Forbidden, InvalidInput, QuotaExceeded
 
 FILE = """\
 name: ci
@@ -209,3 +209,13 @@ def test_the_admin_lists_searches_and_publishes_them(client, alice, bob):
     post_action(client, url, "publish", [bp])
     assert visible(alice) == {"web", "db"}
     assert "published" in client.get(f"{url}?published__exact=1").content.decode()
+
+
+def test_a_launch_counts_against_the_launchers_quota(alice, bob, template, settings):
+    bp = save(alice)
+    bp.published = True
+    bp.save()
+    settings.TT_QUOTA_VMS = 1  # the file makes two
+    with pytest.raises(QuotaExceeded):
+        blueprints.blueprint_launch(blueprint=bp, by=bob)
+    assert not Env.objects.exists()
