@@ -15,10 +15,10 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from envs import services
+from envs import blueprints, services
 from envs.admin_forms import EnvActionForm, EnvAddForm, VmRowFormSet
 from envs.forms import create_env_from
-from envs.models import Env, Peering
+from envs.models import Blueprint, Env, Peering
 from operations.models import Operation
 from ttportal.admin_actions import OperateMixin, policy_bound, run_service, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter, format_seconds
@@ -163,3 +163,28 @@ class PeeringAdmin(ViewOnlyMixin, admin.ModelAdmin):
     list_select_related = ("env_a__owner", "env_b__owner", "asked_for__owner", "requested_by", "accepted_by")
     search_fields = ("env_a__name", "env_b__name", "env_a__owner__username", "env_b__owner__username")
     readonly_fields = list_display
+
+
+@admin.register(Blueprint)
+class BlueprintAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
+    """Saved Env files (envs/blueprints.py). Viewed here; published or withdrawn through
+    blueprint_publish (envs.publish_blueprint), deleted through blueprint_delete."""
+
+    list_display = ("name", "owner", "env_name", "published", "updated_at")
+    list_filter = ("published", ("owner", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("owner",)
+    search_fields = ("name", "owner__username", "description", "env_name")
+    fields = ("name", "owner", "description", "env_name", "published", "shared_with_users",
+              "shared_with_groups", "text", "created_at", "updated_at")
+    readonly_fields = fields
+    actions = (
+        service_action("publish", "Publish the selected blueprints to everyone", "published",
+                       lambda bp, by: blueprints.blueprint_publish(blueprint=bp, by=by),
+                       policy_action="blueprint_publish"),
+        service_action("unpublish", "Withdraw the selected blueprints from everyone", "withdrawn",
+                       lambda bp, by: blueprints.blueprint_unpublish(blueprint=bp, by=by),
+                       policy_action="blueprint_publish"),
+        service_action("delete_blueprints", "Delete the selected blueprints", "deleted",
+                       lambda bp, by: blueprints.blueprint_delete(blueprint=bp, by=by),
+                       policy_action="blueprint_delete"),
+    )

@@ -19,9 +19,9 @@ import uuid
 from django import forms
 from django.conf import settings
 
-from envs import envfiles, services
+from envs import blueprints, envfiles, services
 from operations.models import Operation
-from ttportal.errors import InvalidInput, TTError
+from ttportal.errors import Forbidden, InvalidInput, TTError
 from ttportal.hours import MIN_SECONDS, hours, parse_hours
 from ttportal.refusals import refused
 from vms.models import Vm, VmTemplate, engine_kinds_in_service
@@ -315,3 +315,34 @@ def create_env_from(form: EnvForm, formset, *, by, owner=None) -> Operation | No
     except Exception as exc:
         show_error(refused(exc), form, formset, rows)
         return None
+
+
+class BlueprintForm(EnvFileForm):
+    """A blueprint's file (pasted or uploaded, as on the New Env page, whose import card posts
+    here too: the same prefix), its name and description; envs.blueprints checks them."""
+
+    name = forms.CharField(required=False, label="Blueprint name",
+                           help_text="Lower-case letters, digits and hyphens; empty: the file's name.")
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
+
+    def save(self, *, by, blueprint=None):
+        """blueprint_save of the form's fields; None with the refusal on the form (each of a
+        file's problems with its line). Forbidden is the caller's (a 403)."""
+        if not self.is_valid():
+            return None
+        data = self.cleaned_data
+        try:
+            return blueprints.blueprint_save(by=by, blueprint=blueprint, text=data["text"],
+                                             name=data["name"] or None, description=data["description"])
+        except Forbidden:
+            raise
+        except Exception as exc:
+            error = refused(exc)
+            problems = error.problems if isinstance(error, envfiles.EnvFileInvalid) else [error]
+            for problem in problems:
+                field = getattr(problem, "field", "")
+                if field in ("name", "description") and not isinstance(problem, envfiles.Problem):
+                    self.add_error(field, problem.message)
+                else:
+                    self.add_error(None, _said(problem))
+            return None

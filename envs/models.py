@@ -145,3 +145,48 @@ class Peering(models.Model):
 
     def other(self, env: Env) -> Env:
         return self.env_b if env.pk == self.env_a_id else self.env_a
+
+
+class BlueprintQuerySet(models.QuerySet):
+    def visible_to(self, user) -> BlueprintQuerySet:
+        """The one scoping rule of blueprints: staff with envs.view_blueprint see every one;
+        everyone else their own, those shared with them or one of their groups, and the
+        published ones."""
+        if permissions.sees_others(user, "blueprint_view"):
+            return self.all()
+        if user is None or not user.is_authenticated:
+            return self.none()
+        seen = (Q(owner=user) | Q(published=True) | Q(shared_with_users=user)
+                | Q(shared_with_groups__in=user.groups.all()))
+        # The joins repeat a row shared twice: its ids, then the rows once each.
+        return self.filter(pk__in=self.model.objects.filter(seen).values("pk"))
+
+
+class Blueprint(models.Model):
+    """An Env file saved under a name (envs/blueprints.py): launched again and again, shared
+    read-only with users and groups, or published to everyone by an operator."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="blueprints")
+    name = models.CharField(max_length=63, validators=[validate_dns_label])
+    description = models.TextField(blank=True, default="")
+    text = models.TextField(help_text="The Env file (tt.yaml), checked by the Env file parser when saved.")
+    env_name = models.CharField(max_length=63, editable=False,
+                                help_text="The name its file gives the Env (a launch's default).")
+    shared_with_users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
+    shared_with_groups = models.ManyToManyField("auth.Group", blank=True, related_name="+")
+    published = models.BooleanField(default=False, help_text="Seen (and launched) by everyone.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = BlueprintQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="blueprint_name_unique_per_owner",
+                                    violation_error_message="You already have a blueprint with this name."),
+        ]
+        permissions = [("publish_blueprint", "Can publish blueprints to everyone")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.owner})"

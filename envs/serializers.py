@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from envs import peering
-from envs.models import Env
+from envs.models import Blueprint, Env
 from ttportal import limits
 from ttportal.api_fields import Boolean, DateTime, Integer, Name, StrictSerializer, Text
 from vms import policy
@@ -135,3 +135,74 @@ class PeerRequest(StrictSerializer):
 
 class DenyOutgoing(StrictSerializer):
     deny = Boolean(help_text="true: cut the Env's VMs off beyond the node network.")
+
+
+# --- blueprints (envs/blueprints.py) -----------------------------------------------------
+
+_BLUEPRINT_TEXT_RULE = "must be an Env file (tt.yaml): YAML text of at most 65536 characters"
+_DESCRIPTION_RULE = f"must be at most {limits.BLUEPRINT_DESCRIPTION_MAX} characters of text"
+
+
+class BlueprintSerializer(serializers.HyperlinkedModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:blueprint-detail")
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    env_name = serializers.CharField(read_only=True, help_text="The name its file gives the Env: a launch's "
+                                     "default.")
+    shared_with_users = serializers.SlugRelatedField(
+        slug_field="username", many=True, read_only=True, help_text="Users it is shared with (read-only).")
+    shared_with_groups = serializers.SlugRelatedField(
+        slug_field="name", many=True, read_only=True, help_text="Groups it is shared with (read-only).")
+    mine = serializers.SerializerMethodField(help_text="Whether you own it (only the owner changes it).")
+
+    class Meta:
+        model = Blueprint
+        fields = ["id", "url", "name", "owner", "description", "text", "env_name", "published",
+                  "shared_with_users", "shared_with_groups", "mine", "created_at", "updated_at"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_mine(self, blueprint) -> bool:
+        request = self.context.get("request")
+        return bool(request and blueprint.owner_id == request.user.pk)
+
+
+def _blueprint_text(**kwargs) -> Text:
+    return Text(rule=_BLUEPRINT_TEXT_RULE, pattern=limits.QUERY_TEXT_PATTERN, max_length=65536,
+                help_text="The Env file's YAML text (its schema: GET /api/schema/envfile.json); checked "
+                "as POST /api/envs/?format=envfile checks it: its problems are refused with 422, each with "
+                "its line.", **kwargs)
+
+
+class BlueprintCreate(StrictSerializer):
+    text = _blueprint_text()
+    name = Name(required=False, help_text="Unique among your blueprints; default: the file's `name`.")
+    description = Text(rule=_DESCRIPTION_RULE, pattern=limits.QUERY_TEXT_PATTERN,
+                       max_length=limits.BLUEPRINT_DESCRIPTION_MAX, required=False, allow_blank=True)
+    published = Boolean(required=False, help_text="Publish it to everyone: staff holding "
+                        "envs.publish_blueprint only (403 otherwise).")
+
+
+class BlueprintUpdate(StrictSerializer):
+    text = _blueprint_text(required=False)
+    name = Name(required=False, help_text="Unique among the owner's blueprints.")
+    description = Text(rule=_DESCRIPTION_RULE, pattern=limits.QUERY_TEXT_PATTERN,
+                       max_length=limits.BLUEPRINT_DESCRIPTION_MAX, required=False, allow_blank=True)
+    published = Boolean(required=False, help_text="Publish it to everyone (or withdraw it): staff holding "
+                        "envs.publish_blueprint only (403 otherwise).")
+
+
+class BlueprintShare(StrictSerializer):
+    users = serializers.ListField(
+        child=Text(rule="must be a username", pattern=limits.PRINTABLE_PATTERN,
+                   max_length=limits.USERNAME_MAX),
+        required=False, max_length=1000,
+        help_text="Exactly the users it is shared with, by username ([]: none; left out: unchanged).")
+    groups = serializers.ListField(
+        child=Text(rule="must be a group name", pattern=limits.PRINTABLE_PATTERN, max_length=150),
+        required=False, max_length=1000,
+        help_text="Exactly the groups it is shared with, by name ([]: none; left out: unchanged).")
+
+
+class BlueprintLaunch(StrictSerializer):
+    name = Name(required=False, help_text="The new Env's name (default: the one its file gives); unique "
+                "among your live Envs.")

@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiToken
 from accounts.services import ssh_key_add, token_create, token_revoke
+from envs.blueprints import blueprint_save
 from envs.models import Env, Peering
 from notifications.services import send_test_notification, webhook_create
 from operations.models import Operation
@@ -87,9 +88,14 @@ def build_world(owner, make_env, run_tasks) -> World:
                  operation=env.operations.order_by("pk").first())
 
 
+# A blueprint's file (the world's template; its Env is named as the world's, so a launch names another).
+BLUEPRINT_FILE = "name: demo\nlifetime: 1h\nvms:\n  - name: a\n    template: tt/busybox\n"
+
+
 def build_full_world(owner, make_env, run_tasks):
     """build_world and one of each of the owner's other objects an endpoint acts on: a token,
-    an SSH key, a webhook with a delivery, and another Env asked to peer with the first."""
+    an SSH key, a webhook with a delivery, another Env asked to peer with the first, and a
+    blueprint."""
     w = build_world(owner, make_env, run_tasks)
     w.token, _ = token_create(user=owner, name="ci")
     w.key = ssh_key_add(user=owner, public_key=public_key_line())
@@ -98,6 +104,7 @@ def build_full_world(owner, make_env, run_tasks):
     ratelimit.clear()  # the world's test delivery does not use up the owner's test of a test
     w.peer = make_env(owner, name="peer")
     Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=owner)
+    w.blueprint = blueprint_save(by=owner, name="bp", text=BLUEPRINT_FILE)
     return w
 
 

@@ -281,15 +281,19 @@ def firewall(node):
 def db_state(db):
     """A callable that captures every row the services write, to prove a refusal changed nothing."""
     from accounts.models import SshKey
-    from envs.models import Env
+    from envs.models import Blueprint, Env
     from operations.models import Operation
     from vms.models import PortMapping, Snapshot, Vm
 
     def take() -> dict:
-        return {
+        rows = {
             model.__name__: list(model.objects.order_by("pk").values())
-            for model in (Env, Vm, PortMapping, Snapshot, Operation, SshKey)
+            for model in (Env, Vm, PortMapping, Snapshot, Operation, SshKey, Blueprint)
         }
+        rows["Blueprint shares"] = (
+            sorted(Blueprint.shared_with_users.through.objects.values_list("blueprint_id", "user_id")),
+            sorted(Blueprint.shared_with_groups.through.objects.values_list("blueprint_id", "group_id")))
+        return rows
 
     return take
 

@@ -335,4 +335,21 @@ def test_a_whole_scenario_through_the_generated_client(live_server, alice, templ
         assert destroyed.status == m.EnvStatusEnum.DESTROYED and destroyed.destroyed_at is not None
         assert destroyed.vms == []
 
+        # Save the Env's shape as a blueprint, then launch a copy of it.
+        text = "name: copy\nlifetime: 1h\nvms:\n  - name: web\n    template: tt/busybox\n"
+        bad = s.call("blueprints", "blueprints_create", 422, m.Error,
+                     body=m.BlueprintCreateRequest(text=text.replace("web", "Web")))
+        assert bad.field == "vms[0].name" and bad.line == 4
+        bp = s.call("blueprints", "blueprints_create", 201, m.Blueprint,
+                    body=m.BlueprintCreateRequest(text=text, description="one web VM"))
+        assert (bp.name, bp.env_name, bp.mine, bp.published) == ("copy", "copy", True, False)
+        bp = s.call("blueprints", "blueprints_partial_update", 200, m.Blueprint, bp.id,
+                    body=m.PatchedBlueprintUpdateRequest(name="web-copy"))
+        listed = s.call("blueprints", "blueprints_list", 200, m.PaginatedBlueprintList)
+        assert [b.name for b in listed.results] == ["web-copy"]
+        op = s.act("blueprints", "blueprints_launch_create", bp.id,
+                   body=m.BlueprintLaunchRequest(name="launched"))
+        launched = s.call("envs", "envs_retrieve", 200, m.Env, op.env)
+        assert (launched.name, [vm.name for vm in launched.vms]) == ("launched", ["web"])
+
     assert time.monotonic() - started < 30, "the scenario should stay well under 30 s"

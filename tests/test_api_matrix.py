@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from operations.models import Operation
-from tests.api_support import ROLES, build_full_world, client_as, client_for
+from tests.api_support import BLUEPRINT_FILE, ROLES, build_full_world, client_as, client_for
 from tests.conftest import make_staff
 from tests.module_world import module_world
 from tests.support import public_key_line
@@ -27,15 +27,17 @@ from ttportal import permissions
 class Endpoint:
     method: str
     path: str  # formatted with the world: {env}, {peer}, {running}, {stopped}, {snapshot}, {op}, {template},
-    # {token}, {key}, {webhook}, {delivery}
+    # {token}, {key}, {webhook}, {delivery}, {blueprint}
     scope: str  # owned | list | create | global | personal | password_only | for_other (alice's, named)
+    # | seen (alice's, and whoever sees it may: launch a blueprint) | publish (operators only, on alice's)
     ok: int = 200
     body: Any = None
     kind: str = ""  # the operation kind a 202 answers with
 
     @property
     def id(self) -> str:
-        return f"{self.method} {self.path}" + (" for alice" if self.scope == "for_other" else "")
+        told = {"for_other": " for alice", "publish": " publish"}
+        return f"{self.method} {self.path}" + told.get(self.scope, "")
 
 
 ENDPOINTS = [
@@ -107,6 +109,15 @@ ENDPOINTS = [
     Endpoint("get", "/api/notifications/settings/", "create"),
     Endpoint("put", "/api/notifications/settings/", "create", 200, {"email_enabled": False}),
     Endpoint("post", "/api/notifications/settings/test-email/", "create", 202),
+    # blueprints: the owner changes them; whoever sees one launches it (the Env is theirs)
+    Endpoint("get", "/api/blueprints/", "list"),
+    Endpoint("get", "/api/blueprints/{blueprint}/", "owned"),
+    Endpoint("post", "/api/blueprints/", "create", 201, {"name": "more", "text": BLUEPRINT_FILE}),
+    Endpoint("patch", "/api/blueprints/{blueprint}/", "owned", 200, {"description": "changed"}),
+    Endpoint("patch", "/api/blueprints/{blueprint}/", "publish", 200, {"published": True}),
+    Endpoint("post", "/api/blueprints/{blueprint}/share/", "owned", 200, {"users": ["bob"]}),
+    Endpoint("delete", "/api/blueprints/{blueprint}/", "owned", 204),
+    Endpoint("post", "/api/blueprints/{blueprint}/launch/", "seen", 202, {"name": "launched"}, "env_create"),
 ]
 # Staff do not see others' either.
 PERSONAL_LISTS = ("/api/tokens/", "/api/keys/", "/api/webhooks/", "/api/notifications/deliveries/")
@@ -119,7 +130,8 @@ ACTIONS = [e for e in ENDPOINTS if e.method in ("post", "put") and e.path.count(
 
 # Beyond ROLES: staff without a single permission, and staff who may only view.
 STAFF_ROLES = ["staff_bare", "staff_viewer"]
-VIEW_PERMISSIONS = ("envs.view_env", "vms.view_vm", "vms.view_snapshot", "operations.view_operation")
+VIEW_PERMISSIONS = ("envs.view_env", "vms.view_vm", "vms.view_snapshot", "operations.view_operation",
+                    "envs.view_blueprint")
 # What each action on another user's objects takes (the policy's table must agree:
 # test_the_policy_maps_each_action_as_the_matrix_expects).
 PERMISSION_OF_KIND = {
@@ -145,6 +157,10 @@ def expected(endpoint: Endpoint, role: str) -> int:
         return 401  # a token cannot mint tokens (see accounts/api.py)
     if scope == "for_other":  # alice names herself; anyone else needs envs.add_env
         return endpoint.ok if role in ("owner", "staff") else 403
+    if scope == "seen":  # whoever sees it (its owner, staff who may view) may
+        return endpoint.ok if role in ("owner", "staff", "staff_viewer") else 404
+    if scope == "publish":  # operators holding envs.publish_blueprint; its owner too is refused
+        return {"staff": endpoint.ok, "owner": 403, "staff_viewer": 403}.get(role, 404)
     if role == "owner" or scope in ("list", "create", "global"):
         return endpoint.ok
     if scope == "personal":
@@ -173,7 +189,7 @@ def _url(endpoint: Endpoint, w) -> str:
     return endpoint.path.format(
         env=w.env.pk, peer=w.peer.pk, running=w.running.pk, stopped=w.stopped.pk, snapshot=w.snapshot.pk,
         op=w.operation.pk, template=w.running.template_id, token=w.token.public_id, key=w.key.pk,
-        webhook=w.webhook.pk, delivery=w.delivery.pk,
+        webhook=w.webhook.pk, delivery=w.delivery.pk, blueprint=w.blueprint.pk,
     )
 
 
@@ -187,6 +203,7 @@ def _visible_ids(endpoint: Endpoint, w) -> set:
         "/api/keys/": {w.key.pk},
         "/api/webhooks/": {w.webhook.pk},
         "/api/notifications/deliveries/": {w.delivery.pk},
+        "/api/blueprints/": {w.blueprint.pk},
     }.get(endpoint.path, set())
 
 

@@ -21,10 +21,11 @@ from django.urls import URLPattern, URLResolver, reverse
 
 from accounts.models import ApiToken, SshKey
 from accounts.services import ssh_key_add, token_create
+from envs.blueprints import blueprint_save
 from envs.models import Peering
 from notifications.services import warn_expiring_due, webhook_create
 from operations.models import Operation
-from tests.api_support import build_world
+from tests.api_support import BLUEPRINT_FILE, build_world
 from tests.conftest import make_staff
 from tests.module_world import module_world
 from tests.support import public_key_line
@@ -35,9 +36,11 @@ from ttportal import portal_urls
 class Route:
     name: str
     method: str
-    target: str = ""  # env | peered | running | stopped | snapshot | token | key | webhook | link | ""
+    target: str = ""  # env | peered | running | stopped | snapshot | token | key | webhook | link | blueprint
+    # | ""
     scope: str = "owned"  # owned | mine (any signed-in user, their own data) | public | link (anyone
-    # holding the link, signed in or not)
+    # holding the link, signed in or not) | seen (whoever sees the target: launch a blueprint, save an
+    # Env as one's own blueprint) | publish (operators holding envs.publish_blueprint only)
     data: dict = field(default_factory=dict)
     kind: str = ""  # the operation an accepted POST records
     ok: int = 0  # what an allowed caller gets; 0: 200 for GET, 302 (back to a page) for POST
@@ -112,10 +115,23 @@ ROUTES = [
     Route("notifications:webhook_delete", "post", "webhook"),
     Route("notifications:extend", "get", "link", scope="link"),
     Route("notifications:extend", "post", "link", scope="link", ok=200),
+    # blueprints: the owner changes them; whoever sees one launches it (the Env is theirs)
+    Route("envs:blueprints", "get", scope="mine"),
+    Route("envs:blueprints", "post", scope="mine", data={"file-name": "more", "file-text": BLUEPRINT_FILE}),
+    Route("envs:blueprint", "get", "blueprint"),
+    Route("envs:blueprint", "post", "blueprint", data={"file-text": BLUEPRINT_FILE, "file-description": "x"}),
+    Route("envs:blueprint_download", "get", "blueprint"),
+    Route("envs:blueprint_launch", "post", "blueprint", scope="seen", data={"name": "launched"},
+          kind="env_create"),
+    Route("envs:blueprint_share", "post", "blueprint", data={"users": "bob"}),
+    Route("envs:blueprint_publish", "post", "blueprint", scope="publish", data={"published": "1"}),
+    Route("envs:blueprint_delete", "post", "blueprint"),
+    Route("envs:save_blueprint", "post", "env", scope="seen", data={"name": "saved"}),
 ]
 
 ROLES = ["owner", "other", "anonymous", "token_only", "staff", "staff_bare", "staff_viewer"]
-VIEW_PERMISSIONS = ("envs.view_env", "vms.view_vm", "vms.view_snapshot", "operations.view_operation")
+VIEW_PERMISSIONS = ("envs.view_env", "vms.view_vm", "vms.view_snapshot", "operations.view_operation",
+                    "envs.view_blueprint")
 
 
 def _route_names(patterns, prefix: str = "") -> set[str]:
@@ -146,6 +162,7 @@ def build_portal_world(alice, make_env, run_tasks):
     # Another Env of alice's, asked to peer with the first (what unpeer acts on).
     w.peer = make_env(alice, name="peer")
     Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=alice)
+    w.blueprint = blueprint_save(by=alice, name="bp", text=BLUEPRINT_FILE)
     return w
 
 
@@ -174,6 +191,7 @@ def _url(route: Route, w) -> str:
     target = {
         "env": w.env.pk, "running": w.running.pk, "stopped": w.stopped.pk, "snapshot": w.snapshot.pk,
         "token": w.token.public_id, "key": w.key.pk, "webhook": w.webhook.pk, "link": w.link,
+        "blueprint": w.blueprint.pk,
     }.get(route.target)
     if route.target == "peered":
         return reverse(route.name, args=[w.env.pk, w.peer.pk])
@@ -190,7 +208,11 @@ def _expected(route: Route, role: str) -> int:
     if not signed_in:
         return 302  # to sign in
     if route.scope == "mine" or role == "owner":
-        return route.success
+        return route.success if route.scope != "publish" else 403
+    if route.scope == "seen":
+        return route.success if role in ("staff", "staff_viewer") else 404
+    if route.scope == "publish":
+        return {"staff": route.success, "staff_viewer": 403}.get(role, 404)
     if route.target in ("token", "key", "webhook"):
         return 404  # staff too: tokens and keys are personal
     if role == "staff_viewer":  # sees alice's objects, may not act on them

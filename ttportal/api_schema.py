@@ -93,7 +93,7 @@ class AutoSchema(SpectacularAutoSchema):
             codes.append(404)
         if self.method in _MUTATING and getattr(self.view, "operation_actions", False):
             codes += [409, 422, 429]
-        elif self.method == "POST" and getattr(self.view, "refuses_on_data", False):
+        elif self.method in ("POST", "PUT", "PATCH") and getattr(self.view, "refuses_on_data", False):
             codes.append(422)  # a rule on the data or on what the user already has
         if self._is_rate_limited():
             codes.append(429)

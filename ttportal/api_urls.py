@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from accounts.api import QuotaView, SshKeyViewSet, TokenViewSet
 from envs.api import EnvViewSet
+from envs.blueprint_api import BlueprintViewSet
 from envs.envfile_api import EnvFileSchemaView
 from notifications.api import DeliveryViewSet, NotificationSettingsView, TestEmailView, WebhookViewSet
 from operations.api import OperationViewSet
@@ -17,6 +18,7 @@ from vms.guest_api import ExecView, FilesView
 router = DefaultRouter()
 router.register("envs", EnvViewSet, basename="env")
 router.register("vms", VmViewSet, basename="vm")
+router.register("blueprints", BlueprintViewSet, basename="blueprint")
 router.register("snapshots", SnapshotViewSet, basename="snapshot")
 router.register("templates", TemplateViewSet, basename="template")
 router.register("operations", OperationViewSet, basename="operation")

@@ -54,6 +54,9 @@ TOKEN_NAME_PATTERN = r"^(?=[\s\S]*[^ ])[^\x00-\x1f\x7f]+$"
 TOKEN_NAME_RULE = "must be 1-100 characters, not only spaces and no control characters"
 TOKEN_TTL_MIN = 60
 
+# A blueprint's description (its file is bounded as any Env file sent: envs.envfiles.MAX_CHARS).
+BLUEPRINT_DESCRIPTION_MAX = 1000
+
 # SSH keys per user (their text's own rules are in accounts.sshkeys).
 SSH_KEYS_MAX = 100
 

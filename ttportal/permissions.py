@@ -45,7 +45,13 @@ ACTIONS: dict[str, str] = {
     "snapshot_destroy": "vms.delete_snapshot",
     # operations (the audit record) of another user's Envs
     "operation_view": "operations.view_operation",
+    # blueprints (saved Env files) of another user: sharees and everyone (published) only read them
+    "blueprint_view": "envs.view_blueprint",
+    "blueprint_change": "envs.change_blueprint",   # edit its name, description, file
+    "blueprint_share": "envs.change_blueprint",
+    "blueprint_delete": "envs.delete_blueprint",
     # platform: nobody's own, operators only
+    "blueprint_publish": "envs.publish_blueprint",  # publish a blueprint to everyone (or withdraw it)
     "ignore_quota": "accounts.change_userquota",  # act past an owner's quota
     "operation_retry": "operations.change_operation",
     "operation_fail": "operations.change_operation",
@@ -75,7 +81,7 @@ def may(user, action: str) -> bool:
                 and user.has_perm(perm))
 
 
-def check(user, action: str, *, owner_id: int | None = None) -> None:
+def check(user, action: str, *, owner_id: int | None = None, what: str = "Env") -> None:
     """The one decision: the owner (`owner_id`) may; anyone else needs the permission.
     `user` None is the system itself (expiry sweeps, recovery)."""
     if user is None:
@@ -86,7 +92,7 @@ def check(user, action: str, *, owner_id: int | None = None) -> None:
         return
     if may(user, action):
         return
-    whose = "you do not own this Env and " if owner_id is not None else ""
+    whose = f"you do not own this {what} and " if owner_id is not None else ""
     raise Forbidden(f"{whose}{action} needs the permission {permission_for(action)}")
 
 

@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts import views as account_views
+from envs import blueprint_views
 from envs import views as env_views
 from notifications.urls import portal_patterns as notification_patterns
 from vms import guest_views
@@ -23,6 +24,14 @@ env_patterns = [
     path("envs/<int:pk>/vms/new/", env_views.env_add_vm, name="add_vm"),
     path("envs/<int:pk>/peer/", env_views.env_peer, name="peer"),
     path("envs/<int:pk>/unpeer/<int:other>/", env_views.env_unpeer, name="unpeer"),
+    path("envs/<int:pk>/blueprint/", blueprint_views.env_save_blueprint, name="save_blueprint"),
+    path("blueprints/", blueprint_views.blueprint_list, name="blueprints"),
+    path("blueprints/<int:pk>/", blueprint_views.blueprint_detail, name="blueprint"),
+    path("blueprints/<int:pk>/tt.yaml", blueprint_views.blueprint_download, name="blueprint_download"),
+    path("blueprints/<int:pk>/launch/", blueprint_views.blueprint_launch, name="blueprint_launch"),
+    path("blueprints/<int:pk>/share/", blueprint_views.blueprint_share, name="blueprint_share"),
+    path("blueprints/<int:pk>/publish/", blueprint_views.blueprint_publish, name="blueprint_publish"),
+    path("blueprints/<int:pk>/delete/", blueprint_views.blueprint_delete, name="blueprint_delete"),
 ]
 
 vm_patterns = [

@@ -163,6 +163,8 @@ TT_MAX_VMS_PER_ENV = env_int("TT_MAX_VMS_PER_ENV", 100, minimum=1)
 # Forwarded ports one VM may have (a request's list, the API schema's maxItems); the
 # owner's quota of ports (TT_QUOTA_PORTS) bounds all their VMs together.
 TT_MAX_PORTS_PER_VM = env_int("TT_MAX_PORTS_PER_VM", 32, minimum=0)
+# Blueprints (saved Env files, envs/blueprints.py) one user may keep.
+TT_MAX_BLUEPRINTS_PER_USER = env_int("TT_MAX_BLUEPRINTS_PER_USER", 100, minimum=0)
 # Where a local node keeps its storage pools and guests' serial console logs.
 TT_POOL_DIR = Path(env_str("TT_POOL_DIR", "/var/lib/ttportal/pools"))
 TT_CONSOLE_DIR = Path(env_str("TT_CONSOLE_DIR", "/var/log/ttportal/console"))
