@@ -89,7 +89,7 @@ def settle(client, vm_id: int) -> None:
         response = exec_call(client, vm_id, command, timeout=AGENT_DEADLINE_S)
         if response.status_code != 200:
             raise RuntimeError(f"{' '.join(command)}: {response.status_code} {response.content[:300]}")
-    print(f"  the Debian guest settled (cloud-init done, every unit started) after {time.monotonic() - t:.1f} s")
+    print(f"  the Debian guest settled (cloud-init done, units started) after {time.monotonic() - t:.1f} s")
 
 
 def wait_until_exec_answers(client, vm_id: int) -> None:
