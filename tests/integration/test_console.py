@@ -37,6 +37,14 @@ def test_a_busybox_vm_console_runs_what_is_typed_and_is_one_per_vm(boot_env):
         console.close()
     again = engine.open_console(vm.to_spec())  # let go: it opens again
     again.close()
+    # The same running VM has no exec and no files: its template has no agent (issue 25).
+    from ttportal.errors import Unsupported
+    from vms.guest_access import vm_exec, vm_file_list
+
+    with pytest.raises(Unsupported, match="lacks the feature exec"):
+        vm_exec(vm, by=vm.env.owner, command=["true"])
+    with pytest.raises(Unsupported, match="lacks the feature files"):
+        vm_file_list(vm, by=vm.env.owner, path="/")
 
 
 def test_a_container_console_is_a_shell_in_a_tty(boot_containers):
