@@ -10,31 +10,47 @@ wrapper (EXEC_WRAPPER) that:
 
 - `cd`s to the request's cwd, exports its env, switches to its user with `runuser -u` (util-linux,
   on every Debian);
-- sends its stdout and stderr to two files we opened beforehand (guest-file-open "w+", in
-  EXEC_DIR, root's alone), and removes their names at once: our open handles then read
-  the output at increasing offsets while the process runs (how `on_output` streams a build) and
-  the files go with the last handle closed. Regular files, not FIFOs: qemu-ga reads a file
-  with fread() on a non-blocking descriptor, and a FIFO with less data than asked would fail
-  the read and lose what it did read.
+- sends the command's stdout and stderr to two files in EXEC_DIR (root's alone), runs it in a
+  subshell that `exec`s it (a program, never a shell builtin), waits for it, and says on
+  qemu-ga's captured stdout how it ended and which of the two files hold anything
+  ("tt:ended <status> <0|1> <0|1>"). We read a file only then, and only if it is not empty:
+  `true` costs three agent calls (guest-exec, two guest-exec-status), not fifteen.
+- When output is to stream (`on_output`), we open the two files beforehand instead
+  (guest-file-open "w+") and read them at increasing offsets while the process runs. Regular
+  files, not FIFOs: qemu-ga reads a file with fread() on a non-blocking descriptor, and a FIFO
+  with less data than asked would fail the read and lose what it did read.
+
+The files stay when the command has ended (a `rm` would be one more program start, ~80 ms
+under TCG, and on the guest's one CPU even in the background): a file past KEEP_MAX is emptied
+once read (guest-file-open "w"), and the names go in batches (_Sweeper: every SWEEP_EVERY
+commands of this process in a guest, its next wrapper removes them in the background, with any
+older than SWEEP_AGE_S). So the directory holds a few dozen small files, never more.
 
 A timeout kills the process and its descendants (KILL_SCRIPT, through guest-exec again). Not
-by making it a process-group leader with setsid(1): under TCG every program started in the
-guest costs ~0.3 s, and that would be one more for every command; the tree walk costs
-nothing until a timeout. A descendant that already left the tree (double fork) survives it.
+by making it a process-group leader with setsid(1): that would be one more program start for
+every command; the tree walk costs nothing until a timeout. A descendant that already left
+the tree (double fork) survives it.
 
 The user's argv goes to the wrapper as positional arguments ("$@"): no shell ever parses it.
 The wrapper's own complaints (no such cwd or user) go to qemu-ga's captured stdout, which the
-process never writes to (its fds 1 and 2 are the files), so they cannot be mistaken for the
-command's output.
+command never writes to (its fds 1 and 2 are the files), so they cannot be mistaken for its
+output. As in any shell, a status of 129 to 192 means a death by signal (status - 128): a
+program that exits with such a status itself is reported as killed by that signal.
 
-What it costs, measured on a Debian 12 guest under TCG (1 vCPU, host moderately loaded): 50
-runs of `true` took p50 269 ms, p95 359 ms, against 84 and 178 ms for a bare guest-exec of
-/bin/true and its status polls; the difference is the shell, the `rm` and ~8 agent calls
-(opening, reading and closing the two files). Each program started costs ~80 ms there.
+What it costs, measured on a Debian 12 guest under TCG (qemu-ga 7.2, 1 vCPU, no KVM; the host's
+2 cores loaded 2-4.5), step by step: a guest-exec call 25 ms (p50; qemu-ga forks and waits
+for the exec), a guest-exec-status or an empty guest-file-read or -close 8-10 ms, a
+guest-file-open "w+" 12-39 ms; libvirt's own part of a call is 0.2 ms (dom.info()), the rest is
+the guest's: every call is answered on the same vCPU the command runs on, so a poll that comes
+too early slows the command (_Pace). Every program started costs 80-130 ms there: the wrapper
+is /bin/sh (dash; busybox is not in the image) and the command, two of them. 50 runs of `true`
+through `run`, alternating in blocks of 10 with the former version (a `rm` per command in
+the background, both files always opened, read and closed, polls from 2 ms doubling: 15
+calls), host load 4.2-4.5: p50 220 ms, p95 275 ms, against 342 and 431 ms before.
 
-Caveat: a command's output is written to the guest's disk (EXEC_DIR) while it runs (on its disk, freed
-when the command ends), so a command printing gigabytes uses as much of the guest's disk
-meanwhile. Plain Python, no Django.
+Caveat: a command's output is written to the guest's disk (EXEC_DIR) while it runs, so a
+command printing gigabytes uses as much of the guest's disk until it ends. Plain Python, no
+Django.
 """
 
 from __future__ import annotations
@@ -91,8 +107,10 @@ CALL_TIMEOUT_S = 15
 # have ended sooner (_Pace): every poll costs the guest's CPU too (see the module's note).
 POLL_FIRST_S = 0.002
 POLL_MAX_S = 0.05
-# How many of a guest's latest commands _Pace goes by.
+# How many of a guest's latest commands _Pace goes by, and the longest it waits to poll first:
+# a guest whose latest commands were all long may run a quick one next.
 PACE_WINDOW = 16
+PACE_MAX_S = 0.15
 # How long a killed process may take to be reaped before we give up on it (seconds).
 KILL_WAIT_S = 10.0
 # Where a command's output files live while it runs: a directory of root's alone (made on
@@ -532,9 +550,9 @@ def _poll_delays(first: float = POLL_FIRST_S) -> Iterator[float]:
 class _Pace:
     """When to poll a guest's command first: 3/4 of the shortest time its latest PACE_WINDOW
     commands took to be seen ended (no command ends sooner than its guest can start the
-    wrapper and a program: ~10 ms under KVM, ~130 ms under TCG), or POLL_FIRST_S with no
-    history. A poll that comes too early costs the command time: qemu-ga answers it on the
-    guest's CPU."""
+    wrapper and a program: ~10 ms under KVM, ~130 ms under TCG), at most PACE_MAX_S, or
+    POLL_FIRST_S with no history. A poll that comes too early costs the command time: qemu-ga
+    answers it on the guest's CPU."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -543,7 +561,7 @@ class _Pace:
     def first(self, guest: str) -> float:
         with self._lock:
             seen = self._seen.get(guest)
-            return max(POLL_FIRST_S, 0.75 * min(seen)) if seen else POLL_FIRST_S
+            return min(max(POLL_FIRST_S, 0.75 * min(seen)), PACE_MAX_S) if seen else POLL_FIRST_S
 
     def ended(self, guest: str, seconds: float) -> None:
         with self._lock:

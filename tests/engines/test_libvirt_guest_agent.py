@@ -373,6 +373,9 @@ def test_a_guests_commands_are_first_polled_when_they_can_have_ended():
         pace.ended("slow-guest", seconds)
     assert pace.first("slow-guest") == pytest.approx(0.15)  # 3/4 of its quickest
     assert pace.first("other-guest") == guest_agent.POLL_FIRST_S
+    for _ in range(guest_agent.PACE_WINDOW):
+        pace.ended("slow-guest", 30.0)  # long commands only, lately: the next may be quick
+    assert pace.first("slow-guest") == guest_agent.PACE_MAX_S
     delays = guest_agent._poll_delays(0.15)
     assert [round(next(delays), 3) for _ in range(4)] == [0.15, 0.05, 0.05, 0.05]
     quick = guest_agent._poll_delays(0.006)
