@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -149,6 +150,17 @@ def test_a_command_past_its_timeout_is_killed_with_its_children(agent):
     assert time.monotonic() - started < 5
     for pid in map(int, result.stdout.split()):
         assert not alive(pid), f"process {pid} survived the kill"
+
+
+def test_a_sweep_leaves_a_running_commands_files_alone(agent, tmp_path, monkeypatch):
+    monkeypatch.setattr(guest_agent, "SWEEP_EVERY", 1)  # every command's wrapper sweeps
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(run, "sh", "-c", "sleep 1; echo late; echo late-err >&2")
+        time.sleep(0.3)
+        for _ in range(4):
+            run("true")
+        result = slow.result()
+    assert (result.stdout, result.stderr) == (b"late\n", b"late-err\n")
 
 
 def test_a_death_by_signal_is_named(agent):
