@@ -38,15 +38,17 @@ output. As in any shell, a status of 129 to 192 means a death by signal (status 
 program that exits with such a status itself is reported as killed by that signal.
 
 What it costs, measured on a Debian 12 guest under TCG (qemu-ga 7.2, 1 vCPU, no KVM; the host's
-2 cores loaded 2-4.5), step by step: a guest-exec call 25 ms (p50; qemu-ga forks and waits
-for the exec), a guest-exec-status or an empty guest-file-read or -close 8-10 ms, a
-guest-file-open "w+" 12-39 ms; libvirt's own part of a call is 0.2 ms (dom.info()), the rest is
-the guest's: every call is answered on the same vCPU the command runs on, so a poll that comes
-too early slows the command (_Pace). Every program started costs 80-130 ms there: the wrapper
-is /bin/sh (dash; busybox is not in the image) and the command, two of them. 50 runs of `true`
-through `run`, alternating in blocks of 10 with the former version (a `rm` per command in
-the background, both files always opened, read and closed, polls from 2 ms doubling: 15
-calls), host load 4.2-4.5: p50 220 ms, p95 275 ms, against 342 and 431 ms before.
+2 cores), step by step at host load 1.1: a guest-exec call 16 ms (p50; qemu-ga forks and
+waits for the exec), a guest-exec-status 5 ms; at load 3.4 an empty guest-file-read or -close
+8-15 ms, a guest-file-open "w+" 12-39 ms. libvirt's own part of a call is 0.2 ms (dom.info());
+the rest is the guest's, answered on the vCPU the command runs on, so a poll that comes too
+early slows the command (_Pace). From guest-exec to "exited" seen: /bin/true 83 ms, `sh -c
+'exec /bin/true'` 144, the wrapper running `true` 176 (its two files made, its checks): every
+program started costs 60-80 ms, and the wrapper is /bin/sh (dash; busybox is not in the
+image). 50 runs of `true` through `run`, alternating in blocks of 10 with the former version
+(a `rm` per command in the background, both files always opened, read and closed, polls
+from 2 ms doubling: 15 calls): at host load 1.1 p50 157 ms, p95 197 ms, against 281 and 405;
+at load 4.2-4.5 p50 220, p95 275, against 342 and 431.
 
 Caveat: a command's output is written to the guest's disk (EXEC_DIR) while it runs, so a
 command printing gigabytes uses as much of the guest's disk until it ends. Plain Python, no
