@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,12 +23,13 @@ from engines.specs import Feature
 from tests.engines.fake_guest_agent import FakeGuestAgent, command_failed
 from tests.support import TEST_URI
 
-DOM = object()  # the fake answers for any domain
+DOM = SimpleNamespace(UUIDString=lambda: "0f5e6a43-fake-guest")  # the fake answers for any domain
 
 
 @pytest.fixture
 def agent(monkeypatch, tmp_path) -> FakeGuestAgent:
     monkeypatch.setattr(guest_agent, "EXEC_DIR", str(tmp_path / "exec"))  # made on first use
+    monkeypatch.setattr(guest_agent, "SWEEPER", guest_agent._Sweeper())  # none of other tests' files
     return FakeGuestAgent().install(monkeypatch)
 
 
@@ -36,7 +38,13 @@ def run(*argv: str, **kwargs):
 
 
 def leftovers(tmp_path: Path) -> list[str]:
-    return sorted(p.name for p in tmp_path.rglob("*") if ".tt-" in p.name)
+    """What of ours is in the guest's filesystem besides finished commands' output files (left
+    for the sweep)."""
+    return sorted(p.name for p in tmp_path.rglob("*") if ".tt-" in p.name and p.parent.name != "exec")
+
+
+def exec_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "exec").glob(".tt-exec-*"))
 
 
 # --- exec ---------------------------------------------------------------------------------
@@ -48,9 +56,42 @@ def test_the_argv_reaches_the_program_as_given_never_through_a_shell(agent, tmp_
     assert result.exit_code == 0
     assert result.stdout.decode() == "".join(f"{a}|" for a in args)
     assert result.stderr == b"" and not result.timed_out and result.duration_ms >= 0
-    assert leftovers(tmp_path) == []  # its output files went with the command
-    # They were in a directory of root's alone: qemu-ga makes its new files 0666.
+    # Its output files are in a directory of root's alone (qemu-ga makes its new files 0666).
     assert stat.S_IMODE((tmp_path / "exec").stat().st_mode) == 0o700
+    assert leftovers(tmp_path) == []
+
+
+def test_a_quiet_command_costs_no_file_call(agent):
+    assert run("true").exit_code == 0
+    assert [c["execute"] for c in agent.sent if c["execute"].startswith("guest-file")] == []
+    run("sh", "-c", "echo only-err >&2")
+    assert [c["execute"] for c in agent.sent if c["execute"].startswith("guest-file")] == [
+        "guest-file-open", "guest-file-read", "guest-file-close"]  # stderr's only
+
+
+def test_builtin_names_run_the_program_not_the_wrappers_shell(agent):
+    assert run("echo", "-n", "a\\tb").stdout == b"a\\tb"  # /bin/echo; dash's would expand \t
+    result = run("exit", "3")  # no program `exit`: the wrapper must not take it as its own
+    assert result.exit_code == 127 and b"exit" in result.stderr
+
+
+def test_finished_commands_files_are_swept_in_batches_and_big_ones_emptied_at_once(agent, tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.setattr(guest_agent, "SWEEP_EVERY", 3)
+    monkeypatch.setattr(guest_agent, "KEEP_MAX", 1000)
+    orphan = tmp_path / "exec" / ".tt-exec-1000-deadbeef.out"  # of a process long gone
+    run("true")
+    orphan.write_bytes(b"old")
+    big = run("head", "-c", "5000", "/dev/zero")
+    assert len(big.stdout) == 5000
+    run("true")
+    sizes = {p.name: p.stat().st_size for p in exec_files(tmp_path)}
+    assert len(sizes) == 7 and max(sizes.values()) == 3  # 3 commands' two files, the orphan
+    run("true")  # the fourth: its wrapper sweeps the first three and the orphan
+    deadline = time.monotonic() + 5
+    while len(exec_files(tmp_path)) > 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(exec_files(tmp_path)) == 2 and not orphan.exists()
 
 
 def test_exit_code_and_stderr_come_back_apart(agent):
@@ -109,6 +150,23 @@ def test_a_command_past_its_timeout_is_killed_with_its_children(agent):
     assert time.monotonic() - started < 5
     for pid in map(int, result.stdout.split()):
         assert not alive(pid), f"process {pid} survived the kill"
+
+
+def test_a_sweep_leaves_a_running_commands_files_alone(agent, tmp_path, monkeypatch):
+    monkeypatch.setattr(guest_agent, "SWEEP_EVERY", 1)  # every command's wrapper sweeps
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(run, "sh", "-c", "sleep 1; echo late; echo late-err >&2")
+        time.sleep(0.3)
+        for _ in range(4):
+            run("true")
+        result = slow.result()
+    assert (result.stdout, result.stderr) == (b"late\n", b"late-err\n")
+
+
+def test_a_death_by_signal_is_named(agent):
+    result = run("sh", "-c", "kill -TERM $$")
+    assert (result.exit_code, result.signal, result.timed_out) == (None, 15, False)
+    assert run("sh", "-c", "exit 255").exit_code == 255  # past any signal: an exit code
 
 
 def alive(pid: int) -> bool:
@@ -318,3 +376,19 @@ def test_a_vm_that_is_not_running_has_no_agent_to_ask(agent, monkeypatch):
     with pytest.raises(GuestUnreachable):
         engine.file_get(SimpleNamespace(name="web"), "/etc/hostname")
     assert agent.sent == []
+
+
+def test_a_guests_commands_are_first_polled_when_they_can_have_ended():
+    pace = guest_agent._Pace()
+    assert pace.first("slow-guest") == guest_agent.POLL_FIRST_S  # nothing known yet
+    for seconds in (0.3, 0.2, 0.5):
+        pace.ended("slow-guest", seconds)
+    assert pace.first("slow-guest") == pytest.approx(0.15)  # 3/4 of its quickest
+    assert pace.first("other-guest") == guest_agent.POLL_FIRST_S
+    for _ in range(guest_agent.PACE_WINDOW):
+        pace.ended("slow-guest", 30.0)  # long commands only, lately: the next may be quick
+    assert pace.first("slow-guest") == guest_agent.PACE_MAX_S
+    delays = guest_agent._poll_delays(0.15)
+    assert [round(next(delays), 3) for _ in range(4)] == [0.15, 0.05, 0.05, 0.05]
+    quick = guest_agent._poll_delays(0.006)
+    assert [round(next(quick), 3) for _ in range(6)] == [0.006, 0.002, 0.004, 0.008, 0.016, 0.032]

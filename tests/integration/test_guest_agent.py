@@ -13,6 +13,7 @@ import time
 import pytest
 
 from engines.guest_io import ExecRequest, GuestPathMissing
+from engines.libvirt import guest_agent
 from envs.models import Env
 from envs.services import env_create
 from nodes.registry import get_engine
@@ -24,7 +25,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 MIB = 1024 * 1024
 
 
-def test_commands_and_files_in_a_debian_guest(qnode, debian, alice, run_tasks):
+def test_commands_and_files_in_a_debian_guest(qnode, debian, alice, run_tasks, monkeypatch):
+    # Finished commands' output files are swept every few commands here, not every 32nd, so
+    # that sweeps run beside the commands below.
+    monkeypatch.setattr(guest_agent, "SWEEP_EVERY", 3)
     op = run(env_create, run_tasks, owner=alice, by=alice, name="agent", vms=[debian_vm("web")])
     web = Env.objects.get(pk=op.env_id).vms.get()
     vm, engine = web.to_spec(), get_engine(qnode)
@@ -39,6 +43,13 @@ def test_commands_and_files_in_a_debian_guest(qnode, debian, alice, run_tasks):
 
     failed = run_in_guest("sh", "-c", "echo to-out; echo to-err >&2; exit 3")
     assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"to-out\n", b"to-err\n")
+    assert run_in_guest("true").exit_code == 0
+    assert run_in_guest("echo", "-n", "a\\tb").stdout == b"a\\tb"  # the program, not dash's builtin
+    killed = run_in_guest("sh", "-c", "kill -TERM $$")
+    assert (killed.exit_code, killed.signal) == (None, 15), killed
+    with pytest.raises(GuestPathMissing) as missing:
+        run_in_guest("true", cwd="/no/such/dir")
+    assert missing.value.field == "cwd"
 
     # The argv reaches the program as given, in the cwd and with the env asked for.
     where = run_in_guest("sh", "-c", 'pwd; printf "%s|" "$GREETING" "$@"', "sh", "a b", "$HOME",
@@ -85,6 +96,9 @@ def test_commands_and_files_in_a_debian_guest(qnode, debian, alice, run_tasks):
     with pytest.raises(GuestPathMissing):
         engine.file_list(vm, "/no/such/dir")
 
-    # Nothing of ours stays behind: no output files, no staging directories.
-    left = run_in_guest("sh", "-c", "ls -A /var/lib/tt-agent; ls -A /var/tmp | grep tt-; true")
-    assert left.stdout == b"", left.stdout
+    # No staging directory stays behind. Finished commands' output files wait in the agent's
+    # directory for a sweep (every 3rd command here): a few, none big.
+    assert run_in_guest("sh", "-c", "ls -A /var/tmp | grep tt-; true").stdout == b""
+    left = run_in_guest("sh", "-c", "stat -c '%s %n' /var/lib/tt-agent/.tt-exec-*").stdout.decode()
+    sizes = [int(line.split()[0]) for line in left.splitlines()]
+    assert len(sizes) <= 2 * (3 + 2) and max(sizes) <= guest_agent.KEEP_MAX, left
