@@ -6,7 +6,10 @@ and prints for every target
 
     <benchmark>: <figure> (target <target>): ok|MISSED
 
-then `all: <n> targets, <m> MISSED`. A benchmark that fails, or whose line is missing
+then `all: <n> targets, <m> MISSED`. The time limits of the benchmarks without guests are
+scaled by this machine's speed against the one the targets were set on (REFERENCE_S below;
+never tightened), and the line says so: `(target <= 25 ms, x3.17 on this machine: 79.2 ms)`.
+A benchmark that fails, or whose line is missing
 from its output, counts as MISSED ("no result"). The exit status is 1 when anything
 was MISSED, else 0. Each benchmark's whole output is kept in a log file (the last line
 says where).
@@ -33,6 +36,7 @@ docker_snapshot, request_path, file_copy.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -74,20 +78,65 @@ def last(pattern: str, text: str) -> re.Match | None:
 NUMBER = r"(-?[\d.]+|nan|inf)"
 
 
+# --- the machine's speed -------------------------------------------------------------------
+# The targets in milliseconds were set, and met, on the machine issue 24 was measured on.
+# Machines of the same kind differ: on 2026-12-07's afternoon machine the code of that
+# morning (af78be7) ran the list pages and placement 2.9 to 3.5 times slower than its own
+# figures there, while a bare loop ran as fast: what differs is memory, objects made and
+# freed, which the pages and placement are made of. This workload is that (small dicts
+# built, then encoded as JSON): 0.71 s there, so REFERENCE_S, 3.1 times less, stands for
+# the machine of the targets. The benchmarks that need no guest (the CI guard) scale their
+# time limits by how much slower than that this machine runs the workload, never tightening
+# them on a faster one: the guard catches a regression of ours, not a slower machine. The
+# figures to report, and the real-guest targets, stay unscaled.
+REFERENCE_S = 0.23
+SPEED_ROUNDS = 5
+
+
+def _workload() -> float:
+    started = time.perf_counter()
+    json.dumps([{"id": i, "name": str(i), "ports": [i, i + 1]} for i in range(200_000)])
+    return time.perf_counter() - started
+
+
+def speed_factor() -> tuple[float, float]:
+    """(how much slower than the reference machine this one is, at least 1; the workload's
+    median seconds here)."""
+    seconds = sorted(_workload() for _ in range(SPEED_ROUNDS))[SPEED_ROUNDS // 2]
+    return max(1.0, seconds / REFERENCE_S), seconds
+
+
+SCALE = {"factor": 1.0}  # set by main() for the benchmarks without guests
+
+
 def at_most(figure: str, value: str, limit: float, unit: str = "") -> Target:
-    """`figure` with "{}" where the value goes (with its unit)."""
+    """`figure` with "{}" where the value goes (with its unit). A limit in time is scaled by
+    the machine's speed factor (SCALE) where main() set one."""
     number = float(value)  # nan compares False: MISSED
-    return Target(figure.format(f"{value}{unit}"), f"<= {limit:g}{unit}", number <= limit)
+    factor = SCALE["factor"] if unit in (" ms", " s") else 1.0
+    scaled = limit * factor
+    said = f"<= {limit:g}{unit}"
+    if factor > 1:
+        said += f", x{factor:.2f} on this machine: {scaled:.3g}{unit}"
+    return Target(figure.format(f"{value}{unit}"), said, number <= scaled)
 
 
 # --- each benchmark's documented line -------------------------------------------------------
 
 
 def read_list_latency(text: str) -> list[Target]:
-    """`list_latency <database> <what>: <figure> (target <target>): ok|MISSED`, one per target."""
-    return [Target(f"{m['what']}: {m['figure']}", m["target"], m["verdict"] == "ok")
-            for m in re.finditer(r"^list_latency (?P<what>.+?): (?P<figure>.+) \(target (?P<target>[^)]+)\): "
-                                 r"(?P<verdict>ok|MISSED)$", text, re.MULTILINE)]
+    """`list_latency <database> <what>: <figure> (target <target>): ok|MISSED`, one per target;
+    a page's `p95 <ms> ms (target <ms> ms)` judged here (its limit scaled with the machine)."""
+    targets = []
+    for m in re.finditer(r"^list_latency (?P<what>.+?): (?P<figure>.+) \(target (?P<target>[^)]+)\): "
+                         r"(?P<verdict>ok|MISSED)$", text, re.MULTILINE):
+        page = re.fullmatch(rf"p95 {NUMBER} ms", m["figure"])
+        limit = re.fullmatch(r"([\d.]+) ms", m["target"])
+        if page and limit:
+            targets.append(at_most(f"{m['what']}: p95 {{}}", page[1], float(limit[1]), " ms"))
+        else:
+            targets.append(Target(f"{m['what']}: {m['figure']}", m["target"], m["verdict"] == "ok"))
+    return targets
 
 
 def read_fleet(text: str) -> list[Target]:
@@ -257,8 +306,15 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     print(f"all: {len(chosen)} benchmark runs in quick mode; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs", flush=True)
+    factor = 1.0
+    if any(not bench.guest for bench in chosen):
+        factor, seconds = speed_factor()
+        print(f"all: this machine's speed: the reference workload in {seconds:.3f} s against "
+              f"{REFERENCE_S:g} s where the targets were set; the time limits of the benchmarks "
+              f"without guests x{factor:.2f}", flush=True)
     started, missed, count = time.monotonic(), 0, 0
     for bench in chosen:
+        SCALE["factor"] = factor if not bench.guest else 1.0
         for target in run(bench, logs):
             count += 1
             missed += not target.ok
