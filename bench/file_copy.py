@@ -1,9 +1,9 @@
 """File copy: 64 MiB up (PUT /api/vms/{id}/files/?path=…) and down (GET, streamed) through
 the API, into and out of a running Debian VM (QEMU guest agent, in chunks of
-`--chunk-kib`) and a running container (podman's archive API); the copy read back is
+`--write-kib` and `--read-kib`) and a running container (podman's archive API); the copy read back is
 checked by its sha256.
 
-    .venv/bin/python bench/file_copy.py [--mib 64] [--chunk-kib N] [--rounds 2] [--quick]
+    .venv/bin/python bench/file_copy.py [--mib 64] [--write-kib N] [--read-kib N] [--rounds 2] [--quick]
 
 (--quick: 1 round, for bench/all.py.) The requests go through the whole API stack
 in-process (token auth, checks, the operation record, the engine) with no HTTP socket;
@@ -59,15 +59,18 @@ def rates(client, vm_id: int, payload: bytes, digest: str, rounds: int) -> tuple
     return mb / min(ups), mb / min(downs)
 
 
-def run(mib: int, rounds: int, chunk_kib: int | None) -> None:
+def run(mib: int, rounds: int, write_kib: int | None, read_kib: int | None) -> None:
     c.header(f"file_copy: {mib} MiB up and down through the API, guest agent vs container")
     with c.Cleanup() as cleanup:
         guests = g.prepare(cleanup)
         from engines.libvirt import guest_agent
 
-        if chunk_kib:
-            guest_agent.CHUNK_SIZE = chunk_kib * 1024
-        print(f"  guest agent chunk: {guest_agent.CHUNK_SIZE // 1024} KiB")
+        if write_kib:
+            guest_agent.WRITE_CHUNK = write_kib * 1024
+        if read_kib:
+            guest_agent.READ_CHUNK = read_kib * 1024
+        print(f"  guest agent chunks: write {guest_agent.WRITE_CHUNK // 1024} KiB, "
+              f"read {guest_agent.READ_CHUNK // 1024} KiB")
         payload = os.urandom(mib * c.MIB)
         digest = hashlib.sha256(payload).hexdigest()
         agent = rates(guests.client, guests.debian_id, payload, digest, rounds)
@@ -81,8 +84,10 @@ def run(mib: int, rounds: int, chunk_kib: int | None) -> None:
 def main() -> None:
     parser = c.arg_parser(__doc__)
     parser.add_argument("--mib", type=int, default=64, help="the file's size, MiB (default 64)")
-    parser.add_argument("--chunk-kib", type=int, default=None,
-                        help="the guest agent's chunk, KiB (default: engines.libvirt.guest_agent's)")
+    parser.add_argument("--write-kib", type=int, default=None,
+                        help="the guest agent's write chunk, KiB (default: guest_agent.WRITE_CHUNK, 128)")
+    parser.add_argument("--read-kib", type=int, default=None,
+                        help="the guest agent's read chunk, KiB (default: guest_agent.READ_CHUNK, 1024)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds per guest (default 2)")
     parser.add_argument("--quick", action="store_true", help="1 round (bench/all.py)")
     args = parser.parse_args()
@@ -90,7 +95,7 @@ def main() -> None:
     if args.rounds < 1 or args.mib < 1:
         parser.error("--rounds and --mib must be at least 1")
     c.require_root()
-    run(args.mib, args.rounds, args.chunk_kib)
+    run(args.mib, args.rounds, args.write_kib, args.read_kib)
 
 
 if __name__ == "__main__":
