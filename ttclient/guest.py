@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -154,14 +155,23 @@ class Files:
         self.client = client
 
     def put(self, vm_id: int, path: str, data: bytes | BinaryIO | Iterable[bytes], *,
-            mode: int | None = None) -> dict:
-        """Write `data` to the absolute `path` in the guest (made or replaced), with `mode`."""
+            mode: int | None = None, size: int | None = None) -> dict:
+        """Write `data` to the absolute `path` in the guest (made or replaced), with `mode`.
+
+        The server takes a body that declares its size (a Content-Length; a chunked one is
+        refused), so it can refuse one past its limit before a byte reaches the guest: bytes and
+        a regular file tell theirs, chunks from elsewhere need `size`."""
         params: dict[str, str] = {"path": path}
         if mode is not None:
             params["mode"] = f"{mode:04o}"
-        content = data if isinstance(data, bytes) else _chunks(data)
+        if isinstance(data, bytes):
+            content, size = data, len(data)
+        else:
+            size = _size_of(data) if size is None else size
+            content = _chunks(data)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         response = self.client.request("PUT", f"/api/vms/{vm_id}/files/", params=params, content=content,
-                                       headers={"Content-Type": "application/octet-stream"})
+                                       headers=headers)
         return response.json() if response.content else {}
 
     def get(self, vm_id: int, path: str) -> Iterator[bytes]:
@@ -179,6 +189,15 @@ class Files:
     def list(self, vm_id: int, path: str) -> list[FileEntry]:
         body = self.client.get(f"/api/vms/{vm_id}/files/", path=path, list="1")
         return body["entries"] if isinstance(body, dict) and "entries" in body else body
+
+
+def _size_of(data) -> int:
+    """The bytes left to read in a file opened for reading; a TypeError for anything else."""
+    try:
+        return os.fstat(data.fileno()).st_size - data.tell()
+    except (AttributeError, OSError, ValueError):
+        raise TypeError("files.put: give the size of data that is neither bytes nor a regular file "
+                        "(size=...): the server takes a body that declares its size") from None
 
 
 def _chunks(data: BinaryIO | Iterable[bytes]) -> Iterator[bytes]:

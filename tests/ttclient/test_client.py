@@ -189,8 +189,13 @@ def test_files_go_up_and_come_down_streamed():
 
     server = FakeServer(("PUT", "/api/vms/5/files/", put), ("GET", "/api/vms/5/files/", get))
     with client_for(server) as tt:
-        tt.files.put(5, "/tmp/f", iter([b"he", b"llo"]), mode=0o640)
+        tt.files.put(5, "/tmp/f", iter([b"he", b"llo"]), mode=0o640, size=5)
         assert stored["/tmp/f"] == (b"hello", "0640")
+        # The body declares its size (the server refuses a chunked one), from a file too.
+        assert server.requests[-1].headers["Content-Length"] == "5"
+        assert "Transfer-Encoding" not in server.requests[-1].headers
+        with pytest.raises(TypeError, match="size"):
+            tt.files.put(5, "/tmp/f", iter([b"x"]))
         assert tt.files.read(5, "/tmp/f") == b"hello"
         assert tt.files.list(5, "/tmp")[0]["name"] == "f"
 
@@ -209,5 +214,5 @@ def test_an_upload_read_from_a_stream_is_not_sent_again_after_a_429():
     server = FakeServer(("PUT", "/api/vms/5/files/", busy))
     with client_for(server) as tt, pytest.raises(ApiError) as refused:
         tt.sleep = lambda seconds: None
-        tt.files.put(5, "/tmp/f", iter([b"data"]))
+        tt.files.put(5, "/tmp/f", iter([b"data"]), size=4)
     assert refused.value.status == 429 and len(server.requests) == 1
