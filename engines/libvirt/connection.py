@@ -25,6 +25,11 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 # s, the rest of that start, where on a connection of its own it took under 1 ms. So VMs
 # started side by side (vms/together.py) would start one after another again.
 _local = threading.local()
+# libvirt's test driver keeps its state in the connection when it is opened from a file
+# (`test:///path/node.xml`; only `test:///default` shares one state per process): one
+# connection per process for those, or each thread would see a world of its own.
+_shared: dict[str, libvirt.virConnect] = {}
+_shared_lock = threading.Lock()
 
 
 def _mine() -> dict[str, libvirt.virConnect]:
@@ -43,6 +48,11 @@ def _alive(conn: libvirt.virConnect) -> bool:
 
 def get_connection(uri: str) -> libvirt.virConnect:
     """This thread's connection to `uri`, (re)opened when it has none or it has closed."""
+    if uri.startswith("test://") and uri != "test:///default":
+        with _shared_lock:
+            if uri not in _shared:
+                _shared[uri] = libvirt.open(uri)
+            return _shared[uri]
     connections = _mine()
     conn = connections.get(uri)
     if conn is None or not _alive(conn):

@@ -2,9 +2,10 @@
 of two VMs with --wait, `env ls --json`, snapshots, extend, stop/start, ssh's command line,
 exec refused, bad files, usage errors, a timeout, `env down --wait`, each with its exit code.
 
-The server is pytest-django's live_server; tasks run inline (tests/conftest.py), so an
-operation is done when its request has answered, and the CLI still polls it as it would a
-real cluster's. The test driver boots nothing, so no forwarded port accepts a connection:
+The server is pytest-django's live_server, and a real task cluster in its own process runs
+the operations it enqueues (the `cluster_template` fixture), so `--wait` follows operations
+that end after their request has answered, as on a site. The test driver boots nothing, so
+no forwarded port accepts a connection:
 `env up --wait` runs with --no-port-check, and one run without it must time out (exit 3),
 naming the port that did not answer.
 """
@@ -50,7 +51,7 @@ def ok(result):
     return result
 
 
-def test_a_whole_scenario(live_server, alice, template, tt, tt_config, tmp_path, envfile_package,
+def test_a_whole_scenario(live_server, alice, cluster_template, tt, tt_config, tmp_path, envfile_package,
                            monkeypatch):
     env_file = tmp_path / "tt.yaml"
     env_file.write_text(ENV_FILE)
