@@ -1,7 +1,7 @@
 """The bounds an Env file is held to, as plain values: envfile never imports Django.
 
-Each mirrors its twin in ttportal.limits (the server's one list of bounds);
-tests/envfile/test_bounds.py fails if the two ever differ. Bounds that are a
+They are the server's too: ttportal.limits (the server's one list of bounds) takes them
+from here, so the file is checked by the words and numbers the API uses. Bounds that are a
 deployment's settings (how many VMs an Env may hold, ports per VM, the longest
 lifetime) are not here: the server checks them, and names the file's line.
 """

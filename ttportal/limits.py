@@ -13,27 +13,36 @@ import re
 
 from django.conf import settings
 
-# Env, VM and snapshot names end up in host names: DNS labels.
-NAME_MAX = 63
-NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
-NAME_RULE = (
-    "must be 1-63 characters of lower-case letters, digits and hyphens, "
-    "starting with a letter and not ending with a hyphen"
+# The bounds an Env file is held to too are declared in envfile.bounds (plain Python: the
+# `tt` command line checks a file before sending it), and are the server's from there:
+# Env, VM and snapshot names end up in host names (DNS labels: NAME_*); a VM's resources
+# (CPU_MAX, MEM_MAX_MB, DISK_MAX_MB); forwarded ports, 80, "80", "53/udp" or {"protocol":
+# "udp", "inner_port": 53} (PORT_*, PROTOCOLS; how many one VM may forward is a setting,
+# ports_max()); a VM's own cloud-config, a YAML mapping whose first line says what it is, as
+# cloud-init itself requires, capped at 16 KiB as EC2 caps user-data (USER_DATA_*); text
+# that names something stored, with none of the control characters no name has
+# (PRINTABLE_PATTERN); a template's name (TEMPLATE_NAME_*), another owner's Env reference
+# (ENV_REF_MAX) and the shortest lifetime (LIFETIME_MIN).
+from envfile.bounds import (  # noqa: F401 (re-exported: they are the server's bounds)
+    CPU_MAX,
+    DISK_MAX_MB,
+    ENV_REF_MAX,
+    LIFETIME_MIN,
+    MEM_MAX_MB,
+    NAME_MAX,
+    NAME_PATTERN,
+    NAME_RULE,
+    PORT_MAX,
+    PORT_MIN,
+    PORT_TEXT_PATTERN,
+    PRINTABLE_PATTERN,
+    PROTOCOLS,
+    TEMPLATE_NAME_MAX,
+    TEMPLATE_NAME_RULE,
+    USER_DATA_MAX,
+    USER_DATA_PATTERN,
+    USER_DATA_RULE,
 )
-
-# A VM's resources.
-CPU_MAX = 64
-MEM_MAX_MB = 262144
-DISK_MAX_MB = 4 * 1024 * 1024
-
-# Forwarded ports: 80, "80", "53/udp" or {"protocol": "udp", "inner_port": 53}.
-# How many one VM may forward is a setting (ports_max()).
-PORT_MIN, PORT_MAX = 1, 65535
-PORT_TEXT_PATTERN = (
-    r"^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-    r"(/(tcp|udp))?$"
-)
-PROTOCOLS = ("tcp", "udp")
 
 # Addresses a VM may not reach.
 BLACKLIST_MAX = 1024
@@ -44,8 +53,7 @@ IPV4_PATTERN = rf"^({_OCTET}\.){{3}}{_OCTET}$"
 SNAPSHOT_LIFE_MIN = 60
 SNAPSHOT_LIFE_MAX = 365 * 24 * 3600
 
-# An Env's lifetime in seconds: at least one, at most TT_MAX_ENV_LIFETIME.
-LIFETIME_MIN = 1
+# An Env's lifetime in seconds: at least LIFETIME_MIN, at most TT_MAX_ENV_LIFETIME.
 
 # API tokens.
 TOKEN_NAME_MAX = 100
@@ -60,14 +68,8 @@ BLUEPRINT_DESCRIPTION_MAX = 1000
 # SSH keys per user (their text's own rules are in accounts.sshkeys).
 SSH_KEYS_MAX = 100
 
-# A VM's own cloud-config (templates with cloud-init): a YAML mapping whose first line
-# says what it is, as cloud-init itself requires. EC2 caps user-data at 16 KiB too.
-USER_DATA_MAX = 16384
-USER_DATA_PATTERN = r"^#cloud-config[ \t]*(\r?\n[^\x00]*)?$"
-USER_DATA_RULE = (f"must be a #cloud-config document: the first line #cloud-config, then YAML "
-                  f"(at most {USER_DATA_MAX} characters)")
-# How deeply its lists and mappings may nest: real cloud-configs go 4 or 5 deep
-# (write_files: - content: ...); a parser recurses per level.
+# How deeply a VM's cloud-config may nest its lists and mappings: real cloud-configs go 4
+# or 5 deep (write_files: - content: ...); a parser recurses per level.
 USER_DATA_DEPTH_MAX = 20
 USER_DATA_DEPTH_RULE = f"must not nest lists and mappings more than {USER_DATA_DEPTH_MAX} levels deep"
 
@@ -75,16 +77,8 @@ USER_DATA_DEPTH_RULE = f"must not nest lists and mappings more than {USER_DATA_D
 JSON_DEPTH_MAX = 32
 JSON_DEPTH_RULE = f"JSON body nested more than {JSON_DEPTH_MAX} levels deep"
 
-# Text that names something stored (a template, a user): any printable characters,
-# none of the control characters no name has (NUL is one no database stores).
-PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
-
 # Text a list is filtered by (a substring, a name): anything but NUL.
 QUERY_TEXT_PATTERN = r"^[^\x00]*$"
-
-# Templates are named by operators ("tt/busybox"); a request names one.
-TEMPLATE_NAME_MAX = 200
-TEMPLATE_NAME_RULE = "must name an existing, enabled template"
 
 # Users are named by their username (Django's limit).
 USERNAME_MAX = 150
@@ -129,7 +123,6 @@ def matches(pattern: str, value) -> bool:
 
 
 # Another owner's Env, as its owner tells it: "owner/name".
-ENV_REF_MAX = 255
 ENV_REF_PATTERN = r"^[^/\x00]+/[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 ENV_REF_RULE = "must name an Env as owner/name"
 
