@@ -14,10 +14,13 @@ ends, completed or not (the client went away): Django calls it with the response
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
+from django.http import StreamingHttpResponse
+from django.utils.http import content_disposition_header
 
 _END = object()
 
@@ -53,3 +56,15 @@ def body_for(request, iterable: Iterable[bytes]):
     """`iterable` as the server running `request` (a Django or DRF request) streams it."""
     django_request = getattr(request, "_request", request)
     return _AsyncBody(iterable) if isinstance(django_request, ASGIRequest) else iterable
+
+
+def download_response(request, opened, path: str) -> StreamingHttpResponse:
+    """A file read from somewhere (`opened`: an iterable of chunks with a `size`, None when
+    unknown) streamed as an attachment named after the last part of `path`: the API's and
+    the portal's download alike."""
+    response = StreamingHttpResponse(body_for(request, opened), content_type="application/octet-stream")
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=True, filename=posixpath.basename(path.rstrip("/")) or "file")
+    if opened.size is not None:
+        response["Content-Length"] = str(opened.size)
+    return response

@@ -22,13 +22,11 @@ from __future__ import annotations
 import codecs
 import json
 import logging
-import posixpath
 import queue
 import threading
 
 from django.db import connections
 from django.http import StreamingHttpResponse
-from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -42,7 +40,7 @@ from ttportal.api_fields import Integer, StrictSerializer, Text
 from ttportal.api_schema import ErrorSerializer
 from ttportal.errors import InvalidInput, NotFound
 from ttportal.refusals import refusal
-from ttportal.streaming import body_for
+from ttportal.streaming import body_for, download_response
 from vms import guest_access
 from vms.models import Vm
 
@@ -356,12 +354,7 @@ class FilesView(GuestView):
             entries = guest_access.vm_file_list(vm, by=request.user, path=path)
             return Response([_entry(entry) for entry in entries])
         opened = guest_access.vm_file_get(vm, by=request.user, path=path)
-        response = StreamingHttpResponse(body_for(request, opened), content_type="application/octet-stream")
-        response["Content-Disposition"] = content_disposition_header(
-            as_attachment=True, filename=posixpath.basename(path.rstrip("/")) or "file")
-        if opened.size is not None:
-            response["Content-Length"] = str(opened.size)
-        return response
+        return download_response(request, opened, path)
 
     @extend_schema(
         summary="Upload a file to the running VM",

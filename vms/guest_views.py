@@ -19,10 +19,9 @@ import shlex
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload, TemporaryFileUploadHandler
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
@@ -31,7 +30,7 @@ from engines.specs import Feature
 from ttportal import limits
 from ttportal.errors import InvalidInput, RateLimited, TooLarge, TTError
 from ttportal.portal import describe, rate_limited, refused_here
-from ttportal.streaming import body_for
+from ttportal.streaming import download_response
 from vms import guest_access, policy
 from vms.guest_target import ACTION, check_way_in
 from vms.models import Vm
@@ -199,9 +198,4 @@ def vm_download(request: HttpRequest, pk: int) -> HttpResponse:
         opened = guest_access.vm_file_get(vm, by=request.user, path=path)
     except Exception as exc:
         return _refused(request, exc, vm, f"{path or 'The file'} was not downloaded")
-    response = StreamingHttpResponse(body_for(request, opened), content_type="application/octet-stream")
-    response["Content-Disposition"] = content_disposition_header(
-        as_attachment=True, filename=posixpath.basename(path.rstrip("/")) or "file")
-    if opened.size is not None:
-        response["Content-Length"] = str(opened.size)
-    return response
+    return download_response(request, opened, path)
