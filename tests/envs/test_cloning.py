@@ -56,8 +56,9 @@ def clone(api, env: Env, run_tasks, **body):
 
 
 def test_clones_get_the_shape_and_new_identities_on_the_source_disk(alice, make_env, run_tasks):
-    source = make_env(alice, name="src", vms=[NewVm(name="web", template="tt/busybox", ports=[80], mem_mb=128),
-                                             NewVm(name="db", template="tt/busybox", cpu_num=2)])
+    vms = [NewVm(name="web", template="tt/busybox", ports=[80], mem_mb=128),
+           NewVm(name="db", template="tt/busybox", cpu_num=2)]
+    source = make_env(alice, name="src", vms=vms)
     before = {vm.name: vm.runtime_image for vm in source.vms.live()}
     op, clones = clone(client_for(alice), source, run_tasks, count=2)
 
