@@ -221,3 +221,16 @@ def test_a_docker_env_is_refused_as_unsupported(alice, make_env):
     response = client_for(alice).post(f"/api/envs/{source.pk}/clone/", {})
     assert (response.status_code, response.json()["code"]) == (422, "unsupported_feature")
     assert "clone" in response.json()["message"]
+
+
+def test_the_portal_button_clones_and_says_so(alice, make_env, run_tasks, client):
+    source = make_env(alice, name="src")
+    client.force_login(alice)
+    page = client.get(f"/envs/{source.pk}/")
+    assert f'action="/envs/{source.pk}/clone/"' in page.content.decode()
+    with run_tasks():
+        response = client.post(f"/envs/{source.pk}/clone/", {"count": "2"}, follow=True)
+    assert "Cloning src" in response.content.decode()
+    assert sorted(Env.objects.live().values_list("name", flat=True)) == ["src", "src-clone-1", "src-clone-2"]
+    response = client.post(f"/envs/{source.pk}/clone/", {"count": "99"}, follow=True)
+    assert "count" in response.content.decode() and "between 1 and 10" in response.content.decode()
