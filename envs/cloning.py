@@ -13,6 +13,8 @@ and, with cloud-init, a new instance id (new host keys).
 
 from __future__ import annotations
 
+import time
+
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -172,15 +174,17 @@ def _cut(op: Operation, vm: Vm) -> str:
     if vm.status != Vm.Status.SNAPSHOTTING:
         return "done by an earlier attempt"
     engine, spec = get_engine(vm.node), vm.to_spec()
+    started = time.monotonic()
     with fails_as(ErrorCode.SNAPSHOT_CREATE):
         cut = engine.cut_disk(spec)
+    took = time.monotonic() - started
     with transaction.atomic():
         base, _ = DiskBase.objects.get_or_create(node=vm.node, path=cut.base,
                                                  defaults={"parent": vm.disk_base, "source_vm": vm})
         Vm.objects.filter(pk__in=op.params["clones"][str(vm.pk)]).update(disk_base=base)
         Vm.objects.filter(pk=vm.pk, status=Vm.Status.SNAPSHOTTING).update(
             runtime_image=cut.active, disk_base=base, status=op.params["previous"][str(vm.pk)])
-    return cut.how
+    return f"in {took:.3f} s, {cut.how}"
 
 
 def settle(op: Operation) -> None:
