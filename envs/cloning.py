@@ -155,12 +155,10 @@ def _checked(clone: Env, sources: list[Vm]) -> list[Checked]:
 
 
 def run(op: Operation, progress: Progress) -> None:
-    """Cut each source VM's disk, then create and boot the clones side by side."""
+    """Cut the source VMs' disks side by side, then create and boot the clones side by side."""
     sources = [vm for vm in vm_steps.vms_of(op) if str(vm.pk) in op.params["previous"]]
-    for n, vm in enumerate(sources):
-        progress(int(30 * n / len(sources)), f"{vm.name}: cutting its disk")
-        said = _cut(op, vm)
-        progress(int(30 * (n + 1) / len(sources)), f"{vm.name}: disk cut ({said})")
+    shares = together.shares_of(sources, lambda pct, msg: progress(pct * 30 // 100, msg))
+    vm_steps.raise_failures(op, len(sources), together.run(sources, lambda vm: _cutting(op, vm), shares))
     clone_ids = set(op.params["clone_vm_ids"])
     clones = [vm for vm in vm_steps.vms_of(op) if vm.pk in clone_ids]
     shares = together.shares_of(clones, lambda pct, msg: progress(30 + pct * 70 // 100, msg))
@@ -168,23 +166,31 @@ def run(op: Operation, progress: Progress) -> None:
         clones, lambda vm: vm_steps.creation(vm, start=True), shares))
 
 
-def _cut(op: Operation, vm: Vm) -> str:
-    """The source VM's disk cut, its new base recorded, and its clones put on it; the VM then
-    takes back the status it had. Nothing to do for one done by an earlier attempt."""
+def _cutting(op: Operation, vm: Vm) -> together.Stage | None:
+    """The cut of a source VM's disk (the engine's, in a worker), then its new base recorded,
+    its clones put on it, and the VM's status given back; None when an earlier attempt did it."""
     if vm.status != Vm.Status.SNAPSHOTTING:
-        return "done by an earlier attempt"
+        return None
     engine, spec = get_engine(vm.node), vm.to_spec()
-    started = time.monotonic()
-    with fails_as(ErrorCode.SNAPSHOT_CREATE):
-        cut = engine.cut_disk(spec)
-    took = time.monotonic() - started
-    with transaction.atomic():
-        base, _ = DiskBase.objects.get_or_create(node=vm.node, path=cut.base,
-                                                 defaults={"parent": vm.disk_base, "source_vm": vm})
-        Vm.objects.filter(pk__in=op.params["clones"][str(vm.pk)]).update(disk_base=base)
-        Vm.objects.filter(pk=vm.pk, status=Vm.Status.SNAPSHOTTING).update(
-            runtime_image=cut.active, disk_base=base, status=op.params["previous"][str(vm.pk)])
-    return f"in {took:.3f} s, {cut.how}"
+
+    def work(progress: Progress):
+        progress(10, "cutting its disk")
+        started = time.monotonic()
+        with fails_as(ErrorCode.SNAPSHOT_CREATE):
+            cut = engine.cut_disk(spec)
+        return cut, time.monotonic() - started
+
+    def then(result, progress: Progress) -> None:
+        cut, took = result
+        with transaction.atomic():
+            base, _ = DiskBase.objects.get_or_create(node=vm.node, path=cut.base,
+                                                     defaults={"parent": vm.disk_base, "source_vm": vm})
+            Vm.objects.filter(pk__in=op.params["clones"][str(vm.pk)]).update(disk_base=base)
+            Vm.objects.filter(pk=vm.pk, status=Vm.Status.SNAPSHOTTING).update(
+                runtime_image=cut.active, disk_base=base, status=op.params["previous"][str(vm.pk)])
+        progress(100, f"disk cut (in {took:.3f} s, {cut.how})")
+
+    return together.Stage(work=work, then=then)
 
 
 def settle(op: Operation) -> None:
