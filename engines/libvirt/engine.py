@@ -624,7 +624,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     def disk_held(self, vm: VmSpec) -> int | None:
         """Bytes the VM's overlay image and saved memory take on the node (the saved memory
         only when the node is this host)."""
-        volume = self._volume(self.image_name(vm))
+        # The overlay it writes to now (a later generation once it was cloned: engines' cut_disk).
+        volume = self._volume(os.path.basename(vm.runtime_image) or self.image_name(vm))
         held = volume.info()[2] if volume is not None else 0
         if self.is_test_driver or urlsplit(self.uri).hostname:
             return held
