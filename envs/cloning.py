@@ -39,7 +39,6 @@ from vms.services import Checked, insert_vms
 from vms.state import VmAction
 
 COUNT_MAX = 10  # clones made by one request
-COUNT_RULE = f"must be between 1 and {COUNT_MAX}"
 
 
 @idempotent
