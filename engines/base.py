@@ -26,6 +26,7 @@ from engines.guest_io import (
 )
 from engines.node_options import NodeOptions
 from engines.specs import (
+    DiskCut,
     DiskSpace,
     Feature,
     Inventory,
@@ -165,6 +166,15 @@ class VmEngine(Network, Storage, ABC):
         """Stop the running VM's vCPUs, its memory kept where it is (Feature.SUSPEND): the next
         start_vm resumes it at once. Returns what was done."""
         raise NotImplementedError(f"{type(self).__name__} cannot pause a VM")
+
+    def cut_disk(self, vm: VmSpec) -> DiskCut:
+        """Cut the disk of the VM (running or stopped) for cloning (Feature.CLONE): what it
+        holds now becomes a read-only base, and the VM goes on writing to a new overlay on
+        it, in constant time whatever the disk's size. A running guest's filesystems are
+        frozen by its agent meanwhile. The new overlay's name follows from
+        `vm.runtime_image`, so a call made again after a crash finds the VM cut already
+        and leaves it as it is."""
+        raise unsupported(self.kind, Feature.CLONE)
 
     def memory_held(self, vm: VmSpec) -> int | None:
         """Bytes of the node's memory the VM holds now; None when unknown."""

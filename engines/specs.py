@@ -31,6 +31,7 @@ class Feature(enum.StrEnum):
     EXEC = "exec"  # run a command in it
     FILES = "files"  # copy files in and out, list a directory
     CONSOLE = "console"  # an interactive console (serial port, tty)
+    CLONE = "clone"  # a running VM's disk cut at a point in time, as the backing file of new VMs
 
 
 class PowerState(enum.StrEnum):
@@ -119,6 +120,11 @@ class VmSpec:
     # it frees, so the saved image holds only what the guest uses (a driver that boots the
     # kernel itself says so on its command line; engines.libvirt.xml.kernel_cmdline).
     zero_freed_memory: bool = False
+    # A clone (envs/cloning.py): its disk is an overlay on `base_image`, a disk another VM
+    # had at the moment it was cloned, not on the template; and its guest takes
+    # `machine_id` (32 hex digits) rather than the one that disk holds.
+    base_image: str = ""
+    machine_id: str = ""
 
     def replace(self, **changes) -> VmSpec:
         return dataclasses.replace(self, **changes)
@@ -180,6 +186,17 @@ MIB = 1024 * 1024
 class SnapshotResult:
     path: str
     meta: dict
+
+
+@dataclass(frozen=True)
+class DiskCut:
+    """A VM's disk cut for cloning (VmEngine.cut_disk): `base` is the disk as it was, now
+    read-only, the backing file of the VM's new `active` overlay and of its clones'; `how`
+    says how consistent it is, for the operation's log."""
+
+    base: str
+    active: str
+    how: str
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 
-from envs import envfiles, peering, services
+from envs import cloning, envfiles, peering, services
 from envs.envfile_api import ENVFILE_PARAMETER, EnvFileNegotiation, ErrorsAsJson, envfile_text, sends_envfile
 from envs.models import Env
 from envs.serializers import (
     DenyOutgoing,
+    EnvClone,
     EnvCreate,
     EnvExtend,
     EnvSerializer,
@@ -174,6 +175,20 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
         op = services.env_set_deny_outgoing(env=env, deny=data["deny"], by=request.user,
                                             idempotency_key=idempotency_key(request))
         return accepted(request, op, lambda: self.current(env))
+
+    @operation_action(EnvClone, summary="Clone the Env: new Envs whose VMs start from its disks as they are",
+                      description="Each VM's disk is cut at this moment (its guest's filesystems frozen "
+                      "by its agent, or crash-consistent without one, or the VM stopped) and becomes the "
+                      "backing file of each clone's disk, so a clone costs the same whatever the disk's "
+                      "size. The clones get new names, MACs, IPs, machine ids and public ports, and are "
+                      "yours; this Env keeps running. The operation is on this Env: its `params.envs` are "
+                      "the clones' Env ids. Quotas count each clone as a new Env.")
+    @action(detail=True, methods=["post"], url_path="clone", url_name="clone")
+    def clone(self, request, pk=None):
+        env = self.get_object()
+        data = parse(EnvClone, request)
+        op = cloning.env_clone(env=env, by=request.user, idempotency_key=idempotency_key(request), **data)
+        return accepted(request, op)
 
     @operation_action(summary="Destroy the Env and all its VMs")
     @action(detail=True, methods=["post"], url_path="destroy", url_name="destroy")

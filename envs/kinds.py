@@ -15,6 +15,7 @@ class EnvKind(TextChoices):
     ENV_EXPIRE = "env_expire", "Expire Env"
     ENV_PEER = "env_peer", "Peer with an Env"
     ENV_UNPEER = "env_unpeer", "End a peering"
+    ENV_CLONE = "env_clone", "Clone Env"
 
 
 def register() -> None:

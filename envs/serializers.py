@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from envs import peering
+from envs.cloning import COUNT_MAX
 from envs.models import Blueprint, Env
 from ttportal import limits
 from ttportal.api_fields import Boolean, DateTime, Integer, Name, StrictSerializer, Text
@@ -123,6 +124,22 @@ class EnvExtend(StrictSerializer):
 def _lifetime(field: Integer) -> Integer:
     return Integer(min_value=limits.LIFETIME_MIN, max_value=limits.lifetime_max(), unit="seconds",
                    required=False, help_text=field.help_text)
+
+
+class EnvClone(StrictSerializer):
+    count = Integer(min_value=1, max_value=COUNT_MAX, required=False,
+                    help_text=f"How many clones (1-{COUNT_MAX}, default 1), each an Env of its own.")
+    name = Name(required=False, help_text="The clone's name (one clone), or its prefix: "
+                "`<name>-1`, `<name>-2`, … Default `<source>-clone-<n>`.")
+    lifetime = Integer(
+        min_value=limits.LIFETIME_MIN, max_value=limits.lifetime_max(), unit="seconds", required=False,
+        help_text="Seconds from now (at most TT_MAX_ENV_LIFETIME); default TT_DEFAULT_ENV_LIFETIME.",
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["lifetime"] = _lifetime(fields["lifetime"])
+        return fields
 
 
 class PeerRequest(StrictSerializer):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.utils import timezone
 
 from engines.errors import ErrorCode, fails_as
+from envs import cloning
 from envs.kinds import EnvKind
 from envs.models import Env, Peering
 from envs.peering import end_peerings_of
@@ -117,4 +118,5 @@ STEPS: dict[str, Step] = {
     EnvKind.ENV_UNPEER: Step(run=_set_reach, settle=_revert_reach),
     EnvKind.ENV_DESTROY: DESTROY,
     EnvKind.ENV_EXPIRE: DESTROY,
+    EnvKind.ENV_CLONE: Step(run=cloning.run, settle=cloning.settle),
 }

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import quotas
-from envs import env_table, envfiles, peering, services, vm_table
+from envs import cloning, env_table, envfiles, peering, services, vm_table
 from envs.forms import (
     AddVmForm,
     EnvFileForm,
@@ -152,7 +152,7 @@ def env_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_start": live and any(vm["actions"]["start"] for vm in vms),
         "can_stop": live and any(vm["actions"]["stop"] for vm in vms),
         "extend_limit": limit, "can_extend": live and env.end_at < limit,
-        "peers": peering.peerings_of(env),
+        "peers": peering.peerings_of(env), "clone_max": cloning.COUNT_MAX,
     })
 
 
@@ -227,6 +227,16 @@ def env_destroy(request: HttpRequest, pk: int) -> HttpResponse:
     return call_and_redirect(request, lambda: services.env_destroy(env=env, by=request.user),
                              f"Destroying {env.name}", _env_url(env))
 
+
+
+@require_POST
+@login_required
+def env_clone(request: HttpRequest, pk: int) -> HttpResponse:
+    """`count` clones of the Env (envs/cloning.py), owned by the user; back to the Env's page."""
+    env = _env_for(request, pk)
+    count = request.POST.get("count", "1").strip() or "1"
+    return call_and_redirect(request, lambda: cloning.env_clone(env=env, by=request.user, count=count),
+                             f"Cloning {env.name}: the clones appear under My Envs", _env_url(env))
 
 
 @require_POST

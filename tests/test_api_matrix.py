@@ -65,6 +65,8 @@ ENDPOINTS = [
              {"name": "fresh", "owner": "alice", "vms": [{"name": "a", "template": "tt/busybox"}]},
              "env_create"),
     Endpoint("post", "/api/envs/{env}/extend/", "owned", 202, {"lifetime": 7200}, "env_extend"),
+    # Whoever sees an Env clones it, the clones theirs (the peer: the world's Env has snapshots).
+    Endpoint("post", "/api/envs/{peer}/clone/", "seen", 202, {"count": 1}, "env_clone"),
     Endpoint("post", "/api/envs/{env}/start/", "owned", 202, None, "env_start"),
     Endpoint("post", "/api/envs/{env}/stop/", "owned", 202, None, "env_stop"),
     Endpoint("post", "/api/envs/{env}/deny-outgoing/", "owned", 202, {"deny": True}, "env_set_deny_outgoing"),

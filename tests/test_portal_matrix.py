@@ -127,6 +127,8 @@ ROUTES = [
     Route("envs:blueprint_publish", "post", "blueprint", scope="publish", data={"published": "1"}),
     Route("envs:blueprint_delete", "post", "blueprint"),
     Route("envs:save_blueprint", "post", "env", scope="seen", data={"name": "saved"}),
+    # Whoever sees an Env clones it, the clones theirs (the peer: the world's Env has snapshots).
+    Route("envs:clone", "post", "peer", scope="seen", data={"count": "1"}, kind="env_clone"),
 ]
 
 ROLES = ["owner", "other", "anonymous", "token_only", "staff", "staff_bare", "staff_viewer"]
@@ -191,7 +193,7 @@ def _url(route: Route, w) -> str:
     target = {
         "env": w.env.pk, "running": w.running.pk, "stopped": w.stopped.pk, "snapshot": w.snapshot.pk,
         "token": w.token.public_id, "key": w.key.pk, "webhook": w.webhook.pk, "link": w.link,
-        "blueprint": w.blueprint.pk,
+        "blueprint": w.blueprint.pk, "peer": w.peer.pk,
     }.get(route.target)
     if route.target == "peered":
         return reverse(route.name, args=[w.env.pk, w.peer.pk])

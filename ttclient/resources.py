@@ -96,6 +96,17 @@ class Envs(Resource):
         body = {"lifetime": lifetime} if lifetime is not None else {"end_at": end_at}
         return self.client.post(f"/api/envs/{_id(env)}/extend/", body)[1]
 
+    def clone(self, env: int | dict, *, count: int = 1, name: str | None = None,
+              lifetime: int | None = None) -> Operation:
+        """`count` new Envs whose VMs start from this Env's disks as they are now (it keeps
+        running). The operation is on the source Env; `params["envs"]` lists the clones' ids."""
+        body: dict[str, Any] = {"count": count}
+        if name is not None:
+            body["name"] = name
+        if lifetime is not None:
+            body["lifetime"] = lifetime
+        return self.client.post(f"/api/envs/{_id(env)}/clone/", body)[1]
+
     def start(self, env: int | dict) -> Operation | None:
         return _operation(*self.client.post(f"/api/envs/{_id(env)}/start/"))
 

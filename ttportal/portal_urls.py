@@ -21,6 +21,7 @@ env_patterns = [
     path("envs/<int:pk>/extend/", env_views.env_extend, name="extend"),
     path("envs/<int:pk>/outgoing/", env_views.env_outgoing, name="outgoing"),
     path("envs/<int:pk>/destroy/", env_views.env_destroy, name="destroy"),
+    path("envs/<int:pk>/clone/", env_views.env_clone, name="clone"),
     path("envs/<int:pk>/vms/new/", env_views.env_add_vm, name="add_vm"),
     path("envs/<int:pk>/peer/", env_views.env_peer, name="peer"),
     path("envs/<int:pk>/unpeer/<int:other>/", env_views.env_unpeer, name="unpeer"),

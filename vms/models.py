@@ -219,6 +219,13 @@ class Vm(models.Model):
         help_text="How it was first started: booted, or restored from a warm spare.",
     )
 
+    # Cloning (envs/cloning.py): the disk its overlay sits on when that is not the template's
+    # (a base cut from a VM's disk, its own or its source's), and the VM it is a clone of.
+    disk_base = models.ForeignKey("DiskBase", null=True, blank=True, editable=False,
+                                  on_delete=models.SET_NULL, related_name="vms")
+    clone_of = models.ForeignKey("self", null=True, blank=True, editable=False,
+                                 on_delete=models.SET_NULL, related_name="clones")
+
     objects = VmQuerySet.as_manager()
 
     class Meta:
@@ -302,6 +309,8 @@ class Vm(models.Model):
             cloud_init=self.cloud_init_spec(),
             # A warm spare's memory is kept once its guest is up, saved to disk by default (vms/warm.py).
             zero_freed_memory=self.warm_pool_id is not None,
+            base_image=self.disk_base.path if self.disk_base_id else "",
+            machine_id=self.uuid.replace("-", "") if self.clone_of_id and self.uuid else "",
         )
 
     def cloud_init_spec(self) -> CloudInitSpec | None:
@@ -328,6 +337,30 @@ def specs_of(vms) -> list[VmSpec]:
     vms = list(vms)
     reach = env_model().objects.reach_of({vm.env_id for vm in vms})
     return [vm.to_spec(reach=reach[vm.env_id]) for vm in vms]
+
+
+class DiskBase(models.Model):
+    """A read-only disk cut from a VM's when it was cloned (vms/disk_bases.py): the backing
+    file of that VM's next overlay and of its clones'. Reference-counted: its users are the
+    live VMs whose `disk_base` it is and the bases cut on top of it; it is removed from the
+    node with its last user."""
+
+    node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="disk_bases")
+    path = models.CharField(max_length=500)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
+                               related_name="children")
+    source_vm = models.ForeignKey(Vm, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["node", "path"], name="disk_base_unique_path")]
+
+    def __str__(self) -> str:
+        return f"{self.node.name}: {self.path}"
+
+    @property
+    def volume(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
 
 
 class PortMapping(models.Model):

@@ -31,7 +31,7 @@ from nodes.registry import get_engine
 from operations.models import Operation
 from operations.recording import record
 from ttportal.errors import ErrorCode, TTError
-from vms import node_usage, state
+from vms import disk_bases, node_usage, state
 from vms import steps as vm_steps
 from vms.kinds import VmKind
 from vms.models import Snapshot, Vm, env_model, specs_of
@@ -73,7 +73,16 @@ def reconcile_node(node_id: int) -> int:
     inventory = engine.inventory(f"tt-{node.name}-")
     drifted += reconcile_reservations(node, engine, inventory)
     drifted += reconcile_orphans(node, engine, inventory)
+    drifted += _release_bases(node)
     return drifted
+
+
+def _release_bases(node: Node) -> int:
+    """Disk bases whose last user went while their node could not remove them."""
+    removed = disk_bases.release_unused(node.pk)
+    for path in removed:
+        log.warning("reconcile: removed the disk base %s of node %s: no VM uses it", path, node.name)
+    return len(removed)
 
 
 def vm_reconcile_one(vm: Vm, engine) -> int:
@@ -228,6 +237,8 @@ def reconcile_orphans(node: Node, engine, inventory) -> int:
     prefix = f"tt-{node.name}-"
     found = [("domain", name, name) for name in inventory.instances]
     found += [("image", image, owner) for image, owner in inventory.images.items()]
+    bases = disk_bases.volumes_of(node.pk)  # a clone's base outlives the VM it was cut from
+    found = [entry for entry in found if not (entry[0] == "image" and entry[1] in bases)]
     ids = {_vm_id(owner, prefix) for _, _, owner in found} - {None}
     rows = {vm.pk: vm for vm in Vm.objects.filter(node=node, pk__in=ids).select_related("env")}
     drifted = 0

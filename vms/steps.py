@@ -22,7 +22,7 @@ from engines.specs import PortSpec, PowerState, SnapshotSpec, StartOutcome
 from nodes.registry import get_engine
 from operations.models import Operation
 from operations.registry import Progress, Step
-from vms import allocation, spare_restore, state, together
+from vms import allocation, disk_bases, spare_restore, state, together
 from vms.kinds import VmKind
 from vms.models import PortMapping, Snapshot, Vm
 from vms.state import VmAction
@@ -185,6 +185,7 @@ def roll_back_creation(vm: Vm) -> None:
             status=Vm.Status.DESTROYED, destroyed_at=timezone.now()
         ):
             allocation.release(vm)
+    disk_bases.release(vm.disk_base_id)
 
 
 def settle_created(op: Operation) -> None:
@@ -281,6 +282,7 @@ def destroy_vm(vm: Vm, progress: Progress) -> None:
         allocation.release(vm)
         Snapshot.objects.filter(vm=vm).delete()
         Vm.objects.filter(pk=vm.pk).update(status=Vm.Status.DESTROYED, destroyed_at=timezone.now())
+    disk_bases.release(vm.disk_base_id)  # the disk it was cloned from, or cut from its own, if its last user
 
 
 def destroy_vms(op: Operation, progress: Progress) -> None:

@@ -40,11 +40,21 @@ from engines.libvirt.console_stream import LibvirtConsole
 from engines.network.firewall import Firewall, MemoryFirewall
 from engines.network.wiring import FirewalledNetwork
 from engines.node_options import NodeOptions
-from engines.specs import DiskSpace, Feature, Inventory, PowerState, SnapshotSpec, StartOutcome, VmSpec
+from engines.specs import (
+    DiskCut,
+    DiskSpace,
+    Feature,
+    Inventory,
+    PowerState,
+    SnapshotSpec,
+    StartOutcome,
+    VmSpec,
+)
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 SEED_SUFFIX = "-seed.img"  # a VM's cloud-init CIDATA volume
+GENERATION = ".g"  # a VM's overlay after its disk was cut for cloning: <name>.g<n>.qcow2
 
 
 class DomainMissing(LookupError):
@@ -57,7 +67,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         {Feature.SNAPSHOT, Feature.START_STOP, Feature.NAT, Feature.FLAT,
          Feature.RAND_UUID, Feature.KEEP_IMAGE, Feature.DISK_LIMIT, Feature.SUSPEND,
          # EXEC and FILES through the guest agent: templates without one lack them
-         Feature.EXEC, Feature.FILES, Feature.CONSOLE}
+         Feature.EXEC, Feature.FILES, Feature.CONSOLE, Feature.CLONE}
     )
     # One connection serves every thread (libvirt's client multiplexes calls, and the
     # daemon locks per domain); a VM's DHCP entry and nftables elements are its own, each
@@ -250,7 +260,9 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         existing = self._volume(self.image_name(vm))
         if existing is not None:  # a retried task: the image is already there
             return existing.path()
-        template = self._template_volume(vm)
+        # A clone's overlay sits on the disk its source had when it was cut (cut_disk).
+        template = self.conn.storageVolLookupByPath(vm.base_image) if vm.base_image else \
+            self._template_volume(vm)
         _type, template_capacity, _alloc = template.info()
         wanted = vm.disk_mb * MIB
         if wanted < template_capacity:
@@ -294,7 +306,66 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         return self._pool().storageVolLookupByName(name).path()
 
     def destroy_image(self, vm: VmSpec) -> None:
-        self.remove_image(self.image_name(vm))
+        # The overlay it writes to: after a clone (cut_disk) that is a later generation, and
+        # the image first made for it is a base its clones read, removed with its last user.
+        self.remove_image(os.path.basename(vm.runtime_image) or self.image_name(vm))
+
+    @staticmethod
+    def next_generation(vm: VmSpec) -> str:
+        """The name of the VM's overlay after its next cut: <name>.g<n>.qcow2 (inventory knows it)."""
+        head = os.path.basename(vm.runtime_image).removesuffix(".qcow2")
+        _, sep, number = head.rpartition(GENERATION)
+        generation = int(number) + 1 if sep and number.isdigit() else 1
+        return f"{vm.name}{GENERATION}{generation}.qcow2"
+
+    @reconnecting
+    def cut_disk(self, vm: VmSpec) -> DiskCut:
+        active_name = self.next_generation(vm)
+        dom = self._require_domain(vm)
+        # The test driver cuts the definition only (_cut_offline), not its running make-believe.
+        current = xml.disk_source(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if self.is_test_driver else 0))
+        if os.path.basename(current) == active_name:  # a retried task: cut already
+            return DiskCut(base=_backing_of(self.conn.storageVolLookupByPath(current)), active=current,
+                           how="cut already")
+        active_path = os.path.join(os.path.dirname(current), active_name)
+        if self.is_test_driver or not dom.isActive():
+            how = "VM stopped" if not dom.isActive() else "the test driver's VM (no guest)"
+            self._cut_offline(dom, current, active_name)
+        elif self._paused(dom):
+            raise EngineError(f"{vm.name} is paused: start it, or stop it, before cloning it",
+                              code=ErrorCode.SNAPSHOT_CREATE)
+        else:
+            how = self._cut_live(dom, vm, active_path)
+        self._pool().refresh(0)
+        return DiskCut(base=current, active=active_path, how=how)
+
+    def _cut_offline(self, dom: libvirt.virDomain, current: str, active_name: str) -> None:
+        """A stopped VM's (or the test driver's, which has no block layer): the new overlay is
+        made as a volume, and the definition points at it."""
+        base = self.conn.storageVolLookupByPath(current)
+        _type, capacity, _alloc = base.info()
+        self._pool().createXML(xml.overlay_volume_xml(active_name, capacity, current, "qcow2"), 0)
+        active = self._pool().storageVolLookupByName(active_name).path()
+        self.conn.defineXML(xml.with_disk_source(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), active))
+
+    def _cut_live(self, dom: libvirt.virDomain, vm: VmSpec, active_path: str) -> str:
+        """QEMU switches the running VM to the new overlay (an external disk-only snapshot,
+        no metadata kept); its filesystems frozen by the guest agent meanwhile if it answers."""
+        self._thaw(dom)  # an attempt cut short may have left them frozen
+        try:
+            dom.fsFreeze()
+            how = "filesystems frozen by the guest agent, then thawed"
+        except libvirt.libvirtError as exc:
+            log.info("%s: the guest agent froze nothing (%s); its disk is cut crash-consistent", vm.name, exc)
+            how = ("crash-consistent: no guest agent answered, so the disk was cut as it was "
+                   "(what a power cut would leave)")
+        flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
+                 | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
+        try:
+            dom.snapshotCreateXML(xml.external_snapshot_xml(f"cut-{int(time.time())}", active_path), flags)
+        finally:
+            self._thaw(dom)
+        return how
 
     @reconnecting
     def create_seed(self, vm: VmSpec) -> None:
@@ -553,7 +624,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     def disk_held(self, vm: VmSpec) -> int | None:
         """Bytes the VM's overlay image and saved memory take on the node (the saved memory
         only when the node is this host)."""
-        volume = self._volume(self.image_name(vm))
+        # The overlay it writes to now (a later generation once it was cloned: engines' cut_disk).
+        volume = self._volume(os.path.basename(vm.runtime_image) or self.image_name(vm))
         held = volume.info()[2] if volume is not None else 0
         if self.is_test_driver or urlsplit(self.uri).hostname:
             return held
@@ -669,8 +741,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         domains = frozenset(d.name() for d in self.conn.listAllDomains() if d.name().startswith(prefix))
         pool = self._pool()
         pool.refresh(0)  # volumes made or removed behind libvirt's back
-        images = {  # runtime images and seeds, each named after its VM
-            v.name(): v.name().removesuffix(".qcow2").removesuffix(SEED_SUFFIX)
+        images = {  # runtime images (of each generation) and seeds, each named after its VM
+            v.name(): _owner_of(v.name())
             for v in pool.listAllVolumes()
             if v.name().startswith(prefix) and v.name().endswith((".qcow2", SEED_SUFFIX))
         }
@@ -710,6 +782,18 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     @reconnecting
     def drop_address(self, vm: VmSpec) -> None:
         dhcp.drop(self._network(), vm.mac)
+
+
+def _owner_of(volume: str) -> str:
+    """The VM a volume was made for: <name>.qcow2, <name>.g<n>.qcow2, <name>-seed.img."""
+    name = volume.removesuffix(".qcow2").removesuffix(SEED_SUFFIX)
+    head, sep, generation = name.rpartition(GENERATION)
+    return head if sep and generation.isdigit() else name
+
+
+def _backing_of(volume: libvirt.virStorageVol) -> str:
+    path = ET.fromstring(volume.XMLDesc(0)).find("./backingStore/path")
+    return path.text if path is not None and path.text else ""
 
 
 def _volume_format(volume_xml: str) -> str:

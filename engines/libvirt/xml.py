@@ -112,6 +112,10 @@ def kernel_cmdline(vm: VmSpec) -> str:
     cmdline = vm.template.cmdline
     if vm.zero_freed_memory and not any(w.startswith("init_on_free=") for w in cmdline.split()):
         cmdline = f"{cmdline} {ZERO_FREED_MEMORY}".strip()
+    if vm.machine_id:
+        # A clone's disk holds its source's /etc/machine-id: systemd takes this one instead
+        # (and commits it), as it would a new one on a first boot. Other inits ignore it.
+        cmdline = f"{cmdline} systemd.machine_id={vm.machine_id}".strip()
     return cmdline
 
 
@@ -132,6 +136,38 @@ def overlay_volume_xml(name: str, capacity_bytes: int, backing_path: str, backin
     _sub(backing, "path", backing_path)
     _sub(backing, "format", type=backing_format)
     return _tostring(root)
+
+
+def external_snapshot_xml(name: str, active_path: str) -> str:
+    """A disk-only external snapshot of the VM's disk (vda) to a new overlay at `active_path`;
+    the cloud-init seed (snapshot='no' in the domain) is left out."""
+    root = ET.Element("domainsnapshot")
+    _sub(root, "name", name)
+    _sub(root, "memory", snapshot="no")
+    disks = _sub(root, "disks")
+    disk = _sub(disks, "disk", name="vda", snapshot="external", type="file")
+    _sub(disk, "driver", type="qcow2")
+    _sub(disk, "source", file=active_path)
+    return _tostring(root)
+
+
+def with_disk_source(domain: str, path: str) -> str:
+    """The domain's definition with its disk (vda) at `path`."""
+    root = ET.fromstring(domain)
+    for disk in root.findall("./devices/disk"):
+        target = disk.find("target")
+        if target is not None and target.get("dev") == "vda":
+            disk.find("source").set("file", path)
+    return _tostring(root)
+
+
+def disk_source(domain: str) -> str:
+    """The file of the domain's disk (vda)."""
+    for disk in ET.fromstring(domain).findall("./devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is not None and target.get("dev") == "vda" and source is not None:
+            return source.get("file", "")
+    return ""
 
 
 def dir_pool_xml(name: str, path: str) -> str:

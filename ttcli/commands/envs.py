@@ -1,4 +1,4 @@
-"""tt env up|validate|ls|show|down|extend|stop|start|export."""
+"""tt env up|validate|ls|show|down|extend|stop|start|clone|export."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ttcli import output
 from ttcli.commands.common import Json, Timeout, Wait, finish, group
 from ttcli.errors import USAGE, Failure
 
-app = group(help="Envs: up from a tt.yaml file, list, show, extend, stop, start, down.")
+app = group(help="Envs: up from a tt.yaml file, list, show, extend, stop, start, clone, down.")
 
 EnvName = Annotated[str, typer.Argument(metavar="ENV", help="The Env's name (owner/name for staff), or id.")]
 EnvFileOpt = Annotated[Path, typer.Option("--file", "-f", help="The Env file ('-': stdin).")]
@@ -236,6 +236,34 @@ def stop(env: EnvName, wait: Wait = False, timeout: Timeout = UP_TIMEOUT, as_jso
 def start(env: EnvName, wait: Wait = False, timeout: Timeout = UP_TIMEOUT, as_json: Json = False):
     """Start every stopped VM of the Env."""
     _power(env, "start", wait, timeout, as_json)
+
+
+@app.command()
+def clone(
+    env: EnvName,
+    count: Annotated[int, typer.Option("--count", "-n", help="How many clones (1-10).")] = 1,
+    name: Annotated[str | None, typer.Option("--name", help="The clone's name (one), or the prefix "
+                                             "of `NAME-1`, `NAME-2`…; default `ENV-clone-N`.")] = None,
+    lifetime: Annotated[str | None, typer.Option("--lifetime",
+                                                 help="How long the clones live: 2h, 1d.")] = None,
+    wait: Wait = False, timeout: Timeout = UP_TIMEOUT, as_json: Json = False,
+):
+    """Clone the Env: new Envs whose VMs start from its disks as they are now.
+
+    Each VM's disk is cut (its filesystems frozen by its guest agent, if it has one) and the
+    clones' disks sit on it; they get new names, addresses and machine ids. The Env keeps running."""
+    from ttcli.refs import seconds
+    from ttcli.session import client
+
+    output.json_mode(as_json)
+    with client() as tt:
+        found = tt.envs.find(env)
+        op = tt.envs.clone(found, count=count, name=name,
+                           lifetime=seconds(lifetime) if lifetime is not None else None)
+        names = ", ".join(op.get("params", {}).get("names", [])) or f"{count} clone(s)"
+        finish(tt, op, wait=wait, timeout=timeout, as_json=as_json,
+               done=f"Env {found['name']} cloned as {names}" if wait else
+               f"Cloning Env {found['name']} as {names}")
 
 
 @app.command()
