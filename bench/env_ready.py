@@ -51,7 +51,10 @@ With `--warm`: the same Env from a full warm pool against the same Env cold, bot
 through a real task cluster (bench/_warm.py says how); it ends with one line
 `warm: <s> s, cold: <s> s, ratio <x>`.
 
-    .venv/bin/python bench/env_ready.py --warm [--rounds 3]
+    .venv/bin/python bench/env_ready.py --warm [--rounds 3] [--keep saved|paused]
+
+(`--keep`: that kind of spare only, and the last line is its; without it, saved then
+paused spares, and the last line is the paused pool's.)
 
 --quick (any of the three): 2 rounds per side, for bench/all.py.
 """
@@ -406,6 +409,8 @@ def main() -> None:
                         "3 with --warm)")
     parser.add_argument("--quick", action="store_true", help="2 rounds per side (bench/all.py)")
     parser.add_argument("--warm", action="store_true", help="a full warm pool against cold, on QEMU")
+    parser.add_argument("--keep", choices=("saved", "paused"), default=None,
+                        help="with --warm: only spares kept this way (default: saved, then paused)")
     parser.add_argument("--engine", choices=("qemu", "docker"), default="qemu",
                         help="qemu: VMs against bare QEMU; docker: containers against bare podman run")
     args = parser.parse_args()
@@ -414,11 +419,13 @@ def main() -> None:
         parser.error("--rounds must be at least 2")
     if args.warm and args.engine != "qemu":
         parser.error("--warm is for the qemu engine (docker cannot save a container's memory)")
+    if args.keep and not args.warm:
+        parser.error("--keep is for --warm (how the warm pool keeps its spares)")
     c.require_root()
     if args.warm:
-        from _warm import run_warm
+        from _warm import KEEPS, run_warm
 
-        run_warm(rounds)
+        run_warm(rounds, (args.keep,) if args.keep else KEEPS)
     else:
         (run_docker if args.engine == "docker" else run)(rounds)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -54,7 +55,13 @@ def test_warm_vms_serve_at_their_own_address_share_no_identity_and_the_pool_refi
         netlab.wait_for_http(f"http://{qnode.public_host}:{public_port(vm, 80)}/", expect=f"ip {vm.ip}<")
     print(f"warm: the create ran {(op.finished_at - op.started_at).total_seconds():.2f} s")
     assert {vm.pk for vm in vms} == spare_ids and all(vm.start_kind == "warm" for vm in vms)
-    assert op.log.count(f"warm: {'resumed' if keep == 'paused' else 'restored'} from a {keep} spare") == 2
+    # The log states each VM's restore and how long it took. (Issue 27's 0.5 s per restore is
+    # not asserted: libvirt 9.0's guest-CPU fetch alone takes 0.1-0.3 s of it, whatever the
+    # domain XML, docs/benchmarks.md#saved-restores: 0.40 and 0.52 s at load 1.2, 0.36 and 0.53 at 2.4.)
+    verb = "resumed" if keep == "paused" else "restored"
+    restores = [float(s) for s in re.findall(rf"warm: {verb} from a {keep} spare in ([\d.]+) s", op.log)]
+    assert len(restores) == 2, op.log
+    print(f"warm: restores {restores} s")
     identity = {}
     for vm in vms:
         netlab.wait_for_shell(qnode.public_host, public_port(vm, 23))
