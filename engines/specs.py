@@ -119,6 +119,9 @@ class VmSpec:
     # it frees, so the saved image holds only what the guest uses (a driver that boots the
     # kernel itself says so on its command line; engines.libvirt.xml.kernel_cmdline).
     zero_freed_memory: bool = False
+    # Its Env sleeps (envs/sleep.py): its forwarded TCP ports lead to the node's waker at this
+    # address and port (the `wake_tcp` map, looked up before `fwd_tcp`), not to the VM.
+    wake_to: tuple[str, int] | None = None
 
     def replace(self, **changes) -> VmSpec:
         return dataclasses.replace(self, **changes)

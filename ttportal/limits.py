@@ -46,6 +46,9 @@ SNAPSHOT_LIFE_MAX = 365 * 24 * 3600
 
 # An Env's lifetime in seconds: at least one, at most TT_MAX_ENV_LIFETIME.
 LIFETIME_MIN = 1
+# Sleep when idle (Env.idle_suspend), in minutes: a minute to a week.
+IDLE_SUSPEND_MIN = 1
+IDLE_SUSPEND_MAX = 7 * 24 * 60
 
 # API tokens.
 TOKEN_NAME_MAX = 100

@@ -4,6 +4,7 @@ The seed is the design model the project implements: docs/seed.md maps its types
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Case, Q, Value, When
@@ -302,6 +303,8 @@ class Vm(models.Model):
             cloud_init=self.cloud_init_spec(),
             # A warm spare's memory is kept once its guest is up, saved to disk by default (vms/warm.py).
             zero_freed_memory=self.warm_pool_id is not None,
+            # Its Env sleeps: its TCP ports lead to its node's waker (envs/sleep.py).
+            wake_to=(self.node.gateway_ip, settings.TT_WAKER_PORT) if self.env.asleep_since else None,
         )
 
     def cloud_init_spec(self) -> CloudInitSpec | None:

@@ -81,6 +81,7 @@ class Command(qcluster.Command):
             os.execve(sys.executable, [sys.executable, str(settings.BASE_DIR / "manage.py"), "tt_qcluster"],
                       env)
         worker.prepare_stop_flag()
+        worker.start_cluster_services()
         # Cluster.start() names its sentinel's class through the module.
         django_q.cluster.Sentinel = StoppingSentinel
         cluster = StoppingCluster()

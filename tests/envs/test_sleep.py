@@ -1,0 +1,140 @@
+"""Sleep when idle (envs/sleep.py) on libvirt's test driver: the idle check, the sleep and
+wake operations, the port map, the bounds and the API field. The real node's traffic and
+waker: tests/integration/test_sleep.py."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from envs import sleep
+from envs.kinds import EnvKind
+from envs.models import Env
+from envs.services import env_create, env_set_idle_suspend
+from nodes.registry import get_engine
+from tests.support import done, refused
+from ttportal.errors import InvalidInput
+from vms.models import Vm
+from vms.new_vms import NewVm
+
+pytestmark = pytest.mark.usefixtures("frozen_clock")
+
+
+def make_env(alice, run_tasks, **kwargs) -> Env:
+    with run_tasks():
+        op = env_create(owner=alice, by=alice, name="sleepy",
+                        vms=[NewVm(name="web", template="tt/busybox", ports=[80, "53/udp"])], **kwargs)
+    assert done(op).status == "succeeded", op.error_message
+    return Env.objects.get(pk=op.env_id)
+
+
+def check(node, run_tasks, minutes: float = 0):
+    with run_tasks():
+        return sleep.check_node(node, timezone.now() + timedelta(minutes=minutes))
+
+
+def public(env: Env, proto: str) -> int:
+    return env.vms.get().port_mappings.get(protocol=proto).public_port
+
+
+def test_an_env_idle_for_its_minutes_sleeps_its_tcp_ports_leading_to_the_waker(
+        alice, node, template, run_tasks, firewall, settings):
+    env = make_env(alice, run_tasks, idle_suspend=5)
+    assert check(node, run_tasks, minutes=4.9) == []
+    (op,) = check(node, run_tasks, minutes=5)
+    op = done(op)
+    assert (op.kind, op.status, op.requested_by) == (EnvKind.ENV_SLEEP, "succeeded", None)
+    env.refresh_from_db()
+    vm = env.vms.get()
+    assert env.asleep_since is not None and vm.status == Vm.Status.SUSPENDED
+    tcp, udp = public(env, "tcp"), public(env, "udp")
+    assert firewall.tables["wake_tcp"] == {(tcp,): (node.gateway_ip, settings.TT_WAKER_PORT)}
+    # The VM's own elements stay: a wake takes only the waker's away.
+    assert firewall.port_map[("tcp", tcp)] == (vm.ip, 80)
+    assert ("udp", udp) in firewall.port_map
+    # Asleep: nothing more to do while nothing comes.
+    assert check(node, run_tasks, minutes=20) == []
+
+
+def test_a_new_connection_keeps_it_awake(alice, node, template, run_tasks, firewall):
+    env = make_env(alice, run_tasks, idle_suspend=5)
+    check(node, run_tasks, minutes=1)
+    get_engine(node).firewall.connections[("tcp", public(env, "tcp"))] = 3
+    assert check(node, run_tasks, minutes=4) == []  # activity seen at +4 min
+    assert check(node, run_tasks, minutes=8.9) == []
+    assert len(check(node, run_tasks, minutes=9)) == 1
+
+
+def test_console_exec_or_files_keep_it_awake(alice, node, template, run_tasks, time_machine):
+    from vms.guest_target import mark_active
+
+    env = make_env(alice, run_tasks, idle_suspend=5)
+    time_machine.shift(timedelta(minutes=4))
+    mark_active(env.pk)
+    assert check(node, run_tasks, minutes=4.9) == []  # 4 + 4.9 from the start: 4.9 idle
+    assert len(check(node, run_tasks, minutes=5)) == 1
+
+
+def test_an_env_without_idle_suspend_never_sleeps(alice, node, template, run_tasks, settings):
+    make_env(alice, run_tasks)
+    assert check(node, run_tasks, minutes=10_000) == []
+
+
+def test_the_sites_default_applies_to_an_env_created_without_one(alice, node, template, run_tasks, settings):
+    settings.TT_IDLE_SUSPEND_DEFAULT_MIN = 30
+    assert make_env(alice, run_tasks).idle_suspend == 30
+
+
+def test_a_wake_restores_its_vms_and_points_the_ports_back(alice, node, template, run_tasks, firewall):
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    check(node, run_tasks, minutes=2)
+    with run_tasks():
+        op = sleep.env_wake(env.pk, why="a test")
+    op = done(op)
+    assert (op.kind, op.status) == (EnvKind.ENV_WAKE, "succeeded"), op.error_message
+    env.refresh_from_db()
+    assert env.asleep_since is None and env.vms.get().status == Vm.Status.RUNNING
+    assert firewall.tables["wake_tcp"] == {}
+    assert sleep.env_wake(env.pk, why="again") is None
+
+
+def test_the_waker_is_told_where_to_send_a_connection(alice, node, template, run_tasks, firewall, settings):
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    vm = env.vms.get()
+    check(node, run_tasks, minutes=2)
+    assert sleep.wake_for(node.pk, public(env, "tcp"), "198.18.0.2") == (vm.ip, 80)
+    env.refresh_from_db()
+    assert env.asleep_since is None and firewall.tables["wake_tcp"] == {}
+    # A port nobody forwards, or a client the VM's blacklist blocks: refused.
+    assert sleep.wake_for(node.pk, 1, "198.18.0.2") is None
+    Vm.objects.filter(pk=vm.pk).update(net_blacklist=["198.18.0.9"])
+    assert sleep.wake_for(node.pk, public(env, "tcp"), "198.18.0.9") is None
+
+
+def test_a_udp_datagram_to_a_sleeping_env_wakes_it(alice, node, template, run_tasks, firewall):
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    check(node, run_tasks, minutes=2)
+    get_engine(node).firewall.connections[("udp", public(env, "udp"))] = 1
+    (op,) = check(node, run_tasks, minutes=3)
+    assert (done(op).kind, op.status) == (EnvKind.ENV_WAKE, "succeeded")
+
+
+@pytest.mark.parametrize("value", [0, -1, 7 * 24 * 60 + 1, "5", 1.5, True])
+def test_idle_suspend_out_of_bounds_is_refused_naming_the_field(alice, node, template, db_state, value):
+    with refused(db_state, InvalidInput) as caught:
+        env_create(owner=alice, by=alice, name="x", vms=[NewVm(name="web", template="tt/busybox")],
+                   idle_suspend=value)
+    assert caught.value.field == "idle_suspend"
+    assert "between 1 and 10080 minutes" in str(caught.value)
+
+
+def test_the_owner_changes_it(alice, node, template, run_tasks, db_state):
+    env = make_env(alice, run_tasks)
+    assert env_set_idle_suspend(env=env, minutes=15, by=alice).idle_suspend == 15
+    assert env_set_idle_suspend(env=env, minutes=None, by=alice).idle_suspend is None
+    with refused(db_state, InvalidInput) as caught:
+        env_set_idle_suspend(env=env, minutes=0, by=alice)
+    assert caught.value.field == "idle_suspend"
