@@ -236,10 +236,10 @@ def check_node(node: Node, now=None) -> list[Operation]:
     for env in Env.objects.filter(pk__in=by_env, status=Env.Status.ACTIVE, is_warm_pool=False):
         marks = by_env[env.pk]
         old = {k: v for k, v in (env.port_marks or {}).items() if k.startswith(f"{node.name}/")}
-        # A port not read before counts from 0; a counter that went back (its element was
-        # written again) is activity too: the only cost is a later sleep.
-        changed = {k for k, v in marks.items() if old.get(k, 0) != v}
-        if changed or set(old) - set(marks):
+        # A port not read before counts from 0. A counter that went back was written again
+        # (the reconcile pass rebuilds the maps): what it counts since is new connections.
+        changed = {k for k, v in marks.items() if v > old.get(k, 0) or (v < old.get(k, 0) and v > 0)}
+        if changed or marks != old:
             others = {k: v for k, v in (env.port_marks or {}).items() if not k.startswith(f"{node.name}/")}
             fields = {"port_marks": {**others, **marks}}
             if changed:

@@ -138,3 +138,60 @@ def test_the_owner_changes_it(alice, node, template, run_tasks, db_state):
     with refused(db_state, InvalidInput) as caught:
         env_set_idle_suspend(env=env, minutes=0, by=alice)
     assert caught.value.field == "idle_suspend"
+
+
+# --- the API ---------------------------------------------------------------------------
+
+
+def test_the_api_takes_and_shows_idle_suspend(alice, bob, node, template):
+    from tests.api_support import client_for
+
+    api = client_for(alice)
+    response = api.post("/api/envs/", {"name": "demo", "vms": [{"name": "web", "template": "tt/busybox"}],
+                                       "idle_suspend": 30})
+    assert response.status_code == 202, response.json()
+    env = api.get(f"/api/envs/{response.json()['env']}/").json()
+    assert (env["idle_suspend"], env["asleep_since"]) == (30, None)
+    changed = api.post(f"/api/envs/{env['id']}/idle-suspend/", {"minutes": None})
+    assert changed.status_code == 200 and changed.json()["idle_suspend"] is None
+    # Out of bounds: 400 naming the field and the rule; another user's Env: 404.
+    bad = api.post(f"/api/envs/{env['id']}/idle-suspend/", {"minutes": 0})
+    assert (bad.status_code, bad.json()["field"]) == (400, "minutes")
+    assert "between 1 and 10080 minutes" in bad.json()["message"]
+    bad = api.post("/api/envs/", {"name": "other", "vms": [{"name": "web", "template": "tt/busybox"}],
+                                  "idle_suspend": 10081})
+    assert (bad.status_code, bad.json()["field"]) == (400, "idle_suspend")
+    assert client_for(bob).post(f"/api/envs/{env['id']}/idle-suspend/", {"minutes": 5}).status_code == 404
+
+
+# --- the portal ------------------------------------------------------------------------
+
+
+def test_the_portal_creates_an_env_that_sleeps_and_shows_it_asleep(client, alice, node, template, run_tasks):
+    from django.urls import reverse
+
+    from tests.envs.test_views import create_data
+
+    client.force_login(alice)
+    refused_page = client.post(reverse("envs:create"), create_data(template, idle_suspend="0"))
+    assert refused_page.status_code == 200
+    assert "between 1 and 10080 minutes" in refused_page.content.decode()
+    with run_tasks():
+        response = client.post(reverse("envs:create"), create_data(template, idle_suspend="1"))
+    assert response.status_code == 302
+    env = Env.objects.get(name="web")
+    assert env.idle_suspend == 1
+    assert "after 1 min idle" in client.get(reverse("envs:detail", args=[env.pk])).content.decode()
+    check(node, run_tasks, minutes=2)
+    page = client.get(reverse("envs:detail", args=[env.pk])).content.decode()
+    assert "asleep since 2030-01-01 12:02 UTC" in page
+
+
+def test_counters_written_again_by_a_rebuild_are_not_activity(alice, node, template, run_tasks):
+    env = make_env(alice, run_tasks, idle_suspend=5)
+    connections = get_engine(node).firewall.connections
+    connections[("tcp", public(env, "tcp"))] = 7
+    check(node, run_tasks, minutes=1)  # seen: active at +1
+    connections[("tcp", public(env, "tcp"))] = 0  # the reconcile pass rebuilt the maps
+    assert check(node, run_tasks, minutes=5.9) == []
+    assert len(check(node, run_tasks, minutes=6)) == 1
