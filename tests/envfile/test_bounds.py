@@ -12,7 +12,7 @@ def test_every_mirrored_bound_equals_the_server_s():
     for name in ("NAME_MAX", "NAME_PATTERN", "NAME_RULE", "CPU_MAX", "MEM_MAX_MB", "DISK_MAX_MB", "PORT_MIN",
                  "PORT_MAX", "PORT_TEXT_PATTERN", "PROTOCOLS", "USER_DATA_MAX", "USER_DATA_PATTERN",
                  "USER_DATA_RULE", "PRINTABLE_PATTERN", "TEMPLATE_NAME_MAX", "TEMPLATE_NAME_RULE",
-                 "ENV_REF_MAX", "LIFETIME_MIN"):
+                 "ENV_REF_MAX", "LIFETIME_MIN", "IDLE_SUSPEND_MIN", "IDLE_SUSPEND_MAX"):
         assert getattr(bounds, name) == getattr(limits, name), name
     assert set(bounds.NET_KINDS) == set(Vm.NetKind.values)
 

@@ -195,3 +195,18 @@ def test_counters_written_again_by_a_rebuild_are_not_activity(alice, node, templ
     connections[("tcp", public(env, "tcp"))] = 0  # the reconcile pass rebuilt the maps
     assert check(node, run_tasks, minutes=5.9) == []
     assert len(check(node, run_tasks, minutes=6)) == 1
+
+
+def test_an_env_file_gives_idle_suspend_and_the_export_keeps_it(alice, node, template, settings):
+    import envfile
+    from envs import envfiles
+
+    settings.TT_IDLE_SUSPEND_DEFAULT_MIN = 30
+    ef = envfile.load("name: filed\nidle_suspend: null\nvms: [{name: x, template: tt/busybox}]\n")
+    assert envfiles.env_up_from(ef, owner=alice, by=alice).env.idle_suspend is None
+    ef = envfile.load("name: filed2\nidle_suspend: 15\nvms: [{name: x, template: tt/busybox}]\n")
+    env = envfiles.env_up_from(ef, owner=alice, by=alice).env
+    assert env.idle_suspend == 15
+    assert "idle_suspend: 15" in envfiles.text_of(env)
+    ef = envfile.load("name: filed3\nvms: [{name: x, template: tt/busybox}]\n")
+    assert envfiles.env_up_from(ef, owner=alice, by=alice).env.idle_suspend == 30
