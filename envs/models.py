@@ -61,7 +61,7 @@ class Env(models.Model):
     asleep_since = models.DateTimeField(null=True, blank=True, editable=False)
     # The last activity seen, and the port counters it was read from ("node/proto/port": n).
     active_at = models.DateTimeField(null=True, blank=True, editable=False)
-    port_marks = models.JSONField(default=dict, blank=True, editable=False)
+    port_marks = models.JSONField(default=dict, null=True, blank=True, editable=False)
 
     objects = EnvQuerySet.as_manager()
 

@@ -41,10 +41,11 @@ from operations import runner
 from operations.models import Operation
 from operations.recording import record
 from ttportal import limits
-from ttportal.errors import IllegalState, InvalidInput
+from ttportal.errors import IllegalState, InvalidInput, NoCapacity
 from vms import state
 from vms import steps as vm_steps
-from vms.models import PortMapping, Vm
+from vms.models import NodeUsage, PortMapping, Vm
+from vms.placement import lock_placement
 from vms.state import VmAction
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,11 @@ def _sleep(op: Operation, progress) -> None:
     for vm in vm_steps.vms_of(op):
         _point(vm, asleep=True)
     progress(10, "forwarded TCP ports lead to the node's waker")
-    vm_steps.power_vms(op, progress, VmAction.SUSPEND)
+    try:
+        vm_steps.power_vms(op, progress, VmAction.SUSPEND)
+    finally:
+        # Saved: their vCPUs and memory go back to their nodes (vms/node_usage.py).
+        Vm.objects.filter(pk__in=op.vm_ids, status=Vm.Status.SUSPENDED).update(asleep_at=timezone.now())
 
 
 def _settle_sleep(op: Operation) -> None:
@@ -143,7 +148,14 @@ def env_wake(env_id: int, *, why: str) -> Operation | None:
             status__in=Operation.DONE).order_by("-pk").first()
         if live is not None:
             return live
-        vms = list(env.vms.live().order_by("pk"))
+        vms = list(env.vms.live().select_related("node").order_by("pk"))
+        short = _no_room_for([vm for vm in vms
+                              if vm.asleep_at is not None and vm.status == Vm.Status.SUSPENDED])
+        if short:
+            return record(EnvKind.ENV_WAKE, env=env, by=None, run=False, status=Operation.Status.FAILED,
+                          params={"vm_ids": [], "why": why},
+                          error=NoCapacity(f"cannot wake Env {env.name}: {short}; the connection was "
+                                           "refused, the next one tries again"))
         ids = []
         for vm in vms:
             if state.can(vm, VmAction.START):
@@ -152,8 +164,31 @@ def env_wake(env_id: int, *, why: str) -> Operation | None:
         return record(EnvKind.ENV_WAKE, env=env, by=None, params={"vm_ids": ids, "why": why})
 
 
+def _no_room_for(vms: list[Vm]) -> str:
+    """Why the sleeping `vms` do not fit on their nodes now ("" when they do), under
+    placement's lock: their vCPUs and memory were given back while they slept."""
+    if not vms:
+        return ""
+    nodes = {vm.node_id: vm.node for vm in vms}
+    lock_placement(Node.objects.filter(pk__in=nodes))
+    usage = {u.node_id: u for u in NodeUsage.objects.filter(node_id__in=nodes)}
+    for node_id, node in nodes.items():
+        cpu = sum(vm.cpu_num for vm in vms if vm.node_id == node_id)
+        mem = sum(vm.mem_mb for vm in vms if vm.node_id == node_id)
+        used = usage.get(node_id)
+        used_cpu, used_mem = (used.cpu, used.mem_mb) if used else (0, 0)
+        if node.cpu_capacity and used_cpu + cpu > node.cpu_capacity:
+            return f"node {node.name} has {max(node.cpu_capacity - used_cpu, 0)} vCPUs free, {cpu} needed"
+        if node.mem_capacity_mb and used_mem + mem > node.mem_capacity_mb:
+            free = max(node.mem_capacity_mb - used_mem, 0)
+            return f"node {node.name} has {free} MiB free, {mem} MiB needed"
+    return ""
+
+
 def _wake(op: Operation, progress) -> None:
     vm_steps.power_vms(op, progress, VmAction.START)
+    Vm.objects.filter(env_id=op.env_id, asleep_at__isnull=False).exclude(status=Vm.Status.SUSPENDED).update(
+        asleep_at=None)
     env_vms = list(Vm.objects.live().filter(env_id=op.env_id).select_related("node", "env", "template"))
     for vm in env_vms:
         _point(vm, asleep=False)

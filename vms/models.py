@@ -208,6 +208,9 @@ class Vm(models.Model):
     ip = models.GenericIPAddressField(protocol="IPv4", null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     destroyed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Its Env sleeps (envs/sleep.py): while it is suspended it gives its vCPUs and memory
+    # back to its node (the node's use counters leave them out; a wake takes them again).
+    asleep_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Warm start (vms/warm.py): while `warm_pool` is set the VM is a spare of that pool,
     # in the pool's own Env, booted from the template `warm_key` fingerprints and saved.
     # A create that takes it moves the row (pk, engine name, MAC, IP) into its Env.

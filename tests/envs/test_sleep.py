@@ -210,3 +210,46 @@ def test_an_env_file_gives_idle_suspend_and_the_export_keeps_it(alice, node, tem
     assert "idle_suspend: 15" in envfiles.text_of(env)
     ef = envfile.load("name: filed3\nvms: [{name: x, template: tt/busybox}]\n")
     assert envfiles.env_up_from(ef, owner=alice, by=alice).env.idle_suspend == 30
+
+
+# --- capacity --------------------------------------------------------------------------
+
+
+def test_a_sleeping_env_gives_its_node_back_its_vcpus_and_memory(alice, node, template, run_tasks):
+    from vms import node_usage
+    from vms.models import NodeUsage
+
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    vm = env.vms.get()
+    held = NodeUsage.objects.get(node=node)
+    assert (held.cpu, held.mem_mb) == (vm.cpu_num, vm.mem_mb)
+    check(node, run_tasks, minutes=2)
+    asleep = NodeUsage.objects.get(node=node)
+    assert (asleep.cpu, asleep.mem_mb, asleep.saved_mb) == (0, 0, vm.mem_mb)
+    assert node_usage.counted() == node_usage.kept()
+    with run_tasks():
+        sleep.env_wake(env.pk, why="a test")
+    awake = NodeUsage.objects.get(node=node)
+    assert (awake.cpu, awake.mem_mb, awake.saved_mb) == (vm.cpu_num, vm.mem_mb, 0)
+    assert node_usage.counted() == node_usage.kept()
+
+
+def test_a_wake_on_a_full_node_is_refused_and_says_why(alice, bob, node, template, run_tasks, firewall):
+    from operations.models import Operation
+
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    vm = env.vms.get()
+    check(node, run_tasks, minutes=2)
+    # Meanwhile the node's memory went to another Env.
+    node.mem_capacity_mb = 1024
+    node.save(update_fields=["mem_capacity_mb"])
+    with run_tasks():
+        env_create(owner=bob, by=bob, name="hog", vms=[NewVm(name="big", template="tt/busybox",
+                                                                mem_mb=1024 - vm.mem_mb + 1)])
+    assert sleep.wake_for(node.pk, public(env, "tcp"), "198.18.0.2") is None
+    op = Operation.objects.filter(env=env, kind=EnvKind.ENV_WAKE).latest("pk")
+    assert (op.status, op.error_code) == ("failed", "no_capacity")
+    assert f"node {node.name} has {vm.mem_mb - 1} MiB free, {vm.mem_mb} MiB needed" in op.error_message
+    env.refresh_from_db()
+    assert env.asleep_since is not None and env.vms.get().status == Vm.Status.SUSPENDED
+    assert firewall.tables["wake_tcp"]  # still asleep: the next connection tries again
