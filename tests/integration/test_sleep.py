@@ -25,7 +25,7 @@ from operations.models import Operation
 from tests.integration import netlab
 from tests.integration.cluster import Cluster, wait_for, wait_until_done
 from tests.integration.conftest import public_port, shell
-from vms.models import Vm
+from vms.models import NodeUsage, Vm
 from vms.new_vms import NewVm
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,6 +60,11 @@ def wake_elements(qnode) -> set[int]:
     listing = get_engine(qnode).firewall.listing()
     keys = [raw[0] for raw in listing.get("wake_tcp", [])]
     return {key["elem"]["val"] if isinstance(key, dict) else key for key in keys}
+
+
+def held(node) -> tuple[int, int]:
+    usage = NodeUsage.objects.get(node=node)
+    return usage.cpu, usage.mem_mb
 
 
 def listening(host: str, port: int) -> bool:
@@ -100,6 +105,8 @@ def test_an_idle_env_sleeps_and_its_first_connection_wakes_it(qnode, alice, bob,
     dom = get_connection(qnode.uri).lookupByName(vm.engine_name)
     assert not dom.isActive() and dom.hasManagedSaveImage(0)
     assert public_port(vm, 80) in wake_elements(qnode)
+    # The node's capacity is freed: only bob's VM holds vCPUs and memory (placement's counters).
+    assert held(qnode) == (srv.cpu_num, srv.mem_mb)
     bobs.refresh_from_db()
     assert bobs.asleep_since is None
 
@@ -110,6 +117,7 @@ def test_an_idle_env_sleeps_and_its_first_connection_wakes_it(qnode, alice, bob,
     assert wake.status == "succeeded", wake.log
     env.refresh_from_db()
     assert env.asleep_since is None
+    assert held(qnode) == (srv.cpu_num + vm.cpu_num, srv.mem_mb + vm.mem_mb)
     # Later ones go straight to the VM: the map no longer leads to the waker.
     assert public_port(vm, 80) not in wake_elements(qnode)
     before = get_engine(qnode).firewall.port_connections()[("tcp", public_port(vm, 80))]
