@@ -253,3 +253,15 @@ def test_a_wake_on_a_full_node_is_refused_and_says_why(alice, bob, node, templat
     env.refresh_from_db()
     assert env.asleep_since is not None and env.vms.get().status == Vm.Status.SUSPENDED
     assert firewall.tables["wake_tcp"]  # still asleep: the next connection tries again
+
+
+def test_my_envs_marks_a_sleeping_env(client, alice, node, template, run_tasks):
+    from django.urls import reverse
+
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    client.force_login(alice)
+    assert ">asleep</span>" not in client.get(reverse("envs:list")).content.decode()
+    check(node, run_tasks, minutes=2)
+    page = client.get(reverse("envs:list")).content.decode()
+    assert ">asleep</span>" in page and "Asleep since 2030-01-01 12:02 UTC" in page
+    assert env.name in page
