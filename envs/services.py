@@ -201,7 +201,11 @@ def env_stop(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
 
 @idempotent
 def env_start(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
-    """Start every stopped VM of the Env; None if every VM runs already."""
+    """Start every stopped VM of the Env; None if every VM runs already. A sleeping Env is
+    woken (envs/sleep.py: its ports lead to its VMs again)."""
+    if env.asleep_since is not None:
+        policy.check_can_manage(by, env, "env_start")
+        return sleep.env_wake(env.pk, why=f"started by {by.get_username()}")
     return _env_power(env, VmAction.START, EnvKind.ENV_START, by, idempotency_key)
 
 

@@ -265,3 +265,20 @@ def test_my_envs_marks_a_sleeping_env(client, alice, node, template, run_tasks):
     page = client.get(reverse("envs:list")).content.decode()
     assert ">asleep</span>" in page and "Asleep since 2030-01-01 12:02 UTC" in page
     assert env.name in page
+
+
+def test_starting_a_sleeping_env_wakes_it(alice, bob, node, template, run_tasks, firewall):
+    from envs.services import env_start
+    from ttportal.errors import Forbidden
+
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    check(node, run_tasks, minutes=2)
+    env.refresh_from_db()
+    with pytest.raises(Forbidden):
+        env_start(env=env, by=bob)
+    with run_tasks():
+        op = env_start(env=env, by=alice)
+    assert (done(op).kind, op.status) == (EnvKind.ENV_WAKE, "succeeded")
+    assert op.params["why"] == "started by alice"
+    env.refresh_from_db()
+    assert env.asleep_since is None and firewall.tables["wake_tcp"] == {}
