@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 WAKE_TIMEOUT = 120.0
 
 
+IDLE_SUSPEND_RULE = (limits.between(limits.IDLE_SUSPEND_MIN, limits.IDLE_SUSPEND_MAX, "minutes")
+                     + ", or null (never)")
+
+
 def check_idle_suspend(value, field: str = "idle_suspend") -> int | None:
     """The minutes an Env may stay idle, checked; None (never sleeps)."""
     if value is None:
@@ -61,8 +65,7 @@ def check_idle_suspend(value, field: str = "idle_suspend") -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not (
         limits.IDLE_SUSPEND_MIN <= value <= limits.IDLE_SUSPEND_MAX
     ):
-        raise InvalidInput(field, limits.between(limits.IDLE_SUSPEND_MIN, limits.IDLE_SUSPEND_MAX, "minutes")
-                           + ", or null (never)")
+        raise InvalidInput(field, IDLE_SUSPEND_RULE)
     return value
 
 

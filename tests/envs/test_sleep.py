@@ -282,3 +282,22 @@ def test_starting_a_sleeping_env_wakes_it(alice, bob, node, template, run_tasks,
     assert op.params["why"] == "started by alice"
     env.refresh_from_db()
     assert env.asleep_since is None and firewall.tables["wake_tcp"] == {}
+
+
+def test_the_env_page_changes_it(client, alice, node, template, run_tasks):
+    from django.urls import reverse
+
+    env = make_env(alice, run_tasks)
+    client.force_login(alice)
+    url = reverse("envs:idle_suspend", args=[env.pk])
+    page = client.post(url, {"minutes": "45"}, follow=True).content.decode()
+    assert "sleepy sleeps after 45 min idle." in page and "after 45 min idle" in page
+    env.refresh_from_db()
+    assert env.idle_suspend == 45
+    page = client.post(url, {"minutes": "0"}, follow=True).content.decode()
+    assert "Sleep when idle (minutes): must be an integer between 1 and 10080 minutes" in page
+    page = client.post(url, {"minutes": "soon"}, follow=True).content.decode()
+    assert "Sleep when idle (minutes): must be an integer between 1 and 10080 minutes" in page
+    client.post(url, {"minutes": ""})
+    env.refresh_from_db()
+    assert env.idle_suspend is None
