@@ -205,6 +205,17 @@ def read_resume(text: str) -> list[Target]:
     return [at_most("resume until HTTP {}", m[1], resume.TARGET_S, " s")] if m else []
 
 
+def read_wake(text: str) -> list[Target]:
+    """`wake: first answer <s> s (saved), <s> s (paused), cold boot <s> s`."""
+    import wake
+
+    m = last(rf"wake: first answer {NUMBER} s \(saved\), {NUMBER} s \(paused\)", text)
+    if not m:
+        return []
+    return [at_most("wake, saved: first answer {}", m[1], wake.TARGETS["saved"], " s"),
+            at_most("wake, paused: first answer {}", m[2], wake.TARGETS["paused"], " s")]
+
+
 def read_crash_recovery(text: str) -> list[Target]:
     """`crash_recovery: worst <s> s, median <s> s, stuck <n>, orphans <n>`."""
     import crash_recovery
@@ -258,6 +269,7 @@ BENCHES = [
     Bench("env_ready docker", "env_ready.py", ("--quick", "--engine", "docker"), True, read_ratio),
     Bench("env_ready warm", "env_ready.py", ("--quick", "--warm"), True, read_warm),
     Bench("resume", "resume.py", ("--quick",), True, read_resume),
+    Bench("wake", "wake.py", ("--quick",), True, read_wake),
     Bench("crash_recovery", "crash_recovery.py", ("--quick",), True, read_crash_recovery),
     Bench("ssh_ready", "ssh_ready.py", ("--quick",), True, read_ssh_ready),
     Bench("exec_latency", "exec_latency.py", ("--quick",), True, read_exec_latency),

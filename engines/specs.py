@@ -125,6 +125,9 @@ class VmSpec:
     # `machine_id` (32 hex digits) rather than the one that disk holds.
     base_image: str = ""
     machine_id: str = ""
+    # Its Env sleeps (envs/sleep.py): its forwarded TCP ports lead to the node's waker at this
+    # address and port (the `wake_tcp` map, looked up before `fwd_tcp`), not to the VM.
+    wake_to: tuple[str, int] | None = None
 
     def replace(self, **changes) -> VmSpec:
         return dataclasses.replace(self, **changes)

@@ -37,6 +37,8 @@ TEMPLATE_NAME_RULE = "must name an existing, enabled template"
 
 ENV_REF_MAX = 255
 LIFETIME_MIN = 1
+IDLE_SUSPEND_MIN = 1
+IDLE_SUSPEND_MAX = 7 * 24 * 60
 
 NET_KINDS = ("nat", "flat")
 

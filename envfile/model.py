@@ -27,6 +27,8 @@ class EnvFile:
     vms: list[dict]
     lifetime: int | None = None  # seconds; None: the server's default
     deny_outgoing: bool | None = None
+    idle_suspend: int | None = None  # minutes; see idle_suspend_given
+    idle_suspend_given: bool = False  # False: the server's default (null in the file: never)
     peers: list[str] = field(default_factory=list)
     source: str = "tt.yaml"
     _document: dict = field(default_factory=dict, repr=False)
@@ -40,6 +42,8 @@ class EnvFile:
             body["lifetime"] = self.lifetime
         if self.deny_outgoing is not None:
             body["deny_outgoing"] = self.deny_outgoing
+        if self.idle_suspend_given:
+            body["idle_suspend"] = self.idle_suspend
         body["vms"] = copy.deepcopy(self.vms)
         return body
 
@@ -109,6 +113,7 @@ class _Checker:
             raise EnvFileError(self.problems, source=self.source)
         return EnvFile(
             name=document["name"], vms=vms, lifetime=seconds, deny_outgoing=document.get("deny_outgoing"),
+            idle_suspend=document.get("idle_suspend"), idle_suspend_given="idle_suspend" in document,
             peers=list(document.get("peers", [])), source=self.source,
             _document=document, _lines=self.lines, _origins=origins,
         )

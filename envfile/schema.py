@@ -97,6 +97,12 @@ _SCHEMA = {
         },
         "deny_outgoing": {"type": "boolean", "default": False,
                           "description": "Cut the VMs off from everything beyond the node's network."},
+        "idle_suspend": {
+            "type": ["integer", "null"], "minimum": b.IDLE_SUSPEND_MIN, "maximum": b.IDLE_SUSPEND_MAX,
+            "description": "Sleep when idle: minutes without a new connection to its forwarded ports "
+            "nor console, exec or file use, after which every VM is saved; its next connection wakes "
+            "it. null: never; not given: the server's TT_IDLE_SUSPEND_DEFAULT_MIN.",
+        },
         "peers": {
             "type": "array", "uniqueItems": True, "maxItems": b.PEERS_MAX,
             "items": {"type": "string", "pattern": b.PEER_PATTERN, "maxLength": b.ENV_REF_MAX},

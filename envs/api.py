@@ -16,6 +16,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
 
 from envs import cloning, envfiles, peering, services
 from envs.envfile_api import ENVFILE_PARAMETER, EnvFileNegotiation, ErrorsAsJson, envfile_text, sends_envfile
@@ -26,6 +27,7 @@ from envs.serializers import (
     EnvCreate,
     EnvExtend,
     EnvSerializer,
+    IdleSuspend,
     PeerRequest,
 )
 from operations.api import OperationsActionsMixin, accepted, operation_action
@@ -189,6 +191,16 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
         data = parse(EnvClone, request)
         op = cloning.env_clone(env=env, by=request.user, idempotency_key=idempotency_key(request), **data)
         return accepted(request, op)
+
+    @extend_schema(request=IdleSuspend, responses=EnvSerializer, summary="Sleep when idle (or never)",
+                   description="Done at once; the answer is the Env. A sleeping Env sleeps on until "
+                   "its next connection.")
+    @action(detail=True, methods=["post"], url_path="idle-suspend", url_name="idle-suspend")
+    def idle_suspend(self, request, pk=None):
+        env = self.get_object()
+        data = parse(IdleSuspend, request)
+        services.env_set_idle_suspend(env=env, minutes=data["minutes"], by=request.user)
+        return Response(self.current(env).data)
 
     @operation_action(summary="Destroy the Env and all its VMs")
     @action(detail=True, methods=["post"], url_path="destroy", url_name="destroy")

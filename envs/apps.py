@@ -6,11 +6,14 @@ class EnvsConfig(AppConfig):
     verbose_name = "Environments"
 
     def ready(self) -> None:
-        from envs import kinds, steps
+        from envs import kinds, sleep, steps
         from envs.metrics import EnvCollector
-        from operations import registry
+        from operations import registry, worker
         from ttportal import metrics
 
         kinds.register()
         registry.register_steps(steps.STEPS)
+        registry.register_steps(sleep.steps())
+        # Each task cluster serves its nodes' waker and reads their port counters (sleep when idle).
+        worker.on_cluster_start(sleep.start)
         metrics.register(EnvCollector())

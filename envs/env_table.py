@@ -54,6 +54,8 @@ def row_html(env: Env, *, urls: dict, all_envs: bool, warn_seconds: int, csrf_in
     status = escape(env.status)
     badges = "".join([
         ' <span class="status status-stopped">stopped</span>' if env.is_live and env.is_stopped else "",
+        (f' <span class="status status-suspended" title="Asleep since {_when(env.asleep_since)} UTC: its '
+         f'next connection wakes it">asleep</span>') if env.is_live and env.asleep_since else "",
         ' <span class="status status-running-op">working…</span>' if env.busy else "",
         ' <span class="badge" title="Outgoing traffic denied">no egress</span>' if env.deny_outgoing else "",
     ])

@@ -82,16 +82,20 @@ def located(ef: EnvFile, error: TTError) -> TTError:
 def create_args(ef: EnvFile) -> dict:
     """env_create's arguments (without owner and by) from a checked file."""
     body = ef.to_create_body()
-    return {
+    args = {
         "name": body["name"], "lifetime": body.get("lifetime"),
         "deny_outgoing": body.get("deny_outgoing", False),
         "vms": [NewVm(**vm) for vm in body["vms"]],
     }
+    if "idle_suspend" in body:  # else the site's default
+        args["idle_suspend"] = body["idle_suspend"]
+    return args
 
 
 @transaction.atomic
 def env_up(*, owner, by, name: str, vms: list[NewVm], peers: list[str] = (), lifetime=None,
-           deny_outgoing: bool = False, ignore_quota: bool = False, idempotency_key: str = "") -> Operation:
+           deny_outgoing: bool = False, ignore_quota: bool = False, idempotency_key: str = "",
+           idle_suspend=services.SITE_DEFAULT) -> Operation:
     """Create the Env (envs.services.env_create, nothing else), then ask for its peers.
 
     The create body has no place for peers, so they are asked here, in the same
@@ -105,6 +109,7 @@ def env_up(*, owner, by, name: str, vms: list[NewVm], peers: list[str] = (), lif
               for i, ref in enumerate(peers)]
     op = services.env_create(owner=owner, by=by, name=name, vms=vms, lifetime=lifetime,
                              deny_outgoing=deny_outgoing, ignore_quota=ignore_quota,
+                             idle_suspend=idle_suspend,
                              idempotency_key=idempotency_key)
     for other in others:
         asked = Peering.objects.of(op.env).current().filter(Q(env_a=other) | Q(env_b=other)).exists()
@@ -133,6 +138,8 @@ def document_of(env: Env) -> dict:
     doc: dict = {"name": env.name, "lifetime": lifetimes.text(_seconds(env))}
     if env.deny_outgoing:
         doc["deny_outgoing"] = True
+    if env.idle_suspend:
+        doc["idle_suspend"] = env.idle_suspend
     shown = peering.peerings_of(env)
     peers = [other for status in ("active", "outgoing") for other in shown[status]]
     if peers:

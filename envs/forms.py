@@ -21,6 +21,7 @@ from django.conf import settings
 
 from envs import blueprints, envfiles, services
 from operations.models import Operation
+from ttportal import limits
 from ttportal.errors import Forbidden, InvalidInput, TTError
 from ttportal.hours import MIN_SECONDS, hours, parse_hours
 from ttportal.refusals import refused
@@ -31,6 +32,10 @@ EXTRA_VM_ROWS = 3
 
 # "vms[2].disk_mb", "vms[0].ports[3]", "vms[1]"
 _VM_FIELD = re.compile(r"^vms\[(\d+)\](?:\.(\w+))?(?:\[(\d+)\])?$")
+
+
+def _number_widget() -> forms.NumberInput:
+    return forms.NumberInput(attrs={"min": limits.IDLE_SUSPEND_MIN, "max": limits.IDLE_SUSPEND_MAX})
 
 
 class EnvForm(forms.Form):
@@ -44,6 +49,12 @@ class EnvForm(forms.Form):
     )
     deny_outgoing = forms.BooleanField(
         required=False, help_text="Cut the VMs off from everything beyond the node's network.",
+    )
+    # Bounds are the service's (envs/sleep.py), which names the field when refused.
+    idle_suspend = forms.IntegerField(
+        label="Sleep when idle (minutes)", required=False, widget=_number_widget(),
+        help_text="Save every VM after this many minutes without a new connection to its forwarded "
+        "ports nor console, exec or file use; its next connection wakes it. Empty: never.",
     )
     # One key per rendered form: a double submit returns the first operation instead
     # of creating a second Env (the service keys it by the requesting user).
@@ -59,6 +70,7 @@ class EnvForm(forms.Form):
             f"at most {hours(settings.TT_MAX_ENV_LIFETIME)} h."
         )
         self.fields["idempotency_key"].initial = uuid.uuid4().hex
+        self.fields["idle_suspend"].initial = settings.TT_IDLE_SUSPEND_DEFAULT_MIN or None
 
     def clean_lifetime_hours(self) -> int:
         try:
@@ -308,6 +320,7 @@ def create_env_from(form: EnvForm, formset, *, by, owner=None) -> Operation | No
             owner=owner or form.cleaned_data["owner"], by=by, name=form.cleaned_data["name"],
             vms=[row.to_new_vm() for row in rows], lifetime=form.lifetime_seconds(),
             deny_outgoing=form.cleaned_data["deny_outgoing"],
+            idle_suspend=form.cleaned_data.get("idle_suspend"),
             # Only the admin's form has the box (staff only); the portal's never does.
             ignore_quota=form.cleaned_data.get("ignore_quota", False),
             idempotency_key=form.cleaned_data["idempotency_key"],

@@ -16,13 +16,16 @@ class EnvKind(TextChoices):
     ENV_PEER = "env_peer", "Peer with an Env"
     ENV_UNPEER = "env_unpeer", "End a peering"
     ENV_CLONE = "env_clone", "Clone Env"
+    ENV_SLEEP = "env_sleep", "Sleep (idle)"
+    ENV_WAKE = "env_wake", "Wake (a connection)"
 
 
 def register() -> None:
     from operations import registry
 
     registry.register_kinds(EnvKind, tags={
-        registry.UNCAPPED: {EnvKind.ENV_DESTROY},
+        # The site's own: no requester, no cap.
+        registry.UNCAPPED: {EnvKind.ENV_DESTROY, EnvKind.ENV_SLEEP, EnvKind.ENV_WAKE},
         registry.CREATES_VMS: {EnvKind.ENV_CREATE},
         registry.DESTROYS_ENV: {EnvKind.ENV_DESTROY, EnvKind.ENV_EXPIRE},
     })

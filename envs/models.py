@@ -54,6 +54,14 @@ class Env(models.Model):
     # shown in the admin only.
     is_warm_pool = models.BooleanField(default=False, editable=False)
     destroyed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Sleep when idle (envs/sleep.py): after this many minutes without a new connection on
+    # its forwarded ports nor console, exec or file use, every VM is saved; None: never
+    # (unless the site's TT_IDLE_SUSPEND_DEFAULT_MIN says otherwise for an Env created then).
+    idle_suspend = models.PositiveIntegerField(null=True, blank=True)
+    asleep_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # The last activity seen, and the port counters it was read from ("node/proto/port": n).
+    active_at = models.DateTimeField(null=True, blank=True, editable=False)
+    port_marks = models.JSONField(default=dict, null=True, blank=True, editable=False)
 
     objects = EnvQuerySet.as_manager()
 

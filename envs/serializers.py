@@ -45,7 +45,14 @@ class EnvSerializer(serializers.HyperlinkedModelSerializer):
         fields = [
             "id", "url", "name", "owner", "status", "start_at", "end_at", "seconds_left", "is_stopped",
             "deny_outgoing", "last_mgmt_at", "cooldown_remaining", "destroyed_at", "vms", "peers",
+            "idle_suspend", "asleep_since",
         ]
+        extra_kwargs = {
+            "idle_suspend": {"help_text": "Minutes without a new connection on its forwarded ports nor "
+                             "console, exec or file use, after which every VM is saved (asleep); "
+                             "null: never. Its first connection wakes it."},
+            "asleep_since": {"help_text": "When it fell asleep (null: awake). Its lifetime keeps running."},
+        }
         read_only_fields = fields
 
     def _now(self):
@@ -83,6 +90,11 @@ class EnvCreate(StrictSerializer):
     end_at = DateTime(required=False, help_text="Instead of lifetime: the end, at most "
                       "TT_MAX_ENV_LIFETIME from now.")
     deny_outgoing = Boolean(default=False)
+    idle_suspend = Integer(
+        min_value=limits.IDLE_SUSPEND_MIN, max_value=limits.IDLE_SUSPEND_MAX, unit="minutes", required=False,
+        allow_null=True, help_text="Sleep after this many idle minutes (null: never); default "
+        "TT_IDLE_SUSPEND_DEFAULT_MIN (docs: Sleep when idle).",
+    )
     owner = Text(rule="must name an active user", pattern=limits.PRINTABLE_PATTERN,
                  max_length=limits.USERNAME_MAX, required=False,
                  help_text="Username of the owner (staff only; default: you).")
@@ -148,6 +160,11 @@ class PeerRequest(StrictSerializer):
         help_text="The other Env as owner/name (its owner tells you). Peering it takes "
         "both owners: yours asks, theirs accepts by asking back.",
     )
+
+
+class IdleSuspend(StrictSerializer):
+    minutes = Integer(min_value=limits.IDLE_SUSPEND_MIN, max_value=limits.IDLE_SUSPEND_MAX, unit="minutes",
+                      allow_null=True, help_text="Sleep after this many idle minutes; null: never.")
 
 
 class DenyOutgoing(StrictSerializer):

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from accounts import quotas
 from accounts.quotas import Usage
+from envs import sleep
 from envs.kinds import EnvKind
 from envs.models import Env
 from operations.models import Operation
@@ -70,21 +71,29 @@ def _end_from(
     return end_at
 
 
+# env_create's idle_suspend when the request gives none: the site's default.
+SITE_DEFAULT = "site default"
+
+
 @idempotent
 def env_create(
     *, owner, name: str, vms: list[NewVm], by, lifetime=None, end_at=None,
-    deny_outgoing: bool = False, ignore_quota: bool = False, idempotency_key: str = "",
+    deny_outgoing: bool = False, idle_suspend=SITE_DEFAULT, ignore_quota: bool = False,
+    idempotency_key: str = "",
 ) -> Operation:
     """A new Env with its VMs; a task creates and boots them. Returns the operation (op.env).
 
     Bound by the owner's quota (accounts/quotas.py: live Envs, VMs, vCPUs, memory, disk,
     forwarded ports, lifetime), also when staff ask for them, unless staff say `ignore_quota` (recorded in
     the operation's params). Without a lifetime or end, the Env gets the default lifetime,
-    or the owner's longest lifetime if that is shorter."""
+    or the owner's longest lifetime if that is shorter. `idle_suspend`: minutes idle before
+    it sleeps (envs/sleep.py), None never; not given, the site's TT_IDLE_SUSPEND_DEFAULT_MIN."""
     policy.check(by, "env_create", owner_id=owner.pk)  # for another user: staff with envs.add_env
     # The owner's row is locked first: one owner's creates are counted one at a time.
     allowed = usage.admit(owner, by=by, ignore_quota=ignore_quota)
     check_name(name, "name")
+    idle = (sleep.default_idle_suspend() if idle_suspend == SITE_DEFAULT
+            else sleep.check_idle_suspend(idle_suspend))
     if not isinstance(vms, list | tuple) or not vms:
         raise InvalidInput("vms", "must list at least one VM")
     now = timezone.now()
@@ -97,7 +106,7 @@ def env_create(
     used = usage.usage_of(owner) if allowed is not None else None  # before this Env counts
     env = Env.objects.create(
         owner=owner, name=name, start_at=now, end_at=end,
-        deny_outgoing=bool(deny_outgoing), last_mgmt_at=now,
+        deny_outgoing=bool(deny_outgoing), last_mgmt_at=now, idle_suspend=idle,
     )
     checked = check_vms(env, list(vms))
     if allowed is not None:  # after the input's own checks: bad input is told as such
@@ -192,7 +201,11 @@ def env_stop(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
 
 @idempotent
 def env_start(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
-    """Start every stopped VM of the Env; None if every VM runs already."""
+    """Start every stopped VM of the Env; None if every VM runs already. A sleeping Env is
+    woken (envs/sleep.py: its ports lead to its VMs again)."""
+    if env.asleep_since is not None:
+        policy.check_can_manage(by, env, "env_start")
+        return sleep.env_wake(env.pk, why=f"started by {by.get_username()}")
     return _env_power(env, VmAction.START, EnvKind.ENV_START, by, idempotency_key)
 
 
@@ -253,3 +266,15 @@ def env_expire_one(env_id: int, *, now=None) -> Operation | None:
         return None  # a VM is mid-operation; the next sweep tries again
 
 
+
+
+def env_set_idle_suspend(*, env: Env, minutes, by) -> Env:
+    """Sleep after `minutes` idle (None: never). Done at once: the next idle check reads it;
+    a sleeping Env sleeps on (its next connection wakes it)."""
+    policy.check_can_manage(by, env, "env_extend")
+    minutes = sleep.check_idle_suspend(minutes)
+    env = Env.objects.select_for_update().get(pk=env.pk)
+    policy.check_live(env)
+    Env.objects.filter(pk=env.pk).update(idle_suspend=minutes)
+    env.idle_suspend = minutes
+    return env

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import quotas
-from envs import cloning, env_table, envfiles, peering, services, vm_table
+from envs import cloning, env_table, envfiles, peering, services, sleep, vm_table
 from envs.forms import (
     AddVmForm,
     EnvFileForm,
@@ -214,6 +214,31 @@ def env_outgoing(request: HttpRequest, pk: int) -> HttpResponse:
     return call_and_redirect(request,
                              lambda: services.env_set_deny_outgoing(env=env, deny=deny, by=request.user),
                              f"{verb} outgoing traffic for {env.name}", _env_url(env))
+
+
+@require_POST
+@login_required
+def env_idle_suspend(request: HttpRequest, pk: int) -> HttpResponse:
+    """Sleep after `minutes` idle; empty: never (envs/sleep.py)."""
+    env = _env_for(request, pk)
+    raw = request.POST.get("minutes", "").strip()
+    try:
+        minutes = int(raw) if raw else None
+    except ValueError:
+        messages.error(request, f"Sleep when idle (minutes): {sleep.IDLE_SUSPEND_RULE}")
+        return HttpResponseRedirect(back_url(request, _env_url(env)))
+    try:
+        services.env_set_idle_suspend(env=env, minutes=minutes, by=request.user)
+    except Exception as exc:
+        error = refused_here(exc)
+        if isinstance(error, InvalidInput):
+            messages.error(request, f"Sleep when idle (minutes): {error.message}")
+        else:
+            messages.error(request, str(error))
+    else:
+        messages.success(request, f"{env.name} sleeps after {minutes} min idle." if minutes
+                         else f"{env.name} never sleeps.")
+    return HttpResponseRedirect(back_url(request, _env_url(env)))
 
 
 @require_POST

@@ -91,6 +91,23 @@ def on_beat(beat_of: Callable[[str], object]) -> None:
         BEATS.append(beat_of)
 
 
+# Started once in the cluster's main process, as it starts (tt_qcluster): services that
+# live as long as the cluster, beside its workers (the waker: envs/sleep.py).
+CLUSTER_SERVICES: list[Callable[[str], object]] = []
+
+
+def on_cluster_start(start: Callable[[str], object]) -> None:
+    """From an AppConfig.ready(): run `start(cluster name)` when a task cluster starts."""
+    if start not in CLUSTER_SERVICES:
+        CLUSTER_SERVICES.append(start)
+
+
+def start_cluster_services() -> None:
+    name = cluster_name()
+    for start in list(CLUSTER_SERVICES):
+        start(name)
+
+
 def beat_this_cluster() -> None:
     """One beat of this cluster (see the module's docstring).
 

@@ -78,6 +78,7 @@ ROUTES = [
     Route("envs:stop", "post", "env", kind="env_stop"),
     Route("envs:extend", "post", "env", data={"hours": "1"}, kind="env_extend"),
     Route("envs:outgoing", "post", "env", data={"deny": "1"}, kind="env_set_deny_outgoing"),
+    Route("envs:idle_suspend", "post", "env", data={"minutes": "30"}),
     Route("envs:destroy", "post", "env", data={"confirm": "demo"}, kind="env_destroy"),
     Route("envs:peer", "post", "env", data={"env": "alice/peer"}, kind="env_peer"),
     Route("envs:unpeer", "post", "peered", kind="env_unpeer"),

@@ -58,11 +58,13 @@ class Envs(Resource):
         return found[0]
 
     def create(self, name: str, vms: list[dict], *, lifetime: int | None = None, end_at: str | None = None,
-               deny_outgoing: bool = False, owner: str | None = None) -> Operation:
+               deny_outgoing: bool = False, owner: str | None = None,
+               idle_suspend: int | None = None) -> Operation:
         """Create an Env with its VMs (each a dict as POST /api/envs/ takes them:
         name, template, cpu_num, mem_mb, disk_mb, ports, net_kind, user_data…)."""
         body: dict[str, Any] = {"name": name, "vms": vms, "deny_outgoing": deny_outgoing}
-        for key, value in (("lifetime", lifetime), ("end_at", end_at), ("owner", owner)):
+        for key, value in (("lifetime", lifetime), ("end_at", end_at), ("owner", owner),
+                           ("idle_suspend", idle_suspend)):
             if value is not None:
                 body[key] = value
         return self.create_from_body(body)

@@ -60,6 +60,8 @@ class Env(TypedDict):
     is_stopped: bool
     deny_outgoing: bool
     cooldown_remaining: int
+    idle_suspend: int | None  # minutes idle before it sleeps; None: never
+    asleep_since: str | None
     destroyed_at: str | None
     vms: list[VmBrief]
     peers: list[Peer]

@@ -27,6 +27,8 @@ from envfile.bounds import (  # noqa: F401 (re-exported: they are the server's b
     CPU_MAX,
     DISK_MAX_MB,
     ENV_REF_MAX,
+    IDLE_SUSPEND_MAX,
+    IDLE_SUSPEND_MIN,
     LIFETIME_MIN,
     MEM_MAX_MB,
     NAME_MAX,
@@ -54,6 +56,7 @@ SNAPSHOT_LIFE_MIN = 60
 SNAPSHOT_LIFE_MAX = 365 * 24 * 3600
 
 # An Env's lifetime in seconds: at least LIFETIME_MIN, at most TT_MAX_ENV_LIFETIME.
+# Sleep when idle (Env.idle_suspend), in minutes: IDLE_SUSPEND_MIN to IDLE_SUSPEND_MAX (a week).
 
 # API tokens.
 TOKEN_NAME_MAX = 100

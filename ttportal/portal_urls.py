@@ -20,6 +20,7 @@ env_patterns = [
     path("envs/<int:pk>/stop/", env_views.env_stop, name="stop"),
     path("envs/<int:pk>/extend/", env_views.env_extend, name="extend"),
     path("envs/<int:pk>/outgoing/", env_views.env_outgoing, name="outgoing"),
+    path("envs/<int:pk>/idle-suspend/", env_views.env_idle_suspend, name="idle_suspend"),
     path("envs/<int:pk>/destroy/", env_views.env_destroy, name="destroy"),
     path("envs/<int:pk>/clone/", env_views.env_clone, name="clone"),
     path("envs/<int:pk>/vms/new/", env_views.env_add_vm, name="add_vm"),

@@ -153,6 +153,12 @@ LOGOUT_REDIRECT_URL = "login"
 TT_MGMT_COOLDOWN = env_int("TT_MGMT_COOLDOWN", 10, minimum=0)
 TT_DEFAULT_ENV_LIFETIME = env_int("TT_DEFAULT_ENV_LIFETIME", 4 * 3600, minimum=60)
 TT_MAX_ENV_LIFETIME = env_int("TT_MAX_ENV_LIFETIME", 7 * 24 * 3600, minimum=60)
+# Sleep when idle (envs/sleep.py, docs/guide/sleep.md): a new Env's idle_suspend when its
+# request gives none (minutes; 0: never), how often each cluster reads its nodes' port
+# counters (s), and the port of the waker each node's cluster serves on the node's gateway.
+TT_IDLE_SUSPEND_DEFAULT_MIN = env_int("TT_IDLE_SUSPEND_DEFAULT_MIN", 0, minimum=0)
+TT_IDLE_CHECK_SECONDS = env_int("TT_IDLE_CHECK_SECONDS", 60, minimum=1)
+TT_WAKER_PORT = env_int("TT_WAKER_PORT", 7077, minimum=1)
 if TT_DEFAULT_ENV_LIFETIME > TT_MAX_ENV_LIFETIME:
     raise ImproperlyConfigured(
         f"TT_DEFAULT_ENV_LIFETIME ({TT_DEFAULT_ENV_LIFETIME}) must not exceed "

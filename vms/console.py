@@ -43,7 +43,7 @@ from operations.models import Operation
 from operations.recording import record
 from ttportal import ratelimit
 from ttportal.errors import EngineError, NotFound
-from vms.guest_target import GuestTarget, guest_target
+from vms.guest_target import GuestTarget, guest_target, mark_active
 from vms.kinds import VmKind
 from vms.models import Vm
 
@@ -89,6 +89,7 @@ def open_session(vm_id: int, user, via: str) -> GuestTarget:
 
 def close_session(vm: Vm, user, via: str, seconds: float, reason: str) -> None:
     """Record that `user`'s console of `vm` closed after `seconds`, and why."""
+    mark_active(vm.env_id)  # a session open for hours was use until its end
     record(VmKind.VM_CONSOLE_CLOSE, env=vm.env, vm=vm, by=user, run=False,
            status=Operation.Status.SUCCEEDED,
            params={"via": via, "seconds": round(seconds), "reason": reason[:200]})

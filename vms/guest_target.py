@@ -6,13 +6,16 @@ its engine and template can. Exec and files (vms/guest_access.py) and the consol
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
+
+from django.utils import timezone
 
 from engines.base import VmEngine
 from engines.specs import Feature, VmSpec
 from nodes.registry import driver_class, get_engine
 from ttportal.errors import IllegalState, Unsupported
 from vms import policy
-from vms.models import EXEC, FILES, Vm
+from vms.models import EXEC, FILES, Vm, env_model
 
 # The action (ttportal.permissions.ACTIONS) and the template feature each way in needs; the
 # console needs no template feature (every QEMU guest has a serial port, every container a tty).
@@ -49,4 +52,13 @@ def guest_target(vm: Vm, feature: Feature, *, by) -> GuestTarget:
     vm.refresh_from_db(fields=["status"])
     if vm.status != Vm.Status.RUNNING:
         raise IllegalState(f"VM {vm.name} is {vm.status}: only a running VM can be entered")
+    mark_active(vm.env_id)
     return GuestTarget(vm=vm, spec=vm.to_spec(), engine=get_engine(vm.node))
+
+
+def mark_active(env_id: int) -> None:
+    """Console, exec or files used: the Env is not idle (it sleeps only after its
+    idle_suspend without that: envs/sleep.py). At most one write a minute per Env."""
+    now = timezone.now()
+    (env_model().objects.filter(pk=env_id).exclude(active_at__gt=now - timedelta(seconds=60))
+     .update(active_at=now))

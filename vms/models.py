@@ -4,6 +4,7 @@ The seed is the design model the project implements: docs/seed.md maps its types
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Case, Q, Value, When
@@ -207,6 +208,9 @@ class Vm(models.Model):
     ip = models.GenericIPAddressField(protocol="IPv4", null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     destroyed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Its Env sleeps (envs/sleep.py): while it is suspended it gives its vCPUs and memory
+    # back to its node (the node's use counters leave them out; a wake takes them again).
+    asleep_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Warm start (vms/warm.py): while `warm_pool` is set the VM is a spare of that pool,
     # in the pool's own Env, booted from the template `warm_key` fingerprints and saved.
     # A create that takes it moves the row (pk, engine name, MAC, IP) into its Env.
@@ -311,6 +315,8 @@ class Vm(models.Model):
             zero_freed_memory=self.warm_pool_id is not None,
             base_image=self.disk_base.path if self.disk_base_id else "",
             machine_id=self.uuid.replace("-", "") if self.clone_of_id and self.uuid else "",
+            # Its Env sleeps: its TCP ports lead to its node's waker (envs/sleep.py).
+            wake_to=(self.node.gateway_ip, settings.TT_WAKER_PORT) if self.env.asleep_since else None,
         )
 
     def cloud_init_spec(self) -> CloudInitSpec | None:

@@ -37,6 +37,12 @@ def saves_memory() -> Q:
             & (Q(warm_pool__isnull=True) | Q(warm_pool_id__in=saved_pools)))
 
 
+def asleep() -> Q:
+    """The VMs of a sleeping Env, saved: they hold no vCPU nor memory of their node
+    (envs/sleep.py; the rule of vms/migrations/0014_sleeping_vms.py)."""
+    return Q(asleep_at__isnull=False, status=Vm.Status.SUSPENDED)
+
+
 def counted(node_ids: list[int] | None = None) -> dict[int, Counts]:
     """node id -> what its live VMs hold, summed from scratch (three grouped queries):
     the rule the counters keep. Nodes holding nothing are left out."""
@@ -51,7 +57,9 @@ def counted(node_ids: list[int] | None = None) -> dict[int, Counts]:
     def of(node_id: int) -> Counts:
         return out.setdefault(node_id, dict.fromkeys(COUNTERS, 0))
 
-    for row in vms.values("node_id").annotate(n=Count("id"), cpu=Sum("cpu_num"), mem=Sum("mem_mb"),
+    held = ~asleep()
+    for row in vms.values("node_id").annotate(n=Count("id"), cpu=Sum("cpu_num", filter=held),
+                                              mem=Sum("mem_mb", filter=held),
                                               disk=Sum("disk_mb"),
                                               saved=Sum("mem_mb", filter=saves_memory())).order_by():
         of(row["node_id"]).update(vms=row["n"], cpu=row["cpu"] or 0, mem_mb=row["mem"] or 0,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from engines.specs import VmSpec
 
 # Which table family holds each set or map.
-IP_SETS = ("fwd_tcp", "fwd_udp", "denied", "blacklist", "vm_addrs")
+IP_SETS = ("fwd_tcp", "fwd_udp", "wake_tcp", "denied", "blacklist", "vm_addrs")
 BRIDGE_SETS = ("ports", "port_macs", "port_chaddr", "vm_ports", "port_env", "port_reach")
 
 # Why a VM's packets were dropped, as Firewall.drops_per_vm names it.
@@ -62,9 +62,16 @@ class Element:
     @property
     def owner(self) -> str:
         """Whose it is: the VM's address (ip sets) or its port (bridge sets)."""
+        if self.table == "wake_tcp":
+            return wake_owner(self.key[0])  # its value is the waker's, shared by every sleeper
         if self.table.startswith("fwd_"):
             return self.value[0]
         return self.key[0]
+
+
+def wake_owner(public_port: int) -> str:
+    """The owner of a `wake_tcp` element: its public port (whose VM the port map says)."""
+    return f"wake:{public_port}"
 
 
 def elements_of(vm: VmSpec | None) -> list[Element]:
@@ -73,6 +80,10 @@ def elements_of(vm: VmSpec | None) -> list[Element]:
     items = [
         Element(f"fwd_{p.protocol}", (p.public_port,), (vm.ip, p.inner_port)) for p in vm.ports
     ]
+    if vm.wake_to is not None:
+        # Asleep: the same public TCP ports lead to the waker first (the VM's own elements stay).
+        items += [Element("wake_tcp", (p.public_port,), tuple(vm.wake_to))
+                  for p in vm.ports if p.protocol == "tcp"]
     if vm.deny_outgoing:
         items.append(Element("denied", (vm.ip,)))
     items.extend(Element("blacklist", (vm.ip, blocked)) for blocked in vm.blacklist)
@@ -89,7 +100,7 @@ def elements_of(vm: VmSpec | None) -> list[Element]:
 
 
 def owners_of(vm: VmSpec) -> set[str]:
-    return {vm.ip, vm.tap}
+    return {vm.ip, vm.tap} | {wake_owner(p.public_port) for p in vm.ports if p.protocol == "tcp"}
 
 
 class Firewall(ABC):
@@ -117,6 +128,13 @@ class Firewall(ABC):
     def drops_per_vm(self) -> dict[str, dict[str, int]]:
         """Packets each VM was refused, by reason: VM ip -> {"egress_denied": n,
         "blacklisted": n, "private_network": n} (DROP_REASONS), for every VM of the node."""
+
+    def port_connections(self) -> dict[tuple[str, int], int]:
+        """New connections each forwarded port has taken, (protocol, public port) -> count:
+        the element counters of `fwd_tcp`/`fwd_udp` (NAT looks a connection up once, at its
+        first packet) and of `wake_tcp`. A counter starts again at 0 when its element is
+        written again; the reader compares readings (envs/sleep.py)."""
+        return {}
 
     def apply(self, old: VmSpec | None, new: VmSpec | None) -> None:
         before, after = elements_of(old), elements_of(new)
@@ -177,6 +195,7 @@ class MemoryFirewall(Firewall):
     def __init__(self) -> None:
         self.state = FirewallState()
         self._lock = threading.Lock()
+        self.connections: dict[tuple[str, int], int] = {}  # port_connections(), set by tests
 
     def ensure(self) -> None:
         pass
@@ -208,6 +227,12 @@ class MemoryFirewall(Firewall):
 
     def spoof_drops(self) -> dict[str, int]:
         return {key[0]: 0 for key in self.state.tables["vm_ports"]}
+
+    def port_connections(self) -> dict[tuple[str, int], int]:
+        """Nothing connects here: what a test set in `connections`, 0 for the other ports."""
+        ports = {(name[-3:], key[0]) for name in ("fwd_tcp", "fwd_udp", "wake_tcp")
+                 for key in self.state.tables[name]}
+        return {port: self.connections.get(port, 0) for port in ports}
 
     def drops_per_vm(self) -> dict[str, dict[str, int]]:
         """Nothing is ever dropped here (nothing boots): zeros, for the VMs a real node counts."""

@@ -3,6 +3,10 @@
 `ip <table>` (routed traffic):
 
     map  fwd_tcp / fwd_udp : public port -> VM ip . inner port   (DNAT, one rule each)
+    map  wake_tcp          : public port -> the node's waker (gateway . TT_WAKER_PORT), for
+                             the TCP ports of a sleeping Env (looked up first: envs/sleep.py)
+    (the three count, per element, the connections they forwarded: NAT looks a connection
+    up only at its first packet; port_connections)
     set  denied            : VM ips that may reach nothing beyond the node network (nor
                              the node's resolver: its answers would come from upstream)
     set  blacklist         : VM ip . blocked ip pairs
@@ -82,6 +86,8 @@ BRIDGE_FORWARD_PRIORITY = -200
 # The sets whose elements count what they dropped, and what each counts.
 COUNTED_SETS = {"denied": "egress_denied", "blacklist": "blacklisted", "vm_addrs": "private_network"}
 assert set(COUNTED_SETS.values()) == set(DROP_REASONS)
+# The maps whose elements count the connections they forwarded (port_connections).
+COUNTED_MAPS = ("fwd_tcp", "fwd_udp", "wake_tcp")
 
 # Where the DHCP client's MAC (`chaddr`) sits in a UDP packet, in bits from the UDP header:
 # 8 bytes of UDP header, then byte 28 of BOOTP; 6 bytes long for Ethernet.
@@ -151,8 +157,9 @@ add chain ip6 {self.table} forward {{ type filter hook forward priority 0; polic
 flush chain ip6 {self.table} forward
 add rule ip6 {self.table} forward iifname "{br}" {private6} counter drop comment "private network"
 add table {t}
-add map {t} fwd_tcp {{ type inet_service : ipv4_addr . inet_service; }}
-add map {t} fwd_udp {{ type inet_service : ipv4_addr . inet_service; }}
+add map {t} fwd_tcp {{ type inet_service : ipv4_addr . inet_service; counter; }}
+add map {t} fwd_udp {{ type inet_service : ipv4_addr . inet_service; counter; }}
+add map {t} wake_tcp {{ type inet_service : ipv4_addr . inet_service; counter; }}
 add set {t} denied {{ type ipv4_addr; counter; }}
 add set {t} blacklist {{ type ipv4_addr . ipv4_addr; counter; }}
 add set {t} vm_addrs {{ type ipv4_addr; counter; }}
@@ -171,8 +178,10 @@ flush chain {t} postrouting
 flush chain {t} forward
 flush chain {t} forwarded
 flush chain {t} input
+add rule {t} prerouting fib daddr type local dnat ip to tcp dport map @wake_tcp
 add rule {t} prerouting fib daddr type local dnat ip to tcp dport map @fwd_tcp
 add rule {t} prerouting fib daddr type local dnat ip to udp dport map @fwd_udp
+add rule {t} output fib daddr type local dnat ip to tcp dport map @wake_tcp
 add rule {t} output fib daddr type local dnat ip to tcp dport map @fwd_tcp
 add rule {t} output fib daddr type local dnat ip to udp dport map @fwd_udp
 add rule {t} postrouting ip saddr {net} ip daddr != {net} masquerade
@@ -192,6 +201,7 @@ add rule {t} input iifname "{br}" ct state established,related accept
 add rule {t} input iifname "{br}" udp sport 68 udp dport 67 accept
 add rule {t} input iifname "{br}" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept
 add rule {t} input iifname "{br}" meta l4proto . th dport @host_open accept
+add rule {t} input iifname "{br}" ip daddr {gw} ct status dnat accept comment "to the waker"
 add rule {t} input iifname "{br}" counter drop comment "host closed to VMs"
 add table {b}
 add set {b} ports {{ type ifname . ether_addr . ipv4_addr; }}
@@ -248,16 +258,17 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
             items = self._json("ip")
         except NftError:
             items = []  # no table yet
-        outdated = sorted(item["set"]["name"] for item in items
-                          if "set" in item and item["set"]["name"] in COUNTED_SETS
-                          and not any("counter" in stmt for stmt in item["set"].get("stmt") or ()))
+        outdated = sorted(item[kind]["name"] for item in items for kind in ("set", "map")
+                          if kind in item and item[kind]["name"] in (*COUNTED_SETS, *COUNTED_MAPS)
+                          and not any("counter" in stmt for stmt in item[kind].get("stmt") or ()))
         if outdated:
             log.warning("nft table %s: sets %s had no counters; made again, their elements come back "
                         "with the next rebuild", self.table, ", ".join(outdated))
             # The rules that use them go first (the ruleset writes them again).
             chains = [item["chain"]["name"] for item in items if "chain" in item]
             nft("".join(f"flush chain ip {self.table} {c}\n" for c in chains)
-                + "".join(f"delete set ip {self.table} {name}\n" for name in outdated))
+                + "".join(f"delete {'map' if name in COUNTED_MAPS else 'set'} ip {self.table} {name}\n"
+                          for name in outdated))
         nft(self._outdated_chains() + self.ruleset())
 
     def _outdated_chains(self) -> str:
@@ -322,7 +333,7 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
         script = self._outdated_chains() + self.ruleset()
         for e_table in (*IP_SETS, *BRIDGE_SETS):
             family = "bridge" if e_table in BRIDGE_SETS else "ip"
-            kind = "map" if e_table.startswith("fwd_") or e_table == "port_env" else "set"
+            kind = "map" if e_table in COUNTED_MAPS or e_table == "port_env" else "set"
             script += f"flush {kind} {family} {self.table} {e_table}\n"
         script += self._script([], [e for vm in vms for e in elements_of(vm)])
         nft(script)
@@ -372,6 +383,18 @@ add rule {b} input ether type ip ip daddr @vm_nets ip daddr != {gw} counter drop
                 per_vm[reason] += raw["elem"].get("counter", {}).get("packets", 0)
         return drops
 
+    def port_connections(self) -> dict[tuple[str, int], int]:
+        counts: dict[tuple[str, int], int] = {}
+        for name, elems in self.listing().items():
+            if name not in COUNTED_MAPS:
+                continue
+            for raw in elems:
+                key = raw[0] if isinstance(raw, list) else raw
+                if isinstance(key, dict) and "elem" in key:
+                    port = (name[-3:], int(key["elem"]["val"]))
+                    counts[port] = counts.get(port, 0) + key["elem"].get("counter", {}).get("packets", 0)
+        return counts
+
     def spoof_drops(self) -> dict[str, int]:
         drops = {}
         for elem in self.listing().get("vm_ports", []):
@@ -395,8 +418,10 @@ def _element(name: str, raw) -> Element:
     """An element as `nft -j` lists it, back into an Element."""
     if isinstance(raw, dict) and "elem" in raw:  # with a counter
         raw = raw["elem"]["val"]
-    if name.startswith("fwd_") or name == "port_env":
+    if name in COUNTED_MAPS or name == "port_env":
         key, value = raw
+        if isinstance(key, dict) and "elem" in key:  # with a counter
+            key = key["elem"]["val"]
         value = tuple(value["concat"]) if isinstance(value, dict) else (value,)
         return Element(name, (key,), value)
     if isinstance(raw, dict) and "concat" in raw:

@@ -155,7 +155,7 @@ def test_unknown_keys_are_refused_at_their_line():
         """
     assert problems(text) == [
         (2, "lifetme", "is not a field of an Env file "
-                       "(its fields: name, lifetime, deny_outgoing, peers, vms)"),
+                       "(its fields: name, lifetime, deny_outgoing, idle_suspend, peers, vms)"),
         (6, "vms[0].memory", "is not a field of a VM (its fields: name, template, cpu_num, mem_mb, disk_mb, "
                              "ports, net_kind, user_data, keep_image, rand_uuid)"),
         (7, "vms[0].ports[0]", 'must be a port (1-65535), "<port>/tcp", "<port>/udp" or '
@@ -289,3 +289,12 @@ def test_the_schema_is_draft_2020_12_with_descriptions():
     assert all("description" in field for field in schema["properties"].values())
     schema["title"] = "changed"
     assert envfile.schema()["title"] != "changed"
+
+
+def test_idle_suspend_is_minutes_or_null_and_left_to_the_server_when_absent():
+    body = envfile.load("name: a\nidle_suspend: 30\nvms: [{name: x, template: t}]\n").to_create_body()
+    assert body["idle_suspend"] == 30
+    body = envfile.load("name: a\nidle_suspend: null\nvms: [{name: x, template: t}]\n").to_create_body()
+    assert body["idle_suspend"] is None  # never, whatever the server's default
+    assert problems("name: a\nidle_suspend: 0\nvms: [{name: x, template: t}]\n") == [
+        (2, "idle_suspend", "must be an integer between 1 and 10080")]

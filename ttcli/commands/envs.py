@@ -170,6 +170,10 @@ def show(env: EnvName, as_json: Json = False):
     output.say(f"[bold]{found['name']}[/bold] (id {found['id']}, owner {found['owner']}): {_status(found)}")
     output.say(f"ends {output.when(found['end_at'])} UTC ({output.duration(found['seconds_left'])} left)"
                + (", outgoing traffic denied" if found["deny_outgoing"] else ""))
+    if found.get("asleep_since"):
+        output.say(f"asleep since {output.when(found['asleep_since'])} UTC: its next connection wakes it")
+    elif found.get("idle_suspend"):
+        output.say(f"sleeps after {found['idle_suspend']} min idle")
     if found["cooldown_remaining"]:
         output.say(f"cooldown: {found['cooldown_remaining']} s before the next long action")
     output.table(("vm", "status", "template", "cpu", "MiB", "address", "connect"),

@@ -64,6 +64,9 @@ class StoppingCluster(Cluster):
         """Start the cluster, run it until a signal asks it to stop or its sentinel dies,
         then stop it."""
         self.start()
+        # After the sentinel's fork (this process forks no more): a child never inherits
+        # the services' threads, listening sockets or database connections.
+        worker.start_cluster_services()
         while not self.stop_asked and self.sentinel.is_alive():
             self.sentinel.join(timeout=0.2)
         self.stop()
