@@ -55,7 +55,8 @@ exception: polled every 5 ms (host load 1.5-4), `sh -c 'exit 0'` under dash is s
 alternating in blocks of 5, p50 124 ms, p95 181 under dash, and 57, 103 under busybox;
 through the API (bench/exec_latency.py) p50 59 and 62 ms, p95 83 and 87 at host load 1.3-1.4,
 where dash gave 96 and 152 at load 1.0 (a third run 99 and 168: the host's other work starves
-the guest's TCG thread, and at load 3.4 p95 ranged 99-175 ms). Earlier,
+the guest's TCG thread, and at load 3.4 p95 ranged 99-175 ms; two later runs at load 0.5-1.1:
+p50 68 and 77, p95 97 and 105). Earlier,
 with dash: 50 runs of `true` through `run`, alternating in blocks of 10 with the former version
 (a `rm` per command in the background, both files always opened, read and closed, polls
 from 2 ms doubling: 15 calls): at host load 1.1 p50 157 ms, p95 197 ms, against 281 and 405;
