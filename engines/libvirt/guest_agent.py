@@ -5,11 +5,16 @@ Every call is one JSON command of qemu-ga's protocol sent by `libvirt_qemu.qemuA
 move bytes. qemu-ga has no kill, no working directory, no user switch and no way to read a
 running process's output (it hands `out-data` over only once the process has exited, and
 keeps up to 16 MiB of it in memory, while libvirt carries no reply past 4 MiB: measured, a
-5 MiB output captured that way fails the call). So a command runs under a small /bin/sh
-wrapper (EXEC_WRAPPER) that:
+5 MiB output captured that way fails the call). So a command runs under a small shell
+wrapper (EXEC_WRAPPER): under the guest's /bin/busybox when it has one whose `sh` runs (our
+Debian image has Debian's busybox-static: no dynamic loader, no relocations, so it starts some
+60 ms sooner than dash under TCG), else under /bin/sh; learned once per guest (_Shells). The
+wrapper:
 
 - `cd`s to the request's cwd, exports its env, switches to its user with `runuser -u` (util-linux,
-  on every Debian);
+  on every Debian); under busybox, looks the program's name up in PATH itself and runs it by
+  its path under the name given (`exec -a`), because Debian's busybox sh would otherwise run
+  its own applet of that name (`ls`, `true`) rather than the guest's program;
 - sends the command's stdout and stderr to two files in EXEC_DIR (root's alone), runs it in a
   subshell that `exec`s it (a program, never a shell builtin), waits for it, and says on
   qemu-ga's captured stdout how it ended and which of the two files hold anything
@@ -44,8 +49,15 @@ waits for the exec), a guest-exec-status 5 ms; at load 3.4 an empty guest-file-r
 the rest is the guest's, answered on the vCPU the command runs on, so a poll that comes too
 early slows the command (_Pace). From guest-exec to "exited" seen: /bin/true 83 ms, `sh -c
 'exec /bin/true'` 144, the wrapper running `true` 176 (its two files made, its checks): every
-program started costs 60-80 ms, and the wrapper is /bin/sh (dash; busybox is not in the
-image). 50 runs of `true` through `run`, alternating in blocks of 10 with the former version
+program started costs 60-80 ms (mostly, it seems, the dynamic loader). A static busybox is the
+exception: polled every 5 ms (host load 1.5-4), `sh -c 'exit 0'` under dash is seen ended after
+96 ms (p50), under `busybox sh` after 30; the wrapper running `true` through `run`, 40 of each
+alternating in blocks of 5, p50 124 ms, p95 181 under dash, and 57, 103 under busybox;
+through the API (bench/exec_latency.py) p50 59 and 62 ms, p95 83 and 87 at host load 1.3-1.4,
+where dash gave 96 and 152 at load 1.0 (a third run 99 and 168: the host's other work starves
+the guest's TCG thread, and at load 3.4 p95 ranged 99-175 ms; two later runs at load 0.5-1.1:
+p50 68 and 77, p95 97 and 105). Earlier,
+with dash: 50 runs of `true` through `run`, alternating in blocks of 10 with the former version
 (a `rm` per command in the background, both files always opened, read and closed, polls
 from 2 ms doubling: 15 calls): at host load 1.1 p50 157 ms, p95 197 ms, against 281 and 405;
 at load 4.2-4.5 p50 220, p95 275, against 342 and 431.
@@ -113,6 +125,8 @@ POLL_MAX_S = 0.05
 # a guest whose latest commands were all long may run a quick one next.
 PACE_WINDOW = 16
 PACE_MAX_S = 0.15
+# How long the probe of a guest's busybox may take before it counts as absent (seconds).
+PROBE_TIMEOUT_S = 10.0
 # How long a killed process may take to be reaped before we give up on it (seconds).
 KILL_WAIT_S = 10.0
 # Where a command's output files live while it runs: a directory of root's alone (made on
@@ -175,13 +189,44 @@ if [ -n "$sweep$old" ]; then
 fi
 while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n - 1)); done
 if [ -n "$user" ]; then set -- /usr/sbin/runuser -u "$user" -- "$@"; fi
-(exec "$@") >&3 2>&4 3>&- 4>&-
-s=$? o=0 e=0
+@RUN@
+o=0 e=0
 [ -s "$0.out" ] && o=1
 [ -s "$0.err" ] && e=1
 echo "tt:ended $s $o $e"
 exit $s
 """
+
+# How the wrapper runs the command under /bin/sh: in a subshell that `exec`s it.
+RUN_SH = r"""(exec "$@") >&3 2>&4 3>&- 4>&-
+s=$?"""
+# ... and under busybox, whose sh runs its own applet for a name like `ls` or `true` (Debian
+# builds it so) rather than the guest's program: the name is looked up in PATH here, as a
+# shell does (an empty entry is the cwd; the first executable regular file), and the program
+# run by its path, under the name it was given (exec -a: `ls` still says "ls: ..." in errors).
+RUN_BUSYBOX = r"""name=$1 found=
+case $1 in
+*/*) found=$1;;
+*) rest=$PATH:
+   while [ -n "$rest" ]; do
+     dir=${rest%%:*} rest=${rest#*:}
+     if [ -f "${dir:-.}/$1" ] && [ -x "${dir:-.}/$1" ]; then found=${dir:-.}/$1; break; fi
+   done;;
+esac
+if [ -n "$found" ]; then
+  shift
+  (exec -a "$name" "$found" "$@") >&3 2>&4 3>&- 4>&-
+  s=$?
+else
+  echo "sh: $name: not found" >&4
+  s=127
+fi"""
+SH_WRAPPER = EXEC_WRAPPER.replace("@RUN@", RUN_SH)
+BUSYBOX_WRAPPER = EXEC_WRAPPER.replace("@RUN@", RUN_BUSYBOX)
+# The wrapper's shell when the guest has it: a statically linked busybox (Debian's
+# busybox-static, in our Debian image) starts with no dynamic loader and no relocations, ~10 ms
+# under TCG against dash's 60-90 (see the module's note). Any other guest: /bin/sh.
+BUSYBOX = "/bin/busybox"
 
 # Kills $0 and all its descendants: each generation is stopped before its children are
 # looked for (a stopped process forks no more), then all get SIGKILL. Shell builtins only
@@ -397,6 +442,52 @@ class _Sweeper:
 SWEEPER = _Sweeper()
 
 
+class _Shells:
+    """Which shell runs a guest's wrapper: BUSYBOX when the guest has one whose `sh` answers,
+    else /bin/sh; learned once per guest by this process (one short probe: a guest-exec of a
+    missing program fails at once), and learned again when that shell cannot be started."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._known: dict[str, str] = {}  # the guest's UUID: the shell's path
+
+    def of(self, agent: Agent, guest: str) -> str:
+        with self._lock:
+            known = self._known.get(guest)
+        if known is None:
+            known = _probe_shell(agent)
+            with self._lock:
+                self._known[guest] = known
+        return known
+
+    def forget(self, guest: str) -> None:
+        with self._lock:
+            self._known.pop(guest, None)
+
+
+SHELLS = _Shells()
+
+
+def _probe_shell(agent: Agent) -> str:
+    """BUSYBOX if its sh runs in the guest, else /bin/sh (an older image, an operator's)."""
+    try:
+        pid = agent.spawn([BUSYBOX, "sh", "-c", "echo tt:sh"], capture=True)
+    except GuestUnreachable:
+        raise
+    except EngineError:  # no such program (or not executable)
+        return "/bin/sh"
+    status = agent.wait(pid, PROBE_TIMEOUT_S)
+    if status is None:
+        agent.kill(pid)
+        return "/bin/sh"
+    return BUSYBOX if status.get("exitcode") == 0 and "tt:sh" in _text(status, "out-data") else "/bin/sh"
+
+
+def _shell_argv(shell: str) -> list[str]:
+    """The wrapper's argv up to its own arguments, under `shell` (a busybox's path or /bin/sh)."""
+    return ["/bin/sh", "-c", SH_WRAPPER] if shell == "/bin/sh" else [shell, "sh", "-c", BUSYBOX_WRAPPER]
+
+
 class _Output:
     """One stream of a command, read from its file: what is kept (up to the limit), and each
     piece handed to `on_output` as it comes. Its file is opened beforehand when it streams,
@@ -495,10 +586,19 @@ def run(dom: libvirt.virDomain, request: ExecRequest, on_output: OutputSink | No
         if not inline:
             _in_exec_dir(agent, lambda: _write_file(agent, f"{base}.in", [request.stdin]))
         cutoff, old = SWEEPER.take(guest)
-        argv = ["/bin/sh", "-c", EXEC_WRAPPER, base, request.cwd, request.user, "" if inline else "1",
-                cutoff, str(len(old)), *old, str(len(request.env)), *(f"{k}={v}" for k, v in request.env),
-                *request.argv]
-        pid = agent.spawn(argv, stdin=request.stdin if inline and request.stdin else None, capture=True)
+        args = [base, request.cwd, request.user, "" if inline else "1", cutoff, str(len(old)), *old,
+                str(len(request.env)), *(f"{k}={v}" for k, v in request.env), *request.argv]
+        stdin = request.stdin if inline and request.stdin else None
+        shell = SHELLS.of(agent, guest)
+        try:
+            pid = agent.spawn([*_shell_argv(shell), *args], stdin=stdin, capture=True)
+        except GuestUnreachable:
+            raise
+        except EngineError:
+            if shell == "/bin/sh":
+                raise
+            SHELLS.forget(guest)  # its busybox is gone (the guest changed): nothing ran, so again
+            pid = agent.spawn([*_shell_argv(SHELLS.of(agent, guest)), *args], stdin=stdin, capture=True)
         status, timed_out = _follow(agent, pid, streams, started + request.timeout, guest)
         pid = None  # ended (or killed): nothing left to kill
         said, complained = _text(status, "out-data"), _text(status, "err-data")

@@ -30,7 +30,19 @@ DOM = SimpleNamespace(UUIDString=lambda: "0f5e6a43-fake-guest")  # the fake answ
 def agent(monkeypatch, tmp_path) -> FakeGuestAgent:
     monkeypatch.setattr(guest_agent, "EXEC_DIR", str(tmp_path / "exec"))  # made on first use
     monkeypatch.setattr(guest_agent, "SWEEPER", guest_agent._Sweeper())  # none of other tests' files
+    # No busybox in this "guest" unless a test gives it one (the wrapper runs under /bin/sh).
+    monkeypatch.setattr(guest_agent, "BUSYBOX", str(tmp_path / "no-busybox"))
+    monkeypatch.setattr(guest_agent, "SHELLS", guest_agent._Shells())
     return FakeGuestAgent().install(monkeypatch)
+
+
+def fake_busybox(path: Path, script: str = 'shift; exec /bin/bash "$@"') -> str:
+    """A stand-in for the guest's busybox at `path`: its `sh` is bash (which has `exec -a`, as
+    busybox's sh has and dash has not). The real one: tests/integration/test_guest_agent.py."""
+    applet = '[ "$1" = sh ] || { echo "$1: applet not found" >&2; exit 127; }'
+    path.write_text(f"#!/bin/bash\n{applet}\n{script}\n")
+    path.chmod(0o755)
+    return str(path)
 
 
 def run(*argv: str, **kwargs):
@@ -187,6 +199,54 @@ def test_a_missing_cwd_is_its_own_error(agent, tmp_path):
 def test_a_command_not_found_is_exit_127(agent):
     result = run("no-such-program-here")
     assert result.exit_code == 127 and b"no-such-program-here" in result.stderr
+
+
+def test_the_wrapper_runs_under_busybox_when_the_guest_has_it_learned_once(agent, tmp_path, monkeypatch):
+    busybox = fake_busybox(tmp_path / "busybox")
+    monkeypatch.setattr(guest_agent, "BUSYBOX", busybox)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "hello").write_text("#!/bin/sh\necho hello\n")
+    (tools / "hello").chmod(0o755)
+    (tools / "not-executable").write_text("#!/bin/sh\n")
+    # A name is looked up in the command's PATH, and the program keeps the name it was given.
+    found = run("hello", env=(("PATH", f"{tools}:/usr/bin:/bin"),))
+    assert (found.exit_code, found.stdout) == (0, b"hello\n")
+    assert run(str(tools / "hello")).stdout == b"hello\n"
+    assert run("ls", "/no/such/path").stderr.startswith(b"ls: ")  # not /usr/bin/ls
+    missing = run("not-executable", env=(("PATH", str(tools)),))
+    assert (missing.exit_code, missing.stderr) == (127, b"sh: not-executable: not found\n")
+    assert run("id", "-un", user="nobody").stdout == b"nobody\n"
+    execs = agent.commands("guest-exec")
+    assert [e["path"] for e in execs].count(busybox) == 1 + 5  # the probe, then every command
+    assert "/bin/sh" not in [e["path"] for e in execs]
+
+
+@pytest.mark.parametrize("busybox", ["missing", "no sh applet", "not executable"])
+def test_a_guest_without_a_usable_busybox_runs_the_wrapper_under_bin_sh(agent, tmp_path, monkeypatch,
+                                                                         busybox):
+    path = tmp_path / "busybox"
+    if busybox == "no sh applet":
+        fake_busybox(path, "exit 127")
+    elif busybox == "not executable":
+        path.write_text("#!/bin/sh\n")
+    monkeypatch.setattr(guest_agent, "BUSYBOX", str(path))
+    for _ in range(3):
+        assert run("sh", "-c", "echo ok").stdout == b"ok\n"
+    paths = [e["path"] for e in agent.commands("guest-exec")]
+    assert paths == [str(path), "/bin/sh", "/bin/sh", "/bin/sh"]  # learned once
+
+
+def test_a_busybox_gone_since_it_was_learned_means_bin_sh_and_the_command_runs_once(agent, tmp_path,
+                                                                                    monkeypatch):
+    busybox = tmp_path / "busybox"
+    monkeypatch.setattr(guest_agent, "BUSYBOX", fake_busybox(busybox))
+    assert run("true").exit_code == 0
+    busybox.unlink()  # the guest was rebuilt from another image, say
+    counted = tmp_path / "count"
+    assert run("sh", "-c", f"echo x >> {counted}").exit_code == 0
+    assert counted.read_text() == "x\n"
+    assert [e["path"] for e in agent.commands("guest-exec")][-3:] == [str(busybox), str(busybox), "/bin/sh"]
 
 
 def test_a_user_runs_it_as_that_user(agent):

@@ -45,6 +45,14 @@ def test_commands_and_files_in_a_debian_guest(qnode, debian, alice, run_tasks, m
     assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"to-out\n", b"to-err\n")
     assert run_in_guest("true").exit_code == 0
     assert run_in_guest("echo", "-n", "a\\tb").stdout == b"a\\tb"  # the program, not dash's builtin
+    # The wrapper runs under the image's static busybox, and the guest's own programs still run
+    # (not busybox's applets of the same names), under the names they were given.
+    dom = engine._agent_domain(vm)
+    assert guest_agent.SHELLS.of(guest_agent.Agent(dom), dom.UUIDString()) == guest_agent.BUSYBOX
+    assert run_in_guest("ls", "--version").stdout.startswith(b"ls (GNU coreutils)")
+    no_such = run_in_guest("ls", "/no/such/path")
+    assert no_such.exit_code == 2 and no_such.stderr.startswith(b"ls: cannot access"), no_such
+    assert run_in_guest("no-such-program").exit_code == 127
     killed = run_in_guest("sh", "-c", "kill -TERM $$")
     assert (killed.exit_code, killed.signal) == (None, 15), killed
     with pytest.raises(GuestPathMissing) as missing:
