@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 
 # How long a connection waits for its Env's wake before it is closed.
 WAKE_TIMEOUT = 120.0
+# A wake refused for want of room is recorded once in this long: the connections that
+# follow meanwhile are refused by that record, so a client dialing in a loop cannot fill
+# the operations table.
+REFUSED_WAKE_HOLDS = timedelta(seconds=30)
 
 
 IDLE_SUSPEND_RULE = (limits.between(limits.IDLE_SUSPEND_MIN, limits.IDLE_SUSPEND_MAX, "minutes")
@@ -151,6 +155,11 @@ def env_wake(env_id: int, *, why: str) -> Operation | None:
             status__in=Operation.DONE).order_by("-pk").first()
         if live is not None:
             return live
+        refused = Operation.objects.filter(
+            env=env, kind=EnvKind.ENV_WAKE, status=Operation.Status.FAILED, error_code=ErrorCode.NO_CAPACITY,
+            finished_at__gte=timezone.now() - REFUSED_WAKE_HOLDS).order_by("-pk").first()
+        if refused is not None:
+            return refused
         vms = list(env.vms.live().select_related("node").order_by("pk"))
         short = _no_room_for([vm for vm in vms
                               if vm.asleep_at is not None and vm.status == Vm.Status.SUSPENDED])

@@ -30,6 +30,10 @@ SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
 ANSWER_TIMEOUT = 60.0
 # How often the guest's port is dialed while it does not answer yet.
 DIAL_EVERY = 0.02
+# Connections the waker holds or splices at once, all Envs of its node together: past it a
+# new one is closed at once, so a client opening connections in a loop cannot take the
+# worker's file descriptors (each held connection costs two).
+MAX_CONNECTIONS = 256
 
 # wake(public_port, client_ip) -> (guest ip, guest port), or None to refuse.
 Wake = Callable[[int, str], "tuple[str, int] | None"]
@@ -70,8 +74,10 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 
 
 class Waker:
-    def __init__(self, wake: Wake) -> None:
+    def __init__(self, wake: Wake, max_connections: int = MAX_CONNECTIONS) -> None:
         self.wake = wake
+        self.max_connections = max_connections
+        self.held = 0
         self.servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
 
     async def listen(self, host: str, port: int) -> None:
@@ -84,6 +90,17 @@ class Waker:
         log.info("waker listening on %s:%s", host, port)
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self.held >= self.max_connections:
+            log.warning("waker: %s connections held already; one more closed", self.held)
+            await _close(client_w)
+            return
+        self.held += 1
+        try:
+            await self._hold(client_r, client_w)
+        finally:
+            self.held -= 1
+
+    async def _hold(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         sock = client_w.get_extra_info("socket")
         client_ip = (client_w.get_extra_info("peername") or ("?",))[0]
         try:

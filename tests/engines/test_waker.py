@@ -83,3 +83,36 @@ def test_a_refused_connection_is_closed_at_once(dialed):
 
     data, took = asyncio.run(main())
     assert data == b"" and took < 2
+
+
+def test_past_its_cap_a_new_connection_is_closed_and_the_held_ones_stay(dialed):
+    waker_port = free_port()
+    release = None
+
+    async def main():
+        nonlocal release
+        release = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def wake(port, client):  # an Env still waking: the connection is held meanwhile
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
+            return None
+
+        w = Waker(wake, max_connections=2)
+        await w.listen("127.0.0.1", waker_port)
+        held = [await asyncio.open_connection("127.0.0.1", waker_port) for _ in range(2)]
+        while w.held < 2:
+            await asyncio.sleep(0.01)
+        reader, _writer = await asyncio.open_connection("127.0.0.1", waker_port)
+        past_cap = await asyncio.wait_for(reader.read(), timeout=5)
+        still_held = w.held
+        release.set()
+        answers = [await asyncio.wait_for(r.read(), timeout=5) for r, _ in held]
+        while w.held:
+            await asyncio.sleep(0.01)
+        w.close()
+        return past_cap, still_held, answers
+
+    past_cap, still_held, answers = asyncio.run(main())
+    assert past_cap == b"" and still_held == 2
+    assert answers == [b"", b""]  # refused once their wake said so

@@ -253,6 +253,14 @@ def test_a_wake_on_a_full_node_is_refused_and_says_why(alice, bob, node, templat
     env.refresh_from_db()
     assert env.asleep_since is not None and env.vms.get().status == Vm.Status.SUSPENDED
     assert firewall.tables["wake_tcp"]  # still asleep: the next connection tries again
+    # A client dialing in a loop meanwhile is refused by that record, not by a new one each.
+    for _ in range(3):
+        assert sleep.wake_for(node.pk, public(env, "tcp"), "198.18.0.2") is None
+    assert Operation.objects.filter(env=env, kind=EnvKind.ENV_WAKE).count() == 1
+    # Once the refusal is old enough, the next connection tries again.
+    Operation.objects.filter(pk=op.pk).update(finished_at=op.finished_at - sleep.REFUSED_WAKE_HOLDS * 2)
+    assert sleep.wake_for(node.pk, public(env, "tcp"), "198.18.0.2") is None
+    assert Operation.objects.filter(env=env, kind=EnvKind.ENV_WAKE).count() == 2
 
 
 def test_my_envs_marks_a_sleeping_env(client, alice, node, template, run_tasks):
