@@ -15,6 +15,12 @@ from nodes.registry import node_firewall
 from vms.models import PortMapping, Vm
 
 
+def _value(element):
+    """An element (or a map element's key) as nft lists it, without its counter: the sets
+    and maps that count per element list each as {"elem": {"val": ..., "counter": ...}}."""
+    return element["elem"]["val"] if isinstance(element, dict) and "elem" in element else element
+
+
 def on_node(node: Node) -> dict:
     conn = get_connection(node.uri)
     prefix = f"tt-{node.name}-"
@@ -25,10 +31,10 @@ def on_node(node: Node) -> dict:
     return {
         "domains": {d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)},
         "images": {v.name() for v in pool.listAllVolumes() if v.name().startswith(prefix)},
-        "forwards": {(name[4:], e[0], *e[1]["concat"]) for name in ("fwd_tcp", "fwd_udp")
+        "forwards": {(name[4:], _value(e[0]), *e[1]["concat"]) for name in ("fwd_tcp", "fwd_udp")
                      for e in tables.get(name, [])},
-        "denied": set(tables.get("denied", [])),
-        "blacklist": {tuple(e["concat"]) for e in tables.get("blacklist", [])},
+        "denied": {_value(e) for e in tables.get("denied", [])},
+        "blacklist": {tuple(_value(e)["concat"]) for e in tables.get("blacklist", [])},
         "dhcp": {(h.get("mac"), h.get("ip")) for h in network.iter("host")},
     }
 
