@@ -93,7 +93,10 @@ def test_an_idle_env_sleeps_and_its_first_connection_wakes_it(qnode, alice, bob,
     vm, srv = env.vms.get(), bobs.vms.get()
     url = f"http://{qnode.public_host}:{public_port(vm, 80)}/"
     netlab.wait_for_http(url, expect=vm.ip)
+    # The last connection before the idle minute: its first packet, the one the counters
+    # count, leaves after this moment (not when its answer is read, which may come later).
     last_traffic = time.time()
+    assert vm.ip in (netlab.client_get(url, timeout=10) or "")
 
     # A minute without a connection: asleep, its VM saved (no QEMU process left), the port
     # leading to the waker.
