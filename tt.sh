@@ -317,11 +317,11 @@ run_tests() {
 
 # One pytest worker per core (pytest-xdist; TT_TEST_WORKERS overrides, `-n 0` after the command
 # runs in one process). The real-guest tests all go to one worker, one after another, while the
-# others take the rest (tests/xdist_schedule.py). With TT_REDIS_URL, one process: workers would
-# share that one Redis, its queues and the rate counts each test clears.
+# others take the rest (tests/xdist_schedule.py). With TT_REDIS_URL each worker takes its own
+# Redis database (the URL's number plus its own: ttportal/config.py), as it has its own test
+# database, so no worker sees another's queues or rate counts.
 test_workers() {
   if [ -n "${TT_TEST_WORKERS:-}" ]; then echo "$TT_TEST_WORKERS"
-  elif [ -n "${TT_REDIS_URL:-}" ]; then echo 0
   else nproc
   fi
 }

@@ -64,6 +64,22 @@ def arg_parser(doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def count_from_args(doc: str | None, option: str, *, default: int, quick: int, what: str) -> int:
+    """A bench's command line when all it takes is one count (`--rounds`, `--count`, `--n`) and
+    `--quick` (bench/all.py's short run): the count given, else `quick` or `default`, at least 1.
+    Root is required, as by every bench that drives the node."""
+    parser = arg_parser(doc)
+    parser.add_argument(option, type=int, default=None, help=f"{what} (default {default})")
+    parser.add_argument("--quick", action="store_true", help=f"{option} {quick} (bench/all.py)")
+    args = parser.parse_args()
+    given = getattr(args, option.lstrip("-").replace("-", "_"))
+    count = (quick if args.quick else default) if given is None else given
+    if count < 1:
+        parser.error(f"{option} must be at least 1")
+    require_root()
+    return count
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         sys.exit("run me as root: libvirt's system daemon, bridges, netns and nftables need it")

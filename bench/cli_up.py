@@ -225,15 +225,7 @@ def run(rounds: int) -> None:
 
 
 def main() -> None:
-    parser = c.arg_parser(__doc__)
-    parser.add_argument("--rounds", type=int, default=2, help="rounds per side (default 2)")
-    parser.add_argument("--quick", action="store_true", help="1 round per side")
-    args = parser.parse_args()
-    rounds = 1 if args.quick else args.rounds
-    if rounds < 1:
-        parser.error("--rounds must be at least 1")
-    c.require_root()
-    run(rounds)
+    run(c.count_from_args(__doc__, "--rounds", default=2, quick=1, what="rounds per side"))
 
 
 if __name__ == "__main__":

@@ -101,13 +101,7 @@ def run(n: int) -> None:
 
 
 def main() -> None:
-    parser = c.arg_parser(__doc__)
-    parser.add_argument("--n", type=int, default=None, help="images made per template (default 20)")
-    parser.add_argument("--quick", action="store_true", help="5 images per template (bench/all.py)")
-    args = parser.parse_args()
-    args.n = args.n or (5 if args.quick else 20)
-    c.require_root()
-    run(args.n)
+    run(c.count_from_args(__doc__, "--n", default=20, quick=5, what="images made per template"))
 
 
 if __name__ == "__main__":

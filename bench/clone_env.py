@@ -117,12 +117,7 @@ def run(rounds: int) -> None:
 
 
 def main() -> None:
-    parser = c.arg_parser(__doc__)
-    parser.add_argument("--rounds", type=int, default=None, help="clones per size (default 3)")
-    parser.add_argument("--quick", action="store_true", help="2 rounds (bench/all.py)")
-    args = parser.parse_args()
-    c.require_root()
-    run(args.rounds or (2 if args.quick else 3))
+    run(c.count_from_args(__doc__, "--rounds", default=3, quick=2, what="clones per size"))
 
 
 if __name__ == "__main__":

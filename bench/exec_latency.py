@@ -52,15 +52,7 @@ def run(count: int) -> None:
 
 
 def main() -> None:
-    parser = c.arg_parser(__doc__)
-    parser.add_argument("--count", type=int, default=None, help="timed execs per guest (default 50)")
-    parser.add_argument("--quick", action="store_true", help="20 per guest (bench/all.py)")
-    args = parser.parse_args()
-    args.count = (20 if args.quick else 50) if args.count is None else args.count
-    if args.count < 1:
-        parser.error("--count must be at least 1")
-    c.require_root()
-    run(args.count)
+    run(c.count_from_args(__doc__, "--count", default=50, quick=20, what="timed execs per guest"))
 
 
 if __name__ == "__main__":

@@ -109,13 +109,7 @@ def run(n: int) -> None:
 
 
 def main() -> None:
-    parser = c.arg_parser(__doc__)
-    parser.add_argument("--n", type=int, default=None, help="additions timed per map size (default 50)")
-    parser.add_argument("--quick", action="store_true", help="10 additions per map size (bench/all.py)")
-    args = parser.parse_args()
-    args.n = args.n or (10 if args.quick else 50)
-    c.require_root()
-    run(args.n)
+    run(c.count_from_args(__doc__, "--n", default=50, quick=10, what="additions timed per map size"))
 
 
 if __name__ == "__main__":

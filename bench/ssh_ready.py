@@ -188,15 +188,7 @@ def run(rounds: int) -> None:
 
 
 def main() -> None:
-    parser = c.arg_parser(__doc__)
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per side (default 2)")
-    parser.add_argument("--quick", action="store_true", help="1 round per side (bench/all.py)")
-    args = parser.parse_args()
-    args.rounds = (1 if args.quick else 2) if args.rounds is None else args.rounds
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    c.require_root()
-    run(args.rounds)
+    run(c.count_from_args(__doc__, "--rounds", default=2, quick=1, what="rounds per side"))
 
 
 if __name__ == "__main__":

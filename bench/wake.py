@@ -135,15 +135,7 @@ def run(rounds: int) -> None:
 
 
 def main() -> None:
-    parser = c.arg_parser(__doc__)
-    parser.add_argument("--rounds", type=int, default=None, help="rounds of each kind (default 3)")
-    parser.add_argument("--quick", action="store_true", help="1 round of each (bench/all.py)")
-    args = parser.parse_args()
-    args.rounds = (1 if args.quick else 3) if args.rounds is None else args.rounds
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    c.require_root()
-    run(args.rounds)
+    run(c.count_from_args(__doc__, "--rounds", default=3, quick=1, what="rounds of each kind"))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,13 @@ class EnvsConfig(AppConfig):
         from envs.metrics import EnvCollector
         from operations import registry, worker
         from ttportal import metrics
+        from vms import env_wake
 
         kinds.register()
         registry.register_steps(steps.STEPS)
         registry.register_steps(sleep.steps())
         # Each task cluster serves its nodes' waker and reads their port counters (sleep when idle).
         worker.on_cluster_start(sleep.start)
+        # Starting or going into a VM of a sleeping Env wakes it (vms/env_wake.py).
+        env_wake.register(sleep.env_wake)
         metrics.register(EnvCollector())

@@ -42,6 +42,7 @@ from ttportal.errors import (
     TooLarge,
     TTError,
     Unsupported,
+    Waking,
 )
 from ttportal.refusals import refusal
 
@@ -128,7 +129,7 @@ def exception_handler(exc, context):
         if error.field:
             # An error that lists several fields (an Env file's problems) keeps its own.
             body.setdefault("errors", {error.field: [error.message]})
-        if isinstance(error, CooldownActive | RateLimited):
+        if isinstance(error, CooldownActive | RateLimited | Waking):
             body["retry_after"] = error.retry_after
             headers["Retry-After"] = str(error.retry_after)
         if isinstance(error, DatabaseBusy):

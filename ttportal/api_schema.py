@@ -17,9 +17,10 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     "or body) is refused with 422 idempotency_key_reused (IETF Idempotency-Key draft).",
 )
 RETRY_AFTER = OpenApiParameter(
-    "Retry-After", int, location=OpenApiParameter.HEADER, response=[429, 503],
+    "Retry-After", int, location=OpenApiParameter.HEADER, response=[409, 429, 503],
     description="Seconds to wait before retrying: until the Env's management cooldown lets another long "
     "operation run (429 cooldown), until the limit named in the body allows one more (429 rate_limited), "
+    "until a sleeping Env woken by this request runs again (409 illegal_state), "
     "or until the busy database is worth asking again (503 database_busy).",
 )
 
@@ -51,7 +52,8 @@ class ErrorSerializer(serializers.Serializer):
     problems = serializers.ListField(
         child=serializers.DictField(), required=False,
         help_text="An Env file's refusal: every problem, each {line, field, message}.")
-    retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait (429 and 503 only).")
+    retry_after = serializers.IntegerField(
+        required=False, help_text="Seconds to wait (429, 503, and 409 while a sleeping Env wakes).")
     # quota_exceeded (403) only: refused because used + requested > limit (GET /api/quota/).
     quota = serializers.CharField(
         required=False, help_text="quota_exceeded only: the quota the request would exceed (envs, vms, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -98,7 +99,22 @@ def env_redis(name: str) -> dict | None:
     parsed = urlparse(raw)
     if parsed.scheme not in {"redis", "rediss"} or not parsed.hostname:
         raise ImproperlyConfigured(f"{name} must be a URL like redis://host:6379/0, got {raw!r}")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        # A test worker of pytest-xdist (CI runs the unit tests on PostgreSQL and Redis over
+        # both cores): each its own Redis database, as each has its own test database, so
+        # that no worker pops another's tasks or clears its rate counts.
+        raw = worker_redis_url(raw, int(worker.removeprefix("gw")))
     return {"url": raw}
+
+
+def worker_redis_url(url: str, index: int) -> str:
+    """The URL's database number plus `index` (none given is 0): redis://h:6379/4, 2 ->
+    redis://h:6379/6."""
+    match = re.match(r"^(rediss?://[^/?#]+)(?:/(\d+))?/?$", url)
+    if match is None:  # options after the path: kept as they are
+        return url
+    return f"{match[1]}/{int(match[2] or 0) + index}"
 
 
 def env_ports(name: str) -> tuple[tuple[str, int], ...]:

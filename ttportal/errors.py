@@ -79,6 +79,18 @@ class IllegalState(TTError):
     code = ErrorCode.ILLEGAL_STATE
 
 
+class Waking(IllegalState):
+    """What was asked needs a running VM, and its Env sleeps (envs/sleep.py): it is being
+    woken now. A 409 with Retry-After: the same request succeeds once the wake has run."""
+
+    def __init__(self, message: str, *, retry_after: int = 3):
+        super().__init__(f"{message}; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "retry_after": self.retry_after}
+
+
 class Unsupported(TTError):
     code = ErrorCode.UNSUPPORTED
 

@@ -13,8 +13,8 @@ from django.utils import timezone
 from engines.base import VmEngine
 from engines.specs import Feature, VmSpec
 from nodes.registry import driver_class, get_engine
-from ttportal.errors import IllegalState, Unsupported
-from vms import policy
+from ttportal.errors import IllegalState, Unsupported, Waking
+from vms import env_wake, policy
 from vms.models import EXEC, FILES, Vm, env_model
 
 # The action (ttportal.permissions.ACTIONS) and the template feature each way in needs; the
@@ -49,7 +49,13 @@ def guest_target(vm: Vm, feature: Feature, *, by) -> GuestTarget:
     policy.check_can_manage(by, vm.env, ACTION[feature])
     policy.check_live(vm.env)
     check_way_in(vm, feature)
-    vm.refresh_from_db(fields=["status"])
+    vm.refresh_from_db(fields=["status", "asleep_at"])
+    if vm.asleep_at is not None and vm.status in (Vm.Status.SUSPENDED, Vm.Status.STARTING):
+        # Its Env sleeps (envs/sleep.py): going into it is activity, as a connection to
+        # one of its ports is. Wake it, and let the client come back once it runs.
+        op = env_wake.wake_env(vm.env_id, why=f"{feature} by {by.get_username() if by else 'the system'}")
+        raise Waking(f"Env {vm.env.name} is asleep and is being woken"
+                     + (f" (operation {op.pk})" if op is not None else ""))
     if vm.status != Vm.Status.RUNNING:
         raise IllegalState(f"VM {vm.name} is {vm.status}: only a running VM can be entered")
     mark_active(vm.env_id)

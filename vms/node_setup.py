@@ -13,7 +13,7 @@ def after_node_prepared(sender, *, node: Node, engine, templates: list[str], **k
     """nodes.signals.node_prepared: the node's live VMs rewired into its (re)made firewall
     and network, then the templates asked for installed. The lines to print."""
     live = Vm.objects.live().filter(node=node).exclude(status=Vm.Status.CREATING)
-    live = live.select_related("env", "template", "node").prefetch_related("port_mappings")
+    live = live.for_specs()
     specs = specs_of(live)
     engine.firewall.rebuild(specs)
     for spec in specs:  # DHCP entries too: a recreated network has none

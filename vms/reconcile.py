@@ -61,15 +61,12 @@ def reconcile_node(node_id: int) -> int:
     node = Node.objects.get(pk=node_id)
     engine = get_engine(node)
     drifted = settle_abandoned(node)
-    vms = Vm.objects.filter(node=node, status__in=[Vm.Status.RUNNING, Vm.Status.STOPPED]).select_related(
-        "env", "template", "node"
-    )
+    vms = Vm.objects.filter(node=node, status__in=[Vm.Status.RUNNING, Vm.Status.STOPPED]).for_specs()
     for vm in vms:
         drifted += vm_reconcile_one(vm, engine)
     # Firewall: rewrite every element from the database in one atomic step.
     live = Vm.objects.live().filter(node=node).exclude(status=Vm.Status.CREATING)
-    engine.firewall.rebuild(specs_of(live.select_related("env", "template", "node")
-                                     .prefetch_related("port_mappings")))
+    engine.firewall.rebuild(specs_of(live.for_specs()))
     inventory = engine.inventory(f"tt-{node.name}-")
     drifted += reconcile_reservations(node, engine, inventory)
     drifted += reconcile_orphans(node, engine, inventory)
@@ -131,8 +128,8 @@ def settle_abandoned(node: Node) -> int:
     before is seen live.
     """
     vms = list(Vm.objects.filter(node=node).filter(status__in=state.TRANSIENT)
-               .select_related("env", "template", "node"))
-    busy_net = list(Vm.objects.filter(node=node, net_busy=True).select_related("env", "template", "node"))
+               .for_specs())
+    busy_net = list(Vm.objects.filter(node=node, net_busy=True).for_specs())
     snapshots = list(Snapshot.objects.filter(vm__node=node).exclude(status=Snapshot.Status.READY)
                      .select_related("vm__env", "vm__template", "vm__node"))
     held_vms, held_snapshots, _ = _held(Operation.objects.filter(status__in=Operation.LIVE))

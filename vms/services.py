@@ -26,7 +26,7 @@ from operations.models import Operation
 from operations.recording import expire_each, idempotent, record
 from ttportal import limits
 from ttportal.errors import ConflictingInput, IllegalState, InvalidInput, Unsupported
-from vms import allocation, policy, state, usage, warm
+from vms import allocation, env_wake, policy, state, usage, warm
 from vms.kinds import VmKind
 from vms.models import CLOUD_INIT, PortMapping, Snapshot, Vm
 from vms.new_vms import (
@@ -179,7 +179,12 @@ def _vm_power_request(vm: Vm, action: VmAction, kind: str, by, idempotency_key: 
     _require_feature(vm, POWER_FEATURE[action])
     env = _locked_env(vm.env)
     policy.check_live(env)
-    vm.refresh_from_db(fields=["status"])
+    vm.refresh_from_db(fields=["status", "asleep_at"])
+    if action == VmAction.START and vm.asleep_at is not None:
+        # A VM of a sleeping Env: the whole Env wakes, its ports lead to its VMs again
+        # (as env_start does; starting this one alone would leave them at the waker).
+        who = by.get_username() if by else "the system"
+        return env_wake.wake_env(vm.env_id, why=f"VM {vm.name} started by {who}")
     if vm.status == POWER_TARGET[action]:
         return None  # nothing to do: no operation, no cooldown
     if vm.status == Vm.Status.DESTROYED:

@@ -234,3 +234,21 @@ def test_the_portal_button_clones_and_says_so(alice, make_env, run_tasks, client
     assert sorted(Env.objects.live().values_list("name", flat=True)) == ["src", "src-clone-1", "src-clone-2"]
     response = client.post(f"/envs/{source.pk}/clone/", {"count": "99"}, follow=True)
     assert "count" in response.content.decode() and "between 1 and 10" in response.content.decode()
+
+
+def test_the_specs_of_many_cloned_vms_take_the_same_queries_as_of_one(alice, make_env, run_tasks):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from vms.models import specs_of
+
+    source = make_env(alice, name="src", vms=[NewVm(name="a", template="tt/busybox")])
+    clone(client_for(alice), source, run_tasks, count=1)
+    with CaptureQueriesContext(connection) as one:
+        assert specs_of(Vm.objects.live().filter(env=source).for_specs())[0].base_image
+    clone(client_for(alice), source, run_tasks, count=3)
+    with CaptureQueriesContext(connection) as five:
+        specs = specs_of(Vm.objects.live().exclude(disk_base=None).for_specs())
+    assert len([s for s in specs if s.base_image]) == 5
+    # The VMs with their relations, their ports, the Envs that reach them: whatever the count.
+    assert len(five.captured_queries) == len(one.captured_queries) == 3

@@ -14,6 +14,7 @@ from envs.kinds import EnvKind
 from envs.models import Env
 from envs.services import env_create, env_set_idle_suspend
 from nodes.registry import get_engine
+from operations.models import Operation
 from tests.support import done, refused
 from ttportal.errors import InvalidInput
 from vms.models import Vm
@@ -309,3 +310,43 @@ def test_the_env_page_changes_it(client, alice, node, template, run_tasks):
     client.post(url, {"minutes": ""})
     env.refresh_from_db()
     assert env.idle_suspend is None
+
+
+def test_starting_one_vm_of_a_sleeping_env_wakes_the_env(alice, node, template, run_tasks, firewall):
+    from tests.api_support import client_for
+
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    check(node, run_tasks, minutes=2)
+    vm = env.vms.get()
+    with run_tasks():
+        response = client_for(alice).post(f"/api/vms/{vm.pk}/start/")
+    assert response.status_code == 202, response.json()
+    op = done(Operation.objects.get(pk=response.json()["id"]))
+    assert (op.kind, op.status) == (EnvKind.ENV_WAKE, "succeeded")
+    assert op.params["why"] == "VM web started by alice"
+    env.refresh_from_db()
+    vm.refresh_from_db()
+    assert env.asleep_since is None and vm.asleep_at is None and vm.status == Vm.Status.RUNNING
+    assert firewall.tables["wake_tcp"] == {}  # its ports lead to it again
+
+
+def test_going_into_a_vm_of_a_sleeping_env_wakes_it_and_asks_to_retry(alice, bob, node, template, run_tasks):
+    from engines.specs import Feature
+    from ttportal.errors import Forbidden, Waking
+    from vms.guest_target import guest_target
+
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    check(node, run_tasks, minutes=2)
+    vm = env.vms.get()
+    with pytest.raises(Forbidden):  # someone else's: no wake either
+        guest_target(vm, Feature.CONSOLE, by=bob)
+    assert not Operation.objects.filter(kind=EnvKind.ENV_WAKE).exists()
+    with run_tasks(), pytest.raises(Waking) as refused_now:
+        guest_target(vm, Feature.CONSOLE, by=alice)
+    assert refused_now.value.retry_after == 3
+    assert refused_now.value.as_dict()["code"] == "illegal_state"
+    op = done(Operation.objects.get(kind=EnvKind.ENV_WAKE))
+    assert (op.status, op.params["why"]) == ("succeeded", "console by alice")
+    assert f"operation {op.pk}" in str(refused_now.value)
+    # Once it runs, the same request goes in.
+    assert guest_target(vm, Feature.CONSOLE, by=alice).vm == vm

@@ -82,3 +82,16 @@ def test_it_reads_the_vm_networks_and_the_sites_services():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.stdout.strip() == ("['192.0.2.0/24', '2001:db8::/32'] ['10.20.30.40/32'] "
                                   "['10.0.0.7', 'db.example']"), out.stderr
+
+
+@pytest.mark.parametrize("url, index, expected", [
+    ("redis://127.0.0.1:6379/0", 0, "redis://127.0.0.1:6379/0"),
+    ("redis://127.0.0.1:6379/0", 1, "redis://127.0.0.1:6379/1"),
+    ("redis://127.0.0.1:6379/4", 2, "redis://127.0.0.1:6379/6"),
+    ("redis://cache.example:6380", 1, "redis://cache.example:6380/1"),
+    ("rediss://u:p@cache.example:6380/3/", 1, "rediss://u:p@cache.example:6380/4"),
+])
+def test_each_test_worker_takes_the_redis_database_after_the_one_before(url, index, expected):
+    from ttportal.config import worker_redis_url
+
+    assert worker_redis_url(url, index) == expected
