@@ -352,6 +352,10 @@ class OidcBackend(OIDCAuthenticationBackend):
                               "the provider's user info is not about the ID token's user")
         # The signed ID token's claims win over the user info's (Entra sends groups only there).
         claims = {**userinfo, **payload}
+        domains = settings.TT_OIDC_HOSTED_DOMAINS
+        if domains and payload.get("hd") not in domains:
+            raise OidcRefused("domain", f"only accounts of {', '.join(domains)} may sign in here",
+                              username=claims.get("email") if isinstance(claims.get("email"), str) else None)
         issuer, subject = payload["iss"], str(payload["sub"])
         for _ in range(2):  # two first sign-ins of one person at once: the second finds the first's
             try:

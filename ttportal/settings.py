@@ -495,6 +495,8 @@ TT_OIDC_USERNAME_CLAIM = env_str("TT_OIDC_USERNAME_CLAIM", "preferred_username")
 # break-glass accounts (usernames) kept for when the provider is down.
 TT_OIDC_ONLY = env_bool("TT_OIDC_ONLY", False)
 TT_OIDC_BREAK_GLASS_USERS = env_list("TT_OIDC_BREAK_GLASS_USERS", [])
+# Only accounts of these Google Workspace domains (the ID token's `hd` claim); empty: any.
+TT_OIDC_HOSTED_DOMAINS = env_list("TT_OIDC_HOSTED_DOMAINS", [])
 # The sign-in button says "Sign in with <this>".
 TT_OIDC_PROVIDER_NAME = env_str("TT_OIDC_PROVIDER_NAME", "single sign-on").strip() or "single sign-on"
 # Seconds the provider gets to answer each request (discovery, token, keys, user info).

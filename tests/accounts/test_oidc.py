@@ -356,3 +356,15 @@ def test_the_provider_is_discovered_and_its_issuer_must_match(sso, settings):
     with pytest.raises(oidc.ProviderUnavailable, match="names the issuer"):
         oidc.provider()
     assert requests.get(f"{sso.issuer}/.well-known/openid-configuration", timeout=5).ok
+
+
+def test_tt_oidc_hosted_domains_lets_in_only_those_workspace_domains(backend, settings, db, monkeypatch):
+    settings.TT_OIDC_HOSTED_DOMAINS = ["example.com"]
+    claims = {"iss": ISSUER, "sub": "g-1", "email": "x@gmail.com"}
+    monkeypatch.setattr(backend, "get_userinfo", lambda *args: {"sub": "g-1"})
+    with pytest.raises(oidc.OidcRefused, match=r"only accounts of example\.com") as refused:
+        backend.get_or_create_user("access", "id", claims)
+    assert refused.value.reason == "domain"
+    claims.update(hd="example.com", email="x@example.com")
+    user = backend.get_or_create_user("access", "id", claims)
+    assert user.oidc_identities.get().subject == "g-1" and user.username == "x"
