@@ -14,7 +14,7 @@
 - The groups claim (TT_OIDC_GROUPS_CLAIM) decides, at every sign-in, which of the groups
   named TT_OIDC_GROUPS_PREFIX + value the user is in; groups without the prefix, and
   is_staff / is_superuser, are never touched: the provider cannot make anyone an operator.
-- TT_OIDC_ONLY: `PasswordBackend` refuses every password but the break-glass accounts'
+- TT_OIDC_ONLY: `PasswordGate` refuses every password but the break-glass accounts'
   (TT_OIDC_BREAK_GLASS_USERS), for the portal's form, the admin's and the API's Basic auth
   alike, since they all go through django.contrib.auth.authenticate.
 
@@ -36,7 +36,6 @@ import jwt
 import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.db import IntegrityError, transaction
@@ -202,19 +201,18 @@ class OidcRefused(Exception):
         self.username = username
 
 
-class PasswordBackend(ModelBackend):
-    """Django's password check, which under TT_OIDC_ONLY refuses every account but the
-    break-glass ones. PermissionDenied stops authenticate() (no later backend tries) and
-    sends user_login_failed, which django-axes counts like any failure."""
+class PasswordGate:
+    """Before Django's ModelBackend: under TT_OIDC_ONLY, refuses every password but the
+    break-glass accounts'. PermissionDenied stops authenticate() (no later backend tries)
+    and sends user_login_failed, which django-axes counts like any failure. It authenticates
+    nobody itself, and has no get_user: sessions stay ModelBackend's."""
 
     def authenticate(self, request, username=None, password=None, **kwargs):
         if username is None:
             username = kwargs.get(get_user_model().USERNAME_FIELD)
-        if username is None or password is None:
-            return None
-        if not password_login_allowed(username):
+        if username is not None and password is not None and not password_login_allowed(username):
             raise PermissionDenied(password_off_message())
-        return super().authenticate(request, username=username, password=password, **kwargs)
+        return None
 
 
 def _claim(claims: dict, name: str):
@@ -322,6 +320,12 @@ class OidcBackend(OIDCAuthenticationBackend):
         except (requests.RequestException, ValueError) as exc:
             raise OidcRefused("provider_unavailable", f"{settings.TT_OIDC_PROVIDER_NAME} cannot be reached: "
                               f"{type(exc).__name__}") from None
+
+    def get_user(self, user_id):
+        """The session's user, as ModelBackend's: a user disabled since is signed out
+        (mozilla-django-oidc's would keep them)."""
+        user = super().get_user(user_id)
+        return user if user is not None and self.user_can_authenticate(user) else None
 
     def _verify_jws(self, payload, key):
         """The signature (only TT_OIDC_SIGN_ALGO, never "none" or HS*), and what

@@ -447,8 +447,9 @@ INSTALLED_APPS += ["axes"]
 # Axes first: it refuses a locked-out account before any backend checks the password.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    # Django's ModelBackend, which refuses passwords under TT_OIDC_ONLY (but break-glass accounts).
-    "accounts.oidc.PasswordBackend",
+    # Under TT_OIDC_ONLY, refuses every password but the break-glass accounts' (single sign-on, below).
+    "accounts.oidc.PasswordGate",
+    "django.contrib.auth.backends.ModelBackend",
     # Single sign-on (below): answers only the OpenID Connect callback, and only when configured.
     "accounts.oidc.OidcBackend",
 ]

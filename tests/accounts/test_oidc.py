@@ -179,10 +179,13 @@ def test_an_answer_with_an_error_is_refused_with_the_providers_words(sso, signal
     assert state not in client.session["oidc_states"]
 
 
-def test_a_disabled_user_is_refused(sso, signals):
+def test_a_disabled_user_is_signed_out_and_refused(sso, signals):
     sso.user("ivan", "pw-ivan-idp")
-    sign_in(Client(), "ivan", "pw-ivan-idp")
+    client = Client()
+    sign_in(client, "ivan", "pw-ivan-idp")
+    assert client.get("/").status_code == 200
     get_user_model().objects.filter(username="ivan").update(is_active=False)
+    assert client.get("/").status_code == 302  # the session no longer signs them in
     response, _ = sign_in(Client(), "ivan", "pw-ivan-idp")
     assert response.status_code == 403 and b"disabled" in response.content
     assert signals["failed"] == [{"oidc": "inactive", "username": "ivan"}]
