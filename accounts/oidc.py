@@ -152,7 +152,6 @@ def mozilla_setting(attr: str, *default):
         "OIDC_USE_PKCE": True,
         "OIDC_ALLOW_UNSECURED_JWT": False,
         "OIDC_VERIFY_KID": True,
-        "OIDC_STORE_ID_TOKEN": True,  # the id_token_hint of the provider's logout
         "OIDC_STORE_ACCESS_TOKEN": False,
         "OIDC_CREATE_USER": True,
         "OIDC_AUTHENTICATION_CALLBACK_URL": "oidc_authentication_callback",
@@ -311,7 +310,7 @@ class OidcBackend(OIDCAuthenticationBackend):
         try:
             return super().authenticate(request, nonce=flow.get("nonce"),
                                         code_verifier=flow.get("code_verifier"))
-        except SuspiciousOperation as exc:
+        except (SuspiciousOperation, jwt.PyJWTError, KeyError) as exc:  # KeyError: a key without kid
             raise OidcRefused("token_invalid", f"the provider's ID token was refused: {exc}") from None
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
@@ -320,6 +319,11 @@ class OidcBackend(OIDCAuthenticationBackend):
         except (requests.RequestException, ValueError) as exc:
             raise OidcRefused("provider_unavailable", f"{settings.TT_OIDC_PROVIDER_NAME} cannot be reached: "
                               f"{type(exc).__name__}") from None
+
+    def store_tokens(self, access_token, id_token):
+        """Keeps the ID token (the logout's id_token_hint) for the view to put in the session
+        once the user is signed in: a refused sign-in leaves nothing in it."""
+        self.request.oidc_id_token = id_token
 
     def get_user(self, user_id):
         """The session's user, as ModelBackend's: a user disabled since is signed out

@@ -201,8 +201,8 @@ class OidcCallback(OIDCAuthenticationCallbackView):
             user = auth.authenticate(request=request, oidc=True)
         except oidc.OidcRefused as exc:
             status = 403 if exc.reason == "inactive" else 503 if exc.reason == "provider_unavailable" else 400
-            return sso_refused(request, exc.reason, f"{exc.message}. {again}", username=exc.username,
-                               status=status)
+            return sso_refused(request, exc.reason, f"{exc.message.rstrip('.')}. {again}",
+                               username=exc.username, status=status)
         if user is None:
             # authenticate() sent user_login_failed already (django-axes' lockout, say).
             if getattr(request, "axes_locked_out", False):
@@ -211,4 +211,7 @@ class OidcCallback(OIDCAuthenticationCallbackView):
                 return locked_out_response(request)
             return sso_refused(request, "refused", f"The sign-in was refused. {again}", signal=False)
         self.user = user
-        return self.login_success()
+        response = self.login_success()
+        # After login() (which may flush the session): the logout's id_token_hint.
+        request.session["oidc_id_token"] = getattr(request, "oidc_id_token", None)
+        return response

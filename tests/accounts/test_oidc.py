@@ -167,6 +167,7 @@ def test_a_tampered_nonce_is_refused(sso, signals):
     assert b'data-reason="token_invalid"' in response.content and b"Nonce" in response.content
     assert not get_user_model().objects.filter(username="hank").exists()
     assert signals["failed"] == [{"oidc": "token_invalid"}]
+    assert "oidc_id_token" not in client.session  # a refused sign-in keeps nothing
 
 
 def test_an_answer_with_an_error_is_refused_with_the_providers_words(sso, signals):
