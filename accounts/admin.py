@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.utils.html import format_html_join
 
-from accounts.models import ApiToken, GroupQuota, SshKey, UserQuota
+from accounts.forms import AdminPasswordSignInForm
+from accounts.models import ApiToken, GroupQuota, OidcIdentity, SshKey, UserQuota
 from accounts.quotas import NAMES, amount, report
 
 
@@ -77,3 +78,20 @@ class GroupQuotaAdmin(QuotaAdminMixin, admin.ModelAdmin):
 
     def get_fieldsets(self, request, obj=None):
         return ((None, {"fields": ("group",)}), *self.limit_fieldsets)
+
+
+# Under TT_OIDC_ONLY the admin's sign-in refuses passwords too, but the break-glass accounts'.
+admin.site.login_form = AdminPasswordSignInForm
+
+
+@admin.register(OidcIdentity)
+class OidcIdentityAdmin(admin.ModelAdmin):
+    """Who signs in as whom through the provider. Moving an identity to another user (a
+    local account the person had before single sign-on) is how an operator links them:
+    the provider's email is never trusted to do it."""
+
+    list_display = ["user", "subject", "issuer", "created", "last_login"]
+    list_select_related = ["user"]
+    search_fields = ["user__username", "subject", "issuer"]
+    autocomplete_fields = ["user"]
+    readonly_fields = ["created", "last_login"]

@@ -1,10 +1,15 @@
 """The portal's "new API token" form: parses what the user typed; the rules
-(name length, expiry limits) stay in accounts.services.token_create."""
+(name length, expiry limits) stay in accounts.services.token_create. The sign-in forms
+of the portal and the admin (password sign-in off under TT_OIDC_ONLY: accounts/oidc.py)."""
 
 from __future__ import annotations
 
 from django import forms
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
+
+from accounts.oidc import password_login_allowed, password_off_message
 
 DAY = 24 * 3600
 
@@ -51,3 +56,24 @@ class SshKeyForm(forms.Form):
         "Never the private key.",
     )
     name = forms.CharField(max_length=100, required=False, help_text="Default: the key's comment.")
+
+
+def _password_off(form, base):
+    """The error of a refused password sign-in: under TT_OIDC_ONLY, what to do instead."""
+    if not password_login_allowed(form.cleaned_data.get("username")):
+        return forms.ValidationError(password_off_message(), code="password_login_off")
+    return base
+
+
+class PasswordSignInForm(AuthenticationForm):
+    """The portal's sign-in form: Django's, with a clear refusal when passwords are off."""
+
+    def get_invalid_login_error(self):
+        return _password_off(self, super().get_invalid_login_error())
+
+
+class AdminPasswordSignInForm(AdminAuthenticationForm):
+    """The admin's sign-in form, likewise (installed by accounts/admin.py)."""
+
+    def get_invalid_login_error(self):
+        return _password_off(self, super().get_invalid_login_error())

@@ -32,6 +32,7 @@ from django.utils import timezone
 from rest_framework.authentication import BasicAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
+from accounts.oidc import password_login_allowed, password_off_message
 from ttportal.api import Refused, is_api
 from ttportal.errors import RateLimited
 from ttportal.proxy import client_address
@@ -124,7 +125,8 @@ class PasswordAuthentication(BasicAuthentication):
     """HTTP Basic auth (only to create a token) through authenticate(request=...), as DRF's
     is, so its failures count and a locked-out account or address is refused, the right
     password too. That refusal is a 429 naming the limit, with Retry-After, rather than a
-    401 inviting another try."""
+    401 inviting another try. Under TT_OIDC_ONLY the 401 says passwords are off (but for
+    the break-glass accounts): a token is made on the portal's API tokens page."""
 
     def authenticate_credentials(self, userid, password, request=None):
         try:
@@ -133,4 +135,7 @@ class PasswordAuthentication(BasicAuthentication):
             if request is not None and getattr(request, "axes_locked_out", False):
                 credentials = getattr(request, "axes_credentials", None) or {"username": userid}
                 raise Refused(refusal(request, credentials)) from None
+            if not password_login_allowed(userid):
+                raise AuthenticationFailed(f"{password_off_message()} Create a token on the portal's "
+                                           "API tokens page.") from None
             raise

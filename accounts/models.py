@@ -153,3 +153,26 @@ class GroupQuota(QuotaOverride):
 
     def __str__(self) -> str:
         return f"quota of group {self.group}"
+
+
+class OidcIdentity(models.Model):
+    """Who a user is at an OpenID provider: the ID token's issuer and subject, the one
+    stable name of a person there (accounts/oidc.py). A sign-in finds its user by this
+    pair only, never by email; a user may hold identities at several issuers."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="oidc_identities")
+    issuer = models.CharField(max_length=255, help_text="The ID token's iss.")
+    subject = models.CharField(max_length=255, help_text="The ID token's sub: stable at the issuer.")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    last_login = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "OpenID identity"
+        verbose_name_plural = "OpenID identities"
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="oidc_identity_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer} ({self.user})"

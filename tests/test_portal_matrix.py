@@ -40,7 +40,8 @@ class Route:
     # | ""
     scope: str = "owned"  # owned | mine (any signed-in user, their own data) | public | link (anyone
     # holding the link, signed in or not) | seen (whoever sees the target: launch a blueprint, save an
-    # Env as one's own blueprint) | publish (operators holding envs.publish_blueprint only)
+    # Env as one's own blueprint) | publish (operators holding envs.publish_blueprint only) | sso (single
+    # sign-on, off in these tests: not found)
     data: dict = field(default_factory=dict)
     kind: str = ""  # the operation an accepted POST records
     ok: int = 0  # what an allowed caller gets; 0: 200 for GET, 302 (back to a page) for POST
@@ -58,6 +59,9 @@ ROUTES = [
     # pages
     Route("login", "get", scope="public"),
     Route("logout", "post", scope="public"),
+    # Single sign-on: off here (no TT_OIDC_ISSUER), so not found; tests/accounts/test_oidc.py has it on.
+    Route("oidc_authentication_init", "get", scope="sso"),
+    Route("oidc_authentication_callback", "get", scope="sso"),
     Route("envs:list", "get", scope="mine"),
     Route("envs:create", "get", scope="mine"),
     Route("envs:create", "post", scope="mine", kind="env_create",
@@ -205,6 +209,8 @@ def _expected(route: Route, role: str) -> int:
     signed_in = role not in ("anonymous", "token_only")
     if route.scope == "link":
         return route.success
+    if route.scope == "sso":
+        return 404
     if route.scope == "public":
         # Sign-out redirects; sign-in shows its form, or sends a signed-in user on.
         return 302 if route.method == "post" or signed_in else 200

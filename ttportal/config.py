@@ -164,6 +164,24 @@ def env_url(name: str, default: str) -> str:
     return raw.rstrip("/")
 
 
+def env_issuer_url(name: str) -> str:
+    """An OpenID Connect URL, kept exactly as given (an issuer must match the tokens' `iss`
+    to the character, its trailing slash included): https, or http to a loopback address
+    (a provider on this machine); empty when unset."""
+    from urllib.parse import urlsplit
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+        raise ImproperlyConfigured(
+            f"{name} must be an https URL like https://id.example.com/realms/tt "
+            f"(http only to 127.0.0.1 or localhost), got {raw!r}")
+    return raw
+
+
 def env_networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """Comma-separated networks in CIDR form (`127.0.0.1/32,::1/128`); empty: none."""
     raw = os.environ.get(name, default)

@@ -1,6 +1,5 @@
 """The portal's pages, mounted at the site root (ttportal/urls.py)."""
 
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts import views as account_views
@@ -62,8 +61,12 @@ token_patterns = [
 ]
 
 urlpatterns = [
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/login/", account_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", account_views.LogoutView.as_view(), name="logout"),
+    # Single sign-on (accounts/oidc.py): 404 unless TT_OIDC_ISSUER is set. The provider
+    # knows the callback as the client's redirect URI.
+    path("oidc/authenticate/", account_views.OidcStart.as_view(), name="oidc_authentication_init"),
+    path("oidc/callback/", account_views.OidcCallback.as_view(), name="oidc_authentication_callback"),
     path("", include((env_patterns, "envs"))),
     path("", include((vm_patterns, "vms"))),
     path("", include((token_patterns, "accounts"))),

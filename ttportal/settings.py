@@ -17,6 +17,7 @@ from ttportal.config import (
     env_database,
     env_float,
     env_int,
+    env_issuer_url,
     env_list,
     env_networks,
     env_origins,
@@ -446,7 +447,11 @@ INSTALLED_APPS += ["axes"]
 # Axes first: it refuses a locked-out account before any backend checks the password.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    # Under TT_OIDC_ONLY, refuses every password but the break-glass accounts' (single sign-on, below).
+    "accounts.oidc.PasswordGate",
     "django.contrib.auth.backends.ModelBackend",
+    # Single sign-on (below): answers only the OpenID Connect callback, and only when configured.
+    "accounts.oidc.OidcBackend",
 ]
 AXES_FAILURE_LIMIT = TT_LOGIN_FAILURE_LIMIT
 # Separate criteria: the account's failures and the address's failures each lock.
@@ -463,6 +468,56 @@ AXES_HTTP_RESPONSE_CODE = 429
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 # A success does not wipe the failures: it would wipe its address's too, every account's.
 AXES_RESET_ON_SUCCESS = False
+
+# --- Single sign-on with OpenID Connect (accounts/oidc.py, docs/guide/sso.md) ------------
+# Off unless TT_OIDC_ISSUER is set. The provider's endpoints come from its discovery document
+# (TT_OIDC_ISSUER + /.well-known/openid-configuration, read when first needed and kept an
+# hour), or each from its own variable, which wins over discovery.
+TT_OIDC_ISSUER = env_issuer_url("TT_OIDC_ISSUER")
+TT_OIDC_CLIENT_ID = env_str("TT_OIDC_CLIENT_ID", "").strip()
+# Never logged or shown (Django's error pages hide settings named *SECRET*); or a file.
+TT_OIDC_CLIENT_SECRET = env_secret("TT_OIDC_CLIENT_SECRET", "TT_OIDC_CLIENT_SECRET_FILE")
+TT_OIDC_AUTHORIZATION_ENDPOINT = env_issuer_url("TT_OIDC_AUTHORIZATION_ENDPOINT")
+TT_OIDC_TOKEN_ENDPOINT = env_issuer_url("TT_OIDC_TOKEN_ENDPOINT")
+TT_OIDC_USERINFO_ENDPOINT = env_issuer_url("TT_OIDC_USERINFO_ENDPOINT")
+TT_OIDC_JWKS_URI = env_issuer_url("TT_OIDC_JWKS_URI")
+TT_OIDC_END_SESSION_ENDPOINT = env_issuer_url("TT_OIDC_END_SESSION_ENDPOINT")
+TT_OIDC_SCOPES = " ".join(env_str("TT_OIDC_SCOPES", "openid email profile").split())
+# The ID token's signature algorithm (checked against the provider's JWKS); never HS*.
+TT_OIDC_SIGN_ALGO = env_str("TT_OIDC_SIGN_ALGO", "RS256").strip().upper()
+# The claim naming the user's groups ("" : groups are not synced), and the prefix that marks
+# the Django groups the provider manages: a claim value V puts the user in the existing group
+# named PREFIX + V, and takes them out of every other PREFIX group, at each sign-in.
+TT_OIDC_GROUPS_CLAIM = env_str("TT_OIDC_GROUPS_CLAIM", "groups").strip()
+TT_OIDC_GROUPS_PREFIX = env_str("TT_OIDC_GROUPS_PREFIX", "oidc:")
+# The claim a new user's username is made from (then the email's local part, then "user").
+TT_OIDC_USERNAME_CLAIM = env_str("TT_OIDC_USERNAME_CLAIM", "preferred_username").strip()
+# Only single sign-on: passwords refused on the portal, the admin and the API, but for the
+# break-glass accounts (usernames) kept for when the provider is down.
+TT_OIDC_ONLY = env_bool("TT_OIDC_ONLY", False)
+TT_OIDC_BREAK_GLASS_USERS = env_list("TT_OIDC_BREAK_GLASS_USERS", [])
+# Only accounts of these Google Workspace domains (the ID token's `hd` claim); empty: any.
+TT_OIDC_HOSTED_DOMAINS = env_list("TT_OIDC_HOSTED_DOMAINS", [])
+# The sign-in button says "Sign in with <this>".
+TT_OIDC_PROVIDER_NAME = env_str("TT_OIDC_PROVIDER_NAME", "single sign-on").strip() or "single sign-on"
+# Seconds the provider gets to answer each request (discovery, token, keys, user info).
+TT_OIDC_TIMEOUT = env_int("TT_OIDC_TIMEOUT", 10, minimum=1)
+if TT_OIDC_ISSUER and not (TT_OIDC_CLIENT_ID and TT_OIDC_CLIENT_SECRET):
+    raise ImproperlyConfigured("TT_OIDC_ISSUER is set: TT_OIDC_CLIENT_ID and TT_OIDC_CLIENT_SECRET "
+                               "(or TT_OIDC_CLIENT_SECRET_FILE) must be set too")
+if TT_OIDC_ONLY and not TT_OIDC_ISSUER:
+    raise ImproperlyConfigured("TT_OIDC_ONLY=1 needs single sign-on configured: set TT_OIDC_ISSUER")
+if "openid" not in TT_OIDC_SCOPES.split():
+    raise ImproperlyConfigured(f"TT_OIDC_SCOPES must include openid, got {TT_OIDC_SCOPES!r}")
+_OIDC_ALGOS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+if TT_OIDC_SIGN_ALGO not in _OIDC_ALGOS:
+    raise ImproperlyConfigured(f"TT_OIDC_SIGN_ALGO must be one of {', '.join(_OIDC_ALGOS)}, "
+                               f"got {TT_OIDC_SIGN_ALGO!r}")
+if not TT_OIDC_GROUPS_PREFIX.strip():
+    raise ImproperlyConfigured("TT_OIDC_GROUPS_PREFIX must not be empty: it marks the groups the "
+                               "provider manages (an empty one would hand it every group)")
+# The login pages show the "Sign in with" button (accounts/oidc.py: sso).
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("accounts.oidc.sso")
 
 # --- Notifications (notifications/) ------------------------------------------
 INSTALLED_APPS += ["notifications"]
