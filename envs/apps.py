@@ -17,3 +17,8 @@ class EnvsConfig(AppConfig):
         # Each task cluster serves its nodes' waker and reads their port counters (sleep when idle).
         worker.on_cluster_start(sleep.start)
         metrics.register(EnvCollector())
+        # Whose Envs' audit events a user reads: the Envs they own (sharing: those they administer).
+        from audit import scope
+        from envs.models import Env
+
+        scope.register_env_scope(lambda user: Env.objects.filter(owner=user).values("pk"))
