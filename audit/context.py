@@ -89,3 +89,13 @@ class AuditContext:
     def __call__(self, request):
         with using(origin_of(request)):
             return self.get_response(request)
+
+
+def origin_of_scope(scope, via: str) -> Origin:
+    """A websocket's origin (the console): its client's address and user agent; `via` is
+    the console's own word for how it signed in (`api`: a token, else the portal)."""
+    headers = dict(scope.get("headers") or [])
+    agent = headers.get(b"user-agent", b"").decode("latin-1")[:USER_AGENT_MAX]
+    client = scope.get("client") or (None,)
+    interface = (CLI if agent.startswith(CLI_AGENT_PREFIXES) else API) if via == API else PORTAL
+    return Origin(interface=interface, address=client[0], user_agent=agent)

@@ -29,6 +29,15 @@ def guest_path(kwargs, result) -> dict:
     return found
 
 
+def console_target(kwargs, result):
+    """A console opened (or refused): the VM, from the guest target or by its id."""
+    from audit.recording import Ref
+
+    if result is not None:
+        return result.vm
+    return Ref("vm", str(kwargs.get("vm_id") or ""))
+
+
 def other_env(kwargs, result) -> dict:
     other = kwargs.get("other")
     found = {"other_env": getattr(other, "pk", None)}

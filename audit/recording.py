@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 
@@ -157,6 +158,8 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
     """
 
     def decorate(service: Callable) -> Callable:
+        signature = inspect.signature(service)
+
         @functools.wraps(service)
         def wrapper(*args, **kwargs):
             origin = context.current()
@@ -168,18 +171,24 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
                     result = service(*args, **kwargs)
                     origin.depth -= 1
                     if result is not None or not skip_none:
-                        _write(verb, service, args, kwargs, result, None)
+                        _write(verb, signature, args, kwargs, result, None)
                 return result
             except Exception as exc:
                 if origin.depth:
                     origin.depth -= 1
-                    _write(verb, service, args, kwargs, None, exc)
+                    _write(verb, signature, args, kwargs, None, exc)
                 raise
 
         wrapper.audit_verb = verb
         return wrapper
 
-    def _write(verb, service, args, kwargs, result, exc):
+    def _write(verb, signature, args, kwargs, result, exc):
+        try:  # every argument by name, however it was passed
+            kwargs = dict(signature.bind_partial(*args, **kwargs).arguments)
+            kwargs.update(kwargs.pop(next((n for n, p in signature.parameters.items()
+                                           if p.kind == p.VAR_KEYWORD), ""), {}))
+        except TypeError:
+            pass
         kind = kwargs.get("kind")
         name = kind.replace("_", ".", 1) if isinstance(kind, str) and kind else verb
         target = _target(kwargs, args, result, on)
