@@ -8,6 +8,7 @@ explicitly by each caller, never taken from a service's arguments wholesale.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -140,7 +141,7 @@ def _record_after_rollback(verb: str, **kwargs) -> None:
 
 
 def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | None = None,
-            skip_none: bool = False) -> Callable:
+            skip_none: bool = False, atomic: bool = True) -> Callable:
     """Decorate a service: its event, once, whatever the interface.
 
     The service runs in a transaction; when it returns, the event is written in that same
@@ -154,7 +155,9 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
     The acting user is the `by` argument (or `user`, for self-service: token_create).
     A `kind` argument other than the default (env_destroy's env_expire) names the verb:
     `env_expire` -> `env.expire`. `skip_none`: a call that returns None did nothing and
-    records nothing (the system's sweeps: an Env that cannot sleep now).
+    records nothing (the system's sweeps: an Env that cannot sleep now). `atomic=False`
+    for a service that must not run in one transaction (it talks to a guest meanwhile, or
+    records its own failure before raising): its event is written after it, on its own.
     """
 
     def decorate(service: Callable) -> Callable:
@@ -167,7 +170,7 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
                 return service(*args, **kwargs)
             origin.depth += 1
             try:
-                with transaction.atomic():
+                with transaction.atomic() if atomic else contextlib.nullcontext():
                     result = service(*args, **kwargs)
                     origin.depth -= 1
                     if result is not None or not skip_none:
