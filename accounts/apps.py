@@ -12,3 +12,5 @@ class AccountsConfig(AppConfig):
         # Quota edits in the admin are the audit log's quota.add/change/delete.
         for label in ("accounts.UserQuota", "accounts.GroupQuota"):
             register_admin_verb(label, "quota")
+        register_admin_verb("accounts.ApiToken", "token", delete="token.revoke")
+        register_admin_verb("accounts.SshKey", "sshkey")

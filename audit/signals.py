@@ -7,24 +7,26 @@ import json
 import threading
 
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntryManager
+from django.contrib.auth import get_user_model
 from django.contrib.auth import signals as auth_signals
 from django_q import signals as q_signals
 
 from audit import context
-from audit.recording import REFUSED, Ref, record
+from audit.recording import REFUSED, record
 
 # Model label -> the verb stem of its admin edits, for the models whose edits are actions
 # with a name of their own (accounts registers its quotas: quota.change). Others are
 # admin.add / admin.change / admin.delete.
-ADMIN_VERBS: dict[str, str] = {}
+ADMIN_VERBS: dict[str, dict[str, str]] = {}
 ADMIN_ACTIONS = {ADDITION: "add", CHANGE: "change", DELETION: "delete"}
 # Usernames longer than this are cut (a failed login's name is what was typed).
 USERNAME_MAX = 150
 
 
-def register_admin_verb(label: str, stem: str) -> None:
-    """Admin edits of `label` ("accounts.UserQuota") are recorded as `<stem>.add|change|delete`."""
-    ADMIN_VERBS[label.lower()] = stem
+def register_admin_verb(label: str, stem: str, **verbs: str) -> None:
+    """Admin edits of `label` ("accounts.UserQuota") are recorded as `<stem>.add|change|delete`,
+    or as the verb given for that action (`delete="token.revoke"`)."""
+    ADMIN_VERBS[label.lower()] = {"stem": stem, **verbs}
 
 
 def logged_in(sender, request=None, user=None, **kwargs):
@@ -59,18 +61,21 @@ def changed_fields(message) -> list[str]:
     return fields
 
 
-def _admin_logged(entries) -> None:
-    for entry in entries:
-        model = entry.content_type.model_class() if entry.content_type_id else None
-        label = model._meta.label_lower if model is not None else ""
-        action = ADMIN_ACTIONS.get(entry.action_flag, "change")
-        verb = f"{ADMIN_VERBS.get(label, 'admin')}.{action}"
+def _admin_logged(user_id, objects, action_flag, change_message) -> None:
+    """One event per object the admin added, changed or deleted (its LogEntry's facts)."""
+    if not objects:
+        return
+    user = get_user_model().objects.filter(pk=user_id).first()
+    action = ADMIN_ACTIONS.get(action_flag, "change")
+    fields = changed_fields(change_message)
+    for obj in objects:
+        label = obj._meta.label_lower
+        verbs = ADMIN_VERBS.get(label, {})
+        verb = verbs.get(action) or f"{verbs.get('stem', 'admin')}.{action}"
         detail = {"model": label}
-        fields = changed_fields(entry.change_message)
         if fields:
             detail["fields"] = fields
-        on = Ref(label.rpartition(".")[2] or "object", str(entry.object_id or ""), entry.object_repr or "")
-        record(verb, by=entry.user, on=on, detail=detail, origin=_admin_origin())
+        record(verb, by=user, on=obj, detail=detail, origin=_admin_origin())
 
 
 def _admin_origin() -> context.Origin:
@@ -84,9 +89,10 @@ _original_log_actions = LogEntryManager.log_actions
 
 
 def _log_actions(self, user_id, queryset, action_flag, change_message="", *, single_object=False):
-    entries = _original_log_actions(self, user_id, queryset, action_flag, change_message,
+    objects = list(queryset)
+    entries = _original_log_actions(self, user_id, objects, action_flag, change_message,
                                     single_object=single_object)
-    _admin_logged([entries] if single_object else list(entries))
+    _admin_logged(user_id, objects, action_flag, change_message)
     return entries
 
 
