@@ -32,10 +32,11 @@ def env(alice, make_env):
 
 
 def test_env_create_is_one_event_on_the_new_env_by_its_owner(alice, template):
-    op = services.env_create(owner=alice, by=alice, name="demo", vms=[NewVm(name="a", template=template.name)])
+    op = services.env_create(owner=alice, by=alice, name="demo",
+                             vms=[NewVm(name="a", template=template.name)])
     event = only_event(verb="env.create")
-    assert (event.user, event.username, event.owner_id, event.result, event.code) == (alice, "alice", alice.pk,
-                                                                                     "ok", "")
+    assert (event.user, event.username, event.owner_id, event.result, event.code) == (
+        alice, "alice", alice.pk, "ok", "")
     assert (event.object_type, event.object_id, event.object_name, event.env_id) == (
         "env", str(op.env_id), "demo", op.env_id)
     assert event.detail == {"operation": op.pk}
@@ -46,20 +47,23 @@ def test_env_create_is_one_event_on_the_new_env_by_its_owner(alice, template):
 VERBS = [
     ("env.extend", lambda w: services.env_extend(env=w.env, by=w.alice, lifetime=7200), "env"),
     ("env.stop", lambda w: services.env_stop(env=w.env, by=w.alice), "env"),
-    ("env.deny_outgoing", lambda w: services.env_set_deny_outgoing(env=w.env, deny=True, by=w.alice), "env"),
+    ("env.deny_outgoing", lambda w: services.env_set_deny_outgoing(env=w.env, deny=True, by=w.alice),
+     "env"),
     ("env.idle_suspend", lambda w: services.env_set_idle_suspend(env=w.env, minutes=30, by=w.alice), "env"),
     ("env.destroy", lambda w: services.env_destroy(env=w.env, by=w.alice), "env"),
     ("vm.stop", lambda w: vm_services.vm_stop(vm=w.vm, by=w.alice), "vm"),
     ("vm.suspend", lambda w: vm_services.vm_suspend(vm=w.vm, by=w.alice), "vm"),
     ("vm.destroy", lambda w: vm_services.vm_destroy(vm=w.vm, by=w.alice), "vm"),
-    ("vm.blacklist", lambda w: vm_services.vm_set_blacklist(vm=w.vm, addresses=["192.0.2.7"], by=w.alice), "vm"),
+    ("vm.blacklist", lambda w: vm_services.vm_set_blacklist(vm=w.vm, addresses=["192.0.2.7"], by=w.alice),
+     "vm"),
     ("vm.ports", lambda w: vm_services.vm_set_ports(vm=w.vm, ports=[22], by=w.alice), "vm"),
     ("vm.add", lambda w: vm_services.vm_add(env=w.env, spec=NewVm(name="extra", template="tt/busybox"),
                                             by=w.alice), "vm"),
     ("snapshot.create", lambda w: vm_services.snapshot_create(vm=w.vm, name="s1", by=w.alice), "snapshot"),
     ("token.create", lambda w: token_create(user=w.alice, name="ci"), "apitoken"),
     ("sshkey.add", lambda w: ssh_key_add(user=w.alice, public_key=public_key_line()), "sshkey"),
-    ("webhook.create", lambda w: webhook_create(user=w.alice, endpoint="https://ci.example.com/hook"), "webhook"),
+    ("webhook.create", lambda w: webhook_create(user=w.alice, endpoint="https://ci.example.com/hook"),
+     "webhook"),
     ("blueprint.save", lambda w: blueprint_save(by=w.alice, name="bp", text=BLUEPRINT_FILE), "blueprint"),
 ]
 
