@@ -14,10 +14,12 @@ from django.utils import timezone
 
 from accounts import sshkeys
 from accounts.models import ApiToken, SshKey
+from audit.recording import audited
 from ttportal import limits, ratelimit
 from ttportal.errors import ConflictingInput, Forbidden, InvalidInput, RateLimited
 
 
+@audited("token.create")
 def token_create(*, user, name: str, expires_in=None) -> tuple[ApiToken, str]:
     """A new token for `user`. Returns the row and the secret, which is never stored.
     Bound by how many live tokens one may hold (TT_MAX_TOKENS_PER_USER) and how often one
@@ -61,6 +63,7 @@ def _check_live_tokens(user) -> None:
     )
 
 
+@audited("token.revoke")
 def token_revoke(*, token: ApiToken, by) -> None:
     """Revoke at once: the row goes, so the secret no longer authenticates."""
     if by is None or token.user_id != by.pk:
@@ -68,6 +71,7 @@ def token_revoke(*, token: ApiToken, by) -> None:
     ApiToken.objects.filter(pk=token.pk).delete()
 
 
+@audited("sshkey.add")
 def ssh_key_add(*, user, public_key, name=None) -> SshKey:
     """Keep a public key of `user`'s, for the `tt` user of the VMs made after it.
 
@@ -103,6 +107,7 @@ def ssh_key_add(*, user, public_key, name=None) -> SshKey:
             raise ConflictingInput("public_key", "you already have this key or a key of this name") from None
 
 
+@audited("sshkey.delete")
 def ssh_key_delete(*, key: SshKey, by) -> None:
     """Forget a key: VMs made from now on no longer get it (running ones keep what they have)."""
     if by is None or key.user_id != by.pk:

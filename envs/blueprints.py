@@ -19,6 +19,7 @@ from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.recording import audited
 from envs import envfiles
 from envs.models import Blueprint
 from operations.models import Operation
@@ -64,6 +65,7 @@ def _checked_text(text) -> tuple[str, str]:
     return text, envfiles.read(text).name
 
 
+@audited("blueprint.save")
 def blueprint_save(*, by, text=_UNSET, name=_UNSET, description=_UNSET,
                    blueprint: Blueprint | None = None) -> Blueprint:
     """A new blueprint of `by`'s (without `blueprint`), or `blueprint` changed: only the
@@ -109,11 +111,13 @@ def blueprint_save(*, by, text=_UNSET, name=_UNSET, description=_UNSET,
                 from None
 
 
+@audited("blueprint.delete")
 def blueprint_delete(*, blueprint: Blueprint, by) -> None:
     _check(by, "blueprint_delete", blueprint)
     Blueprint.objects.filter(pk=blueprint.pk).delete()
 
 
+@audited("blueprint.share")
 def blueprint_share(*, blueprint: Blueprint, by, users: list[str] | None = None,
                     groups: list[str] | None = None) -> Blueprint:
     """Share it read-only with exactly these users and groups (by username and group name;
@@ -145,6 +149,7 @@ def _named(queryset, field: str, names: list[str], where: str, rule: str) -> lis
     return list(found.values())
 
 
+@audited("blueprint.publish")
 def blueprint_publish(*, blueprint: Blueprint, by, published: bool = True) -> Blueprint:
     """Publish it to everyone (or withdraw it): operators holding envs.publish_blueprint
     only, their own blueprints included."""
@@ -156,10 +161,12 @@ def blueprint_publish(*, blueprint: Blueprint, by, published: bool = True) -> Bl
     return blueprint
 
 
+@audited("blueprint.unpublish")
 def blueprint_unpublish(*, blueprint: Blueprint, by) -> Blueprint:
     return blueprint_publish(blueprint=blueprint, by=by, published=False)
 
 
+@audited("blueprint.launch")
 def blueprint_launch(*, blueprint: Blueprint, by, name: str | None = None,
                      idempotency_key: str = "") -> Operation:
     """A new Env of `by`'s from the blueprint's file (named as the file names it, or

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from accounts import quotas
 from accounts.quotas import Usage
+from audit.recording import audited
 from engines.errors import ErrorCode, fails_as
 from engines.specs import Feature
 from envs.kinds import EnvKind
@@ -41,6 +42,7 @@ from vms.state import VmAction
 COUNT_MAX = 10  # clones made by one request
 
 
+@audited("env.clone")
 @idempotent
 def env_clone(*, env: Env, by, count=1, name: str | None = None, lifetime=None,
               idempotency_key: str = "") -> Operation:

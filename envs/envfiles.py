@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 
 import envfile
+from audit.recording import audited
 from envfile import EnvFile, EnvFileError, Problem
 from envfile import lifetime as lifetimes
 from envs import peering, services
@@ -93,6 +94,7 @@ def create_args(ef: EnvFile) -> dict:
 
 
 @transaction.atomic
+@audited("env.create")
 def env_up(*, owner, by, name: str, vms: list[NewVm], peers: list[str] = (), lifetime=None,
            deny_outgoing: bool = False, ignore_quota: bool = False, idempotency_key: str = "",
            idle_suspend=services.SITE_DEFAULT) -> Operation:

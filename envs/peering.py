@@ -17,6 +17,8 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
 
+from audit import details
+from audit.recording import audited
 from envs.kinds import EnvKind
 from envs.models import Env, Peering
 from operations.models import Operation
@@ -69,6 +71,7 @@ def _rewire(kind: str, peering: Peering, env: Env, *, by, idempotency_key: str, 
                           "previous": previous, "vm_ids": [vm.pk for vm in vms]})
 
 
+@audited("peering.create", detail=details.other_env)
 @idempotent
 def env_peer(*, env: Env, other: Env, by, idempotency_key: str = "") -> Operation:
     """Ask for (or accept, or make) a peering of `env` with `other`."""
@@ -97,6 +100,7 @@ def env_peer(*, env: Env, other: Env, by, idempotency_key: str = "") -> Operatio
     return _rewire(EnvKind.ENV_PEER, peering, env, by=by, idempotency_key=idempotency_key, previous=previous)
 
 
+@audited("peering.end", detail=details.other_env)
 @idempotent
 def env_unpeer(*, env: Env, other: Env, by, idempotency_key: str = "") -> Operation:
     """End (or decline, or withdraw) the peering of `env` with `other`: either owner may."""

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from accounts import quotas
 from accounts.quotas import Usage
+from audit.recording import audited
 from envs import sleep
 from envs.kinds import EnvKind
 from envs.models import Env
@@ -75,6 +76,7 @@ def _end_from(
 SITE_DEFAULT = "site default"
 
 
+@audited("env.create")
 @idempotent
 def env_create(
     *, owner, name: str, vms: list[NewVm], by, lifetime=None, end_at=None,
@@ -129,6 +131,7 @@ def _quota_noted(params: dict, allowed) -> dict:
     return {**params, "ignore_quota": True} if allowed is None else params
 
 
+@audited("env.extend")
 @idempotent
 def env_extend(
     *, env: Env, by, end_at=None, lifetime=None, extend_by: timedelta | None = None,
@@ -193,12 +196,14 @@ def _env_power(env: Env, action: VmAction, kind: str, by, idempotency_key: str) 
     return record(kind, env=env, by=by, idempotency_key=idempotency_key, params={"vm_ids": vm_ids})
 
 
+@audited("env.stop")
 @idempotent
 def env_stop(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
     """Stop every running VM of the Env (the seed's is_stopped); None if none runs."""
     return _env_power(env, VmAction.STOP, EnvKind.ENV_STOP, by, idempotency_key)
 
 
+@audited("env.start")
 @idempotent
 def env_start(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
     """Start every stopped VM of the Env; None if every VM runs already. A sleeping Env is
@@ -209,6 +214,7 @@ def env_start(*, env: Env, by, idempotency_key: str = "") -> Operation | None:
     return _env_power(env, VmAction.START, EnvKind.ENV_START, by, idempotency_key)
 
 
+@audited("env.deny_outgoing")
 @idempotent
 def env_set_deny_outgoing(*, env: Env, deny: bool, by, idempotency_key: str = "") -> Operation | None:
     """Cut every VM of the Env off from everything beyond the node network (or allow it
@@ -230,6 +236,7 @@ def env_set_deny_outgoing(*, env: Env, deny: bool, by, idempotency_key: str = ""
                   params={"deny": deny, "previous": previous, "vm_ids": vm_ids})
 
 
+@audited("env.destroy")
 @idempotent
 def env_destroy(*, env: Env, by, idempotency_key: str = "", kind: str = EnvKind.ENV_DESTROY) -> Operation:
     """Destroy every VM and release their ports; the Env row and its operations stay on record."""
@@ -268,6 +275,7 @@ def env_expire_one(env_id: int, *, now=None) -> Operation | None:
 
 
 
+@audited("env.idle_suspend")
 def env_set_idle_suspend(*, env: Env, minutes, by) -> Env:
     """Sleep after `minutes` idle (None: never). Done at once: the next idle check reads it;
     a sleeping Env sleeps on (its next connection wakes it)."""

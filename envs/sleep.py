@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from audit.recording import audited
 from engines.errors import ErrorCode, fails_as
 from engines.network.waker import Waker
 from engines.specs import Feature
@@ -81,6 +82,7 @@ def default_idle_suspend() -> int | None:
 # --- sleeping ------------------------------------------------------------------------
 
 
+@audited("env.sleep", skip_none=True)
 def env_sleep(env_id: int, now=None) -> Operation | None:
     """Put an idle Env to sleep: every VM claimed for a save. None when it cannot sleep
     now (a VM not running or busy, an engine that cannot save memory)."""
@@ -144,6 +146,7 @@ def _settle_sleep(op: Operation) -> None:
 # --- waking --------------------------------------------------------------------------
 
 
+@audited("env.wake", skip_none=True)
 def env_wake(env_id: int, *, why: str) -> Operation | None:
     """Wake a sleeping Env: its saved VMs claimed for a start. None when it is not asleep;
     the live wake or sleep operation when one holds it already."""

@@ -11,6 +11,7 @@ import threading
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from audit import recording as audit
 from nodes import fleet
 from nodes.models import Node
 from nodes.registry import forget_engines, node_health
@@ -52,6 +53,7 @@ class NodeAdmin(OperateMixin, admin.ModelAdmin):
         if not allowed(self, request, "node_drain"):
             return
         changed = fleet.set_drained(queryset, True)
+        _audit_each("node.drain", request, queryset)
         self.message_user(request, f"{changed} nodes drained", messages.SUCCESS)
 
     @admin.action(description="Undrain: place new VMs there again")
@@ -59,6 +61,7 @@ class NodeAdmin(OperateMixin, admin.ModelAdmin):
         if not allowed(self, request, "node_undrain"):
             return
         changed = fleet.set_drained(queryset, False)
+        _audit_each("node.undrain", request, queryset)
         self.message_user(request, f"{changed} nodes take new VMs again", messages.SUCCESS)
 
     policy_bound(drain, "node_drain")
@@ -155,3 +158,8 @@ class NodeAdmin(OperateMixin, admin.ModelAdmin):
         # Engines are cached per process with the node's options: let this one
         # pick up the new settings (workers pick them up when they recycle).
         forget_engines()
+
+
+def _audit_each(verb: str, request, nodes) -> None:
+    for node in nodes:
+        audit.record(verb, by=request.user, on=node)

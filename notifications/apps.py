@@ -11,3 +11,6 @@ class NotificationsConfig(AppConfig):
 
         # Told when an operation has ended; it only enqueues (a failure, an expiry).
         runner.on_finish(hooks.operation_finished)
+        from audit.signals import register_admin_verb
+
+        register_admin_verb("notifications.Webhook", "webhook")

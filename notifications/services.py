@@ -29,6 +29,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from audit.recording import audited
 from envs.kinds import EnvKind
 from envs.models import Env
 from envs.services import env_extend
@@ -54,6 +55,7 @@ LOST_AFTER = timedelta(minutes=5)
 # --- settings and webhooks ------------------------------------------------------------------
 
 
+@audited("notifications.email")
 def email_set(*, user, enabled) -> NotificationSettings:
     """Turn the user's email notifications on or off."""
     if not isinstance(enabled, bool):
@@ -62,6 +64,7 @@ def email_set(*, user, enabled) -> NotificationSettings:
     return row
 
 
+@audited("webhook.create")
 def webhook_create(*, user, endpoint, name=None) -> tuple[Webhook, str]:
     """A new webhook of `user`'s. Returns the row and its secret, shown to them once."""
     endpoint = webhook_channel.check_url(endpoint)
@@ -94,6 +97,7 @@ def _free_name(mine, base: str) -> str:
                 if n not in taken)
 
 
+@audited("webhook.delete")
 def webhook_delete(*, webhook: Webhook, by) -> None:
     """Stop sending to it (deliveries already recorded keep its URL)."""
     if by is None or webhook.user_id != by.pk:

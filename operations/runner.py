@@ -33,6 +33,7 @@ from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 from django_q.exceptions import TimeoutException
 
+from audit import recording as audit
 from engines.errors import ErrorCode, TTError
 from operations import lease
 from operations.lease import Lease, LeaseLost
@@ -211,7 +212,23 @@ def finish(held: Lease, *, error: TTError | None = None) -> bool:
     done = bool(held.mine().update(**fields))
     if done:
         _announce(held.op_id, fields["status"])
+        if error is not None:
+            _audit_failure(held.op_id, error)
     return done
+
+
+def _audit_failure(operation_id: int, error: TTError) -> None:
+    """An operation that failed in its task is an audit event of its own, by the system
+    (the worker), `failed` with the step's stable code: the request's event said `ok`
+    when the request was taken (docs/guide/audit.md)."""
+    try:
+        op = Operation.objects.select_related("env", "vm__env", "snapshot__vm__env", "requested_by").get(
+            pk=operation_id)
+        audit.record(op.kind.replace("_", ".", 1), by=None, on=op, result=audit.FAILED, code=str(error.code),
+                     detail={"operation": op.pk,
+                             "requested_by": op.requested_by.get_username() if op.requested_by else ""})
+    except Exception:  # the audit never changes how an operation ends
+        log.exception("operation %s: could not record its failure in the audit log", operation_id)
 
 
 # --- ending one from outside ------------------------------------------------------

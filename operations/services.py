@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from audit.recording import audited
 from operations import lease, recovery, runner
 from operations.models import Operation
 from ttportal.errors import ErrorCode, IllegalState, TTError
 from ttportal.permissions import check_staff
 
 
+@audited("operation.retry")
 def operation_retry(*, op: Operation, by) -> Operation:
     """Hand a stuck operation to a worker now instead of at the next recovery pass."""
     check_staff(by, "operation_retry")
@@ -26,6 +28,7 @@ def operation_retry(*, op: Operation, by) -> Operation:
     return op
 
 
+@audited("operation.fail")
 def operation_fail(*, op: Operation, by) -> Operation:
     """End a live operation now as failed (`cancelled`), settling what it claimed.
 

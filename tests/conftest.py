@@ -149,7 +149,7 @@ def bob(db):
 
 # What an operator is given: every permission of the project's own apps (Envs, VMs,
 # snapshots, operations, nodes, warm pools, quotas, notifications), none of auth's.
-OPERATOR_APPS = ("accounts", "envs", "nodes", "notifications", "operations", "vms")
+OPERATOR_APPS = ("accounts", "audit", "envs", "nodes", "notifications", "operations", "vms")
 
 
 def operators_group():

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from audit.models import AuditEvent
 from operations.models import Operation
 from tests.api_support import BLUEPRINT_FILE, ROLES, build_full_world, client_as, client_for
 from tests.conftest import make_staff
@@ -27,7 +28,7 @@ from ttportal import permissions
 class Endpoint:
     method: str
     path: str  # formatted with the world: {env}, {peer}, {running}, {stopped}, {snapshot}, {op}, {template},
-    # {token}, {key}, {webhook}, {delivery}, {blueprint}
+    # {token}, {key}, {webhook}, {delivery}, {blueprint}, {event}
     scope: str  # owned | list | create | global | personal | password_only | for_other (alice's, named)
     # | seen (alice's, and whoever sees it may: launch a blueprint) | publish (operators only, on alice's)
     ok: int = 200
@@ -120,6 +121,9 @@ ENDPOINTS = [
     Endpoint("post", "/api/blueprints/{blueprint}/share/", "owned", 200, {"users": ["bob"]}),
     Endpoint("delete", "/api/blueprints/{blueprint}/", "owned", 204),
     Endpoint("post", "/api/blueprints/{blueprint}/launch/", "seen", 202, {"name": "launched"}, "env_create"),
+    # the audit log: the owner reads the events on her Env; staff with audit.view_auditevent all
+    Endpoint("get", "/api/audit/", "list"),
+    Endpoint("get", "/api/audit/{event}/", "owned"),
 ]
 # Staff do not see others' either.
 PERSONAL_LISTS = ("/api/tokens/", "/api/keys/", "/api/webhooks/", "/api/notifications/deliveries/")
@@ -133,7 +137,7 @@ ACTIONS = [e for e in ENDPOINTS if e.method in ("post", "put") and e.path.count(
 # Beyond ROLES: staff without a single permission, and staff who may only view.
 STAFF_ROLES = ["staff_bare", "staff_viewer"]
 VIEW_PERMISSIONS = ("envs.view_env", "vms.view_vm", "vms.view_snapshot", "operations.view_operation",
-                    "envs.view_blueprint")
+                    "envs.view_blueprint", "audit.view_auditevent")
 # What each action on another user's objects takes (the policy's table must agree:
 # test_the_policy_maps_each_action_as_the_matrix_expects).
 PERMISSION_OF_KIND = {
@@ -191,8 +195,13 @@ def _url(endpoint: Endpoint, w) -> str:
     return endpoint.path.format(
         env=w.env.pk, peer=w.peer.pk, running=w.running.pk, stopped=w.stopped.pk, snapshot=w.snapshot.pk,
         op=w.operation.pk, template=w.running.template_id, token=w.token.public_id, key=w.key.pk,
-        webhook=w.webhook.pk, delivery=w.delivery.pk, blueprint=w.blueprint.pk,
+        webhook=w.webhook.pk, delivery=w.delivery.pk, blueprint=w.blueprint.pk, event=_event(w),
     )
+
+
+def _event(w) -> int:
+    """The world Env's first audit event (its env.create, by alice)."""
+    return AuditEvent.objects.filter(env_id=w.env.pk).order_by("pk").values_list("pk", flat=True).first()
 
 
 def _visible_ids(endpoint: Endpoint, w) -> set:
@@ -206,6 +215,7 @@ def _visible_ids(endpoint: Endpoint, w) -> set:
         "/api/webhooks/": {w.webhook.pk},
         "/api/notifications/deliveries/": {w.delivery.pk},
         "/api/blueprints/": {w.blueprint.pk},
+        "/api/audit/": {_event(w)},
     }.get(endpoint.path, set())
 
 

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The target order (docs/architecture.md), bottom to top: an app may use only apps below
 # it. Apps not made yet are skipped. envfile (Env files, plain Python) is the bottom: the
 # tt command imports it without the server.
-ORDER = ("envfile", "engines", "ttportal", "operations", "nodes", "accounts", "vms", "envs", "notifications")
+ORDER = ("envfile", "engines", "ttportal", "audit", "operations", "nodes", "accounts", "vms", "envs",
+         "notifications")
 APPS = tuple(app for app in ORDER if (ROOT / app / "__init__.py").exists())
 RANK = {app: i for i, app in enumerate(ORDER)}
 

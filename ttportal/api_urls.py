@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from accounts.api import QuotaView, SshKeyViewSet, TokenViewSet
+from audit.api import AuditEventViewSet
 from envs.api import EnvViewSet
 from envs.blueprint_api import BlueprintViewSet
 from envs.envfile_api import EnvFileSchemaView
@@ -25,6 +26,7 @@ router.register("operations", OperationViewSet, basename="operation")
 router.register("tokens", TokenViewSet, basename="token")
 router.register("keys", SshKeyViewSet, basename="ssh-key")
 router.register("webhooks", WebhookViewSet, basename="webhook")
+router.register("audit", AuditEventViewSet, basename="audit-event")
 router.register("notifications/deliveries", DeliveryViewSet, basename="delivery")
 
 app_name = "api"

@@ -51,6 +51,7 @@ ACTIONS: dict[str, str] = {
     "blueprint_share": "envs.change_blueprint",
     "blueprint_delete": "envs.delete_blueprint",
     # platform: nobody's own, operators only
+    "audit_view": "audit.view_auditevent",     # the whole audit log (owners read their Envs' events)
     "blueprint_publish": "envs.publish_blueprint",  # publish a blueprint to everyone (or withdraw it)
     "ignore_quota": "accounts.change_userquota",  # act past an owner's quota
     "operation_retry": "operations.change_operation",

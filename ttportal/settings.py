@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "channels",
     "django_q",
     "django_htmx",
+    "audit",
     "operations",
     # The label `engines` with no models: only the migrations Node and NodeHeartbeat had
     # before they moved to `nodes` (see nodes/history). The engines package is not an app.
@@ -71,6 +72,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Where the request comes from (interface, address, user agent), for the audit log.
+    "audit.context.AuditContext",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -415,6 +418,12 @@ TT_RATE_CONSOLE = env_rate("TT_RATE_CONSOLE", "60/h")  # consoles opened (portal
 # runs `runc exec` directly (faster, the same confinement: engines/docker/runc_exec.py),
 # "api" always goes through podman's exec API, "auto" uses runc where it applies.
 TT_DOCKER_EXEC = env_choice("TT_DOCKER_EXEC", "auto", ("auto", "api", "runc"))
+# The audit log (docs/guide/audit.md): events are kept this many days, then pruned daily.
+TT_AUDIT_RETENTION_DAYS = env_int("TT_AUDIT_RETENTION_DAYS", 365, minimum=1)
+if TT_AUDIT_RETENTION_DAYS > 36500:
+    raise ImproperlyConfigured("TT_AUDIT_RETENTION_DAYS must be at most 36500 (100 years)")
+# Off only to measure what the audit costs (bench/audit_cost.py): never in production.
+TT_AUDIT_ENABLED = env_bool("TT_AUDIT_ENABLED", True)
 # At most this many unexpired API tokens per user (staff too); 0: no limit.
 TT_MAX_TOKENS_PER_USER = env_int("TT_MAX_TOKENS_PER_USER", 50, minimum=0)
 # A non-staff user may have at most this many operations queued or running at once; 0: no limit.

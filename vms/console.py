@@ -37,6 +37,8 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.core.cache import caches
 
+from audit import details
+from audit.recording import audited
 from engines.guest_io import ConsoleClosed, ConsoleStream
 from engines.specs import Feature
 from operations.models import Operation
@@ -74,6 +76,8 @@ def group_name(vm_id: int) -> str:
 # --- opening and closing (sync: the database) ---------------------------------------------
 
 
+@audited("vm.console", on=details.console_target, detail=lambda kwargs, result: {"via": kwargs.get("via")},
+         atomic=False)
 def open_session(vm_id: int, user, via: str) -> GuestTarget:
     """Check that `user` may open the console of VM `vm_id` now, count it against their rate
     and record it in the VM's history: the VM, its spec and engine."""

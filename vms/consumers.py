@@ -29,6 +29,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from audit import context as audit_context
 from ttportal.api import status_for
 from ttportal.errors import RateLimited, TTError
 from vms import console
@@ -82,7 +83,9 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             return
         self.slot = True
         try:
-            self.target = await database_sync_to_async(console.open_session)(self.vm_id, self.user, self.via)
+            with audit_context.using(audit_context.origin_of_scope(self.scope, self.via)):
+                self.target = await database_sync_to_async(console.open_session)(self.vm_id, self.user,
+                                                                                  self.via)
             self.opened = time.monotonic()
             await self.channel_layer.group_add(console.group_name(self.vm_id), self.channel_name)
             self.hub = await console.hub_for(self.vm_id, self.target)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from audit import details
+from audit.recording import audited
 from engines.guest_io import (
     EXEC_TIMEOUT_DEFAULT,
     EXEC_TIMEOUT_MAX,
@@ -190,6 +192,7 @@ class PreparedExec:
     slot: str
 
 
+@audited("vm.exec", detail=details.exec_command, atomic=False)
 def prepare_exec(vm: Vm, *, by, command, stdin="", env=None, cwd="", timeout=None, user="") -> PreparedExec:
     """Every check of `vm_exec`, and the user's slot taken: the refusals, before anything runs."""
     request = exec_request(command=command, stdin=stdin, env=env, cwd=cwd, timeout=timeout, user=user)
@@ -263,6 +266,7 @@ def _counted(chunks: Iterable[bytes], size: int, counter: list[int]) -> Iterator
         yield chunk
 
 
+@audited("vm.file_put", detail=details.guest_path, atomic=False)
 def vm_file_put(vm: Vm, *, by, path: str, chunks: Iterable[bytes], size: int, mode=None, owner="") -> int:
     """Write the file at `path` in the running guest from `chunks` (read one at a time, never
     held whole), `size` bytes as declared beforehand; `mode` (permission bits, an int or
@@ -295,6 +299,7 @@ def vm_file_put(vm: Vm, *, by, path: str, chunks: Iterable[bytes], size: int, mo
     return written
 
 
+@audited("vm.file_get", detail=details.guest_path, atomic=False)
 def vm_file_get(vm: Vm, *, by, path: str) -> GuestFile:
     """The file at `path` in the running guest, to be read in chunks and closed (a
     GuestFile: `with` it). A missing, unreadable or directory path is refused before any

@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 
+from audit import recording as audit
 from nodes.admin import NodeAdmin
 from nodes.models import Node
 from ttportal.admin_actions import allowed, policy_bound
@@ -63,6 +64,7 @@ class NodeUsageAdmin(NodeAdmin):
         if not allowed(self, request, "node_reconcile"):
             return
         for node in queryset:
+            audit.record("node.reconcile", by=request.user, on=node)
             try:
                 drifted = reconcile_node(node.pk)
             except Exception as exc:  # an unreachable node: say so, go on with the others

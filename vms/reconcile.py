@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit import recording as audit
 from engines.specs import PowerState
 from nodes.models import Node
 from nodes.registry import get_engine
@@ -187,6 +188,7 @@ def _report(vm: Vm, message: str, **params) -> int:
     log.warning("reconcile: %s", message)
     record(VmKind.VM_RECONCILE, env=vm.env, vm=vm, by=None, run=False, status=Operation.Status.SUCCEEDED,
            params={"settled": message, **params})
+    audit.record("vm.reconcile", on=vm, detail={"settled": message[:300]})  # by the system (its schedule)
     return 1
 
 
@@ -272,6 +274,8 @@ def _orphan(node: Node, engine, kind: str, name: str, vm: Vm | None) -> int:
     if Vm.objects.live().filter(pk=vm.pk if vm else None).exists():
         return 0  # claimed meanwhile
     (engine.remove_instance if kind == "domain" else engine.remove_image)(name)
+    audit.record("node.drift_remove", on=audit.Ref("node", str(node.pk), node.name),
+                 detail={"object": kind, "name": name})
     record(VmKind.NODE_DRIFT, env=env, vm=vm, by=None, run=False, status=Operation.Status.SUCCEEDED,
            target=target, params={"node": node.name, "object": kind, "name": name, "action": "removed"})
     log.warning("reconcile: removed %s %s from node %s after its grace period", kind, name, node.name)

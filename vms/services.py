@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from accounts.models import SshKey
 from accounts.quotas import Usage
+from audit.recording import audited
 from engines.specs import Feature
 from nodes.models import Node
 from nodes.registry import driver_class
@@ -143,6 +144,7 @@ def build_vms(env, specs: list[NewVm], *, field: str = "vms") -> list[Vm]:
     return insert_vms(env, check_vms(env, specs, field=field))
 
 
+@audited("vm.add")
 @idempotent
 def vm_add(*, env, spec: NewVm, by, ignore_quota: bool = False, idempotency_key: str = "") -> Operation:
     """Add one VM to a live Env: created, then booted, by a task.
@@ -198,18 +200,21 @@ def _vm_power_request(vm: Vm, action: VmAction, kind: str, by, idempotency_key: 
     return record(kind, env=env, vm=vm, by=by, idempotency_key=idempotency_key)
 
 
+@audited("vm.start")
 @idempotent
 def vm_start(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Start the VM; None when it is running already (nothing recorded)."""
     return _vm_power_request(vm, VmAction.START, VmKind.VM_START, by, idempotency_key)
 
 
+@audited("vm.stop")
 @idempotent
 def vm_stop(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Stop the VM; None when it is stopped already (nothing recorded)."""
     return _vm_power_request(vm, VmAction.STOP, VmKind.VM_STOP, by, idempotency_key)
 
 
+@audited("vm.suspend")
 @idempotent
 def vm_suspend(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     """Save the running VM's memory to its node's disk and stop it; the next start resumes
@@ -217,6 +222,7 @@ def vm_suspend(*, vm: Vm, by, idempotency_key: str = "") -> Operation | None:
     return _vm_power_request(vm, VmAction.SUSPEND, VmKind.VM_SUSPEND, by, idempotency_key)
 
 
+@audited("vm.disk_stop", skip_none=True)
 def vm_stop_for_disk(*, vm: Vm, used_mb: int) -> Operation | None:
     """The disk watchdog's (vms/disk_watch.py): stop a running VM whose writable storage
     holds `used_mb` MiB, past its disk. The site acts: no permission, no cooldown. None
@@ -257,6 +263,7 @@ def claim_for_destroy(env, vms: list[Vm], *, by) -> list[int]:
     return ids
 
 
+@audited("vm.destroy")
 @idempotent
 def vm_destroy(*, vm: Vm, by, idempotency_key: str = "") -> Operation:
     policy.check_can_manage(by, vm.env, "vm_destroy")
@@ -274,6 +281,7 @@ def vm_destroy(*, vm: Vm, by, idempotency_key: str = "") -> Operation:
 # --- network ------------------------------------------------------------------
 
 
+@audited("vm.blacklist")
 @idempotent
 def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Operation | None:
     """Make the VM unable to reach exactly these addresses (an empty list clears it).
@@ -291,6 +299,7 @@ def vm_set_blacklist(*, vm: Vm, addresses, by, idempotency_key: str = "") -> Ope
                   params={"previous": previous, "blacklist": blacklist})
 
 
+@audited("vm.ports")
 @idempotent
 def vm_set_ports(*, vm: Vm, ports, by, ignore_quota: bool = False,
                  idempotency_key: str = "") -> Operation | None:
@@ -329,6 +338,7 @@ def _check_life_time(life_time) -> int | None:
     return int_in(life_time, "life_time", limits.SNAPSHOT_LIFE_MIN, limits.SNAPSHOT_LIFE_MAX, "seconds")
 
 
+@audited("snapshot.create")
 @idempotent
 def snapshot_create(*, vm: Vm, name: str, by, life_time=None, ignore_quota: bool = False,
                     idempotency_key: str = "") -> Operation:
@@ -361,6 +371,7 @@ def snapshot_create(*, vm: Vm, name: str, by, life_time=None, ignore_quota: bool
                   params=params if allowed is not None else {**params, "ignore_quota": True})
 
 
+@audited("snapshot.apply")
 @idempotent
 def snapshot_apply(*, snapshot: Snapshot, by, idempotency_key: str = "") -> Operation:
     """Put the VM back to the snapshot: its disk and its config; power state as it was."""
@@ -378,6 +389,7 @@ def snapshot_apply(*, snapshot: Snapshot, by, idempotency_key: str = "") -> Oper
                   idempotency_key=idempotency_key, params={"previous_status": previous})
 
 
+@audited("snapshot.destroy")
 @idempotent
 def snapshot_destroy(*, snapshot: Snapshot, by, idempotency_key: str = "",
                      kind: str = VmKind.SNAPSHOT_DESTROY) -> Operation:

@@ -41,6 +41,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.recording import audited
 from engines.specs import Feature
 from nodes.registry import driver_class
 from operations import registry
@@ -165,6 +166,7 @@ def _new_pool_env(pool: WarmPool):
     )
 
 
+@audited("warm_pool.save")
 def pool_save(*, pool: WarmPool, by) -> WarmPool:
     """Create or change a pool (the admin's form has validated its fields); its spares
     follow on commit (tend)."""
@@ -180,6 +182,7 @@ def pool_save(*, pool: WarmPool, by) -> WarmPool:
     return pool
 
 
+@audited("warm_pool.delete")
 def pool_delete(*, pool: WarmPool, by) -> None:
     """Remove a pool that holds no live spare (switch it off first: tend discards them)."""
     permissions.check_staff(by, "warm_pool_delete")
