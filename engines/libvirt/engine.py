@@ -208,7 +208,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
             t0 = time.monotonic()
             fed = parking.feed(paths, self.save_path(vm.name))
             parking.wait_restored(paths)
-            log.warning("PROBE %s fed %.3f restored %.3f", vm.name, fed, time.monotonic() - t0)
+            log.info("%s: parked restore: memory fed in %.3f s, running after %.3f s", vm.name, fed,
+                     time.monotonic() - t0)
         except (parking.ParkError, OSError) as exc:
             log.warning("%s: the parked restore failed (%s); restoring from its saved image", vm.name, exc)
             with contextlib.suppress(libvirt.libvirtError):

@@ -343,6 +343,8 @@ def hold(uri: str, name: str, save_path: str, root: Path) -> int:
     paths.remove("fifo")
     if _read(paths.pid) == str(os.getpid()):
         paths.remove("pid")
+    if not result.startswith("restored") and not paths.claimed.exists():
+        paths.remove("state")  # nobody waits for its word (the log keeps it until tidied)
     print(f"{time.strftime('%F %T')} {name}: {result}", flush=True)
     return 0 if result.startswith("restored") else 1
 
