@@ -117,7 +117,8 @@ def holder_pid(paths: Paths) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    return pid if PROGRAM.encode() in cmdline and paths.name.encode() in cmdline else None
+    args = cmdline.split(b"\0")
+    return pid if PROGRAM.encode() in args and paths.name.encode() in args else None
 
 
 def state_of(paths: Paths) -> str:
