@@ -835,6 +835,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         dom = self._domain(vm)
         if dom is None:
             return PowerState.MISSING
+        if self.is_parked(vm.name):  # saved, its QEMU launched ahead (parking.py)
+            return PowerState.SUSPENDED
         if dom.isActive():
             # Paused (a warm spare kept in memory): not running, and the next start resumes it.
             return PowerState.SUSPENDED if self._paused(dom) else PowerState.RUNNING
