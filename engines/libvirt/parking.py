@@ -189,6 +189,10 @@ def park(root: Path, uri: str, name: str, save_path: str) -> int:
     _write(paths.pid, str(proc.pid))
     # Reaped here while this process lives (no zombie); adopted by init if it dies first.
     threading.Thread(target=proc.wait, name=f"tt-park-{name}", daemon=True).start()
+    # Known as parked (is_parked) from the return on: its command line shows once it runs.
+    deadline = time.monotonic() + 5
+    while holder_pid(paths) is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
     return proc.pid
 
 

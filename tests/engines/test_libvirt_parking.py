@@ -182,3 +182,73 @@ def test_prepare_gives_libvirtd_the_worker_threads_parked_restores_hold(tmp_path
     assert f"\nmax_workers = {host.MAX_WORKERS}\n" in conf.read_text()
     assert host.ensure_libvirtd_conf(conf) is False  # unchanged: libvirtd is not restarted
     assert 2 * NodeOptions().park_max + 20 <= host.MAX_WORKERS
+
+
+class ParkedDomain:
+    """A domain in libvirt's start job: its state and destroy answer, nothing else does."""
+
+    def __init__(self) -> None:
+        self.destroyed = False
+
+    def isActive(self) -> bool:
+        return not self.destroyed
+
+    def state(self) -> list[int]:
+        return [libvirt.VIR_DOMAIN_SHUTOFF if self.destroyed else libvirt.VIR_DOMAIN_PAUSED, 0]
+
+    def destroy(self) -> int:
+        self.destroyed = True
+        return 0
+
+    def hasManagedSaveImage(self, flags: int) -> int:
+        return 1
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"{name} would wait 30 s for the parked restore's job")
+
+
+@pytest.fixture
+def parked_vm(tmp_path, monkeypatch):
+    """An engine whose VM NAME has a live holder (a stand-in process named as one) and a
+    parked domain."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", parking.PROGRAM, NAME])
+    parking.Paths(tmp_path, NAME).pid.write_text(str(holder.pid))
+    parking.Paths(tmp_path, NAME).state.write_text("parked after 0.50 s")
+    deadline = time.monotonic() + 5  # its command line shows once it runs
+    while parking.holder_pid(parking.Paths(tmp_path, NAME)) is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    engine = local_engine(tmp_path)
+    dom = ParkedDomain()
+    monkeypatch.setattr(engine, "_domain_named", lambda name: dom)
+    vm = VmSpec(id=7, name=NAME, template=TemplateSpec(name="t", path="t.qcow2"), cpu_num=1, mem_mb=64,
+                disk_mb=64, mac="52:54:00:00:00:07", ip="10.200.0.7")
+    yield engine, vm, dom, holder
+    holder.kill()
+    holder.wait()
+
+
+def test_a_parked_vm_is_suspended_and_nothing_waits_on_its_domain(parked_vm):
+    from engines.guest_io import GuestUnreachable
+    from engines.specs import PowerState
+
+    engine, vm, dom, _holder = parked_vm
+    assert engine.is_parked(NAME) and engine.park_state(NAME) == "parked after 0.50 s"
+    assert engine.power_state(vm) == PowerState.SUSPENDED
+    assert engine.guest_addresses(vm) is None
+    with pytest.raises(GuestUnreachable):
+        engine.file_list(vm, "/")
+    with pytest.raises(RuntimeError, match="nothing to pause"):
+        engine.pause_vm(vm)
+    assert engine.suspend_vm(vm) == "suspended already (parked)"
+    engine.thaw_guest(vm)
+    assert not dom.destroyed
+
+
+def test_stopping_a_parked_vm_ends_its_qemu_and_holder_and_keeps_its_saved_image(parked_vm, tmp_path):
+    engine, vm, dom, holder = parked_vm
+    assert engine.stop_vm(vm) == "already stopped"
+    assert dom.destroyed and holder.wait(5) is not None
+    assert not engine.is_parked(NAME) and parking.names(tmp_path) == set()
