@@ -61,7 +61,19 @@ def pool_full(pool) -> bool:
     from vms.models import Vm
 
     return pool.spares.live().filter(status=Vm.Status.SUSPENDED).count() >= VMS and not \
-        pool.spares.live().exclude(status=Vm.Status.SUSPENDED).exists()
+        pool.spares.live().exclude(status=Vm.Status.SUSPENDED).exists() and all_parked(pool)
+
+
+def all_parked(pool) -> bool:
+    """Saved spares on a node that parks restores wait with their QEMU launched
+    (engines/libvirt/parking.py) a second or so after they are saved: a pool is ready when
+    they do, as it is after any real pause between a fill and a create."""
+    from nodes.registry import get_engine
+
+    engine = get_engine(pool.node)
+    if pool.keep != "saved" or not getattr(engine, "parks", False):
+        return True
+    return all(engine.park_state(spare.engine_name).startswith("parked") for spare in pool.spares.live())
 
 
 def one_round(rnd: int, side: str, user) -> dict:

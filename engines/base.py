@@ -180,6 +180,12 @@ class VmEngine(Network, Storage, ABC):
         """Bytes of the node's memory the VM holds now; None when unknown."""
         return None
 
+    def tidy_parked(self, prefix: str, suspended: set[str], busy: set[str]) -> list[str]:
+        """Reconciliation's pass over VMs whose restore the engine prepared ahead (libvirt's
+        parked restores): those of VMs no longer `suspended` (nor `busy` in an operation)
+        end, suspended ones not prepared are. Says what it did; nothing by default."""
+        return []
+
     def disk_held(self, vm: VmSpec) -> int | None:
         """Bytes the VM holds on the node's disk (image, saved memory); None when unknown."""
         return None

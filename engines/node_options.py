@@ -27,6 +27,10 @@ class NodeOptions:
     console_dir: str = ""  # "": no serial console log kept
     stop_timeout: float = 30  # seconds a graceful stop gets before it is forced
     reconnect_timeout: float = 30  # seconds a libvirt call waits for libvirtd to come back
+    # libvirt on this host: at most this many saved VMs parked (QEMU launched ahead, each
+    # ~50 MB and one libvirtd worker thread: engines/libvirt/parking.py); 0: none
+    park_max: int = 16
+    park_dir: str = ""  # "": /run/ttportal/parked
     api_timeout: float = 10  # seconds a new Firecracker process gets to answer on its socket
     firewall: Firewall | None = None  # None: bookkeeping in memory (MemoryFirewall)
     binary: str = ""  # the Firecracker binary; "": found on PATH

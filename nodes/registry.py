@@ -76,6 +76,7 @@ def node_options(node: Node) -> NodeOptions:
         gateway_ip=node.gateway_ip,
         console_dir="" if node.is_test_driver else str(settings.TT_CONSOLE_DIR),
         stop_timeout=settings.TT_STOP_TIMEOUT,
+        park_max=settings.TT_PARK_MAX,
         firewall=node_firewall(node),
         binary=node.binary,
         jailer=node.jailer,

@@ -180,6 +180,9 @@ TT_POOL_DIR = Path(env_str("TT_POOL_DIR", "/var/lib/ttportal/pools"))
 TT_CONSOLE_DIR = Path(env_str("TT_CONSOLE_DIR", "/var/log/ttportal/console"))
 # How long a guest gets for an ACPI shutdown before it is forced off.
 TT_STOP_TIMEOUT = env_int("TT_STOP_TIMEOUT", 30, minimum=0)
+# Saved VMs whose restore a libvirt node on this host keeps launched ahead (parked), at most;
+# each holds ~50 MB and one of libvirtd's worker threads (engines/libvirt/parking.py). 0: none.
+TT_PARK_MAX = env_int("TT_PARK_MAX", 16, minimum=0)
 # Firecracker's own API contract (OpenAPI), against which the Firecracker driver's
 # request shapes are checked (tests/engines/firecracker).
 TT_FIRECRACKER_SPEC = Path(env_str(

@@ -72,7 +72,21 @@ def reconcile_node(node_id: int) -> int:
     drifted += reconcile_reservations(node, engine, inventory)
     drifted += reconcile_orphans(node, engine, inventory)
     drifted += _release_bases(node)
+    tidy_parked(node, engine)
     return drifted
+
+
+def tidy_parked(node: Node, engine) -> None:
+    """Restores prepared ahead (engines/libvirt/parking.py) follow the database: those of VMs
+    no longer suspended end, suspended VMs not parked (libvirtd restarted) are parked again."""
+    rows = Vm.objects.live().filter(node=node).exclude(status=Vm.Status.CREATING)
+    suspended = {vm.engine_name for vm in rows.filter(status=Vm.Status.SUSPENDED).select_related("node")}
+    busy = {vm.engine_name for vm in rows.filter(status__in=state.TRANSIENT).select_related("node")}
+    try:
+        for said in engine.tidy_parked(f"tt-{node.name}-", suspended, busy):
+            log.info("reconcile: node %s: %s", node.name, said)
+    except Exception:  # the rest of the pass is done; the next one tries again
+        log.exception("reconcile: tidying the parked restores of node %s failed", node.name)
 
 
 def _release_bases(node: Node) -> int:

@@ -33,7 +33,7 @@ from engines.guest_io import (
     OutputSink,
 )
 from engines.kvm import host_has_working_kvm
-from engines.libvirt import dhcp, guest_agent, xml
+from engines.libvirt import dhcp, guest_agent, parking, xml
 from engines.libvirt.connection import get_connection, is_missing, reconnecting
 from engines.libvirt.console import read_console_tail
 from engines.libvirt.console_stream import LibvirtConsole
@@ -87,6 +87,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         # How long a call waits for libvirtd to come back after losing it.
         self.reconnect_timeout = float(opts.reconnect_timeout)
         self.firewall: Firewall = opts.firewall or MemoryFirewall()
+        self.park_max = int(opts.park_max)
+        self.park_dir = Path(opts.park_dir or self.PARK_DIR)
 
     # --- plumbing ---------------------------------------------------------
     @property
@@ -126,6 +128,122 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
 
     def _network(self) -> libvirt.virNetwork:
         return self.conn.networkLookupByName(self.network_name)
+
+    # --- parked restores (engines/libvirt/parking.py) ----------------------------------
+    PARK_DIR = "/run/ttportal/parked"
+
+    @property
+    def parks(self) -> bool:
+        """Saved VMs are parked on a node of this host (its files are ours to read), never
+        on the test driver or a remote node, which restore the plain way."""
+        return self.park_max > 0 and not self.is_test_driver and not urlsplit(self.uri).hostname
+
+    def _parking(self, name: str) -> parking.Paths:
+        return parking.Paths(self.park_dir, name)
+
+    def save_path(self, name: str) -> str:
+        return os.path.join(self.SAVE_DIR, f"{name}.save")
+
+    def is_parked(self, name: str) -> bool:
+        """A holder waits with the VM's QEMU launched: libvirt's start job holds the domain,
+        which then answers nothing but its state and destroy."""
+        return self.parks and parking.holder_pid(self._parking(name)) is not None
+
+    def park_state(self, name: str) -> str:
+        """What the VM's holder last said ("launching", "written", "parked after <s> s"),
+        "" when it is not parked."""
+        return parking.state_of(self._parking(name)) if self.is_parked(name) else ""
+
+    def parked(self) -> set[str]:
+        if not self.parks:
+            return set()
+        return {n for n in parking.names(self.park_dir) if parking.holder_pid(self._parking(n)) is not None}
+
+    def _park(self, name: str) -> str:
+        """Launch the saved VM's QEMU ahead (best effort: a VM not parked restores the plain
+        way). Says what it did, "" when this node never parks."""
+        if not self.parks:
+            return ""
+        held = self.parked()
+        if name in held:
+            return "parked already"
+        if len(held) >= self.park_max:
+            return f"not parked: {len(held)} VMs are, the node's limit (park_max)"
+        try:
+            parking.park(self.park_dir, self.uri, name, self.save_path(name))
+        except (parking.ParkError, OSError) as exc:
+            log.warning("%s: not parked (%s)", name, exc)
+            return f"not parked ({exc})"
+        return "its restore parked (QEMU launched ahead)"
+
+    def _unpark(self, name: str) -> bool:
+        """The parked QEMU destroyed (its saved image stays), the holder ended, its files
+        gone. True when it was parked."""
+        if not self.parks:
+            return False
+        paths = self._parking(name)
+        if name not in parking.names(self.park_dir):
+            return False
+        was = parking.holder_pid(paths) is not None
+        self._destroy_if_parked(name, paths)
+        parking.stop_holder(paths)
+        return was
+
+    def _destroy_if_parked(self, name: str, paths: parking.Paths) -> None:
+        if parking.restored(paths):  # its restore has finished: a running VM, not a parked one
+            return
+        dom = self._domain_named(name)
+        try:
+            if dom is not None and dom.isActive() and dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+                dom.destroy()
+        except libvirt.libvirtError as exc:
+            if dom.isActive():
+                raise exc
+
+    def _claim(self, vm: VmSpec) -> bool:
+        """Feed the parked QEMU its memory and wait for the restore: True when the domain
+        runs; False after a failure, the parked domain destroyed (the plain restore follows)."""
+        paths = self._parking(vm.name)
+        try:
+            t0 = time.monotonic()
+            fed = parking.feed(paths, self.save_path(vm.name))
+            parking.wait_restored(paths)
+            log.info("%s: parked restore: memory fed in %.3f s, running after %.3f s", vm.name, fed,
+                     time.monotonic() - t0)
+        except (parking.ParkError, OSError) as exc:
+            log.warning("%s: the parked restore failed (%s); restoring from its saved image", vm.name, exc)
+            with contextlib.suppress(libvirt.libvirtError):
+                self._unpark(vm.name)
+            return False
+        paths.remove()
+        return True
+
+    @reconnecting
+    def tidy_parked(self, prefix: str, suspended: set[str], busy: set[str]) -> list[str]:
+        """Reconciliation's pass over the parked VMs of names starting with `prefix`: ends
+        each one whose VM is no longer suspended (nor in an operation: `busy`), a claim cut
+        short, what a dead holder left; parks each suspended VM that is not (after a
+        restart of libvirtd, which drops them). Says what it did."""
+        if not self.parks:
+            return []
+        said = []
+        for name in sorted(n for n in parking.names(self.park_dir) if n.startswith(prefix)):
+            paths = self._parking(name)
+            if parking.holder_pid(paths) is None:
+                self._destroy_if_parked(name, paths)
+                paths.remove()
+                said.append(f"{name}: removed what an ended holder left")
+            elif name not in suspended | busy:
+                self._unpark(name)
+                said.append(f"{name}: unparked (the VM is not suspended)")
+            elif name not in busy and parking.claimed_for(paths) > 120:
+                self._unpark(name)
+                said.append(f"{name}: unparked (a claim cut short)")
+        for name in sorted(suspended - busy - self.parked()):
+            dom = self._domain_named(name)
+            if dom is not None and not dom.isActive() and dom.hasManagedSaveImage(0):
+                said.append(f"{name}: {self._park(name)}")
+        return said
 
     @staticmethod
     def image_name(vm: VmSpec) -> str:
@@ -321,6 +439,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     @reconnecting
     def cut_disk(self, vm: VmSpec) -> DiskCut:
         active_name = self.next_generation(vm)
+        self._unpark(vm.name)  # its start job would hold the domain (parking.py)
         dom = self._require_domain(vm)
         # The test driver cuts the definition only (_cut_offline), not its running make-believe.
         current = xml.disk_source(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if self.is_test_driver else 0))
@@ -380,6 +499,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
 
     @reconnecting
     def storage_create_snapshot(self, vm: VmSpec, name: str) -> str:
+        self._unpark(vm.name)  # its start job would hold the domain (parking.py)
         dom = self._require_domain(vm)
         if not self._has_snapshot(dom, name):  # else a retried task already made it
             dom.snapshotCreateXML(xml.snapshot_xml(name), 0)
@@ -400,6 +520,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         # An internal snapshot of a running domain is a full checkpoint (memory and
         # disks); frozen filesystems make its disk state consistent on its own too, so
         # the VM the snapshot gives back boots clean whatever its memory held.
+        self._unpark(vm.name)  # its start job would hold the domain (parking.py)
         dom = self._require_domain(vm)
         self._thaw(dom)  # an attempt cut short may have left them frozen
         if self._has_snapshot(dom, name):
@@ -419,7 +540,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     @reconnecting
     def thaw_guest(self, vm: VmSpec) -> None:
         dom = self._domain(vm)
-        if dom is not None and dom.isActive():
+        if dom is not None and dom.isActive() and not self.is_parked(vm.name):
             self._thaw(dom)
 
     @staticmethod
@@ -440,6 +561,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
 
     @reconnecting
     def storage_apply_snapshot(self, vm: VmSpec, snapshot: SnapshotSpec) -> None:
+        self._unpark(vm.name)  # its start job would hold the domain (parking.py)
         dom = self._require_domain(vm)
         snap = dom.snapshotLookupByName(snapshot.path or snapshot.name)
         if dom.hasManagedSaveImage(0):
@@ -523,8 +645,17 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     @reconnecting
     def start_vm(self, vm: VmSpec) -> StartOutcome:
         """Boot a stopped VM, or resume a suspended one (libvirt restores its managed save;
-        a paused one's vCPUs run again). Says which: booted, restored, resumed, running."""
+        a paused one's vCPUs run again). Says which: booted, restored, resumed, running.
+        A parked one (engines/libvirt/parking.py) gets its memory fed to its waiting QEMU;
+        if that fails, the plain restore follows."""
         dom = self._require_domain(vm)
+        if self.is_parked(vm.name) and self._claim(vm):
+            if self._paused(dom):  # it was saved paused
+                dom.resume()
+            if dom.hasManagedSaveImage(0):  # the holder removes it; never restored twice
+                dom.managedSaveRemove(0)
+            self._sync_guest_clock(dom, vm)
+            return StartOutcome.RESTORED
         if dom.isActive() and self._paused(dom):
             dom.resume()
             self._sync_guest_clock(dom, vm)
@@ -552,7 +683,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     @reconnecting
     def pause_vm(self, vm: VmSpec) -> str:
         dom = self._require_domain(vm)
-        if not dom.isActive():
+        if not dom.isActive() or self.is_parked(vm.name):
             raise RuntimeError(f"{vm.name} is not running: there is nothing to pause")
         if not self._paused(dom):
             dom.suspend()
@@ -564,6 +695,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         dom = self._domain(vm)
         if dom is None or not dom.isActive():
             return 0
+        if self.is_parked(vm.name):  # libvirt answers no stats while its restore waits
+            return parking.rss(vm.name)
         try:
             return int(dom.memoryStats().get("rss", 0)) * 1024
         except libvirt.libvirtError:
@@ -636,18 +769,25 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     @reconnecting
     def suspend_vm(self, vm: VmSpec) -> str:
         dom = self._require_domain(vm)
+        if self.is_parked(vm.name):
+            return "suspended already (parked)"
         if not dom.isActive():
             if dom.hasManagedSaveImage(0):
-                return "suspended already"
+                parked = self._park(vm.name)
+                return "suspended already" + (f"; {parked}" if parked else "")
             raise RuntimeError(f"{vm.name} is not running: there is no memory to save")
         started = time.monotonic()
         dom.managedSave(0)
-        return f"memory saved in {time.monotonic() - started:.1f} s"
+        said = f"memory saved in {time.monotonic() - started:.1f} s"
+        parked = self._park(vm.name)
+        return said + (f"; {parked}" if parked else "")
 
     @reconnecting
     def stop_vm(self, vm: VmSpec, *, force: bool = False) -> str:
         """Guest agent or ACPI shutdown, forced off after `stop_timeout` so a stopped VM uses nothing."""
         dom = self._domain(vm)
+        if self._unpark(vm.name):  # a suspended VM: its saved memory stays, as unparked
+            return "already stopped"
         if dom is None or not dom.isActive():
             return "already stopped"
         asked = ""
@@ -695,6 +835,8 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         dom = self._domain(vm)
         if dom is None:
             return PowerState.MISSING
+        if self.is_parked(vm.name):  # saved, its QEMU launched ahead (parking.py)
+            return PowerState.SUSPENDED
         if dom.isActive():
             # Paused (a warm spare kept in memory): not running, and the next start resumes it.
             return PowerState.SUSPENDED if self._paused(dom) else PowerState.RUNNING
@@ -703,7 +845,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     @reconnecting
     def guest_addresses(self, vm: VmSpec) -> list[tuple[str, str]] | None:
         dom = self._domain(vm)
-        if dom is None or not dom.isActive():
+        if dom is None or not dom.isActive() or self.is_parked(vm.name):
             return None
         try:
             interfaces = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
@@ -731,7 +873,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
 
     def _agent_domain(self, vm: VmSpec) -> libvirt.virDomain:
         dom = self._domain(vm)
-        if dom is None or not dom.isActive():
+        if dom is None or not dom.isActive() or self.is_parked(vm.name):
             raise GuestUnreachable(f"{vm.name} is not running: no guest agent to ask")
         return dom
 
@@ -750,6 +892,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
 
     @reconnecting
     def remove_instance(self, name: str) -> None:
+        self._unpark(name)
         dom = self._domain_named(name)
         if dom is None:
             return

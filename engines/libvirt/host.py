@@ -17,6 +17,10 @@ import time
 from pathlib import Path
 
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+LIBVIRTD_CONF = Path("/etc/libvirt/libvirtd.conf")
+# Each parked restore (engines/libvirt/parking.py) holds one of libvirtd's worker threads
+# until it is claimed; libvirt's default 20 would leave calls queued behind 16 of them.
+MAX_WORKERS = 64
 LIBVIRT_SOCKET = "/var/run/libvirt/libvirt-sock"
 REQUIRED_BINARIES = {
     "libvirtd": "libvirt-daemon-system",
@@ -53,8 +57,19 @@ def ensure_qemu_conf(path: Path = QEMU_CONF) -> bool:
 
     Returns True when the file changed (libvirtd must then be restarted).
     """
+    return _ensure_settings(path, {"user": '"root"', "group": '"root"'},
+                            "else libvirt re-probes QEMU at every start (70 s)")
+
+
+def ensure_libvirtd_conf(path: Path = LIBVIRTD_CONF) -> bool:
+    """Worker threads for the parked restores (MAX_WORKERS). True when the file changed
+    (libvirtd must then be restarted)."""
+    return _ensure_settings(path, {"max_workers": str(MAX_WORKERS)},
+                            "each parked restore holds a worker thread (engines/libvirt/parking.py)")
+
+
+def _ensure_settings(path: Path, wanted: dict[str, str], why: str) -> bool:
     text = path.read_text() if path.exists() else ""
-    wanted = {"user": '"root"', "group": '"root"'}
     changed = False
     for key, value in wanted.items():
         pattern = re.compile(rf"^\s*{key}\s*=\s*(.*)$", re.M)
@@ -64,7 +79,7 @@ def ensure_qemu_conf(path: Path = QEMU_CONF) -> bool:
         if match:
             text = pattern.sub(f"{key} = {value}", text, count=1)
         else:
-            text += f"\n# TT Portal: else libvirt re-probes QEMU at every start (70 s)\n{key} = {value}\n"
+            text += f"\n# TT Portal: {why}\n{key} = {value}\n"
         changed = True
     if changed:
         path.write_text(text)

@@ -174,3 +174,16 @@ def test_it_keeps_the_image_a_destroyed_vm_asked_to_keep(alice, make_env, run_ta
     assert tt_volumes() == {f"{vm.engine_name}.qcow2"}
     assert reconcile_nodes() == 0
     assert not Operation.objects.filter(kind="node_drift").exists()
+
+
+def test_it_hands_the_engine_the_vms_whose_restore_may_stay_parked(alice, make_env, node, monkeypatch):
+    vms = list(make_env(alice, vms=3, name="parked").vms.order_by("name"))
+    Vm.objects.filter(pk=vms[0].pk).update(status=Vm.Status.SUSPENDED)
+    held_by_a_live_worker(vm_stop(vm=vms[1], by=alice), timezone.now())  # in an operation
+    seen = []
+    engine = get_engine(node)
+    monkeypatch.setattr(type(engine), "tidy_parked",
+                        lambda self, prefix, suspended, busy: seen.append((prefix, suspended, busy)) or [])
+    reconcile_nodes()
+    # vms[2] runs: a parking of it (there is none on the test driver) would be ended.
+    assert seen == [(f"tt-{node.name}-", {vms[0].engine_name}, {vms[1].engine_name})]

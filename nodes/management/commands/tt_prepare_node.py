@@ -137,6 +137,7 @@ def _notes(node: Node) -> str:
 def _prepare_libvirt(o) -> list[str]:
     host.check_prerequisites()
     changed = host.ensure_qemu_conf()
+    changed = host.ensure_libvirtd_conf() or changed
     return host.ensure_daemons(restart_libvirtd=changed)
 
 
