@@ -37,13 +37,20 @@ from ttportal.permissions import (  # noqa: F401  (the one table)
 def check_can_manage(user, env, action: str, *, role: str | None = None) -> None:
     """`action` (a key of ACTIONS) on this Env, or on one of its VMs or snapshots: its owner,
     a member whose role holds it (the Env's `role_of`, read now unless the caller read it
-    for this request: `role`), or staff with the permission."""
+    for this request: `role`, "" for none), or staff with the permission."""
     if user is None or not user.is_authenticated or user.pk == env.owner_id or may(user, action):
         check(user, action, owner_id=env.owner_id)
         return
     if role is None:
         role = env.role_of(user)
-    check(user, action, owner_id=env.owner_id, role=role)
+    check(user, action, owner_id=env.owner_id, role=role or None)
+
+
+def allowed_actions(user, env, actions) -> dict[str, bool]:
+    """Which of `actions` `user` may take on this Env, its VMs and snapshots (for a page's
+    buttons): its role read once for them all."""
+    role = env.role_of(user) or ""
+    return {action: may_manage(user, env, action, role=role) for action in actions}
 
 
 def may_manage(user, env, action: str, *, role: str | None = None) -> bool:
