@@ -231,3 +231,15 @@ def test_the_role_is_checked_by_the_one_policy(env, bob):
         policy.check_can_manage(bob, env, "vm_destroy")
     with pytest.raises(InvalidInput):
         sharing.check_role("owner")
+
+
+def test_the_admin_shows_the_members_on_the_env(env, bob, olga):
+    from django.test import Client
+    from django.urls import reverse
+
+    EnvMember.objects.create(env=env, user=bob, role="operator", granted_by=env.owner)
+    client = Client()
+    client.force_login(olga)
+    page = client.get(reverse("admin:envs_env_change", args=[env.pk])).content.decode()
+    assert "Members (shared with" in page
+    assert "bob" in page and "operator" in page
