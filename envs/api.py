@@ -84,8 +84,9 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
     def list(self, request, *args, **kwargs):
         queryset = self.filter_queryset(self.get_queryset())
         page = self.paginate_queryset(queryset)
+        shared = [env.pk for env in page if env.owner_id != request.user.pk]  # one query, if any
         context = {**self.get_serializer_context(), "peerings": peering.peerings_of_many(page),
-                   "roles": EnvMember.objects.roles_by_env(request.user, [env.pk for env in page])}
+                   "roles": EnvMember.objects.roles_by_env(request.user, shared) if shared else {}}
         return self.get_paginated_response(self.serializer_class(page, many=True, context=context).data)
 
     @extend_schema(parameters=[ENVFILE_PARAMETER])
