@@ -221,6 +221,8 @@ class Blueprint(models.Model):
 class EnvMemberQuerySet(models.QuerySet):
     def of_user(self, user) -> EnvMemberQuerySet:
         """The memberships of `user`: theirs, and their groups' (one indexed subquery each)."""
+        if user is None or user.pk is None:  # anonymous: none (user_id=None would mean IS NULL)
+            return self.none()
         groups = get_user_model().groups.through.objects.filter(user_id=user.pk).values("group_id")
         return self.filter(Q(user_id=user.pk) | Q(group_id__in=groups))
 
