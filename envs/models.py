@@ -24,9 +24,14 @@ class EnvQuerySet(models.QuerySet):
         return self.filter(Q(owner=user) | Q(pk__in=self.shared_ids(user)))
 
     def shared_ids(self, user):
-        """The ids of the Envs shared with `user` or one of their groups, as a subquery (for
-        vms' and operations' visible_to too, which reach it through their Env relation)."""
+        """The ids of the Envs shared with `user` or one of their groups, as a subquery."""
         return EnvMember.objects.of_user(user).values("env_id")
+
+    def ids_of(self, user):
+        """The ids of `user`'s own Envs and of those shared with them, as a subquery: vms' and
+        operations' visible_to filter by it (reaching it through their Env relation), so their
+        rows are found through their index on env_id whatever the number of other users'."""
+        return Env.objects.filter(Q(owner=user) | Q(pk__in=self.shared_ids(user))).order_by().values("pk")
 
     def live(self) -> EnvQuerySet:
         return self.exclude(status=Env.Status.DESTROYED)

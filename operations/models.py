@@ -19,8 +19,7 @@ class OperationQuerySet(models.QuerySet):
         if user is None or not user.is_authenticated:
             return self.none()
         # Shared Envs' too: their ids from the Env model (envs sits above operations).
-        shared = self.model._meta.get_field("env").related_model.objects.shared_ids(user)
-        return self.filter(Q(env__owner=user) | Q(env_id__in=shared))
+        return self.filter(env_id__in=self.model._meta.get_field("env").related_model.objects.ids_of(user))
 
 
 class Operation(models.Model):

@@ -143,8 +143,8 @@ class VmQuerySet(models.QuerySet):
             return self.exclude(env_id__in=env_model().objects.filter(is_warm_pool=True).values("pk"))
         if user is None or not user.is_authenticated:
             return self.none()
-        # Shared Envs' too: an indexed subquery of the user's memberships (envs.EnvMember).
-        return self.filter(Q(env__owner=user) | Q(env_id__in=env_model().objects.shared_ids(user)))
+        # Their own Envs' and those shared with them (envs.EnvMember): one subquery of Env ids.
+        return self.filter(env_id__in=env_model().objects.ids_of(user))
 
     def live(self) -> VmQuerySet:
         """The VMs not destroyed: the rule of live_vms()."""
@@ -431,7 +431,7 @@ class SnapshotQuerySet(models.QuerySet):
             return self
         if user is None or not user.is_authenticated:
             return self.none()
-        return self.filter(Q(vm__env__owner=user) | Q(vm__env_id__in=env_model().objects.shared_ids(user)))
+        return self.filter(vm__env_id__in=env_model().objects.ids_of(user))
 
 
 class Snapshot(models.Model):
