@@ -50,10 +50,12 @@ PAGE_ACTIONS = ("env_start", "env_stop", "env_extend", "env_set_idle_suspend", "
 
 
 def _env_for(request: HttpRequest, pk: int, *, busy: bool = False) -> Env:
-    """The Env, or 404; with `busy`, also whether any of its operations still runs (`env.busy`)."""
+    """The Env, or 404; with `busy`, also whether any of its operations still runs (`env.busy`)
+    and whether it is shared with anyone (`env.shared`)."""
     envs = Env.objects.visible_to(request.user).select_related("owner")
     if busy:
-        envs = envs.annotate(busy=_has_live_operations())
+        envs = envs.annotate(busy=_has_live_operations(),
+                             shared=Exists(EnvMember.objects.filter(env=OuterRef("pk"))))
     return get_object_or_404(envs, pk=pk)
 
 
@@ -165,7 +167,8 @@ def env_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "extend_limit": limit, "can_extend": live and env.end_at < limit,
         "peers": peering.peerings_of(env), "clone_max": cloning.COUNT_MAX,
         "my_role": my_role, "can": can, "roles": EnvMember.Role.choices,
-        "members": list(sharing.members_of(env)) if can["env_share"] or my_role else [],
+        # Read only when there are some (asked with the Env): an Env shared with nobody costs no query.
+        "members": list(sharing.members_of(env)) if env.shared and (can["env_share"] or my_role) else [],
     })
 
 
