@@ -18,7 +18,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, F, Sum
 
 from accounts import quotas
 from accounts.quotas import Usage
@@ -58,7 +58,7 @@ def find_group(name, field: str = "group") -> Group:
 def members_of(env: Env):
     """The Env's members, users first then groups, each with who granted it."""
     return (EnvMember.objects.filter(env=env).select_related("user", "group", "granted_by")
-            .order_by("group_id", "user__username", "group__name", "id"))
+            .order_by(F("group_id").asc(nulls_first=True), "user__username", "group__name", "id"))
 
 
 def _check_shareable(env: Env) -> None:
