@@ -44,3 +44,27 @@ def other_env(kwargs, result) -> dict:
     if result is not None and (getattr(result, "params", None) or {}).get("asked"):
         found["asked"] = True
     return found
+
+
+def member(kwargs, result) -> dict:
+    """A sharing change: whom (a username, or @group) and the role given (none: removed)."""
+    found = kwargs.get("member")
+    user, group = kwargs.get("user") or getattr(found, "user", None), kwargs.get("group") or getattr(
+        found, "group", None)
+    # Given as a model, or by name as typed (then looked up by the service).
+    if user is not None:
+        who = user if isinstance(user, str) else user.get_username()
+    elif group is not None:
+        who = f"@{group if isinstance(group, str) else group.name}"
+    else:
+        who = ""
+    role = kwargs.get("role")
+    return {"member": who[:160], **({"role": str(role)[:16]} if role is not None else {})}
+
+
+def new_owner(kwargs, result) -> dict:
+    """An Env given away: to whom."""
+    owner = kwargs.get("new_owner")
+    if owner is None or isinstance(owner, str):  # by name as typed (then looked up by the service)
+        return {"new_owner": owner or ""}
+    return {"new_owner": owner.get_username()}

@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from envs import blueprints, services
 from envs.admin_forms import EnvActionForm, EnvAddForm, VmRowFormSet
 from envs.forms import create_env_from
-from envs.models import Blueprint, Env, Peering
+from envs.models import Blueprint, Env, EnvMember, Peering
 from operations.models import Operation
 from ttportal.admin_actions import OperateMixin, policy_bound, run_service, service_action
 from ttportal.admin_base import ReadOnlyTabularInline, ViewOnlyMixin, expiry_filter, format_seconds
@@ -49,6 +49,22 @@ class VmInline(ReadOnlyTabularInline):
         return super().get_queryset(request).select_related("node", "template", "env__owner")
 
 
+class MemberInline(ReadOnlyTabularInline):
+    """Whom the Env is shared with (envs/sharing.py). Viewed here; granted, changed and
+    taken back on the Env's portal page or through the API (`/api/envs/{id}/members/`),
+    where the services tell the open consoles at once."""
+
+    model = EnvMember
+    fields = ("user", "group", "role", "granted_by", "granted_at")
+    readonly_fields = fields
+    show_change_link = False
+    verbose_name = "member"
+    verbose_name_plural = "Members (shared with; change them on the Env's portal page)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user", "group", "granted_by")
+
+
 @admin.register(Env)
 class EnvAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
     list_display = ("name", "owner", "status", "start_at", "end_at", "time_left", "vm_count",
@@ -61,7 +77,7 @@ class EnvAdmin(OperateMixin, ViewOnlyMixin, admin.ModelAdmin):
     fields = ("name", "owner", "status", "start_at", "end_at", "time_left", "vm_count", "is_stopped",
               "deny_outgoing", "last_mgmt_at", "destroyed_at")
     readonly_fields = fields
-    inlines = (VmInline,)
+    inlines = (VmInline, MemberInline)
     actions = (
         service_action("start", "Start the selected Envs", "start queued",
                        lambda env, by: services.env_start(env=env, by=by), policy_action="env_start"),

@@ -18,16 +18,20 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from envs import cloning, envfiles, peering, services
+from envs import cloning, envfiles, peering, services, sharing
 from envs.envfile_api import ENVFILE_PARAMETER, EnvFileNegotiation, ErrorsAsJson, envfile_text, sends_envfile
-from envs.models import Env
+from envs.models import Env, EnvMember
 from envs.serializers import (
     DenyOutgoing,
     EnvClone,
     EnvCreate,
     EnvExtend,
+    EnvMemberSerializer,
     EnvSerializer,
+    EnvTransfer,
     IdleSuspend,
+    MemberAdd,
+    MemberChange,
     PeerRequest,
 )
 from operations.api import OperationsActionsMixin, accepted, operation_action
@@ -80,7 +84,9 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
     def list(self, request, *args, **kwargs):
         queryset = self.filter_queryset(self.get_queryset())
         page = self.paginate_queryset(queryset)
-        context = {**self.get_serializer_context(), "peerings": peering.peerings_of_many(page)}
+        shared = [env.pk for env in page if env.owner_id != request.user.pk]  # one query, if any
+        context = {**self.get_serializer_context(), "peerings": peering.peerings_of_many(page),
+                   "roles": EnvMember.objects.roles_by_env(request.user, shared) if shared else {}}
         return self.get_paginated_response(self.serializer_class(page, many=True, context=context).data)
 
     @extend_schema(parameters=[ENVFILE_PARAMETER])
@@ -238,3 +244,63 @@ class EnvViewSet(OperationsActionsMixin, mixins.ListModelMixin, mixins.RetrieveM
         data = parse(NewVmSerializer, request)
         op = vm_add(env=env, spec=NewVm(**data), by=request.user, idempotency_key=idempotency_key(request))
         return accepted(request, op)
+
+    # --- sharing (envs/sharing.py) ----------------------------------------------------------
+
+    @extend_schema(summary="The Env's members: users and groups it is shared with, each with a role",
+                   responses=EnvMemberSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path="members", url_name="members",
+            pagination_class=None, filterset_class=None)
+    def members(self, request, pk=None):
+        env = self.get_object()
+        return Response(EnvMemberSerializer(sharing.members_of(env), many=True).data)
+
+    @extend_schema(summary="Share the Env with a user or a group, in a role",
+                   description="Its owner, an admin member or staff with envs.change_env. Quotas stay "
+                   "the owner's: what a member adds is charged to the owner.",
+                   request=MemberAdd, responses={201: EnvMemberSerializer})
+    @members.mapping.post
+    def add_member(self, request, pk=None):
+        env = self.get_object()
+        data = parse(MemberAdd, request)
+        member = sharing.env_share(env=env, user=data.get("user"), group=data.get("group"), role=data["role"],
+                                   by=request.user)
+        return Response(EnvMemberSerializer(member).data, status=201)
+
+    def _member(self, env: Env, member_id) -> EnvMember:
+        member = EnvMember.objects.select_related("env", "user", "group").filter(
+            env=env, pk=int(member_id)).first()
+        if member is None:
+            raise NotFound("this Env has no such member")
+        return member
+
+    @extend_schema(summary="Change a member's role (at once, open consoles too)",
+                   request=MemberChange, responses=EnvMemberSerializer)
+    @action(detail=True, methods=["patch"], url_path=r"members/(?P<member_id>[0-9]{1,18})",
+            url_name="member")
+    def member(self, request, pk=None, member_id=None):
+        env = self.get_object()
+        member = self._member(env, member_id)
+        data = parse(MemberChange, request)
+        member = sharing.env_member_set_role(member=member, role=data["role"], by=request.user)
+        return Response(EnvMemberSerializer(member).data)
+
+    @extend_schema(summary="Take a member's role away (at once: their open consoles close)",
+                   responses={204: None})
+    @member.mapping.delete
+    def remove_member(self, request, pk=None, member_id=None):
+        env = self.get_object()
+        sharing.env_unshare(member=self._member(env, member_id), by=request.user)
+        return Response(status=204)
+
+    @extend_schema(summary="Give the Env to one of its members",
+                   description="Its owner, or staff with envs.change_env. The new owner's quota must "
+                   "take everything the Env holds (422 quota_exceeded naming the quota otherwise); "
+                   "the old owner stays on it as an admin member.",
+                   request=EnvTransfer, responses=EnvSerializer)
+    @action(detail=True, methods=["post"], url_path="transfer", url_name="transfer")
+    def transfer(self, request, pk=None):
+        env = self.get_object()
+        data = parse(EnvTransfer, request)
+        sharing.env_transfer(env=env, new_owner=data["owner"], by=request.user)
+        return Response(self.current(env).data)

@@ -20,8 +20,8 @@ class EnvsConfig(AppConfig):
         # Starting or going into a VM of a sleeping Env wakes it (vms/env_wake.py).
         env_wake.register(sleep.env_wake)
         metrics.register(EnvCollector())
-        # Whose Envs' audit events a user reads: the Envs they own (sharing: those they administer).
+        # Whose Envs' audit events a user reads: the Envs they own or are an admin of.
         from audit import scope
-        from envs.models import Env
+        from envs.sharing import envs_administered
 
-        scope.register_env_scope(lambda user: Env.objects.filter(owner=user).values("pk"))
+        scope.register_env_scope(envs_administered)

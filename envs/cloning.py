@@ -53,6 +53,7 @@ def env_clone(*, env: Env, by, count=1, name: str | None = None, lifetime=None,
 
     if not Env.objects.visible_to(by).filter(pk=env.pk).exists():
         raise NotFound("no such Env")
+    policy.check_can_manage(by, env, "env_clone")  # a member: an admin of it
     policy.check(by, "env_create", owner_id=by.pk)
     count = int_in(count, "count", 1, COUNT_MAX)
     allowed = usage.admit(by, by=by)

@@ -19,6 +19,7 @@ from django.utils.safestring import SafeString, mark_safe
 from envs.models import Env
 from envs.templatetags.portal import duration
 from envs.vm_table import url_maker
+from ttportal import permissions
 
 _ENV_URLS = ("detail", "start", "stop", "extend")
 
@@ -60,6 +61,12 @@ def row_html(env: Env, *, urls: dict, all_envs: bool, warn_seconds: int, csrf_in
         ' <span class="badge" title="Outgoing traffic denied">no egress</span>' if env.deny_outgoing else "",
     ])
     owner = f"\n    <td>{escape(env.owner.get_username())}</td>" if all_envs else ""
+    role = getattr(env, "my_role", "owner")  # env_list: the user's role on it (None: staff's view)
+    if role not in ("owner", None):  # shared with the user: their role, and whose it is
+        badges += (f' <span class="badge role role-{escape(role)}" title="Shared with you by '
+                   f'{escape(env.owner.get_username())}">{escape(role)} · {escape(env.owner.get_username())}'
+                   f"</span>")
+    operates = role in ("owner", None) or permissions.role_allows(role, "env_start")
     running = f' <span class="muted">({env.vms_running} running)</span>' if env.vm_count else ""
     if env.is_live:
         ends = timezone.localtime(env.end_at)
@@ -69,7 +76,7 @@ def row_html(env: Env, *, urls: dict, all_envs: bool, warn_seconds: int, csrf_in
     else:
         when = _when(env.destroyed_at) if env.destroyed_at else "—"
     actions = []
-    if env.status == Env.Status.ACTIVE:
+    if env.status == Env.Status.ACTIVE and operates:  # staff: the services decide, as before
         power = ("start", "Start") if env.is_stopped else ("stop", "Stop")
         actions.append(action_form(urls[power[0]](env.pk), power[1], cls="btn-sm", next=here,
                                    cooldown=env.cooldown, csrf_input=csrf_input))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -15,10 +16,22 @@ from ttportal.validators import validate_dns_label
 class EnvQuerySet(models.QuerySet):
     def visible_to(self, user) -> EnvQuerySet:
         """The one scoping rule: staff with envs.view_env see every Env (vms.policy), everyone
-        else only their own."""
+        else their own and those shared with them or one of their groups (EnvMember)."""
         if permissions.sees_others(user, "env_view"):
             return self.filter(is_warm_pool=False)
-        return self.filter(owner=user)
+        if user is None or not user.is_authenticated:
+            return self.none()
+        return self.filter(Q(owner=user) | Q(pk__in=self.shared_ids(user)))
+
+    def shared_ids(self, user):
+        """The ids of the Envs shared with `user` or one of their groups, as a subquery."""
+        return EnvMember.objects.of_user(user).values("env_id")
+
+    def ids_of(self, user):
+        """The ids of `user`'s own Envs and of those shared with them, as a subquery: vms' and
+        operations' visible_to filter by it (reaching it through their Env relation), so their
+        rows are found through their index on env_id whatever the number of other users'."""
+        return Env.objects.filter(Q(owner=user) | Q(pk__in=self.shared_ids(user))).order_by().values("pk")
 
     def live(self) -> EnvQuerySet:
         return self.exclude(status=Env.Status.DESTROYED)
@@ -96,6 +109,16 @@ class Env(models.Model):
     def spans_nodes(self) -> bool:
         """Its live VMs run on more than one node (no single node had room for them all)."""
         return self.node_count > 1
+
+    def role_of(self, user) -> str | None:
+        """`user`'s role on this Env ("owner", a member's strongest role, or None). Read anew
+        each call: a removed member loses it at once (vms.policy asks it)."""
+        if user is None or not user.is_authenticated or not self.pk:
+            return None
+        if user.pk == self.owner_id:
+            return "owner"
+        roles = EnvMember.objects.of_user(user).filter(env_id=self.pk).values_list("role", flat=True)
+        return permissions.strongest(roles)
 
     def seconds_left(self, now=None) -> int:
         now = now or timezone.now()
@@ -198,3 +221,75 @@ class Blueprint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.owner})"
+
+
+class EnvMemberQuerySet(models.QuerySet):
+    def of_user(self, user) -> EnvMemberQuerySet:
+        """The memberships of `user`: theirs, and their groups' (one indexed subquery each)."""
+        if user is None or user.pk is None:  # anonymous: none (user_id=None would mean IS NULL)
+            return self.none()
+        groups = get_user_model().groups.through.objects.filter(user_id=user.pk).values("group_id")
+        return self.filter(Q(user_id=user.pk) | Q(group_id__in=groups))
+
+    def roles_by_env(self, user, env_ids) -> dict[int, str]:
+        """Env id -> `user`'s strongest role on it (their own or a group's), for a page's Envs."""
+        found: dict[int, list[str]] = {}
+        for env_id, role in self.of_user(user).filter(env_id__in=env_ids).values_list("env_id", "role"):
+            found.setdefault(env_id, []).append(role)
+        return {env_id: permissions.strongest(roles) for env_id, roles in found.items()}
+
+
+class EnvMember(models.Model):
+    """A user, or a Django group, granted one role on one Env by its owner (envs/sharing.py).
+    The role's actions are ttportal.permissions.ROLE_ACTIONS; quotas stay the owner's."""
+
+    class Role(models.TextChoices):
+        VIEWER = permissions.VIEWER, "Viewer: sees the Env, its VMs and consoles"
+        OPERATOR = permissions.OPERATOR, "Operator: also starts, stops, snapshots, enters its VMs"
+        ADMIN = permissions.ADMIN, "Admin: also adds and destroys VMs, shares, destroys the Env"
+
+    env = models.ForeignKey(Env, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="env_memberships")
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="env_memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    granted_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = EnvMemberQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["env_id", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(user__isnull=False, group__isnull=True)
+                           | Q(user__isnull=True, group__isnull=False)),
+                name="envmember_user_xor_group",
+                violation_error_message="A member is a user or a group, not both.",
+            ),
+            models.UniqueConstraint(fields=["env", "user"], condition=Q(user__isnull=False),
+                                    name="envmember_one_per_user",
+                                    violation_error_message="This user is already a member of this Env."),
+            models.UniqueConstraint(fields=["env", "group"], condition=Q(group__isnull=False),
+                                    name="envmember_one_per_group",
+                                    violation_error_message="This group is already a member of this Env."),
+        ]
+        # visible_to's subquery reads memberships by user or group, then their Envs.
+        indexes = [
+            models.Index(fields=["user", "env"], name="envmember_user_idx"),
+            models.Index(fields=["group", "env"], name="envmember_group_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.who} {self.role} on {self.env_id}"
+
+    @property
+    def who(self) -> str:
+        """The member as the pages name it: a username, or @group."""
+        return self.user.get_username() if self.user_id else f"@{self.group.name}"
+
+
+# One's role on an Env, as the API shows it (EnvSerializer.role): its owner's, or a member's.
+ENV_ROLES = ["owner", *EnvMember.Role.values]

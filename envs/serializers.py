@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from envs import peering
 from envs.cloning import COUNT_MAX
-from envs.models import Blueprint, Env
+from envs.models import ENV_ROLES, Blueprint, Env, EnvMember
 from ttportal import limits
 from ttportal.api_fields import Boolean, DateTime, Integer, Name, StrictSerializer, Text
 from vms import policy
@@ -39,13 +39,17 @@ class EnvSerializer(serializers.HyperlinkedModelSerializer):
     peers = serializers.SerializerMethodField(
         help_text="Envs whose VMs may reach this Env's VMs (and asked or offered peerings)."
     )
+    role = serializers.SerializerMethodField(
+        help_text="Your role on it: owner, admin, operator or viewer (shared with you or one of "
+        "your groups), or null (staff seeing another user's Env)."
+    )
 
     class Meta:
         model = Env
         fields = [
             "id", "url", "name", "owner", "status", "start_at", "end_at", "seconds_left", "is_stopped",
             "deny_outgoing", "last_mgmt_at", "cooldown_remaining", "destroyed_at", "vms", "peers",
-            "idle_suspend", "asleep_since",
+            "idle_suspend", "asleep_since", "role",
         ]
         extra_kwargs = {
             "idle_suspend": {"help_text": "Minutes without a new connection on its forwarded ports nor "
@@ -66,6 +70,18 @@ class EnvSerializer(serializers.HyperlinkedModelSerializer):
     @extend_schema_field(serializers.IntegerField())
     def get_cooldown_remaining(self, env: Env) -> int:
         return policy.cooldown_remaining(env, self._now())
+
+    @extend_schema_field(serializers.ChoiceField(choices=ENV_ROLES, allow_null=True))
+    def get_role(self, env: Env) -> str | None:
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        if env.owner_id == user.pk:
+            return "owner"
+        # A list view reads every row's roles at once (EnvViewSet.list).
+        many = self.context.get("roles")
+        return many.get(env.pk) if many is not None else env.role_of(user)
 
     @extend_schema_field(PeerSerializer(many=True))
     def get_peers(self, env: Env) -> list[dict]:
@@ -169,6 +185,59 @@ class IdleSuspend(StrictSerializer):
 
 class DenyOutgoing(StrictSerializer):
     deny = Boolean(help_text="true: cut the Env's VMs off beyond the node network.")
+
+
+# --- sharing (envs/sharing.py) -------------------------------------------------------------
+
+_ROLE_RULE = f"must be one of {', '.join(EnvMember.Role.values)}"
+
+
+def _role_field(**kwargs) -> serializers.ChoiceField:
+    return serializers.ChoiceField(
+        choices=EnvMember.Role.choices, error_messages={"invalid_choice": _ROLE_RULE, "null": _ROLE_RULE},
+        help_text="viewer: sees it, its VMs, operations and console output; operator: also starts, "
+        "stops, suspends, snapshots, enters its VMs (exec, files, console), extends it; admin: also "
+        "adds and destroys VMs, ports, peerings, sharing, clones and destroys it.", **kwargs)
+
+
+class EnvMemberSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
+                                        help_text="The user it is shared with (null: a group).")
+    group = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True,
+                                         help_text="The group it is shared with (null: a user).")
+    role = _role_field(read_only=True)
+    granted_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = EnvMember
+        fields = ["id", "user", "group", "role", "granted_by", "granted_at"]
+        read_only_fields = fields
+
+
+class MemberAdd(StrictSerializer):
+    user = Text(rule="must be a username", pattern=limits.PRINTABLE_PATTERN, max_length=limits.USERNAME_MAX,
+                required=False, help_text="Share it with this user (by username)...")
+    group = Text(rule="must be a group name", pattern=limits.PRINTABLE_PATTERN, max_length=150,
+                 required=False, help_text="...or with every member of this group (by name).")
+    role = _role_field()
+
+    class Meta:
+        # A user or a group, and the role.
+        schema_extra = {"minProperties": 2, "maxProperties": 2}
+
+    def validate(self, attrs):
+        if ("user" in attrs) == ("group" in attrs):
+            raise serializers.ValidationError({"user": "give a user or a group (one of them)"})
+        return attrs
+
+
+class MemberChange(StrictSerializer):
+    role = _role_field()
+
+
+class EnvTransfer(StrictSerializer):
+    owner = Text(rule="must be a username", pattern=limits.PRINTABLE_PATTERN, max_length=limits.USERNAME_MAX,
+                 help_text="The new owner's username: a member of the Env, whose quota takes all it holds.")
 
 
 # --- blueprints (envs/blueprints.py) -----------------------------------------------------

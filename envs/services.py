@@ -279,7 +279,7 @@ def env_expire_one(env_id: int, *, now=None) -> Operation | None:
 def env_set_idle_suspend(*, env: Env, minutes, by) -> Env:
     """Sleep after `minutes` idle (None: never). Done at once: the next idle check reads it;
     a sleeping Env sleeps on (its next connection wakes it)."""
-    policy.check_can_manage(by, env, "env_extend")
+    policy.check_can_manage(by, env, "env_set_idle_suspend")
     minutes = sleep.check_idle_suspend(minutes)
     env = Env.objects.select_for_update().get(pk=env.pk)
     policy.check_live(env)

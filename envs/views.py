@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import quotas
-from envs import cloning, env_table, envfiles, peering, services, sleep, vm_table
+from envs import cloning, env_table, envfiles, peering, services, sharing, sleep, vm_table
 from envs.forms import (
     AddVmForm,
     EnvFileForm,
@@ -31,11 +31,11 @@ from envs.forms import (
     create_env_from_file,
     show_vm_error,
 )
-from envs.models import Env
+from envs.models import Env, EnvMember
 from operations.models import Operation
 from ttportal.errors import InvalidInput
 from ttportal.hours import hours, parse_hours
-from ttportal.portal import back_url, call_and_redirect, post_action, refused_here
+from ttportal.portal import back_url, call_and_redirect, describe, post_action, refused_here
 from vms import policy
 from vms import services as vm_services
 from vms.models import Vm, VmTemplate, engine_kinds_in_service, live_vms
@@ -43,13 +43,19 @@ from vms.views import operations_context
 
 # The countdown turns into a warning in the Env's last hour.
 WARN_SECONDS = 3600
+# The actions the Env page offers: a button the viewer may not use is not shown.
+PAGE_ACTIONS = ("env_start", "env_stop", "env_extend", "env_set_idle_suspend", "env_set_deny_outgoing",
+                "env_clone", "env_destroy", "env_peer", "env_unpeer", "env_share", "env_transfer",
+                "vm_add", "vm_start", "vm_stop", "vm_destroy")
 
 
 def _env_for(request: HttpRequest, pk: int, *, busy: bool = False) -> Env:
-    """The Env, or 404; with `busy`, also whether any of its operations still runs (`env.busy`)."""
+    """The Env, or 404; with `busy`, also whether any of its operations still runs (`env.busy`)
+    and whether it is shared with anyone (`env.shared`)."""
     envs = Env.objects.visible_to(request.user).select_related("owner")
     if busy:
-        envs = envs.annotate(busy=_has_live_operations())
+        envs = envs.annotate(busy=_has_live_operations(),
+                             shared=Exists(EnvMember.objects.filter(env=OuterRef("pk"))))
     return get_object_or_404(envs, pk=pk)
 
 
@@ -77,7 +83,11 @@ def env_list(request: HttpRequest) -> HttpResponse:
     envs = envs.filter(status=Env.Status.DESTROYED) if show_destroyed else envs.live()
     now = timezone.now()
     rows = list(envs)
+    # Envs shared with the user: their role on each (one query, only when some are).
+    shared = [env.pk for env in rows if env.owner_id != request.user.pk]
+    roles = EnvMember.objects.roles_by_env(request.user, shared) if shared else {}
     for env in rows:
+        env.my_role = "owner" if env.owner_id == request.user.pk else roles.get(env.pk)
         env.left = env.seconds_left(now)
         env.warn = env.is_live and env.left < WARN_SECONDS
         env.cooldown = policy.cooldown_remaining(env, now)
@@ -139,7 +149,10 @@ def env_download(request: HttpRequest, pk: int) -> HttpResponse:
 def env_detail(request: HttpRequest, pk: int) -> HttpResponse:
     env = _env_for(request, pk, busy=True)  # asked with the Env: one query fewer
     now = timezone.now()
-    vms = vm_table.vm_rows(env)
+    my_role = env.role_of(request.user)  # "owner", a member's role, or None (staff)
+    can = (dict.fromkeys(PAGE_ACTIONS, True) if my_role == "owner"
+           else policy.allowed_actions(request.user, env, PAGE_ACTIONS))
+    vms = vm_table.vm_rows(env, can)
     left = env.seconds_left(now)
     live = env.status == Env.Status.ACTIVE
     limit = env.start_at + timedelta(seconds=settings.TT_MAX_ENV_LIFETIME)
@@ -153,6 +166,9 @@ def env_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_stop": live and any(vm["actions"]["stop"] for vm in vms),
         "extend_limit": limit, "can_extend": live and env.end_at < limit,
         "peers": peering.peerings_of(env), "clone_max": cloning.COUNT_MAX,
+        "my_role": my_role, "can": can, "roles": EnvMember.Role.choices,
+        # Read only when there are some (asked with the Env): an Env shared with nobody costs no query.
+        "members": list(sharing.members_of(env)) if env.shared and (can["env_share"] or my_role) else [],
     })
 
 
@@ -307,3 +323,81 @@ def env_add_vm(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         form = AddVmForm()
     return render(request, "envs/add_vm.html", {"env": env, "form": form})
+
+
+# --- sharing (envs/sharing.py) ------------------------------------------------------------
+
+
+def _sharing_url(env: Env) -> str:
+    return _env_url(env) + "#sharing"
+
+
+def _member_of(env: Env, member_id: int) -> EnvMember:
+    return get_object_or_404(EnvMember.objects.select_related("env", "user", "group"), env=env, pk=member_id)
+
+
+def _sharing_call(request: HttpRequest, call, success: str, back: str) -> bool:
+    """Run one sharing service call; its outcome as a message. Whether it was done."""
+    try:
+        call()
+    except Exception as exc:
+        messages.error(request, describe(refused_here(exc)))
+        return False
+    messages.success(request, success)
+    return True
+
+
+@require_POST
+@login_required
+def env_share(request: HttpRequest, pk: int) -> HttpResponse:
+    """Share the Env with `who` (a username, or @group) in `role`."""
+    env = _env_for(request, pk)
+    who = request.POST.get("who", "").strip()
+    role = request.POST.get("role", "")
+
+    def share():
+        if who.startswith("@"):
+            return sharing.env_share(env=env, group=who[1:], role=role, by=request.user, field="who")
+        return sharing.env_share(env=env, user=who or None, role=role, by=request.user, field="who")
+
+    _sharing_call(request, share, f"{env.name} shared with {who} as {role}.", _sharing_url(env))
+    return HttpResponseRedirect(_sharing_url(env))
+
+
+@require_POST
+@login_required
+def env_member_role(request: HttpRequest, pk: int, member: int) -> HttpResponse:
+    env = _env_for(request, pk)
+    row = _member_of(env, member)
+    role = request.POST.get("role", "")
+    _sharing_call(request, lambda: sharing.env_member_set_role(member=row, role=role, by=request.user),
+                  f"{row.who} is now {role} on {env.name}.", _sharing_url(env))
+    return HttpResponseRedirect(_sharing_url(env))
+
+
+@require_POST
+@login_required
+def env_unshare(request: HttpRequest, pk: int, member: int) -> HttpResponse:
+    env = _env_for(request, pk)
+    row = _member_of(env, member)
+    leaving = row.user_id == request.user.pk
+    done = _sharing_call(request, lambda: sharing.env_unshare(member=row, by=request.user),
+                         f"You left {env.name}." if leaving else f"{row.who} removed from {env.name}.",
+                         _sharing_url(env))
+    if done and not Env.objects.visible_to(request.user).filter(pk=env.pk).exists():
+        return HttpResponseRedirect(reverse("envs:list"))  # no longer theirs to see
+    return HttpResponseRedirect(_sharing_url(env))
+
+
+@require_POST
+@login_required
+def env_transfer(request: HttpRequest, pk: int) -> HttpResponse:
+    """Give the Env to `owner`, one of its members."""
+    env = _env_for(request, pk)
+    name = request.POST.get("owner", "").strip()
+
+    def transfer():
+        return sharing.env_transfer(env=env, new_owner=name, by=request.user)
+
+    _sharing_call(request, transfer, f"{env.name} now belongs to {name}.", _sharing_url(env))
+    return HttpResponseRedirect(_sharing_url(env))

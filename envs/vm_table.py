@@ -54,11 +54,12 @@ def _snapshot_count() -> Coalesce:
     return Coalesce(Subquery(per_vm, output_field=IntegerField()), Value(0))
 
 
-def vm_rows(env: Env) -> list[dict]:
+def vm_rows(env: Env, may: dict[str, bool] | None = None) -> list[dict]:
     """The Env's live VMs as the table shows them, in two queries whatever their number.
 
     The ports are asked by the rows' ids: a subquery (`vm__in=<the Env's VMs>`) made
-    PostgreSQL scan every port of the site instead of its index on vm_id."""
+    PostgreSQL scan every port of the site instead of its index on vm_id. `may`: which of
+    vm_start, vm_stop, vm_destroy the viewer may take (vms.policy.allowed_actions; None: all)."""
     rows = list(env.vms.live().annotate(snapshot_count=_snapshot_count()).order_by("name")
                 .values(*_VM_ROW_FIELDS))
     ports: dict[int, list[tuple[int, int, str]]] = {row["pk"]: [] for row in rows}
@@ -74,6 +75,7 @@ def vm_rows(env: Env) -> list[dict]:
         row["urls"] = {name: make(row["pk"]) for name, make in urls.items()}
         node_up = row["node__down_since"] is None
         row["actions"] = {action: live and node_up and state.allowed(row["status"], action)
+                          and (may is None or may[f"vm_{action}"])
                           for action in (VmAction.START, VmAction.STOP, VmAction.DESTROY)}
         if not node_up:
             row["status"] = Vm.UNKNOWN

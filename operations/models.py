@@ -16,7 +16,10 @@ class OperationQuerySet(models.QuerySet):
     def visible_to(self, user) -> OperationQuerySet:
         if permissions.sees_others(user, "operation_view"):
             return self
-        return self.filter(env__owner=user)
+        if user is None or not user.is_authenticated:
+            return self.none()
+        # Shared Envs' too: their ids from the Env model (envs sits above operations).
+        return self.filter(env_id__in=self.model._meta.get_field("env").related_model.objects.ids_of(user))
 
 
 class Operation(models.Model):

@@ -17,9 +17,10 @@ from rest_framework.test import APIClient
 from accounts.models import ApiToken
 from accounts.services import ssh_key_add, token_create, token_revoke
 from envs.blueprints import blueprint_save
-from envs.models import Env, Peering
+from envs.models import Env, EnvMember, Peering
 from notifications.services import send_test_notification, webhook_create
 from operations.models import Operation
+from tests.conftest import make_user
 from tests.support import public_key_line, take_snapshot
 from ttportal import ratelimit
 from vms.models import Snapshot, Vm
@@ -94,8 +95,8 @@ BLUEPRINT_FILE = "name: demo\nlifetime: 1h\nvms:\n  - name: a\n    template: tt/
 
 def build_full_world(owner, make_env, run_tasks):
     """build_world and one of each of the owner's other objects an endpoint acts on: a token,
-    an SSH key, a webhook with a delivery, another Env asked to peer with the first, and a
-    blueprint."""
+    an SSH key, a webhook with a delivery, another Env asked to peer with the first, a
+    blueprint, and a member of the Env: hugo, a viewer (whom it can be given to)."""
     w = build_world(owner, make_env, run_tasks)
     w.token, _ = token_create(user=owner, name="ci")
     w.key = ssh_key_add(user=owner, public_key=public_key_line())
@@ -105,6 +106,7 @@ def build_full_world(owner, make_env, run_tasks):
     w.peer = make_env(owner, name="peer")
     Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=owner)
     w.blueprint = blueprint_save(by=owner, name="bp", text=BLUEPRINT_FILE)
+    w.member = EnvMember.objects.create(env=w.env, user=make_user("hugo"), role=EnvMember.Role.VIEWER)
     return w
 
 

@@ -281,14 +281,14 @@ def firewall(node):
 def db_state(db):
     """A callable that captures every row the services write, to prove a refusal changed nothing."""
     from accounts.models import SshKey
-    from envs.models import Blueprint, Env
+    from envs.models import Blueprint, Env, EnvMember
     from operations.models import Operation
     from vms.models import PortMapping, Snapshot, Vm
 
     def take() -> dict:
         rows = {
             model.__name__: list(model.objects.order_by("pk").values())
-            for model in (Env, Vm, PortMapping, Snapshot, Operation, SshKey, Blueprint)
+            for model in (Env, Vm, PortMapping, Snapshot, Operation, SshKey, Blueprint, EnvMember)
         }
         rows["Blueprint shares"] = (
             sorted(Blueprint.shared_with_users.through.objects.values_list("blueprint_id", "user_id")),

@@ -28,7 +28,7 @@ from ttportal import permissions
 class Endpoint:
     method: str
     path: str  # formatted with the world: {env}, {peer}, {running}, {stopped}, {snapshot}, {op}, {template},
-    # {token}, {key}, {webhook}, {delivery}, {blueprint}, {event}
+    # {token}, {key}, {webhook}, {delivery}, {blueprint}, {event}, {member}
     scope: str  # owned | list | create | global | personal | password_only | for_other (alice's, named)
     # | seen (alice's, and whoever sees it may: launch a blueprint) | publish (operators only, on alice's)
     ok: int = 200
@@ -76,6 +76,12 @@ ENDPOINTS = [
              "vm_add"),
     Endpoint("post", "/api/envs/{env}/peers/", "owned", 202, {"env": "alice/peer"}, "env_peer"),
     Endpoint("delete", "/api/envs/{env}/peers/{peer}/", "owned", 202, None, "env_unpeer"),
+    # sharing (tests/test_sharing_matrix.py: the members' own matrix)
+    Endpoint("get", "/api/envs/{env}/members/", "owned"),
+    Endpoint("post", "/api/envs/{env}/members/", "owned", 201, {"user": "bob", "role": "viewer"}),
+    Endpoint("patch", "/api/envs/{env}/members/{member}/", "owned", 200, {"role": "operator"}),
+    Endpoint("delete", "/api/envs/{env}/members/{member}/", "owned", 204),
+    Endpoint("post", "/api/envs/{env}/transfer/", "owned", 200, {"owner": "hugo"}),
     # VM actions
     Endpoint("post", "/api/vms/{stopped}/start/", "owned", 202, None, "vm_start"),
     Endpoint("post", "/api/vms/{running}/stop/", "owned", 202, None, "vm_stop"),
@@ -196,6 +202,7 @@ def _url(endpoint: Endpoint, w) -> str:
         env=w.env.pk, peer=w.peer.pk, running=w.running.pk, stopped=w.stopped.pk, snapshot=w.snapshot.pk,
         op=w.operation.pk, template=w.running.template_id, token=w.token.public_id, key=w.key.pk,
         webhook=w.webhook.pk, delivery=w.delivery.pk, blueprint=w.blueprint.pk, event=_event(w),
+        member=w.member.pk,
     )
 
 

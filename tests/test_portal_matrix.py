@@ -22,11 +22,11 @@ from django.urls import URLPattern, URLResolver, reverse
 from accounts.models import ApiToken, SshKey
 from accounts.services import ssh_key_add, token_create
 from envs.blueprints import blueprint_save
-from envs.models import Peering
+from envs.models import EnvMember, Peering
 from notifications.services import warn_expiring_due, webhook_create
 from operations.models import Operation
 from tests.api_support import BLUEPRINT_FILE, build_world
-from tests.conftest import make_staff
+from tests.conftest import make_staff, make_user
 from tests.module_world import module_world
 from tests.support import public_key_line
 from ttportal import portal_urls
@@ -36,8 +36,8 @@ from ttportal import portal_urls
 class Route:
     name: str
     method: str
-    target: str = ""  # env | peered | running | stopped | snapshot | token | key | webhook | link | blueprint
-    # | ""
+    target: str = ""  # env | peered | member | running | stopped | snapshot | token | key | webhook | link
+    # | blueprint | ""
     scope: str = "owned"  # owned | mine (any signed-in user, their own data) | public | link (anyone
     # holding the link, signed in or not) | seen (whoever sees the target: launch a blueprint, save an
     # Env as one's own blueprint) | publish (operators holding envs.publish_blueprint only) | sso (single
@@ -86,6 +86,11 @@ ROUTES = [
     Route("envs:destroy", "post", "env", data={"confirm": "demo"}, kind="env_destroy"),
     Route("envs:peer", "post", "env", data={"env": "alice/peer"}, kind="env_peer"),
     Route("envs:unpeer", "post", "peered", kind="env_unpeer"),
+    # sharing (tests/test_sharing_portal.py: the members' own matrix)
+    Route("envs:share", "post", "env", data={"who": "bob", "role": "viewer"}),
+    Route("envs:member_role", "post", "member", data={"role": "operator"}),
+    Route("envs:unshare", "post", "member"),
+    Route("envs:transfer", "post", "env", data={"owner": "hugo"}),
     Route("envs:add_vm", "post", "env", kind="vm_add",
           data={"name": "extra", "template": "TEMPLATE", "cpu_num": "1", "mem_mb": "128", "net_kind": "nat"}),
     # VM and snapshot actions
@@ -170,6 +175,8 @@ def build_portal_world(alice, make_env, run_tasks):
     w.peer = make_env(alice, name="peer")
     Peering.objects.create(env_a=w.env, env_b=w.peer, asked_for=w.env, requested_by=alice)
     w.blueprint = blueprint_save(by=alice, name="bp", text=BLUEPRINT_FILE)
+    # A member of the Env: hugo, a viewer (whom it can be given to).
+    w.member = EnvMember.objects.create(env=w.env, user=make_user("hugo"), role=EnvMember.Role.VIEWER)
     return w
 
 
@@ -202,6 +209,8 @@ def _url(route: Route, w) -> str:
     }.get(route.target)
     if route.target == "peered":
         return reverse(route.name, args=[w.env.pk, w.peer.pk])
+    if route.target == "member":
+        return reverse(route.name, args=[w.env.pk, w.member.pk])
     return reverse(route.name, args=[target]) if route.target else reverse(route.name)
 
 

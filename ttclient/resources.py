@@ -115,6 +115,35 @@ class Envs(Resource):
     def stop(self, env: int | dict) -> Operation | None:
         return _operation(*self.client.post(f"/api/envs/{_id(env)}/stop/"))
 
+    # --- sharing (docs/guide/sharing.md) ---------------------------------------------------------
+
+    def members(self, env: int | dict) -> list[dict]:
+        """The users and groups the Env is shared with, each with its role."""
+        return self.client.get(f"/api/envs/{_id(env)}/members/")
+
+    def share(self, env: int | dict, *, role: str, user: str | None = None, group: str | None = None) -> dict:
+        """Share the Env with a user or a group (by name) as viewer, operator or admin; the member."""
+        body = {"user": user} if user is not None else {"group": group}
+        return self.client.post(f"/api/envs/{_id(env)}/members/", {**body, "role": role})[1]
+
+    def set_role(self, env: int | dict, member: int | dict, role: str) -> dict:
+        return self.client.request("PATCH", f"/api/envs/{_id(env)}/members/{_id(member)}/",
+                                   json={"role": role}).json()
+
+    def unshare(self, env: int | dict, member: int | dict) -> None:
+        self.client.request("DELETE", f"/api/envs/{_id(env)}/members/{_id(member)}/")
+
+    def member(self, env: int | dict, who: str) -> dict:
+        """The member `who`: a username, or @group."""
+        for row in self.members(env):
+            if (who.startswith("@") and row["group"] == who[1:]) or row["user"] == who:
+                return row
+        raise ApiError(404, "not_found", f"the Env is not shared with {who}", "member")
+
+    def transfer(self, env: int | dict, owner: str) -> Env:
+        """Give the Env to `owner`, one of its members (the new owner's quota must take it)."""
+        return self.client.post(f"/api/envs/{_id(env)}/transfer/", {"owner": owner})[1]
+
 
 class Vms(Resource):
     def list(self, *, env: int | None = None, live: bool | None = True) -> list[Vm]:

@@ -398,6 +398,8 @@ SPECTACULAR_SETTINGS = {
         "OperationStatusEnum": "operations.models.Operation.Status",
         "OperationKindEnum": "operations.registry.kind_choices",  # every app's kinds
         "EngineKindEnum": "nodes.models.EngineKind",
+        "MemberRoleEnum": "envs.models.EnvMember.Role",
+        "EnvRoleEnum": "envs.models.ENV_ROLES",  # the member roles and "owner"
     },
 }
 

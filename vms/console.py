@@ -45,6 +45,7 @@ from operations.models import Operation
 from operations.recording import record
 from ttportal import ratelimit
 from ttportal.errors import EngineError, NotFound
+from vms import policy
 from vms.guest_target import GuestTarget, guest_target, mark_active
 from vms.kinds import VmKind
 from vms.models import Vm
@@ -79,16 +80,54 @@ def group_name(vm_id: int) -> str:
 @audited("vm.console", on=details.console_target, detail=lambda kwargs, result: {"via": kwargs.get("via")},
          atomic=False)
 def open_session(vm_id: int, user, via: str) -> GuestTarget:
-    """Check that `user` may open the console of VM `vm_id` now, count it against their rate
-    and record it in the VM's history: the VM, its spec and engine."""
+    """Check that `user` may open the console of VM `vm_id` now (watch it: vm_console_view;
+    `access` tells whether they may type), count it against their rate and record it in
+    the VM's history: the VM, its spec and engine."""
     vm = Vm.objects.select_related("env", "node", "template").filter(pk=vm_id).first()
     if vm is None:
         raise NotFound(f"no VM {vm_id}")
-    target = guest_target(vm, Feature.CONSOLE, by=user)
+    target = guest_target(vm, Feature.CONSOLE, by=user, action="vm_console_view")
     ratelimit.take("console", user=user)
     record(VmKind.VM_CONSOLE_OPEN, env=vm.env, vm=vm, by=user, run=False,
            status=Operation.Status.SUCCEEDED, params={"via": via})
     return target
+
+
+# What a viewer may do on a console now (`access`).
+TYPE, WATCH = "type", "watch"
+
+
+def access(vm_id: int, user) -> str | None:
+    """What `user` may do on VM `vm_id`'s console now: TYPE (vm_console), WATCH
+    (vm_console_view: a viewer member) or None (nothing: not theirs any more, or the VM is
+    gone). Read anew each call (one query for the VM, one for a member's role): the
+    websocket asks it on each input and when told the Env's members changed."""
+    vm = Vm.objects.select_related("env").filter(pk=vm_id).first()
+    if vm is None or user is None:
+        return None
+    env = vm.env
+    role = None if user.pk == env.owner_id or not user.is_authenticated else env.role_of(user)
+    if policy.may_manage(user, env, "vm_console", role=role):
+        return TYPE
+    if policy.may_manage(user, env, "vm_console_view", role=role):
+        return WATCH
+    return None
+
+
+def recheck(vm_ids) -> None:
+    """Tell the consoles open on these VMs to check their viewers' rights again (an Env's
+    members changed). Sync, after the change is committed; a layer that cannot be reached
+    is logged: each console checks again on its next input and every RECHECK_EVERY anyway."""
+    from asgiref.sync import async_to_sync
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for vm_id in vm_ids:
+        try:
+            async_to_sync(layer.group_send)(group_name(vm_id), {"type": "console.recheck"})
+        except Exception:
+            log.exception("console of VM %s: could not ask it to check its viewers again", vm_id)
 
 
 def close_session(vm: Vm, user, via: str, seconds: float, reason: str) -> None:
@@ -170,6 +209,7 @@ async def hub_for(vm_id: int, target: GuestTarget) -> str:
 class Viewer:
     name: str  # the user's name, as the others see it
     since: float
+    may_type: bool = True  # False: watches only (a viewer member of the Env)
 
 
 class Hub:
@@ -278,8 +318,10 @@ class Hub:
     async def _handle(self, message: dict) -> None:
         kind, session = message.get("type"), message.get("session", "")
         if kind == "hub.join":
-            self.viewers[session] = Viewer(name=message.get("user", "?"), since=time.monotonic())
-            if self.writer is None:
+            may_type = message.get("may_type", True)
+            self.viewers[session] = Viewer(name=message.get("user", "?"), since=time.monotonic(),
+                                           may_type=may_type)
+            if self.writer is None and may_type:
                 self.writer = session
             await self.layer.send(session, {"type": "console.welcome", "history": bytes(self.history)})
             await self._tell_roles()
@@ -291,8 +333,13 @@ class Hub:
                 await self.stop("no one is watching")
             else:
                 await self._tell_roles()
-        elif kind == "hub.take" and session in self.viewers:
+        elif kind == "hub.take" and session in self.viewers and self.viewers[session].may_type:
             self.writer = session
+            await self._tell_roles()
+        elif kind == "hub.watch_only" and session in self.viewers:  # its rights shrank
+            self.viewers[session].may_type = False
+            if self.writer == session:
+                self.writer = None
             await self._tell_roles()
         elif kind == "hub.input":
             if session != self.writer:

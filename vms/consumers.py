@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 # How often a viewer looks at its hub's beats.
 WATCH_EVERY = 1.0
+# How often an open console checks its viewer's rights again, besides on each input and when
+# told the Env's members changed (vms.console.recheck): a user taken out of a group the Env
+# is shared with (in the admin) loses it within this time.
+RECHECK_EVERY = 5.0
+WATCH_ONLY = "your role on this Env lets you watch its consoles, not type in them"
 
 
 def same_origin(scope) -> bool:
@@ -61,6 +66,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     opened = 0.0
     role = "watcher"
     reason = "closed by the viewer"
+    may_type = True
 
     async def connect(self):
         self.user = self.scope.get("user")
@@ -86,6 +92,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             with audit_context.using(audit_context.origin_of_scope(self.scope, self.via)):
                 self.target = await database_sync_to_async(console.open_session)(self.vm_id, self.user,
                                                                                   self.via)
+            access = await database_sync_to_async(console.access)(self.vm_id, self.user)
+            self.may_type = access == console.TYPE
             self.opened = time.monotonic()
             await self.channel_layer.group_add(console.group_name(self.vm_id), self.channel_name)
             self.hub = await console.hub_for(self.vm_id, self.target)
@@ -99,7 +107,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await self.refuse(TTError("internal error opening the console; it has been logged"))
             return
         await self.channel_layer.send(self.hub, {"type": "hub.join", "session": self.channel_name,
-                                                 "user": self.user.get_username()})
+                                                 "user": self.user.get_username(), "may_type": self.may_type})
         self.watchdog = asyncio.create_task(self._watch())
 
     async def refuse(self, exc: TTError) -> None:
@@ -108,9 +116,15 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         await self.close(code=4000 + status_for(exc))
 
     async def _watch(self) -> None:
-        """Close when the hub falls silent: no welcome in time, or no beat for LOST_AFTER beats."""
+        """Close when the hub falls silent: no welcome in time, or no beat for LOST_AFTER beats;
+        check the viewer's rights every RECHECK_EVERY."""
+        checked = time.monotonic()
         while True:
             await asyncio.sleep(WATCH_EVERY)
+            if time.monotonic() - checked >= RECHECK_EVERY:
+                checked = time.monotonic()
+                if not await self._recheck():
+                    return
             silent = time.monotonic() - self.heard
             lost = silent > (console.BEAT * console.LOST_AFTER if self.welcomed else console.JOIN_TIMEOUT)
             if lost:
@@ -154,6 +168,11 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if kind == "input" and isinstance(message.get("data"), str):
             await self._input(message["data"].encode())
         elif kind == "take":
+            if not await self._recheck():
+                return
+            if not self.may_type:
+                await self._say_refused(WATCH_ONLY)
+                return
             await self.channel_layer.send(self.hub, {"type": "hub.take", "session": self.channel_name})
         elif kind == "resize":
             try:
@@ -167,7 +186,32 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         else:
             await self._say_refused(f"unknown message type {kind!r}: input, take or resize")
 
+    async def _recheck(self) -> bool:
+        """The viewer's rights, read again: closed when they may not watch any more (False),
+        watching only when they may not type (a viewer's role)."""
+        try:
+            now = await database_sync_to_async(console.access)(self.vm_id, self.user)
+        except Exception:  # the database is away for a moment: the next check decides
+            log.exception("console of VM %s: checking %s's rights failed", self.vm_id, self.user)
+            return True
+        if now is None:
+            await self._end("your access to this VM was removed")
+            return False
+        if now == console.WATCH and self.may_type:
+            self.may_type = False
+            if self.hub:
+                await self.channel_layer.send(self.hub, {"type": "hub.watch_only",
+                                                         "session": self.channel_name})
+        elif now == console.TYPE:
+            self.may_type = True
+        return True
+
     async def _input(self, data: bytes) -> None:
+        if not await self._recheck():
+            return
+        if not self.may_type:
+            await self._say_refused(WATCH_ONLY)
+            return
         if self.role != "writer":  # the hub refuses it too: this answers at once
             await self._say_refused("you are watching: take control to type")
             return
@@ -203,6 +247,10 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             "type": "status", "role": self.role, "writer": event["writer_name"] or None,
             "viewers": event["viewers"],
         }))
+
+    async def console_recheck(self, event):
+        """The Env's members changed (vms.console.recheck): check this viewer's rights now."""
+        await self._recheck()
 
     async def console_refused(self, event):
         await self._say_refused(event["message"])

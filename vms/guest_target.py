@@ -42,11 +42,12 @@ def check_way_in(vm: Vm, feature: Feature) -> None:
                           f"(no guest agent or shell in its guest answers it)")
 
 
-def guest_target(vm: Vm, feature: Feature, *, by) -> GuestTarget:
+def guest_target(vm: Vm, feature: Feature, *, by, action: str | None = None) -> GuestTarget:
     """Check `by` may go into `vm` by `feature` (owner, or staff with the action's
     permission), that its Env is live and the VM running (never in a transitional state:
-    starting, stopping, a snapshot being taken...), and that its engine and template can."""
-    policy.check_can_manage(by, vm.env, ACTION[feature])
+    starting, stopping, a snapshot being taken...), and that its engine and template can.
+    `action`: another than the feature's (a console watched only: vm_console_view)."""
+    policy.check_can_manage(by, vm.env, action or ACTION[feature])
     policy.check_live(vm.env)
     check_way_in(vm, feature)
     vm.refresh_from_db(fields=["status", "asleep_at"])

@@ -1,8 +1,9 @@
 """Who may act on an Env, and how often long operations may run on it.
 
 One rule for every interface (API, portal, admin, admin actions, tasks): an Env's owner
-acts on their own Envs, VMs and snapshots with no permission at all; anyone else acts on
-them only as staff holding the Django model permission the action maps to in ACTIONS.
+acts on their own Envs, VMs and snapshots with no permission at all; a member of the Env
+(a user or group it is shared with) does what their role holds (ROLE_ACTIONS); anyone else
+acts on them only as staff holding the Django model permission the action maps to in ACTIONS.
 Superusers hold every permission (Django's has_perm). `is_staff` alone grants nothing
 but the admin's door: seeing another user's objects needs the view permission too.
 
@@ -23,17 +24,38 @@ from datetime import datetime
 from django.conf import settings
 
 from ttportal.errors import CooldownActive, Forbidden, IllegalState
-from ttportal.permissions import ACTIONS, check, check_staff, may, permission_for  # noqa: F401  (the one table)
+from ttportal.permissions import (  # noqa: F401  (the one table)
+    ACTIONS,
+    ROLE_ACTIONS,
+    check,
+    check_staff,
+    may,
+    permission_for,
+)
 
 
-def check_can_manage(user, env, action: str) -> None:
-    """`action` (a key of ACTIONS) on this Env, or on one of its VMs or snapshots."""
-    check(user, action, owner_id=env.owner_id)
+def check_can_manage(user, env, action: str, *, role: str | None = None) -> None:
+    """`action` (a key of ACTIONS) on this Env, or on one of its VMs or snapshots: its owner,
+    a member whose role holds it (the Env's `role_of`, read now unless the caller read it
+    for this request: `role`, "" for none), or staff with the permission."""
+    if user is None or not user.is_authenticated or user.pk == env.owner_id or may(user, action):
+        check(user, action, owner_id=env.owner_id)
+        return
+    if role is None:
+        role = env.role_of(user)
+    check(user, action, owner_id=env.owner_id, role=role or None)
 
 
-def may_manage(user, env, action: str) -> bool:
+def allowed_actions(user, env, actions) -> dict[str, bool]:
+    """Which of `actions` `user` may take on this Env, its VMs and snapshots (for a page's
+    buttons): its role read once for them all."""
+    role = env.role_of(user) or ""
+    return {action: may_manage(user, env, action, role=role) for action in actions}
+
+
+def may_manage(user, env, action: str, *, role: str | None = None) -> bool:
     try:
-        check_can_manage(user, env, action)
+        check_can_manage(user, env, action, role=role)
     except Forbidden:
         return False
     return True

@@ -88,6 +88,12 @@ def _split(text: str) -> list[str]:
     return [item for item in re.split(r"[\s,]+", text) if item]
 
 
+# The policy's action behind each of the VM page's buttons.
+ACTION_OF = {VmAction.START: "vm_start", VmAction.STOP: "vm_stop", VmAction.SUSPEND: "vm_suspend",
+             VmAction.SNAPSHOT: "snapshot_create", VmAction.APPLY: "snapshot_apply",
+             VmAction.DESTROY: "vm_destroy"}
+
+
 @login_required
 @require_GET
 def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
@@ -101,7 +107,11 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     ports = list(vm.port_mappings.order_by("protocol", "inner_port"))
     snapshots = list(vm.snapshots.order_by("created_at", "id"))
     cooldown = policy.cooldown_remaining(env, now)
-    actions = {action: live and state.can(vm, action)
+    # What this user may do here (its owner all; a member what their role holds; staff by
+    # permission): a button they may not use is not shown.
+    may = policy.allowed_actions(request.user, env, (*ACTION_OF.values(), "vm_set_ports", "vm_set_blacklist",
+                                                     "snapshot_destroy", "vm_console", "vm_console_view"))
+    actions = {action: live and state.can(vm, action) and may[ACTION_OF[action]]
                for action in (VmAction.START, VmAction.STOP, VmAction.SUSPEND, VmAction.SNAPSHOT,
                               VmAction.APPLY, VmAction.DESTROY)}
     actions["suspend"] = actions["suspend"] and Feature.SUSPEND in driver_class(vm.node.kind).features
@@ -117,15 +127,18 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "ssh": ssh_commands(vm.node.public_host,
                             [(pm.public_port, pm.inner_port, pm.protocol) for pm in ports]),
         "snapshots": snapshots, "blacklist_text": "\n".join(vm.net_blacklist or []),
-        "can_change_net": live and state.can(vm, VmAction.NETWORK) and not vm.net_busy,
+        "can_change_net": (live and state.can(vm, VmAction.NETWORK) and not vm.net_busy
+                           and may["vm_set_ports"] and may["vm_set_blacklist"]),
         "cooldown": cooldown, "here": reverse("vms:detail", args=[vm.pk]),
         "console": console, "console_error": console_error,
         # Run a command, upload and download a file: "" where this user can now, else why not.
         "ways_in": guest_views.ways_in(vm, request.user) if vm.is_live else {},
-        # The live console (vms/console.py): running, its engine has one, and this user may.
+        # The live console (vms/console.py): running, its engine has one, and this user may
+        # watch it (type in it too: console_may_type; a viewer member watches only).
         "console_live": (live and vm.status == Vm.Status.RUNNING
                          and Feature.CONSOLE in driver_class(vm.node.kind).features
-                         and policy.may_manage(request.user, env, "vm_console")),
+                         and may["vm_console_view"]),
+        "console_may_type": may["vm_console"], "may_delete_snapshot": may["snapshot_destroy"],
         # What its node's firewall refused it (None: the node could not be asked).
         "blocked": blocked_counts(vm.node, vm.ip) if vm.is_live else None,
     })

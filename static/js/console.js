@@ -21,7 +21,7 @@
       var mine = message.role === "writer";
       state.textContent = mine ? "you are typing" : (message.writer ? "watching: " + message.writer + " is typing" : "watching: nobody is typing");
       if (message.viewers > 1) state.textContent += " · " + message.viewers + " viewers";
-      takeBtn.hidden = mine;
+      takeBtn.hidden = mine || panel.dataset.mayType === "0";
       panel.dataset.role = message.role;
     } else if (message.type === "refused") {
       say(message.message);

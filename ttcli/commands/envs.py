@@ -1,4 +1,4 @@
-"""tt env up|validate|ls|show|down|extend|stop|start|clone|export."""
+"""tt env up|validate|ls|show|down|extend|stop|start|clone|export|share|unshare|members|transfer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ttcli import output
 from ttcli.commands.common import Json, Timeout, Wait, finish, group
 from ttcli.errors import USAGE, Failure
 
-app = group(help="Envs: up from a tt.yaml file, list, show, extend, stop, start, clone, down.")
+app = group(help="Envs: up from a tt.yaml file, list, show, extend, stop, start, clone, down, share.")
 
 EnvName = Annotated[str, typer.Argument(metavar="ENV", help="The Env's name (owner/name for staff), or id.")]
 EnvFileOpt = Annotated[Path, typer.Option("--file", "-f", help="The Env file ('-': stdin).")]
@@ -286,3 +286,90 @@ def export(env: EnvName, as_json: Json = False):
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
+
+
+# --- sharing (docs/guide/sharing.md) -----------------------------------------------------------
+
+Who = Annotated[str, typer.Argument(metavar="USER|@GROUP", help="A username, or @group for a group.")]
+
+
+def _who(who: str) -> dict:
+    return {"group": who[1:]} if who.startswith("@") else {"user": who}
+
+
+@app.command()
+def members(env: EnvName, as_json: Json = False):
+    """Whom the Env is shared with, and in which role."""
+    from ttcli.session import client
+
+    output.json_mode(as_json)
+    with client() as tt:
+        found = tt.envs.find(env)
+        rows = tt.envs.members(found)
+    if as_json:
+        output.emit_json(rows)
+        return
+    output.say(f"Env {found['name']}: owner {found['owner']}")
+    output.table(("member", "role", "granted by", "granted"),
+                 [(row["user"] or f"@{row['group']}", row["role"], row["granted_by"] or "",
+                   output.when(row["granted_at"])) for row in rows])
+
+
+@app.command()
+def share(
+    env: EnvName, who: Who,
+    role: Annotated[str, typer.Option("--role", "-r", help="viewer, operator or admin.")] = "viewer",
+    as_json: Json = False,
+):
+    """Share the Env with a user or a group (@name) in a role; again: change the role."""
+    from ttcli.session import client
+    from ttclient.errors import ApiError
+
+    output.json_mode(as_json)
+    with client() as tt:
+        found = tt.envs.find(env)
+        try:
+            member = tt.envs.share(found, role=role, **_who(who))
+        except ApiError as exc:
+            if exc.status != 422 or "member of this Env already" not in exc.message:
+                raise
+            member = tt.envs.set_role(found, tt.envs.member(found, who), role)
+    if as_json:
+        output.emit_json(member)
+    else:
+        output.say(f"Env {found['name']} shared with {who} as {member['role']}")
+
+
+@app.command()
+def unshare(env: EnvName, who: Who, as_json: Json = False):
+    """Take the Env away from a user or group (at once: their open consoles close)."""
+    from ttcli.session import client
+
+    output.json_mode(as_json)
+    with client() as tt:
+        found = tt.envs.find(env)
+        member = tt.envs.member(found, who)
+        tt.envs.unshare(found, member)
+    if as_json:
+        output.emit_json({"env": found["id"], "removed": member})
+    else:
+        output.say(f"Env {found['name']} no longer shared with {who}")
+
+
+@app.command()
+def transfer(
+    env: EnvName,
+    owner: Annotated[str, typer.Argument(metavar="USER", help="The new owner: a member of the Env.")],
+    as_json: Json = False,
+):
+    """Give the Env to one of its members (their quota must take it); you stay an admin of it."""
+    from ttcli.session import client
+
+    output.json_mode(as_json)
+    with client() as tt:
+        found = tt.envs.find(env)
+        after = tt.envs.transfer(found, owner)
+    if as_json:
+        output.emit_json(after)
+    else:
+        output.say(f"Env {after['name']} now belongs to {after['owner']}")
