@@ -10,7 +10,7 @@ from rest_framework import mixins, viewsets
 from audit import scope
 from audit.models import AuditEvent
 from audit.serializers import AuditEventSerializer
-from ttportal.api_query import IdFilter, StrictFilterSet, TextFilter
+from ttportal.api_query import IdFilter, InstantFilter, StrictFilterSet, TextFilter
 
 
 class AuditEventFilter(StrictFilterSet):
@@ -22,8 +22,8 @@ class AuditEventFilter(StrictFilterSet):
     object_id = TextFilter(field_name="object_id")
     env = IdFilter(field_name="env_id", help_text="Events on this Env, its VMs and snapshots.")
     result = django_filters.ChoiceFilter(choices=AuditEvent.Result.choices)
-    since = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="gte", help_text="At or after.")
-    until = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="lt", help_text="Before.")
+    since = InstantFilter(field_name="at", lookup_expr="gte", help_text="At or after.")
+    until = InstantFilter(field_name="at", lookup_expr="lt", help_text="Before.")
 
     class Meta:
         model = AuditEvent

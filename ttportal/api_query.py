@@ -8,6 +8,7 @@ Each is given at most once and must be what the schema says; anything else is a
 from __future__ import annotations
 
 import re
+from datetime import UTC
 
 import django_filters
 from django import forms
@@ -64,6 +65,25 @@ class IdFilter(django_filters.NumberFilter):
         kwargs.setdefault("min_value", 1)
         kwargs.setdefault("max_value", ID_MAX)
         super().__init__(*args, **kwargs)
+
+
+class _UtcInstant(django_filters.fields.IsoDateTimeField):
+    def to_python(self, value):
+        found = super().to_python(value)
+        if found is None:
+            return None
+        try:
+            return found.astimezone(UTC)
+        except (OverflowError, ValueError):  # year 1 east of UTC, 9999 west of it
+            raise forms.ValidationError("must be a date and time within years 1 to 9999 in UTC") from None
+
+
+class InstantFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 date and time, turned into UTC before it reaches the database: any offset
+    the syntax allows (+16:39) is taken, which PostgreSQL would refuse as it is, and one that
+    UTC cannot hold is a 400 naming the parameter."""
+
+    field_class = _UtcInstant
 
 
 class _TrueOrFalse(forms.Field):

@@ -69,3 +69,22 @@ def test_a_bad_filter_is_a_400_naming_it(alice, world):
     response = client_for(alice).get("/api/audit/", {"env": "x"})
     assert response.status_code == 400
     assert "env" in str(response.json())
+
+
+@pytest.mark.parametrize("since, until, seen", [
+    # Any offset the syntax allows is taken, turned into UTC (PostgreSQL refuses +16:39 as is).
+    ("1097-12-13T18:39:01+16:39", "9999-12-30T00:00:00-16:39", True),
+    ("2999-01-01T00:00:00+00:00", "", False),
+])
+def test_since_and_until_take_any_offset(alice, world, since, until, seen):
+    query = f"?since={since.replace('+', '%2B')}" + (f"&until={until}" if until else "")
+    response = client_for(alice).get(f"/api/audit/{query}")
+    assert response.status_code == 200, response.content
+    assert bool(response.json()["results"]) is seen
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00%2B01:00", "9999-12-31T23:59:59-01:00", "yesterday"])
+def test_a_time_utc_cannot_hold_is_refused_naming_the_parameter(alice, world, value):
+    response = client_for(alice).get(f"/api/audit/?since={value}")
+    assert response.status_code == 400, response.content
+    assert "since" in response.json()["errors"]
