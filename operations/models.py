@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+import ttportal.lookups  # noqa: F401 (registers __among, the lookup of visible_to)
 from engines.errors import ErrorCode
 from operations import registry
 from ttportal import permissions
@@ -19,7 +20,7 @@ class OperationQuerySet(models.QuerySet):
         if user is None or not user.is_authenticated:
             return self.none()
         # Shared Envs' too: their ids from the Env model (envs sits above operations).
-        return self.filter(env_id__in=self.model._meta.get_field("env").related_model.objects.ids_of(user))
+        return self.filter(env_id__among=self.model._meta.get_field("env").related_model.objects.ids_of(user))
 
 
 class Operation(models.Model):

@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
+import ttportal.lookups  # noqa: F401 (registers __among, the lookup of visible_to)
 from engines.cloudinit import CloudInitSpec
 from engines.specs import PortSpec, TemplateSpec, VmSpec
 from nodes.models import EngineKind, Node
@@ -144,7 +145,7 @@ class VmQuerySet(models.QuerySet):
         if user is None or not user.is_authenticated:
             return self.none()
         # Their own Envs' and those shared with them (envs.EnvMember): one subquery of Env ids.
-        return self.filter(env_id__in=env_model().objects.ids_of(user))
+        return self.filter(env_id__among=env_model().objects.ids_of(user))
 
     def live(self) -> VmQuerySet:
         """The VMs not destroyed: the rule of live_vms()."""
@@ -436,7 +437,7 @@ class SnapshotQuerySet(models.QuerySet):
             return self
         if user is None or not user.is_authenticated:
             return self.none()
-        return self.filter(vm__env_id__in=env_model().objects.ids_of(user))
+        return self.filter(vm__env_id__among=env_model().objects.ids_of(user))
 
 
 class Snapshot(models.Model):
