@@ -36,6 +36,17 @@ def enabled() -> bool:
     return getattr(settings, "TT_AUDIT_ENABLED", True)
 
 
+# Set on what a service returns without acting (an Idempotency-Key's replay answers with the
+# first request's operation): its `audited` wrapper records nothing, the first event stands.
+REPLAYED = "audit_replayed"
+
+
+def replayed(result):
+    """`result`, marked as the answer to a replayed request: no new event."""
+    setattr(result, REPLAYED, True)
+    return result
+
+
 def _user(value):
     """`value` if it is a signed-in user (an AbstractBaseUser with a pk), else None."""
     if value is None or not getattr(value, "is_authenticated", False) or getattr(value, "pk", None) is None:
@@ -154,7 +165,8 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
     of (kwargs, result). `detail(kwargs, result)`: the small, secret-free detail.
     The acting user is the `by` argument (or `user`, for self-service: token_create).
     A `kind` argument other than the default (env_destroy's env_expire) names the verb:
-    `env_expire` -> `env.expire`. `skip_none`: a call that returns None did nothing and
+    `env_expire` -> `env.expire`. A result marked `replayed` (an Idempotency-Key's replay)
+    records nothing: the action did not run again. `skip_none`: a call that returns None did nothing and
     records nothing (the system's sweeps: an Env that cannot sleep now). `atomic=False`
     for a service that must not run in one transaction (it talks to a guest meanwhile, or
     records its own failure before raising): its event is written after it, on its own.
@@ -173,7 +185,7 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
                 with transaction.atomic() if atomic else contextlib.nullcontext():
                     result = service(*args, **kwargs)
                     origin.depth -= 1
-                    if result is not None or not skip_none:
+                    if (result is not None or not skip_none) and not getattr(result, REPLAYED, False):
                         _write(verb, signature, args, kwargs, result, None)
                 return result
             except Exception as exc:
