@@ -152,7 +152,7 @@ def _record_after_rollback(verb: str, **kwargs) -> None:
 
 
 def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | None = None,
-            skip_none: bool = False, atomic: bool = True) -> Callable:
+            skip_none: bool = False, skip: Callable | None = None, atomic: bool = True) -> Callable:
     """Decorate a service: its event, once, whatever the interface.
 
     The service runs in a transaction; when it returns, the event is written in that same
@@ -166,8 +166,11 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
     The acting user is the `by` argument (or `user`, for self-service: token_create).
     A `kind` argument other than the default (env_destroy's env_expire) names the verb:
     `env_expire` -> `env.expire`. A result marked `replayed` (an Idempotency-Key's replay)
-    records nothing: the action did not run again. `skip_none`: a call that returns None did nothing and
-    records nothing (the system's sweeps: an Env that cannot sleep now). `atomic=False`
+    records nothing: the action did not run again. `skip_none`: a call that returns None
+    did nothing and records nothing (the system's sweeps: an Env that cannot sleep now);
+    `skip(result)`, more generally, says when a call did nothing new (a wake already under
+    way). An operation returned already failed (refused when asked: a wake with no room)
+    is recorded as refused with its code. `atomic=False`
     for a service that must not run in one transaction (it talks to a guest meanwhile, or
     records its own failure before raising): its event is written after it, on its own.
     """
@@ -185,7 +188,8 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
                 with transaction.atomic() if atomic else contextlib.nullcontext():
                     result = service(*args, **kwargs)
                     origin.depth -= 1
-                    if (result is not None or not skip_none) and not getattr(result, REPLAYED, False):
+                    if not (getattr(result, REPLAYED, False) or (skip_none and result is None)
+                            or (skip is not None and skip(result))):
                         _write(verb, signature, args, kwargs, result, None)
                 return result
             except Exception as exc:
@@ -220,7 +224,9 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
         op = result if _is_operation(result) else None
         if op is not None:
             extra["operation"] = op.pk
-        if exc is None:
+        if exc is None and op is not None and op.status == op.Status.FAILED:
+            record(name, by=by, on=target, owner=owner, detail=extra, result=REFUSED, code=op.error_code)
+        elif exc is None:
             record(name, by=by, on=target, owner=owner, detail=extra)
         else:
             result_, code = outcome(exc)
@@ -228,6 +234,19 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
                                    code=code)
 
     return decorate
+
+
+@contextlib.contextmanager
+def on_its_own():
+    """What runs inside is an action of its own, recorded even inside another audited
+    service: a sleeping Env woken by going into one of its VMs (`env.wake`, besides the
+    console's or command's own event)."""
+    origin = context.current()
+    depth, origin.depth = origin.depth, 0
+    try:
+        yield
+    finally:
+        origin.depth = depth
 
 
 def _is_operation(value) -> bool:
