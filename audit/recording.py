@@ -152,7 +152,8 @@ def _record_after_rollback(verb: str, **kwargs) -> None:
 
 
 def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | None = None,
-            skip_none: bool = False, skip: Callable | None = None, atomic: bool = True) -> Callable:
+            skip_none: bool = False, skip: Callable | None = None, refused_when_failed: bool = False,
+            atomic: bool = True) -> Callable:
     """Decorate a service: its event, once, whatever the interface.
 
     The service runs in a transaction; when it returns, the event is written in that same
@@ -169,8 +170,8 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
     records nothing: the action did not run again. `skip_none`: a call that returns None
     did nothing and records nothing (the system's sweeps: an Env that cannot sleep now);
     `skip(result)`, more generally, says when a call did nothing new (a wake already under
-    way). An operation returned already failed (refused when asked: a wake with no room)
-    is recorded as refused with its code. `atomic=False`
+    way). `refused_when_failed`: an operation returned already failed was refused when
+    asked (a wake with no room): recorded as refused with its code. `atomic=False`
     for a service that must not run in one transaction (it talks to a guest meanwhile, or
     records its own failure before raising): its event is written after it, on its own.
     """
@@ -224,7 +225,7 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
         op = result if _is_operation(result) else None
         if op is not None:
             extra["operation"] = op.pk
-        if exc is None and op is not None and op.status == op.Status.FAILED:
+        if exc is None and refused_when_failed and op is not None and op.status == op.Status.FAILED:
             record(name, by=by, on=target, owner=owner, detail=extra, result=REFUSED, code=op.error_code)
         elif exc is None:
             record(name, by=by, on=target, owner=owner, detail=extra)

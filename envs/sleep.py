@@ -156,7 +156,8 @@ def _nothing_new(result) -> bool:
     return result is None or getattr(result, "under_way", False)
 
 
-@audited("env.wake", skip=_nothing_new, detail=lambda kwargs, result: {"why": kwargs["why"][:200]})
+@audited("env.wake", skip=_nothing_new, refused_when_failed=True,
+         detail=lambda kwargs, result: {"why": kwargs["why"][:200]})
 def env_wake(env_id: int, *, why: str, by=None) -> Operation | None:
     """Wake a sleeping Env: its saved VMs claimed for a start. None when it is not asleep;
     the live wake or sleep operation when one holds it already (no new event: the wake
