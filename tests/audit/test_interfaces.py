@@ -86,6 +86,21 @@ def test_a_portal_action_records_the_portal(client, alice, env, run_tasks):
     assert (event.interface, event.user, event.address, event.result) == ("portal", alice, "192.0.2.44", "ok")
 
 
+def test_a_clone_through_the_portal_is_one_event_on_the_source_and_a_refused_one_is_refused(
+        client, alice, bob, env, run_tasks):
+    client.force_login(alice)
+    with run_tasks():
+        response = client.post(reverse("envs:clone", args=[env.pk]), {"count": "2"}, REMOTE_ADDR="192.0.2.44")
+    assert response.status_code == 302
+    (event,) = events(verb="env.clone")
+    assert (event.interface, event.user, event.object_id, event.address, event.result) == (
+        "portal", alice, str(env.pk), "192.0.2.44", "ok")
+    assert not events(verb="env.create", interface="portal")  # the clones are the clone's, no creates
+    client.post(reverse("envs:clone", args=[env.pk]), {"count": "11"})  # past COUNT_MAX
+    assert [(e.result, e.code) for e in AuditEvent.objects.filter(verb="env.clone").order_by("pk")] == [
+        ("ok", ""), ("refused", "invalid")]
+
+
 def test_logins_failed_logins_and_logouts_are_recorded(client, alice):
     login = reverse("login")
     client.post(login, {"username": "alice", "password": "wrong"}, REMOTE_ADDR="203.0.113.9")
