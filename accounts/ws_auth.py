@@ -12,17 +12,19 @@ from accounts.auth import TokenAuthentication
 
 @database_sync_to_async
 def _user_of(token: bytes):
-    """The token's user, or None when the token is unknown, expired or its user inactive."""
+    """(the token's user, its public id), or (None, "") when the token is unknown, expired or
+    its user inactive."""
     try:
-        user, _token = TokenAuthentication().authenticate_credentials(token)
+        user, auth_token = TokenAuthentication().authenticate_credentials(token)
     except exceptions.AuthenticationFailed:
-        return None
-    return user
+        return None, ""
+    return user, str(auth_token.public_id)
 
 
 class TokenAuthMiddleware:
-    """Puts a token's user in scope["user"] and marks scope["auth_via"] = "token"; a request
-    with a bad token is left with no user (refused by the consumer), never its session's."""
+    """Puts a token's user in scope["user"], its public id in scope["token_id"] (for the audit
+    log, as the API's token authentication does) and marks scope["auth_via"] = "token"; a
+    request with a bad token is left with no user (refused by the consumer), never its session's."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -33,8 +35,8 @@ class TokenAuthMiddleware:
         if scheme.lower() == b"token" and token.strip():
             from django.contrib.auth.models import AnonymousUser
 
-            user = await _user_of(token.strip())
-            scope = dict(scope, user=user or AnonymousUser(), auth_via="token")
+            user, token_id = await _user_of(token.strip())
+            scope = dict(scope, user=user or AnonymousUser(), auth_via="token", token_id=token_id)
         else:
             scope = dict(scope, auth_via="session")
         return await self.inner(scope, receive, send)

@@ -3,7 +3,8 @@ or the system (a schedule, a task), held in a context variable for the request's
 task's time, so the services record it without being handed it.
 
 The middleware (`AuditContext`) sets it for every HTTP request; the API's token
-authentication adds the token's public id (`set_token`); schedules and tasks run inside
+authentication adds the token's public id (`set_token`), and so does the console's
+websocket over a token (`origin_of_scope`); schedules and tasks run inside
 `system(name)`. Outside all of these (a shell, a management command) the interface is
 `system` with no name.
 """
@@ -92,10 +93,12 @@ class AuditContext:
 
 
 def origin_of_scope(scope, via: str) -> Origin:
-    """A websocket's origin (the console): its client's address and user agent; `via` is
-    the console's own word for how it signed in (`api`: a token, else the portal)."""
+    """A websocket's origin (the console): its client's address, user agent and the public id
+    of the API token it signed in with (accounts/ws_auth.py puts it in scope["token_id"]);
+    `via` is the console's own word for how it signed in (`api`: a token, else the portal)."""
     headers = dict(scope.get("headers") or [])
     agent = headers.get(b"user-agent", b"").decode("latin-1")[:USER_AGENT_MAX]
     client = scope.get("client") or (None,)
     interface = (CLI if agent.startswith(CLI_AGENT_PREFIXES) else API) if via == API else PORTAL
-    return Origin(interface=interface, address=client[0], user_agent=agent)
+    return Origin(interface=interface, address=client[0], user_agent=agent,
+                  token_id=str(scope.get("token_id") or "") if via == API else "")

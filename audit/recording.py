@@ -36,6 +36,17 @@ def enabled() -> bool:
     return getattr(settings, "TT_AUDIT_ENABLED", True)
 
 
+# Set on what a service returns without acting (an Idempotency-Key's replay answers with the
+# first request's operation): its `audited` wrapper records nothing, the first event stands.
+REPLAYED = "audit_replayed"
+
+
+def replayed(result):
+    """`result`, marked as the answer to a replayed request: no new event."""
+    setattr(result, REPLAYED, True)
+    return result
+
+
 def _user(value):
     """`value` if it is a signed-in user (an AbstractBaseUser with a pk), else None."""
     if value is None or not getattr(value, "is_authenticated", False) or getattr(value, "pk", None) is None:
@@ -141,7 +152,8 @@ def _record_after_rollback(verb: str, **kwargs) -> None:
 
 
 def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | None = None,
-            skip_none: bool = False, atomic: bool = True) -> Callable:
+            skip_none: bool = False, skip: Callable | None = None, refused_when_failed: bool = False,
+            atomic: bool = True) -> Callable:
     """Decorate a service: its event, once, whatever the interface.
 
     The service runs in a transaction; when it returns, the event is written in that same
@@ -154,8 +166,12 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
     of (kwargs, result). `detail(kwargs, result)`: the small, secret-free detail.
     The acting user is the `by` argument (or `user`, for self-service: token_create).
     A `kind` argument other than the default (env_destroy's env_expire) names the verb:
-    `env_expire` -> `env.expire`. `skip_none`: a call that returns None did nothing and
-    records nothing (the system's sweeps: an Env that cannot sleep now). `atomic=False`
+    `env_expire` -> `env.expire`. A result marked `replayed` (an Idempotency-Key's replay)
+    records nothing: the action did not run again. `skip_none`: a call that returns None
+    did nothing and records nothing (the system's sweeps: an Env that cannot sleep now);
+    `skip(result)`, more generally, says when a call did nothing new (a wake already under
+    way). `refused_when_failed`: an operation returned already failed was refused when
+    asked (a wake with no room): recorded as refused with its code. `atomic=False`
     for a service that must not run in one transaction (it talks to a guest meanwhile, or
     records its own failure before raising): its event is written after it, on its own.
     """
@@ -173,7 +189,8 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
                 with transaction.atomic() if atomic else contextlib.nullcontext():
                     result = service(*args, **kwargs)
                     origin.depth -= 1
-                    if result is not None or not skip_none:
+                    if not (getattr(result, REPLAYED, False) or (skip_none and result is None)
+                            or (skip is not None and skip(result))):
                         _write(verb, signature, args, kwargs, result, None)
                 return result
             except Exception as exc:
@@ -208,7 +225,9 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
         op = result if _is_operation(result) else None
         if op is not None:
             extra["operation"] = op.pk
-        if exc is None:
+        if exc is None and refused_when_failed and op is not None and op.status == op.Status.FAILED:
+            record(name, by=by, on=target, owner=owner, detail=extra, result=REFUSED, code=op.error_code)
+        elif exc is None:
             record(name, by=by, on=target, owner=owner, detail=extra)
         else:
             result_, code = outcome(exc)
@@ -216,6 +235,19 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
                                    code=code)
 
     return decorate
+
+
+@contextlib.contextmanager
+def on_its_own():
+    """What runs inside is an action of its own, recorded even inside another audited
+    service: a sleeping Env woken by going into one of its VMs (`env.wake`, besides the
+    console's or command's own event)."""
+    origin = context.current()
+    depth, origin.depth = origin.depth, 0
+    try:
+        yield
+    finally:
+        origin.depth = depth
 
 
 def _is_operation(value) -> bool:

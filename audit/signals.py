@@ -18,6 +18,9 @@ from audit.recording import REFUSED, record
 # with a name of their own (accounts registers its quotas: quota.change). Others are
 # admin.add / admin.change / admin.delete.
 ADMIN_VERBS: dict[str, dict[str, str]] = {}
+# Models whose admin edits call their services, which record their own verbs (a warm
+# pool's form calls vms.warm.pool_save: warm_pool.save): the admin's log adds no event.
+BY_SERVICES: set[str] = set()
 ADMIN_ACTIONS = {ADDITION: "add", CHANGE: "change", DELETION: "delete"}
 # Usernames longer than this are cut (a failed login's name is what was typed).
 USERNAME_MAX = 150
@@ -27,6 +30,11 @@ def register_admin_verb(label: str, stem: str, **verbs: str) -> None:
     """Admin edits of `label` ("accounts.UserQuota") are recorded as `<stem>.add|change|delete`,
     or as the verb given for that action (`delete="token.revoke"`)."""
     ADMIN_VERBS[label.lower()] = {"stem": stem, **verbs}
+
+
+def recorded_by_services(label: str) -> None:
+    """Admin edits of `label` ("vms.WarmPool") go through its services, which record them."""
+    BY_SERVICES.add(label.lower())
 
 
 def logged_in(sender, request=None, user=None, **kwargs):
@@ -70,6 +78,8 @@ def _admin_logged(user_id, objects, action_flag, change_message) -> None:
     fields = changed_fields(change_message)
     for obj in objects:
         label = obj._meta.label_lower
+        if label in BY_SERVICES:
+            continue
         verbs = ADMIN_VERBS.get(label, {})
         verb = verbs.get(action) or f"{verbs.get('stem', 'admin')}.{action}"
         detail = {"model": label}

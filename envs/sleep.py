@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from audit import context as audit_context
 from audit.recording import audited
 from engines.errors import ErrorCode, fails_as
 from engines.network.waker import Waker
@@ -57,6 +58,11 @@ WAKE_TIMEOUT = 120.0
 # follow meanwhile are refused by that record, so a client dialing in a loop cannot fill
 # the operations table.
 REFUSED_WAKE_HOLDS = timedelta(seconds=30)
+
+
+# Who acts, in the audit log, when the idle check puts an Env to sleep or a datagram wakes
+# it, and when a connection to a sleeping port wakes it (the system, by these names).
+IDLE_CHECK, WAKER = "tt: idle check", "tt: waker"
 
 
 IDLE_SUSPEND_RULE = (limits.between(limits.IDLE_SUSPEND_MIN, limits.IDLE_SUSPEND_MAX, "minutes")
@@ -146,10 +152,17 @@ def _settle_sleep(op: Operation) -> None:
 # --- waking --------------------------------------------------------------------------
 
 
-@audited("env.wake", skip_none=True)
-def env_wake(env_id: int, *, why: str) -> Operation | None:
+def _nothing_new(result) -> bool:
+    return result is None or getattr(result, "under_way", False)
+
+
+@audited("env.wake", skip=_nothing_new, refused_when_failed=True,
+         detail=lambda kwargs, result: {"why": kwargs["why"][:200]})
+def env_wake(env_id: int, *, why: str, by=None) -> Operation | None:
     """Wake a sleeping Env: its saved VMs claimed for a start. None when it is not asleep;
-    the live wake or sleep operation when one holds it already."""
+    the live wake or sleep operation when one holds it already (no new event: the wake
+    under way was recorded). `by`: who caused it, for the audit log (going into a VM);
+    None: the system (a connection, a datagram)."""
     with transaction.atomic():
         env = Env.objects.select_for_update().filter(pk=env_id, status=Env.Status.ACTIVE).first()
         if env is None or env.asleep_since is None:
@@ -157,11 +170,13 @@ def env_wake(env_id: int, *, why: str) -> Operation | None:
         live = Operation.objects.filter(env=env, kind__in=[EnvKind.ENV_SLEEP, EnvKind.ENV_WAKE]).exclude(
             status__in=Operation.DONE).order_by("-pk").first()
         if live is not None:
+            live.under_way = True
             return live
         refused = Operation.objects.filter(
             env=env, kind=EnvKind.ENV_WAKE, status=Operation.Status.FAILED, error_code=ErrorCode.NO_CAPACITY,
             finished_at__gte=timezone.now() - REFUSED_WAKE_HOLDS).order_by("-pk").first()
         if refused is not None:
+            refused.under_way = True
             return refused
         vms = list(env.vms.live().select_related("node").order_by("pk"))
         short = _no_room_for([vm for vm in vms
@@ -222,8 +237,13 @@ def steps():
 
 def wake_for(node_id: int, public_port: int, client_ip: str) -> tuple[str, int] | None:
     """The waker's question: a connection from `client_ip` reached public TCP port
-    `public_port` of node `node_id`. Wake its Env if it sleeps; where to send the
-    connection once its guest is up (VM ip, inner port), or None to refuse it."""
+    `public_port` of node `node_id`. Wake its Env if it sleeps (the system, WAKER); where
+    to send the connection once its guest is up (VM ip, inner port), or None to refuse it."""
+    with audit_context.system(WAKER, interface=audit_context.SYSTEM):
+        return _wake_for(node_id, public_port, client_ip)
+
+
+def _wake_for(node_id: int, public_port: int, client_ip: str) -> tuple[str, int] | None:
     mapping = (PortMapping.objects.filter(node_id=node_id, protocol="tcp", public_port=public_port)
                .select_related("vm").first())
     if mapping is None:
@@ -266,7 +286,13 @@ def served_nodes() -> list[Node]:
 
 def check_node(node: Node, now=None) -> list[Operation]:
     """Read the node's port counters once: note activity, wake sleeping Envs a UDP
-    datagram reached, and put Envs idle long enough to sleep. The operations recorded."""
+    datagram reached, and put Envs idle long enough to sleep (the system, IDLE_CHECK).
+    The operations recorded."""
+    with audit_context.system(IDLE_CHECK, interface=audit_context.SYSTEM):
+        return _check_node(node, now)
+
+
+def _check_node(node: Node, now=None) -> list[Operation]:
     now = now or timezone.now()
     engine = get_engine(node)
     firewall = getattr(engine, "firewall", None)

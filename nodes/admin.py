@@ -11,7 +11,6 @@ import threading
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from audit import recording as audit
 from nodes import fleet
 from nodes.models import Node
 from nodes.registry import forget_engines, node_health
@@ -52,16 +51,14 @@ class NodeAdmin(OperateMixin, admin.ModelAdmin):
     def drain(self, request, queryset):
         if not allowed(self, request, "node_drain"):
             return
-        changed = fleet.set_drained(queryset, True)
-        _audit_each("node.drain", request, queryset)
+        changed = sum(fleet.node_drain(node=node, by=request.user) for node in queryset)
         self.message_user(request, f"{changed} nodes drained", messages.SUCCESS)
 
     @admin.action(description="Undrain: place new VMs there again")
     def undrain(self, request, queryset):
         if not allowed(self, request, "node_undrain"):
             return
-        changed = fleet.set_drained(queryset, False)
-        _audit_each("node.undrain", request, queryset)
+        changed = sum(fleet.node_undrain(node=node, by=request.user) for node in queryset)
         self.message_user(request, f"{changed} nodes take new VMs again", messages.SUCCESS)
 
     policy_bound(drain, "node_drain")
@@ -159,7 +156,3 @@ class NodeAdmin(OperateMixin, admin.ModelAdmin):
         # pick up the new settings (workers pick them up when they recycle).
         forget_engines()
 
-
-def _audit_each(verb: str, request, nodes) -> None:
-    for node in nodes:
-        audit.record(verb, by=request.user, on=node)

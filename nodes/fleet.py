@@ -27,11 +27,13 @@ from datetime import datetime
 from django.conf import settings
 from django.utils import timezone
 
+from audit.recording import audited
 from engines.errors import ErrorCode, TTError
 from nodes.models import Node, NodeHeartbeat
 from operations import lease
 from operations.models import Operation
 from operations.runner import end_now
+from ttportal.permissions import check_staff
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,20 @@ def set_drained(nodes, drained: bool) -> int:
     """Drain nodes (nothing new is placed there; what runs keeps running and can be
     managed) or take them back. The admin's actions; returns how many changed."""
     return Node.objects.filter(pk__in=[n.pk for n in nodes]).exclude(drained=drained).update(drained=drained)
+
+
+@audited("node.drain", on="node")
+def node_drain(*, node: Node, by) -> bool:
+    """An operator drains `node` (the admin's action); whether it changed."""
+    check_staff(by, "node_drain")
+    return set_drained([node], True) == 1
+
+
+@audited("node.undrain", on="node")
+def node_undrain(*, node: Node, by) -> bool:
+    """An operator takes `node` back (the admin's action); whether it changed."""
+    check_staff(by, "node_undrain")
+    return set_drained([node], False) == 1
 
 
 def late(node: Node, now: datetime) -> bool:

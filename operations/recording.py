@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 
+from audit.recording import replayed
 from operations import registry
 from operations.models import Operation
 from operations.runner import dispatch
@@ -150,7 +151,8 @@ def idempotent(service: Callable[..., Operation | None]) -> Callable[..., Operat
 
     The service runs in its own transaction; if a concurrent request with the
     same key wins the race, ours rolls back whole and we answer as above.
-    A refused request records nothing, so its key stays free for a corrected retry.
+    A refused request records nothing, so its key stays free for a corrected retry. A
+    replay is no new action: the audit log keeps the first request's event only.
     """
 
     @functools.wraps(service)
@@ -163,14 +165,14 @@ def idempotent(service: Callable[..., Operation | None]) -> Callable[..., Operat
             fingerprint = request_fingerprint(service.__name__, args, kwargs)
             existing = _by_key(by, key, fingerprint)
             if existing is not None:
-                return existing
+                return replayed(existing)
         try:
             with transaction.atomic():
                 return service(*args, by=by, idempotency_key=IdempotencyKey(key, fingerprint), **kwargs)
         except IntegrityError:
             existing = _by_key(by, key, fingerprint) if key else None
             if existing is not None:
-                return existing
+                return replayed(existing)
             raise
 
     return wrapper

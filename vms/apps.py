@@ -7,6 +7,7 @@ class VmsConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts import quotas
+        from audit.signals import recorded_by_services
         from nodes.signals import node_prepared
         from operations import registry, runner, worker
         from ttportal import metrics
@@ -28,3 +29,5 @@ class VmsConfig(AppConfig):
         metrics.register(VmCollector())
         # accounts shows each owner's use with their limits; vms counts it.
         quotas.register_usage(usage.usage_of)
+        # A warm pool's admin form and deletion call vms.warm: warm_pool.save, .delete.
+        recorded_by_services("vms.WarmPool")

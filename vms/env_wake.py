@@ -11,12 +11,12 @@ _waker: Callable | None = None
 
 
 def register(wake: Callable) -> None:
-    """`wake(env_id, *, why)`: the wake operation, or None when the Env is awake."""
+    """`wake(env_id, *, why, by=None)`: the wake operation, or None when the Env is awake."""
     global _waker
     _waker = wake
 
 
-def wake_env(env_id: int, *, why: str):
+def wake_env(env_id: int, *, why: str, by=None):
     if _waker is None:  # envs is an installed app: its ready() has run before any request
         raise RuntimeError("no Env waker is registered (envs.apps.EnvsConfig.ready)")
-    return _waker(env_id, why=why)
+    return _waker(env_id, why=why, by=by)

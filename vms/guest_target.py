@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from audit import recording as audit
 from engines.base import VmEngine
 from engines.specs import Feature, VmSpec
 from nodes.registry import driver_class, get_engine
@@ -54,7 +55,11 @@ def guest_target(vm: Vm, feature: Feature, *, by, action: str | None = None) -> 
     if vm.asleep_at is not None and vm.status in (Vm.Status.SUSPENDED, Vm.Status.STARTING):
         # Its Env sleeps (envs/sleep.py): going into it is activity, as a connection to
         # one of its ports is. Wake it, and let the client come back once it runs.
-        op = env_wake.wake_env(vm.env_id, why=f"{feature} by {by.get_username() if by else 'the system'}")
+        # The wake is an action of its own in the audit log, by whoever went in (the
+        # console's or command's own event says it was refused: waking).
+        with audit.on_its_own():
+            op = env_wake.wake_env(vm.env_id, why=f"{feature} by {by.get_username() if by else 'the system'}",
+                                   by=by)
         raise Waking(f"Env {vm.env.name} is asleep and is being woken"
                      + (f" (operation {op.pk})" if op is not None else ""))
     if vm.status != Vm.Status.RUNNING:

@@ -9,7 +9,6 @@ from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from audit import recording as audit
 from nodes.admin import NodeAdmin
 from nodes.models import Node
 from ttportal.admin_actions import allowed, policy_bound
@@ -59,14 +58,13 @@ class NodeUsageAdmin(NodeAdmin):
 
     @admin.action(description="Reconcile: record what the node really runs, rewrite its firewall")
     def reconcile(self, request, queryset):
-        from vms.reconcile import reconcile_node
+        from vms.reconcile import node_reconcile
 
         if not allowed(self, request, "node_reconcile"):
             return
         for node in queryset:
-            audit.record("node.reconcile", by=request.user, on=node)
             try:
-                drifted = reconcile_node(node.pk)
+                drifted = node_reconcile(node=node, by=request.user)
             except Exception as exc:  # an unreachable node: say so, go on with the others
                 self.message_user(request, f"{node}: {exc.__class__.__name__}: {exc}", messages.ERROR)
                 continue

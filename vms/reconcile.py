@@ -32,6 +32,7 @@ from nodes.registry import get_engine
 from operations.models import Operation
 from operations.recording import record
 from ttportal.errors import ErrorCode, TTError
+from ttportal.permissions import check_staff
 from vms import disk_bases, node_usage, state
 from vms import steps as vm_steps
 from vms.kinds import VmKind
@@ -76,6 +77,16 @@ def reconcile_node(node_id: int) -> int:
     return drifted
 
 
+@audit.audited("node.reconcile", on="node", atomic=False,
+               detail=lambda kwargs, result: {} if result is None else {"drifted": result})
+def node_reconcile(*, node: Node, by) -> int:
+    """An operator reconciles `node` now (the admin's action); how many things had drifted.
+    Its event says ok with that count, or failed (an unreachable node); what was settled
+    has its own events, as in the schedule's pass."""
+    check_staff(by, "node_reconcile")
+    return reconcile_node(node.pk)
+
+
 def tidy_parked(node: Node, engine) -> None:
     """Restores prepared ahead (engines/libvirt/parking.py) follow the database: those of VMs
     no longer suspended end, suspended VMs not parked (libvirtd restarted) are parked again."""
@@ -116,6 +127,7 @@ def vm_reconcile_one(vm: Vm, engine) -> int:
         record(VmKind.VM_RECONCILE, env=vm.env, vm=vm, by=None, run=False, error=error,
                status=Operation.Status.FAILED if error else Operation.Status.SUCCEEDED,
                params={"was": vm.status, "now": real})
+        audit.record("vm.reconcile", on=vm, detail={"was": vm.status, "now": real})  # by the system
     log.warning("VM %s drifted: database said %s, node reports %s", vm, vm.status, power)
     return 1
 

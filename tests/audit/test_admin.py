@@ -74,3 +74,31 @@ def test_staff_without_the_permission_see_no_log(client, event):
     client.force_login(make_staff("stan2"))
     assert client.get(LIST).status_code == 403
     assert client.get(reverse("admin:audit_auditevent_export_csv")).status_code == 403
+
+
+def _export_links(page: str) -> dict[str, str]:
+    """The export buttons above the list: {label: href}, hrefs unescaped."""
+    import html
+    import re
+
+    return {label: html.unescape(href) for href, label in
+            re.findall(r'<a href="([^"]*/export\.[a-z]+[^"]*)"[^>]*>(Export [^<]+)</a>', page)}
+
+
+def test_the_list_shows_both_export_buttons_keeping_its_filters(client, alice, bob, event):
+    record("login", by=bob)
+    record("token.create", by=bob)
+    make_operator(client)
+    links = _export_links(client.get(LIST).content.decode())
+    assert set(links) == {"Export CSV", "Export JSON lines"}
+    assert links["Export CSV"].endswith("/admin/audit/auditevent/export.csv?")
+    # Filtered by verb and user: each button exports what the list shows, whole.
+    page = client.get(LIST, {"verb": "token.create", "user__id__exact": alice.pk}).content.decode()
+    links = _export_links(page)
+    for label in ("Export CSV", "Export JSON lines"):
+        assert f"user__id__exact={alice.pk}" in links[label] and "verb=token.create" in links[label]
+    text = b"".join(client.get(links["Export JSON lines"]).streaming_content).decode()
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert [(r["verb"], r["username"]) for r in rows] == [("token.create", "alice")]
+    header, *rows = b"".join(client.get(links["Export CSV"]).streaming_content).decode().splitlines()
+    assert header.startswith("id,at,") and len(rows) == 1 and rows[0].startswith(f"{event.pk},")

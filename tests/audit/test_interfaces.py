@@ -34,6 +34,27 @@ def test_an_api_action_records_the_api_its_token_and_address(alice, env, agent, 
         interface, alice, str(token.public_id), "198.51.100.7", agent, "ok")
 
 
+@pytest.mark.parametrize(("path", "body", "verb"), [("/api/envs/{env}/stop/", None, "env.stop"),
+                                                     ("/api/envs/{env}/clone/", {"count": 1}, "env.clone"),
+                                                     ("/api/vms/{vm}/stop/", None, "vm.stop")])
+def test_a_replayed_idempotency_key_records_no_second_event(alice, env, path, body, verb):
+    token, secret = token_create(user=alice, name="ci")
+    client = token_client(secret)
+    url = path.format(env=env.pk, vm=env.vms.get().pk)
+    first, again = (client.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="retry-1") for _ in range(2))
+    assert first.status_code == again.status_code == 202, again.content
+    assert again.json()["id"] == first.json()["id"]  # the first request's operation: it did not run again
+    (event,) = events(verb=verb)
+    assert (event.user, event.result, event.token_id, event.detail["operation"]) == (
+        alice, "ok", str(token.public_id), first.json()["id"])
+    # The same key for another request is refused, and that refusal is recorded.
+    other = client.post(f"/api/envs/{env.pk}/extend/", {"lifetime": 7200}, format="json",
+                        HTTP_IDEMPOTENCY_KEY="retry-1")
+    assert other.status_code == 422, other.content
+    (refusal,) = events(verb="env.extend")
+    assert (refusal.result, refusal.code) == ("refused", "idempotency_key_reused")
+
+
 def test_an_api_refusal_is_recorded_once_as_refused(alice, bob, env):
     response = client_for(bob).post(f"/api/envs/{env.pk}/stop/")
     assert response.status_code == 404  # bob does not see it: refused before any service
@@ -63,6 +84,21 @@ def test_a_portal_action_records_the_portal(client, alice, env, run_tasks):
     assert response.status_code in (200, 302)
     (event,) = events(verb="env.stop")
     assert (event.interface, event.user, event.address, event.result) == ("portal", alice, "192.0.2.44", "ok")
+
+
+def test_a_clone_through_the_portal_is_one_event_on_the_source_and_a_refused_one_is_refused(
+        client, alice, bob, env, run_tasks):
+    client.force_login(alice)
+    with run_tasks():
+        response = client.post(reverse("envs:clone", args=[env.pk]), {"count": "2"}, REMOTE_ADDR="192.0.2.44")
+    assert response.status_code == 302
+    (event,) = events(verb="env.clone")
+    assert (event.interface, event.user, event.object_id, event.address, event.result) == (
+        "portal", alice, str(env.pk), "192.0.2.44", "ok")
+    assert not events(verb="env.create", interface="portal")  # the clones are the clone's, no creates
+    client.post(reverse("envs:clone", args=[env.pk]), {"count": "11"})  # past COUNT_MAX
+    assert [(e.result, e.code) for e in AuditEvent.objects.filter(verb="env.clone").order_by("pk")] == [
+        ("ok", ""), ("refused", "invalid")]
 
 
 def test_logins_failed_logins_and_logouts_are_recorded(client, alice):

@@ -9,6 +9,7 @@ import time_machine
 from django.urls import reverse
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from envs import services
 from envs.kinds import EnvKind
 from envs.models import Env
@@ -251,6 +252,11 @@ def stuck_start(alice, template, run_tasks):
     return op
 
 
+def operator_events(verb: str) -> list[tuple]:
+    return [(e.user.username if e.user else e.system, e.interface, e.object_type, e.object_id, e.owner_id,
+             e.result, e.code) for e in AuditEvent.objects.filter(verb=verb).order_by("pk")]
+
+
 def test_it_lists_stuck_operations_with_their_age_and_last_heartbeat(client, root, stuck_start):
     response = client.get(OPS, {"lease": "stuck"})
     rows = response.context["cl"].result_list
@@ -267,6 +273,8 @@ def test_it_retries_a_stuck_operation_now(client, root, stuck_start, run_tasks):
     stuck_start.refresh_from_db()
     assert (stuck_start.status, stuck_start.attempt) == ("succeeded", 2)
     assert stuck_start.vm.status == "running"
+    assert operator_events("operation.retry") == [
+        ("root", "admin", "vm", str(stuck_start.vm_id), stuck_start.env.owner_id, "ok", "")]
 
 
 def test_it_refuses_to_retry_an_operation_a_live_worker_holds(client, root, stuck_start):
@@ -276,6 +284,8 @@ def test_it_refuses_to_retry_an_operation_a_live_worker_holds(client, root, stuc
     assert level == "error" and "node-b pid 4711" in text and "not stuck" in text
     stuck_start.refresh_from_db()
     assert (stuck_start.status, stuck_start.attempt) == ("running", 1)
+    assert operator_events("operation.retry") == [
+        ("root", "admin", "vm", str(stuck_start.vm_id), stuck_start.env.owner_id, "refused", "illegal_state")]
 
 
 def test_it_ends_a_stuck_operation_now_and_settles_its_vm(client, root, stuck_start):
@@ -285,6 +295,8 @@ def test_it_ends_a_stuck_operation_now_and_settles_its_vm(client, root, stuck_st
     assert (stuck_start.status, stuck_start.error_code) == ("failed", "cancelled")
     assert "ended by root" in stuck_start.error_message
     assert stuck_start.vm.status == "stopped"  # what the node has: it never started
+    assert operator_events("operation.fail") == [
+        ("root", "admin", "vm", str(stuck_start.vm_id), stuck_start.env.owner_id, "ok", "")]
 
 
 def test_only_staff_may_end_or_retry_an_operation(alice, stuck_start):

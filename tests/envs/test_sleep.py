@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from envs import sleep
 from envs.kinds import EnvKind
 from envs.models import Env
@@ -258,10 +259,14 @@ def test_a_wake_on_a_full_node_is_refused_and_says_why(alice, bob, node, templat
     for _ in range(3):
         assert sleep.wake_for(node.pk, public(env, "tcp"), "198.18.0.2") is None
     assert Operation.objects.filter(env=env, kind=EnvKind.ENV_WAKE).count() == 1
+    # In the audit log: one refused wake, by the waker, not one per connection.
+    assert [(e.system, e.result, e.code) for e in AuditEvent.objects.filter(verb="env.wake")] == [
+        (sleep.WAKER, "refused", "no_capacity")]
     # Once the refusal is old enough, the next connection tries again.
     Operation.objects.filter(pk=op.pk).update(finished_at=op.finished_at - sleep.REFUSED_WAKE_HOLDS * 2)
     assert sleep.wake_for(node.pk, public(env, "tcp"), "198.18.0.2") is None
     assert Operation.objects.filter(env=env, kind=EnvKind.ENV_WAKE).count() == 2
+    assert AuditEvent.objects.filter(verb="env.wake", result="refused").count() == 2
 
 
 def test_my_envs_marks_a_sleeping_env(client, alice, node, template, run_tasks):
@@ -350,3 +355,86 @@ def test_going_into_a_vm_of_a_sleeping_env_wakes_it_and_asks_to_retry(alice, bob
     assert f"operation {op.pk}" in str(refused_now.value)
     # Once it runs, the same request goes in.
     assert guest_target(vm, Feature.CONSOLE, by=alice).vm == vm
+
+
+# --- the audit log: who slept and woke it ---------------------------------------------------
+
+
+def events(verb: str) -> list[tuple]:
+    return [(e.verb, e.user, e.system, e.interface, e.owner_id, e.result, e.code)
+            for e in AuditEvent.objects.filter(verb=verb).order_by("pk")]
+
+
+def test_the_idle_check_puts_it_to_sleep_as_the_system_named_in_the_log(alice, node, template, run_tasks):
+    env = make_env(alice, run_tasks, idle_suspend=5)
+    (op,) = check(node, run_tasks, minutes=5)
+    assert events("env.sleep") == [("env.sleep", None, sleep.IDLE_CHECK, "system", alice.pk, "ok", "")]
+    event = AuditEvent.objects.get(verb="env.sleep")
+    assert (event.env_id, event.object_name, event.detail) == (env.pk, "sleepy", {"operation": op.pk})
+    assert event.actor == "system: tt: idle check"
+    check(node, run_tasks, minutes=20)  # asleep: nothing more
+    assert len(events("env.sleep")) == 1
+
+
+def test_a_connection_wakes_it_as_the_waker_once(alice, node, template, run_tasks, firewall):
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    check(node, run_tasks, minutes=2)
+    assert sleep.wake_for(node.pk, public(env, "tcp"), "198.18.0.2") is not None
+    assert sleep.wake_for(node.pk, public(env, "tcp"), "198.18.0.3") is not None  # awake: no new wake
+    assert events("env.wake") == [("env.wake", None, sleep.WAKER, "system", alice.pk, "ok", "")]
+    why = AuditEvent.objects.get(verb="env.wake").detail["why"]
+    assert why == f"a connection from 198.18.0.2 to port {public(env, 'tcp')}"
+
+
+def test_a_datagram_wakes_it_as_the_idle_check(alice, node, template, run_tasks, firewall):
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    check(node, run_tasks, minutes=2)
+    get_engine(node).firewall.connections[("udp", public(env, "udp"))] = 1
+    check(node, run_tasks, minutes=3)
+    assert events("env.wake") == [("env.wake", None, sleep.IDLE_CHECK, "system", alice.pk, "ok", "")]
+
+
+def test_a_wake_already_under_way_records_nothing_more(alice, node, template, run_tasks):
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    check(node, run_tasks, minutes=2)
+    first = sleep.env_wake(env.pk, why="a test")  # queued: its task does not run here
+    assert sleep.env_wake(env.pk, why="again") == first
+    assert [e.detail for e in AuditEvent.objects.filter(verb="env.wake")] == [
+        {"why": "a test", "operation": first.pk}]
+
+
+def test_the_portals_start_button_on_a_sleeping_env_is_one_start_by_the_user(
+        client, alice, node, template, run_tasks, firewall):
+    from django.urls import reverse
+
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    check(node, run_tasks, minutes=2)
+    client.force_login(alice)
+    with run_tasks():
+        response = client.post(reverse("envs:start", args=[env.pk]))
+    assert response.status_code == 302
+    env.refresh_from_db()
+    assert env.asleep_since is None
+    assert events("env.start") == [("env.start", alice, "", "portal", alice.pk, "ok", "")]
+    assert events("env.wake") == []  # the start is the action; its operation is the wake
+
+
+def test_opening_a_console_on_a_sleeping_env_records_the_wake_by_the_user_and_the_console_refused(
+        alice, node, template, run_tasks):
+    from audit import context
+    from ttportal.errors import Waking
+    from vms import console
+
+    env = make_env(alice, run_tasks, idle_suspend=1)
+    check(node, run_tasks, minutes=2)
+    vm = env.vms.get()
+    with context.using(context.Origin(interface="portal", address="192.0.2.8")), \
+            run_tasks(), pytest.raises(Waking):
+        console.open_session(vm.pk, alice, console.VIA_PORTAL)
+    assert events("env.wake") == [("env.wake", alice, "", "portal", alice.pk, "ok", "")]
+    assert AuditEvent.objects.get(verb="env.wake").detail["why"] == "console by alice"
+    assert events("vm.console") == [("vm.console", alice, "", "portal", alice.pk, "refused", "illegal_state")]
+    # Once awake, the console opens: one more vm.console, no more wakes.
+    console.open_session(vm.pk, alice, console.VIA_PORTAL)
+    assert [e[5] for e in events("vm.console")] == ["refused", "ok"]
+    assert len(events("env.wake")) == 1

@@ -244,6 +244,28 @@ def test_an_api_token_opens_it_at_the_api_path_without_an_origin(vm, alice):
     assert Operation.objects.get(kind="vm_console_open").params == {"via": "api"}
 
 
+def test_the_audit_log_names_the_consoles_token_or_its_portal_session(vm, alice):
+    from audit.models import AuditEvent
+
+    token, secret = token_create(user=alice, name="cli")
+    h_token = [(b"authorization", f"Token {secret}".encode()), (b"user-agent", b"tt/2.0")]
+    h_alice = session_headers(alice)
+
+    async def scenario():
+        for headers, path in ((h_token, "api"), (h_alice, "ws")):
+            comm = communicator(vm, headers, path=path)
+            assert (await comm.connect())[0]
+            await receive_json(comm, "status")
+            await comm.disconnect()
+
+    async_to_sync(scenario)()
+    assert [(e.verb, e.user, e.interface, e.token_id, e.result, e.detail) for e in
+            AuditEvent.objects.filter(verb="vm.console").order_by("pk")] == [
+        ("vm.console", alice, "cli", str(token.public_id), "ok", {"via": "api"}),
+        ("vm.console", alice, "portal", "", "ok", {"via": "portal"})]
+    assert secret not in str(list(AuditEvent.objects.values()))
+
+
 def test_a_bad_token_is_refused_not_taken_for_the_session(vm, alice):
     h_alice = session_headers(alice)
 

@@ -145,3 +145,26 @@ def test_it_downloads_a_file_by_its_path(browser, vm, guest):
 def test_a_refused_download_is_a_message(browser, vm, path, said):
     response = browser.post(f"/vms/{vm.pk}/download/", {"path": path}, follow=True)
     assert any(said in m for m in _messages(response)), _messages(response)
+
+
+def test_each_way_in_through_the_portal_is_one_audit_event_without_the_content(browser, alice, vm, guest):
+    from audit.models import AuditEvent
+
+    guest.files["/etc/hostname"] = b"guest-name\n"
+    browser.post(f"/vms/{vm.pk}/run/", {"command": "echo -pSECRET"}, REMOTE_ADDR="192.0.2.5")
+    upload = SimpleUploadedFile("notes.txt", b"private words")
+    browser.post(f"/vms/{vm.pk}/upload/", {"path": "/tmp/", "file": upload})
+    b"".join(browser.post(f"/vms/{vm.pk}/download/", {"path": "/etc/hostname"}).streaming_content)
+    browser.post(f"/vms/{vm.pk}/download/", {"path": "/root/secret"})  # the guest refuses it
+    verbs = ["vm.exec", "vm.file_put", "vm.file_get"]
+    events = list(AuditEvent.objects.filter(verb__in=verbs).order_by("pk"))
+    assert [(e.verb, e.user, e.interface, e.object_id, e.result) for e in events] == [
+        ("vm.exec", alice, "portal", str(vm.pk), "ok"), ("vm.file_put", alice, "portal", str(vm.pk), "ok"),
+        ("vm.file_get", alice, "portal", str(vm.pk), "ok"),
+        ("vm.file_get", alice, "portal", str(vm.pk), "refused")]
+    assert events[0].address == "192.0.2.5"
+    assert (events[0].detail["program"], events[0].detail["args"]) == ("echo", 2)
+    assert events[1].detail["path"] == "/tmp/notes.txt" and events[3].detail["path"] == "/root/secret"
+    text = str(list(AuditEvent.objects.values()))
+    for secret in ("SECRET", "private words", "guest-name"):
+        assert secret not in text

@@ -61,3 +61,35 @@ def test_it_reconciles_a_node_from_the_admin(client, alice, node, template, run_
     assert ("warning", f"{node.name}: 1 VMs had drifted (see their operations)") in messages_of(response)
     vm.refresh_from_db()
     assert vm.status == "stopped"
+
+
+def test_each_node_action_is_one_event_by_its_operator(client, root, node, alice, template, run_tasks,
+                                                       monkeypatch):
+    from audit.models import AuditEvent
+    from engines.errors import EngineError, ErrorCode
+    from tests.admin_support import post_action
+    from tests.support import domain
+
+    def log():
+        return [(e.verb, e.user, e.interface, e.object_type, e.object_id, e.result, e.code, e.detail)
+                for e in AuditEvent.objects.filter(verb__startswith="node.").order_by("pk")]
+
+    vm = make_env(alice, run=run_tasks).vms.get()
+    post_action(client, NODES, "drain", [node])
+    post_action(client, NODES, "undrain", [node])
+    domain(vm).destroy()
+    post_action(client, NODES, "reconcile", [node])
+    assert log() == [("node.drain", root, "admin", "node", str(node.pk), "ok", "", {}),
+                     ("node.undrain", root, "admin", "node", str(node.pk), "ok", "", {}),
+                     ("node.reconcile", root, "admin", "node", str(node.pk), "ok", "", {"drifted": 1})]
+    # What the operator's pass settled is recorded too, on the VM.
+    assert AuditEvent.objects.get(verb="vm.reconcile").object_id == str(vm.pk)
+
+    def unreachable(node_id):
+        raise EngineError("node unreachable", code=ErrorCode.ENGINE_INIT)
+
+    monkeypatch.setattr("vms.reconcile.reconcile_node", unreachable)
+    response = post_action(client, NODES, "reconcile", [node])
+    assert any("node unreachable" in text for _, text in messages_of(response))
+    assert log()[3:] == [
+        ("node.reconcile", root, "admin", "node", str(node.pk), "failed", "engine_init", {})]

@@ -187,3 +187,21 @@ def test_it_hands_the_engine_the_vms_whose_restore_may_stay_parked(alice, make_e
     reconcile_nodes()
     # vms[2] runs: a parking of it (there is none on the test driver) would be ended.
     assert seen == [(f"tt-{node.name}-", {vms[0].engine_name}, {vms[1].engine_name})]
+
+
+def test_the_schedule_records_what_it_settled_as_the_system_named_by_it(alice, make_env, migrated_schedules):
+    from django_q.tasks import async_task
+
+    from audit.models import AuditEvent
+
+    vm = make_env(alice, vms=1).vms.get()
+    domain(vm).destroy()
+    name = "tt: reconcile nodes"
+    async_task(migrated_schedules[name]["func"], group=name, sync=True)  # as its schedule runs it
+    vm.refresh_from_db()
+    assert vm.status == "stopped"
+    (event,) = AuditEvent.objects.filter(verb="vm.reconcile")
+    assert (event.user, event.system, event.interface, event.object_id, event.owner_id, event.result,
+            event.detail) == (None, name, "schedule", str(vm.pk), alice.pk, "ok",
+                              {"was": "running", "now": "stopped"})
+    assert event.actor == f"system: {name}"

@@ -63,3 +63,28 @@ def test_a_pool_with_spares_is_not_deleted_and_tend_can_be_asked_for(client, roo
     assert not pool.spares.live().exists()
     response = client.post(reverse("admin:vms_warmpool_delete", args=[pool.pk]), {"post": "yes"})
     assert response.status_code == 302 and not WarmPool.objects.exists()
+
+
+def test_the_audit_log_has_each_pool_change_by_its_operator_and_nothing_for_the_refills(
+        client, root, node, template, run_tasks):
+    from audit.models import AuditEvent
+
+    def log():
+        return [(e.verb, e.user, e.interface, e.object_type, e.result, e.code)
+                for e in AuditEvent.objects.exclude(verb="login").order_by("pk")]
+
+    add_pool(client, node, template, run_tasks)  # saved, then filled by its tend task
+    pool = WarmPool.objects.get()
+    assert pool.spares.live().count() == 2
+    assert log() == [("warm_pool.save", root, "admin", "warmpool", "ok", "")]
+    # Deleting it while it holds spares: the admin does not offer it (403), no service ran.
+    response = client.post(reverse("admin:vms_warmpool_delete", args=[pool.pk]), {"post": "yes"})
+    assert response.status_code == 403 and WarmPool.objects.exists()
+    assert len(log()) == 1
+    with run_tasks():  # switched off: its spares are discarded, by the system, unrecorded
+        client.post(reverse("admin:vms_warmpool_change", args=[pool.pk]), {
+            "size": 2, "sizes": "1x128", "keep": "saved", "spares-TOTAL_FORMS": 0, "spares-INITIAL_FORMS": 0})
+    client.post(reverse("admin:vms_warmpool_delete", args=[pool.pk]), {"post": "yes"})
+    assert not WarmPool.objects.exists()
+    assert log()[1:] == [("warm_pool.save", root, "admin", "warmpool", "ok", ""),
+                         ("warm_pool.delete", root, "admin", "warmpool", "ok", "")]
