@@ -167,6 +167,9 @@ def test_a_claim_whose_worker_was_killed_mid_feed_restores_from_the_saved_image(
     paths = parking.Paths(engine.park_dir, victim)
     parked_qemu = parking.qemu_pid(victim)
     assert parked_qemu is not None and holder_processes(pool)[victim], parked_states(pool)
+    saved = engine.save_path(victim)
+    memory = os.path.getsize(saved) - parking.stream_offset(saved) - parking.LEAD
+    half = memory // 2  # a busybox guest's saved memory is a few MiB
     told_r, told_w = os.pipe()
     child = os.fork()
     if child == 0:  # the worker: no database, no libvirt, only the claim's feed
@@ -176,23 +179,27 @@ def test_a_claim_whose_worker_was_killed_mid_feed_restores_from_the_saved_image(
 
             def slow_sendfile(out_fd, in_fd, offset, count):
                 # The whole image goes into the pipe in a fraction of a second, too fast for a
-                # kill to land in it reliably: here the feed sends 256 KiB at a time and, once
-                # 4 MiB went in, says so and stalls, so the kill always lands mid-feed.
-                if fed[0] >= 4 << 20:
+                # kill to land in it reliably: here the feed sends 64 KiB at a time and, once
+                # half of it went in, says so and stalls, so the kill always lands mid-feed.
+                if fed[0] >= half:
                     os.write(told_w, b"!")
                     time.sleep(3600)
-                sent = real_sendfile(out_fd, in_fd, offset, min(count, 256 << 10))
+                sent = real_sendfile(out_fd, in_fd, offset, min(count, 64 << 10))
                 fed[0] += sent
                 return sent
 
             os.sendfile = slow_sendfile
-            parking.feed(paths, engine.save_path(victim))
+            parking.feed(paths, saved)
+            os.write(told_w, b"the whole image went in")
+        except BaseException as exc:
+            os.write(told_w, repr(exc).encode())
         finally:
             os._exit(1)
     os.close(told_w)
     try:
         ready_to_kill, _, _ = select.select([told_r], [], [], 30)
-        assert ready_to_kill and os.read(told_r, 1) == b"!", "the worker's feed never got 4 MiB in"
+        assert ready_to_kill, "the worker's feed never got half of the memory in"
+        assert os.read(told_r, 4096) == b"!", "the worker's feed failed"
         assert paths.claimed.exists()
     finally:
         os.kill(child, signal.SIGKILL)
@@ -207,7 +214,7 @@ def test_a_claim_whose_worker_was_killed_mid_feed_restores_from_the_saved_image(
         op, vms = create(alice, run_tasks, "killedclaim", 2)
     restores = re.findall(r"warm: restored from a saved spare in ([\d.]+) s", op.log)
     ran = (op.finished_at - op.started_at).total_seconds()
-    print(f"killed claim: the create ran {ran:.2f} s, restores {restores} s")
+    print(f"killed claim: killed after {half} of {memory} bytes; create {ran:.2f} s, restores {restores} s")
     for vm in vms:
         netlab.wait_for_http(f"http://{qnode.public_host}:{public_port(vm, 80)}/", expect=f"ip {vm.ip}<")
     # Both restored warm: the killed claim's VM from its saved image (the claim is refused,
