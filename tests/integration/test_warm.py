@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import time
 from pathlib import Path
@@ -156,3 +157,84 @@ def test_a_spare_whose_holder_was_killed_is_parked_again_and_restores(pool, qnod
     assert all(vm.start_kind == "warm" for vm in vms), op.log
     for vm in vms:
         netlab.wait_for_http(f"http://{qnode.public_host}:{public_port(vm, 80)}/", expect=f"ip {vm.ip}<")
+
+
+def test_a_claim_whose_worker_was_killed_mid_feed_restores_from_the_saved_image(
+    pool, qnode, alice, run_tasks, caplog
+):
+    engine = get_engine(qnode)
+    victim = pool.spares.live().order_by("pk").first().engine_name
+    paths = parking.Paths(engine.park_dir, victim)
+    parked_qemu = parking.qemu_pid(victim)
+    assert parked_qemu is not None and holder_processes(pool)[victim], parked_states(pool)
+    saved = engine.save_path(victim)
+    memory = os.path.getsize(saved) - parking.stream_offset(saved) - parking.LEAD
+    half = memory // 2  # a busybox guest's saved memory is a few MiB
+    told_r, told_w = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker: no database, no libvirt, only the claim's feed
+        try:
+            os.close(told_r)
+            real_sendfile, fed = os.sendfile, [0]
+
+            def slow_sendfile(out_fd, in_fd, offset, count):
+                # The whole image goes into the pipe in a fraction of a second, too fast for a
+                # kill to land in it reliably: here the feed sends 64 KiB at a time and, once
+                # half of it went in, says so and stalls, so the kill always lands mid-feed.
+                if fed[0] >= half:
+                    os.write(told_w, b"!")
+                    time.sleep(3600)
+                sent = real_sendfile(out_fd, in_fd, offset, min(count, 64 << 10))
+                fed[0] += sent
+                return sent
+
+            os.sendfile = slow_sendfile
+            parking.feed(paths, saved)
+            os.write(told_w, b"the whole image went in")
+        except BaseException as exc:
+            os.write(told_w, repr(exc).encode())
+        finally:
+            os._exit(1)
+    os.close(told_w)
+    try:
+        ready_to_kill, _, _ = select.select([told_r], [], [], 30)
+        assert ready_to_kill, "the worker's feed never got half of the memory in"
+        assert os.read(told_r, 4096) == b"!", "the worker's feed failed"
+        assert paths.claimed.exists()
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        os.close(told_r)
+    # The killed worker's claim is cut short: its QEMU has part of its memory and waits for
+    # the rest (the holder keeps the pipe open), its holder still runs.
+    assert engine.is_parked(victim) and parking.qemu_pid(victim) == parked_qemu
+
+    # The operation, recovered, creates an Env taking both spares.
+    with caplog.at_level("INFO", logger="engines.libvirt.engine"):
+        op, vms = create(alice, run_tasks, "killedclaim", 2)
+    restores = re.findall(r"warm: restored from a saved spare in ([\d.]+) s", op.log)
+    ran = (op.finished_at - op.started_at).total_seconds()
+    print(f"killed claim: killed after {half} of {memory} bytes; create {ran:.2f} s, restores {restores} s")
+    for vm in vms:
+        netlab.wait_for_http(f"http://{qnode.public_host}:{public_port(vm, 80)}/", expect=f"ip {vm.ip}<")
+    # Both restored warm: the killed claim's VM from its saved image (the claim is refused,
+    # "claimed already", the parked QEMU destroyed, the plain restore follows), the other parked.
+    assert all(vm.start_kind == "warm" and vm.status == Vm.Status.RUNNING for vm in vms), op.log
+    assert len(re.findall(r"warm: restored from a saved spare in", op.log)) == 2, op.log
+    assert "did not restore" not in op.log and "cold:" not in op.log, op.log
+    said = caplog.text
+    refused = f"{victim}: the parked restore failed ({victim}: claimed already); restoring from its saved"
+    assert refused in said, said
+    assert len(re.findall(r": parked restore: memory fed in", said)) == 1, said
+    assert victim in {vm.engine_name for vm in vms}
+    assert not engine.conn.lookupByName(victim).hasManagedSaveImage(0)  # never restored twice
+    # Nothing of the killed claim is left: its holder, its parked QEMU, its pipe and files.
+    assert parking.holder_pid(paths) is None and not Path(f"/proc/{parked_qemu}").exists()
+    assert parking.qemu_pid(victim) != parked_qemu
+    spares = {s.engine_name for s in pool.spares.live()}
+    assert ready(pool) == 2 and victim not in spares
+    assert parking.names(engine.park_dir) <= spares, parking.names(engine.park_dir)
+    assert all(len(pids) == 2 for name, pids in holder_processes(pool).items() if name in spares)
+    # No domain beyond the Env's VMs and the pool's live spares.
+    domains = {d.name() for d in engine.conn.listAllDomains() if d.name().startswith(f"tt-{qnode.name}-")}
+    assert domains == {vm.engine_name for vm in vms} | spares, domains
