@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 SEED_SUFFIX = "-seed.img"  # a VM's cloud-init CIDATA volume
 GENERATION = ".g"  # a VM's overlay after its disk was cut for cloning: <name>.g<n>.qcow2
+# How long a pool refresh waits out another volume's upload or build (_refresh_pool).
+POOL_BUSY_WAIT_S = 60.0
+POOL_BUSY_POLL_S = 0.05
 
 
 class DomainMissing(LookupError):
@@ -106,6 +109,23 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
 
     def _pool(self) -> libvirt.virStoragePool:
         return self.conn.storagePoolLookupByName(self.pool_name)
+
+    def _refresh_pool(self, pool: libvirt.virStoragePool | None = None) -> libvirt.virStoragePool:
+        """Refresh the pool (volumes made or removed behind libvirt's back). libvirt refuses
+        a refresh while another volume's upload or build runs in the pool ("has asynchronous
+        jobs running": storagePoolRefresh), as when the VMs of one create write their seeds
+        side by side: that is waited out, as long as POOL_BUSY_WAIT_S, never failed."""
+        pool = pool or self._pool()
+        deadline = time.monotonic() + POOL_BUSY_WAIT_S
+        while True:
+            try:
+                pool.refresh(0)
+                return pool
+            except libvirt.libvirtError as exc:
+                busy = "asynchronous jobs running" in (exc.get_error_message() or str(exc))
+                if not busy or time.monotonic() > deadline:
+                    raise
+            time.sleep(POOL_BUSY_POLL_S)  # libvirt has no event for a pool's jobs ending
 
     def _domain(self, vm: VmSpec) -> libvirt.virDomain | None:
         return self._domain_named(vm.name)
@@ -257,7 +277,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         """What libvirtd forgot or we missed while it was away: volumes made by a call
         that lost its connection show only after a pool refresh."""
         try:
-            self._pool().refresh(0)
+            self._refresh_pool()
         except libvirt.libvirtError:
             log.warning("could not refresh pool %s after reconnecting", self.pool_name)
 
@@ -420,8 +440,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
         except Exception:
             volume.delete(0)
             raise
-        self._pool().refresh(0)
-        return self._pool().storageVolLookupByName(name).path()
+        return self._refresh_pool().storageVolLookupByName(name).path()
 
     def destroy_image(self, vm: VmSpec) -> None:
         # The overlay it writes to: after a clone (cut_disk) that is a later generation, and
@@ -455,7 +474,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
                               code=ErrorCode.SNAPSHOT_CREATE)
         else:
             how = self._cut_live(dom, vm, active_path)
-        self._pool().refresh(0)
+        self._refresh_pool()
         return DiskCut(base=current, active=active_path, how=how)
 
     def _cut_offline(self, dom: libvirt.virDomain, current: str, active_name: str) -> None:
@@ -881,8 +900,7 @@ class LibvirtEngine(FirewalledNetwork, VmEngine):
     @reconnecting
     def inventory(self, prefix: str) -> Inventory:
         domains = frozenset(d.name() for d in self.conn.listAllDomains() if d.name().startswith(prefix))
-        pool = self._pool()
-        pool.refresh(0)  # volumes made or removed behind libvirt's back
+        pool = self._refresh_pool()  # volumes made or removed behind libvirt's back
         images = {  # runtime images (of each generation) and seeds, each named after its VM
             v.name(): _owner_of(v.name())
             for v in pool.listAllVolumes()

@@ -713,3 +713,45 @@ def test_a_vm_without_cloud_init_gets_no_seed_disk(engine, template):
     assert pool_volume_names() == {TEMPLATE_VOLUME, LibvirtEngine.image_name(vm)}
     disks = ET.fromstring(domain(vm).XMLDesc(0)).find("devices").findall("disk")
     assert [d.find("target").get("dev") for d in disks] == ["vda"]
+
+
+class BusyPool:
+    """A storage pool as libvirt answers while another volume's upload runs in it: a refresh
+    is refused `busy` times, then done."""
+
+    BUSY = "internal error: pool 'p' has asynchronous jobs running."
+
+    def __init__(self, busy: int, message: str = BUSY) -> None:
+        self.busy, self.message, self.refreshes = busy, message, 0
+
+    def refresh(self, flags: int) -> int:
+        self.refreshes += 1
+        if self.refreshes <= self.busy:
+            raise libvirt.libvirtError(self.message)
+        return 0
+
+
+def test_a_pool_refresh_waits_out_another_volume_s_upload(engine, monkeypatch):
+    # Two VMs of one create write their seeds side by side: libvirt refuses the refresh of
+    # the one that finishes first while the other's upload runs (seen in CI, a clone of 2).
+    pool = BusyPool(busy=3)
+    monkeypatch.setattr(engine, "_pool", lambda: pool)
+    assert engine._refresh_pool() is pool
+    assert pool.refreshes == 4
+
+
+def test_a_pool_refresh_refused_for_another_reason_fails_at_once(engine, monkeypatch):
+    pool = BusyPool(busy=1, message="storage pool 'p' is not active")
+    monkeypatch.setattr(engine, "_pool", lambda: pool)
+    with pytest.raises(libvirt.libvirtError, match="not active"):
+        engine._refresh_pool()
+    assert pool.refreshes == 1
+
+
+def test_a_pool_busy_for_too_long_fails_with_libvirt_s_word(engine, monkeypatch):
+    monkeypatch.setattr("engines.libvirt.engine.POOL_BUSY_WAIT_S", 0.2)
+    pool = BusyPool(busy=10**6)
+    monkeypatch.setattr(engine, "_pool", lambda: pool)
+    with pytest.raises(libvirt.libvirtError, match="asynchronous jobs running"):
+        engine._refresh_pool()
+    assert pool.refreshes > 1
