@@ -36,14 +36,15 @@ def enabled() -> bool:
     return getattr(settings, "TT_AUDIT_ENABLED", True)
 
 
-# Set on what a service returns without acting (an Idempotency-Key's replay answers with the
-# first request's operation): its `audited` wrapper records nothing, the first event stands.
-REPLAYED = "audit_replayed"
+# Set on what a service returns without acting anew (an Idempotency-Key's replay answers with
+# the first request's operation; a wake asked again gets the one under way): its `audited`
+# wrapper records nothing, the first event stands.
+ALREADY_RECORDED = "audit_already_recorded"
 
 
-def replayed(result):
-    """`result`, marked as the answer to a replayed request: no new event."""
-    setattr(result, REPLAYED, True)
+def already_recorded(result):
+    """`result`, marked as the answer of a call that did nothing new: no new event."""
+    setattr(result, ALREADY_RECORDED, True)
     return result
 
 
@@ -152,8 +153,7 @@ def _record_after_rollback(verb: str, **kwargs) -> None:
 
 
 def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | None = None,
-            skip_none: bool = False, skip: Callable | None = None, refused_when_failed: bool = False,
-            atomic: bool = True) -> Callable:
+            skip_none: bool = False, refused_when_failed: bool = False, atomic: bool = True) -> Callable:
     """Decorate a service: its event, once, whatever the interface.
 
     The service runs in a transaction; when it returns, the event is written in that same
@@ -166,11 +166,10 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
     of (kwargs, result). `detail(kwargs, result)`: the small, secret-free detail.
     The acting user is the `by` argument (or `user`, for self-service: token_create).
     A `kind` argument other than the default (env_destroy's env_expire) names the verb:
-    `env_expire` -> `env.expire`. A result marked `replayed` (an Idempotency-Key's replay)
-    records nothing: the action did not run again. `skip_none`: a call that returns None
-    did nothing and records nothing (the system's sweeps: an Env that cannot sleep now);
-    `skip(result)`, more generally, says when a call did nothing new (a wake already under
-    way). `refused_when_failed`: an operation returned already failed was refused when
+    `env_expire` -> `env.expire`. A result marked `already_recorded` (an Idempotency-Key's
+    replay, a wake already under way) records nothing: nothing ran again. `skip_none`: a
+    call that returns None did nothing and records nothing (the system's sweeps: an Env
+    that cannot sleep now). `refused_when_failed`: an operation returned already failed was refused when
     asked (a wake with no room): recorded as refused with its code. `atomic=False`
     for a service that must not run in one transaction (it talks to a guest meanwhile, or
     records its own failure before raising): its event is written after it, on its own.
@@ -189,8 +188,7 @@ def audited(verb: str, *, on: str | Callable | None = None, detail: Callable | N
                 with transaction.atomic() if atomic else contextlib.nullcontext():
                     result = service(*args, **kwargs)
                     origin.depth -= 1
-                    if not (getattr(result, REPLAYED, False) or (skip_none and result is None)
-                            or (skip is not None and skip(result))):
+                    if not (getattr(result, ALREADY_RECORDED, False) or (skip_none and result is None)):
                         _write(verb, signature, args, kwargs, result, None)
                 return result
             except Exception as exc:

@@ -31,7 +31,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from audit import context as audit_context
-from audit.recording import audited
+from audit.recording import already_recorded, audited
 from engines.errors import ErrorCode, fails_as
 from engines.network.waker import Waker
 from engines.specs import Feature
@@ -152,11 +152,7 @@ def _settle_sleep(op: Operation) -> None:
 # --- waking --------------------------------------------------------------------------
 
 
-def _nothing_new(result) -> bool:
-    return result is None or getattr(result, "under_way", False)
-
-
-@audited("env.wake", skip=_nothing_new, refused_when_failed=True,
+@audited("env.wake", skip_none=True, refused_when_failed=True,
          detail=lambda kwargs, result: {"why": kwargs["why"][:200]})
 def env_wake(env_id: int, *, why: str, by=None) -> Operation | None:
     """Wake a sleeping Env: its saved VMs claimed for a start. None when it is not asleep;
@@ -170,14 +166,12 @@ def env_wake(env_id: int, *, why: str, by=None) -> Operation | None:
         live = Operation.objects.filter(env=env, kind__in=[EnvKind.ENV_SLEEP, EnvKind.ENV_WAKE]).exclude(
             status__in=Operation.DONE).order_by("-pk").first()
         if live is not None:
-            live.under_way = True
-            return live
+            return already_recorded(live)
         refused = Operation.objects.filter(
             env=env, kind=EnvKind.ENV_WAKE, status=Operation.Status.FAILED, error_code=ErrorCode.NO_CAPACITY,
             finished_at__gte=timezone.now() - REFUSED_WAKE_HOLDS).order_by("-pk").first()
         if refused is not None:
-            refused.under_way = True
-            return refused
+            return already_recorded(refused)
         vms = list(env.vms.live().select_related("node").order_by("pk"))
         short = _no_room_for([vm for vm in vms
                               if vm.asleep_at is not None and vm.status == Vm.Status.SUSPENDED])

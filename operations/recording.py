@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 
-from audit.recording import replayed
+from audit.recording import already_recorded
 from operations import registry
 from operations.models import Operation
 from operations.runner import dispatch
@@ -165,14 +165,14 @@ def idempotent(service: Callable[..., Operation | None]) -> Callable[..., Operat
             fingerprint = request_fingerprint(service.__name__, args, kwargs)
             existing = _by_key(by, key, fingerprint)
             if existing is not None:
-                return replayed(existing)
+                return already_recorded(existing)
         try:
             with transaction.atomic():
                 return service(*args, by=by, idempotency_key=IdempotencyKey(key, fingerprint), **kwargs)
         except IntegrityError:
             existing = _by_key(by, key, fingerprint) if key else None
             if existing is not None:
-                return replayed(existing)
+                return already_recorded(existing)
             raise
 
     return wrapper
